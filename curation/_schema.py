@@ -1,0 +1,114 @@
+"""Schema migrations of the workspace database, versioned in code.
+
+`MIGRATIONS` is an ordered list; each entry is applied once, in its own transaction, and
+recorded in `schema_migrations`. A workspace made by an older Curate is brought up to date
+when it is opened; one made by a newer Curate is refused rather than misread.
+
+Design decisions:
+- No PRIMARY KEY or UNIQUE index on the mutable `examples` table: DuckDB turns an update of a
+  list column into delete + insert, which can trip over-eager unique checks inside one
+  transaction. Ids come from a sequence; lookups by id are fast without an index because ids
+  are inserted in order (zone maps prune the scan).
+- `example_versions` keeps every version of every example: snapshots refer to
+  (example id, version) pairs and read their content from there, so a snapshot never changes
+  when an example is edited later, and any earlier version can be restored.
+- Messages are stored as JSON text and, beside them, `text` (all turns' contents) for search.
+"""
+
+from __future__ import annotations
+
+MIGRATIONS: list[tuple[str, str]] = [
+    ("examples, versions, events and snapshots", """
+        CREATE SEQUENCE example_id_seq START 1;
+        CREATE SEQUENCE event_id_seq START 1;
+        CREATE TABLE examples (
+            id            BIGINT NOT NULL,
+            external_id   VARCHAR,
+            messages      VARCHAR NOT NULL,
+            text          VARCHAR NOT NULL,
+            label         VARCHAR,
+            tags          VARCHAR[] NOT NULL,
+            source        VARCHAR,
+            split         VARCHAR NOT NULL CHECK (split IN ('train', 'eval')),
+            status        VARCHAR NOT NULL
+                          CHECK (status IN ('pending', 'accepted', 'rejected', 'needs_work')),
+            content_hash  VARCHAR NOT NULL,
+            version       INTEGER NOT NULL,
+            created_by    VARCHAR NOT NULL,
+            created_at    TIMESTAMP NOT NULL,
+            updated_by    VARCHAR NOT NULL,
+            updated_at    TIMESTAMP NOT NULL
+        );
+        CREATE TABLE example_versions (
+            example_id    BIGINT NOT NULL,
+            version       INTEGER NOT NULL,
+            messages      VARCHAR NOT NULL,
+            label         VARCHAR,
+            tags          VARCHAR[] NOT NULL,
+            split         VARCHAR NOT NULL,
+            status        VARCHAR NOT NULL,
+            content_hash  VARCHAR NOT NULL,
+            changed_by    VARCHAR NOT NULL,
+            changed_at    TIMESTAMP NOT NULL
+        );
+        CREATE TABLE events (
+            id            BIGINT NOT NULL,
+            example_id    BIGINT,
+            action        VARCHAR NOT NULL,
+            actor         VARCHAR NOT NULL,
+            occurred_at   TIMESTAMP NOT NULL,
+            version       INTEGER,
+            before        VARCHAR,
+            after         VARCHAR,
+            reason        VARCHAR
+        );
+        CREATE TABLE snapshots (
+            id            VARCHAR PRIMARY KEY,
+            name          VARCHAR NOT NULL,
+            created_by    VARCHAR NOT NULL,
+            created_at    TIMESTAMP NOT NULL,
+            filters       VARCHAR NOT NULL,
+            content_hash  VARCHAR NOT NULL,
+            count         INTEGER NOT NULL
+        );
+        CREATE TABLE snapshot_items (
+            snapshot_id   VARCHAR NOT NULL,
+            example_id    BIGINT NOT NULL,
+            version       INTEGER NOT NULL
+        );
+    """),
+]
+
+
+def current_version(cursor) -> int:
+    """The number of migrations applied to this database (0 for a new file)."""
+    exists = cursor.execute(
+        "SELECT count(*) FROM information_schema.tables WHERE table_name = 'schema_migrations'"
+    ).fetchone()[0]
+    if not exists:
+        return 0
+    return cursor.execute("SELECT coalesce(max(version), 0) FROM schema_migrations").fetchone()[0]
+
+
+def migrate(cursor, now) -> list[int]:
+    """Apply every migration this database lacks; return the versions applied."""
+    from curation.errors import SchemaTooNew
+
+    cursor.execute("CREATE TABLE IF NOT EXISTS schema_migrations "
+                   "(version INTEGER PRIMARY KEY, name VARCHAR NOT NULL, applied_at TIMESTAMP)")
+    have = current_version(cursor)
+    if have > len(MIGRATIONS):
+        raise SchemaTooNew(f"this workspace has schema version {have}, but this Curate knows "
+                           f"only up to {len(MIGRATIONS)}: upgrade Curate to open it")
+    applied = []
+    for version, (name, sql) in enumerate(MIGRATIONS[have:], start=have + 1):
+        cursor.execute("BEGIN TRANSACTION")
+        try:
+            cursor.execute(sql)
+            cursor.execute("INSERT INTO schema_migrations VALUES (?, ?, ?)", [version, name, now])
+            cursor.execute("COMMIT")
+        except Exception:
+            cursor.execute("ROLLBACK")
+            raise
+        applied.append(version)
+    return applied

@@ -1,0 +1,236 @@
+"""The `curate` command line: a few lines per command over the core library.
+
+Every command takes `--db PATH` (default `$CURATE_DB`, else `./workspace/curate.duckdb`).
+A user error (any `CurateError`) prints one line on stderr and exits with status 1; only a
+bug shows a traceback.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import click
+import orjson
+
+from curation import (CurateError, ExampleFilter, Store, default_db_path, export_jsonl,
+                      import_file)
+from curation.formats import DEFAULT_MAX_FIELD_CHARS, INPUT_FORMATS, OUTPUT_FORMATS, parse_mapping
+from curation.query import SPLITS, STATUSES
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _default_actor() -> str:
+    return os.environ.get("CURATE_USER") or f"cli:{getpass.getuser()}"
+
+
+db_option = click.option("--db", "db", type=click.Path(dir_okay=False, path_type=Path),
+                         default=None, help="Workspace database file. Default: $CURATE_DB, "
+                         "else ./workspace/curate.duckdb.")
+actor_option = click.option("--actor", default=_default_actor, show_default="$CURATE_USER or "
+                            "cli:<login>", help="Who is recorded in the audit log.")
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for machines.")
+
+
+def _open(db: Path | None) -> Store:
+    return Store(db or default_db_path())
+
+
+def _print_json(value) -> None:
+    click.echo(orjson.dumps(value, option=orjson.OPT_INDENT_2, default=str).decode())
+
+
+class _Group(click.Group):
+    """Turns every CurateError into one line on stderr and exit status 1."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except CurateError as exc:
+            click.echo(f"error: {exc}", err=True)
+            ctx.exit(1)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """Curate: turn a domain expert's knowledge into a fine-tuned model.
+
+    \b
+    Example:
+      curate init --demo && curate stats
+    """
+
+
+@main.command()
+@db_option
+@click.option("--demo", is_flag=True, help="Also load the demo dataset (support tickets).")
+@actor_option
+def init(db, demo, actor):
+    """Create the workspace database (and optionally load the demo data).
+
+    \b
+    Example:
+      curate init --db workspace/curate.duckdb --demo
+    """
+    with _open(db) as store:
+        click.echo(f"workspace {store.path} ready (schema version {store.schema_version()})")
+        if demo:
+            from curation.demo import load_demo
+
+            report = load_demo(store, actor=actor)
+            click.echo(report.summary())
+
+
+@main.command("import")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@db_option
+@click.option("--format", "fmt", type=click.Choice(INPUT_FORMATS), default="auto",
+              show_default=True, help="Input format; auto detects it per record.")
+@click.option("--map", "mapping", default=None, metavar="TARGET=COLUMN,...",
+              help="Map columns of a CSV or JSONL file: targets prompt, response, system, "
+                   "label, id, tags.")
+@click.option("--split", type=click.Choice(SPLITS), default="train", show_default=True)
+@click.option("--status", type=click.Choice(STATUSES), default="pending", show_default=True,
+              help="Initial status; 'accepted' for trusted data.")
+@click.option("--source", default=None, help="Origin recorded on every example "
+                                             "(default: the file name).")
+@click.option("--tag", "tags", multiple=True, help="Tag added to every example (repeatable).")
+@click.option("--max-field-chars", type=int, default=DEFAULT_MAX_FIELD_CHARS,
+              show_default=True, help="Longest accepted text field.")
+@actor_option
+@json_option
+def import_(file, db, fmt, mapping, split, status, source, tags, max_field_chars, actor, as_json):
+    """Import examples from JSONL, a JSON array or CSV; bad lines are reported, not fatal.
+
+    \b
+    Examples:
+      curate import data/demo/support_tickets.jsonl --status accepted
+      curate import tickets.csv --map prompt=text,response=reply,label=category --split eval
+    """
+    with _open(db) as store:
+        bar = None
+
+        def progress(done: int, total: int) -> None:
+            nonlocal bar
+            if as_json or not sys.stderr.isatty():
+                return
+            if bar is None:
+                bar = click.progressbar(length=total, label="importing", file=sys.stderr)
+                bar.__enter__()
+            bar.update(done - bar.pos)
+
+        report = import_file(store, file, fmt=fmt, mapping=parse_mapping(mapping), split=split,
+                             status=status, source=source, tags=tags, actor=actor,
+                             max_field_chars=max_field_chars, progress=progress)
+        if bar is not None:
+            bar.__exit__(None, None, None)
+        saved = report.save(store.path.parent / "import-reports")
+    if as_json:
+        _print_json({**report.to_dict(), "report_file": str(saved)})
+        return
+    click.echo(report.summary())
+    for err in report.rejected[:20]:
+        click.echo(f"  line {err.line}: {err.code}: {err.message}")
+    if len(report.rejected) > 20:
+        click.echo(f"  ... and {len(report.rejected) - 20:,} more")
+    click.echo(f"full report: {saved}")
+
+
+@main.command()
+@click.argument("out", type=click.Path(dir_okay=False, path_type=Path))
+@db_option
+@click.option("--format", "fmt", type=click.Choice(OUTPUT_FORMATS), default="openai",
+              show_default=True)
+@click.option("--status", "statuses", multiple=True, type=click.Choice(STATUSES),
+              default=("accepted",), show_default=True, help="Repeatable.")
+@click.option("--split", "splits", multiple=True, type=click.Choice(SPLITS),
+              help="Repeatable; default both.")
+@click.option("--label", "labels", multiple=True, help="Repeatable; default all labels.")
+@click.option("--name", default=None, help="Name of the snapshot if a new one is made.")
+@actor_option
+@json_option
+def export(out, db, fmt, statuses, splits, labels, name, actor, as_json):
+    """Export a snapshot of the curated set to JSONL, with a manifest beside it.
+
+    \b
+    Example:
+      curate export curated.jsonl --split train --format openai
+    """
+    where = ExampleFilter(status=tuple(statuses), split=tuple(splits), label=tuple(labels))
+    with _open(db) as store:
+        result = export_jsonl(store, out, fmt=fmt, where=where, actor=actor, snapshot_name=name)
+    if as_json:
+        _print_json(result.to_dict())
+    else:
+        click.echo(f"wrote {result.count:,} examples to {result.path} ({fmt}); snapshot "
+                   f"{result.snapshot.id}, manifest {result.manifest_path}")
+
+
+@main.command()
+@db_option
+@json_option
+def stats(db, as_json):
+    """Counts of examples by status, split, label and source.
+
+    \b
+    Example:
+      curate stats --json
+    """
+    with _open(db) as store:
+        figures = store.stats()
+    if as_json:
+        _print_json(figures)
+        return
+    click.echo(f"{figures['total']:,} examples")
+    for key in ("status", "split", "label", "source"):
+        click.echo(f"\nby {key}:")
+        for value, n in figures[f"by_{key}"].items():
+            click.echo(f"  {value if value is not None else '(none)':<30} {n:>8,}")
+
+
+@main.command()
+@db_option
+@json_option
+def snapshots(db, as_json):
+    """List the snapshots (immutable dataset versions) with their hashes and counts.
+
+    \b
+    Example:
+      curate snapshots --json
+    """
+    with _open(db) as store:
+        items = store.snapshots()
+    if as_json:
+        _print_json([{"id": s.id, "name": s.name, "count": s.count, "content_hash": s.content_hash,
+                      "filters": s.filters, "created_by": s.created_by,
+                      "created_at": s.created_at.isoformat()} for s in items])
+        return
+    if not items:
+        click.echo("no snapshots yet: `curate export` makes one")
+    for s in items:
+        click.echo(f"{s.id}  {s.count:>7,} examples  sha256 {s.content_hash[:16]}  {s.name}")
+
+
+@main.command()
+@db_option
+@click.option("--port", type=int, default=8501, show_default=True)
+@click.option("--headless/--browser", default=False, help="Do not open a browser window.")
+def app(db, port, headless):
+    """Start the Curate app (Streamlit) on the workspace.
+
+    \b
+    Example:
+      curate app --db workspace/curate.duckdb --port 8501
+    """
+    env = {**os.environ, "CURATE_DB": str((db or default_db_path()).resolve())}
+    command = [sys.executable, "-m", "streamlit", "run", str(PROJECT_ROOT / "app.py"),
+               "--server.port", str(port), "--server.headless", str(headless).lower()]
+    raise SystemExit(subprocess.call(command, env=env, cwd=PROJECT_ROOT))
+
+
+if __name__ == "__main__":
+    main()

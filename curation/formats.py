@@ -1,0 +1,407 @@
+"""Import and export formats: pure converters between records and conversations.
+
+Every input format is turned into one shape, a `Draft`: the conversation as chat messages
+(`[{"role": ..., "content": ...}]`) plus the metadata we keep (external id, label, tags).
+Export goes the other way, one function per format. `docs/formats.md` is the spec; the
+round-trip tests hold the two directions to it.
+
+Design decisions:
+- A record that breaks a rule raises `RecordError(code, message, field)`. The codes follow
+  OpenAI's data-preparation checks where one exists, so people recognise them; `CODES` lists
+  them all with the sentence the docs and the import report show.
+- One conversation rule for every format: an optional system turn first, then user and
+  assistant turns alternating, starting with user and ending with assistant. That is what
+  chat fine-tuning trains on, and it makes every export format lossless (Alpaca carries earlier
+  turns in `history`, as LLaMA-Factory does).
+- Unknown top-level keys are ignored (datasets carry extra columns); unknown keys inside a
+  message are refused, because dropping them would silently change what is trained on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import unicodedata
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import orjson
+
+InputFormat = Literal["auto", "openai", "alpaca", "prompt_completion", "sharegpt", "mapped"]
+OutputFormat = Literal["openai", "alpaca", "prompt_completion"]
+INPUT_FORMATS: tuple[str, ...] = ("auto", "openai", "alpaca", "prompt_completion", "sharegpt",
+                                  "mapped")
+OUTPUT_FORMATS: tuple[str, ...] = ("openai", "alpaca", "prompt_completion")
+MAPPING_TARGETS: tuple[str, ...] = ("prompt", "response", "system", "label", "id", "tags")
+DEFAULT_MAX_FIELD_CHARS = 100_000
+
+CODES: dict[str, str] = {
+    "invalid_json": "The line is not valid JSON.",
+    "data_type": "The record is not a JSON object.",
+    "unknown_format": "The record has none of the keys of a known format "
+                      "(messages, instruction/output, prompt/completion, conversations).",
+    "missing_messages_list": "`messages` (or `conversations`) is missing, not a list, or empty.",
+    "message_missing_key": "A message lacks its role or its content key.",
+    "message_unrecognized_key": "A message has a key other than its role and content.",
+    "unrecognized_role": "A role other than system, user or assistant "
+                         "(ShareGPT: system, human, gpt).",
+    "missing_content": "A message or required field is empty or only whitespace.",
+    "example_missing_assistant_message": "The conversation has no assistant turn.",
+    "invalid_turn_order": "The system turn is not first, or user and assistant turns do not "
+                          "alternate starting with user and ending with assistant.",
+    "missing_field": "A field the format requires (or a mapped column) is missing.",
+    "wrong_type": "A field has the wrong type, for example a number where text is expected.",
+    "field_too_long": "A text field is longer than the configured maximum.",
+    "nan_value": "The record contains NaN or Infinity, which is not valid JSON.",
+    "lone_surrogate": "A string contains a lone UTF-16 surrogate (an invalid character).",
+    "duplicate_in_file": "The same conversation appeared earlier in the same file; "
+                         "it is imported once.",
+}
+
+_ROLES = ("system", "user", "assistant")
+_SHAREGPT_ROLES = {"system": "system", "human": "user", "user": "user", "gpt": "assistant",
+                   "assistant": "assistant"}
+
+
+class RecordError(Exception):
+    """One input record breaks a rule: `code` is a key of CODES, `field` where it happened."""
+
+    def __init__(self, code: str, message: str, field: str | None = None):
+        assert code in CODES, code
+        self.code = code
+        self.message = message
+        self.field = field
+        super().__init__(f"{code}: {message}")
+
+
+@dataclass(frozen=True)
+class Draft:
+    """A validated conversation with the metadata an import keeps."""
+
+    messages: list[dict[str, str]]
+    label: str | None = None
+    tags: tuple[str, ...] = ()
+    external_id: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict, compare=False)
+
+
+# --- normalisation and hashing ---------------------------------------------------------------
+
+def clean_text(text: str) -> str:
+    """Line endings to LF; the text is otherwise stored exactly as given."""
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def content_hash(messages: list[dict[str, str]]) -> str:
+    """SHA-256 over the normalised conversation: roles, and contents in NFC without outer spaces."""
+    canonical = [[m["role"], unicodedata.normalize("NFC", m["content"]).strip()]
+                 for m in messages]
+    return hashlib.sha256(orjson.dumps(canonical)).hexdigest()
+
+
+def search_text(messages: list[dict[str, str]]) -> str:
+    """All turns' contents, one after another: what text search and embeddings read."""
+    return "\n".join(m["content"] for m in messages)
+
+
+# --- the conversation rule -------------------------------------------------------------------
+
+def check_conversation(messages: Any, max_chars: int = DEFAULT_MAX_FIELD_CHARS,
+                       where: str = "messages") -> list[dict[str, str]]:
+    """Validate a list of {role, content} messages; return it with line endings cleaned."""
+    if not isinstance(messages, list) or not messages:
+        raise RecordError("missing_messages_list", f"`{where}` must be a non-empty list", where)
+    cleaned = []
+    for i, message in enumerate(messages):
+        at = f"{where}[{i}]"
+        if not isinstance(message, dict):
+            raise RecordError("wrong_type", f"{at} must be an object with role and content", at)
+        for key in ("role", "content"):
+            if key not in message:
+                raise RecordError("message_missing_key", f"{at} has no `{key}`", f"{at}.{key}")
+        extra = sorted(set(message) - {"role", "content"})
+        if extra:
+            raise RecordError("message_unrecognized_key",
+                              f"{at} has unrecognized key(s) {', '.join(extra)}", at)
+        role, content = message["role"], message["content"]
+        if role not in _ROLES:
+            raise RecordError("unrecognized_role",
+                              f"{at}.role is {role!r}; expected system, user or assistant",
+                              f"{at}.role")
+        cleaned.append({"role": role,
+                        "content": check_text(content, f"{at}.content", max_chars)})
+    _check_turn_order(cleaned, where)
+    return cleaned
+
+
+def _check_turn_order(messages: list[dict[str, str]], where: str) -> None:
+    roles = [m["role"] for m in messages]
+    if "assistant" not in roles:
+        raise RecordError("example_missing_assistant_message",
+                          f"`{where}` has no assistant turn", where)
+    turns = roles[1:] if roles[0] == "system" else roles
+    if "system" in turns:
+        i = roles.index("system", 1 if roles[0] == "system" else 0)
+        raise RecordError("invalid_turn_order",
+                          f"{where}[{i}] is a system turn; only the first turn may be system",
+                          f"{where}[{i}].role")
+    expected = ["user", "assistant"] * (len(turns) // 2 + 1)
+    for i, (got, want) in enumerate(zip(turns, expected)):
+        if got != want:
+            at = i + (len(roles) - len(turns))
+            raise RecordError("invalid_turn_order",
+                              f"{where}[{at}] is {got}; turns must alternate user, assistant",
+                              f"{where}[{at}].role")
+    if turns[-1] != "assistant":
+        raise RecordError("invalid_turn_order",
+                          f"`{where}` ends with a {turns[-1]} turn; the last turn must be "
+                          "assistant", where)
+
+
+def check_text(value: Any, where: str, max_chars: int, *, required: bool = True) -> str:
+    """A non-empty string within the length limit, line endings cleaned."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise RecordError("nan_value", f"{where} is {value}", where)
+    if not isinstance(value, str):
+        raise RecordError("wrong_type", f"{where} must be text, not {_type_name(value)}", where)
+    if required and not value.strip():
+        raise RecordError("missing_content", f"{where} is empty", where)
+    if len(value) > max_chars:
+        raise RecordError("field_too_long",
+                          f"{where} has {len(value):,} characters; the maximum is {max_chars:,}",
+                          where)
+    return clean_text(value)
+
+
+def _type_name(value: Any) -> str:
+    return {dict: "an object", list: "a list", bool: "a boolean", int: "a number",
+            float: "a number", type(None): "null"}.get(type(value), type(value).__name__)
+
+
+# --- metadata shared by all JSON formats -----------------------------------------------------
+
+def _metadata(record: dict, max_chars: int) -> dict[str, Any]:
+    label = record.get("label")
+    if label is not None:
+        if isinstance(label, bool) or not isinstance(label, (str, int)):
+            raise RecordError("wrong_type", f"label must be text, not {_type_name(label)}",
+                              "label")
+        label = check_text(str(label), "label", max_chars, required=False).strip() or None
+    tags = record.get("tags")
+    if tags is None:
+        tags = ()
+    elif isinstance(tags, str):
+        tags = split_tags(tags)
+    elif isinstance(tags, (list, tuple)) and all(isinstance(t, str) for t in tags):
+        tags = tuple(dict.fromkeys(t.strip() for t in tags if t.strip()))
+    else:
+        raise RecordError("wrong_type", "tags must be a list of text", "tags")
+    ext = record.get("id")
+    if ext == "":
+        ext = None
+    if ext is not None:
+        if isinstance(ext, bool) or not isinstance(ext, (str, int)):
+            raise RecordError("wrong_type", f"id must be text or a number, not "
+                                            f"{_type_name(ext)}", "id")
+        ext = check_text(str(ext), "id", max_chars)
+    return {"label": label, "tags": tuple(tags), "external_id": ext}
+
+
+def split_tags(text: str) -> tuple[str, ...]:
+    """Tags written in one cell: separated by commas, semicolons or pipes."""
+    for sep in ";|":
+        text = text.replace(sep, ",")
+    return tuple(dict.fromkeys(t.strip() for t in text.split(",") if t.strip()))
+
+
+# --- input formats ---------------------------------------------------------------------------
+
+def detect_format(record: dict) -> str:
+    """Which input format a JSON record is in, from its keys."""
+    if "messages" in record:
+        return "openai"
+    if "conversations" in record:
+        return "sharegpt"
+    if "instruction" in record or "output" in record:
+        return "alpaca"
+    if "prompt" in record or "completion" in record:
+        return "prompt_completion"
+    raise RecordError("unknown_format",
+                      "no `messages`, `conversations`, `instruction`/`output` or "
+                      f"`prompt`/`completion` key (keys: {', '.join(sorted(record)) or 'none'})")
+
+
+def to_draft(record: Any, fmt: str = "auto", mapping: dict[str, str] | None = None,
+             max_chars: int = DEFAULT_MAX_FIELD_CHARS) -> Draft:
+    """Turn one parsed record into a validated Draft, or raise RecordError."""
+    if not isinstance(record, dict):
+        raise RecordError("data_type", f"the record is {_type_name(record)}, not an object")
+    if fmt == "mapped":
+        return from_mapped(record, mapping or {}, max_chars)
+    if fmt == "auto":
+        fmt = detect_format(record)
+    reader = {"openai": from_openai, "alpaca": from_alpaca,
+              "prompt_completion": from_prompt_completion, "sharegpt": from_sharegpt}[fmt]
+    return Draft(messages=reader(record, max_chars), **_metadata(record, max_chars))
+
+
+def from_openai(record: dict, max_chars: int) -> list[dict[str, str]]:
+    if "messages" not in record:
+        raise RecordError("missing_messages_list", "no `messages` key", "messages")
+    return check_conversation(record["messages"], max_chars)
+
+
+def from_alpaca(record: dict, max_chars: int) -> list[dict[str, str]]:
+    for key in ("instruction", "output"):
+        if key not in record:
+            raise RecordError("missing_field", f"Alpaca record has no `{key}`", key)
+    instruction = check_text(record["instruction"], "instruction", max_chars)
+    extra_input = record.get("input") or ""
+    extra_input = check_text(extra_input, "input", max_chars, required=False)
+    prompt = f"{instruction}\n\n{extra_input}" if extra_input.strip() else instruction
+    messages = []
+    if record.get("system"):
+        messages.append({"role": "system", "content": record["system"]})
+    history = record.get("history") or []
+    if not isinstance(history, list):
+        raise RecordError("wrong_type", "history must be a list of [instruction, output] pairs",
+                          "history")
+    for i, pair in enumerate(history):
+        if not (isinstance(pair, list) and len(pair) == 2):
+            raise RecordError("wrong_type", f"history[{i}] must be a [instruction, output] pair",
+                              f"history[{i}]")
+        messages += [{"role": "user", "content": pair[0]},
+                     {"role": "assistant", "content": pair[1]}]
+    messages += [{"role": "user", "content": prompt},
+                 {"role": "assistant", "content": record["output"]}]
+    return check_conversation(messages, max_chars)
+
+
+def from_prompt_completion(record: dict, max_chars: int) -> list[dict[str, str]]:
+    for key in ("prompt", "completion"):
+        if key not in record:
+            raise RecordError("missing_field", f"prompt/completion record has no `{key}`", key)
+    prompt, completion = record["prompt"], record["completion"]
+    if isinstance(prompt, list) != isinstance(completion, list):
+        raise RecordError("wrong_type", "prompt and completion must both be text or both be "
+                                        "message lists", "completion")
+    if isinstance(prompt, list):
+        messages = check_conversation(prompt + completion, max_chars, "prompt+completion")
+        if any(m.get("role") != "assistant" for m in completion if isinstance(m, dict)):
+            raise RecordError("invalid_turn_order", "completion may hold assistant turns only",
+                              "completion")
+        return messages
+    return check_conversation([{"role": "user", "content": prompt},
+                               {"role": "assistant", "content": completion}], max_chars)
+
+
+def from_sharegpt(record: dict, max_chars: int) -> list[dict[str, str]]:
+    turns = record.get("conversations")
+    if not isinstance(turns, list) or not turns:
+        raise RecordError("missing_messages_list", "`conversations` must be a non-empty list",
+                          "conversations")
+    messages = []
+    if record.get("system"):
+        messages.append({"role": "system", "content": record["system"]})
+    for i, turn in enumerate(turns):
+        at = f"conversations[{i}]"
+        if not isinstance(turn, dict):
+            raise RecordError("wrong_type", f"{at} must be an object with from and value", at)
+        for key in ("from", "value"):
+            if key not in turn:
+                raise RecordError("message_missing_key", f"{at} has no `{key}`", f"{at}.{key}")
+        extra = sorted(set(turn) - {"from", "value"})
+        if extra:
+            raise RecordError("message_unrecognized_key",
+                              f"{at} has unrecognized key(s) {', '.join(extra)}", at)
+        role = _SHAREGPT_ROLES.get(turn["from"]) if isinstance(turn["from"], str) else None
+        if role is None:
+            raise RecordError("unrecognized_role", f"{at}.from is {turn['from']!r}; expected "
+                                                   "system, human or gpt", f"{at}.from")
+        messages.append({"role": role, "content": turn["value"]})
+    return check_conversation(messages, max_chars, "conversations")
+
+
+def from_mapped(record: dict, mapping: dict[str, str], max_chars: int) -> Draft:
+    """A CSV row or JSON object with user-named columns (`prompt=text,response=answer,...`)."""
+    def column(target: str, required: bool) -> Any:
+        name = mapping.get(target)
+        if name is None:
+            return None
+        if name not in record:
+            if required:
+                raise RecordError("missing_field", f"column `{name}` (mapped to {target}) is "
+                                                   "missing", name)
+            return None
+        return record[name]
+
+    messages = []
+    system = column("system", False)
+    if system not in (None, ""):
+        messages.append({"role": "system", "content": system})
+    messages += [{"role": "user", "content": column("prompt", True)},
+                 {"role": "assistant", "content": column("response", True)}]
+    label, tags, ext = column("label", False), column("tags", False), column("id", False)
+    meta = _metadata({"label": label if label != "" else None,
+                      "tags": tags,
+                      "id": ext if ext != "" else None}, max_chars)
+    return Draft(messages=check_conversation(messages, max_chars), **meta)
+
+
+def parse_mapping(text: str | None) -> dict[str, str]:
+    """`prompt=text,response=answer,label=category` -> {target: column}; targets are checked."""
+    from curation.errors import InvalidValue
+
+    mapping: dict[str, str] = {}
+    for part in filter(None, (p.strip() for p in (text or "").split(","))):
+        target, sep, column = part.partition("=")
+        target, column = target.strip(), column.strip()
+        if not sep or not column:
+            raise InvalidValue(f"mapping entry {part!r} must look like TARGET=COLUMN")
+        if target not in MAPPING_TARGETS:
+            raise InvalidValue(f"mapping target {target!r} is not one of "
+                               f"{', '.join(MAPPING_TARGETS)}")
+        mapping[target] = column
+    if mapping and not {"prompt", "response"} <= set(mapping):
+        raise InvalidValue("a mapping needs at least prompt=COLUMN and response=COLUMN")
+    return mapping
+
+
+# --- output formats --------------------------------------------------------------------------
+
+def _common(external_id: str | None, label: str | None, tags: tuple[str, ...] | list[str],
+            metadata: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if external_id is not None:
+        out["id"] = external_id
+    out["label"] = label
+    out["tags"] = list(tags)
+    out["metadata"] = metadata
+    return out
+
+
+def to_openai(messages: list[dict[str, str]], *, external_id=None, label=None, tags=(),
+              metadata=None) -> dict[str, Any]:
+    return {"messages": messages, **_common(external_id, label, tags, metadata or {})}
+
+
+def to_alpaca(messages: list[dict[str, str]], *, external_id=None, label=None, tags=(),
+              metadata=None) -> dict[str, Any]:
+    system = messages[0]["content"] if messages[0]["role"] == "system" else None
+    turns = messages[1:] if system is not None else messages
+    pairs = [[turns[i]["content"], turns[i + 1]["content"]] for i in range(0, len(turns), 2)]
+    out: dict[str, Any] = {"instruction": pairs[-1][0], "input": "", "output": pairs[-1][1]}
+    if system is not None:
+        out["system"] = system
+    if len(pairs) > 1:
+        out["history"] = pairs[:-1]
+    return {**out, **_common(external_id, label, tags, metadata or {})}
+
+
+def to_prompt_completion(messages: list[dict[str, str]], *, external_id=None, label=None,
+                         tags=(), metadata=None) -> dict[str, Any]:
+    return {"prompt": messages[:-1], "completion": messages[-1:],
+            **_common(external_id, label, tags, metadata or {})}
+
+
+WRITERS = {"openai": to_openai, "alpaca": to_alpaca, "prompt_completion": to_prompt_completion}

@@ -1,0 +1,364 @@
+"""The example store: one DuckDB file per workspace, safe for many threads of one process.
+
+Design decisions:
+- One connection per process, one cursor per thread (`Store.cursor()`): Streamlit runs every
+  browser session as a thread of one server process, and DuckDB cursors are not shared
+  between threads. A second process that opens the file for writing gets `StoreLocked`.
+- Optimistic concurrency: every update names the version it was based on. A stale version is
+  refused with `VersionConflict` (who changed it, when); so is a write-write race that DuckDB
+  detects between two concurrent transactions. Nothing is applied silently.
+- Every change writes, in the same transaction, the new row, a copy into `example_versions`
+  and exactly one audit event. A refused change writes nothing.
+- Snapshots are immutable (example id, version) sets with a content hash; the same filters
+  over unchanged data give back the same snapshot instead of a new one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import orjson
+
+from curation import _schema
+from curation.errors import (ExampleNotFound, InvalidValue, SnapshotNotFound, StoreLocked,
+                             VersionConflict)
+from curation.formats import DEFAULT_MAX_FIELD_CHARS, check_conversation, content_hash, search_text
+from curation.query import SPLITS, STATUSES, ExampleFilter
+
+DEFAULT_DB = Path("workspace") / "curate.duckdb"
+EDITABLE = ("messages", "label", "tags", "split", "status")
+_COLUMNS = ("id, external_id, messages, label, tags, source, split, status, content_hash, "
+            "version, created_by, created_at, updated_by, updated_at")
+
+
+def utcnow() -> datetime:
+    """Naive UTC timestamp, as stored in every TIMESTAMP column."""
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+def default_db_path() -> Path:
+    """`$CURATE_DB` when set, else `./workspace/curate.duckdb`."""
+    return Path(os.environ.get("CURATE_DB") or DEFAULT_DB)
+
+
+@dataclass(frozen=True)
+class Example:
+    """One example as stored: the conversation, its metadata and its version."""
+
+    id: int
+    external_id: str | None
+    messages: list[dict[str, str]]
+    label: str | None
+    tags: tuple[str, ...]
+    source: str | None
+    split: str
+    status: str
+    content_hash: str
+    version: int
+    created_by: str
+    created_at: datetime
+    updated_by: str
+    updated_at: datetime
+
+    @classmethod
+    def from_row(cls, row: tuple) -> "Example":
+        values = list(row)
+        values[2] = orjson.loads(values[2])
+        values[4] = tuple(values[4] or ())
+        return cls(*values)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """An immutable, hashed set of example versions."""
+
+    id: str
+    name: str
+    created_by: str
+    created_at: datetime
+    filters: dict[str, Any]
+    content_hash: str
+    count: int
+
+
+class Store:
+    """The workspace's examples, their history and snapshots."""
+
+    def __init__(self, path: str | os.PathLike | None = None):
+        self.path = Path(path) if path is not None else default_db_path()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._con = duckdb.connect(str(self.path))
+        except duckdb.IOException as exc:
+            if "lock" in str(exc).lower():
+                raise StoreLocked(f"{self.path} is open for writing in another process "
+                                  f"(for example the running app); stop it or use that "
+                                  f"process. DuckDB said: {str(exc).splitlines()[0]}") from None
+            raise
+        self._local = threading.local()
+        _schema.migrate(self.cursor(), utcnow())
+
+    def close(self) -> None:
+        self._con.close()
+
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # --- connections --------------------------------------------------------------------
+
+    def cursor(self) -> duckdb.DuckDBPyConnection:
+        """This thread's own cursor on the process's one connection."""
+        cur = getattr(self._local, "cursor", None)
+        if cur is None:
+            cur = self._local.cursor = self._con.cursor()
+        return cur
+
+    @contextmanager
+    def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """BEGIN ... COMMIT on this thread's cursor; ROLLBACK on any exception."""
+        cur = self.cursor()
+        cur.execute("BEGIN TRANSACTION")
+        try:
+            yield cur
+            cur.execute("COMMIT")
+        except BaseException:
+            cur.execute("ROLLBACK")
+            raise
+
+    def schema_version(self) -> int:
+        return _schema.current_version(self.cursor())
+
+    # --- reading ------------------------------------------------------------------------
+
+    def get(self, example_id: int) -> Example:
+        return self._get(self.cursor(), example_id)
+
+    def _get(self, cur, example_id: int) -> Example:
+        row = cur.execute(f"SELECT {_COLUMNS} FROM examples WHERE id = ?",
+                          [example_id]).fetchone()
+        if row is None:
+            raise ExampleNotFound(f"no example has id #{example_id}")
+        return Example.from_row(row)
+
+    def find(self, where: ExampleFilter = ExampleFilter(), *, order_by: str = "id",
+             limit: int | None = None, offset: int = 0) -> list[Example]:
+        """Examples matching a filter, in a stable order; `limit`/`offset` page through them."""
+        if order_by.lstrip("-") not in ("id", "updated_at", "created_at", "label", "status"):
+            raise InvalidValue(f"cannot order examples by {order_by!r}")
+        direction = "DESC" if order_by.startswith("-") else "ASC"
+        condition, params = where.where()
+        sql = (f"SELECT {_COLUMNS} FROM examples WHERE {condition} "
+               f"ORDER BY {order_by.lstrip('-')} {direction}, id")
+        if limit is not None:
+            sql += " LIMIT ? OFFSET ?"
+            params += [limit, offset]
+        return [Example.from_row(r) for r in self.cursor().execute(sql, params).fetchall()]
+
+    def count(self, where: ExampleFilter = ExampleFilter()) -> int:
+        condition, params = where.where()
+        return self.cursor().execute(f"SELECT count(*) FROM examples WHERE {condition}",
+                                     params).fetchone()[0]
+
+    def counts_by(self, column: str, where: ExampleFilter = ExampleFilter()) -> dict[Any, int]:
+        """{value: count} for status, split, label or source, largest first."""
+        if column not in ("status", "split", "label", "source"):
+            raise InvalidValue(f"cannot count examples by {column!r}")
+        condition, params = where.where()
+        rows = self.cursor().execute(
+            f"SELECT {column}, count(*) AS n FROM examples WHERE {condition} "
+            f"GROUP BY {column} ORDER BY n DESC, {column} NULLS LAST", params).fetchall()
+        return dict(rows)
+
+    def stats(self) -> dict[str, Any]:
+        """Totals by status, split, label and source: what `curate stats` and Overview show."""
+        return {"total": self.count(),
+                **{f"by_{c}": self.counts_by(c) for c in ("status", "split", "label", "source")}}
+
+    def history(self, example_id: int) -> list[dict[str, Any]]:
+        """The audit events of one example, oldest first."""
+        rows = self.cursor().execute(
+            "SELECT id, action, actor, occurred_at, version, before, after, reason FROM events "
+            "WHERE example_id = ? ORDER BY id", [example_id]).fetchall()
+        keys = ("id", "action", "actor", "at", "version", "before", "after", "reason")
+        events = [dict(zip(keys, r)) for r in rows]
+        for e in events:
+            e["before"] = orjson.loads(e["before"]) if e["before"] else None
+            e["after"] = orjson.loads(e["after"]) if e["after"] else None
+        return events
+
+    # --- changing -----------------------------------------------------------------------
+
+    def update(self, example_id: int, *, base_version: int, actor: str, reason: str | None = None,
+               action: str | None = None, **changes: Any) -> Example:
+        """Change fields of an example that is still at `base_version`.
+
+        Writes the new version, its copy in `example_versions` and one audit event, or nothing:
+        a stale `base_version` raises VersionConflict. Changing nothing writes nothing.
+        """
+        changes = self._validated(changes)
+        try:
+            with self.transaction() as cur:
+                current = self._get(cur, example_id)
+                if current.version != base_version:
+                    raise self._conflict(current, base_version)
+                diff = {k: v for k, v in changes.items()
+                        if v != _field(current, k)}
+                if not diff:
+                    return current
+                return self._write(cur, current, diff, actor, reason,
+                                   action or _action_for(diff))
+        except duckdb.TransactionException:
+            raise self._conflict(self.get(example_id), base_version) from None
+
+    def _validated(self, changes: dict[str, Any]) -> dict[str, Any]:
+        unknown = set(changes) - set(EDITABLE)
+        if unknown:
+            raise InvalidValue(f"cannot change {', '.join(sorted(unknown))}; editable fields "
+                               f"are {', '.join(EDITABLE)}")
+        out = dict(changes)
+        if "messages" in out:
+            out["messages"] = check_conversation_or_invalid(out["messages"])
+        if "status" in out and out["status"] not in STATUSES:
+            raise InvalidValue(f"status {out['status']!r} is not one of {', '.join(STATUSES)}")
+        if "split" in out and out["split"] not in SPLITS:
+            raise InvalidValue(f"split {out['split']!r} is not one of {', '.join(SPLITS)}")
+        if "label" in out:
+            out["label"] = (out["label"] or "").strip() or None
+        if "tags" in out:
+            out["tags"] = tuple(dict.fromkeys(t.strip() for t in out["tags"] if t.strip()))
+        return out
+
+    def _write(self, cur, current: Example, diff: dict[str, Any], actor: str,
+               reason: str | None, action: str) -> Example:
+        now, version = utcnow(), current.version + 1
+        row = {f: _field(current, f) for f in EDITABLE} | diff
+        messages_json = orjson.dumps(row["messages"]).decode()
+        new_hash = content_hash(row["messages"])
+        updated = cur.execute(
+            "UPDATE examples SET messages = ?, text = ?, label = ?, tags = ?, split = ?, "
+            "status = ?, content_hash = ?, version = ?, updated_by = ?, updated_at = ? "
+            "WHERE id = ? AND version = ? RETURNING id",
+            [messages_json, search_text(row["messages"]), row["label"], list(row["tags"]),
+             row["split"], row["status"], new_hash, version, actor, now, current.id,
+             current.version]).fetchall()
+        if not updated:
+            raise self._conflict(self._get(cur, current.id), current.version)
+        cur.execute("INSERT INTO example_versions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [current.id, version, messages_json, row["label"], list(row["tags"]),
+                     row["split"], row["status"], new_hash, actor, now])
+        before = {k: _jsonable(_field(current, k)) for k in diff}
+        after = {k: _jsonable(v) for k, v in diff.items()}
+        cur.execute("INSERT INTO events VALUES (nextval('event_id_seq'), ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [current.id, action, actor, now, version, orjson.dumps(before).decode(),
+                     orjson.dumps(after).decode(), reason])
+        return self._get(cur, current.id)
+
+    def _conflict(self, current: Example, based_on: int) -> VersionConflict:
+        return VersionConflict(current.id, based_on, current.version, current.updated_by,
+                               current.updated_at)
+
+    # --- snapshots ----------------------------------------------------------------------
+
+    def snapshot(self, where: ExampleFilter, *, actor: str, name: str | None = None) -> Snapshot:
+        """The snapshot of what `where` selects now: reused if one with the same filters and
+        content exists, otherwise created."""
+        filters = orjson.dumps(where.describe(), option=orjson.OPT_SORT_KEYS).decode()
+        condition, params = where.where()
+        with self.transaction() as cur:
+            rows = cur.execute(
+                f"SELECT id, version, content_hash, label, tags, split FROM examples "
+                f"WHERE {condition} ORDER BY id", params).fetchall()
+            digest = hashlib.sha256()
+            for row in rows:
+                digest.update(orjson.dumps(list(row)) + b"\n")
+            content = digest.hexdigest()
+            snap_id = "snap-" + hashlib.sha256(f"{filters}|{content}".encode()).hexdigest()[:12]
+            existing = cur.execute("SELECT id FROM snapshots WHERE id = ?", [snap_id]).fetchone()
+            if existing is None:
+                now = utcnow()
+                cur.execute("INSERT INTO snapshots VALUES (?, ?, ?, ?, ?, ?, ?)",
+                            [snap_id, name or f"{now:%Y-%m-%d %H:%M} {_describe(where)}", actor,
+                             now, filters, content, len(rows)])
+                cur.execute("INSERT INTO snapshot_items SELECT ?, id, version FROM "
+                            f"(SELECT id, version FROM examples WHERE {condition})",
+                            [snap_id, *params])
+        return self.get_snapshot(snap_id)
+
+    def get_snapshot(self, snapshot_id: str) -> Snapshot:
+        row = self.cursor().execute(
+            "SELECT id, name, created_by, created_at, filters, content_hash, count "
+            "FROM snapshots WHERE id = ?", [snapshot_id]).fetchone()
+        if row is None:
+            raise SnapshotNotFound(f"no snapshot has id {snapshot_id!r}")
+        return Snapshot(*row[:4], orjson.loads(row[4]), *row[5:])
+
+    def snapshots(self) -> list[Snapshot]:
+        ids = self.cursor().execute(
+            "SELECT id FROM snapshots ORDER BY created_at DESC, id").fetchall()
+        return [self.get_snapshot(i) for (i,) in ids]
+
+    def snapshot_rows(self, snapshot_id: str) -> Iterator[dict[str, Any]]:
+        """The exact example versions of a snapshot, by example id, streamed."""
+        self.get_snapshot(snapshot_id)
+        cur = self._con.cursor()
+        cur.execute(
+            "SELECT v.example_id, e.external_id, v.version, v.messages, v.label, v.tags, v.split, "
+            "v.status, e.source FROM snapshot_items s "
+            "JOIN example_versions v ON v.example_id = s.example_id AND v.version = s.version "
+            "JOIN examples e ON e.id = s.example_id WHERE s.snapshot_id = ? ORDER BY v.example_id",
+            [snapshot_id])
+        keys = ("id", "external_id", "version", "messages", "label", "tags", "split", "status",
+                "source")
+        try:
+            while batch := cur.fetchmany(2048):
+                for row in batch:
+                    item = dict(zip(keys, row))
+                    item["messages"] = orjson.loads(item["messages"])
+                    item["tags"] = tuple(item["tags"] or ())
+                    yield item
+        finally:
+            cur.close()
+
+
+def check_conversation_or_invalid(messages: Any) -> list[dict[str, str]]:
+    """Validate edited messages; a broken rule becomes InvalidExample naming the turn."""
+    from curation.errors import InvalidExample
+    from curation.formats import RecordError
+
+    try:
+        return check_conversation(messages, DEFAULT_MAX_FIELD_CHARS)
+    except RecordError as exc:
+        raise InvalidExample(exc.message) from None
+
+
+def _field(example: Example, name: str) -> Any:
+    return getattr(example, name)
+
+
+def _jsonable(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
+
+
+def _action_for(diff: dict[str, Any]) -> str:
+    if set(diff) == {"status"}:
+        return {"accepted": "accept", "rejected": "reject", "needs_work": "needs_work",
+                "pending": "reopen"}[diff["status"]]
+    return "edit"
+
+
+def _describe(where: ExampleFilter) -> str:
+    parts = [f"{k}={','.join(map(str, v)) if isinstance(v, list) else v}"
+             for k, v in where.describe().items()]
+    return " ".join(parts) or "all examples"

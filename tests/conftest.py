@@ -1,0 +1,64 @@
+"""Shared fixtures: stores of each shape, on real DuckDB files in a temporary folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import orjson
+import pytest
+
+from curation import Store, import_file
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEMO_FILE = PROJECT_ROOT / "data" / "demo" / "support_tickets.jsonl"
+
+
+def chat(user: str, assistant: str, system: str | None = None) -> list[dict[str, str]]:
+    """A single-turn conversation as chat messages."""
+    messages = [{"role": "system", "content": system}] if system else []
+    return messages + [{"role": "user", "content": user},
+                       {"role": "assistant", "content": assistant}]
+
+
+def write_jsonl(path: Path, records: list) -> Path:
+    """Write records (dicts, or raw strings written as they are) one per line."""
+    with open(path, "wb") as f:
+        for record in records:
+            f.write(record.encode() if isinstance(record, str) else orjson.dumps(record))
+            f.write(b"\n")
+    return path
+
+
+@pytest.fixture
+def file_store(tmp_path):
+    """Factory for stores on DuckDB files under tmp_path; all are closed after the test."""
+    opened = []
+
+    def make(name: str = "curate.duckdb") -> Store:
+        store = Store(tmp_path / "ws" / name)
+        opened.append(store)
+        return store
+
+    yield make
+    for store in opened:
+        store.close()
+
+
+@pytest.fixture
+def empty_store(file_store) -> Store:
+    return file_store()
+
+
+@pytest.fixture
+def seeded_store(empty_store, tmp_path) -> Store:
+    """Six examples over three labels, two of them in eval, all pending."""
+    records = [
+        {"id": f"ext-{i}", "messages": chat(f"question {i} about {label}", f"answer {i}"),
+         "label": label, "tags": ["seed"]}
+        for i, label in enumerate(["billing", "billing", "access", "access", "bugs", "bugs"])
+    ]
+    write_jsonl(tmp_path / "seed.jsonl", records[:4])
+    write_jsonl(tmp_path / "seed_eval.jsonl", records[4:])
+    import_file(empty_store, tmp_path / "seed.jsonl", actor="seeder")
+    import_file(empty_store, tmp_path / "seed_eval.jsonl", split="eval", actor="seeder")
+    return empty_store
