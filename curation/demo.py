@@ -1,0 +1,40 @@
+"""The demo workspace: the support-ticket dataset in `data/demo/`, half-way through review.
+
+The dataset is imported as pending; then, deterministically, about one example in seven of
+each label moves to the eval split and about two in five of the rest are accepted, so the
+Overview page shows a review in progress. Every change is an ordinary audited update by the
+`demo` actor. What is planted in the data (duplicates, mislabels, a thin label) is listed in
+`data/README.md`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from curation.importer import ImportReport, import_file
+from curation.store import Store
+
+DEMO_FILE = Path(__file__).resolve().parent.parent / "data" / "demo" / "support_tickets.jsonl"
+
+
+def load_demo(store: Store, *, actor: str = "demo", path: Path = DEMO_FILE) -> ImportReport:
+    """Import the demo dataset and bring it to a realistic mid-review state."""
+    report = import_file(store, path, source="demo", actor=actor)
+    created = store.find()
+    seen_per_label: dict[str | None, int] = {}
+    for example in created:
+        position = seen_per_label.get(example.label, 0)
+        seen_per_label[example.label] = position + 1
+        if position % 7 == 3:
+            store.update(example.id, base_version=example.version, actor=actor, split="eval",
+                         reason="demo: held out for evaluation")
+        elif _fraction(example.external_id or str(example.id)) < 0.4:
+            store.update(example.id, base_version=example.version, actor=actor,
+                         status="accepted")
+    return report
+
+
+def _fraction(key: str) -> float:
+    """A stable pseudo-random number in [0, 1) from a key."""
+    return int(hashlib.sha256(key.encode()).hexdigest()[:8], 16) / 0x100000000

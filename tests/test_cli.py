@@ -1,0 +1,111 @@
+"""The `curate` command line, in process (CliRunner) and as the installed console script."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from curation.cli import main
+from tests.conftest import chat, write_jsonl
+
+
+@pytest.fixture
+def run(tmp_path):
+    db = tmp_path / "ws" / "curate.duckdb"
+
+    def invoke(*args: str):
+        result = CliRunner().invoke(main, [*args, "--db", str(db)], catch_exceptions=False)
+        return result
+
+    invoke.db = db
+    return invoke
+
+
+@pytest.fixture
+def tickets(tmp_path):
+    return write_jsonl(tmp_path / "tickets.jsonl", [
+        {"id": "t1", "messages": chat("refund please", "done", system="be brief"),
+         "label": "billing"},
+        {"id": "t2", "messages": chat("cannot log in", "reset it"), "label": "access"},
+        "{broken",
+        {"messages": chat("cannot log in", "reset it"), "label": "access"},
+    ])
+
+
+def test_import_prints_a_summary_and_writes_the_full_report(run, tickets):
+    result = run("import", str(tickets), "--status", "accepted", "--tag", "batch1")
+    assert result.exit_code == 0
+    assert "4 records read; 2 imported, 1 rejected" in result.output
+    assert "line 3: invalid_json" in result.output
+    report_files = list((run.db.parent / "import-reports").glob("*.json"))
+    assert len(report_files) == 1
+    report = json.loads(report_files[0].read_text())
+    assert report["rejected"][0]["line"] == 3
+    assert report["duplicates_in_file"] == [{"line": 4, "first_line": 2}]
+
+
+def test_stats_json_counts_by_status_split_label_source(run, tickets):
+    run("import", str(tickets), "--split", "eval", "--source", "crm")
+    figures = json.loads(run("stats", "--json").output)
+    assert figures["total"] == 2
+    assert figures["by_split"] == {"eval": 2}
+    assert figures["by_status"] == {"pending": 2}
+    assert figures["by_source"] == {"crm": 2}
+    assert figures["by_label"] == {"access": 1, "billing": 1}
+    assert "by label:" in run("stats").output
+
+
+def test_export_writes_jsonl_manifest_and_reuses_the_snapshot(run, tickets, tmp_path):
+    run("import", str(tickets), "--status", "accepted")
+    out = tmp_path / "out" / "curated.jsonl"
+    first = json.loads(run("export", str(out), "--json", "--label", "billing").output)
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert first["count"] == 1 and lines[0]["id"] == "t1" and lines[0]["label"] == "billing"
+    manifest = json.loads((out.parent / "curated.manifest.json").read_text())
+    assert manifest["snapshot_id"] == first["snapshot_id"]
+    assert manifest["filters"] == {"label": ["billing"], "status": ["accepted"]}
+    again = json.loads(run("export", str(out), "--json", "--label", "billing").output)
+    assert again["snapshot_id"] == first["snapshot_id"]
+    listed = json.loads(run("snapshots", "--json").output)
+    assert [s["id"] for s in listed] == [first["snapshot_id"]]
+    assert listed[0]["count"] == 1
+
+
+def test_user_errors_are_one_line_without_traceback(run, tmp_path):
+    csv_file = tmp_path / "odd.csv"
+    csv_file.write_text("a,b\n1,2\n")
+    result = CliRunner().invoke(main, ["import", str(csv_file), "--db", str(run.db)])
+    assert result.exit_code == 1
+    assert result.output.strip().startswith("error: ") and "--map" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("command", ["init", "import", "export", "stats", "snapshots", "app"])
+def test_every_command_has_help_with_an_example(command):
+    result = CliRunner().invoke(main, [command, "--help"])
+    assert result.exit_code == 0
+    assert "Example" in result.output and f"curate {command}" in result.output
+
+
+def test_console_script_reports_a_locked_store_in_one_line(tmp_path, empty_store):
+    curate = str(Path(sys.executable).with_name("curate"))
+    result = subprocess.run([curate, "stats", "--db", str(empty_store.path)],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert "open for writing in another process" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_init_demo_loads_the_demo_workspace(run):
+    result = run("init", "--demo")
+    assert result.exit_code == 0, result.output
+    figures = json.loads(run("stats", "--json").output)
+    assert 380 <= figures["total"] <= 440
+    assert set(figures["by_split"]) == {"train", "eval"}
+    assert figures["by_status"]["accepted"] > 0 and figures["by_status"]["pending"] > 0
+    assert figures["by_source"] == {"demo": figures["total"]}

@@ -1,0 +1,150 @@
+"""The store: versions, conflicts, audit rows, snapshots, filters and migrations."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from curation import (ExampleFilter, ExampleNotFound, InvalidExample, InvalidValue,
+                      SchemaTooNew, SnapshotNotFound, Store, VersionConflict, _schema)
+from tests.conftest import chat
+
+
+def edit_events(store: Store, example_id: int) -> list[dict]:
+    return [e for e in store.history(example_id) if e["action"] != "create"]
+
+
+def test_update_bumps_version_and_writes_one_audit_event(seeded_store):
+    ex = seeded_store.find()[0]
+    new_messages = chat("question 0 about billing", "a better answer")
+    updated = seeded_store.update(ex.id, base_version=ex.version, actor="alice",
+                                  reason="clearer", messages=new_messages, label="refunds")
+    assert updated.version == ex.version + 1
+    assert updated.messages == new_messages and updated.label == "refunds"
+    assert updated.updated_by == "alice" and updated.created_by == "seeder"
+    assert updated.content_hash != ex.content_hash
+    [event] = edit_events(seeded_store, ex.id)
+    assert event["action"] == "edit" and event["actor"] == "alice" and event["reason"] == "clearer"
+    assert event["version"] == 2
+    assert event["before"] == {"messages": ex.messages, "label": "billing"}
+    assert event["after"] == {"messages": new_messages, "label": "refunds"}
+
+
+def test_status_change_is_named_after_the_decision(seeded_store):
+    ex = seeded_store.find()[0]
+    seeded_store.update(ex.id, base_version=1, actor="rev", status="accepted")
+    assert [e["action"] for e in edit_events(seeded_store, ex.id)] == ["accept"]
+
+
+def test_stale_version_is_refused_and_names_who_changed_it(seeded_store):
+    ex = seeded_store.find()[0]
+    seeded_store.update(ex.id, base_version=1, actor="alice", label="refunds")
+    with pytest.raises(VersionConflict) as caught:
+        seeded_store.update(ex.id, base_version=1, actor="bob", label="invoices")
+    assert caught.value.changed_by == "alice" and caught.value.current == 2
+    assert "alice" in str(caught.value) and "version 1" in str(caught.value)
+    assert seeded_store.get(ex.id).label == "refunds"
+    assert len(edit_events(seeded_store, ex.id)) == 1
+
+
+def test_refused_and_empty_changes_write_nothing(seeded_store):
+    ex = seeded_store.find()[0]
+    with pytest.raises(InvalidExample, match="assistant"):
+        seeded_store.update(ex.id, base_version=1, actor="a",
+                            messages=[{"role": "user", "content": "only a question"}])
+    with pytest.raises(InvalidValue, match="status"):
+        seeded_store.update(ex.id, base_version=1, actor="a", status="done")
+    with pytest.raises(InvalidValue, match="cannot change"):
+        seeded_store.update(ex.id, base_version=1, actor="a", content_hash="x")
+    unchanged = seeded_store.update(ex.id, base_version=1, actor="a", label=ex.label)
+    assert unchanged.version == 1
+    assert edit_events(seeded_store, ex.id) == []
+    with pytest.raises(ExampleNotFound):
+        seeded_store.update(999, base_version=1, actor="a", label="x")
+
+
+def test_two_threads_editing_the_same_example_one_wins(seeded_store):
+    ex = seeded_store.find()[0]
+    barrier = threading.Barrier(2)
+    outcomes: dict[str, object] = {}
+
+    def edit(who: str) -> None:
+        barrier.wait()
+        try:
+            outcomes[who] = seeded_store.update(ex.id, base_version=1, actor=who, label=who)
+        except VersionConflict as exc:
+            outcomes[who] = exc
+
+    threads = [threading.Thread(target=edit, args=(who,)) for who in ("ann", "ben")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    conflicts = [o for o in outcomes.values() if isinstance(o, VersionConflict)]
+    winners = [o for o in outcomes.values() if not isinstance(o, VersionConflict)]
+    assert len(conflicts) == 1 and len(winners) == 1
+    final = seeded_store.get(ex.id)
+    assert final.version == 2 and final.label == winners[0].label == final.updated_by
+    [event] = edit_events(seeded_store, ex.id)
+    assert event["actor"] == final.updated_by
+
+
+def test_filters_select_by_every_criterion(seeded_store):
+    assert seeded_store.count() == 6
+    assert seeded_store.count(ExampleFilter(split=("eval",))) == 2
+    assert seeded_store.count(ExampleFilter(label=("billing", "bugs"))) == 4
+    assert seeded_store.count(ExampleFilter(tag=("seed",))) == 6
+    assert seeded_store.count(ExampleFilter(tag=("other",))) == 0
+    assert seeded_store.count(ExampleFilter(search="ABOUT ACCESS")) == 2
+    assert seeded_store.count(ExampleFilter(search=r"question [0-2] ", regex=True)) == 3
+    assert seeded_store.count(ExampleFilter(source=("seed_eval.jsonl",))) == 2
+    with pytest.raises(InvalidValue, match="regular expression"):
+        ExampleFilter(search="(", regex=True)
+    with pytest.raises(InvalidValue, match="split"):
+        ExampleFilter(split=("test",))
+    page = seeded_store.find(limit=2, offset=2)
+    assert [e.external_id for e in page] == ["ext-2", "ext-3"]
+    assert seeded_store.counts_by("label") == {"access": 2, "billing": 2, "bugs": 2}
+
+
+def test_snapshot_is_immutable_and_reused_for_unchanged_data(seeded_store):
+    where = ExampleFilter(split=("train",))
+    first = seeded_store.snapshot(where, actor="eng")
+    assert first.count == 4 and first.filters == {"split": ["train"]}
+    assert seeded_store.snapshot(where, actor="eng").id == first.id
+    ex = seeded_store.find(where)[0]
+    seeded_store.update(ex.id, base_version=1, actor="eng",
+                        messages=chat("question 0 about billing", "edited answer"))
+    second = seeded_store.snapshot(where, actor="eng")
+    assert second.id != first.id and second.content_hash != first.content_hash
+    old_rows = list(seeded_store.snapshot_rows(first.id))
+    assert [r["version"] for r in old_rows if r["id"] == ex.id] == [1]
+    assert old_rows[0]["messages"][1]["content"] == "answer 0"
+    assert {s.id for s in seeded_store.snapshots()} == {first.id, second.id}
+    with pytest.raises(SnapshotNotFound):
+        seeded_store.get_snapshot("snap-missing")
+
+
+def test_migrations_are_recorded_and_an_older_workspace_is_upgraded(tmp_path, monkeypatch):
+    path = tmp_path / "old.duckdb"
+    with Store(path) as store:
+        assert store.schema_version() == len(_schema.MIGRATIONS)
+        store.cursor().execute("INSERT INTO snapshots VALUES ('s', 'n', 'a', now(), '{}', 'h', 0)")
+    newer = _schema.MIGRATIONS + [("notes table", "CREATE TABLE notes (body VARCHAR);")]
+    monkeypatch.setattr(_schema, "MIGRATIONS", newer)
+    with Store(path) as store:
+        assert store.schema_version() == len(newer)
+        assert store.cursor().execute("SELECT count(*) FROM notes").fetchone() == (0,)
+        assert store.get_snapshot("s").name == "n"
+        names = store.cursor().execute(
+            "SELECT name FROM schema_migrations ORDER BY version").fetchall()
+    assert names[-1] == ("notes table",)
+
+
+def test_a_workspace_from_a_newer_curate_is_refused(tmp_path, monkeypatch):
+    path = tmp_path / "new.duckdb"
+    Store(path).close()
+    monkeypatch.setattr(_schema, "MIGRATIONS", _schema.MIGRATIONS[:-1])
+    with pytest.raises(SchemaTooNew, match="upgrade Curate"):
+        Store(path)
