@@ -77,6 +77,17 @@ MIGRATIONS: list[tuple[str, str]] = [
             version       INTEGER NOT NULL
         );
     """),
+    ("users and roles; soft delete", """
+        ALTER TABLE examples ADD COLUMN deleted BOOLEAN DEFAULT false;
+        UPDATE examples SET deleted = false;
+        CREATE TABLE users (
+            name          VARCHAR PRIMARY KEY,
+            role          VARCHAR NOT NULL CHECK (role IN ('annotator', 'reviewer', 'admin')),
+            email         VARCHAR,
+            password_hash VARCHAR,
+            created_at    TIMESTAMP NOT NULL
+        );
+    """),
 ]
 
 

@@ -172,8 +172,10 @@ def _adopt(cur, report: ImportReport, *, split: str, status: str, source: str,
     cur.execute("CREATE OR REPLACE TEMP TABLE adopted AS SELECT nextval('example_id_seq') AS id, "
                 "* FROM (SELECT * FROM staged_first WHERE line = first_line AND content_hash NOT IN "
                 "(SELECT content_hash FROM examples) ORDER BY line)")
-    cur.execute("INSERT INTO examples SELECT id, external_id, messages, text, label, tags, ?, ?, "
-                "?, content_hash, 1, ?, ?, ?, ? FROM adopted ORDER BY id",
+    cur.execute("INSERT INTO examples (id, external_id, messages, text, label, tags, source, "
+                "split, status, content_hash, version, created_by, created_at, updated_by, "
+                "updated_at, deleted) SELECT id, external_id, messages, text, label, tags, ?, ?, "
+                "?, content_hash, 1, ?, ?, ?, ?, false FROM adopted ORDER BY id",
                 [source, split, status, actor, now, actor, now])
     cur.execute("INSERT INTO example_versions SELECT id, 1, messages, label, tags, ?, ?, "
                 "content_hash, ?, ? FROM adopted ORDER BY id", [split, status, actor, now])

@@ -18,7 +18,9 @@ SPLITS: tuple[str, ...] = ("train", "eval")
 
 @dataclass(frozen=True)
 class ExampleFilter:
-    """Which examples to select; an empty filter selects all of them."""
+    """Which examples to select; an empty filter selects every example not deleted.
+
+    `deleted=True` selects the soft-deleted examples instead (the Browse page's bin)."""
 
     status: tuple[str, ...] = ()
     split: tuple[str, ...] = ()
@@ -28,6 +30,7 @@ class ExampleFilter:
     search: str = ""
     regex: bool = False
     ids: tuple[int, ...] | None = field(default=None)
+    deleted: bool = False
 
     def __post_init__(self) -> None:
         for name, allowed in (("status", STATUSES), ("split", SPLITS)):
@@ -44,7 +47,7 @@ class ExampleFilter:
     def where(self, alias: str = "") -> tuple[str, list]:
         """(SQL condition, parameters) selecting the examples this filter describes."""
         p = f"{alias}." if alias else ""
-        clauses, params = ["TRUE"], []
+        clauses, params = [f"{p}deleted = ?"], [self.deleted]
         for column in ("status", "split", "label", "source"):
             values = getattr(self, column)
             if values:

@@ -35,9 +35,9 @@ from curation.formats import DEFAULT_MAX_FIELD_CHARS, check_conversation, conten
 from curation.query import SPLITS, STATUSES, ExampleFilter
 
 DEFAULT_DB = Path("workspace") / "curate.duckdb"
-EDITABLE = ("messages", "label", "tags", "split", "status")
+EDITABLE = ("messages", "label", "tags", "split", "status", "deleted")
 _COLUMNS = ("id, external_id, messages, label, tags, source, split, status, content_hash, "
-            "version, created_by, created_at, updated_by, updated_at")
+            "version, created_by, created_at, updated_by, updated_at, deleted")
 
 
 def utcnow() -> datetime:
@@ -68,6 +68,7 @@ class Example:
     created_at: datetime
     updated_by: str
     updated_at: datetime
+    deleted: bool = False
 
     @classmethod
     def from_row(cls, row: tuple) -> "Example":
@@ -198,6 +199,48 @@ class Store:
             e["after"] = orjson.loads(e["after"]) if e["after"] else None
         return events
 
+    def versions(self, example_id: int) -> list[dict[str, Any]]:
+        """Every stored version of an example, oldest first."""
+        rows = self.cursor().execute(
+            "SELECT version, messages, label, tags, split, status, changed_by, changed_at "
+            "FROM example_versions WHERE example_id = ? ORDER BY version", [example_id]).fetchall()
+        if not rows:
+            raise ExampleNotFound(f"no example has id #{example_id}")
+        keys = ("version", "messages", "label", "tags", "split", "status", "changed_by",
+                "changed_at")
+        return [dict(zip(keys, r), messages=orjson.loads(r[1]), tags=tuple(r[3])) for r in rows]
+
+    def version(self, example_id: int, version: int) -> dict[str, Any]:
+        """One stored version of an example."""
+        for item in self.versions(example_id):
+            if item["version"] == version:
+                return item
+        raise ExampleNotFound(f"example #{example_id} has no version {version}")
+
+    def activity(self, days: int = 7) -> list[tuple[str, str, int]]:
+        """(actor, action, count) of review decisions and edits in the last `days` days."""
+        return self.cursor().execute(
+            "SELECT actor, action, count(*) AS n FROM events WHERE action <> 'create' "
+            "AND occurred_at >= ?::TIMESTAMP - to_days(?) GROUP BY actor, action "
+            "ORDER BY actor, action", [utcnow(), days]).fetchall()
+
+    def labels(self) -> list[str]:
+        """Every label in use, alphabetically."""
+        rows = self.cursor().execute("SELECT DISTINCT label FROM examples WHERE label IS NOT "
+                                     "NULL ORDER BY label").fetchall()
+        return [r[0] for r in rows]
+
+    def tags(self) -> list[str]:
+        """Every tag in use, alphabetically."""
+        rows = self.cursor().execute("SELECT DISTINCT unnest(tags) AS t FROM examples "
+                                     "ORDER BY t").fetchall()
+        return [r[0] for r in rows]
+
+    def sources(self) -> list[str]:
+        rows = self.cursor().execute("SELECT DISTINCT source FROM examples WHERE source IS NOT "
+                                     "NULL ORDER BY source").fetchall()
+        return [r[0] for r in rows]
+
     # --- changing -----------------------------------------------------------------------
 
     def update(self, example_id: int, *, base_version: int, actor: str, reason: str | None = None,
@@ -238,6 +281,8 @@ class Store:
             out["label"] = (out["label"] or "").strip() or None
         if "tags" in out:
             out["tags"] = tuple(dict.fromkeys(t.strip() for t in out["tags"] if t.strip()))
+        if "deleted" in out:
+            out["deleted"] = bool(out["deleted"])
         return out
 
     def _write(self, cur, current: Example, diff: dict[str, Any], actor: str,
@@ -248,11 +293,11 @@ class Store:
         new_hash = content_hash(row["messages"])
         updated = cur.execute(
             "UPDATE examples SET messages = ?, text = ?, label = ?, tags = ?, split = ?, "
-            "status = ?, content_hash = ?, version = ?, updated_by = ?, updated_at = ? "
-            "WHERE id = ? AND version = ? RETURNING id",
+            "status = ?, deleted = ?, content_hash = ?, version = ?, updated_by = ?, "
+            "updated_at = ? WHERE id = ? AND version = ? RETURNING id",
             [messages_json, search_text(row["messages"]), row["label"], list(row["tags"]),
-             row["split"], row["status"], new_hash, version, actor, now, current.id,
-             current.version]).fetchall()
+             row["split"], row["status"], row["deleted"], new_hash, version, actor, now,
+             current.id, current.version]).fetchall()
         if not updated:
             raise self._conflict(self._get(cur, current.id), current.version)
         cur.execute("INSERT INTO example_versions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -352,6 +397,8 @@ def _jsonable(value: Any) -> Any:
 
 
 def _action_for(diff: dict[str, Any]) -> str:
+    if set(diff) == {"deleted"}:
+        return "delete" if diff["deleted"] else "restore"
     if set(diff) == {"status"}:
         return {"accepted": "accept", "rejected": "reject", "needs_work": "needs_work",
                 "pending": "reopen"}[diff["status"]]

@@ -1,0 +1,102 @@
+"""Review queues: which examples to show next, in what order, and why.
+
+A queue is a SQL source of `(example_id, rank, reason)` rows; the Review page walks it in
+(rank, id) order, within the user's filters. New sources plug in with `register()` without
+changing the page: the quality checks add "flagged" and "duplicates" queues this way, with a
+severity as rank and the finding as the reason shown beside the example.
+
+Design decisions:
+- Position is a keyset cursor `(rank, id)`, not an offset: after a decision the decided
+  example may leave the queue, and "the next one" is still well defined and fast (one indexed
+  range scan with LIMIT) at any store size.
+- `upcoming()` returns the current example and the one after it in one query, so the page
+  can prefetch the next example.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from curation.errors import InvalidValue
+from curation.query import ExampleFilter
+from curation.store import _COLUMNS, Example, Store
+
+
+@dataclass(frozen=True)
+class Queue:
+    """A named source of examples to review, with the reason each one is in it."""
+
+    name: str
+    title: str
+    description: str
+    source_sql: str  # SELECT example_id, rank, reason ...
+
+
+@dataclass(frozen=True)
+class QueueItem:
+    example: Example
+    rank: float
+    reason: str | None
+
+    @property
+    def position(self) -> tuple[float, int]:
+        return (self.rank, self.example.id)
+
+
+REGISTRY: dict[str, Queue] = {}
+
+
+def register(queue: Queue) -> Queue:
+    """Add a queue to the registry (the Review page lists the registry)."""
+    REGISTRY[queue.name] = queue
+    return queue
+
+
+register(Queue("pending", "Pending first",
+               "Examples nobody has decided on yet, then those sent back as needs work, "
+               "oldest first.",
+               "SELECT id AS example_id, CASE status WHEN 'pending' THEN 0 "
+               "WHEN 'needs_work' THEN 1 ELSE 2 END AS rank, NULL AS reason FROM examples "
+               "WHERE status IN ('pending', 'needs_work')"))
+register(Queue("all", "All examples", "Every example, in the order it was imported.",
+               "SELECT id AS example_id, 0 AS rank, NULL AS reason FROM examples"))
+register(Queue("recent", "Recently changed",
+               "Every example, most recently changed first: to check what others did.",
+               "SELECT id AS example_id, -epoch(updated_at) AS rank, updated_by AS reason "
+               "FROM examples"))
+
+
+def get_queue(name: str) -> Queue:
+    if name not in REGISTRY:
+        raise InvalidValue(f"no queue is called {name!r}; queues: {', '.join(REGISTRY)}")
+    return REGISTRY[name]
+
+
+def upcoming(store: Store, queue: str, where: ExampleFilter = ExampleFilter(), *,
+             after: tuple[float, int] | None = None, before: tuple[float, int] | None = None,
+             limit: int = 2) -> list[QueueItem]:
+    """The next `limit` items after position `after` (or before `before`, nearest first)."""
+    source = get_queue(queue).source_sql
+    condition, params = where.where("e")
+    order = "q.rank, e.id"
+    if after is not None:
+        condition += " AND (q.rank > ? OR (q.rank = ? AND e.id > ?))"
+        params += [after[0], after[0], after[1]]
+    elif before is not None:
+        condition += " AND (q.rank < ? OR (q.rank = ? AND e.id < ?))"
+        params += [before[0], before[0], before[1]]
+        order = "q.rank DESC, e.id DESC"
+    columns = ", ".join(f"e.{c.strip()}" for c in _COLUMNS.split(","))
+    rows = store.cursor().execute(
+        f"SELECT {columns}, q.rank, q.reason FROM ({source}) q "
+        f"JOIN examples e ON e.id = q.example_id WHERE {condition} ORDER BY {order} LIMIT ?",
+        [*params, limit]).fetchall()
+    return [QueueItem(Example.from_row(r[:-2]), float(r[-2]), r[-1]) for r in rows]
+
+
+def queue_size(store: Store, queue: str, where: ExampleFilter = ExampleFilter()) -> int:
+    source = get_queue(queue).source_sql
+    condition, params = where.where("e")
+    return store.cursor().execute(
+        f"SELECT count(*) FROM ({source}) q JOIN examples e ON e.id = q.example_id "
+        f"WHERE {condition}", params).fetchone()[0]

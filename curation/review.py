@@ -1,0 +1,135 @@
+"""What a signed-in person does to examples: edit, decide, revert, bulk actions.
+
+Every function takes the acting `User` and checks the role first (`auth.require`), so the rule
+holds whatever page, form or forged request calls it. Each change is one `Store.update`: one
+new version and one audit event, or a `VersionConflict` and nothing.
+
+Design decisions:
+- An edit saved together with a decision is one change (one version, one event named after
+  the decision), so "edit the answer, press a" leaves a single audit row.
+- Reject needs a reason and needs-work a comment: the annotator who picks the example up next
+  must know why.
+- Bulk actions apply per example on its current version and report what they skipped
+  (conflicts, examples already in the wanted state) instead of failing as a whole.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from curation.auth import User, require
+from curation.errors import InvalidValue, VersionConflict
+from curation.store import Example, Store
+
+Decision = Literal["accept", "reject", "needs_work"]
+DECISION_STATUS = {"accept": "accepted", "reject": "rejected", "needs_work": "needs_work"}
+BULK_ACTIONS: tuple[str, ...] = ("accept", "reject", "set_label", "add_tag", "remove_tag",
+                                 "move_split", "delete", "restore")
+
+
+def edit(store: Store, user: User, example_id: int, *, base_version: int,
+         reason: str | None = None, **changes: Any) -> Example:
+    """Save changes to the conversation, label, tags or split (not the status)."""
+    require(user, "edit")
+    if "status" in changes or "deleted" in changes:
+        raise InvalidValue("use decide() to change the status and bulk() to delete")
+    return store.update(example_id, base_version=base_version, actor=user.name, reason=reason,
+                        **changes)
+
+
+def decide(store: Store, user: User, example_id: int, decision: Decision, *,
+           base_version: int, reason: str | None = None, **changes: Any) -> Example:
+    """Accept, reject (with a reason) or send back (with a comment), with any pending edits."""
+    require(user, "decide")
+    if decision not in DECISION_STATUS:
+        raise InvalidValue(f"decision {decision!r} is not one of {', '.join(DECISION_STATUS)}")
+    if decision in ("reject", "needs_work") and not (reason or "").strip():
+        what = "a reason" if decision == "reject" else "a comment"
+        raise InvalidValue(f"{decision.replace('_', ' ')} needs {what}")
+    if "deleted" in changes:
+        raise InvalidValue("use bulk() to delete")
+    return store.update(example_id, base_version=base_version, actor=user.name,
+                        reason=(reason or "").strip() or None, action=decision,
+                        status=DECISION_STATUS[decision], **changes)
+
+
+def revert(store: Store, user: User, example_id: int, to_version: int, *,
+           base_version: int) -> Example:
+    """Make an earlier version's conversation, label, tags and split current again."""
+    require(user, "revert")
+    old = store.version(example_id, to_version)
+    return store.update(example_id, base_version=base_version, actor=user.name,
+                        reason=f"revert to version {to_version}", action="revert",
+                        messages=old["messages"], label=old["label"], tags=old["tags"],
+                        split=old["split"])
+
+
+@dataclass
+class BulkResult:
+    """How a bulk action went: changed ids, unchanged ids, and conflicts by id."""
+
+    changed: list[int] = field(default_factory=list)
+    unchanged: list[int] = field(default_factory=list)
+    conflicts: dict[int, str] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        text = f"{len(self.changed)} changed"
+        if self.unchanged:
+            text += f", {len(self.unchanged)} already so"
+        if self.conflicts:
+            text += f", {len(self.conflicts)} skipped (changed meanwhile by someone else)"
+        return text
+
+
+def bulk(store: Store, user: User, ids: list[int], action: str, value: str | None = None,
+         reason: str | None = None) -> BulkResult:
+    """Apply one action to many examples, each on its current version."""
+    if action not in BULK_ACTIONS:
+        raise InvalidValue(f"bulk action {action!r} is not one of {', '.join(BULK_ACTIONS)}")
+    require(user, {"accept": "decide", "reject": "decide", "delete": "delete",
+                   "restore": "delete"}.get(action, "edit"))
+    if action in ("set_label", "add_tag", "remove_tag", "move_split") and not (value or "").strip():
+        raise InvalidValue(f"{action.replace('_', ' ')} needs a value")
+    if action == "reject" and not (reason or "").strip():
+        raise InvalidValue("reject needs a reason")
+    result = BulkResult()
+    for example_id in ids:
+        current = store.get(example_id)
+        changes = _bulk_changes(current, action, (value or "").strip())
+        try:
+            after = store.update(example_id, base_version=current.version, actor=user.name,
+                                 reason=reason, **changes)
+        except VersionConflict as exc:
+            result.conflicts[example_id] = str(exc)
+            continue
+        (result.changed if after.version > current.version else result.unchanged).append(
+            example_id)
+    return result
+
+
+def _bulk_changes(ex: Example, action: str, value: str) -> dict[str, Any]:
+    return {
+        "accept": lambda: {"status": "accepted"},
+        "reject": lambda: {"status": "rejected"},
+        "set_label": lambda: {"label": value},
+        "add_tag": lambda: {"tags": ex.tags + (value,)},
+        "remove_tag": lambda: {"tags": tuple(t for t in ex.tags if t != value)},
+        "move_split": lambda: {"split": value},
+        "delete": lambda: {"deleted": True},
+        "restore": lambda: {"deleted": False},
+    }[action]()
+
+
+def diff_lines(before: list[dict[str, str]], after: list[dict[str, str]]) -> list[str]:
+    """A unified diff of two conversations, one block per turn, as plain text lines."""
+    def render(messages: list[dict[str, str]]) -> list[str]:
+        lines = []
+        for i, m in enumerate(messages):
+            lines.append(f"[{i}] {m['role']}")
+            lines += [f"    {line}" for line in m["content"].split("\n")]
+        return lines
+
+    return list(difflib.unified_diff(render(before), render(after), "original", "current",
+                                     lineterm="", n=2))
