@@ -1,16 +1,91 @@
-"""Curate's Streamlit entry point: page navigation over the workspace named by $CURATE_DB.
+"""Curate's Streamlit entry point: sign-in, then page navigation over the workspace.
 
-Run it with `curate app` (or `bash scripts/dev.sh app` for the demo). Pages live in `ui/`
-and stay thin: they gather input, call `curation`, and render the result.
+The workspace is the DuckDB file named by $CURATE_DB (`curate app --db PATH` sets it).
+Sign-in, in order of precedence:
+- single-user mode (`curate app --single-user`): no sign-in, one local admin; every page says so;
+- OpenID Connect via `st.login` when the workspace's `.streamlit/secrets.toml` has an [auth]
+  section; the e-mail address the provider returns must belong to a user of the workspace;
+- otherwise local accounts (`curate user add NAME --role ROLE`). There are no default accounts.
+Pages live in `ui/` and stay thin: they gather input, call `curation`, and render the result.
 """
 
 import streamlit as st
 
+from curation import CurateError
+from curation.auth import User, sign_in, user_by_email, users
+from ui.common import get_store, single_user_mode
+
 st.set_page_config(page_title="Curate", page_icon=":material/fact_check:", layout="wide")
+store = get_store()
+
+
+def _oidc_configured() -> bool:
+    try:
+        return "auth" in st.secrets
+    except FileNotFoundError:
+        return False
+
+
+def _sign_in_form() -> None:
+    st.title("Sign in to Curate")
+    if not users(store):
+        st.warning("This workspace has no accounts yet. An admin creates one with "
+                   "`curate user add NAME --role admin`, or starts the app with "
+                   "`curate app --single-user` to work alone.")
+        st.stop()
+    with st.form("sign_in", border=True, width=420):
+        name = st.text_input("User name")
+        password = st.text_input("Password", type="password")
+        if st.form_submit_button("Sign in", type="primary"):
+            try:
+                st.session_state.user = sign_in(store, name, password)
+                st.rerun()
+            except CurateError as exc:
+                st.error(str(exc))
+    st.stop()
+
+
+def _authenticate() -> User:
+    if single_user_mode():
+        return User("local", "admin")
+    if st.session_state.get("user") is not None:
+        return st.session_state.user
+    if _oidc_configured():
+        if not st.user.is_logged_in:
+            st.title("Sign in to Curate")
+            st.button("Sign in with your identity provider", on_click=st.login, type="primary")
+            st.stop()
+        try:
+            return user_by_email(store, st.user.email)
+        except CurateError as exc:
+            st.error(str(exc))
+            st.button("Sign out", on_click=st.logout)
+            st.stop()
+    _sign_in_form()
+
+
+user = st.session_state.user = _authenticate()
+
+with st.sidebar:
+    if single_user_mode():
+        st.warning("Single-user mode: no sign-in; every action is recorded as 'local' (admin).",
+                   icon=":material/person:")
+    else:
+        st.caption(f"Signed in as **{user.name}** ({user.role})")
+        if st.button("Sign out", icon=":material/logout:"):
+            st.session_state.user = None
+            if _oidc_configured():
+                st.logout()
+            st.rerun()
 
 pages = {
     "Workspace": [
         st.Page("ui/overview.py", title="Overview", icon=":material/dashboard:", default=True),
+        st.Page("ui/review.py", title="Review", icon=":material/rate_review:"),
+        st.Page("ui/browse.py", title="Browse", icon=":material/table_rows:"),
     ],
 }
+if user.can("import"):
+    pages["Data"] = [st.Page("ui/import_export.py", title="Import / Export",
+                             icon=":material/swap_vert:")]
 st.navigation(pages).run()

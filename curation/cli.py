@@ -18,6 +18,7 @@ import orjson
 
 from curation import (CurateError, ExampleFilter, Store, default_db_path, export_jsonl,
                       import_file)
+from curation.auth import ROLES, add_user, set_role, users
 from curation.formats import DEFAULT_MAX_FIELD_CHARS, INPUT_FORMATS, OUTPUT_FORMATS, parse_mapping
 from curation.query import SPLITS, STATUSES
 
@@ -215,18 +216,96 @@ def snapshots(db, as_json):
         click.echo(f"{s.id}  {s.count:>7,} examples  sha256 {s.content_hash[:16]}  {s.name}")
 
 
+@main.group()
+def user():
+    """Manage the people who may sign in, and their roles.
+
+    \b
+    Example:
+      curate user add alice --role reviewer
+    """
+
+
+@user.command("add")
+@click.argument("name")
+@db_option
+@click.option("--role", type=click.Choice(ROLES), required=True,
+              help="annotator: edit; reviewer: also accept/reject; admin: also import, export, "
+                   "delete, manage users, train.")
+@click.option("--email", default=None, help="E-mail address for single sign-on (st.login).")
+@click.option("--password-stdin", is_flag=True, help="Read the password from standard input "
+                                                     "instead of prompting.")
+@click.option("--no-password", is_flag=True, help="No local password (single sign-on only).")
+def user_add(name, db, role, email, password_stdin, no_password):
+    """Create an account with a role; the password is stored as an argon2 hash.
+
+    \b
+    Example:
+      curate user add alice --role reviewer
+      echo "$PASSWORD" | curate user add bob --role admin --password-stdin
+    """
+    if no_password:
+        password = None
+    elif password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        password = click.prompt("password", hide_input=True, confirmation_prompt=True)
+    with _open(db) as store:
+        created = add_user(store, name, role, password=password, email=email)
+    click.echo(f"user {created.name} ({created.role}) created")
+
+
+@user.command("list")
+@db_option
+@json_option
+def user_list(db, as_json):
+    """List the accounts and their roles.
+
+    \b
+    Example:
+      curate user list --json
+    """
+    with _open(db) as store:
+        people = users(store)
+    if as_json:
+        _print_json([{"name": u.name, "role": u.role, "email": u.email} for u in people])
+        return
+    for person in people:
+        click.echo(f"{person.name:<20} {person.role:<10} {person.email or ''}")
+
+
+@user.command("set-role")
+@click.argument("name")
+@click.argument("role", type=click.Choice(ROLES))
+@db_option
+def user_set_role(name, role, db):
+    """Change someone's role.
+
+    \b
+    Example:
+      curate user set-role alice admin
+    """
+    with _open(db) as store:
+        changed = set_role(store, name, role)
+    click.echo(f"user {changed.name} is now {changed.role}")
+
+
 @main.command()
 @db_option
 @click.option("--port", type=int, default=8501, show_default=True)
 @click.option("--headless/--browser", default=False, help="Do not open a browser window.")
-def app(db, port, headless):
+@click.option("--single-user", is_flag=True,
+              help="No sign-in: one local admin. Every page says so. For working alone.")
+def app(db, port, headless, single_user):
     """Start the Curate app (Streamlit) on the workspace.
 
     \b
     Example:
       curate app --db workspace/curate.duckdb --port 8501
+      curate app --single-user
     """
-    env = {**os.environ, "CURATE_DB": str((db or default_db_path()).resolve())}
+    env = {**os.environ, "CURATE_DB": str((db or default_db_path()).resolve()),
+           "CURATE_SINGLE_USER": "1" if single_user else "0"}
     command = [sys.executable, "-m", "streamlit", "run", str(PROJECT_ROOT / "app.py"),
                "--server.port", str(port), "--server.headless", str(headless).lower()]
     raise SystemExit(subprocess.call(command, env=env, cwd=PROJECT_ROOT))

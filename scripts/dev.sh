@@ -38,7 +38,7 @@ case "${1:-}" in
   app)
     shift
     [ -f "${CURATE_DB:-workspace/curate.duckdb}" ] || .venv/bin/curate init --demo
-    exec .venv/bin/curate app "$@"
+    exec .venv/bin/curate app --single-user "$@"
     ;;
   test)
     shift

@@ -1,10 +1,20 @@
-"""What every page shares: the process-wide store and small rendering helpers."""
+"""What every page shares: the process-wide store, the signed-in user, filters, messages.
+
+Pages call only `curation` functions; everything here is presentation. Text from the data is
+always rendered as text (`st.text`, `st.code`, widget values, dataframes), never as Markdown
+or HTML, so `<script>` or `![](http://...)` in an example shows literally and fetches nothing.
+"""
 
 from __future__ import annotations
 
+import os
+
 import streamlit as st
 
-from curation import Store, default_db_path
+from curation import CurateError, ExampleFilter, SPLITS, STATUSES, Store, default_db_path
+from curation.auth import User
+
+SINGLE_USER_ENV = "CURATE_SINGLE_USER"
 
 
 @st.cache_resource(show_spinner=False)
@@ -15,3 +25,53 @@ def _open_store(path: str) -> Store:
 def get_store() -> Store:
     """The one Store of this server process (each session thread gets its own cursor)."""
     return _open_store(str(default_db_path().resolve()))
+
+
+def single_user_mode() -> bool:
+    """`curate app --single-user`: no sign-in, one local admin, said on every page."""
+    return os.environ.get(SINGLE_USER_ENV) == "1"
+
+
+def current_user() -> User:
+    """The signed-in user (app.py signs in before any page runs)."""
+    user = st.session_state.get("user")
+    if user is None:
+        st.error("You are not signed in.")
+        st.stop()
+    return user
+
+
+def require_page(action: str) -> User:
+    """The signed-in user, or stop the page with a clear message if their role may not."""
+    user = current_user()
+    if not user.can(action):
+        st.error(f"This page needs a role that may '{action}'; you are signed in as "
+                 f"{user.name} ({user.role}). Ask an admin to change your role.")
+        st.stop()
+    return user
+
+
+def show_error(exc: CurateError) -> None:
+    st.error(str(exc), icon=":material/error:")
+
+
+def filter_form(store: Store, key: str, *, with_status: bool = True) -> ExampleFilter:
+    """Filters by status, split, label, source, tag and a text or regex search, in the sidebar."""
+    with st.sidebar:
+        st.subheader("Filters")
+        search = st.text_input("Search all turns", key=f"{key}_search",
+                               placeholder="substring, or a regular expression")
+        regex = st.toggle("Regular expression", key=f"{key}_regex")
+        status = (st.multiselect("Status", STATUSES, key=f"{key}_status")
+                  if with_status else [])
+        split = st.multiselect("Split", SPLITS, key=f"{key}_split")
+        label = st.multiselect("Label", store.labels(), key=f"{key}_label")
+        source = st.multiselect("Source", store.sources(), key=f"{key}_source")
+        tag = st.multiselect("Tag", store.tags(), key=f"{key}_tag")
+    try:
+        return ExampleFilter(status=tuple(status), split=tuple(split), label=tuple(label),
+                             source=tuple(source), tag=tuple(tag), search=search, regex=regex)
+    except CurateError as exc:
+        st.sidebar.error(str(exc))
+        return ExampleFilter(status=tuple(status), split=tuple(split), label=tuple(label),
+                             source=tuple(source), tag=tuple(tag))
