@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from curation.auth import User
 from tests.conftest import PROJECT_ROOT
 
 
@@ -13,6 +14,7 @@ def app_on(monkeypatch):
     def start(store) -> AppTest:
         monkeypatch.setenv("CURATE_DB", str(store.path))
         at = AppTest.from_file(str(PROJECT_ROOT / "app.py"), default_timeout=30)
+        at.session_state["user"] = User("olga", "annotator")
         return at.run()
 
     return start
@@ -27,7 +29,12 @@ def test_overview_shows_counts_from_the_store(app_on, seeded_store):
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Examples"] == "6"
     assert metrics["Accepted"] == "1" and metrics["Pending"] == "5"
-    assert [s.value for s in at.subheader] == ["By status", "By split", "By label", "By source"]
+    assert [s.value for s in at.subheader] == [
+        "Needs attention", "By status", "By split", "Reviewer activity, last 7 days", "By label",
+        "By source"]
+    attention = " ".join(t.value for t in at.text)
+    assert "5 examples wait for a first decision" in attention
+    assert "3 label(s) have fewer than 10 examples" in attention
 
 
 def test_overview_of_an_empty_workspace_says_how_to_start(app_on, empty_store):
@@ -35,3 +42,36 @@ def test_overview_of_an_empty_workspace_says_how_to_start(app_on, empty_store):
     assert not at.exception
     assert "no examples yet" in at.info[0].value
     assert not at.metric
+
+
+def test_sign_in_is_required_and_there_are_no_default_accounts(monkeypatch, seeded_store):
+    monkeypatch.setenv("CURATE_DB", str(seeded_store.path))
+    monkeypatch.delenv("CURATE_SINGLE_USER", raising=False)
+    at = AppTest.from_file(str(PROJECT_ROOT / "app.py"), default_timeout=30).run()
+    assert at.title[0].value == "Sign in to Curate"
+    assert "no accounts yet" in at.warning[0].value
+    assert not at.metric
+
+
+def test_local_sign_in_with_a_created_account(monkeypatch, seeded_store):
+    from curation.auth import add_user
+
+    add_user(seeded_store, "rita", "reviewer", password="correct horse")
+    monkeypatch.setenv("CURATE_DB", str(seeded_store.path))
+    at = AppTest.from_file(str(PROJECT_ROOT / "app.py"), default_timeout=30).run()
+    at.text_input[0].input("rita")
+    at.text_input[1].input("wrong password")
+    at.button[0].click().run()
+    assert "wrong password" in at.error[0].value and not at.metric
+    at.text_input[1].input("correct horse")
+    at.button[0].click().run()
+    assert at.session_state["user"] == User("rita", "reviewer", None)
+    assert at.title[0].value == "Overview"
+
+
+def test_single_user_mode_says_so(monkeypatch, seeded_store):
+    monkeypatch.setenv("CURATE_DB", str(seeded_store.path))
+    monkeypatch.setenv("CURATE_SINGLE_USER", "1")
+    at = AppTest.from_file(str(PROJECT_ROOT / "app.py"), default_timeout=30).run()
+    assert "Single-user mode" in at.sidebar.warning[0].value
+    assert at.session_state["user"].role == "admin"
