@@ -166,6 +166,10 @@ def check_text(value: Any, where: str, max_chars: int, *, required: bool = True)
         raise RecordError("wrong_type", f"{where} must be text, not {_type_name(value)}", where)
     if required and not value.strip():
         raise RecordError("missing_content", f"{where} is empty", where)
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise RecordError("lone_surrogate", f"{where} contains a lone surrogate", where) from None
     if len(value) > max_chars:
         raise RecordError("field_too_long",
                           f"{where} has {len(value):,} characters; the maximum is {max_chars:,}",
@@ -182,6 +186,8 @@ def _type_name(value: Any) -> str:
 
 def _metadata(record: dict, max_chars: int) -> dict[str, Any]:
     label = record.get("label")
+    if isinstance(label, float) and not math.isfinite(label):
+        raise RecordError("nan_value", f"label is {label}", "label")
     if label is not None:
         if isinstance(label, bool) or not isinstance(label, (str, int)):
             raise RecordError("wrong_type", f"label must be text, not {_type_name(label)}",
@@ -256,6 +262,9 @@ def from_alpaca(record: dict, max_chars: int) -> list[dict[str, str]]:
         if key not in record:
             raise RecordError("missing_field", f"Alpaca record has no `{key}`", key)
     instruction = check_text(record["instruction"], "instruction", max_chars)
+    check_text(record["output"], "output", max_chars)
+    if record.get("system"):
+        check_text(record["system"], "system", max_chars)
     extra_input = record.get("input") or ""
     extra_input = check_text(extra_input, "input", max_chars, required=False)
     prompt = f"{instruction}\n\n{extra_input}" if extra_input.strip() else instruction
@@ -286,11 +295,16 @@ def from_prompt_completion(record: dict, max_chars: int) -> list[dict[str, str]]
         raise RecordError("wrong_type", "prompt and completion must both be text or both be "
                                         "message lists", "completion")
     if isinstance(prompt, list):
+        if not completion:
+            raise RecordError("missing_content", "completion must hold an assistant turn",
+                              "completion")
         messages = check_conversation(prompt + completion, max_chars, "prompt+completion")
         if any(m.get("role") != "assistant" for m in completion if isinstance(m, dict)):
             raise RecordError("invalid_turn_order", "completion may hold assistant turns only",
                               "completion")
         return messages
+    check_text(prompt, "prompt", max_chars)
+    check_text(completion, "completion", max_chars)
     return check_conversation([{"role": "user", "content": prompt},
                                {"role": "assistant", "content": completion}], max_chars)
 
@@ -302,6 +316,7 @@ def from_sharegpt(record: dict, max_chars: int) -> list[dict[str, str]]:
                           "conversations")
     messages = []
     if record.get("system"):
+        check_text(record["system"], "system", max_chars)
         messages.append({"role": "system", "content": record["system"]})
     for i, turn in enumerate(turns):
         at = f"conversations[{i}]"
@@ -318,6 +333,7 @@ def from_sharegpt(record: dict, max_chars: int) -> list[dict[str, str]]:
         if role is None:
             raise RecordError("unrecognized_role", f"{at}.from is {turn['from']!r}; expected "
                                                    "system, human or gpt", f"{at}.from")
+        check_text(turn["value"], f"{at}.value", max_chars)
         messages.append({"role": role, "content": turn["value"]})
     return check_conversation(messages, max_chars, "conversations")
 

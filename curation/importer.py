@@ -194,9 +194,14 @@ Record = tuple[int, Any, int]  # (line number, parsed record or LineError, bytes
 def sniff_kind(path: Path) -> str:
     """'jsonl', 'json' (an array) or 'csv', from the file's first bytes, not its name."""
     with open(path, "rb") as f:
-        head = f.read(4096).lstrip(b"\xef\xbb\xbf").lstrip()
+        head = f.read(1 << 16).lstrip(b"\xef\xbb\xbf").lstrip()
     if head.startswith(b"["):
-        return "json"
+        first_line, _, rest = head.partition(b"\n")
+        try:
+            orjson.loads(first_line)
+        except orjson.JSONDecodeError:
+            return "json"
+        return "jsonl" if rest.strip() else "json"
     if head.startswith(b"{") or path.suffix.lower() in (".jsonl", ".json", ".ndjson"):
         return "jsonl"
     if not head:
@@ -231,7 +236,7 @@ def _diagnose(raw: bytes, number: int, path: Path) -> Any:
     try:
         record = json.loads(text, parse_constant=float)
     except json.JSONDecodeError as exc:
-        return LineError(number, "invalid_json", f"line {number}: {exc.msg} at column {exc.colno}")
+        return LineError(number, "invalid_json", f"{exc.msg} at column {exc.colno}")
     problem = _scan(record)
     return LineError(number, *problem) if problem else record
 
@@ -283,16 +288,26 @@ def _json_array_records(path: Path, fmt: str, mapping) -> Iterator[Record]:
         if skip_space() != "[":
             raise UnreadableFile(f"{path} does not start with a JSON array")
         pos += 1
+        need_comma = False
         while True:
             ch = skip_space()
             if ch == "]":
-                return
-            if index and ch == ",":
                 pos += 1
+                if skip_space():
+                    yield line, LineError(line, "invalid_json", "unexpected data after the end "
+                                          "of the JSON array; it was not read"), 0
+                return
+            if need_comma:
+                if ch != ",":
+                    yield line, LineError(line, "invalid_json", f"expected ',' or ']' after "
+                                          f"item {index}; the rest of the array cannot be "
+                                          "read"), 0
+                    return
+                pos, need_comma = pos + 1, False
                 ch = skip_space()
-            if ch == "" or (index and ch == "]"):
-                if ch == "":
-                    yield line, LineError(line, "invalid_json", "the JSON array is not closed"), 0
+            if ch == "" or ch == "]":
+                yield line, LineError(line, "invalid_json", "the JSON array is not closed"
+                                      if ch == "" else "a trailing ',' before ']'"), 0
                 return
             try:
                 record, end = decoder.raw_decode(buf, pos)
@@ -303,17 +318,18 @@ def _json_array_records(path: Path, fmt: str, mapping) -> Iterator[Record]:
                                       f"item {index + 1}: {exc.msg}; the rest of the array "
                                       "cannot be read"), 0
                 return
-            start_line, index = line, index + 1
+            start_line, index, need_comma = line, index + 1, True
             line += buf.count("\n", pos, end)
             pos = end
             problem = _scan(record)
-            yield start_line, (LineError(start_line, *problem) if problem else record), f.buffer.tell()
+            item = LineError(start_line, *problem) if problem else record
+            yield start_line, item, f.buffer.tell()
 
 
 def _csv_records(path: Path, fmt: str, mapping) -> Iterator[Record]:
     with _utf8_text(path, newline="") as f:
-        reader = csv.DictReader(f)
-        header = reader.fieldnames or []
+        reader = csv.reader(f)
+        header = next(reader, [])
         missing = [c for c in (mapping or {}).values() if c not in header]
         if missing:
             raise InvalidValue(f"{path}: mapped column(s) {', '.join(missing)} not in the CSV "
@@ -324,15 +340,15 @@ def _csv_records(path: Path, fmt: str, mapping) -> Iterator[Record]:
             except RecordError:
                 raise InvalidValue(f"{path}: CSV columns {', '.join(header)} need a mapping, "
                                    "for example --map prompt=COLUMN,response=COLUMN") from None
-        start = 2
-        for row in reader:
-            extra = row.pop(None, None)
-            given = len(header) + len(extra) if extra else sum(v is not None for v in row.values())
-            if given != len(header):
-                yield start, LineError(start, "wrong_type", f"line {start} has {given} fields "
-                                       f"where the header has {len(header)}"), 0
-            else:
-                yield start, row, f.buffer.tell()
+        start = reader.line_num + 1
+        for values in reader:
+            if values:
+                if len(values) != len(header):
+                    yield start, LineError(start, "wrong_type", f"line {start} has "
+                                           f"{len(values)} fields where the header has "
+                                           f"{len(header)}"), 0
+                else:
+                    yield start, dict(zip(header, values)), f.buffer.tell()
             start = reader.line_num + 1
 
 

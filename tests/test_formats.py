@@ -144,9 +144,6 @@ class Case:
     kwargs: dict = field(default_factory=dict)
 
 
-LONE_SURROGATE_BUG = ("formats.check_text does not refuse lone UTF-16 surrogates, so to_draft "
-                      "accepts them (only importer._scan reports lone_surrogate)")
-
 CASES = [
     Case("data_type", [U("q"), A("a")], None),
     Case("data_type", "just text", None),
@@ -217,10 +214,7 @@ CASES = [
          "messages[0].content"),
     Case("nan_value", {"messages": [U("q"), {"role": "assistant", "content": float("-inf")}]},
          "messages[1].content"),
-    pytest.param(Case("lone_surrogate", {"messages": [U("caf\ud800"), A("a")]},
-                      "messages[0].content"),
-                 marks=pytest.mark.xfail(reason=LONE_SURROGATE_BUG, strict=True),
-                 id="lone_surrogate-messages[0].content"),
+    Case("lone_surrogate", {"messages": [U("caf\ud800"), A("a")]}, "messages[0].content"),
 ]
 
 
@@ -262,15 +256,8 @@ def test_contents_are_otherwise_kept_exactly():
     assert to_draft({"messages": [U(text), A(text)]}).messages == [U(text), A(text)]
 
 
-# --- mistakes reported on the wrong field (bugs, see reasons) -----------------------------
+# --- mistakes are reported on the record's own key -----------------------------------------
 
-FIELD_BUG = ("formats: readers that build messages from other keys validate them with "
-             "check_conversation(where='messages' / 'conversations'), so the field names a "
-             "message index of the built list, not the record's key")
-
-
-@pytest.mark.xfail(reason=FIELD_BUG + ": sharegpt with a top-level system is off by one",
-                   strict=True)
 def test_sharegpt_field_index_with_top_level_system():
     record = {"system": "s", "conversations": [{"from": "human", "value": "q"},
                                                {"from": "gpt", "value": "  "}]}
@@ -279,22 +266,16 @@ def test_sharegpt_field_index_with_top_level_system():
     assert err.field in ("conversations[1].value", "conversations[1].content")
 
 
-@pytest.mark.xfail(reason=FIELD_BUG + ": alpaca `output` is reported as messages[1].content",
-                   strict=True)
 def test_alpaca_output_field_is_named():
     err = raises({"instruction": "q", "output": " "})
     assert (err.code, err.field) == ("missing_content", "output")
 
 
-@pytest.mark.xfail(reason=FIELD_BUG + ": prompt/completion text `prompt` is reported as "
-                          "messages[0].content", strict=True)
 def test_prompt_completion_prompt_field_is_named():
     err = raises({"prompt": 5, "completion": "a"})
     assert (err.code, err.field) == ("wrong_type", "prompt")
 
 
-@pytest.mark.xfail(reason="formats.from_prompt_completion accepts an empty `completion` list "
-                          "when `prompt` already ends with an assistant turn", strict=True)
 def test_prompt_completion_empty_completion_list_is_refused():
     raises({"prompt": [U("q"), A("a")], "completion": []})
 

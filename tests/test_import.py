@@ -4,7 +4,6 @@ JSON arrays, CSV, atomicity under kill -9 and the single-writer lock."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -84,7 +83,7 @@ def test_line_errors_are_reported_with_their_line_numbers(empty_store, tmp_path)
     fields = {e.line: e.field for e in report.rejected}
     assert fields[5] == "completion" and fields[7] == "prompt" and fields[8] == "label"
     assert all(e.message for e in report.rejected)
-    assert "line 3" in report.rejected[0].message
+    assert "column" in report.rejected[0].message
     assert report.lines == 10            # blank lines are not records
     assert report.imported == 2
     assert contents(empty_store) == [["question 1", "answer 1"], ["p9 😀", "c9"]]
@@ -289,12 +288,12 @@ def test_explicit_format_and_mapped_jsonl(empty_store, tmp_path):
 
 
 def test_progress_is_reported_up_to_the_file_size(empty_store, tmp_path):
-    path = write_jsonl(tmp_path / "p.jsonl", [rec(i) for i in range(25_000)])
+    path = write_jsonl(tmp_path / "p.jsonl", [rec(i) for i in range(10_001)])
     calls = []
     import_file(empty_store, path, actor="t", progress=lambda done, total: calls.append(
         (done, total)))
     size = path.stat().st_size
-    assert len(calls) == 3 and calls[-1] == (size, size)
+    assert len(calls) == 2 and calls[0][0] < size and calls[-1] == (size, size)
     assert [d for d, _ in calls] == sorted(d for d, _ in calls)
 
 
@@ -378,8 +377,6 @@ def test_unclosed_json_array_is_reported(empty_store, tmp_path):
     assert report.imported == 1 and [e.code for e in report.rejected] == ["invalid_json"]
 
 
-@pytest.mark.xfail(reason="importer._json_array_records returns at the closing `]` and never "
-                          "looks further: data after the array is silently dropped", strict=True)
 def test_json_array_trailing_data_is_not_silently_dropped(empty_store, tmp_path):
     path = tmp_path / "two.json"
     path.write_text('[{"prompt": "p1", "completion": "c1"}]\n'
@@ -388,9 +385,6 @@ def test_json_array_trailing_data_is_not_silently_dropped(empty_store, tmp_path)
     assert report.imported == 2 or report.rejected
 
 
-@pytest.mark.xfail(reason="importer.sniff_kind takes a JSONL file whose first line is an array "
-                          "for a JSON array file: line 1's elements are each reported and the "
-                          "valid records on later lines are silently dropped", strict=True)
 def test_jsonl_whose_first_line_is_an_array(empty_store, tmp_path):
     path = write_jsonl(tmp_path / "first.jsonl", ['[1, 2]', rec(2), rec(3)])
     report = import_file(empty_store, path, actor="t")
@@ -464,10 +458,6 @@ def test_csv_mapped_column_missing_from_header(seeded_store, tmp_path):
     assert seeded_store.count() == before
 
 
-@pytest.mark.xfail(reason="importer._csv_records sets a row's line to the previous row's "
-                          "reader.line_num + 1; csv.DictReader skips blank lines silently, so "
-                          "every row after a blank line is reported one line too early",
-                   strict=True)
 def test_csv_line_numbers_after_a_blank_line(empty_store, tmp_path):
     path = tmp_path / "blank.csv"
     path.write_text("prompt,completion\nq1,a1\n\nq2,a2,extra\n")
@@ -514,7 +504,7 @@ def _read_until_ready(proc: subprocess.Popen, timeout: float) -> list[str]:
     return lines
 
 
-@pytest.mark.parametrize("kill_at, n_lines", [("staging", 25_000), ("before_commit", 130_000)])
+@pytest.mark.parametrize("kill_at, n_lines", [("staging", 15_000), ("before_commit", 130_000)])
 def test_kill_9_during_import_leaves_the_store_as_it_was(tmp_path, kill_at, n_lines):
     db = tmp_path / "ws" / "curate.duckdb"
     with Store(db) as store:
