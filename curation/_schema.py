@@ -88,6 +88,37 @@ MIGRATIONS: list[tuple[str, str]] = [
             created_at    TIMESTAMP NOT NULL
         );
     """),
+    ("embeddings, check findings and decisions, settings", """
+        CREATE TABLE settings (key VARCHAR PRIMARY KEY, value VARCHAR NOT NULL);
+        CREATE TABLE embeddings (
+            model         VARCHAR NOT NULL,
+            text_hash     VARCHAR NOT NULL,
+            vector        FLOAT[] NOT NULL
+        );
+        CREATE TABLE check_runs (
+            check_name    VARCHAR PRIMARY KEY,
+            fingerprint   VARCHAR NOT NULL,
+            summary       VARCHAR NOT NULL,
+            run_by        VARCHAR NOT NULL,
+            run_at        TIMESTAMP NOT NULL
+        );
+        CREATE TABLE findings (
+            check_name    VARCHAR NOT NULL,
+            example_id    BIGINT NOT NULL,
+            version       INTEGER NOT NULL,
+            score         DOUBLE NOT NULL,
+            is_issue      BOOLEAN NOT NULL,
+            reason        VARCHAR NOT NULL,
+            details       VARCHAR NOT NULL
+        );
+        CREATE TABLE finding_decisions (
+            check_name    VARCHAR NOT NULL,
+            subject       VARCHAR NOT NULL,
+            decision      VARCHAR NOT NULL,
+            decided_by    VARCHAR NOT NULL,
+            decided_at    TIMESTAMP NOT NULL
+        );
+    """),
 ]
 
 

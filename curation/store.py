@@ -241,6 +241,17 @@ class Store:
                                      "NULL ORDER BY source").fetchall()
         return [r[0] for r in rows]
 
+    def setting(self, key: str) -> str | None:
+        """A workspace setting (for example `embedding_model`), or None."""
+        row = self.cursor().execute("SELECT value FROM settings WHERE key = ?", [key]).fetchone()
+        return row[0] if row else None
+
+    def set_setting(self, key: str, value: str | None) -> None:
+        if value is None:
+            self.cursor().execute("DELETE FROM settings WHERE key = ?", [key])
+        else:
+            self.cursor().execute("INSERT OR REPLACE INTO settings VALUES (?, ?)", [key, value])
+
     # --- changing -----------------------------------------------------------------------
 
     def update(self, example_id: int, *, base_version: int, actor: str, reason: str | None = None,

@@ -19,6 +19,9 @@ stamp=".venv/.installed-$(cat pyproject.toml scripts/dev.sh | sha256sum | cut -c
 if [ ! -f "$stamp" ]; then
   echo "setting up .venv (first run takes a few minutes)..."
   .venv/bin/python -m pip install -q --upgrade pip
+  # torch first and pinned: this version is a local CPU wheel here; an unpinned torch would
+  # pull gigabytes of CUDA packages.
+  .venv/bin/python -m pip install -q torch==2.13.0
   .venv/bin/python -m pip install -q -e '.[dev]'
   rm -f .venv/.installed-*
   touch "$stamp"

@@ -1,0 +1,154 @@
+"""Curation checks: run them over the store, keep their findings, remember SME decisions.
+
+`REGISTRY` lists every check (duplicates, leakage, label issues, outliers...). `run_check`
+loads the examples, runs the check, and stores its findings with the example version each
+was computed on. When nothing the check reads has changed since its last run (same
+fingerprint), the stored findings are returned without recomputing; embeddings are cached per
+text, so even a changed store embeds only new prompts.
+
+SME decisions on findings ("not duplicates", "label is right") live in `finding_decisions`
+and are applied on every run, so a dismissed finding does not come back.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import orjson
+
+from curation.auth import User, require
+from curation.checks import duplicates as _duplicates  # noqa: F401  (registers the checks)
+from curation.checks import noise as _noise  # noqa: F401
+from curation.checks._contract import (REGISTRY, CheckResult, ExampleTable, Finding, Progress,
+                                       get_check, register)
+from curation.errors import InvalidValue
+from curation.query import ExampleFilter
+from curation.store import Store, utcnow
+
+__all__ = ["REGISTRY", "CheckResult", "ExampleTable", "Finding", "get_check", "register",
+           "load_table", "run_check", "stored_findings", "dismiss", "dismissed_pairs",
+           "keep_one", "DISMISSALS"]
+
+DISMISSALS = {"not_duplicates": "not duplicates", "label_ok": "label is right",
+              "fine": "not a problem"}
+
+
+def load_table(store: Store, where: ExampleFilter = ExampleFilter(), *,
+               progress: Progress | None = None) -> ExampleTable:
+    """The examples a check reads (not deleted, not rejected by default), with lazy embeddings."""
+    condition, params = where.where()
+    rows = store.cursor().execute(
+        "SELECT id, version, messages, label, split, status, content_hash FROM examples "
+        f"WHERE {condition} AND status <> 'rejected' ORDER BY id", params).fetchall()
+    table = ExampleTable(ids=[r[0] for r in rows], versions=[r[1] for r in rows],
+                         messages=[orjson.loads(r[2]) for r in rows],
+                         labels=[r[3] for r in rows], splits=[r[4] for r in rows],
+                         statuses=[r[5] for r in rows], content_hashes=[r[6] for r in rows])
+    cache: dict[str, Any] = {}
+
+    def embed(kind: str = "prompt"):
+        """Normalised embeddings of every example's prompt (or response), cached."""
+        if kind not in cache:
+            from curation.embeddings import embed_texts
+
+            pick = table.prompt if kind == "prompt" else table.response
+            texts = [pick(i) for i in range(len(table))]
+            cache[kind] = embed_texts(store, texts, store.setting("embedding_model"),
+                                      progress=progress)
+        return cache[kind]
+
+    table.embed = embed
+    return table
+
+
+def _fingerprint(check_name: str, table: ExampleTable, store: Store) -> str:
+    digest = hashlib.sha256(check_name.encode())
+    for row in zip(table.ids, table.content_hashes, table.labels, table.splits, table.statuses):
+        digest.update(orjson.dumps(row))
+    digest.update(orjson.dumps(sorted(dismissed_pairs(store, check_name))))
+    digest.update(str(store.setting("embedding_model")).encode())
+    return digest.hexdigest()
+
+
+def run_check(store: Store, name: str, *, actor: str, where: ExampleFilter = ExampleFilter(),
+              progress: Progress | None = None, force: bool = False) -> CheckResult:
+    """Run a registered check (or reuse its stored result when its input is unchanged)."""
+    check = get_check(name)
+    table = load_table(store, where, progress=progress)
+    fingerprint = _fingerprint(name, table, store)
+    cur = store.cursor()
+    last = cur.execute("SELECT fingerprint, summary FROM check_runs WHERE check_name = ?",
+                       [name]).fetchone()
+    if last and last[0] == fingerprint and not force:
+        if progress:
+            progress(1.0, "nothing changed since the last run: stored findings reused")
+        return CheckResult(name, stored_findings(store, name, issues_only=False),
+                           orjson.loads(last[1]))
+    result = check.run(table, progress=progress, ignore_pairs=dismissed_pairs(store, name))
+    versions = dict(zip(table.ids, table.versions))
+    with store.transaction() as tx:
+        tx.execute("DELETE FROM findings WHERE check_name = ?", [name])
+        tx.executemany("INSERT INTO findings VALUES (?, ?, ?, ?, ?, ?, ?)",
+                       [[name, f.example_id, versions[f.example_id], f.score, f.is_issue,
+                         f.reason, orjson.dumps(f.details).decode()] for f in result.findings])
+        tx.execute("INSERT OR REPLACE INTO check_runs VALUES (?, ?, ?, ?, ?)",
+                   [name, fingerprint, orjson.dumps(result.summary).decode(), actor, utcnow()])
+    return result
+
+
+def stored_findings(store: Store, name: str, *, issues_only: bool = True) -> list[Finding]:
+    """The findings of a check's last run, worst first."""
+    rows = store.cursor().execute(
+        "SELECT example_id, score, is_issue, reason, details FROM findings "
+        f"WHERE check_name = ? {'AND is_issue' if issues_only else ''} ORDER BY score, "
+        "example_id", [name]).fetchall()
+    return [Finding(r[0], r[1], r[2], r[3], orjson.loads(r[4])) for r in rows]
+
+
+def last_run(store: Store, name: str) -> dict[str, Any] | None:
+    row = store.cursor().execute("SELECT summary, run_by, run_at FROM check_runs "
+                                 "WHERE check_name = ?", [name]).fetchone()
+    return None if row is None else {"summary": orjson.loads(row[0]), "run_by": row[1],
+                                     "run_at": row[2]}
+
+
+def dismiss(store: Store, user: User, name: str, example_ids: list[int], decision: str) -> None:
+    """Remember an SME's verdict on a finding (for a group: every pair in it)."""
+    require(user, "decide")
+    if decision not in DISMISSALS:
+        raise InvalidValue(f"decision {decision!r} is not one of {', '.join(DISMISSALS)}")
+    get_check(name)
+    ids = sorted(set(example_ids))
+    subjects = ([f"{a}-{b}" for i, a in enumerate(ids) for b in ids[i + 1:]]
+                if decision == "not_duplicates" else [str(i) for i in ids])
+    now = utcnow()
+    with store.transaction() as tx:
+        tx.executemany("INSERT INTO finding_decisions VALUES (?, ?, ?, ?, ?)",
+                       [[name, s, decision, user.name, now] for s in subjects])
+
+
+def dismissed_pairs(store: Store, name: str) -> set[tuple[int, int]]:
+    """Example-id pairs (a < b) an SME marked 'not duplicates' for this check (or any
+    duplicate check, since a pair that is not a duplicate is not one by any method)."""
+    rows = store.cursor().execute(
+        "SELECT subject FROM finding_decisions WHERE decision = 'not_duplicates'").fetchall()
+    return {tuple(int(x) for x in s.split("-")) for (s,) in rows}
+
+
+def keep_one(store: Store, user: User, group: list[int], keeper: int) -> list[int]:
+    """Reject every member of a duplicate group but `keeper`, with reason 'duplicate of #id'."""
+    from curation.review import decide
+
+    if keeper not in group:
+        raise InvalidValue(f"#{keeper} is not in the group {group}")
+    rejected = []
+    for example_id in group:
+        if example_id == keeper:
+            continue
+        current = store.get(example_id)
+        if current.status != "rejected":
+            decide(store, user, example_id, "reject", base_version=current.version,
+                   reason=f"duplicate of #{keeper}")
+            rejected.append(example_id)
+    return rejected

@@ -1,0 +1,107 @@
+"""The one contract every curation check follows, and the registry the app and CLI list.
+
+A check reads examples (and, where it needs them, embeddings) and returns a `CheckResult`:
+one `Finding` per example it looked at — a score in [0, 1] where lower is worse, an is-issue
+flag, and a reason a domain expert understands — plus a summary. Findings that involve other
+examples (a duplicate group, the nearest examples of a suggested label) carry them in
+`details`, keyed by example id.
+
+Design decisions:
+- Checks are plain objects registered by name (`register`), so the Quality page, the CLI and
+  the review queues iterate `REGISTRY` without knowing any check in particular
+  (cleanlab's `IssueManager` registry is the model).
+- A check never writes to the store; `curation.checks.run_check` stores its findings with the
+  example version they were computed on and applies the SME's remembered decisions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from curation.errors import InvalidValue
+
+Progress = Callable[[float, str], None]
+
+
+@dataclass(frozen=True)
+class Finding:
+    """What one check found about one example."""
+
+    example_id: int
+    score: float
+    is_issue: bool
+    reason: str
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.score <= 1.0:
+            raise InvalidValue(f"finding score {self.score} for #{self.example_id} is not in "
+                               "[0, 1]")
+
+
+@dataclass
+class CheckResult:
+    """A check's findings (one per example it looked at) and a summary for people."""
+
+    check: str
+    findings: list[Finding]
+    summary: dict[str, Any]
+
+    @property
+    def issues(self) -> list[Finding]:
+        return sorted((f for f in self.findings if f.is_issue), key=lambda f: f.score)
+
+
+class Check(Protocol):
+    """A curation check: a name, a title, a paragraph for the SME, and `run`."""
+
+    name: str
+    title: str
+    description: str
+
+    def run(self, examples: "ExampleTable", progress: Progress | None = None) -> CheckResult:
+        ...
+
+
+@dataclass
+class ExampleTable:
+    """The columns of the examples a check looks at, in id order (no Example objects)."""
+
+    ids: list[int]
+    versions: list[int]
+    messages: list[list[dict[str, str]]]
+    labels: list[str | None]
+    splits: list[str]
+    statuses: list[str]
+    content_hashes: list[str]
+    embed: Callable[..., Any] | None = None  # embed(kind="prompt"|"response") -> (n, d) array
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def prompt(self, i: int) -> str:
+        """The user turns of example i, joined: what prompt-only checks compare."""
+        return "\n".join(m["content"] for m in self.messages[i] if m["role"] == "user")
+
+    def response(self, i: int) -> str:
+        return "\n".join(m["content"] for m in self.messages[i] if m["role"] == "assistant")
+
+    def text(self, i: int) -> str:
+        return "\n".join(m["content"] for m in self.messages[i])
+
+
+REGISTRY: dict[str, Check] = {}
+
+
+def register(check: Check) -> Check:
+    """Add a check to the registry under its name."""
+    REGISTRY[check.name] = check
+    return check
+
+
+def get_check(name: str) -> Check:
+    if name not in REGISTRY:
+        raise InvalidValue(f"no check is called {name!r}; checks: {', '.join(REGISTRY)}")
+    return REGISTRY[name]
