@@ -246,6 +246,9 @@ class Store:
         row = self.cursor().execute("SELECT value FROM settings WHERE key = ?", [key]).fetchone()
         return row[0] if row else None
 
+    def settings(self) -> dict[str, str]:
+        return dict(self.cursor().execute("SELECT key, value FROM settings").fetchall())
+
     def set_setting(self, key: str, value: str | None) -> None:
         if value is None:
             self.cursor().execute("DELETE FROM settings WHERE key = ?", [key])

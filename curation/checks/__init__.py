@@ -19,6 +19,7 @@ import orjson
 
 from curation.auth import User, require
 from curation.checks import duplicates as _duplicates  # noqa: F401  (registers the checks)
+from curation.checks import coverage as _coverage  # noqa: F401
 from curation.checks import noise as _noise  # noqa: F401
 from curation.checks._contract import (REGISTRY, CheckResult, ExampleTable, Finding, Progress,
                                        get_check, register)
@@ -44,7 +45,8 @@ def load_table(store: Store, where: ExampleFilter = ExampleFilter(), *,
     table = ExampleTable(ids=[r[0] for r in rows], versions=[r[1] for r in rows],
                          messages=[orjson.loads(r[2]) for r in rows],
                          labels=[r[3] for r in rows], splits=[r[4] for r in rows],
-                         statuses=[r[5] for r in rows], content_hashes=[r[6] for r in rows])
+                         statuses=[r[5] for r in rows], content_hashes=[r[6] for r in rows],
+                         settings=store.settings())
     cache: dict[str, Any] = {}
 
     def embed(kind: str = "prompt"):
@@ -67,7 +69,7 @@ def _fingerprint(check_name: str, table: ExampleTable, store: Store) -> str:
     for row in zip(table.ids, table.content_hashes, table.labels, table.splits, table.statuses):
         digest.update(orjson.dumps(row))
     digest.update(orjson.dumps(sorted(dismissed_pairs(store, check_name))))
-    digest.update(str(store.setting("embedding_model")).encode())
+    digest.update(orjson.dumps(table.settings, option=orjson.OPT_SORT_KEYS))
     return digest.hexdigest()
 
 

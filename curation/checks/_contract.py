@@ -77,6 +77,7 @@ class ExampleTable:
     statuses: list[str]
     content_hashes: list[str]
     embed: Callable[..., Any] | None = None  # embed(kind="prompt"|"response") -> (n, d) array
+    settings: dict[str, str] = field(default_factory=dict)  # the workspace settings
 
     def __len__(self) -> int:
         return len(self.ids)

@@ -1,0 +1,139 @@
+"""Quality checks on the demo data: they must find what data/README.md says is planted.
+
+One demo workspace per module (embedding it with the real packaged MiniLM model is the slow
+part); tests that change it make their own.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from curation import Store
+from curation.auth import User
+from curation.checks import (REGISTRY, dismiss, keep_one, load_table, run_check,
+                             stored_findings)
+from curation.checks.coverage import Targets, cluster_prompts, gap_list, set_targets
+from curation.checks.duplicates import normalize
+from curation.demo import load_demo
+from tests.conftest import PROJECT_ROOT
+
+PLANTED = json.loads((PROJECT_ROOT / "data" / "demo" / "planted.json").read_text())
+REVIEWER = User("rita", "reviewer")
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory) -> Store:
+    store = Store(tmp_path_factory.mktemp("demo") / "curate.duckdb")
+    load_demo(store)
+    yield store
+    store.close()
+
+
+def external(store: Store) -> dict[int, str]:
+    return {e.id: e.external_id for e in store.find()}
+
+
+def groups(store: Store, check: str) -> set[tuple[str, ...]]:
+    ext = external(store)
+    return {tuple(sorted(ext[i] for i in f.details["group"]))
+            for f in stored_findings(store, check)}
+
+
+def test_every_check_has_a_name_title_and_description():
+    assert {"exact_duplicates", "near_duplicates", "semantic_duplicates", "leakage",
+            "label_issues", "outliers", "answer_mismatch", "coverage"} <= set(REGISTRY)
+    for name, check in REGISTRY.items():
+        assert check.name == name and check.title and len(check.description) > 40
+
+
+def test_normalize_ignores_case_spaces_punctuation_and_unicode_variants():
+    assert normalize("  Hello,   WORLD!! ") == normalize("hello world") == "hello world"
+    assert normalize("ﬁle") == normalize("file")
+    assert normalize("cancel my plan") != normalize("cancel my plans")
+
+
+def test_exact_duplicates_are_exactly_the_planted_ones(demo):
+    result = run_check(demo, "exact_duplicates", actor="t")
+    assert groups(demo, "exact_duplicates") == {tuple(p) for p in PLANTED["exact_duplicates"]}
+    assert result.summary["groups"] == 6 and result.summary["removable"] == 6
+    for finding in result.findings:
+        assert 0.0 <= finding.score <= 1.0
+
+
+def test_near_duplicates_are_exactly_the_planted_ones(demo):
+    run_check(demo, "near_duplicates", actor="t")
+    assert groups(demo, "near_duplicates") == {tuple(p) for p in PLANTED["near_duplicates"]}
+
+
+def test_semantic_duplicates_include_the_planted_copies_and_little_else(demo):
+    run_check(demo, "semantic_duplicates", actor="t")
+    found = groups(demo, "semantic_duplicates")
+    planted = {tuple(p) for p in PLANTED["exact_duplicates"] + PLANTED["near_duplicates"]}
+    assert len(found & planted) >= 9
+    assert len(found - planted) <= 3
+
+
+def test_leakage_flags_eval_examples_copied_from_train(demo):
+    result = run_check(demo, "leakage", actor="t")
+    ext = external(demo)
+    splits = {e.external_id: e.split for e in demo.find()}
+    expected = {pair for pair in map(tuple, PLANTED["exact_duplicates"] +
+                                     PLANTED["near_duplicates"])
+                if {splits[pair[0]], splits[pair[1]]} == {"train", "eval"}}
+    flagged = {tuple(sorted(ext[i] for i in f.details["group"])) for f in result.issues}
+    assert flagged >= expected and expected
+    assert all(splits[ext[f.example_id]] == "eval" for f in result.issues)
+
+
+def test_label_issues_find_most_planted_mislabels_with_evidence(demo):
+    result = run_check(demo, "label_issues", actor="t")
+    ext = external(demo)
+    truth = {m["id"]: m["true"] for m in PLANTED["mislabeled"]}
+    flagged = {ext[f.example_id]: f for f in result.issues}
+    found = set(flagged) & set(truth)
+    assert len(found) >= 9, sorted(set(truth) - found)
+    worst = [ext[f.example_id] for f in result.issues[:15]]
+    assert len(set(worst) & set(truth)) >= 9
+    suggested_right = sum(flagged[i].details["suggested"] == truth[i] for i in found)
+    assert suggested_right >= 0.8 * len(found)
+    evidence = flagged[sorted(found)[0]].details
+    assert len(evidence["nearest_given"]) == 3 and len(evidence["nearest_suggested"]) == 3
+
+
+def test_coverage_finds_the_thin_label_and_names_clusters(demo):
+    table = load_table(demo)
+    gaps = gap_list(table, Targets(default_min=20))
+    assert gaps[0].label == PLANTED["thin_label"] and gaps[0].shortfall == 14
+    assert all(g.shortfall == 0 for g in gaps[1:])
+    clusters = cluster_prompts(table, k=8)
+    assert len(clusters.names) == 8 and clusters.coords.shape == (len(table), 2)
+    assert any("export" in name for name in clusters.names)
+    assert any("cancel" in name for name in clusters.names)
+
+
+def test_a_second_run_reuses_findings_and_embeddings(demo):
+    first = run_check(demo, "semantic_duplicates", actor="t")
+    rows = demo.cursor().execute("SELECT count(*) FROM embeddings").fetchone()[0]
+    again = run_check(demo, "semantic_duplicates", actor="t")
+    assert again.summary == first.summary
+    assert demo.cursor().execute("SELECT count(*) FROM embeddings").fetchone()[0] == rows
+
+
+def test_dismissed_and_resolved_duplicates_do_not_come_back(tmp_path):
+    with Store(tmp_path / "curate.duckdb") as store:
+        load_demo(store)
+        ext = {e.external_id: e.id for e in store.find()}
+        a, b = (ext[x] for x in PLANTED["exact_duplicates"][0])
+        c, d = (ext[x] for x in PLANTED["exact_duplicates"][1])
+        run_check(store, "exact_duplicates", actor="t")
+        dismiss(store, REVIEWER, "exact_duplicates", [a, b], "not_duplicates")
+        rejected = keep_one(store, REVIEWER, [c, d], keeper=c)
+        assert rejected == [d]
+        assert store.get(d).status == "rejected"
+        assert store.history(d)[-1]["reason"] == f"duplicate of #{c}"
+        result = run_check(store, "exact_duplicates", actor="t")
+        assert result.summary["groups"] == 4
+        flagged = {f.example_id for f in result.issues}
+        assert not flagged & {a, b, c, d}
