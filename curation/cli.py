@@ -216,6 +216,146 @@ def snapshots(db, as_json):
         click.echo(f"{s.id}  {s.count:>7,} examples  sha256 {s.content_hash[:16]}  {s.name}")
 
 
+def _progress_printer(as_json: bool):
+    """A progress callback printing one updating line on stderr (silent for --json)."""
+    if as_json or not sys.stderr.isatty():
+        return None
+
+    def show(fraction: float, message: str) -> None:
+        click.echo(f"\r[{fraction:4.0%}] {message:<60}", nl=fraction >= 1.0, err=True)
+
+    return show
+
+
+def _findings_json(store, result) -> dict:
+    external = {e.id: e.external_id for e in store.find(ExampleFilter(
+        ids=tuple(f.example_id for f in result.issues)))} if result.issues else {}
+    return {"check": result.check, "summary": result.summary,
+            "findings": [{"id": f.example_id, "external_id": external.get(f.example_id),
+                          "score": f.score, "reason": f.reason, "details": f.details}
+                         for f in result.issues]}
+
+
+def _run_checks(db, names, actor, as_json, force):
+    from curation.checks import run_check
+
+    with _open(db) as store:
+        results = [run_check(store, name, actor=actor, progress=_progress_printer(as_json),
+                             force=force) for name in names]
+        payload = [_findings_json(store, r) for r in results]
+    if as_json:
+        _print_json(payload if len(payload) > 1 else payload[0])
+        return
+    for item in payload:
+        click.echo(f"{item['check']}: {len(item['findings'])} flagged  {item['summary']}")
+        for f in item["findings"][:15]:
+            ext = f" ({f['external_id']})" if f["external_id"] else ""
+            click.echo(f"  #{f['id']}{ext}  score {f['score']:.3f}  {f['reason']}")
+        if len(item["findings"]) > 15:
+            click.echo(f"  ... and {len(item['findings']) - 15} more (--json lists all)")
+
+
+force_option = click.option("--force", is_flag=True,
+                            help="Recompute even if nothing changed since the last run.")
+
+
+@main.command()
+@db_option
+@click.option("--model", default=None, help="Embedding model for this workspace: a local "
+              "folder or hub id (saved); default the packaged all-MiniLM-L6-v2.")
+@json_option
+def embed(db, model, as_json):
+    """Embed every example's prompt (only new or changed ones are computed).
+
+    \b
+    Example:
+      curate embed
+      curate embed --model /models/bge-small-en-v1.5
+    """
+    from curation.checks import load_table
+
+    with _open(db) as store:
+        if model:
+            store.set_setting("embedding_model", model)
+        table = load_table(store, progress=_progress_printer(as_json))
+        vectors = table.embed()
+        model_name = store.setting("embedding_model") or "all-MiniLM-L6-v2"
+    result = {"examples": len(table), "dimension": int(vectors.shape[1]) if len(table) else 0,
+              "model": model_name}
+    if as_json:
+        _print_json(result)
+    else:
+        click.echo(f"{result['examples']:,} prompts embedded with {model_name} "
+                   f"({result['dimension']} dimensions)")
+
+
+@main.command()
+@db_option
+@click.option("--method", type=click.Choice(["exact", "near", "semantic", "all"]),
+              default="all", show_default=True)
+@actor_option
+@force_option
+@json_option
+def dedupe(db, method, actor, force, as_json):
+    """Find exact, near and semantic duplicate groups (and train/eval leakage with 'all').
+
+    \b
+    Example:
+      curate dedupe --method near --json
+    """
+    names = {"exact": ["exact_duplicates"], "near": ["near_duplicates"],
+             "semantic": ["semantic_duplicates"],
+             "all": ["exact_duplicates", "near_duplicates", "semantic_duplicates",
+                     "leakage"]}[method]
+    _run_checks(db, names, actor, as_json, force)
+
+
+@main.command()
+@db_option
+@actor_option
+@force_option
+@json_option
+def noise(db, actor, force, as_json):
+    """Flag likely mislabeled examples (cleanlab), outliers and answers that fit no question.
+
+    \b
+    Example:
+      curate noise --json
+    """
+    _run_checks(db, ["label_issues", "outliers", "answer_mismatch"], actor, as_json, force)
+
+
+@main.command()
+@db_option
+@click.option("--min-per-label", type=int, default=None,
+              help="Set the workspace's target: minimum examples per label (saved).")
+@actor_option
+@force_option
+@json_option
+def coverage(db, min_per_label, actor, force, as_json):
+    """The gap list: labels ranked by shortfall against their target, train vs eval.
+
+    \b
+    Example:
+      curate coverage --min-per-label 30 --json
+    """
+    from dataclasses import asdict, replace
+
+    from curation.checks import load_table
+    from curation.checks.coverage import gap_list, get_targets, set_targets
+
+    with _open(db) as store:
+        if min_per_label is not None:
+            set_targets(store, replace(get_targets(store), default_min=min_per_label))
+        gaps = gap_list(load_table(store), get_targets(store))
+    if as_json:
+        _print_json({"gaps": [asdict(g) for g in gaps]})
+        return
+    click.echo(f"{'label':<28} {'train':>6} {'eval':>6} {'want':>6} {'short':>6}")
+    for g in gaps:
+        click.echo(f"{g.label:<28} {g.train:>6} {g.eval:>6} {g.want:>6} {g.shortfall:>6}")
+
+
 @main.group()
 def user():
     """Manage the people who may sign in, and their roles.

@@ -85,11 +85,30 @@ def test_user_errors_are_one_line_without_traceback(run, tmp_path):
     assert len(result.output.strip().splitlines()) == 1
 
 
-@pytest.mark.parametrize("command", ["init", "import", "export", "stats", "snapshots", "app"])
+def _all_commands(group=main, prefix=()):
+    for name, command in sorted(group.commands.items()):
+        yield (*prefix, name)
+        if hasattr(command, "commands"):
+            yield from _all_commands(command, (*prefix, name))
+
+
+@pytest.mark.parametrize("command", list(_all_commands()), ids=" ".join)
 def test_every_command_has_help_with_an_example(command):
-    result = CliRunner().invoke(main, [command, "--help"])
+    result = CliRunner().invoke(main, [*command, "--help"])
     assert result.exit_code == 0
-    assert "Example" in result.output and f"curate {command}" in result.output
+    assert "Example" in result.output and f"curate {' '.join(command)}" in result.output
+
+
+def test_quality_commands_print_findings_as_json(run):
+    run("init", "--demo")
+    exact = json.loads(run("dedupe", "--method", "exact", "--json").output)
+    assert exact["check"] == "exact_duplicates" and exact["summary"]["groups"] == 6
+    first = exact["findings"][0]
+    assert first["external_id"].startswith("tl-") and isinstance(first["id"], int)
+    assert 0 <= first["score"] <= 1 and "duplicate" in first["reason"]
+    gaps = json.loads(run("coverage", "--json", "--min-per-label", "57").output)["gaps"]
+    assert gaps[0]["label"] == "security_incident" and gaps[0]["want"] == 57
+    assert sum(g["shortfall"] > 0 for g in gaps) >= 4
 
 
 def test_console_script_reports_a_locked_store_in_one_line(tmp_path, empty_store):
