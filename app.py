@@ -11,6 +11,7 @@ Pages live in `ui/` and stay thin: they gather input, call `curation`, and rende
 
 import streamlit as st
 
+import curation.checks  # noqa: F401  (registers the quality review queues)
 from curation import CurateError
 from curation.auth import User, sign_in, user_by_email, users
 from ui.common import get_store, single_user_mode

@@ -154,3 +154,31 @@ def keep_one(store: Store, user: User, group: list[int], keeper: int) -> list[in
                    reason=f"duplicate of #{keeper}")
             rejected.append(example_id)
     return rejected
+
+
+def _register_queues() -> None:
+    """Review queues over the stored findings, worst first, with the finding as the reason."""
+    from curation.queues import Queue, register as register_queue
+
+    register_queue(Queue(
+        "flagged", "Flagged as noisy",
+        "Examples the checks flagged as likely mislabeled, outlying or with an answer that "
+        "does not fit, most severe first. The reason is shown beside each.",
+        "SELECT example_id, min(score) AS rank, string_agg(reason, '; ') AS reason "
+        "FROM findings WHERE is_issue AND check_name IN ('label_issues', 'outliers', "
+        "'answer_mismatch') GROUP BY example_id"))
+    register_queue(Queue(
+        "duplicates", "Duplicates",
+        "Examples in a duplicate group that are not its suggested keeper.",
+        "SELECT example_id, min(score) AS rank, string_agg(reason, '; ') AS reason "
+        "FROM findings WHERE is_issue AND check_name IN ('exact_duplicates', "
+        "'near_duplicates', 'semantic_duplicates', 'leakage') AND reason NOT LIKE "
+        "'suggested keeper%' GROUP BY example_id"))
+    register_queue(Queue(
+        "coverage", "Thin labels",
+        "Examples of labels below their coverage target: check them first, they weigh most.",
+        "SELECT example_id, score AS rank, reason FROM findings "
+        "WHERE is_issue AND check_name = 'coverage'"))
+
+
+_register_queues()
