@@ -1,2 +1,227 @@
+"""Browse: the examples as a sortable, paginated table, with bulk actions on selected rows.
+
+Design decisions:
+- Never the whole store: one page of rows (`Store.find(limit, offset)`) and `Store.count`.
+- The table's widget key carries a digest of the filters, sort, page and a counter that every
+  bulk action bumps. A new key is a new table in the browser, so a row selection never
+  silently carries over onto different rows after paging, sorting or an action.
+- The role rules live in `curation.review.bulk`, which refuses what the role may not do; the
+  page only disables those actions and says which role they need.
+- Data is shown as text only: table cells and widget values. Error messages, which can carry
+  data (a label, a user name), are escaped before they reach a Markdown-rendering call.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+from dataclasses import replace
+
+import pandas as pd
 import streamlit as st
-st.title('browse (being written)')
+
+from curation import SPLITS, CurateError, Example
+from curation.auth import ROLES, PermissionDenied, User
+from curation.review import BULK_ACTIONS, bulk
+from ui.common import current_user, filter_form, get_store
+
+SORT_COLUMNS = {"id": "Id", "updated_at": "Updated at", "created_at": "Created at",
+                "label": "Label", "status": "Status"}
+PAGE_SIZES = (25, 50, 100)
+PREVIEW_CHARS = 120
+ACTION_LABELS = {"accept": "Accept", "reject": "Reject", "set_label": "Set label",
+                 "add_tag": "Add tag", "remove_tag": "Remove tag", "move_split": "Move to split",
+                 "delete": "Delete (move to the bin)", "restore": "Restore from the bin"}
+# The permission each bulk action needs, as `curation.review.bulk` checks it.
+_NEEDS = {"accept": "decide", "reject": "decide", "delete": "delete", "restore": "delete"}
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()<>#+\-.!|~$:=^&])")
+
+
+def md_escape(text: str) -> str:
+    """Text that Markdown shows literally (for messages that may carry data)."""
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", text)
+
+
+def min_role(action: str) -> str:
+    needed = _NEEDS.get(action, "edit")
+    return next(role for role in ROLES if User("_", role).can(needed))
+
+
+def may(user: User, action: str) -> bool:
+    return user.can(_NEEDS.get(action, "edit"))
+
+
+def one_line(text: str, limit: int = PREVIEW_CHARS) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def rows_text(n: int) -> str:
+    return f"{n:,} row" if n == 1 else f"{n:,} rows"
+
+
+def first_turn(example: Example, role: str) -> str:
+    return next((m["content"] for m in example.messages if m["role"] == role), "")
+
+
+def table(rows: list[Example]) -> pd.DataFrame:
+    return pd.DataFrame({
+        "Id": [e.id for e in rows],
+        "External id": [e.external_id for e in rows],
+        "Status": [e.status for e in rows],
+        "Split": [e.split for e in rows],
+        "Label": [e.label for e in rows],
+        "Tags": [list(e.tags) for e in rows],
+        "First user turn": [one_line(first_turn(e, "user")) for e in rows],
+        "Assistant turn": [one_line(first_turn(e, "assistant")) for e in rows],
+        "Version": [e.version for e in rows],
+        "Updated by": [e.updated_by for e in rows],
+        "Updated at": [e.updated_at for e in rows],
+    })
+
+
+COLUMN_CONFIG = {
+    "Id": st.column_config.NumberColumn(format="%d", width="small"),
+    "Version": st.column_config.NumberColumn(format="%d", width="small"),
+    "Tags": st.column_config.ListColumn(),
+    "First user turn": st.column_config.TextColumn(width="large"),
+    "Assistant turn": st.column_config.TextColumn(width="large"),
+    "Updated at": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm"),
+}
+
+store = get_store()
+user = current_user()
+st.title("Browse")
+
+where = filter_form(store, "browse")
+with st.sidebar:
+    in_bin = st.toggle("Show deleted (the bin)", key="browse_deleted",
+                       help="Deleted examples are kept, out of queues and exports; an admin "
+                            "can restore them from here.")
+if in_bin:
+    where = replace(where, deleted=True)
+    st.caption("The bin: deleted examples. They are in no queue and no export until restored.")
+
+flash = st.session_state.pop("browse_flash", None)
+if flash:
+    st.success(flash["text"], icon=":material/done_all:")
+    if flash["conflicts"]:
+        st.dataframe(pd.DataFrame({"Id": list(flash["conflicts"]),
+                                   "Skipped because": list(flash["conflicts"].values())}),
+                     hide_index=True)
+
+sort_col, dir_col, size_col = st.columns([2, 2, 1], vertical_alignment="bottom")
+sort = sort_col.selectbox("Sort by", list(SORT_COLUMNS), format_func=SORT_COLUMNS.get,
+                          key="browse_sort")
+descending = dir_col.radio("Direction", ["Ascending", "Descending"], horizontal=True,
+                           key="browse_direction") == "Descending"
+page_size = size_col.selectbox("Rows per page", PAGE_SIZES, key="browse_page_size")
+order_by = ("-" if descending else "") + sort
+
+view = hashlib.sha1(repr((where, order_by, page_size)).encode()).hexdigest()[:12]
+
+total = store.count(where)
+if total == 0:
+    if in_bin:
+        st.info("The bin is empty: no deleted example matches these filters.",
+                icon=":material/delete:")
+    elif store.count() == 0:
+        st.info("This workspace has no examples yet. An admin imports them on the "
+                "Import / Export page, or with `curate import FILE`.")
+    else:
+        st.info("No example matches these filters. Clear some filters in the sidebar.",
+                icon=":material/filter_alt_off:")
+    st.stop()
+
+num_pages = max(1, math.ceil(total / page_size))
+# A new filter, sort or page size is a new pagination widget, which starts at page 1.
+page = min(st.pagination(num_pages, key=f"browse_page_{view}") if num_pages > 1 else 1,
+           num_pages)
+offset = (page - 1) * page_size
+rows = store.find(where, order_by=order_by, limit=page_size, offset=offset)
+st.caption(f"Rows {offset + 1:,}–{offset + len(rows):,} of {total:,}")
+
+generation = st.session_state.setdefault("browse_generation", 0)
+table_key = f"browse_table_{view}_{page}_{generation}"
+if st.session_state.get("browse_table_key") != table_key:
+    st.session_state["browse_table_key"] = table_key
+    st.session_state["browse_select_all"] = False
+event = st.dataframe(table(rows), key=table_key, on_select="rerun",
+                     selection_mode="multi-row", hide_index=True, column_config=COLUMN_CONFIG,
+                     height=38 + 35 * min(len(rows), 15))
+select_all = st.checkbox(f"Select all {rows_text(len(rows))} on this page",
+                         key="browse_select_all")
+picked = [i for i in event.selection.rows if 0 <= i < len(rows)]
+selected = rows if select_all else [rows[i] for i in sorted(picked)]
+selected_ids = [e.id for e in selected]
+
+act_col, open_col = st.columns([3, 2], gap="large")
+
+with act_col:
+    st.subheader("Bulk action")
+    st.caption(f"{len(selected_ids)} of {rows_text(len(rows))} on this page selected. Tick "
+               "rows in the table's left margin, or select all.")
+    actions = ["restore"] if in_bin else [a for a in BULK_ACTIONS if a != "restore"]
+    action = st.selectbox(
+        "Action", actions, key=f"browse_action_{'bin' if in_bin else 'live'}",
+        format_func=lambda a: ACTION_LABELS[a] + ("" if may(user, a) else
+                                                  f" ({min_role(a)} or higher)"))
+    allowed = may(user, action)
+    value = None
+    if action == "set_label":
+        value = st.selectbox("Label", store.labels(), index=None, accept_new_options=True,
+                             placeholder="Choose a label or type a new one",
+                             key="browse_value_label", disabled=not allowed)
+    elif action == "add_tag":
+        value = st.selectbox("Tag to add", store.tags(), index=None, accept_new_options=True,
+                             placeholder="Choose a tag or type a new one",
+                             key="browse_value_add_tag", disabled=not allowed)
+    elif action == "remove_tag":
+        present = sorted({t for e in selected for t in e.tags}) or store.tags()
+        value = st.selectbox("Tag to remove", present, index=None,
+                             placeholder="Choose a tag", key="browse_value_remove_tag",
+                             disabled=not allowed)
+    elif action == "move_split":
+        value = st.selectbox("Split", SPLITS, key="browse_value_split", disabled=not allowed)
+    reason = st.text_input("Reason" if action == "reject" else
+                           "Reason (optional, kept in the audit log)",
+                           key="browse_reason", disabled=not allowed,
+                           placeholder="Why the selected examples are rejected"
+                           if action == "reject" else "")
+    missing = None
+    if not allowed:
+        missing = (f"Your role ({user.role}) cannot do this: "
+                   f"{ACTION_LABELS[action].lower()} needs the {min_role(action)} role.")
+    elif not selected_ids:
+        missing = "Select at least one row."
+    elif action in ("set_label", "add_tag", "remove_tag", "move_split") and not (value or
+                                                                                 "").strip():
+        missing = "Choose a value for this action."
+    elif action == "reject" and not reason.strip():
+        missing = "Rejecting needs a reason, for the annotator who picks the examples up next."
+    if missing:
+        st.caption(missing)
+    if st.button(f"{ACTION_LABELS[action]}: {len(selected_ids)} selected", type="primary",
+                 key="browse_apply", disabled=missing is not None):
+        try:
+            result = bulk(store, user, selected_ids, action, value, reason or None)
+        except PermissionDenied as exc:
+            st.error(f"Not allowed: {md_escape(str(exc))}", icon=":material/block:")
+        except CurateError as exc:
+            st.error(md_escape(str(exc)), icon=":material/error:")
+        else:
+            st.session_state["browse_flash"] = {
+                "text": f"{ACTION_LABELS[action]}: {result.summary()}.",
+                "conflicts": dict(result.conflicts)}
+            st.session_state["browse_generation"] = generation + 1
+            st.rerun()
+
+with open_col:
+    st.subheader("Open in Review")
+    ids = [e.id for e in rows]
+    open_id = st.selectbox("Example", ids, format_func=lambda i: f"#{i}",
+                           index=ids.index(selected_ids[0]) if len(selected_ids) == 1 else 0,
+                           help="One of the examples on this page; selecting one row picks it.")
+    if st.button("Open in Review", icon=":material/rate_review:", key="browse_open"):
+        st.switch_page("ui/review.py", query_params={"id": str(open_id)})

@@ -1,2 +1,314 @@
+"""Import / Export (admins only): upload, preview, map and import a file with a full report;
+export a snapshot as JSONL; list the snapshots.
+
+Design decisions:
+- An upload is written once, under a generated name inside `<workspace>/uploads`
+  (`curation.uploads.save_upload`, which also enforces the size limit on the server), previewed
+  and imported from there, and deleted after the import or when the file leaves the uploader.
+  The user's file name is only the default `source` of the examples, never a path.
+- The file's kind (JSONL, JSON array, CSV) is read from its content, not its name; the preview
+  shows what was detected before anything is written to the store.
+- The import runs only when the button is pressed; its report is kept in the session, saved
+  into `<workspace>/import-reports` and offered as a JSON download.
+- Everything from the file (names, columns, values, error messages that quote them) is shown
+  as text: table cells, widget values, or escaped before it reaches a Markdown call.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import orjson
+import pandas as pd
 import streamlit as st
-st.title('import_export (being written)')
+
+from curation import SPLITS, STATUSES, CurateError, ExampleFilter, export_jsonl, import_file
+from curation.auth import require
+from curation.formats import (CODES, INPUT_FORMATS, MAPPING_TARGETS, OUTPUT_FORMATS,
+                              split_tags)
+from curation.uploads import (IMPORT_REPORTS_DIR, MAX_UPLOAD_BYTES, MAX_UPLOAD_MB,
+                              discard_upload, export_target, preview_cell, preview_file,
+                              remove_stale_uploads, save_upload, suggest_mapping)
+from ui.common import get_store, require_page
+
+KIND_NAMES = {"jsonl": "JSON Lines", "json": "a JSON array", "csv": "CSV"}
+TARGET_LABELS = {"prompt": "Prompt (user turn)", "response": "Response (assistant turn)",
+                 "system": "System prompt (optional)", "label": "Label (optional)",
+                 "id": "External id (optional)", "tags": "Tags (optional)"}
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()<>#+\-.!|~$:=^&])")
+
+
+def md_escape(text: str) -> str:
+    """Text that Markdown shows literally (for messages that may carry data)."""
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", text)
+
+
+def say_error(exc: CurateError, saved: Path | None = None, name: str | None = None) -> None:
+    """A core error as a clear, escaped message; the upload's temporary path reads as the
+    file name the user knows."""
+    text = str(exc)
+    if saved is not None and name:
+        text = text.replace(str(saved), name)
+    st.error(f"{type(exc).__name__}: {md_escape(text)}", icon=":material/error:")
+
+
+def human_size(size: int) -> str:
+    if size < 1024:
+        return f"{size:,} bytes"
+    return f"{size / 1024:,.1f} KB" if size < 1024**2 else f"{size / 1024**2:,.1f} MB"
+
+
+user = require_page("import")
+store = get_store()
+workspace = store.path.parent
+remove_stale_uploads(workspace)
+
+st.title("Import / Export")
+import_tab, export_tab, snapshots_tab = st.tabs(["Import", "Export", "Snapshots"])
+
+
+# --- import ----------------------------------------------------------------------------------
+
+def forget_saved_upload() -> None:
+    saved = st.session_state.pop("ie_saved", None)
+    if saved:
+        discard_upload(workspace, saved["path"])
+
+
+def saved_upload_path(upload) -> Path:
+    """The upload's file in the workspace, written on first use for this uploaded file."""
+    saved = st.session_state.get("ie_saved")
+    if saved and saved["file_id"] == upload.file_id and Path(saved["path"]).is_file():
+        return Path(saved["path"])
+    forget_saved_upload()
+    path = save_upload(workspace, upload, max_bytes=MAX_UPLOAD_BYTES)
+    st.session_state["ie_saved"] = {"file_id": upload.file_id, "path": str(path)}
+    return path
+
+
+def show_report(done: dict) -> None:
+    report = done["report"]
+    st.subheader("Import report")
+    st.text(f"File: {done['name']}")
+    cols = st.columns(5)
+    cols[0].metric("Records read", f"{report['lines']:,}")
+    cols[1].metric("Imported", f"{report['imported']:,}")
+    cols[2].metric("Rejected", f"{len(report['rejected']):,}")
+    cols[3].metric("Already in the store", f"{len(report['already_in_store']):,}")
+    cols[4].metric("Repeated within the file", f"{len(report['duplicates_in_file']):,}")
+    if report["rejected"]:
+        st.dataframe(pd.DataFrame(report["rejected"], columns=["line", "code", "message", "field"]),
+                     hide_index=True,
+                     column_config={"message": st.column_config.TextColumn(width="large")})
+        with st.expander("What the error codes mean"):
+            codes = sorted({e["code"] for e in report["rejected"]})
+            meanings = [CODES.get(c, "") for c in codes]
+            st.dataframe(pd.DataFrame({"code": codes, "meaning": meanings}), hide_index=True)
+    else:
+        st.caption("No record was rejected.")
+    skipped = ([{"line": n, "why": "already in the store"} for n in report["already_in_store"]]
+               + [{"line": d["line"], "why": f"repeats line {d['first_line']}"}
+                  for d in report["duplicates_in_file"]])
+    if skipped:
+        with st.expander(f"{len(skipped):,} records skipped as duplicates"):
+            st.dataframe(pd.DataFrame(skipped).sort_values("line"), hide_index=True)
+    full = {**report, "uploaded_file": done["name"]}
+    st.download_button("Download the full report (JSON)",
+                       orjson.dumps(full, option=orjson.OPT_INDENT_2),
+                       file_name="import-report.json", mime="application/json",
+                       icon=":material/download:", key="ie_report_download")
+    st.caption("Also saved in the workspace:")
+    st.code(done["saved_to"], language=None)
+
+
+def import_form(upload) -> None:
+    path = None
+    try:
+        path = saved_upload_path(upload)
+        preview = preview_file(path)
+    except CurateError as exc:
+        say_error(exc, path, upload.name)
+        forget_saved_upload()
+        return
+    fid = upload.file_id[:12]
+
+    st.text(f"{upload.name} — {human_size(upload.size)}")
+    detected = preview.detected_format
+    st.markdown(f"Read as **{KIND_NAMES[preview.kind]}** (from its content); format: "
+                + (f"**{detected}**." if detected else "**none recognised**: map the columns "
+                   "below."))
+    st.caption(f"First {len(preview.records)} records:")
+    if preview.records:
+        st.dataframe(pd.DataFrame([{c: preview_cell(r[c]) if c in r else None
+                                    for c in preview.columns} for r in preview.records],
+                                  columns=preview.columns),
+                     hide_index=True)
+    if preview.errors:
+        st.caption("Records among the first ones that cannot be read:")
+        st.dataframe(pd.DataFrame([(e.line, e.code, e.message) for e in preview.errors],
+                                  columns=["line", "code", "message"]), hide_index=True)
+
+    mapping: dict[str, str] = {}
+    if preview.kind == "csv" or preview.needs_mapping:
+        st.subheader("Columns")
+        if preview.needs_mapping:
+            st.caption("These records match no known format: choose the column that holds "
+                       "the prompt and the one that holds the response.")
+            use_mapping = True
+        else:
+            use_mapping = st.toggle("Map the columns by hand", key=f"ie_use_map_{fid}",
+                                    help=f"The header already reads as {detected}.")
+        if use_mapping:
+            guess = suggest_mapping(preview.columns)
+            cols = st.columns(3)
+            for i, target in enumerate(MAPPING_TARGETS):
+                chosen = cols[i % 3].selectbox(
+                    TARGET_LABELS[target], preview.columns,
+                    index=preview.columns.index(guess[target]) if target in guess else None,
+                    placeholder="Choose a column" if target in ("prompt", "response")
+                    else "(none)", key=f"ie_map_{target}_{fid}")
+                if chosen:
+                    mapping[target] = chosen
+
+    st.subheader("Options")
+    left, middle, right = st.columns(3)
+    split = left.selectbox("Split", SPLITS, key=f"ie_split_{fid}")
+    status = middle.selectbox("Initial status", STATUSES, key=f"ie_status_{fid}")
+    fmt = right.selectbox("Format", [f for f in INPUT_FORMATS if f != "mapped"],
+                          key=f"ie_format_{fid}", disabled=bool(mapping),
+                          help="'auto' detects the format of each record from its keys. "
+                               "With a column mapping, the mapping decides.")
+    left, right = st.columns(2)
+    source = left.text_input("Source", value=upload.name, key=f"ie_source_{fid}",
+                             help="Recorded with every imported example; defaults to the "
+                                  "file name.")
+    tags = right.text_input("Tags for every imported example", key=f"ie_tags_{fid}",
+                            placeholder="comma-separated, e.g. batch-3, from-support")
+
+    problem = None
+    if mapping and not {"prompt", "response"} <= set(mapping):
+        problem = "Choose the prompt and the response columns."
+    elif preview.needs_mapping and not mapping:
+        problem = "Map the columns first."
+    if problem:
+        st.caption(problem)
+    if not st.button("Import", type="primary", icon=":material/upload:", key="ie_import",
+                     disabled=problem is not None):
+        return
+    bar = st.progress(0.0, text="Importing…")
+
+    def progress(done: int, total: int) -> None:
+        bar.progress(min(done / max(total, 1), 1.0),
+                     text=f"Importing… {done / 2**20:,.1f} of {total / 2**20:,.1f} MB read")
+
+    try:
+        require(user, "import")
+        report = import_file(store, path, fmt=fmt, mapping=mapping or None, split=split,
+                             status=status, source=source.strip() or upload.name,
+                             tags=split_tags(tags), actor=user.name, progress=progress)
+    except CurateError as exc:
+        bar.empty()
+        say_error(exc, path, upload.name)
+        return
+    finally:
+        forget_saved_upload()
+    saved_to = report.save(workspace / IMPORT_REPORTS_DIR)
+    st.session_state["ie_done"] = {"file_id": upload.file_id, "name": upload.name,
+                                   "report": report.to_dict(), "saved_to": str(saved_to)}
+    st.rerun()
+
+
+with import_tab:
+    st.caption(f"JSON Lines, a JSON array or CSV, in UTF-8, up to {MAX_UPLOAD_MB} MB. The kind "
+               "is read from the file's content, not its name. Larger files: `curate import "
+               "FILE`.")
+    upload = st.file_uploader("File to import", type=["jsonl", "ndjson", "json", "csv", "txt"],
+                              max_upload_size=MAX_UPLOAD_MB, key="ie_upload")
+    done = st.session_state.get("ie_done")
+    if upload is None:
+        forget_saved_upload()
+        if done:
+            show_report(done)
+    elif done and done["file_id"] == upload.file_id:
+        st.success("Imported. Choose another file to import more.", icon=":material/done:")
+        show_report(done)
+    else:
+        st.session_state.pop("ie_done", None)
+        import_form(upload)
+
+
+# --- export ----------------------------------------------------------------------------------
+
+with export_tab:
+    st.caption("Exports what the filters select as a snapshot (an immutable, hashed set of "
+               "example versions) and writes it as JSONL into the workspace's `exports` "
+               "folder, with a manifest beside it.")
+    with st.form("ie_export_form", border=True):
+        left, right = st.columns(2)
+        out_format = left.selectbox("Format", OUTPUT_FORMATS, key="ie_export_format")
+        name = right.text_input("Snapshot name (optional)", key="ie_export_name",
+                                placeholder="e.g. v3 for the first training run")
+        status = left.multiselect("Status", STATUSES, default=["accepted"],
+                                  key="ie_export_status")
+        split = right.multiselect("Split", SPLITS, key="ie_export_split")
+        label = st.multiselect("Label", store.labels(), key="ie_export_label",
+                               placeholder="every label")
+        submitted = st.form_submit_button("Export", type="primary", icon=":material/download:")
+    if submitted:
+        try:
+            require(user, "export")
+            where = ExampleFilter(status=tuple(status), split=tuple(split), label=tuple(label))
+            result = export_jsonl(store, export_target(workspace, name), fmt=out_format,
+                                  where=where, actor=user.name,
+                                  snapshot_name=name.strip() or None)
+        except CurateError as exc:
+            say_error(exc)
+        else:
+            st.session_state["ie_export"] = {**result.to_dict(),
+                                             "snapshot_name": result.snapshot.name}
+    last = st.session_state.get("ie_export")
+    if last:
+        path, manifest = Path(last["path"]), Path(last["manifest"])
+        count_col, ids_col = st.columns([1, 5])
+        count_col.metric("Examples", f"{last['count']:,}")
+        with ids_col:
+            st.caption("Snapshot")
+            st.code(last["snapshot_id"], language=None)
+            st.caption("Snapshot content hash (SHA-256)")
+            st.code(last["snapshot_hash"], language=None)
+        if last["count"] == 0:
+            st.warning("The snapshot is empty: no example matches these filters.")
+        st.caption("Written in the workspace:")
+        st.code(f"{path}\n{manifest}", language=None)
+        if path.is_file() and manifest.is_file():
+            left, right = st.columns(2)
+            left.download_button("Download the JSONL", data=lambda p=path: p.read_bytes(),
+                                 file_name=path.name, mime="application/jsonl",
+                                 icon=":material/download:", key="ie_export_download")
+            right.download_button("Download the manifest",
+                                  data=lambda p=manifest: p.read_bytes(),
+                                  file_name=manifest.name, mime="application/json",
+                                  icon=":material/description:", key="ie_manifest_download")
+
+
+# --- snapshots -------------------------------------------------------------------------------
+
+with snapshots_tab:
+    snapshots = store.snapshots()
+    if not snapshots:
+        st.info("No snapshots yet: every export makes one.")
+    else:
+        st.dataframe(pd.DataFrame({
+            "Id": [s.id for s in snapshots],
+            "Name": [s.name for s in snapshots],
+            "Examples": [s.count for s in snapshots],
+            "Content hash": [s.content_hash for s in snapshots],
+            "Filters": [orjson.dumps(s.filters).decode() for s in snapshots],
+            "Created by": [s.created_by for s in snapshots],
+            "Created at": [s.created_at for s in snapshots],
+        }), hide_index=True,
+            column_config={
+                "Content hash": st.column_config.TextColumn(width="medium"),
+                "Filters": st.column_config.TextColumn(width="medium"),
+                "Created at": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm")})

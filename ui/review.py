@@ -1,2 +1,562 @@
+"""Review: walk a queue one example at a time, edit it, and accept, reject or send it back.
+
+The page only gathers input and calls `curation.queues` (what comes next) and
+`curation.review` (what happens to an example); the core checks roles and versions.
+
+Design decisions:
+- Position is the queue's keyset cursor `(rank, id)`, kept in session state with the current
+  and the prefetched next item. After a decision the page shows the prefetched example at once
+  and fetches one more; `?id=N` opens an example directly and the URL follows the current one.
+- The example shown is the version that was loaded, not re-read on every rerun: its version is
+  the `base_version` of every change, so a change made meanwhile by someone else surfaces as a
+  `VersionConflict` (with their diff and an explicit choice) instead of being overwritten.
+- Edits live in widgets keyed by example id and version, with `persist_state="session"`, so
+  moving to another example (or page) and back keeps unsaved work; the order of turn pairs is
+  kept beside them. A decision sends the pending edits with it: one version, one audit event.
+- Actions run as button callbacks, so a decision and the move to the next example happen in
+  one rerun; their outcome (toast, error, conflict) is left in session state for the page.
+- Data from examples is only ever shown as text (widget values, `st.text`, `st.code`,
+  dataframes). The few messages that must mix our words with data (errors, the conflict
+  warning) go through `_plain`, which escapes Markdown.
+- Shortcuts are single keys, which Streamlit ignores while a text box has focus; leaving the
+  box (Tab) commits its text before the key acts. Reject is `x` because Streamlit reserves `r`
+  and `c`; Save is `e`, not Ctrl+S, because a modifier shortcut fires inside a text box before
+  the box has sent its text, and would save without the last typing.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pandas as pd
 import streamlit as st
-st.title('review (being written)')
+
+from curation import CurateError, ExampleFilter, VersionConflict, queues, review
+from curation.queues import QueueItem
+from curation.store import Example
+from ui.common import filter_form, get_store, require_page
+
+SHORTCUTS = {"accept": "a", "reject": "x", "needs_work": "n", "skip": "s", "next": "j",
+             "previous": "k", "save": "e"}
+DECISION_WORDS = {"accept": "Accepted", "reject": "Rejected", "needs_work": "Sent back"}
+STATUS_BADGE = {"pending": "gray", "accepted": "green", "rejected": "red", "needs_work": "orange"}
+S = st.session_state
+user = require_page("view")
+store = get_store()
+
+
+# --- text safety ---------------------------------------------------------------------------
+
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~:$&=^\"'])")
+_WORD_JOINER = "\u2060"  # invisible; breaks :shortcodes:, :material/icons: and autolinks
+
+
+def _plain(text: str) -> str:
+    """Text that Markdown shows literally: special characters backslash-escaped, line breaks
+    kept, and an invisible word joiner after ':', '@' and 'www' so that no emoji, icon or
+    link is made of the text."""
+    escaped = _MARKDOWN_SPECIAL.sub(r"\\\1", str(text))
+    escaped = re.sub(r"(:|@|www)", rf"\1{_WORD_JOINER}", escaped, flags=re.IGNORECASE)
+    return escaped.replace("\n", "  \n")
+
+
+# --- position in the queue -----------------------------------------------------------------
+
+def _ctx() -> tuple[str, ExampleFilter]:
+    return S.rvq_ctx
+
+
+def _show(current: QueueItem | None, nxt: QueueItem | None, in_queue: bool = True) -> None:
+    S.rvq_cur, S.rvq_next = current, nxt
+    if current is not None:
+        S.rvq_pos = current.position if in_queue else None
+    S.rvq_error = None
+    S.rvq_conflict = None
+
+
+def _first() -> None:
+    queue, where = _ctx()
+    items = queues.upcoming(store, queue, where, limit=2)
+    _show(items[0] if items else None, items[1] if len(items) > 1 else None)
+    if not items:
+        S.rvq_pos = None
+
+
+def _next() -> None:
+    queue, where = _ctx()
+    if S.rvq_pos is None:  # an example opened by link, outside the queue: start the queue
+        _first()
+    elif S.rvq_next is not None:
+        nxt = S.rvq_next
+        more = queues.upcoming(store, queue, where, after=nxt.position, limit=1)
+        _show(nxt, more[0] if more else None)
+    else:
+        items = queues.upcoming(store, queue, where, after=S.rvq_pos, limit=2)
+        _show(items[0] if items else None, items[1] if len(items) > 1 else None)
+
+
+def _previous() -> None:
+    queue, where = _ctx()
+    if S.rvq_pos is None:
+        return
+    items = queues.upcoming(store, queue, where, before=S.rvq_pos, limit=1)
+    if not items:
+        S.rvq_flash = ("This is the first example in the queue.", ":material/first_page:")
+        return
+    _show(items[0], S.rvq_cur)
+
+
+def _open(example_id: int) -> None:
+    """Open one example directly (a link); its place in the queue, if it has one, is kept."""
+    queue, where = _ctx()
+    found = queues.upcoming(store, queue, ExampleFilter(ids=(example_id,)), limit=1)
+    if found:
+        more = queues.upcoming(store, queue, where, after=found[0].position, limit=1)
+        _show(found[0], more[0] if more else None)
+        return
+    try:
+        example = store.get(example_id)
+    except CurateError as exc:
+        S.rvq_flash = (str(exc), ":material/error:")
+        return
+    _show(QueueItem(example, 0.0, None), None, in_queue=False)
+
+
+# --- the draft: edits kept per example id and version -------------------------------------
+
+def _prefix(ex: Example) -> str:
+    return f"rv_e{ex.id}_v{ex.version}"
+
+
+def _split_turns(messages: list[dict[str, str]]) -> tuple[str, list[tuple[str, str]]]:
+    has_system = bool(messages) and messages[0]["role"] == "system"
+    system = messages[0]["content"] if has_system else ""
+    turns = [m["content"] for m in messages[1 if has_system else 0:]]
+    turns += [""] * (len(turns) % 2)
+    return system, [(turns[i], turns[i + 1]) for i in range(0, len(turns), 2)]
+
+
+def _layout(ex: Example) -> dict[str, Any]:
+    """The order of turn pairs of this draft: ids into the original pairs, new ones after."""
+    layouts = S.setdefault("rvq_layouts", {})
+    p = _prefix(ex)
+    if p not in layouts:
+        n = len(_split_turns(ex.messages)[1])
+        layouts[p] = {"pairs": list(range(n)), "next": n}
+    return layouts[p]
+
+
+def _label_options(ex: Example) -> list[tuple[str, str | None]]:
+    labels = sorted(set(store.labels()) | ({ex.label} if ex.label else set()))
+    return [("none", None)] + [("label", lab) for lab in labels] + [("new", None)]
+
+
+def _label_text(option: tuple[str, str | None]) -> str:
+    kind, value = option
+    return {"none": "(no label)", "new": "New label…"}.get(kind, value or "")
+
+
+def _draft(ex: Example) -> tuple[list[dict[str, str]], str | None, list[str]]:
+    """Messages, label and tags as they stand in the widgets (or as stored, if untouched)."""
+    p = _prefix(ex)
+    system, pairs = _split_turns(ex.messages)
+    messages = []
+    system_now = S.get(f"{p}_sys", system)
+    if system_now.strip():
+        messages.append({"role": "system", "content": system_now})
+    for uid in _layout(ex)["pairs"]:
+        user_text, answer = pairs[uid] if uid < len(pairs) else ("", "")
+        messages.append({"role": "user", "content": S.get(f"{p}_u{uid}", user_text)})
+        messages.append({"role": "assistant", "content": S.get(f"{p}_a{uid}", answer)})
+    kind, value = S.get(f"{p}_label", ("label", ex.label) if ex.label else ("none", None))
+    if kind == "new":
+        value = S.get(f"{p}_newlabel", "").strip() or ex.label
+    tags = list(S.get(f"{p}_tags", list(ex.tags)))
+    return messages, value, tags
+
+
+def _changes(ex: Example) -> dict[str, Any]:
+    """Only the fields the user changed, as `review.decide`/`edit` take them."""
+    messages, label, tags = _draft(ex)
+    changes: dict[str, Any] = {}
+    if messages != ex.messages:
+        changes["messages"] = messages
+    if label != ex.label:
+        changes["label"] = label
+    if tuple(tags) != ex.tags:
+        changes["tags"] = tags
+    return changes
+
+
+def _forget(ex: Example) -> None:
+    """Drop the draft of this version (after it was saved or discarded)."""
+    p = _prefix(ex)
+    S.get("rvq_layouts", {}).pop(p, None)
+    for key in [k for k in S if isinstance(k, str) and k.startswith(p + "_")]:
+        del S[key]
+
+
+def _move_pair(ex: Example, index: int, delta: int) -> None:
+    pairs = _layout(ex)["pairs"]
+    pairs[index], pairs[index + delta] = pairs[index + delta], pairs[index]
+
+
+def _remove_pair(ex: Example, index: int) -> None:
+    _layout(ex)["pairs"].pop(index)
+
+
+def _add_pair(ex: Example) -> None:
+    layout = _layout(ex)
+    layout["pairs"].append(layout["next"])
+    layout["next"] += 1
+
+
+# --- actions (button callbacks) ------------------------------------------------------------
+
+def _act(kind: str, decision: str | None = None, to_version: int | None = None) -> None:
+    item: QueueItem = S.rvq_cur
+    ex = item.example
+    op = {"kind": kind, "decision": decision, "to_version": to_version,
+          "reason": S.get(f"{_prefix(ex)}_reason", ""),
+          "changes": _changes(ex) if kind in ("decide", "edit") else {}}
+    if kind == "edit" and not op["changes"]:
+        S.rvq_flash = ("Nothing to save: no edits.", ":material/info:")
+        return
+    _submit(op, ex.version)
+
+
+def _submit(op: dict[str, Any], base_version: int) -> None:
+    item: QueueItem = S.rvq_cur
+    ex = item.example
+    S.rvq_error = None
+    try:
+        if op["kind"] == "decide":
+            after = review.decide(store, user, ex.id, op["decision"], base_version=base_version,
+                                  reason=op["reason"], **op["changes"])
+        elif op["kind"] == "edit":
+            after = review.edit(store, user, ex.id, base_version=base_version,
+                                **op["changes"])
+        else:
+            after = review.revert(store, user, ex.id, op["to_version"],
+                                  base_version=base_version)
+    except VersionConflict as exc:
+        S.rvq_conflict = {"example_id": ex.id, "current": exc.current, "message": str(exc),
+                          "op": op}
+        return
+    except CurateError as exc:
+        S.rvq_error = (ex.id, str(exc))
+        return
+    S.rvq_conflict = None
+    _forget(ex)
+    if op["kind"] == "decide":
+        S.rvq_flash = (f"{DECISION_WORDS[op['decision']]} #{ex.id} (version {after.version})",
+                      ":material/check_circle:")
+        _next()
+    else:
+        what = ("Saved" if op["kind"] == "edit"
+                else f"Reverted to version {op['to_version']}:")
+        S.rvq_flash = (f"{what} #{ex.id} is now version {after.version}", ":material/save:")
+        S.rvq_cur = QueueItem(after, item.rank, item.reason)
+
+
+def _overwrite() -> None:
+    """Submit my change again on top of theirs, with any edits made since the conflict."""
+    conflict, ex = S.rvq_conflict, S.rvq_cur.example
+    op = dict(conflict["op"])
+    if op["kind"] != "revert":
+        op["changes"] = _changes(ex)
+        op["reason"] = S.get(f"{_prefix(ex)}_reason", op["reason"])
+    _submit(op, conflict["current"])
+
+
+def _reload_theirs() -> None:
+    item: QueueItem = S.rvq_cur
+    _forget(item.example)
+    S.rvq_cur = QueueItem(store.get(item.example.id), item.rank, item.reason)
+    S.rvq_conflict = S.rvq_error = None
+
+
+def _skip() -> None:
+    S.rvq_flash = (f"Skipped #{S.rvq_cur.example.id}", ":material/skip_next:")
+    _next()
+
+
+# --- rendering -----------------------------------------------------------------------------
+
+def _fields(pairs: list[tuple[str, str]]) -> None:
+    """Metadata as caption + plain text, two to a row (values are data: never Markdown)."""
+    for start in range(0, len(pairs), 2):
+        for column, (name, value) in zip(st.columns(2, gap="small"), pairs[start:start + 2]):
+            column.caption(name)
+            column.text(value or "—")
+
+
+def _header(item: QueueItem) -> None:
+    ex = item.example
+    with st.container(border=True):
+        top = st.container(horizontal=True, vertical_alignment="center")
+        top.subheader(f"Example #{ex.id}", anchor=False, width="content")
+        top.badge(ex.status.replace("_", " "), color=STATUS_BADGE.get(ex.status, "gray"))
+        top.badge(ex.split, color="blue")
+        if ex.deleted:
+            top.badge("deleted", color="red", icon=":material/delete:")
+        _fields([("External id", ex.external_id or ""), ("Source", ex.source or ""),
+                 ("Label", ex.label or ""), ("Tags", ", ".join(ex.tags)),
+                 ("Version", str(ex.version)),
+                 ("Last changed", f"{ex.updated_at:%Y-%m-%d %H:%M} UTC by {ex.updated_by}")])
+        if item.reason:
+            st.caption(":material/flag: In this queue because")
+            st.text(str(item.reason))
+
+
+def _conversation(ex: Example) -> None:
+    p = _prefix(ex)
+    system, pairs = _split_turns(ex.messages)
+    st.text_area("System prompt", system, key=f"{p}_sys", height="content",
+                 persist_state="session", placeholder="No system prompt",
+                 help="Leave empty for a conversation without a system turn.")
+    order = _layout(ex)["pairs"]
+    for index, uid in enumerate(order):
+        user_text, answer = pairs[uid] if uid < len(pairs) else ("", "")
+        with st.container(border=True):
+            head = st.container(horizontal=True, vertical_alignment="center")
+            head.caption(f"Turn pair {index + 1} of {len(order)}")
+            head.space("stretch")
+            head.button("", key=f"{p}_up{uid}", icon=":material/arrow_upward:", type="tertiary",
+                        help="Move this pair up", disabled=index == 0,
+                        on_click=_move_pair, args=(ex, index, -1))
+            head.button("", key=f"{p}_down{uid}", icon=":material/arrow_downward:",
+                        type="tertiary", help="Move this pair down",
+                        disabled=index == len(order) - 1,
+                        on_click=_move_pair, args=(ex, index, 1))
+            head.button("", key=f"{p}_del{uid}", icon=":material/delete:", type="tertiary",
+                        help="Remove this user + assistant pair", disabled=len(order) == 1,
+                        on_click=_remove_pair, args=(ex, index))
+            st.text_area(":material/person: User", user_text, key=f"{p}_u{uid}",
+                         height="content", persist_state="session")
+            st.text_area(":material/smart_toy: Assistant", answer, key=f"{p}_a{uid}",
+                         height="content", persist_state="session")
+    st.button("Add a user + assistant pair", key=f"{p}_add", icon=":material/add:",
+              on_click=_add_pair, args=(ex,))
+
+
+def _label_and_tags(ex: Example) -> None:
+    p = _prefix(ex)
+    options = _label_options(ex)
+    current = ("label", ex.label) if ex.label else ("none", None)
+    label_column, tags_column = st.columns([1, 2])
+    choice = label_column.selectbox("Label", options, index=options.index(current),
+                                    format_func=_label_text, key=f"{p}_label",
+                                    persist_state="session")
+    if choice and choice[0] == "new":
+        label_column.text_input("New label", key=f"{p}_newlabel", persist_state="session",
+                                placeholder="type the new label")
+    chosen = S.get(f"{p}_tags", list(ex.tags))
+    tags_column.multiselect("Tags", sorted(set(store.tags()) | set(ex.tags) | set(chosen)),
+                            default=list(ex.tags), key=f"{p}_tags", accept_new_options=True,
+                            persist_state="session", placeholder="add tags; type to create one")
+
+
+def _decision_panel(item: QueueItem, changes: dict[str, Any]) -> None:
+    ex = item.example
+    p = _prefix(ex)
+    can_decide = user.can("decide")
+    with st.container(border=True):
+        if changes:
+            st.caption(":material/edit_note: Unsaved edits to " + ", ".join(changes)
+                       + ": a decision or Save saves them.")
+        st.text_input("Reason or comment", key=f"{p}_reason", persist_state="session",
+                      placeholder="needed to reject or send back",
+                      help="Required for Reject and Needs work; optional for Accept.")
+        st.button("Accept", key="rv_accept", type="primary", icon=":material/check:",
+                  shortcut=SHORTCUTS["accept"], disabled=not can_decide, width="stretch",
+                  on_click=_act, args=("decide", "accept"))
+        row = st.container(horizontal=True, gap="small")
+        row.button("Reject", key="rv_reject", icon=":material/close:",
+                   shortcut=SHORTCUTS["reject"], disabled=not can_decide, width="stretch",
+                   on_click=_act, args=("decide", "reject"))
+        row.button("Needs work", key="rv_needs_work", icon=":material/build:",
+                   shortcut=SHORTCUTS["needs_work"], disabled=not can_decide, width="stretch",
+                   on_click=_act, args=("decide", "needs_work"))
+        if not can_decide:
+            st.caption(f"Your role ({user.role}) may edit and save, not decide: accept, reject "
+                       "and needs work need a reviewer.")
+        row = st.container(horizontal=True, gap="small")
+        row.button("Save edit", key="rv_save", icon=":material/save:", width="stretch",
+                   shortcut=SHORTCUTS["save"], on_click=_act, args=("edit",),
+                   help="Save the edits without a decision.")
+        row.button("Skip", key="rv_skip", icon=":material/skip_next:", width="stretch",
+                   shortcut=SHORTCUTS["skip"], on_click=_skip)
+        row = st.container(horizontal=True, gap="small")
+        row.button("Previous", key="rv_prev", icon=":material/chevron_left:", width="stretch",
+                   shortcut=SHORTCUTS["previous"], disabled=S.rvq_pos is None,
+                   on_click=_previous)
+        row.button("Next", key="rv_next", icon=":material/chevron_right:", width="stretch",
+                   icon_position="right", shortcut=SHORTCUTS["next"], on_click=_next)
+        st.caption("Shortcuts: a accept · x reject · n needs work · s skip · j next · "
+                   "k previous · e save edit")
+        error = S.get("rvq_error")
+        if error and error[0] == ex.id:
+            st.error(_plain(error[1]), icon=":material/error:")
+
+
+def _conflict_panel(ex: Example) -> None:
+    conflict = S.rvq_conflict
+    with st.container(border=True):
+        st.warning(_plain(conflict["message"]), icon=":material/sync_problem:")
+        st.caption("What they changed since the version you were editing; your edits are "
+                   "still below.")
+        theirs = store.get(ex.id)
+        diff = review.diff_lines(store.version(ex.id, ex.version)["messages"], theirs.messages)
+        if diff:
+            st.code("\n".join(diff), language="diff", wrap_lines=True)
+        fields = [(name, getattr(ex, name), getattr(theirs, name))
+                  for name in ("label", "tags", "split", "status")
+                  if getattr(ex, name) != getattr(theirs, name)]
+        if fields:
+            st.dataframe(pd.DataFrame(
+                [{"field": n, "yours was": _show_value(a), "now": _show_value(b)}
+                 for n, a, b in fields]), hide_index=True)
+        row = st.container(horizontal=True)
+        row.button("Reload theirs (discard my edits)", key="rv_reload_theirs",
+                   icon=":material/refresh:", on_click=_reload_theirs)
+        row.button("Overwrite with mine", key="rv_overwrite", type="primary",
+                   icon=":material/upload:", on_click=_overwrite)
+
+
+def _show_value(value: Any) -> str:
+    if value is None:
+        return "(none)"
+    if isinstance(value, (list, tuple)):
+        if value and isinstance(value[0], dict):
+            return f"{len(value)} turns"
+        return ", ".join(map(str, value)) or "(none)"
+    return str(value)
+
+
+def _history_rows(example_id: int) -> pd.DataFrame:
+    rows = []
+    for event in store.history(example_id):
+        before, after = event["before"] or {}, event["after"] or {}
+        change = "; ".join(
+            f"{k}: {_show_value(before.get(k))} → {_show_value(after[k])}"
+            + (" (edited)" if k == "messages" and k in before else "")
+            for k in after) if before else "created"
+        rows.append({"when": event["at"], "who": event["actor"], "action": event["action"],
+                     "version": event["version"], "reason": event["reason"] or "",
+                     "before → after": change})
+    return pd.DataFrame(rows)
+
+
+def _details(ex: Example, changes: dict[str, Any]) -> None:
+    diff_tab, history_tab, versions_tab = st.tabs(
+        [":material/difference: Changes vs original", ":material/history: History",
+         ":material/layers: Versions"])
+    with diff_tab:
+        diff = review.diff_lines(store.version(ex.id, 1)["messages"], ex.messages)
+        if diff:
+            st.code("\n".join(diff), language="diff", wrap_lines=True)
+        else:
+            st.info("No changes since import.", icon=":material/check:")
+        if "messages" in changes:
+            st.caption("Your unsaved edits to the conversation:")
+            st.code("\n".join(review.diff_lines(ex.messages, changes["messages"])),
+                    language="diff", wrap_lines=True)
+    with history_tab:
+        st.dataframe(_history_rows(ex.id), hide_index=True,
+                     column_config={"when": st.column_config.DatetimeColumn(
+                         "when (UTC)", format="YYYY-MM-DD HH:mm:ss")})
+    with versions_tab:
+        versions = store.versions(ex.id)
+        st.dataframe(pd.DataFrame([
+            {"version": v["version"], "status": v["status"], "label": v["label"] or "",
+             "tags": ", ".join(v["tags"]), "split": v["split"], "turns": len(v["messages"]),
+             "changed by": v["changed_by"], "changed at": v["changed_at"]}
+            for v in versions]), hide_index=True)
+        earlier = [v["version"] for v in versions if v["version"] != ex.version]
+        if not earlier:
+            st.caption("Only one version so far.")
+            return
+        row = st.container(horizontal=True, vertical_alignment="bottom")
+        to = row.selectbox("Version", earlier[::-1], key=f"{_prefix(ex)}_revert_to", width=140)
+        row.button(f"Revert to version {to}", key="rv_revert", icon=":material/undo:",
+                   disabled=not user.can("revert"), on_click=_act,
+                   args=("revert", None, to))
+        if not user.can("revert"):
+            st.caption("Reverting needs the reviewer role.")
+        st.caption(f"Version {to} compared with the current version:")
+        old = store.version(ex.id, to)["messages"]
+        st.code("\n".join(review.diff_lines(old, ex.messages)) or "(same conversation)",
+                language="diff", wrap_lines=True)
+
+
+# --- the page ------------------------------------------------------------------------------
+
+st.title("Review")
+flash = S.pop("rvq_flash", None)
+if flash:
+    st.toast(_plain(flash[0]), icon=flash[1])
+
+if store.count() == 0:
+    st.info("This workspace has no examples yet. Import some on the Import / Export page, "
+            "or with `curate import FILE`.", icon=":material/upload_file:")
+    st.stop()
+
+top = st.container(horizontal=True, vertical_alignment="bottom")
+queue = top.selectbox("Queue", list(queues.REGISTRY), key="rv_queue", width=280,
+                      format_func=lambda name: queues.REGISTRY[name].title,
+                      help="\n\n".join(f"**{q.title}**: {q.description}"
+                                       for q in queues.REGISTRY.values()))
+where = filter_form(store, "review")
+if S.get("rvq_ctx") != (queue, where):
+    S.rvq_ctx = (queue, where)
+    _first()
+
+linked = st.query_params.get("id")
+if linked and linked != S.get("rvq_linked"):
+    S.rvq_linked = linked
+    if linked.isdigit():
+        _open(int(linked))
+    else:
+        st.error("The link's example id must be a number.")
+
+size = queues.queue_size(store, queue, where)
+top.markdown(f"**{size:,}** in queue" + (" (with your filters)" if where.describe() else ""))
+
+item: QueueItem | None = S.rvq_cur
+if item is None:
+    st.query_params.pop("id", None)
+    S.rvq_linked = None
+    st.success("Nothing left in this queue. Pick another queue or change the filters.",
+               icon=":material/task_alt:")
+    if size:
+        st.caption(f"{size:,} examples you skipped or moved past are still in it.")
+    row = st.container(horizontal=True)
+    row.button("Start over from the first", key="rv_restart", icon=":material/restart_alt:",
+               on_click=_first, disabled=not size)
+    row.button("Previous", key="rv_prev", icon=":material/chevron_left:",
+               shortcut=SHORTCUTS["previous"], on_click=_previous, disabled=S.rvq_pos is None)
+    st.stop()
+
+example = item.example
+if st.query_params.get("id") != str(example.id):
+    st.query_params["id"] = str(example.id)
+S.rvq_linked = str(example.id)
+if S.rvq_pos is None:
+    st.caption(":material/link: Opened by link; this example is not in the queue. Next goes "
+               "to the start of the queue.")
+
+conflict = S.get("rvq_conflict")
+if conflict and conflict["example_id"] == example.id:
+    _conflict_panel(example)
+
+left, right = st.columns([3, 2], gap="medium")
+with left:
+    _label_and_tags(example)
+    _conversation(example)
+with right:
+    _header(item)
+    pending = _changes(example)
+    _decision_panel(item, pending)
+_details(example, pending)
