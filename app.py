@@ -14,7 +14,7 @@ import streamlit as st
 import curation.checks  # noqa: F401  (registers the quality review queues)
 from curation import CurateError
 from curation.auth import User, sign_in, user_by_email, users
-from ui.common import get_store, single_user_mode
+from ui.common import get_store, plain, single_user_mode
 
 st.set_page_config(page_title="Curate", page_icon=":material/fact_check:", layout="wide")
 store = get_store()
@@ -42,7 +42,7 @@ def _sign_in_form() -> None:
                 st.session_state.user = sign_in(store, name, password)
                 st.rerun()
             except CurateError as exc:
-                st.error(str(exc))
+                st.error(plain(exc))
     st.stop()
 
 
@@ -59,7 +59,7 @@ def _authenticate() -> User:
         try:
             return user_by_email(store, st.user.email)
         except CurateError as exc:
-            st.error(str(exc))
+            st.error(plain(exc))
             st.button("Sign out", on_click=st.logout)
             st.stop()
     _sign_in_form()
@@ -72,7 +72,7 @@ with st.sidebar:
         st.warning("Single-user mode: no sign-in; every action is recorded as 'local' (admin).",
                    icon=":material/person:")
     else:
-        st.caption(f"Signed in as **{user.name}** ({user.role})")
+        st.caption(f"Signed in as **{plain(user.name)}** ({user.role})")
         if st.button("Sign out", icon=":material/logout:"):
             st.session_state.user = None
             if _oidc_configured():

@@ -51,6 +51,13 @@ class User:
         return ROLES.index(self.role) >= ROLES.index(_MINIMUM_ROLE[action])
 
 
+def min_role(action: str) -> str:
+    """The lowest role that may do `action`."""
+    if action not in _MINIMUM_ROLE:
+        raise InvalidValue(f"unknown action {action!r}")
+    return _MINIMUM_ROLE[action]
+
+
 def require(user: User, action: str) -> None:
     """Raise PermissionDenied unless `user` may do `action`."""
     if not user.can(action):

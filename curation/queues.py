@@ -87,9 +87,13 @@ def upcoming(store: Store, queue: str, where: ExampleFilter = ExampleFilter(), *
         params += [before[0], before[0], before[1]]
         order = "q.rank DESC, e.id DESC"
     columns = ", ".join(f"e.{c.strip()}" for c in _COLUMNS.split(","))
+    # Pick the positions first, reading only the narrow columns the filter needs; then read
+    # the wide columns (the conversation) for those `limit` rows only.
     rows = store.cursor().execute(
-        f"SELECT {columns}, q.rank, q.reason FROM ({source}) q "
-        f"JOIN examples e ON e.id = q.example_id WHERE {condition} ORDER BY {order} LIMIT ?",
+        f"WITH picked AS (SELECT q.example_id, q.rank, q.reason FROM ({source}) q "
+        f"JOIN examples e ON e.id = q.example_id WHERE {condition} ORDER BY {order} LIMIT ?) "
+        f"SELECT {columns}, p.rank, p.reason FROM picked p JOIN examples e "
+        f"ON e.id = p.example_id ORDER BY {order.replace('q.', 'p.')}",
         [*params, limit]).fetchall()
     return [QueueItem(Example.from_row(r[:-2]), float(r[-2]), r[-1]) for r in rows]
 

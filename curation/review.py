@@ -27,6 +27,8 @@ Decision = Literal["accept", "reject", "needs_work"]
 DECISION_STATUS = {"accept": "accepted", "reject": "rejected", "needs_work": "needs_work"}
 BULK_ACTIONS: tuple[str, ...] = ("accept", "reject", "set_label", "add_tag", "remove_tag",
                                  "move_split", "delete", "restore")
+BULK_PERMISSION = {action: {"accept": "decide", "reject": "decide", "delete": "delete",
+                            "restore": "delete"}.get(action, "edit") for action in BULK_ACTIONS}
 
 
 def edit(store: Store, user: User, example_id: int, *, base_version: int,
@@ -88,8 +90,7 @@ def bulk(store: Store, user: User, ids: list[int], action: str, value: str | Non
     """Apply one action to many examples, each on its current version."""
     if action not in BULK_ACTIONS:
         raise InvalidValue(f"bulk action {action!r} is not one of {', '.join(BULK_ACTIONS)}")
-    require(user, {"accept": "decide", "reject": "decide", "delete": "delete",
-                   "restore": "delete"}.get(action, "edit"))
+    require(user, BULK_PERMISSION[action])
     if action in ("set_label", "add_tag", "remove_tag", "move_split") and not (value or "").strip():
         raise InvalidValue(f"{action.replace('_', ' ')} needs a value")
     if action == "reject" and not (reason or "").strip():

@@ -15,6 +15,7 @@ Design decisions:
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import threading
@@ -257,6 +258,34 @@ class Store:
 
     # --- changing -----------------------------------------------------------------------
 
+    def add(self, messages: list[dict[str, str]], *, actor: str, label: str | None = None,
+            tags: tuple[str, ...] = (), source: str | None = None, split: str = "train",
+            status: str = "pending", reason: str | None = None) -> Example:
+        """Store one new example (version 1, a 'create' event) written in the app."""
+        messages = check_conversation_or_invalid(messages)
+        changes = self._validated({"label": label, "tags": tags, "split": split,
+                                   "status": status})
+        now = utcnow()
+        messages_json = orjson.dumps(messages).decode()
+        digest = content_hash(messages)
+        with self.transaction() as cur:
+            (new_id,) = cur.execute("SELECT nextval('example_id_seq')").fetchone()
+            cur.execute(f"INSERT INTO examples ({_COLUMNS}, text) VALUES "
+                        "(?, NULL, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, false, ?)",
+                        [new_id, messages_json, changes["label"], list(changes["tags"]), source,
+                         changes["split"], changes["status"], digest, 1, actor, now, actor, now,
+                         search_text(messages)])
+            cur.execute("INSERT INTO example_versions VALUES (?, 1, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        [new_id, messages_json, changes["label"], list(changes["tags"]),
+                         changes["split"], changes["status"], digest, actor, now])
+            cur.execute("INSERT INTO events VALUES (nextval('event_id_seq'), ?, 'create', ?, ?, "
+                        "1, NULL, ?, ?)",
+                        [new_id, actor, now, orjson.dumps({"source": source, "split": split,
+                                                           "status": status,
+                                                           "label": changes["label"]}).decode(),
+                         reason])
+        return self.get(new_id)
+
     def update(self, example_id: int, *, base_version: int, actor: str, reason: str | None = None,
                action: str | None = None, **changes: Any) -> Example:
         """Change fields of an example that is still at `base_version`.
@@ -302,27 +331,30 @@ class Store:
     def _write(self, cur, current: Example, diff: dict[str, Any], actor: str,
                reason: str | None, action: str) -> Example:
         now, version = utcnow(), current.version + 1
-        row = {f: _field(current, f) for f in EDITABLE} | diff
-        messages_json = orjson.dumps(row["messages"]).decode()
-        new_hash = content_hash(row["messages"])
+        after = dataclasses.replace(current, **diff, version=version, updated_by=actor,
+                                    updated_at=now)
+        if "messages" in diff:
+            after = dataclasses.replace(after, content_hash=content_hash(after.messages))
+        columns = {k: _jsonable(v) for k, v in diff.items()}
+        if "messages" in diff:
+            columns |= {"messages": orjson.dumps(after.messages).decode(),
+                        "text": search_text(after.messages), "content_hash": after.content_hash}
+        columns |= {"version": version, "updated_by": actor, "updated_at": now}
+        assignments = ", ".join(f"{name} = ?" for name in columns)
         updated = cur.execute(
-            "UPDATE examples SET messages = ?, text = ?, label = ?, tags = ?, split = ?, "
-            "status = ?, deleted = ?, content_hash = ?, version = ?, updated_by = ?, "
-            "updated_at = ? WHERE id = ? AND version = ? RETURNING id",
-            [messages_json, search_text(row["messages"]), row["label"], list(row["tags"]),
-             row["split"], row["status"], row["deleted"], new_hash, version, actor, now,
-             current.id, current.version]).fetchall()
+            f"UPDATE examples SET {assignments} WHERE id = ? AND version = ? RETURNING id",
+            [*columns.values(), current.id, current.version]).fetchall()
         if not updated:
             raise self._conflict(self._get(cur, current.id), current.version)
         cur.execute("INSERT INTO example_versions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    [current.id, version, messages_json, row["label"], list(row["tags"]),
-                     row["split"], row["status"], new_hash, actor, now])
+                    [current.id, version, orjson.dumps(after.messages).decode(), after.label,
+                     list(after.tags), after.split, after.status, after.content_hash, actor, now])
         before = {k: _jsonable(_field(current, k)) for k in diff}
-        after = {k: _jsonable(v) for k, v in diff.items()}
+        changed = {k: _jsonable(v) for k, v in diff.items()}
         cur.execute("INSERT INTO events VALUES (nextval('event_id_seq'), ?, ?, ?, ?, ?, ?, ?, ?)",
                     [current.id, action, actor, now, version, orjson.dumps(before).decode(),
-                     orjson.dumps(after).decode(), reason])
-        return self._get(cur, current.id)
+                     orjson.dumps(changed).decode(), reason])
+        return after
 
     def _conflict(self, current: Example, based_on: int) -> VersionConflict:
         return VersionConflict(current.id, based_on, current.version, current.updated_by,

@@ -14,7 +14,7 @@ from curation import Store
 from curation.auth import User
 from curation.checks import (REGISTRY, dismiss, keep_one, load_table, run_check,
                              stored_findings)
-from curation.checks.coverage import Targets, cluster_prompts, gap_list, set_targets
+from curation.checks.coverage import Targets, cluster_prompts, gap_list
 from curation.checks.duplicates import normalize
 from curation.demo import load_demo
 from tests.conftest import PROJECT_ROOT

@@ -15,16 +15,15 @@ from __future__ import annotations
 
 import hashlib
 import math
-import re
 from dataclasses import replace
 
 import pandas as pd
 import streamlit as st
 
 from curation import SPLITS, CurateError, Example
-from curation.auth import ROLES, PermissionDenied, User
-from curation.review import BULK_ACTIONS, bulk
-from ui.common import current_user, filter_form, get_store
+from curation.auth import PermissionDenied, User, min_role
+from curation.review import BULK_ACTIONS, BULK_PERMISSION, bulk
+from ui.common import current_user, filter_form, get_store, plain
 
 SORT_COLUMNS = {"id": "Id", "updated_at": "Updated at", "created_at": "Created at",
                 "label": "Label", "status": "Status"}
@@ -33,23 +32,15 @@ PREVIEW_CHARS = 120
 ACTION_LABELS = {"accept": "Accept", "reject": "Reject", "set_label": "Set label",
                  "add_tag": "Add tag", "remove_tag": "Remove tag", "move_split": "Move to split",
                  "delete": "Delete (move to the bin)", "restore": "Restore from the bin"}
-# The permission each bulk action needs, as `curation.review.bulk` checks it.
-_NEEDS = {"accept": "decide", "reject": "decide", "delete": "delete", "restore": "delete"}
-_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()<>#+\-.!|~$:=^&])")
 
 
-def md_escape(text: str) -> str:
-    """Text that Markdown shows literally (for messages that may carry data)."""
-    return _MARKDOWN_SPECIAL.sub(r"\\\1", text)
-
-
-def min_role(action: str) -> str:
-    needed = _NEEDS.get(action, "edit")
-    return next(role for role in ROLES if User("_", role).can(needed))
+def needed_role(action: str) -> str:
+    """The lowest role that may apply a bulk action, as `curation.review.bulk` checks it."""
+    return min_role(BULK_PERMISSION[action])
 
 
 def may(user: User, action: str) -> bool:
-    return user.can(_NEEDS.get(action, "edit"))
+    return user.can(BULK_PERMISSION[action])
 
 
 def one_line(text: str, limit: int = PREVIEW_CHARS) -> str:
@@ -166,7 +157,7 @@ with act_col:
     action = st.selectbox(
         "Action", actions, key=f"browse_action_{'bin' if in_bin else 'live'}",
         format_func=lambda a: ACTION_LABELS[a] + ("" if may(user, a) else
-                                                  f" ({min_role(a)} or higher)"))
+                                                  f" ({needed_role(a)} or higher)"))
     allowed = may(user, action)
     value = None
     if action == "set_label":
@@ -192,7 +183,7 @@ with act_col:
     missing = None
     if not allowed:
         missing = (f"Your role ({user.role}) cannot do this: "
-                   f"{ACTION_LABELS[action].lower()} needs the {min_role(action)} role.")
+                   f"{ACTION_LABELS[action].lower()} needs the {needed_role(action)} role.")
     elif not selected_ids:
         missing = "Select at least one row."
     elif action in ("set_label", "add_tag", "remove_tag", "move_split") and not (value or
@@ -207,9 +198,9 @@ with act_col:
         try:
             result = bulk(store, user, selected_ids, action, value, reason or None)
         except PermissionDenied as exc:
-            st.error(f"Not allowed: {md_escape(str(exc))}", icon=":material/block:")
+            st.error(f"Not allowed: {plain(str(exc))}", icon=":material/block:")
         except CurateError as exc:
-            st.error(md_escape(str(exc)), icon=":material/error:")
+            st.error(plain(str(exc)), icon=":material/error:")
         else:
             st.session_state["browse_flash"] = {
                 "text": f"{ACTION_LABELS[action]}: {result.summary()}.",

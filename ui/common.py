@@ -8,6 +8,7 @@ or HTML, so `<script>` or `![](http://...)` in an example shows literally and fe
 from __future__ import annotations
 
 import os
+import re
 
 import streamlit as st
 
@@ -15,6 +16,17 @@ from curation import CurateError, ExampleFilter, SPLITS, STATUSES, Store, defaul
 from curation.auth import User
 
 SINGLE_USER_ENV = "CURATE_SINGLE_USER"
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~:$&=^\"'])")
+_WORD_JOINER = "\u2060"  # invisible; breaks :shortcodes:, :material/icons: and autolinks
+
+
+def plain(text: object) -> str:
+    """Text that Markdown shows literally: special characters backslash-escaped, line breaks
+    kept, and an invisible word joiner after ':', '@' and 'www' so that no emoji, icon or
+    link is made of it. Use it for any data in a Markdown-rendering call (errors, toasts)."""
+    escaped = _MARKDOWN_SPECIAL.sub(r"\\\1", str(text))
+    escaped = re.sub(r"(:|@|www)", rf"\1{_WORD_JOINER}", escaped, flags=re.IGNORECASE)
+    return escaped.replace("\n", "  \n")
 
 
 @st.cache_resource(show_spinner=False)
@@ -46,13 +58,13 @@ def require_page(action: str) -> User:
     user = current_user()
     if not user.can(action):
         st.error(f"This page needs a role that may '{action}'; you are signed in as "
-                 f"{user.name} ({user.role}). Ask an admin to change your role.")
+                 f"{plain(user.name)} ({user.role}). Ask an admin to change your role.")
         st.stop()
     return user
 
 
 def show_error(exc: CurateError) -> None:
-    st.error(str(exc), icon=":material/error:")
+    st.error(plain(exc), icon=":material/error:")
 
 
 def filter_form(store: Store, key: str, *, with_status: bool = True) -> ExampleFilter:
@@ -72,6 +84,6 @@ def filter_form(store: Store, key: str, *, with_status: bool = True) -> ExampleF
         return ExampleFilter(status=tuple(status), split=tuple(split), label=tuple(label),
                              source=tuple(source), tag=tuple(tag), search=search, regex=regex)
     except CurateError as exc:
-        st.sidebar.error(str(exc))
+        st.sidebar.error(plain(exc))
         return ExampleFilter(status=tuple(status), split=tuple(split), label=tuple(label),
                              source=tuple(source), tag=tuple(tag))

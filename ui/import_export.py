@@ -16,7 +16,6 @@ Design decisions:
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import orjson
@@ -30,18 +29,13 @@ from curation.formats import (CODES, INPUT_FORMATS, MAPPING_TARGETS, OUTPUT_FORM
 from curation.uploads import (IMPORT_REPORTS_DIR, MAX_UPLOAD_BYTES, MAX_UPLOAD_MB,
                               discard_upload, export_target, preview_cell, preview_file,
                               remove_stale_uploads, save_upload, suggest_mapping)
-from ui.common import get_store, require_page
+from ui.common import get_store, plain, require_page
 
 KIND_NAMES = {"jsonl": "JSON Lines", "json": "a JSON array", "csv": "CSV"}
 TARGET_LABELS = {"prompt": "Prompt (user turn)", "response": "Response (assistant turn)",
                  "system": "System prompt (optional)", "label": "Label (optional)",
                  "id": "External id (optional)", "tags": "Tags (optional)"}
-_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()<>#+\-.!|~$:=^&])")
 
-
-def md_escape(text: str) -> str:
-    """Text that Markdown shows literally (for messages that may carry data)."""
-    return _MARKDOWN_SPECIAL.sub(r"\\\1", text)
 
 
 def say_error(exc: CurateError, saved: Path | None = None, name: str | None = None) -> None:
@@ -50,7 +44,7 @@ def say_error(exc: CurateError, saved: Path | None = None, name: str | None = No
     text = str(exc)
     if saved is not None and name:
         text = text.replace(str(saved), name)
-    st.error(f"{type(exc).__name__}: {md_escape(text)}", icon=":material/error:")
+    st.error(f"{type(exc).__name__}: {plain(text)}", icon=":material/error:")
 
 
 def human_size(size: int) -> str:

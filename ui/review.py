@@ -26,7 +26,6 @@ Design decisions:
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import pandas as pd
@@ -35,7 +34,7 @@ import streamlit as st
 from curation import CurateError, ExampleFilter, VersionConflict, queues, review
 from curation.queues import QueueItem
 from curation.store import Example
-from ui.common import filter_form, get_store, require_page
+from ui.common import filter_form, get_store, plain, require_page
 
 SHORTCUTS = {"accept": "a", "reject": "x", "needs_work": "n", "skip": "s", "next": "j",
              "previous": "k", "save": "e"}
@@ -44,21 +43,6 @@ STATUS_BADGE = {"pending": "gray", "accepted": "green", "rejected": "red", "need
 S = st.session_state
 user = require_page("view")
 store = get_store()
-
-
-# --- text safety ---------------------------------------------------------------------------
-
-_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~:$&=^\"'])")
-_WORD_JOINER = "\u2060"  # invisible; breaks :shortcodes:, :material/icons: and autolinks
-
-
-def _plain(text: str) -> str:
-    """Text that Markdown shows literally: special characters backslash-escaped, line breaks
-    kept, and an invisible word joiner after ':', '@' and 'www' so that no emoji, icon or
-    link is made of the text."""
-    escaped = _MARKDOWN_SPECIAL.sub(r"\\\1", str(text))
-    escaped = re.sub(r"(:|@|www)", rf"\1{_WORD_JOINER}", escaped, flags=re.IGNORECASE)
-    return escaped.replace("\n", "  \n")
 
 
 # --- position in the queue -----------------------------------------------------------------
@@ -398,13 +382,13 @@ def _decision_panel(item: QueueItem, changes: dict[str, Any]) -> None:
                    "k previous · e save edit")
         error = S.get("rvq_error")
         if error and error[0] == ex.id:
-            st.error(_plain(error[1]), icon=":material/error:")
+            st.error(plain(error[1]), icon=":material/error:")
 
 
 def _conflict_panel(ex: Example) -> None:
     conflict = S.rvq_conflict
     with st.container(border=True):
-        st.warning(_plain(conflict["message"]), icon=":material/sync_problem:")
+        st.warning(plain(conflict["message"]), icon=":material/sync_problem:")
         st.caption("What they changed since the version you were editing; your edits are "
                    "still below.")
         theirs = store.get(ex.id)
@@ -496,7 +480,7 @@ def _details(ex: Example, changes: dict[str, Any]) -> None:
 st.title("Review")
 flash = S.pop("rvq_flash", None)
 if flash:
-    st.toast(_plain(flash[0]), icon=flash[1])
+    st.toast(plain(flash[0]), icon=flash[1])
 
 if store.count() == 0:
     st.info("This workspace has no examples yet. Import some on the Import / Export page, "

@@ -1,0 +1,122 @@
+"""End-to-end fixtures: the real app served by Streamlit, driven by headless Chromium.
+
+Each test gets a fresh workspace (real DuckDB file, local accounts) and its own server
+process on a free loopback port. The server holds the DuckDB write lock, so a test checks the
+store after `server.stop()`.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from curation import Store, import_file
+from curation.auth import add_user
+from tests.conftest import PROJECT_ROOT
+
+CHROMIUM = Path("/usr/bin/chromium")
+PASSWORD = "e2e-password-1"
+
+pytestmark = pytest.mark.browser
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class AppServer:
+    """`streamlit run app.py` on a workspace, started and stopped by the test."""
+
+    def __init__(self, db: Path):
+        self.db = db
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> "AppServer":
+        env = {**os.environ, "CURATE_DB": str(self.db), "CURATE_SINGLE_USER": "0"}
+        self.log = open(self.db.parent / "server.log", "wb")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(self.port),
+             "--server.address", "127.0.0.1", "--server.headless", "true",
+             "--browser.gatherUsageStats", "false"],
+            cwd=PROJECT_ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"{self.url}/_stcore/health", timeout=1) as r:
+                    if r.status == 200:
+                        return self
+            except OSError:
+                time.sleep(0.2)
+        raise RuntimeError(f"the app did not start: {(self.db.parent / 'server.log').read_text()}")
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=20)
+        self.log.close()
+
+
+@pytest.fixture
+def workspace(tmp_path):
+    """A workspace file with accounts rita and ravi (reviewers) and ann (annotator)."""
+
+    def make(records_file: Path) -> Path:
+        db = tmp_path / "ws" / "curate.duckdb"
+        with Store(db) as store:
+            import_file(store, records_file, actor="setup")
+            add_user(store, "rita", "reviewer", password=PASSWORD)
+            add_user(store, "ravi", "reviewer", password=PASSWORD)
+            add_user(store, "ann", "annotator", password=PASSWORD)
+        return db
+
+    return make
+
+
+@pytest.fixture
+def app_server():
+    servers: list[AppServer] = []
+
+    def start(db: Path) -> AppServer:
+        server = AppServer(db).start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def browser():
+    if not CHROMIUM.exists():
+        pytest.fail("Chromium is missing: install Debian's chromium package "
+                    "(bash scripts/dev.sh test does so when run as root)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--no-first-run", "--disable-sync"])
+        yield chromium
+        chromium.close()
+
+
+def sign_in(page, server: AppServer, name: str) -> None:
+    """Open the app and sign in with a local account."""
+    page.goto(server.url)
+    page.get_by_label("User name").fill(name)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    page.get_by_role("heading", name="Overview").wait_for(timeout=30_000)
