@@ -9,6 +9,8 @@ Sign-in, in order of precedence:
 Pages live in `ui/` and stay thin: they gather input, call `curation`, and render the result.
 """
 
+from pathlib import Path
+
 import streamlit as st
 
 import curation.checks  # noqa: F401  (registers the quality review queues)
@@ -16,7 +18,8 @@ from curation import CurateError
 from curation.auth import User, sign_in, user_by_email, users
 from ui.common import get_store, plain, single_user_mode
 
-st.set_page_config(page_title="Curate", page_icon=":material/fact_check:", layout="wide")
+ICON = Path(__file__).parent / "ui" / "assets" / "icon.png"  # local: no request leaves the host
+st.set_page_config(page_title="Curate", page_icon=str(ICON), layout="wide")
 store = get_store()
 
 

@@ -116,7 +116,7 @@ def browser():
 def sign_in(page, server: AppServer, name: str) -> None:
     """Open the app and sign in with a local account."""
     page.goto(server.url)
-    page.get_by_label("User name").fill(name)
-    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("textbox", name="User name").fill(name)
+    page.get_by_role("textbox", name="Password").fill(PASSWORD)
     page.get_by_role("button", name="Sign in").click()
     page.get_by_role("heading", name="Overview").wait_for(timeout=30_000)
