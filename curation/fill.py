@@ -14,8 +14,6 @@ Design decisions:
 from __future__ import annotations
 
 import random
-from pathlib import Path
-
 from curation.auth import User, require
 from curation.checks.duplicates import normalize
 from curation.errors import CurateError, InvalidValue
@@ -23,6 +21,7 @@ from curation.query import ExampleFilter
 from curation.store import Example, Store
 
 NEAR_SIMILARITY = 0.9
+QUESTION_TOKENS = 60
 
 
 class WouldDuplicate(CurateError):
@@ -72,33 +71,27 @@ def add_example(store: Store, user: User, messages: list[dict[str, str]], *,
 
 
 def draft_examples(store: Store, label: str, *, count: int = 3, shots: int = 4,
-                   seed: int = 0, max_new_tokens: int = 160) -> list[list[dict[str, str]]]:
-    """Draft conversations for `label` with the base model, few-shot from accepted examples of the label (pending ones when none is accepted yet)."""
+                   seed: int = 0, max_new_tokens: int = 120) -> list[list[dict[str, str]]]:
+    """Draft conversations for `label` with the base model, few-shot from its examples."""
     if count < 1:
         raise InvalidValue("ask for at least one draft")
     examples = (store.find(ExampleFilter(label=(label,), status=("accepted",)))
                 or store.find(ExampleFilter(label=(label,), status=("pending", "needs_work"))))
     if not examples:
         raise InvalidValue(f"drafts need at least one example of {label!r} to imitate")
-    from training.models import load_model
+    from training.models import load_model, model_cache
 
-    model, tokenizer = load_model(store.setting("base_model"),
-                                  Path(store.path).parent / "models")
+    model, tokenizer = load_model(store.setting("base_model"), model_cache(store))
     rng = random.Random(seed)
     system = next((m["content"] for m in examples[0].messages if m["role"] == "system"), None)
-    drafts = []
-    for _ in range(count):
-        shown = rng.sample(examples, min(shots, len(examples)))
-        question = _generate(model, tokenizer, _ask_for_question(label, shown),
-                             max_new_tokens, rng)
-        if not question:
-            continue
-        conversation = ([{"role": "system", "content": system}] if system else [])
-        conversation.append({"role": "user", "content": question})
-        answer = _generate(model, tokenizer, conversation, max_new_tokens, rng)
-        if answer:
-            drafts.append(conversation + [{"role": "assistant", "content": answer}])
-    return drafts
+    asks = [_ask_for_question(label, rng.sample(examples, min(shots, len(examples))))
+            for _ in range(count)]
+    questions = [q for q in _generate(model, tokenizer, asks, QUESTION_TOKENS, seed) if q]
+    conversations = [([{"role": "system", "content": system}] if system else []) +
+                     [{"role": "user", "content": q}] for q in questions]
+    answers = _generate(model, tokenizer, conversations, max_new_tokens, seed + 1)
+    return [c + [{"role": "assistant", "content": a}]
+            for c, a in zip(conversations, answers) if a]
 
 
 def _ask_for_question(label: str, shown: list[Example]) -> list[dict[str, str]]:
@@ -109,16 +102,20 @@ def _ask_for_question(label: str, shown: list[Example]) -> list[dict[str, str]]:
              "Reply with the message only."}]
 
 
-def _generate(model, tokenizer, messages, max_new_tokens: int, rng: random.Random) -> str:
+def _generate(model, tokenizer, conversations: list[list[dict[str, str]]],
+              max_new_tokens: int, seed: int) -> list[str]:
+    """Sampled replies to several conversations in one batch (left-padded)."""
     import torch
 
-    inputs = tokenizer.apply_chat_template(messages, add_generation_prompt=True,
-                                           return_tensors="pt", return_dict=True)
-    inputs = {k: v.to(model.device) for k, v in inputs.items()}
-    torch.manual_seed(rng.randrange(2**31))
+    texts = [tokenizer.apply_chat_template(c, add_generation_prompt=True, tokenize=False)
+             for c in conversations]
+    tokenizer.padding_side = "left"
+    inputs = tokenizer(texts, return_tensors="pt", padding=True).to(model.device)
+    torch.manual_seed(seed)
     with torch.inference_mode():
         output = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=True,
-                                temperature=0.8, top_p=0.95,
+                                temperature=0.7, top_p=0.9,
                                 pad_token_id=tokenizer.pad_token_id)
-    text = tokenizer.decode(output[0][inputs["input_ids"].shape[1]:], skip_special_tokens=True)
-    return text.strip().strip('"').strip()
+    new_tokens = output[:, inputs["input_ids"].shape[1]:]
+    return [t.strip().strip('"').strip()
+            for t in tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]

@@ -62,3 +62,11 @@ def seeded_store(empty_store, tmp_path) -> Store:
     import_file(empty_store, tmp_path / "seed.jsonl", actor="seeder")
     import_file(empty_store, tmp_path / "seed_eval.jsonl", split="eval", actor="seeder")
     return empty_store
+
+
+@pytest.fixture(scope="session")
+def model_cache(tmp_path_factory) -> Path:
+    """One converted copy of the packaged base model for the whole test session."""
+    import os
+
+    return Path(os.environ.get("CURATE_MODEL_CACHE") or tmp_path_factory.mktemp("models"))
