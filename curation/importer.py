@@ -170,8 +170,8 @@ def _adopt(cur, report: ImportReport, *, split: str, status: str, source: str,
         "(SELECT content_hash FROM examples) ORDER BY line").fetchall()]
     now = utcnow()
     cur.execute("CREATE OR REPLACE TEMP TABLE adopted AS SELECT nextval('example_id_seq') AS id, "
-                "* FROM (SELECT * FROM staged_first WHERE line = first_line AND content_hash NOT IN "
-                "(SELECT content_hash FROM examples) ORDER BY line)")
+                "* FROM (SELECT * FROM staged_first WHERE line = first_line AND content_hash "
+                "NOT IN (SELECT content_hash FROM examples) ORDER BY line)")
     cur.execute("INSERT INTO examples (id, external_id, messages, text, label, tags, source, "
                 "split, status, content_hash, version, created_by, created_at, updated_by, "
                 "updated_at, deleted) SELECT id, external_id, messages, text, label, tags, ?, ?, "

