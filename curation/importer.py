@@ -159,8 +159,12 @@ def _stage(cur, batch: list[tuple]) -> None:
 
 def _adopt(cur, report: ImportReport, *, split: str, status: str, source: str,
            actor: str) -> None:
-    """Move staged rows into the store: skip known conversations and repeats in the file."""
-    cur.execute("CREATE OR REPLACE TEMP TABLE staged_first AS SELECT *, "
+    """Move staged rows into the store: skip known conversations and repeats in the file.
+
+    Only narrow tables (line, hash, id) are built on the side; the wide columns go straight
+    from `staging` into the store, once each, so DuckDB never holds extra copies of the text.
+    """
+    cur.execute("CREATE OR REPLACE TEMP TABLE staged_first AS SELECT line, content_hash, "
                 "min(line) OVER (PARTITION BY content_hash) AS first_line FROM staging")
     report.duplicates_in_file = [tuple(r) for r in cur.execute(
         "SELECT line, first_line FROM staged_first WHERE line <> first_line ORDER BY line"
@@ -170,18 +174,20 @@ def _adopt(cur, report: ImportReport, *, split: str, status: str, source: str,
         "(SELECT content_hash FROM examples) ORDER BY line").fetchall()]
     now = utcnow()
     cur.execute("CREATE OR REPLACE TEMP TABLE adopted AS SELECT nextval('example_id_seq') AS id, "
-                "* FROM (SELECT * FROM staged_first WHERE line = first_line AND content_hash "
-                "NOT IN (SELECT content_hash FROM examples) ORDER BY line)")
+                "line FROM (SELECT line FROM staged_first WHERE line = first_line AND "
+                "content_hash NOT IN (SELECT content_hash FROM examples) ORDER BY line)")
+    new_rows = "FROM adopted a JOIN staging s USING (line) ORDER BY a.id"
     cur.execute("INSERT INTO examples (id, external_id, messages, text, label, tags, source, "
                 "split, status, content_hash, version, created_by, created_at, updated_by, "
-                "updated_at, deleted) SELECT id, external_id, messages, text, label, tags, ?, ?, "
-                "?, content_hash, 1, ?, ?, ?, ?, false FROM adopted ORDER BY id",
+                "updated_at, deleted) SELECT a.id, s.external_id, s.messages, s.text, s.label, "
+                "s.tags, ?, ?, ?, s.content_hash, 1, ?, ?, ?, ?, false " + new_rows,
                 [source, split, status, actor, now, actor, now])
-    cur.execute("INSERT INTO example_versions SELECT id, 1, messages, label, tags, ?, ?, "
-                "content_hash, ?, ? FROM adopted ORDER BY id", [split, status, actor, now])
-    cur.execute("INSERT INTO events SELECT nextval('event_id_seq'), id, 'create', ?, ?, 1, NULL, "
-                "json_object('source', ?, 'split', ?, 'status', ?, 'label', label, 'line', line)"
-                "::VARCHAR, NULL FROM adopted ORDER BY id", [actor, now, source, split, status])
+    cur.execute("INSERT INTO example_versions SELECT a.id, 1, s.messages, s.label, s.tags, ?, ?, "
+                "s.content_hash, ?, ? " + new_rows, [split, status, actor, now])
+    cur.execute("INSERT INTO events SELECT nextval('event_id_seq'), a.id, 'create', ?, ?, 1, "
+                "NULL, json_object('source', ?, 'split', ?, 'status', ?, 'label', s.label, "
+                "'line', a.line)::VARCHAR, NULL " + new_rows,
+                [actor, now, source, split, status])
     report.imported = cur.execute("SELECT count(*) FROM adopted").fetchone()[0]
     cur.execute("DROP TABLE adopted; DROP TABLE staged_first; DROP TABLE staging")
 
