@@ -1,10 +1,10 @@
 """Ingest benchmark: our validated import against DuckDB's own read_json, same run, same file.
 
-    .venv/bin/python bench/ingest.py [--rows 100000] [--out DIR] [--repeat 2] [--profile]
+    .venv/bin/python bench/ingest.py [--rows 100000] [--out DIR] [--repeat 3] [--profile]
 
 What it does:
 - Writes N distinct chat examples (OpenAI chat format, fixed seed) as one JSONL file.
-- Times, alternating, at least twice each, and keeps the best time of each:
+- Times, alternating, `--repeat` times each (at least 2), and keeps the best time of each:
     ours:   Store(fresh.duckdb) + curation.import_file(store, file, actor="bench") + close
     duckdb: connect(fresh.duckdb) + CREATE TABLE t AS SELECT * FROM read_json(file,
             format='newline_delimited') + close
@@ -15,7 +15,9 @@ What it does:
   caches or allocator state and the child's peak RSS (ru_maxrss, KiB on Linux) is its own.
   `resource.getrusage(RUSAGE_CHILDREN).ru_maxrss` is the maximum over *all* children waited for
   so far, which would mix ours with the baseline; `os.wait4` returns the same rusage field for
-  one child, so that is what is read.
+  one child, so that is what is read. The child's CPU time (user + system) is read the same
+  way, and /proc/stat gives how busy the rest of the machine was meanwhile: other load
+  inflates wall times, and the script warns when there was some.
 - Checks that our store ends with N examples and that no line was rejected.
 - Prints the figures, and last the ratio (ours / duckdb rate, target >= 0.30) and our peak
   memory (target < 1024 MB).
@@ -67,7 +69,7 @@ for from in of on to up down out off here there where why how what which who who
 quickly slowly carefully clearly simply usually often sometimes never always already still
 step instructions guide manual section chapter example sample template format option choice
 café naïve résumé Zürich São Paulo München façade coöperate jalapeño crème brûlée
-""".split()
+""".split()  # noqa: SIM905 (a word list reads better as text)
 _SYSTEM = [
     "You are a helpful customer support assistant. Answer briefly and accurately.",
     "You are a support agent for an online store. Be polite and concrete.",
@@ -168,10 +170,23 @@ def child_duckdb(file: str, db: str) -> dict:
             "seconds": time.perf_counter() - t0 - t_count}
 
 
+def _busy_cpu_seconds() -> float:
+    """CPU seconds the whole machine has spent busy since boot (from /proc/stat)."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(x) for x in f.readline().split()[1:]]
+    except OSError:
+        return 0.0
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
 def run_child(kind: str, file: Path, db: Path, profile: bool = False) -> dict:
-    """Run one measurement in a fresh process; add its peak RSS (MB) from its own rusage."""
+    """Run one measurement in a fresh process; add its peak RSS (MB) and CPU time from its own
+    rusage, and the CPU time the rest of the machine used meanwhile (other load skews timings)."""
     for p in (db, Path(f"{db}.wal")):
         p.unlink(missing_ok=True)
+    busy0, wall0 = _busy_cpu_seconds(), time.perf_counter()
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", kind,
            "--file", str(file), "--db", str(db)] + (["--profile"] if profile else [])
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
@@ -182,7 +197,10 @@ def run_child(kind: str, file: Path, db: Path, profile: bool = False) -> dict:
     if proc.returncode != 0:
         raise SystemExit(f"{kind} child failed with exit code {proc.returncode}")
     result = json.loads(out.strip().splitlines()[-1])
+    wall, busy = time.perf_counter() - wall0, _busy_cpu_seconds() - busy0
     result["peak_rss_mb"] = usage.ru_maxrss / 1024  # ru_maxrss is KiB on Linux
+    result["cpu_s"] = usage.ru_utime + usage.ru_stime
+    result["other_load"] = max(0.0, busy - result["cpu_s"]) / wall  # other busy CPUs, average
     return result
 
 
@@ -193,7 +211,7 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=100_000)
     ap.add_argument("--out", type=Path, help="folder for the data and stores (kept); "
                                              "default: a temporary folder, removed at the end")
-    ap.add_argument("--repeat", type=int, default=2, help="runs of each, alternating (>= 2)")
+    ap.add_argument("--repeat", type=int, default=3, help="runs of each, alternating (>= 2)")
     ap.add_argument("--profile", action="store_true",
                     help="also profile our import once (cProfile, top 25)")
     ap.add_argument("--child", choices=("ours", "duckdb"), help=argparse.SUPPRESS)
@@ -235,7 +253,8 @@ def _bench(workdir: Path, rows: int, repeat: int, profile: bool) -> None:
             runs[kind].append(r)
             print(f"  run {i + 1} {kind:<6}  {r['seconds']:7.2f} s  "
                   f"(committed after {r['seconds_to_commit']:.2f} s)  "
-                  f"peak RSS {r['peak_rss_mb']:7.1f} MB")
+                  f"process CPU {r['cpu_s']:6.2f} s  peak RSS {r['peak_rss_mb']:7.1f} MB  "
+                  f"other load {r['other_load']:.1f} CPUs")
             if kind == "ours":
                 assert r["lines"] == rows, r
                 assert r["rejected"] == 0, f"{r['rejected']} lines rejected: {r['rejected_first']}"
@@ -251,15 +270,24 @@ def _bench(workdir: Path, rows: int, repeat: int, profile: bool) -> None:
     print(f"verified: our store holds {stored:,} examples ({versions:,} versions, "
           f"{events:,} events), 0 lines rejected")
 
-    best = {k: min(r["seconds"] for r in v) for k, v in runs.items()}
+    fastest = {k: min(v, key=lambda r: r["seconds"]) for k, v in runs.items()}
+    best = {k: r["seconds"] for k, r in fastest.items()}
+    cpu = {k: r["cpu_s"] for k, r in fastest.items()}
+    other = max(r["other_load"] for r in fastest.values())
     peak = {k: max(r["peak_rss_mb"] for r in v) for k, v in runs.items()}
     print()
     print(f"rows: {rows:,}   file: {mb:.1f} MB")
-    print(f"{'':<28}{'best s':>9}{'rows/s':>12}{'MB/s':>9}{'peak RSS MB':>13}")
+    print(f"{'':<28}{'best s':>9}{'rows/s':>12}{'MB/s':>9}{'peak RSS MB':>13}"
+          f"{'CPU s':>8}")  # CPU s: of the best run; peak RSS: the highest of all runs
     names = {"ours": "ours (import_file)", "duckdb": "duckdb read_json (CTAS)"}
     for k in ("ours", "duckdb"):
         print(f"{names[k]:<28}{best[k]:>9.2f}{rows / best[k]:>12,.0f}{mb / best[k]:>9.1f}"
-              f"{peak[k]:>13.1f}")
+              f"{peak[k]:>13.1f}{cpu[k]:>8.2f}")
+    if other > 0.25:
+        print(f"WARNING: other processes kept {other:.1f} of {os.cpu_count()} CPUs busy during "
+              "a best run; its wall time is inflated, run again on a quiet machine")
+    else:
+        print(f"best runs were not disturbed (other load <= {other:.1f} CPUs)")
 
     if profile:
         print("\nprofiling our import once (cProfile; output on stderr) ...", flush=True)

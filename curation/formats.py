@@ -89,12 +89,15 @@ class Draft:
 
 def clean_text(text: str) -> str:
     """Line endings to LF; the text is otherwise stored exactly as given."""
+    if "\r" not in text:
+        return text
     return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
 def content_hash(messages: list[dict[str, str]]) -> str:
     """SHA-256 over the normalised conversation: roles, and contents in NFC without outer spaces."""
-    canonical = [[m["role"], unicodedata.normalize("NFC", m["content"]).strip()]
+    canonical = [[m["role"], (m["content"] if m["content"].isascii()
+                              else unicodedata.normalize("NFC", m["content"])).strip()]
                  for m in messages]
     return hashlib.sha256(orjson.dumps(canonical)).hexdigest()
 
