@@ -34,3 +34,13 @@ def test_readme_gives_the_two_commands_first():
     code = README.split("```bash", 1)[1].split("```", 1)[0]
     assert "scripts/dev.sh app" in code and "scripts/dev.sh test" in code
     assert (PROJECT_ROOT / ".ci" / "run").read_text().strip().endswith("bash scripts/dev.sh test")
+
+
+QUALITY_DOC = (PROJECT_ROOT / "docs" / "quality.md").read_text()
+
+
+def test_every_registered_check_is_documented():
+    from curation.checks import REGISTRY
+
+    missing = [name for name in REGISTRY if f"`{name}`" not in QUALITY_DOC]
+    assert not missing, f"docs/quality.md lacks {missing}"
