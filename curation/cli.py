@@ -451,5 +451,146 @@ def app(db, port, headless, single_user):
     raise SystemExit(subprocess.call(command, env=env, cwd=PROJECT_ROOT))
 
 
+# --- training runs (training.runs) ------------------------------------------------------------
+
+def _train_setting_options(func):
+    """One option per TrainConfig field named here, its help text taken from the field."""
+    from training.config import default, help_text
+
+    settings = [("--epochs", "epochs", int), ("--rank", "r", int), ("--alpha", "alpha", int),
+                ("--lr", "learning_rate", float), ("--batch-size", "batch_size", int),
+                ("--max-seq-length", "max_seq_length", int), ("--base-model", "base_model", str),
+                ("--precision", "precision", click.Choice(["auto", "fp32", "bf16"])),
+                ("--seed", "seed", int),
+                ("--checkpoint-every", "checkpoint_every_steps", int)]
+    for flag, field, kind in reversed(settings):
+        func = click.option(flag, field, type=kind, default=None,
+                            help=f"{help_text(field)} [default: {default(field)}]")(func)
+    return func
+
+
+def _runs_dir(db: Path | None) -> Path:
+    from training.runs import default_runs_dir
+
+    return default_runs_dir(db or default_db_path())
+
+
+def _duration(seconds) -> str:
+    seconds = int(seconds or 0)
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else \
+        f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+def _watch_run(run_dir: Path) -> None:
+    """Print each new step until the run ends; a failure becomes the command's error."""
+    import time
+
+    from training.runs import read_run
+
+    shown = 0
+    try:
+        while True:
+            run = read_run(run_dir)
+            for m in run.metrics[shown:]:
+                click.echo(f"step {m['step']:>5}/{m.get('total_steps', '?')}  epoch "
+                           f"{m['epoch']:.2f}  loss {m['loss']:.4f}  "
+                           f"{m['tokens_per_second']:,.0f} tok/s  "
+                           f"ETA {_duration(m['eta_seconds'])}")
+            shown = len(run.metrics)
+            if not run.active:
+                break
+            time.sleep(1.0)
+    except KeyboardInterrupt:
+        click.echo(f"\nstopped watching; run {run.id} goes on (`curate runs`; stop it with "
+                   f"`curate cancel {run.id}`)")
+        return
+    if run.state == "completed":
+        click.echo(f"run {run.id} completed; adapter in {run.adapter_dir}")
+        return
+    reason = run.status.get("reason") or f"the trainer stopped without a word; see " \
+        f"{run_dir / 'trainer.log'}, then `curate train --resume {run.id}`"
+    raise CurateError(f"run {run.id} {run.state}: {reason}")
+
+
+@main.command()
+@db_option
+@_train_setting_options
+@click.option("--resume", "resume_id", default=None, metavar="RUN",
+              help="Continue an interrupted, failed or cancelled run from its last checkpoint "
+                   "(the settings are the run's own).")
+@click.option("--detach", is_flag=True, help="Start the run and return at once; follow it "
+                                             "with `curate runs`.")
+@actor_option
+def train(db, resume_id, detach, actor, **settings):
+    """Fine-tune a LoRA adapter on a new snapshot of the accepted train examples.
+
+    Training runs in a process of its own, writing into runs/<run id>/ beside the database;
+    this command prints its progress until it ends (Ctrl-C stops watching, not the run).
+    The CLI acts as the workspace's local admin.
+
+    \b
+    Example:
+      curate train --epochs 2 --rank 8 --lr 2e-4
+      curate train --detach && curate runs
+    """
+    from curation.auth import User
+    from training.config import TrainConfig
+    from training.runs import launch, resume
+
+    with _open(db) as store:
+        if resume_id:
+            if any(v is not None for v in settings.values()):
+                raise CurateError("--resume continues a run with its own settings; leave out "
+                                  "the other options")
+            run = resume(store, User(actor, "admin"), resume_id)
+        else:
+            config = TrainConfig(**{k: v for k, v in settings.items() if v is not None})
+            run = launch(store, User(actor, "admin"), config)
+    click.echo(f"run {run.id} {'resumed' if resume_id else 'started'} on snapshot "
+               f"{run.manifest.get('snapshot_id')} ({run.manifest.get('examples')} examples); "
+               f"folder {run.dir}")
+    if not detach:
+        _watch_run(run.dir)
+
+
+@main.command()
+@db_option
+@json_option
+def runs(db, as_json):
+    """List the training runs, newest first, with state, progress and loss.
+
+    \b
+    Example:
+      curate runs --json
+    """
+    from training.runs import list_runs
+
+    items = list_runs(_runs_dir(db))
+    if as_json:
+        _print_json([r.to_dict() for r in items])
+        return
+    if not items:
+        click.echo("no training runs yet: `curate train` starts one")
+    for r in items:
+        click.echo(f"{r.summary()}  snapshot {r.manifest.get('snapshot_id')}")
+
+
+@main.command()
+@click.argument("run_id", metavar="RUN")
+@db_option
+def cancel(run_id, db):
+    """Stop a training run (its whole process group); it can be resumed later.
+
+    \b
+    Example:
+      curate cancel run-20250101-120000-ab12
+    """
+    from training.runs import cancel as cancel_run
+    from training.runs import find_run
+
+    run = cancel_run(find_run(_runs_dir(db), run_id))
+    click.echo(f"run {run.id} {run.state}")
+
+
 if __name__ == "__main__":
     main()

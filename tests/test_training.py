@@ -1,0 +1,301 @@
+"""LoRA training runs with the real packaged base model on CPU: masks, runs, cancel, resume.
+
+The runs are tiny (6 examples, rank 2, 64 tokens, batch 2: 3 steps) so the whole file stays
+within a few minutes on a slow two-core machine; most of each run's time is the trainer
+process importing torch and loading the model.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import orjson
+import pytest
+
+from curation.auth import PermissionDenied, User
+from curation.errors import InvalidValue
+from tests.conftest import chat
+from training.config import TrainConfig
+from training.data import IGNORE_INDEX, EmptyTrainingSet, encode, plan_batches
+from training.runs import (RunAlreadyActive, cancel, group_members, launch, list_runs,
+                           read_run, resume, wait)
+from training.trainer import checkpoint_dirs
+
+ADMIN = User("ada", "admin")
+TINY = {"r": 2, "max_seq_length": 64, "batch_size": 2, "epochs": 1, "learning_rate": 1e-3}
+RUN_TIMEOUT = 240
+
+
+@pytest.fixture(scope="module")
+def base_model_dir(model_cache):
+    """The packaged model converted once (so trainer processes never convert it at once)."""
+    from training.models import cached_default_model
+
+    return cached_default_model(model_cache)
+
+
+@pytest.fixture(scope="module")
+def tokenizer(base_model_dir):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(base_model_dir)
+
+
+@pytest.fixture
+def train_store(file_store, base_model_dir, model_cache, monkeypatch):
+    """Six accepted train examples, plus one pending and one eval example that a run must
+    leave out; any run still active after the test is cancelled."""
+    monkeypatch.setenv("CURATE_MODEL_CACHE", str(model_cache))
+    store = file_store()
+    for i in range(6):
+        store.add(chat(f"What is {i} plus {i}?", f"{i} plus {i} is {2 * i}."), actor="t",
+                  status="accepted", split="train")
+    store.add(chat("pending question", "pending answer"), actor="t")
+    store.add(chat("eval question", "eval answer"), actor="t", status="accepted", split="eval")
+    yield store
+    for run in list_runs(store.path.parent / "runs"):
+        if run.active:
+            cancel(run.dir, timeout=5)
+
+
+def _wait_for(predicate, timeout: float = RUN_TIMEOUT, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+# --- (a) data -------------------------------------------------------------------------------
+
+def _unmasked_runs(item) -> list[list[int]]:
+    runs, current = [], []
+    for token, label in zip(item.input_ids, item.labels):
+        if label != IGNORE_INDEX:
+            assert label == token
+            current.append(token)
+        elif current:
+            runs.append(current)
+            current = []
+    return runs + ([current] if current else [])
+
+
+@pytest.mark.parametrize("messages", [
+    chat("What is 2+2?", "4, of course."),
+    chat("Hi", "Hello!\nHow can I help?  Two spaces, and ünïcödé.", system="Be terse."),
+    [{"role": "user", "content": "first"}, {"role": "assistant", "content": "one"},
+     {"role": "user", "content": "second"}, {"role": "assistant", "content": " two words"}],
+], ids=["single-turn", "system-and-newlines", "multi-turn"])
+def test_label_mask_covers_exactly_the_assistant_tokens(tokenizer, messages):
+    item = encode(tokenizer, messages, max_seq_length=512)
+    decoded = [tokenizer.decode(run) for run in _unmasked_runs(item)]
+    expected = [m["content"] + "<|im_end|>" for m in messages if m["role"] == "assistant"]
+    assert decoded == expected
+    # everything else (system prompt, user turns, headers, the newline after <|im_end|>) is
+    # masked: the unmasked tokens are exactly the assistant contents' tokens
+    assert item.target_tokens == sum(len(r) for r in _unmasked_runs(item))
+    assert len(item.input_ids) > item.target_tokens + 10
+
+
+def test_truncation_and_length_bucketed_batches(tokenizer):
+    item = encode(tokenizer, chat("word " * 100, "answer"), max_seq_length=32)
+    assert len(item.input_ids) == 32 and item.truncated and item.target_tokens == 0
+    lengths = [5, 50, 6, 49, 7, 48, 8]
+    plan = plan_batches(lengths, batch_size=2, seed=3, epoch=0)
+    assert sorted(i for b in plan for i in b) == list(range(7))
+    assert all(abs(lengths[b[0]] - lengths[b[-1]]) <= 2 for b in plan)
+    assert plan == plan_batches(lengths, batch_size=2, seed=3, epoch=0)
+    orders = {tuple(map(tuple, plan_batches(lengths, 2, 3, e))) for e in range(6)}
+    assert len(orders) > 1, "the batch order must be shuffled per epoch"
+
+
+# --- (f) config -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("field, value", [
+    ("r", 0), ("alpha", -1), ("dropout", 1.0), ("learning_rate", 0), ("epochs", 0),
+    ("max_seq_length", 8), ("batch_size", 0), ("precision", "fp16"),
+    ("target_modules", " , "), ("keep_checkpoints", 0), ("checkpoint_every_steps", -1),
+    ("warmup_ratio", 0.9), ("base_model", ""),
+])
+def test_config_validation_names_the_field(field, value):
+    with pytest.raises(InvalidValue) as err:
+        TrainConfig(**{field: value})
+    assert str(err.value).startswith(field)
+
+
+def test_config_round_trips_and_refuses_unknown_keys():
+    config = TrainConfig(r=4, learning_rate=1e-4, precision="fp32")
+    assert TrainConfig.from_dict(config.to_dict()) == config
+    with pytest.raises(InvalidValue, match="'rank'"):
+        TrainConfig.from_dict({"rank": 4})
+
+
+# --- (g) refusals ---------------------------------------------------------------------------
+
+def test_empty_snapshot_is_refused_before_any_process_starts(file_store):
+    store = file_store()
+    store.add(chat("not accepted", "so not trained"), actor="t")
+    with pytest.raises(EmptyTrainingSet, match="no examples"):
+        launch(store, ADMIN, TrainConfig(**TINY))
+    assert list_runs(store.path.parent / "runs") == []
+    with pytest.raises(PermissionDenied, match="train"):
+        launch(store, User("ann", "annotator"), TrainConfig(**TINY))
+
+
+def test_trainer_fails_clearly_on_bad_data(tmp_path, base_model_dir, model_cache, monkeypatch):
+    """The trainer's own failure path, in this process: a broken train.jsonl line."""
+    import torch
+
+    from training import trainer
+
+    monkeypatch.setenv("CURATE_MODEL_CACHE", str(model_cache))
+    monkeypatch.setenv("OMP_WAIT_POLICY", "PASSIVE")  # what main() would set for good
+    run_dir = tmp_path / "run-bad"
+    run_dir.mkdir()
+    (run_dir / "manifest.json").write_bytes(orjson.dumps({"config": TrainConfig(**TINY)
+                                                          .to_dict()}))
+    (run_dir / "train.jsonl").write_text(orjson.dumps({"messages": chat("q", "a")}).decode()
+                                         + "\n{not json\n")
+    previous, threads = signal.getsignal(signal.SIGTERM), torch.get_num_threads()
+    try:
+        assert trainer.main([str(run_dir)]) == 1
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        torch.set_num_threads(threads)
+    status = orjson.loads((run_dir / "status.json").read_bytes())
+    assert status["state"] == "failed" and "train.jsonl line 2" in status["reason"]
+    assert "Traceback" in (run_dir / "trainer.log").read_text()
+
+
+# --- (b) a run end to end -------------------------------------------------------------------
+
+def test_run_completes_with_an_adapter_that_changes_the_model(train_store, model_cache):
+    run = launch(train_store, ADMIN, TrainConfig(**TINY, checkpoint_every_steps=0))
+    assert run.active and run.manifest["examples"] == 6
+    assert run.manifest["snapshot_hash"] == train_store.get_snapshot(
+        run.manifest["snapshot_id"]).content_hash
+    assert len((run.dir / "train.jsonl").read_text().splitlines()) == 6
+
+    done = wait(run.dir, timeout=RUN_TIMEOUT)
+    assert done.state == "completed", done.status.get("reason")
+    assert done.status["pid"] == run.pid and not done.active
+    assert [m["step"] for m in done.metrics] == [1, 2, 3] == list(
+        range(1, done.status["total_steps"] + 1))
+    fields = {"step", "epoch", "loss", "learning_rate", "tokens_per_second", "eta_seconds",
+              "time"}
+    assert all(fields <= set(m) for m in done.metrics)
+    assert done.metrics[-1]["epoch"] == 1.0 and done.metrics[-1]["eta_seconds"] == 0
+    assert done.status["final"]["loss"] == done.metrics[-1]["loss"]
+    print(f"\ntraining throughput: {[m['tokens_per_second'] for m in done.metrics]} tokens/s")
+
+    import torch
+    from peft import PeftModel
+
+    from training.models import load_model
+    from training.runs import load_run_model
+
+    adapter = done.adapter_dir
+    assert orjson.loads((adapter / "adapter_config.json").read_bytes())["r"] == 2
+    assert (adapter / "adapter_model.safetensors").stat().st_size > 0
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        base, tok = load_model(None, model_cache, device="cpu")
+        ids = tok.apply_chat_template([{"role": "user", "content": "What is 3 plus 3?"}],
+                                      add_generation_prompt=True, return_tensors="pt",
+                                      return_dict=True)["input_ids"]
+        tuned, _ = load_run_model(run.dir, device="cpu")  # PeftModel.from_pretrained(adapter)
+        assert isinstance(tuned, PeftModel)
+        with torch.inference_mode():
+            before, after = base(input_ids=ids).logits, tuned(input_ids=ids).logits
+    finally:
+        torch.set_num_threads(threads)
+    assert (after - before).abs().max().item() > 1e-3
+
+
+# --- (c), (d) one run at a time, cancel -----------------------------------------------------
+
+def test_second_launch_while_active_names_the_active_run(train_store):
+    first = launch(train_store, ADMIN, TrainConfig(**TINY))
+    with pytest.raises(RunAlreadyActive) as err:
+        launch(train_store, ADMIN, TrainConfig(**TINY))
+    assert first.id in str(err.value) and f"curate cancel {first.id}" in str(err.value)
+    assert [r.id for r in list_runs(train_store.path.parent / "runs")] == [first.id]
+    assert cancel(first.dir, timeout=10).state == "cancelled"
+
+
+def test_cancel_stops_the_whole_process_group(train_store):
+    run = launch(train_store, ADMIN, TrainConfig(**TINY))
+    _wait_for(lambda: read_run(run.dir).status.get("state") == "running",
+              what="the trainer to start")
+    assert _process_exists(run.pid) and run.pid in group_members(run.pid)
+
+    cancelled = cancel(run.dir, timeout=20)
+    assert cancelled.state == "cancelled" and not cancelled.active
+    assert not _process_exists(run.pid)
+    assert group_members(run.pid) == []
+    assert "cancelled (SIGTERM)" in (run.dir / "trainer.log").read_text(), \
+        "the trainer itself should have handled SIGTERM"
+    assert not (run.dir / "adapter").exists()
+
+
+# --- (e) resume -----------------------------------------------------------------------------
+
+def test_resume_after_sigkill_continues_from_the_checkpoint(train_store):
+    run = launch(train_store, ADMIN, TrainConfig(**TINY, checkpoint_every_steps=1,
+                                                 keep_checkpoints=1))
+    first = _wait_for(lambda: checkpoint_dirs(run.dir), what="the first checkpoint")[0]
+    os.killpg(run.pid, signal.SIGKILL)
+    killed_at = time.time()
+    interrupted = _wait_for(lambda: (r := read_run(run.dir)).state == "interrupted" and r,
+                            timeout=10, what="the run to read as interrupted")
+    assert not interrupted.active
+    saved = int(checkpoint_dirs(run.dir)[-1].name[5:])
+    assert saved >= int(first.name[5:]) >= 1
+
+    resumed = resume(train_store, ADMIN, run.id)
+    assert resumed.active and resumed.pid != run.pid
+    done = wait(run.dir, timeout=RUN_TIMEOUT)
+    assert done.state == "completed", done.status.get("reason")
+    assert done.status["resumed_from_step"] == saved < 3
+    assert [m["step"] for m in done.metrics] == [1, 2, 3]
+    after = [m for m in done.metrics if m["time"] > killed_at]
+    assert after and after[0]["step"] == saved + 1, "the step counter must continue"
+    assert f"resuming from step-{saved}" in (run.dir / "trainer.log").read_text()
+    assert len(checkpoint_dirs(run.dir)) <= 1  # keep_checkpoints=1
+    assert (done.adapter_dir / "adapter_model.safetensors").is_file()
+
+
+def test_runs_cli_lists_and_cancel_cli_refuses_an_ended_run(train_store, tmp_path):
+    """Smoke test of the CLI over a run folder written by hand (no trainer process)."""
+    from click.testing import CliRunner
+
+    from curation.cli import main
+    from training.trainer import write_json
+
+    run_dir = train_store.path.parent / "runs" / "run-20250101-000000-abcd"
+    run_dir.mkdir(parents=True)
+    write_json(run_dir / "manifest.json", {"run_id": run_dir.name, "snapshot_id": "snap-x"})
+    write_json(run_dir / "status.json", {"state": "completed", "pid": 1, "total_steps": 2})
+    (run_dir / "metrics.jsonl").write_text('{"step": 1, "loss": 2.5}\n{"step": 2, "loss": 1.25}'
+                                           '\n{"step": 3, "lo')  # a half-written last line
+    db = ["--db", str(train_store.path)]
+    listed = orjson.loads(CliRunner().invoke(main, ["runs", "--json", *db]).output)
+    assert [(r["id"], r["state"], r["step"], r["loss"]) for r in listed] == [
+        (run_dir.name, "completed", 2, 1.25)]
+    result = CliRunner().invoke(main, ["cancel", run_dir.name, *db])
+    assert result.exit_code == 1 and "already ended (completed)" in result.output
+    result = CliRunner().invoke(main, ["cancel", "run-nope", *db])
+    assert result.exit_code == 1 and "no run 'run-nope'" in result.output

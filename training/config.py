@@ -1,0 +1,145 @@
+"""`TrainConfig`: every setting of a LoRA fine-tune, explained, typed and validated.
+
+Design decisions:
+- One dataclass serves the library, the CLI (`curate train --help` shows each field's help
+  text) and the app (the same text as widget tooltips). `help_text(name)` reads it back.
+- Defaults are chosen for LoRA on a small instruct model, not copied from the libraries; where
+  they differ from PEFT/transformers the help text says so and why.
+- `__post_init__` rejects a bad value with `InvalidValue` naming the field, so a typo in the
+  CLI or a form never reaches the trainer process.
+- `to_dict`/`from_dict` are the run manifest's `config` object; `from_dict` refuses unknown
+  keys (a manifest from a newer Curate says so instead of being half-read).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Literal, get_args
+
+from curation.errors import InvalidValue
+
+Precision = Literal["auto", "fp32", "bf16"]
+PRECISIONS: tuple[str, ...] = get_args(Precision)
+
+
+def _help(text: str) -> dict[str, str]:
+    return {"help": text}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The settings of one LoRA fine-tune of a chat model on a snapshot's train examples."""
+
+    base_model: str = field(default="SmolLM2-135M-Instruct", metadata=_help(
+        "Model to fine-tune: SmolLM2-135M-Instruct (packaged, offline), a local Hugging Face "
+        "folder, or a hub id where you are online. It must have a chat template."))
+    r: int = field(default=16, metadata=_help(
+        "LoRA rank: size of the low-rank update per adapted matrix. Higher learns more but "
+        "trains slower; 8-32 suits most tasks (PEFT's default is 8)."))
+    alpha: int = field(default=32, metadata=_help(
+        "LoRA alpha: the update is scaled by alpha/r. Twice the rank is the usual choice "
+        "(PEFT's default is 8)."))
+    dropout: float = field(default=0.05, metadata=_help(
+        "Dropout on the LoRA input, in [0, 1): a little regularisation for small data sets "
+        "(PEFT's default is 0)."))
+    target_modules: str = field(default="all-linear", metadata=_help(
+        "Which layers get adapters: 'all-linear' (every linear layer except the output head; "
+        "better quality than PEFT's attention-only default) or comma-separated module names "
+        "such as 'q_proj,v_proj'."))
+    learning_rate: float = field(default=2e-4, metadata=_help(
+        "Peak learning rate (AdamW, linear decay after a short warm-up). LoRA adapters train "
+        "well around 1e-4..3e-4; the PEFT/transformers default 5e-5 is meant for full "
+        "fine-tuning and is too low here."))
+    epochs: int = field(default=3, metadata=_help(
+        "Passes over the train examples. 2-3 for a few hundred examples; more risks "
+        "memorising them."))
+    max_seq_length: int = field(default=512, metadata=_help(
+        "Longest conversation in tokens; longer ones are cut at the end (the report counts "
+        "them). Memory and time grow with it."))
+    batch_size: int = field(default=8, metadata=_help(
+        "Conversations per optimizer step. Lower it if training runs out of memory."))
+    warmup_ratio: float = field(default=0.05, metadata=_help(
+        "Fraction of the steps over which the learning rate ramps up from near 0, in [0, 0.5]."))
+    seed: int = field(default=0, metadata=_help(
+        "Seed for adapter initialisation, dropout and the order of batches."))
+    precision: Precision = field(default="auto", metadata=_help(
+        "'auto': bf16 autocast on a CUDA GPU or a CPU with AMX/AVX-512-bf16, else fp32; "
+        "'fp32' always; 'bf16' always (slow on CPUs without bf16 instructions)."))
+    checkpoint_every_steps: int = field(default=20, metadata=_help(
+        "Save a resumable checkpoint (adapter, optimizer, scheduler, RNG, data position) "
+        "every N steps; 0 saves none."))
+    keep_checkpoints: int = field(default=2, metadata=_help(
+        "How many of the latest checkpoints to keep on disk (at least 1)."))
+
+    def __post_init__(self) -> None:
+        _positive_int(self, "r", "epochs", "max_seq_length", "batch_size", "keep_checkpoints")
+        _non_negative_int(self, "checkpoint_every_steps", "seed")
+        if not isinstance(self.alpha, int) or isinstance(self.alpha, bool) or self.alpha < 1:
+            raise InvalidValue(f"alpha must be a positive whole number, not {self.alpha!r}")
+        if not _is_number(self.dropout) or not 0 <= self.dropout < 1:
+            raise InvalidValue(f"dropout must be in [0, 1), not {self.dropout!r}")
+        if not _is_number(self.learning_rate) or not 0 < self.learning_rate <= 1:
+            raise InvalidValue(f"learning_rate must be in (0, 1], not {self.learning_rate!r}")
+        if not _is_number(self.warmup_ratio) or not 0 <= self.warmup_ratio <= 0.5:
+            raise InvalidValue(f"warmup_ratio must be in [0, 0.5], not {self.warmup_ratio!r}")
+        if self.precision not in PRECISIONS:
+            raise InvalidValue(f"precision must be one of {', '.join(PRECISIONS)}, not "
+                               f"{self.precision!r}")
+        if not isinstance(self.base_model, str) or not self.base_model.strip():
+            raise InvalidValue("base_model must name a model")
+        if not isinstance(self.target_modules, str) or not self.target_modules_list():
+            raise InvalidValue("target_modules must be 'all-linear' or comma-separated module "
+                               f"names, not {self.target_modules!r}")
+        if self.max_seq_length < 16:
+            raise InvalidValue(f"max_seq_length must be at least 16, not {self.max_seq_length}")
+
+    def target_modules_list(self) -> str | list[str]:
+        """What PEFT's `LoraConfig(target_modules=...)` takes."""
+        if self.target_modules.strip() == "all-linear":
+            return "all-linear"
+        return [m.strip() for m in self.target_modules.split(",") if m.strip()]
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise InvalidValue(f"unknown training setting {unknown[0]!r}; known: "
+                               f"{', '.join(sorted(known))}")
+        return cls(**values)
+
+
+def help_text(name: str) -> str:
+    """The help text of a TrainConfig field (CLI option help, widget tooltip)."""
+    for f in dataclasses.fields(TrainConfig):
+        if f.name == name:
+            return f.metadata["help"]
+    raise KeyError(name)
+
+
+def default(name: str) -> Any:
+    """The default value of a TrainConfig field."""
+    return next(f.default for f in dataclasses.fields(TrainConfig) if f.name == name)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _positive_int(config: TrainConfig, *names: str) -> None:
+    for name in names:
+        value = getattr(config, name)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            label = "r (the LoRA rank)" if name == "r" else name
+            raise InvalidValue(f"{label} must be a positive whole number, not {value!r}")
+
+
+def _non_negative_int(config: TrainConfig, *names: str) -> None:
+    for name in names:
+        value = getattr(config, name)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise InvalidValue(f"{name} must be a whole number >= 0, not {value!r}")

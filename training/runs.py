@@ -1,0 +1,389 @@
+"""Training runs: launch a LoRA fine-tune on a snapshot, watch, list, cancel and resume it.
+
+Design decisions:
+- A run is a folder, `runs/<run id>/` beside the workspace database: the launcher writes
+  `manifest.json` (run id, snapshot id and hash, base model, every setting, who and when) and
+  `train.jsonl` (the snapshot, via `write_snapshot`), then starts `python -m
+  training.trainer RUN_DIR` with `subprocess.Popen(start_new_session=True)`: its own session
+  and process group, so cancelling signals the whole group and nothing is left behind, and a
+  Ctrl-C in the terminal that launched it does not reach it. The trainer never opens the
+  store; everything after the launch is read from the folder (`training.trainer.RUN_FILES`).
+- One active run per workspace. A run is active while its state is starting/running and its
+  process is alive; liveness is checked in /proc (a zombie counts as dead, and the command
+  line must be our trainer's, so a reused pid does not keep a dead run "active"). The check
+  and the start happen under a file lock on the runs folder, so two launchers cannot both
+  pass it.
+- A run whose process died without writing an ending (SIGKILL, power loss) reads as
+  `interrupted`; `resume` starts the trainer again on the same folder and it continues from
+  the last checkpoint.
+- `import training.runs` stays light (no torch): the app lists runs without paying for it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from curation.auth import User, require
+from curation.errors import CurateError, InvalidValue
+from curation.exporter import write_snapshot
+from curation.query import ExampleFilter
+from curation.store import Store
+from training.config import TrainConfig
+from training.data import EmptyTrainingSet
+from training.trainer import (MANIFEST, STATUS, TRAIN_FILE, now_iso, read_json,
+                              read_metrics, update_status, write_json)
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_TRAIN_FILTER = ExampleFilter(status=("accepted",), split=("train",))
+PID_FILE = "trainer.pid"
+ACTIVE_STATES = ("starting", "running")
+ENDED_STATES = ("completed", "failed", "cancelled", "interrupted")
+
+_children: dict[int, subprocess.Popen] = {}
+
+
+class RunAlreadyActive(CurateError):
+    """A training run is still active in this workspace; only one runs at a time."""
+
+
+class RunNotFound(CurateError):
+    """No run folder has the given id."""
+
+
+class RunNotActive(CurateError):
+    """The run has already ended, so it cannot be cancelled."""
+
+
+@dataclass(frozen=True)
+class Run:
+    """What a run folder says now: its manifest, status, metrics and whether it is active."""
+
+    id: str
+    dir: Path
+    state: str
+    active: bool
+    pid: int | None
+    manifest: dict[str, Any]
+    status: dict[str, Any]
+    metrics: list[dict[str, Any]]
+
+    @property
+    def last(self) -> dict[str, Any]:
+        """The latest metrics line ({} before the first step)."""
+        return self.metrics[-1] if self.metrics else {}
+
+    @property
+    def total_steps(self) -> int | None:
+        return self.status.get("total_steps") or self.last.get("total_steps")
+
+    @property
+    def adapter_dir(self) -> Path:
+        return self.dir / "adapter"
+
+    def summary(self) -> str:
+        """One line: id, state, progress, loss; the reason for a failure."""
+        parts = [self.id, self.state]
+        if self.last:
+            parts.append(f"step {self.last['step']}/{self.total_steps or '?'}")
+        if isinstance(self.last.get("loss"), (int, float)):
+            parts.append(f"loss {self.last['loss']:.4f}")
+        if self.state == "failed" and self.status.get("reason"):
+            parts.append(f"({self.status['reason']})")
+        return "  ".join(parts)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "dir": str(self.dir), "state": self.state, "active": self.active,
+                "pid": self.pid, "snapshot_id": self.manifest.get("snapshot_id"),
+                "snapshot_hash": self.manifest.get("snapshot_hash"),
+                "base_model": self.manifest.get("base_model"),
+                "created_by": self.manifest.get("created_by"),
+                "created_at": self.manifest.get("created_at"),
+                "config": self.manifest.get("config"), "step": self.last.get("step"),
+                "total_steps": self.total_steps, "loss": self.last.get("loss"),
+                "reason": self.status.get("reason"), "final": self.status.get("final"),
+                "adapter": str(self.adapter_dir) if self.adapter_dir.is_dir() else None}
+
+
+def default_runs_dir(db_path: str | os.PathLike) -> Path:
+    """The runs folder of the workspace whose database is `db_path`."""
+    return Path(db_path).parent / "runs"
+
+
+def launch(store: Store, user: User, config: TrainConfig, *,
+           where: ExampleFilter = DEFAULT_TRAIN_FILTER,
+           runs_dir: str | os.PathLike | None = None) -> Run:
+    """Snapshot what `where` selects (accepted train examples), write it into a new run
+    folder and start the trainer process on it."""
+    require(user, "train")
+    from training.models import model_cache
+
+    runs_dir = Path(runs_dir) if runs_dir is not None else default_runs_dir(store.path)
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    with _launch_lock(runs_dir):
+        _refuse_if_active(runs_dir)
+        snapshot = store.snapshot(where, actor=user.name)
+        if snapshot.count == 0:
+            raise EmptyTrainingSet(f"nothing to train on: snapshot {snapshot.id} has no "
+                                   f"examples ({_describe(where)}); accept some train "
+                                   "examples first")
+        run_id = f"run-{datetime.now(UTC):%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
+        run_dir = runs_dir / run_id
+        run_dir.mkdir()
+        export = write_snapshot(store, snapshot.id, run_dir / TRAIN_FILE)
+        cache = model_cache(store)
+        write_json(run_dir / MANIFEST, {
+            "run_id": run_id, "snapshot_id": snapshot.id, "snapshot_hash": snapshot.content_hash,
+            "snapshot_name": snapshot.name, "filters": snapshot.filters,
+            "examples": export.count, "train_file_sha256": export.file_sha256,
+            "base_model": config.base_model, "config": config.to_dict(),
+            "model_cache": str(Path(cache).resolve()), "created_by": user.name,
+            "created_at": now_iso()})
+        _start(run_dir, cache)
+    return read_run(run_dir)
+
+
+def resume(store: Store, user: User, run_id: str, *,
+           runs_dir: str | os.PathLike | None = None) -> Run:
+    """Start the trainer again on an interrupted, failed or cancelled run; it continues from
+    the run's last checkpoint."""
+    require(user, "train")
+    from training.models import model_cache
+
+    runs_dir = Path(runs_dir) if runs_dir is not None else default_runs_dir(store.path)
+    run_dir = find_run(runs_dir, run_id)
+    with _launch_lock(runs_dir):
+        _refuse_if_active(runs_dir)
+        run = read_run(run_dir)
+        if run.state == "completed":
+            raise InvalidValue(f"run {run.id} has completed; there is nothing to resume")
+        _start(run_dir, model_cache(store))
+    return read_run(run_dir)
+
+
+def _start(run_dir: Path, cache: str | os.PathLike) -> subprocess.Popen:
+    update_status(run_dir, state="starting", pid=None, reason=None, ended_at=None)
+    (run_dir / PID_FILE).unlink(missing_ok=True)
+    env = {**os.environ, "CURATE_MODEL_CACHE": str(Path(cache).resolve()),
+           "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1"}
+    with open(run_dir / "trainer.log", "ab") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "training.trainer", str(run_dir)],
+                                cwd=PROJECT_ROOT, env=env, stdin=subprocess.DEVNULL,
+                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    _children[proc.pid] = proc
+    write_json(run_dir / PID_FILE, {"pid": proc.pid, "started_at": now_iso()})
+    return proc
+
+
+def list_runs(runs_dir: str | os.PathLike) -> list[Run]:
+    """Every run in `runs_dir`, newest first."""
+    folder = Path(runs_dir)
+    if not folder.is_dir():
+        return []
+    dirs = [p for p in folder.iterdir() if p.is_dir() and (p / MANIFEST).is_file()]
+    return [read_run(p) for p in sorted(dirs, key=lambda p: p.name, reverse=True)]
+
+
+def find_run(runs_dir: str | os.PathLike, run_id: str) -> Path:
+    """The folder of run `run_id` (a run id, or a path to a run folder)."""
+    for candidate in (Path(runs_dir) / run_id, Path(run_id)):
+        if (candidate / MANIFEST).is_file():
+            return candidate
+    raise RunNotFound(f"no run {run_id!r} in {runs_dir}; `curate runs` lists them")
+
+
+def read_run(run_dir: str | os.PathLike) -> Run:
+    """The run's state now; robust to files being written while it reads."""
+    run_dir = Path(run_dir)
+    manifest = read_json(run_dir / MANIFEST)
+    status = read_json(run_dir / STATUS)
+    pid = status.get("pid") or read_json(run_dir / PID_FILE).get("pid")
+    state = status.get("state") or "starting"
+    alive = bool(pid) and _trainer_alive(int(pid))
+    if state in ACTIVE_STATES and not alive:
+        # the launcher is between writing the status and the pid file; else it died silently
+        state = "starting" if state == "starting" and not pid and _fresh(run_dir) else \
+            "interrupted"
+    active = state in ACTIVE_STATES and (alive or state == "starting")
+    return Run(manifest.get("run_id") or run_dir.name, run_dir, state, active,
+               int(pid) if pid else None, manifest, status, read_metrics(run_dir))
+
+
+def is_active(run_dir: str | os.PathLike) -> bool:
+    """Whether the run's trainer is starting or running."""
+    return read_run(run_dir).active
+
+
+def cancel(run_dir: str | os.PathLike, *, timeout: float = 30.0) -> Run:
+    """Stop the run: SIGTERM to its process group, SIGKILL after `timeout` seconds; the status
+    ends as cancelled and no process of the group is left."""
+    run = read_run(run_dir)
+    if run.state in ENDED_STATES and run.state != "interrupted":
+        raise RunNotActive(f"run {run.id} has already ended ({run.state})")
+    deadline = time.monotonic() + 5
+    while run.state == "starting" and not run.pid and time.monotonic() < deadline:
+        time.sleep(0.1)  # the launcher is about to record the trainer's pid
+        run = read_run(run_dir)
+    if run.pid:
+        _signal_group(run.pid, signal.SIGTERM)
+        if not _wait_group_gone(run.pid, timeout):
+            _signal_group(run.pid, signal.SIGKILL)
+            _wait_group_gone(run.pid, 10.0)
+    if read_json(Path(run_dir) / STATUS).get("state") != "cancelled":
+        update_status(Path(run_dir), state="cancelled", ended_at=now_iso(),
+                      reason="cancelled by request")
+    return read_run(run_dir)
+
+
+def wait(run_dir: str | os.PathLike, *, timeout: float | None = None,
+         poll: float = 0.5) -> Run:
+    """Block until the run is no longer active (or `timeout` seconds pass); its final state."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        run = read_run(run_dir)
+        if not run.active or (deadline is not None and time.monotonic() > deadline):
+            return run
+        time.sleep(poll)
+
+
+def load_run_model(run_dir: str | os.PathLike, *, device: str | None = None):
+    """(model, tokenizer): the run's base model with its final adapter applied, in eval mode;
+    the hook for evaluating a run against its base model."""
+    run = read_run(run_dir)
+    if not (run.adapter_dir / "adapter_config.json").is_file():
+        raise InvalidValue(f"run {run.id} has no adapter yet ({run.state})")
+    from peft import PeftModel
+
+    from training.models import load_model
+
+    cache = os.environ.get("CURATE_MODEL_CACHE") or run.manifest.get("model_cache")
+    base, tokenizer = load_model(run.manifest.get("base_model"), Path(cache), device=device)
+    model = PeftModel.from_pretrained(base, str(run.adapter_dir))
+    return model.eval(), tokenizer
+
+
+# --- processes ------------------------------------------------------------------------------
+
+def _trainer_alive(pid: int) -> bool:
+    """True while `pid` is a live (not zombie) trainer process."""
+    child = _children.get(pid)
+    if child is not None and child.poll() is not None:
+        return False
+    stat = _proc_stat(pid)
+    if stat is None:
+        if Path("/proc/self/stat").exists():
+            return False
+        try:  # no /proc (macOS): best effort
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+    if stat[0] in "ZX":
+        return False
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return b"training.trainer" in cmdline
+
+
+def _proc_stat(pid: int) -> tuple[str, int] | None:
+    """(state letter, process group id) from /proc/PID/stat, or None if there is no such
+    process."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = raw[raw.rindex(")") + 2:].split()
+    return fields[0], int(fields[2])
+
+
+def group_members(pgid: int) -> list[int]:
+    """Live (not zombie) processes in process group `pgid`, from /proc."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            stat = _proc_stat(int(entry.name))
+            if stat and stat[1] == pgid and stat[0] not in "ZX":
+                members.append(int(entry.name))
+    return members
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+def _wait_group_gone(pgid: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while True:
+        child = _children.get(pgid)
+        if child is not None:
+            child.poll()  # reap our own child so it does not linger as a zombie
+        if Path("/proc").is_dir():
+            gone = not group_members(pgid)
+        else:
+            try:
+                os.killpg(pgid, 0)
+                gone = False
+            except ProcessLookupError:
+                gone = True
+        if gone:
+            if child is not None:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    child.wait(timeout=1)
+                _children.pop(pgid, None)
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+
+
+@contextlib.contextmanager
+def _launch_lock(runs_dir: Path):
+    """An exclusive lock on the runs folder while checking for an active run and starting."""
+    import fcntl
+
+    with open(runs_dir / ".launch.lock", "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _refuse_if_active(runs_dir: Path) -> None:
+    for run in list_runs(runs_dir):
+        if run.active:
+            step = f", step {run.last['step']}/{run.total_steps}" if run.last else ""
+            raise RunAlreadyActive(f"run {run.id} is still {run.state} (pid {run.pid}{step}); "
+                                   f"wait for it or stop it with `curate cancel {run.id}`")
+
+
+def _fresh(run_dir: Path, seconds: float = 30.0) -> bool:
+    try:
+        return time.time() - (run_dir / STATUS).stat().st_mtime < seconds
+    except OSError:
+        return False
+
+
+def _describe(where: ExampleFilter) -> str:
+    parts = [f"{k} {', '.join(map(str, v)) if isinstance(v, list) else v}"
+             for k, v in where.describe().items()]
+    return "; ".join(parts) or "all examples"
+
+
+__all__ = ["DEFAULT_TRAIN_FILTER", "Run", "RunAlreadyActive", "RunNotActive", "RunNotFound",
+           "cancel", "default_runs_dir", "find_run", "is_active", "launch", "list_runs",
+           "load_run_model", "read_run", "resume", "wait"]

@@ -1,0 +1,396 @@
+"""The trainer process: `python -m training.trainer RUN_DIR` fine-tunes a LoRA adapter.
+
+Design decisions:
+- A process of its own (started by `training.runs.launch` in its own process group), so the
+  app stays responsive, a crash cannot take the app down, and cancelling is a signal. It never
+  opens the DuckDB store: everything it needs is in RUN_DIR (`manifest.json` with the config
+  and the snapshot's id and hash, `train.jsonl` with the snapshot's examples), and everything
+  it reports goes there too. The run folder's files are the interface (`RUN_FILES`):
+  `status.json` (state running/completed/failed/cancelled, pid, times, reason, final
+  metrics), `metrics.jsonl` (one line per optimizer step), `trainer.log`,
+  `checkpoints/step-N/` and the final `adapter/` (adapter_config.json and
+  adapter_model.safetensors, loadable with `PeftModel.from_pretrained`).
+- A plain PyTorch loop over PEFT's LoRA model rather than `transformers.Trainer`: fewer
+  moving parts, faster start-up, and the data order and checkpoint contents are ours to
+  define. AdamW on the LoRA parameters only, linear warm-up then linear decay (the first step
+  already has a non-zero rate), gradient norm clipped at 1, loss averaged over the
+  assistant's tokens of the batch (the labels from `training.data`), bf16 autocast when
+  `TrainConfig.precision` asks for it.
+- Checkpoints hold the adapter, optimizer, scheduler, RNG states and the data position
+  (epoch, next batch). They are written to `step-N.partial` and renamed, so a kill mid-save
+  leaves the previous checkpoint intact; only the last `keep_checkpoints` stay. On start the
+  trainer continues from the latest checkpoint: the step counter and the data position carry
+  on (bit-identical results to an uninterrupted run are not promised), and metrics lines
+  past the checkpoint, from the interrupted attempt, are dropped so each step has one line.
+- Every JSON file is written to a temporary name and renamed; a reader never sees half of
+  `status.json`. `metrics.jsonl` is appended line by line; readers skip a partial last line.
+- Endings: success -> completed (exit 0); any exception (out of memory, bad data, a
+  missing model) -> failed with a one-line reason, traceback in trainer.log (exit 1);
+  SIGTERM -> nothing more is saved, status cancelled (exit 143).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import shutil
+import signal
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from curation.errors import CurateError
+from training.config import TrainConfig
+
+MANIFEST, TRAIN_FILE, STATUS, METRICS, LOG = ("manifest.json", "train.jsonl", "status.json",
+                                              "metrics.jsonl", "trainer.log")
+CHECKPOINTS, ADAPTER = "checkpoints", "adapter"
+RUN_FILES = (MANIFEST, TRAIN_FILE, STATUS, METRICS, LOG, CHECKPOINTS, ADAPTER)
+MAX_GRAD_NORM = 1.0
+EXIT_CANCELLED = 143
+
+
+# --- the run folder's files (also read by training.runs) ------------------------------------
+
+def now_iso() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def write_json(path: Path, value: Any) -> None:
+    """Write JSON atomically: a temporary file in the same folder, then rename."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{time.monotonic_ns()}.tmp")
+    tmp.write_bytes(orjson.dumps(value, option=orjson.OPT_INDENT_2))
+    os.replace(tmp, path)
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    """The JSON object in `path`, or {} when it is missing or unreadable."""
+    try:
+        value = orjson.loads(path.read_bytes())
+    except (OSError, orjson.JSONDecodeError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
+    """The metrics lines written so far; a partial or broken line is skipped."""
+    try:
+        raw = (Path(run_dir) / METRICS).read_bytes()
+    except OSError:
+        return []
+    rows = []
+    for line in raw.splitlines():
+        try:
+            row = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            continue
+        if isinstance(row, dict) and "step" in row:
+            rows.append(row)
+    return rows
+
+
+def update_status(run_dir: Path, **changes: Any) -> dict[str, Any]:
+    status = {**read_json(Path(run_dir) / STATUS), **changes}
+    write_json(Path(run_dir) / STATUS, status)
+    return status
+
+
+def checkpoint_dirs(run_dir: Path) -> list[Path]:
+    """Complete checkpoints, oldest first (`step-N.partial` folders are ignored)."""
+    folder = Path(run_dir) / CHECKPOINTS
+    found = [p for p in folder.glob("step-*") if p.is_dir() and p.name[5:].isdigit()]
+    return sorted(found, key=lambda p: int(p.name[5:]))
+
+
+# --- the process ----------------------------------------------------------------------------
+
+class _Cancelled(BaseException):
+    """Raised in the main thread by the SIGTERM handler."""
+
+
+def _on_sigterm(signum, frame) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second TERM must not interrupt cleanup
+    raise _Cancelled
+
+
+def main(argv: list[str] | None = None) -> int:
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    # Idle OpenMP threads sleep instead of spinning: on a CPU shared with other work, spinning
+    # threads made a training step ten times slower. Must be set before torch is imported.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # no progress bars in the log
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python -m training.trainer RUN_DIR", file=sys.stderr)
+        return 2
+    run_dir = Path(args[0]).resolve()
+    if not (run_dir / MANIFEST).is_file():
+        print(f"{run_dir} is not a run folder (no {MANIFEST})", file=sys.stderr)
+        return 2
+    log = _logger(run_dir)
+    update_status(run_dir, state="running", pid=os.getpid(), started_at=now_iso(),
+                  ended_at=None, reason=None, final=None)
+    log.info("trainer started, pid %d", os.getpid())
+    try:
+        final = train(run_dir, log)
+    except _Cancelled:
+        log.info("cancelled (SIGTERM); nothing more is saved")
+        update_status(run_dir, state="cancelled", ended_at=now_iso(),
+                      reason="cancelled by request")
+        return EXIT_CANCELLED
+    except BaseException as exc:  # every failure must end in a status
+        reason = _reason(exc)
+        log.exception("failed: %s", reason)
+        update_status(run_dir, state="failed", ended_at=now_iso(), reason=reason)
+        return 1
+    else:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # done: too late to cancel
+        update_status(run_dir, state="completed", ended_at=now_iso(), final=final)
+        log.info("completed: %s", final)
+        return 0
+    finally:
+        for handler in log.handlers:
+            handler.close()
+        log.handlers.clear()
+
+
+def _logger(run_dir: Path) -> logging.Logger:
+    log = logging.getLogger("curate.trainer")
+    log.setLevel(logging.INFO)
+    log.handlers.clear()
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(message)s")
+    handlers = [logging.FileHandler(run_dir / LOG, encoding="utf-8")]
+    if sys.stderr.isatty():
+        handlers.append(logging.StreamHandler())
+    for h in handlers:
+        h.setFormatter(fmt)
+        log.addHandler(h)
+    return log
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    if isinstance(exc, CurateError):
+        return text
+    step = getattr(exc, "curate_step", None)
+    where = f" at step {step}" if step else ""
+    if isinstance(exc, MemoryError) or "out of memory" in text.lower() or \
+            "can't allocate memory" in text.lower():
+        return (f"out of memory{where}; lower batch_size or max_seq_length "
+                f"({type(exc).__name__}: {text[:200]})")
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted"
+    return f"{type(exc).__name__}{where}: {text[:300]} (traceback in trainer.log)"
+
+
+# --- training -------------------------------------------------------------------------------
+
+def use_bf16(precision: str, device: str) -> bool:
+    """Whether to autocast to bf16: 'auto' means on CUDA with bf16 support or on a CPU with
+    AMX/AVX-512-bf16 instructions."""
+    import torch
+
+    if precision == "bf16":
+        return True
+    if precision == "fp32":
+        return False
+    if device == "cuda":
+        return torch.cuda.is_bf16_supported()
+    from curation.embeddings import cpu_has_fast_bf16
+
+    return cpu_has_fast_bf16()
+
+
+def cpu_threads() -> int:
+    """Threads for CPU training: `$CURATE_TRAIN_THREADS`, else the CPUs this process may use
+    less the load other work puts on them now (at least 1); more threads than free cores
+    only add waiting."""
+    if os.environ.get("CURATE_TRAIN_THREADS", "").isdigit():
+        return max(1, int(os.environ["CURATE_TRAIN_THREADS"]))
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    try:
+        busy = os.getloadavg()[0]
+    except OSError:
+        busy = 0.0
+    return max(1, min(cpus or 1, round((cpus or 1) - busy)))
+
+
+def lr_factor(step: int, warmup: int, total: int) -> float:
+    """Linear warm-up over `warmup` steps (never 0 at the first step), then linear decay."""
+    if step < warmup:
+        return (step + 1) / (warmup + 1)
+    return max(0.0, (total - step) / max(1, total - warmup))
+
+
+def train(run_dir: Path, log: logging.Logger) -> dict[str, Any]:
+    """Train (or continue training) the run in `run_dir`; returns the final metrics."""
+    manifest = read_json(run_dir / MANIFEST)
+    if "config" not in manifest:
+        raise CurateError(f"{run_dir / MANIFEST} is missing or has no config")
+    config = TrainConfig.from_dict(manifest["config"])
+
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from training.data import collate, load_train_data, padding_fraction, plan_batches
+    from training.models import load_model
+
+    cache = Path(os.environ.get("CURATE_MODEL_CACHE") or manifest.get("model_cache") or
+                 run_dir.parent.parent / "models")
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    bf16 = use_bf16(config.precision, device)
+    if device == "cpu":
+        torch.set_num_threads(cpu_threads())
+    torch.manual_seed(config.seed)
+    model, tokenizer = load_model(config.base_model, cache, device=device)
+    data = load_train_data(run_dir / TRAIN_FILE, tokenizer, config.max_seq_length)
+    lengths = data.lengths()
+    steps_per_epoch = math.ceil(len(lengths) / config.batch_size)
+    total = steps_per_epoch * config.epochs
+    warmup = math.ceil(total * config.warmup_ratio)
+    padding = padding_fraction(lengths, plan_batches(lengths, config.batch_size, config.seed, 0))
+    log.info("data: %s; padding %.1f%%; %d steps (%d per epoch), device %s (%d threads), %s",
+             data.report, 100 * padding, total, steps_per_epoch, device,
+             torch.get_num_threads(), "bf16 autocast" if bf16 else "fp32")
+
+    model = get_peft_model(model, LoraConfig(
+        r=config.r, lora_alpha=config.alpha, lora_dropout=config.dropout,
+        target_modules=config.target_modules_list(), task_type="CAUSAL_LM"))
+    model.train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=0.0)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: lr_factor(s, warmup, total))
+
+    step, epoch, next_batch = 0, 0, 0
+    checkpoints = checkpoint_dirs(run_dir)
+    if checkpoints:
+        step, epoch, next_batch = _load_checkpoint(checkpoints[-1], model, optimizer, scheduler)
+        log.info("resuming from %s: step %d, epoch %d, batch %d", checkpoints[-1].name, step,
+                 epoch, next_batch)
+    _keep_metrics_up_to(run_dir, step)
+    update_status(run_dir, total_steps=total, resumed_from_step=step or None, data=data.report,
+                  trainable_parameters=sum(p.numel() for p in params), device=device,
+                  precision="bf16" if bf16 else "fp32")
+
+    autocast = torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=bf16)
+    session_start, session_steps, last = time.perf_counter(), 0, {}
+    with open(run_dir / METRICS, "ab") as metrics_file:
+        for ep in range(epoch, config.epochs):
+            batches = plan_batches(lengths, config.batch_size, config.seed, ep)
+            for index in range(next_batch if ep == epoch else 0, len(batches)):
+                started = time.perf_counter()
+                batch = collate([data.examples[i] for i in batches[index]],
+                                tokenizer.pad_token_id)
+                batch = {k: v.to(device) for k, v in batch.items()}
+                try:
+                    with autocast:
+                        loss = model(**batch).loss
+                    if not torch.isfinite(loss):
+                        raise CurateError(f"the loss became {loss.item()} at step {step + 1}; "
+                                          "lower learning_rate")
+                    loss.backward()
+                    torch.nn.utils.clip_grad_norm_(params, MAX_GRAD_NORM)
+                    lr = scheduler.get_last_lr()[0]
+                    optimizer.step()
+                    scheduler.step()
+                    optimizer.zero_grad(set_to_none=True)
+                except Exception as exc:
+                    try:
+                        exc.curate_step = step + 1
+                    except AttributeError:
+                        pass
+                    raise
+                step += 1
+                session_steps += 1
+                now = time.perf_counter()
+                tokens = int(batch["attention_mask"].sum())
+                per_step = (now - session_start) / session_steps
+                last = {"step": step, "epoch": round(ep + (index + 1) / len(batches), 4),
+                        "loss": round(loss.item(), 6), "learning_rate": lr,
+                        "tokens": tokens, "tokens_per_second": round(tokens / (now - started), 1),
+                        "eta_seconds": round(per_step * (total - step), 1),
+                        "total_steps": total, "time": round(time.time(), 3)}
+                metrics_file.write(orjson.dumps(last) + b"\n")
+                metrics_file.flush()
+                log.info("step %d/%d loss %.4f lr %.2e %.0f tok/s", step, total, last["loss"],
+                         lr, last["tokens_per_second"])
+                if (config.checkpoint_every_steps and step % config.checkpoint_every_steps == 0
+                        and step < total):
+                    position = (ep, index + 1) if index + 1 < len(batches) else (ep + 1, 0)
+                    _save_checkpoint(run_dir, step, position, model, optimizer, scheduler,
+                                     config.keep_checkpoints)
+    _save_adapter(model, run_dir / ADAPTER)
+    return {**last, "steps": step, "wall_seconds_this_session":
+            round(time.perf_counter() - session_start, 1)}
+
+
+def _save_adapter(model, target: Path) -> None:
+    partial = target.with_name(target.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    model.save_pretrained(partial)
+    shutil.rmtree(target, ignore_errors=True)
+    os.replace(partial, target)
+
+
+def _save_checkpoint(run_dir: Path, step: int, position: tuple[int, int], model, optimizer,
+                     scheduler, keep: int) -> None:
+    import random
+
+    import torch
+
+    target = run_dir / CHECKPOINTS / f"step-{step}"
+    partial = target.with_name(target.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    model.save_pretrained(partial)
+    rng = {"torch": torch.get_rng_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        rng["cuda"] = torch.cuda.get_rng_state_all()
+    torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "rng": rng}, partial / "training_state.pt")
+    write_json(partial / "position.json", {"step": step, "epoch": position[0],
+                                           "next_batch": position[1]})
+    shutil.rmtree(target, ignore_errors=True)  # left by an earlier attempt past this step
+    os.replace(partial, target)
+    for old in checkpoint_dirs(run_dir)[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _load_checkpoint(folder: Path, model, optimizer, scheduler) -> tuple[int, int, int]:
+    import random
+
+    import torch
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    set_peft_model_state_dict(model, load_file(str(folder / "adapter_model.safetensors")))
+    state = torch.load(folder / "training_state.pt", weights_only=False)
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    torch.set_rng_state(state["rng"]["torch"])
+    random.setstate(state["rng"]["python"])
+    if "cuda" in state["rng"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+    position = read_json(folder / "position.json")
+    return int(position["step"]), int(position["epoch"]), int(position["next_batch"])
+
+
+def _keep_metrics_up_to(run_dir: Path, step: int) -> None:
+    """Drop metrics lines after `step` (an interrupted attempt's), rewriting atomically."""
+    path = run_dir / METRICS
+    if not path.exists():
+        return
+    rows = [r for r in read_metrics(run_dir) if r["step"] <= step]
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in rows))
+    os.replace(tmp, path)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
