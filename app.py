@@ -88,6 +88,10 @@ pages = {
         st.Page("ui/review.py", title="Review", icon=":material/rate_review:"),
         st.Page("ui/browse.py", title="Browse", icon=":material/table_rows:"),
     ],
+    "Quality": [
+        st.Page("ui/quality.py", title="Quality", icon=":material/cleaning_services:"),
+        st.Page("ui/coverage.py", title="Coverage", icon=":material/map:"),
+    ],
 }
 if user.can("import"):
     pages["Data"] = [st.Page("ui/import_export.py", title="Import / Export",

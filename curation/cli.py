@@ -592,5 +592,69 @@ def cancel(run_id, db):
     click.echo(f"run {run.id} {run.state}")
 
 
+@main.command("eval")
+@click.argument("run_id", metavar="RUN")
+@db_option
+@json_option
+@click.option("--rerun", is_flag=True, help="Evaluate again even if the run has a stored "
+                                            "evaluation.")
+@click.option("--shots", type=int, default=3, show_default=True,
+              help="Accepted train examples shown to the few-shot baseline.")
+@click.option("--margin", type=float, default=5.0, show_default=True,
+              help="Points (of 100) by which the fine-tuned model must beat the baseline.")
+@click.option("--max-new-tokens", type=int, default=32, show_default=True,
+              help="Longest answer generated per example.")
+@click.option("--system-prompt", default=None, metavar="TEXT",
+              help="System prompt for all three systems. Default: each example's own.")
+def eval_(run_id, db, as_json, rerun, shots, margin, max_new_tokens, system_prompt):
+    """Compare a run's fine-tuned model with the prompt-only baseline on the eval split.
+
+    Three systems answer every eval example (not rejected) with greedy decoding: the base
+    model zero-shot, the base model with SHOTS train examples, and the fine-tuned model. The
+    baseline is the better prompt-only system; the verdict is deploy only if fine-tuning
+    beats it by MARGIN points. The result is stored in the run folder (eval.json) and shown
+    again without recomputing unless --rerun.
+
+    \b
+    Example:
+      curate eval run-20250101-120000-ab12
+      curate eval run-20250101-120000-ab12 --rerun --shots 5 --margin 3 --json
+    """
+    from training.eval import (eval_rows_from_store, evaluate, read_eval, summary,
+                               train_rows_from_run, with_margin)
+    from training.runs import find_run
+
+    run_dir = find_run(_runs_dir(db), run_id)
+    result = None if rerun else read_eval(run_dir)
+    if result is None:
+        with _open(db) as store:
+            rows = eval_rows_from_store(store)
+
+        def progress(system, done, total):
+            click.echo(f"\revaluating {done}/{total} answers ({system})", nl=done == total,
+                       err=True)
+
+        click.echo(f"evaluating run {run_dir.name} on {len(rows)} eval examples", err=True)
+        result = evaluate(run_dir, rows, train_rows_from_run(run_dir),
+                          system_prompt=system_prompt, shots=shots,
+                          max_new_tokens=max_new_tokens, margin_points=margin,
+                          progress=progress)
+    elif margin != result["verdict"].get("margin_points"):
+        result = with_margin(result, margin)
+    if as_json:
+        _print_json(summary(result))
+        return
+    metric = result["primary_metric"]
+    for name in ("zero_shot", "few_shot", "fine_tuned"):
+        m = result["systems"][name]
+        mark = "  (baseline)" if name == result["baseline"]["system"] else ""
+        click.echo(f"{name:<11} {metric} {m['primary'] * 100:5.1f}  token_f1 "
+                   f"{m['token_f1'] * 100:5.1f}  rouge_l {m['rouge_l'] * 100:5.1f}{mark}")
+    o = result.get("outcomes") or {}
+    click.echo(f"fine-tuned vs baseline: {o.get('win', 0)} wins, {o.get('loss', 0)} losses, "
+               f"{o.get('tie', 0)} ties over {result['settings']['eval_examples']} examples")
+    click.echo(f"{result['verdict']['decision'].upper()}: {result['verdict']['reason']}")
+
+
 if __name__ == "__main__":
     main()

@@ -295,7 +295,8 @@ def _trainer_alive(pid: int) -> bool:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return False
-    return b"training.trainer" in cmdline
+    # Right after fork the command line can still be empty: that process is starting, alive.
+    return not cmdline or b"training.trainer" in cmdline
 
 
 def _proc_stat(pid: int) -> tuple[str, int] | None:

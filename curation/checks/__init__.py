@@ -69,6 +69,7 @@ def _fingerprint(check_name: str, table: ExampleTable, store: Store) -> str:
     for row in zip(table.ids, table.content_hashes, table.labels, table.splits, table.statuses):
         digest.update(orjson.dumps(row))
     digest.update(orjson.dumps(sorted(dismissed_pairs(store, check_name))))
+    digest.update(orjson.dumps(sorted(dismissed_examples(store, check_name))))
     digest.update(orjson.dumps(table.settings, option=orjson.OPT_SORT_KEYS))
     return digest.hexdigest()
 
@@ -88,6 +89,7 @@ def run_check(store: Store, name: str, *, actor: str, where: ExampleFilter = Exa
         return CheckResult(name, stored_findings(store, name, issues_only=False),
                            orjson.loads(last[1]))
     result = check.run(table, progress=progress, ignore_pairs=dismissed_pairs(store, name))
+    result = _apply_dismissals(result, dismissed_examples(store, name))
     versions = dict(zip(table.ids, table.versions))
     with store.transaction() as tx:
         tx.execute("DELETE FROM findings WHERE check_name = ?", [name])
@@ -136,6 +138,29 @@ def dismissed_pairs(store: Store, name: str) -> set[tuple[int, int]]:
     rows = store.cursor().execute(
         "SELECT subject FROM finding_decisions WHERE decision = 'not_duplicates'").fetchall()
     return {tuple(int(x) for x in s.split("-")) for (s,) in rows}
+
+
+def dismissed_examples(store: Store, name: str) -> dict[int, str]:
+    """Example ids an SME cleared for this check ('label is right', 'not a problem'), with
+    who cleared them."""
+    rows = store.cursor().execute(
+        "SELECT subject, decision, decided_by FROM finding_decisions WHERE check_name = ? "
+        "AND decision <> 'not_duplicates' ORDER BY decided_at", [name]).fetchall()
+    return {int(subject): f"{DISMISSALS[decision]} (said {who})"
+            for subject, decision, who in rows}
+
+
+def _apply_dismissals(result: CheckResult, cleared: dict[int, str]) -> CheckResult:
+    """Findings on cleared examples are kept but no longer issues, with the SME's verdict."""
+    if not cleared:
+        return result
+    findings = [Finding(f.example_id, f.score, False, cleared[f.example_id], f.details)
+                if f.is_issue and f.example_id in cleared else f for f in result.findings]
+    summary = {**result.summary, "cleared_by_reviewers": sum(
+        f.is_issue and f.example_id in cleared for f in result.findings)}
+    if "issues" in summary:
+        summary["issues"] = sum(f.is_issue for f in findings)
+    return CheckResult(result.check, findings, summary)
 
 
 def keep_one(store: Store, user: User, group: list[int], keeper: int) -> list[int]:

@@ -1,0 +1,210 @@
+"""Evaluation: metrics on hand-computed cases, bootstrap and verdict logic, and one short real
+evaluation of a tiny run (base zero-shot, base few-shot, fine-tuned) with `curate eval`.
+"""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from tests.conftest import chat
+from tests.test_training import ADMIN, RUN_TIMEOUT, TINY, _wait_for
+from training import metrics as M
+from training.config import TrainConfig
+
+# --- metrics --------------------------------------------------------------------------------
+
+def test_normalise_strips_case_and_trailing_punctuation():
+    assert M.normalise("  Billing. ") == "billing"
+    assert M.normalise("Refund  please!?") == "refund please"
+    assert M.normalise("e.g. yes") == "e.g. yes"  # inner punctuation stays
+
+
+def test_accuracy_and_macro_f1_with_a_label_never_predicted():
+    refs = ["a", "b", "b", "c"]
+    preds = ["A.", "a", "b", "a"]  # "c" is never predicted
+    assert M.accuracy(preds, refs) == 0.5
+    per = M.per_label_f1(preds, refs)
+    # a: tp 1, fp 2, fn 0 -> P 1/3, R 1, F1 0.5; b: tp 1, fp 0, fn 1 -> P 1, R 1/2, F1 2/3
+    # c: never predicted -> P 0, R 0, F1 0
+    assert per["a"] == pytest.approx({"precision": 1 / 3, "recall": 1.0, "f1": 0.5,
+                                      "support": 1})
+    assert per["b"]["f1"] == pytest.approx(2 / 3) and per["b"]["support"] == 2
+    assert per["c"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 1}
+    assert M.macro_f1(preds, refs) == pytest.approx((0.5 + 2 / 3 + 0) / 3)
+
+
+def test_token_f1_and_rouge_l_on_known_strings():
+    # tokens without articles: [cat, sat] vs [cat, sat, down] -> P 1, R 2/3, F1 0.8
+    assert M.token_f1("The cat sat.", "a cat sat down") == pytest.approx(0.8)
+    assert M.token_f1("dog", "cat") == 0.0 and M.token_f1("", "") == 1.0
+    # [cat, sat, on, mat] vs [cat, on, mat]: LCS 3 -> P 3/4, R 1, F1 6/7
+    assert M.rouge_l("cat sat on mat", "the cat on the mat") == pytest.approx(6 / 7)
+    # order matters for ROUGE-L, not for token F1
+    assert M.token_f1("mat on cat", "cat on mat") == 1.0
+    assert M.rouge_l("mat on cat", "cat on mat") == pytest.approx(1 / 3)
+
+
+def test_is_label_like_both_ways():
+    labels = ["billing", "access", "bugs", "Billing."] * 10
+    assert M.is_label_like(labels) and M.primary_metric(labels) == "accuracy"
+    sentences = ["Your refund will arrive within five working days.",
+                 "Reset the password from the login page, then sign in again."]
+    assert not M.is_label_like(sentences) and M.primary_metric(sentences) == "token_f1"
+    many = [f"label {i}" for i in range(40)]  # short but 40 distinct of 40: not a closed set
+    assert not M.is_label_like(many)
+    assert M.is_label_like(many[:20])  # up to 20 distinct values always count as a set
+
+
+def test_paired_bootstrap_identical_scores_are_not_significant():
+    scores = [1, 0, 1, 1, 0, 0.5]
+    result = M.paired_bootstrap(scores, scores)
+    assert result["ci_low"] <= 0 <= result["ci_high"]
+    assert not result["significant"] and result["mean_diff"] == 0 and result["p_value"] == 1.0
+
+
+def test_paired_bootstrap_clear_win_is_significant_and_deterministic():
+    a, b = [1.0] * 30, [1.0] * 5 + [0.0] * 25
+    result = M.paired_bootstrap(a, b, seed=3)
+    assert result["significant"] and result["ci_low"] > 0 and result["p_value"] < 0.05
+    assert result["mean_diff"] == pytest.approx(25 / 30)
+    assert M.paired_bootstrap(a, b, seed=3) == result
+    assert M.paired_bootstrap(b, a)["ci_high"] < 0
+
+
+def test_verdict_by_margin_and_significance():
+    ok = M.verdict(0.60, 0.70, margin_points=5, ci=(0.03, 0.17))
+    assert ok["decision"] == "deploy" and ok["significant"]
+    assert ok["difference_points"] == pytest.approx(10)
+    short = M.verdict(0.60, 0.63, margin_points=5, ci=(0.01, 0.05))
+    assert short["decision"] == "don't deploy" and "short of the 5-point margin" in \
+        short["reason"]
+    noisy = M.verdict(0.60, 0.70, margin_points=5,
+                      ci={"ci_low": -0.02, "ci_high": 0.2})
+    assert noisy["decision"] == "deploy" and not noisy["significant"]
+    assert "not significant on this sample size" in noisy["reason"]
+    assert M.verdict(0.7, 0.6, 5, (-0.2, -0.01))["decision"] == "don't deploy"
+
+
+def test_shots_prefer_different_labels_and_prompt_replaces_system():
+    from training.eval import build_prompt, pick_shots
+
+    rows = [{"id": i, "label": lab, "messages": chat(f"q{i}", lab)}
+            for i, lab in enumerate(["a", "a", "a", "b", "b", "c"])]
+    shots = pick_shots(rows, 3, seed=1)
+    assert sorted(s["label"] for s in shots) == ["a", "b", "c"]
+    assert pick_shots(rows, 3, seed=1) == shots
+    prompt = build_prompt(chat("q", "answer", system="old"), "new", shots[:1])
+    assert prompt[0] == {"role": "system", "content": "new"}
+    assert [m["role"] for m in prompt] == ["system", "user", "assistant", "user"]
+    assert prompt[-1]["content"] == "q"
+    assert build_prompt(chat("q", "answer", system="old"), None)[0]["content"] == "old"
+
+
+# --- one short real evaluation --------------------------------------------------------------
+
+TICKETS = [("I was charged twice this month", "billing"),
+           ("I cannot log in to my account", "access"),
+           ("The export button crashes the app", "bugs"),
+           ("Please refund my last invoice", "billing"),
+           ("My password reset link expired", "access"),
+           ("The page shows an error 500", "bugs")]
+
+
+@pytest.fixture
+def evaluated_run(file_store, model_cache, monkeypatch):
+    """A tiny completed run (6 accepted train tickets, rank 2, 2 steps) and three eval rows
+    (one rejected eval row that must be left out)."""
+    from training.models import cached_default_model
+    from training.runs import ENDED_STATES, cancel, launch, read_run
+
+    monkeypatch.setenv("CURATE_MODEL_CACHE", str(model_cache))
+    cached_default_model(model_cache)
+    store = file_store()
+    for text, label in TICKETS:
+        store.add(chat(f"Ticket: {text}", label), actor="t", label=label, status="accepted",
+                  split="train")
+    for text, label in [("I was billed the wrong amount", "billing"),
+                        ("I am locked out after two attempts", "access"),
+                        ("Search returns nothing at all", "bugs")]:
+        store.add(chat(f"Ticket: {text}", label), actor="t", label=label, split="eval")
+    store.add(chat("Ticket: rejected one", "bugs"), actor="t", label="bugs", split="eval",
+              status="rejected")
+    config = TrainConfig(**{**TINY, "batch_size": 3}, checkpoint_every_steps=0)
+    started = launch(store, ADMIN, config)
+    # the trainer's own status (not the liveness check, which can misread a just-started
+    # process as gone and call the run interrupted)
+    _wait_for(lambda: read_run(started.dir).status.get("state") in ENDED_STATES,
+              timeout=RUN_TIMEOUT, what="the run to end")
+    run = read_run(started.dir)
+    assert run.state == "completed", run.status.get("reason")
+    yield store, run
+    if read_run(started.dir).active:
+        cancel(started.dir, timeout=5)
+
+
+def test_real_evaluation_writes_eval_json_and_cli_shows_it(evaluated_run, monkeypatch):
+    import torch
+    from click.testing import CliRunner
+
+    import training.eval as ev
+    from curation.cli import main
+
+    store, run = evaluated_run
+    rows = ev.eval_rows_from_store(store)
+    assert [r["label"] for r in rows] == ["billing", "access", "bugs"]
+    train_rows = ev.train_rows_from_run(run.dir)
+    assert len(train_rows) == 6
+    calls = []
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # torch may be imported already, with spinning OpenMP threads
+    try:
+        result = ev.evaluate(run.dir, rows, train_rows, system_prompt="Answer with one word.",
+                             shots=1, max_new_tokens=4, device="cpu",
+                             progress=lambda s, d, t: calls.append((s, d, t)))
+    finally:
+        torch.set_num_threads(threads)
+    assert calls[-1] == ("fine_tuned", 9, 9)
+
+    stored = ev.read_eval(run.dir)
+    assert (run.dir / "eval.json").is_file() and stored == orjson.loads(orjson.dumps(result))
+    assert set(stored["systems"]) == {"zero_shot", "few_shot", "fine_tuned"}
+    assert stored["primary_metric"] == "accuracy"
+    assert [e["id"] for e in stored["examples"]] == [r["id"] for r in rows]
+    for e in stored["examples"]:
+        assert all(isinstance(e[s], str) for s in ev.SYSTEMS)
+        assert e["outcome"] in ("win", "loss", "tie")
+        assert e["reference"] in ("billing", "access", "bugs")
+    assert len(stored["settings"]["shot_ids"]) == 1 and stored["settings"]["shots"] == 1
+    z, f = stored["systems"]["zero_shot"]["primary"], stored["systems"]["few_shot"]["primary"]
+    assert stored["baseline"]["primary"] == max(z, f)
+    assert stored["verdict"] == M.verdict(
+        stored["baseline"]["primary"], stored["systems"]["fine_tuned"]["primary"], 5.0,
+        stored["comparison"], metric="accuracy")
+    print(f"\neval took {stored['wall_seconds']} s; answers: "
+          f"{[(e['zero_shot'], e['few_shot'], e['fine_tuned']) for e in stored['examples']]}")
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("the stored evaluation should be shown, not recomputed")
+
+    monkeypatch.setattr(ev, "evaluate", must_not_run)
+    before = (run.dir / "eval.json").stat().st_mtime_ns
+    out = CliRunner().invoke(main, ["eval", run.id, "--json", "--db", str(store.path)])
+    assert out.exit_code == 0, out.output
+    shown = orjson.loads(out.output)
+    for name in ("zero_shot", "few_shot", "fine_tuned"):
+        assert shown[name] == stored["systems"][name]
+    assert shown["baseline"] == stored["baseline"] and shown["verdict"] == stored["verdict"]
+    assert (run.dir / "eval.json").stat().st_mtime_ns == before
+
+    text = CliRunner().invoke(main, ["eval", run.id, "--db", str(store.path)]).output
+    assert "(baseline)" in text and stored["verdict"]["decision"].upper() in text
+
+
+def test_eval_help_has_an_example():
+    from click.testing import CliRunner
+
+    from curation.cli import main
+
+    out = CliRunner().invoke(main, ["eval", "--help"]).output
+    assert "Example:" in out and "curate eval" in out
