@@ -52,7 +52,10 @@ def main() -> None:
             for name, path in PAGES.items():
                 page.goto(f"http://127.0.0.1:8799/{path}")
                 page.wait_for_selector("h1", timeout=60_000)
-                page.wait_for_timeout(6000 if name in ("coverage", "quality") else 2500)
+                page.wait_for_function("() => !document.querySelector("
+                                       "'[data-testid=stSkeleton], [data-testid=stSpinner]')",
+                                       timeout=180_000)
+                page.wait_for_timeout(3000)
                 page.screenshot(path=str(out / f"{name}.png"), full_page=False)
                 print(f"wrote {out / name}.png")
             browser.close()
