@@ -198,9 +198,6 @@ def test_label_ok_is_applied_by_later_runs(noisy):
     assert example_id not in {f.example_id for f in result.issues}
 
 
-@pytest.mark.xfail(strict=True, reason="core bug: LabelIssueCheck passes row positions "
-                   "(`usable`) to _nearest as ids, so the evidence ids are off by one on the "
-                   "demo (curation/checks/noise.py)")
 def test_label_issue_evidence_carries_the_labels_it_claims(noisy):
     for finding in stored_findings(noisy, "label_issues")[:5]:
         d = finding.details

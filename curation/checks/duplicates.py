@@ -7,11 +7,24 @@ Design decisions:
   Jaccard threshold; each candidate is then verified by normalised edit similarity
   (rapidfuzz). MinHash alone misses many single-typo copies of short texts, while edit
   similarity over all pairs is quadratic; the two together find them at LSH speed.
+  Character edit similarity punishes a moved word hard (two neighbouring words swapped in a
+  45-character prompt score about 0.85; on Banking77 it missed a quarter of such copies), so
+  a candidate below the threshold is also a near duplicate when, word for word, it differs
+  by exactly one word dropped, added, or swapped with its neighbour (prompts of 4+ words).
 - Semantic: exact cosine top-k with batched matrix products in torch (bf16 where the CPU has
   fast bf16), no approximate index.
-- Pairs become groups by union-find. The suggested keeper is the accepted one over pending,
-  the edited one over the original, then the most complete (longest), then the oldest.
-- Pairs an SME marked "not duplicates" are passed in as `ignore_pairs` and never joined.
+- Groups. Exact duplicates are an equivalence, so their pairs become groups by union-find.
+  Near and same-meaning pairs are not transitive (a~b and b~c does not make a~c), and
+  union-find chained templated prompts into groups whose members had little in common (on
+  Banking77, groups of 15 near and of dozens same-meaning duplicates, half of whose pairs
+  were not close at all), so those groups are built around a keeper instead: examples are
+  taken in keeper order, and each one not yet grouped takes every ungrouped example it is a
+  direct duplicate of. Every member of such a group is therefore a duplicate of the keeper
+  itself, which is what "keep one" acts on.
+- The suggested keeper is the accepted one over pending, the edited one over the original,
+  then the most complete (longest), then the oldest.
+- Pairs an SME marked "not duplicates" are passed in as `ignore_pairs` and never joined (and
+  never put in one keeper group).
 """
 
 from __future__ import annotations
@@ -59,28 +72,71 @@ class _UnionFind:
             self.parent[max(ra, rb)] = min(ra, rb)
 
 
+def _keeper_order(table: ExampleTable, i: int) -> tuple:
+    return (_STATUS_RANK.get(table.statuses[i], 9), -(table.versions[i] > 1),
+            -len(table.text(i)), table.ids[i])
+
+
 def _keeper(table: ExampleTable, members: list[int]) -> int:
-    return min(members, key=lambda i: (_STATUS_RANK.get(table.statuses[i], 9),
-                                       -(table.versions[i] > 1), -len(table.text(i)),
-                                       table.ids[i]))
+    return min(members, key=lambda i: _keeper_order(table, i))
+
+
+def _transitive_groups(n: int, pairs, dismissed) -> list[list[int]]:
+    uf = _UnionFind(n)
+    for (a, b) in pairs:
+        if not dismissed(a, b):
+            uf.union(a, b)
+    groups: dict[int, list[int]] = defaultdict(list)
+    for i in range(n):
+        groups[uf.find(i)].append(i)
+    return list(groups.values())
+
+
+def _keeper_groups(table: ExampleTable, pairs, dismissed) -> list[list[int]]:
+    """Groups in which every member is a direct duplicate of the first (the keeper)."""
+    neighbours: dict[int, set[int]] = defaultdict(set)
+    for (a, b) in pairs:
+        if not dismissed(a, b):
+            neighbours[a].add(b)
+            neighbours[b].add(a)
+    grouped: set[int] = set()
+    groups = []
+    for i in sorted(neighbours, key=lambda r: _keeper_order(table, r)):
+        if i in grouped:
+            continue
+        members = [i]
+        for j in sorted(neighbours[i] - grouped, key=lambda r: _keeper_order(table, r)):
+            if not any(dismissed(j, m) for m in members):
+                members.append(j)
+        if len(members) > 1:  # always, unless every neighbour left was dismissed with one
+            grouped.update(members)
+            groups.append(members)
+    return groups + [[i] for i in range(len(table)) if i not in grouped]
 
 
 def group_findings(table: ExampleTable, pairs: dict[tuple[int, int], float], kind: str,
-                   ignore_pairs: set[tuple[int, int]] = frozenset()) -> list[Finding]:
-    """Findings for every example, issues for members of a duplicate group (row indexes in)."""
-    uf = _UnionFind(len(table))
-    for (a, b) in pairs:
-        if (table.ids[a], table.ids[b]) not in ignore_pairs:
-            uf.union(a, b)
-    groups: dict[int, list[int]] = defaultdict(list)
-    for i in range(len(table)):
-        groups[uf.find(i)].append(i)
+                   ignore_pairs: set[tuple[int, int]] = frozenset(), *,
+                   transitive: bool = False) -> list[Finding]:
+    """Findings for every example, issues for members of a duplicate group (row indexes in).
+
+    `transitive` (exact duplicates): groups are the connected pairs (union-find); otherwise
+    each group is a keeper and the examples that are direct duplicates of it.
+    """
+    ids = table.ids
+
+    def dismissed(a: int, b: int) -> bool:
+        return bool(ignore_pairs) and ((ids[a], ids[b]) in ignore_pairs
+                                       or (ids[b], ids[a]) in ignore_pairs)
+
+    groups = (_transitive_groups(len(table), pairs, dismissed) if transitive
+              else _keeper_groups(table, pairs, dismissed))
+    where = {i: g for g, members in enumerate(groups) for i in members}
     best: dict[int, float] = defaultdict(float)
     for (a, b), sim in pairs.items():
-        if uf.find(a) == uf.find(b):
+        if where[a] == where[b] and not dismissed(a, b):
             best[a], best[b] = max(best[a], sim), max(best[b], sim)
     findings = []
-    for members in groups.values():
+    for members in groups:
         if len(members) == 1:
             i = members[0]
             findings.append(Finding(table.ids[i], 1.0, False, f"no {kind} duplicate"))
@@ -115,10 +171,25 @@ def exact_pairs(table: ExampleTable, scope: Scope = "conversation") -> dict[tupl
 
 # --- near ----------------------------------------------------------------------------------
 
+def one_word_apart(a: list[str], b: list[str]) -> bool:
+    """True when two word lists differ by one word dropped (or added), or by two neighbouring
+    words swapped."""
+    if len(a) < len(b):
+        a, b = b, a
+    i = next((k for k, (x, y) in enumerate(zip(a, b)) if x != y), len(b))
+    if len(a) == len(b) + 1:
+        return a[i + 1:] == b[i:]
+    return (len(a) == len(b) and i + 1 < len(a) and a[i] == b[i + 1] and a[i + 1] == b[i]
+            and a[i + 2:] == b[i + 2:])
+
+
 def near_pairs(table: ExampleTable, scope: Scope = "prompt", *, threshold: float = 0.9,
                shingle: int = 3, lsh_threshold: float = 0.5, num_perm: int = 128,
+               word_edit_min_words: int | None = 4,
                progress: Progress | None = None) -> dict[tuple[int, int], float]:
-    """Pairs whose normalised edit similarity is at least `threshold`, not exact duplicates."""
+    """Pairs whose normalised edit similarity is at least `threshold`, or (prompts of at least
+    `word_edit_min_words` words; None: off) that differ by one word dropped, added or swapped
+    with its neighbour; not exact duplicates. The value is the edit similarity."""
     from datasketch import MinHash, MinHashLSH
     from rapidfuzz.distance import Indel
 
@@ -141,6 +212,10 @@ def near_pairs(table: ExampleTable, scope: Scope = "prompt", *, threshold: float
             similarity = Indel.normalized_similarity(texts[i], texts[j])
             if similarity >= threshold:
                 pairs[(i, j)] = similarity
+            elif word_edit_min_words is not None:
+                a, b = texts[i].split(" "), texts[j].split(" ")
+                if max(len(a), len(b)) >= word_edit_min_words and one_word_apart(a, b):
+                    pairs[(i, j)] = similarity
         if progress and i % 2000 == 0:
             progress(0.5 + 0.5 * i / max(1, len(texts)), f"compared {i:,} of {len(texts):,}")
     return pairs
@@ -209,7 +284,7 @@ class DuplicateCheck:
     def run(self, table: ExampleTable, progress: Progress | None = None,
             ignore_pairs: set[tuple[int, int]] = frozenset()) -> CheckResult:
         findings = group_findings(table, self.pairs(table, progress), self.method,
-                                  ignore_pairs)
+                                  ignore_pairs, transitive=self.method == "exact")
         issues = [f for f in findings if f.is_issue]
         groups = {tuple(f.details["group"]) for f in issues}
         return CheckResult(self.name, findings,
@@ -230,8 +305,9 @@ EXACT_PROMPT = register(DuplicateCheck(
     "exact", {"scope": "prompt"}))
 NEAR = register(DuplicateCheck(
     "near_duplicates", "Near duplicates",
-    "Prompts that differ only by a typo or a word or two (edit similarity of 90% or more). "
-    "Usually copies; keep one unless the small difference matters.", "near"))
+    "Prompts that differ only by a typo or a word or two (edit similarity of 90% or more, or "
+    "one word dropped, added or swapped with its neighbour). Usually copies; keep one unless "
+    "the small difference matters.", "near"))
 SEMANTIC = register(DuplicateCheck(
     "semantic_duplicates", "Same meaning",
     "Prompts worded differently that mean the same (embedding cosine similarity of 0.95 or "
