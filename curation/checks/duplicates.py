@@ -339,9 +339,10 @@ class LeakageCheck:
         for i in range(len(table)):
             if i in leaks:
                 tr, method, sim = leaks[i]
+                article = "an" if method == "exact" else "a"
                 findings.append(Finding(table.ids[i], round(1 - sim, 4), True,
-                                        f"eval example is a {method} duplicate of train "
-                                        f"#{table.ids[tr]}",
+                                        f"eval example is {article} {method} duplicate of "
+                                        f"train #{table.ids[tr]}",
                                         {"group": sorted([table.ids[i], table.ids[tr]]),
                                          "train_id": table.ids[tr], "method": method,
                                          "similarity": round(sim, 4)}))
