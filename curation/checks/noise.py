@@ -13,8 +13,11 @@ Design decisions:
   precision 0.68 / recall 0.75; self-confidence flags 470 at 0.97 / 0.87, from the same
   probabilities.
 - The classifier's BLAS runs on one thread. Its matrix products are small (prompts x 384 x
-  labels) and a multithreaded OpenBLAS spends more time synchronising than computing; on the
-  2-core, shared benchmark machine the 5 folds took 139 s with 2 threads and 15 s with 1.
+  labels) and a multithreaded OpenBLAS spends more time synchronising than computing. On the
+  2-core, shared benchmark machine the 5 folds took 139 s with 2 threads and 15 s with 1 at
+  load average 5.7. At load 2 (bench/label_issues_time.py) the textbook pass, scikit-learn's
+  `cross_val_predict` with its default threads then cleanlab, took 30 s (60 s of CPU); our
+  cross-validation alone 12-13 s.
 - Evidence for the SME: the suggested label with its probability, and the nearest examples
   carrying the given label and the suggested one.
 - Outliers: cleanlab's `OutOfDistribution` score on the embeddings; flagged when the mean
