@@ -520,13 +520,21 @@ def _watch_run(run_dir: Path) -> None:
                    "(the settings are the run's own).")
 @click.option("--detach", is_flag=True, help="Start the run and return at once; follow it "
                                              "with `curate runs`.")
+@click.option("--eval/--no-eval", "then_eval", default=True, show_default=True,
+              help="When the run completes, compare it with the prompt-only baseline (as "
+                   "`curate eval RUN` with its defaults).")
+@click.option("--allow-leakage", is_flag=True,
+              help="Train even though eval examples duplicate train examples (the evaluation "
+                   "will overstate the model); the run's manifest records the override.")
 @actor_option
-def train(db, resume_id, detach, actor, **settings):
+def train(db, resume_id, detach, then_eval, allow_leakage, actor, **settings):
     """Fine-tune a LoRA adapter on a new snapshot of the accepted train examples.
 
     Training runs in a process of its own, writing into runs/<run id>/ beside the database;
-    this command prints its progress until it ends (Ctrl-C stops watching, not the run).
-    The CLI acts as the workspace's local admin.
+    this command prints its progress until it ends (Ctrl-C stops watching, not the run), then
+    evaluates the run against the prompt-only baseline. A snapshot whose train examples are
+    duplicated in the eval split is refused unless --allow-leakage. The CLI acts as the
+    workspace's local admin.
 
     \b
     Example:
@@ -539,18 +547,25 @@ def train(db, resume_id, detach, actor, **settings):
 
     with _open(db) as store:
         if resume_id:
-            if any(v is not None for v in settings.values()):
+            if any(v is not None for v in settings.values()) or allow_leakage:
                 raise CurateError("--resume continues a run with its own settings; leave out "
                                   "the other options")
             run = resume(store, User(actor, "admin"), resume_id)
         else:
             config = TrainConfig(**{k: v for k, v in settings.items() if v is not None})
-            run = launch(store, User(actor, "admin"), config)
+            run = launch(store, User(actor, "admin"), config, allow_leakage=allow_leakage)
+    leaks = run.manifest.get("leakage", {}).get("pairs") or []
+    if leaks and not resume_id:
+        click.echo(f"warning: training despite {len(leaks)} leaked eval examples "
+                   "(--allow-leakage); the evaluation will overstate the model", err=True)
     click.echo(f"run {run.id} {'resumed' if resume_id else 'started'} on snapshot "
                f"{run.manifest.get('snapshot_id')} ({run.manifest.get('examples')} examples); "
                f"folder {run.dir}")
-    if not detach:
-        _watch_run(run.dir)
+    if detach:
+        return
+    _watch_run(run.dir)
+    if then_eval:
+        _show_eval(_evaluated(run.dir, db, rerun=True))
 
 
 @main.command()
@@ -620,11 +635,25 @@ def eval_(run_id, db, as_json, rerun, shots, margin, max_new_tokens, system_prom
       curate eval run-20250101-120000-ab12
       curate eval run-20250101-120000-ab12 --rerun --shots 5 --margin 3 --json
     """
-    from training.eval import (eval_rows_from_store, evaluate, read_eval, summary,
-                               train_rows_from_run, with_margin)
+    from training.eval import summary
     from training.runs import find_run
 
-    run_dir = find_run(_runs_dir(db), run_id)
+    result = _evaluated(find_run(_runs_dir(db), run_id), db, rerun=rerun, shots=shots,
+                        margin=margin, max_new_tokens=max_new_tokens,
+                        system_prompt=system_prompt)
+    if as_json:
+        _print_json(summary(result))
+    else:
+        _show_eval(result)
+
+
+def _evaluated(run_dir: Path, db: Path | None, *, rerun: bool, shots: int = 3,
+               margin: float = 5.0, max_new_tokens: int = 32,
+               system_prompt: str | None = None) -> dict:
+    """The run's evaluation: the stored one (re-judged with `margin`), or computed now."""
+    from training.eval import (eval_rows_from_store, evaluate, read_eval,
+                               train_rows_from_run, with_margin)
+
     result = None if rerun else read_eval(run_dir)
     if result is None:
         with _open(db) as store:
@@ -635,15 +664,15 @@ def eval_(run_id, db, as_json, rerun, shots, margin, max_new_tokens, system_prom
                        err=True)
 
         click.echo(f"evaluating run {run_dir.name} on {len(rows)} eval examples", err=True)
-        result = evaluate(run_dir, rows, train_rows_from_run(run_dir),
-                          system_prompt=system_prompt, shots=shots,
-                          max_new_tokens=max_new_tokens, margin_points=margin,
-                          progress=progress)
-    elif margin != result["verdict"].get("margin_points"):
+        return evaluate(run_dir, rows, train_rows_from_run(run_dir),
+                        system_prompt=system_prompt, shots=shots,
+                        max_new_tokens=max_new_tokens, margin_points=margin, progress=progress)
+    if margin != result["verdict"].get("margin_points"):
         result = with_margin(result, margin)
-    if as_json:
-        _print_json(summary(result))
-        return
+    return result
+
+
+def _show_eval(result: dict) -> None:
     metric = result["primary_metric"]
     for name in ("zero_shot", "few_shot", "fine_tuned"):
         m = result["systems"][name]

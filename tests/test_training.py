@@ -16,15 +16,17 @@ import pytest
 
 from curation.auth import PermissionDenied, User
 from curation.errors import InvalidValue
+from curation.query import ExampleFilter
 from tests.conftest import chat
 from training.config import TrainConfig
 from training.data import IGNORE_INDEX, EmptyTrainingSet, encode, plan_batches
-from training.runs import (RunAlreadyActive, cancel, group_members, launch, list_runs,
-                           read_run, resume, wait)
+from training.runs import (LeakageUnresolved, RunAlreadyActive, cancel, group_members, launch,
+                           list_runs, read_run, resume, wait)
 from training.trainer import checkpoint_dirs
 
 ADMIN = User("ada", "admin")
 TINY = {"r": 2, "max_seq_length": 64, "batch_size": 2, "epochs": 1, "learning_rate": 1e-3}
+TINY_FLAGS = ["--rank", "2", "--max-seq-length", "64", "--batch-size", "2", "--epochs", "1"]
 RUN_TIMEOUT = 240
 
 
@@ -152,6 +154,37 @@ def test_empty_snapshot_is_refused_before_any_process_starts(file_store):
     assert list_runs(store.path.parent / "runs") == []
     with pytest.raises(PermissionDenied, match="train"):
         launch(store, User("ann", "annotator"), TrainConfig(**TINY))
+
+
+def test_leakage_into_the_snapshot_is_refused_unless_overridden(train_store):
+    """An eval example that copies an accepted train example blocks the launch; a copy of a
+    train example outside the snapshot (pending) does not; the override is recorded."""
+    runs_dir = train_store.path.parent / "runs"
+    pending = train_store.find(ExampleFilter(status=("pending",)))[0]
+    train_store.add(chat(pending.messages[0]["content"], "x"), actor="t", split="eval")
+    launch(train_store, ADMIN, TrainConfig(**TINY, checkpoint_every_steps=0))  # no leak yet
+    wait(list_runs(runs_dir)[0].dir, timeout=RUN_TIMEOUT)
+
+    copied = train_store.find(ExampleFilter(status=("accepted",), split=("train",)))[2]
+    leaked = train_store.add(chat(copied.messages[0]["content"].upper() + "  ",
+                                  copied.messages[1]["content"]), actor="t", split="eval")
+    with pytest.raises(LeakageUnresolved) as err:
+        launch(train_store, ADMIN, TrainConfig(**TINY))
+    assert err.value.leaks == [{"eval_id": leaked.id, "train_id": copied.id,
+                                "method": "exact", "similarity": 1.0}]
+    assert f"eval #{leaked.id} ~ train #{copied.id} (exact)" in str(err.value)
+    assert "--allow-leakage" in str(err.value) and len(list_runs(runs_dir)) == 1
+    from click.testing import CliRunner
+
+    from curation.cli import main
+
+    refused = CliRunner().invoke(main, ["train", "--db", str(train_store.path), *TINY_FLAGS])
+    assert refused.exit_code == 1 and "1 eval example duplicate" in refused.output
+    assert len(list_runs(runs_dir)) == 1
+
+    run = launch(train_store, ADMIN, TrainConfig(**TINY), allow_leakage=True)
+    assert run.manifest["leakage"] == {"pairs": err.value.leaks, "overridden_by": ADMIN.name}
+    cancel(run.dir, timeout=10)
 
 
 def test_trainer_fails_clearly_on_bad_data(tmp_path, base_model_dir, model_cache, monkeypatch):

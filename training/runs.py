@@ -13,6 +13,12 @@ Design decisions:
   line must be our trainer's, so a reused pid does not keep a dead run "active"). The check
   and the start happen under a file lock on the runs folder, so two launchers cannot both
   pass it.
+- Leakage guard: before snapshotting, `launch` runs the leakage check (stored findings are
+  reused when nothing changed) and refuses with `LeakageUnresolved` while an eval example
+  duplicates a train example of the snapshot, since the evaluation would then overstate the
+  model. SMEs resolve it on the Quality page (reject or move one side, or mark "not
+  duplicates"); `allow_leakage=True` is the conscious override, and the manifest records the
+  leaked pairs and who overrode.
 - A run whose process died without writing an ending (SIGKILL, power loss) reads as
   `interrupted`; `resume` starts the trainer again on the same folder and it continues from
   the last checkpoint.
@@ -31,7 +37,7 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from curation.auth import User, require
 from curation.errors import CurateError, InvalidValue
@@ -49,6 +55,9 @@ PID_FILE = "trainer.pid"
 ACTIVE_STATES = ("starting", "running")
 ENDED_STATES = ("completed", "failed", "cancelled", "interrupted")
 
+if TYPE_CHECKING:
+    from curation.checks import Progress
+
 _children: dict[int, subprocess.Popen] = {}
 
 
@@ -62,6 +71,14 @@ class RunNotFound(CurateError):
 
 class RunNotActive(CurateError):
     """The run has already ended, so it cannot be cancelled."""
+
+
+class LeakageUnresolved(CurateError):
+    """Eval examples duplicate train examples of the snapshot; `.leaks` lists the pairs."""
+
+    def __init__(self, message: str, leaks: list[dict[str, Any]]):
+        super().__init__(message)
+        self.leaks = leaks
 
 
 @dataclass(frozen=True)
@@ -119,11 +136,36 @@ def default_runs_dir(db_path: str | os.PathLike) -> Path:
     return Path(db_path).parent / "runs"
 
 
+def find_leakage(store: Store, actor: str, *, where: ExampleFilter = DEFAULT_TRAIN_FILTER,
+                 progress: Progress | None = None) -> list[dict[str, Any]]:
+    """Unresolved leakage into the train set `where` selects: one dict per leaked eval
+    example, {"eval_id", "train_id", "method", "similarity"}, the train example being the
+    closest of those in the set. Runs the leakage check (or reuses its stored findings)."""
+    from curation.checks import run_check
+
+    condition, params = where.where()
+    train_ids = {r[0] for r in store.cursor().execute(
+        f"SELECT id FROM examples WHERE {condition}", params).fetchall()}
+    leaks = []
+    for finding in run_check(store, "leakage", actor=actor, progress=progress).findings:
+        if not finding.is_issue:
+            continue
+        details = finding.details
+        in_set = [t for t in details.get("train_ids", [details["train_id"]]) if t in train_ids]
+        if in_set:
+            closest = details["train_id"] if details["train_id"] in in_set else in_set[0]
+            leaks.append({"eval_id": finding.example_id, "train_id": closest,
+                          "method": details["method"], "similarity": details["similarity"]})
+    return leaks
+
+
 def launch(store: Store, user: User, config: TrainConfig, *,
            where: ExampleFilter = DEFAULT_TRAIN_FILTER,
-           runs_dir: str | os.PathLike | None = None) -> Run:
+           runs_dir: str | os.PathLike | None = None, allow_leakage: bool = False,
+           progress: Progress | None = None) -> Run:
     """Snapshot what `where` selects (accepted train examples), write it into a new run
-    folder and start the trainer process on it."""
+    folder and start the trainer process on it. Refused with `LeakageUnresolved` while eval
+    examples duplicate examples of that set, unless `allow_leakage`."""
     require(user, "train")
     from training.models import model_cache
 
@@ -131,6 +173,17 @@ def launch(store: Store, user: User, config: TrainConfig, *,
     runs_dir.mkdir(parents=True, exist_ok=True)
     with _launch_lock(runs_dir):
         _refuse_if_active(runs_dir)
+        leaks = find_leakage(store, user.name, where=where, progress=progress)
+        if leaks and not allow_leakage:
+            shown = ", ".join(f"eval #{x['eval_id']} ~ train #{x['train_id']} ({x['method']})"
+                              for x in leaks[:3])
+            more = f" and {len(leaks) - 3} more" if len(leaks) > 3 else ""
+            raise LeakageUnresolved(
+                f"{len(leaks)} eval example{'s' if len(leaks) != 1 else ''} duplicate train "
+                f"examples ({shown}{more}), so the evaluation would overstate the model; "
+                "resolve them on the Quality page (reject or move one side, or mark them not "
+                "duplicates), or train anyway with the override (`--allow-leakage`, or the "
+                "checkbox on the Training page)", leaks)
         snapshot = store.snapshot(where, actor=user.name)
         if snapshot.count == 0:
             raise EmptyTrainingSet(f"nothing to train on: snapshot {snapshot.id} has no "
@@ -147,7 +200,8 @@ def launch(store: Store, user: User, config: TrainConfig, *,
             "examples": export.count, "train_file_sha256": export.file_sha256,
             "base_model": config.base_model, "config": config.to_dict(),
             "model_cache": str(Path(cache).resolve()), "created_by": user.name,
-            "created_at": now_iso()})
+            "created_at": now_iso(),
+            "leakage": {"pairs": leaks, "overridden_by": user.name if leaks else None}})
         _start(run_dir, cache)
     return read_run(run_dir)
 
@@ -385,6 +439,7 @@ def _describe(where: ExampleFilter) -> str:
     return "; ".join(parts) or "all examples"
 
 
-__all__ = ["DEFAULT_TRAIN_FILTER", "Run", "RunAlreadyActive", "RunNotActive", "RunNotFound",
-           "cancel", "default_runs_dir", "find_run", "is_active", "launch", "list_runs",
+__all__ = ["DEFAULT_TRAIN_FILTER", "LeakageUnresolved", "Run", "RunAlreadyActive",
+           "RunNotActive", "RunNotFound", "cancel", "default_runs_dir", "find_leakage",
+           "find_run", "is_active", "launch", "list_runs",
            "load_run_model", "read_run", "resume", "wait"]

@@ -360,13 +360,15 @@ class LeakageCheck:
 
     def run(self, table: ExampleTable, progress: Progress | None = None,
             ignore_pairs: set[tuple[int, int]] = frozenset()) -> CheckResult:
-        leaks: dict[int, tuple[int, str, float]] = {}
+        leaks: dict[int, tuple[int, str, float]] = {}  # eval row -> its closest train row
+        leaked_to: dict[int, set[int]] = {}  # eval row -> every train row it duplicates
         for check in (EXACT, NEAR, SEMANTIC):
             for (a, b), sim in check.pairs(table, progress).items():
                 if (table.ids[a], table.ids[b]) in ignore_pairs:
                     continue
                 for ev, tr in ((a, b), (b, a)):
                     if table.splits[ev] == "eval" and table.splits[tr] == "train":
+                        leaked_to.setdefault(ev, set()).add(table.ids[tr])
                         if ev not in leaks or leaks[ev][2] < sim:
                             leaks[ev] = (tr, check.method, sim)
         findings = []
@@ -378,7 +380,8 @@ class LeakageCheck:
                                         f"eval example is {article} {method} duplicate of "
                                         f"train #{table.ids[tr]}",
                                         {"group": sorted([table.ids[i], table.ids[tr]]),
-                                         "train_id": table.ids[tr], "method": method,
+                                         "train_id": table.ids[tr],
+                                         "train_ids": sorted(leaked_to[i]), "method": method,
                                          "similarity": round(sim, 4)}))
             elif table.splits[i] == "eval":
                 findings.append(Finding(table.ids[i], 1.0, False, "not seen in train"))
