@@ -16,6 +16,7 @@ import hashlib
 from typing import Any
 
 import orjson
+import pyarrow as pa
 
 from curation.auth import User, require
 from curation.checks import duplicates as _duplicates  # noqa: F401  (registers the checks)
@@ -91,11 +92,20 @@ def run_check(store: Store, name: str, *, actor: str, where: ExampleFilter = Exa
     result = check.run(table, progress=progress, ignore_pairs=dismissed_pairs(store, name))
     result = _apply_dismissals(result, dismissed_examples(store, name))
     versions = dict(zip(table.ids, table.versions))
+    findings = result.findings
+    rows = pa.table({  # one columnar insert: executemany takes seconds at 10,000 findings
+        "check_name": pa.array([name] * len(findings), pa.string()),
+        "example_id": pa.array([f.example_id for f in findings], pa.int64()),
+        "version": pa.array([versions[f.example_id] for f in findings], pa.int32()),
+        "score": pa.array([f.score for f in findings], pa.float64()),
+        "is_issue": pa.array([bool(f.is_issue) for f in findings], pa.bool_()),
+        "reason": pa.array([f.reason for f in findings], pa.string()),
+        "details": pa.array([orjson.dumps(f.details).decode() for f in findings], pa.string())})
     with store.transaction() as tx:
         tx.execute("DELETE FROM findings WHERE check_name = ?", [name])
-        tx.executemany("INSERT INTO findings VALUES (?, ?, ?, ?, ?, ?, ?)",
-                       [[name, f.example_id, versions[f.example_id], f.score, f.is_issue,
-                         f.reason, orjson.dumps(f.details).decode()] for f in result.findings])
+        tx.register("new_findings", rows)
+        tx.execute("INSERT INTO findings SELECT * FROM new_findings")
+        tx.unregister("new_findings")
         tx.execute("INSERT OR REPLACE INTO check_runs VALUES (?, ?, ?, ?, ?)",
                    [name, fingerprint, orjson.dumps(result.summary).decode(), actor, utcnow()])
     return result
