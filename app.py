@@ -96,4 +96,9 @@ pages = {
 if user.can("import"):
     pages["Data"] = [st.Page("ui/import_export.py", title="Import / Export",
                              icon=":material/swap_vert:")]
+if user.can("train"):
+    pages["Training"] = [
+        st.Page("ui/training.py", title="Training", icon=":material/model_training:"),
+        st.Page("ui/evaluation.py", title="Evaluation", icon=":material/scoreboard:"),
+    ]
 st.navigation(pages).run()

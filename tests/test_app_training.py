@@ -1,0 +1,324 @@
+"""AppTest of the Training and Evaluation pages with real tiny runs of the packaged model.
+
+One tiny run (6 accepted train tickets, rank 2, 64 tokens, batch 3: 2 steps) is trained once
+for the module and serves the live view, the Evaluation page (which evaluates it for real,
+3 eval examples, 4 new tokens) and the run comparison. The launch test starts a second run
+from the page, on a workspace with a planted leak, and cancels it once the refusals are seen.
+"""
+
+from __future__ import annotations
+
+import shutil
+
+import orjson
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from curation import Store
+from curation.auth import User
+from tests.conftest import PROJECT_ROOT, chat
+from tests.test_eval import TICKETS
+from tests.test_training import ADMIN, RUN_TIMEOUT, TINY, _wait_for
+from training.config import TrainConfig
+from training.eval import read_eval, with_margin
+from training.runs import ENDED_STATES, cancel, group_members, launch, list_runs, read_run
+
+RITA = User("rita", "reviewer")
+EVAL_TICKETS = [("I was billed the wrong amount", "billing"),
+                ("I am locked out after two attempts", "access"),
+                ("Search returns nothing at all", "bugs")]
+
+
+def _tickets(store: Store, eval_rows=EVAL_TICKETS) -> tuple[list[int], list[int]]:
+    """The train tickets (accepted) and `eval_rows` (pending, eval split): their ids."""
+    train = [store.add(chat(f"Ticket: {text}", label), actor="t", label=label,
+                       status="accepted", split="train").id for text, label in TICKETS]
+    evals = [store.add(chat(f"Ticket: {text}", label), actor="t", label=label,
+                       split="eval").id for text, label in eval_rows]
+    return train, evals
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, model_cache):
+    """A workspace with a completed tiny run (trained once for the module)."""
+    from training.models import cached_default_model
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CURATE_MODEL_CACHE", str(model_cache))
+        cached_default_model(model_cache)
+        store = Store(tmp_path_factory.mktemp("trained") / "curate.duckdb")
+        _tickets(store)
+        run = launch(store, ADMIN, TrainConfig(**{**TINY, "batch_size": 3},
+                                               checkpoint_every_steps=0))
+        _wait_for(lambda: read_run(run.dir).status.get("state") in ENDED_STATES,
+                  timeout=RUN_TIMEOUT, what="the run to end")
+        run = read_run(run.dir)
+        assert run.state == "completed", run.status.get("reason")
+        yield store, run
+    store.close()
+
+
+@pytest.fixture
+def open_page(monkeypatch, model_cache):
+    def open_(store: Store, page: str, user: User = ADMIN, **state) -> AppTest:
+        monkeypatch.setenv("CURATE_DB", str(store.path))
+        monkeypatch.setenv("CURATE_MODEL_CACHE", str(model_cache))
+        at = AppTest.from_file(str(PROJECT_ROOT / "app.py"), default_timeout=RUN_TIMEOUT)
+        at.session_state["user"] = user
+        for key, value in state.items():
+            at.session_state[key] = value
+        at.switch_page(f"ui/{page}.py").run()
+        assert not at.exception, at.exception
+        return at
+
+    return open_
+
+
+def _run(at: AppTest) -> AppTest:
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def _texts(elements) -> list[str]:
+    return [e.value.replace("\\", "").replace("\u2060", "") for e in elements]
+
+
+def _metrics(at: AppTest) -> dict[str, str]:
+    return {m.label: m.value for m in at.metric}
+
+
+def _frame(at: AppTest, label: str):
+    """The one table shown with a column (or row) named `label`."""
+    frames = [d.value for d in at.dataframe]
+    [frame] = [f for f in frames if label in f.columns or label in f.index]
+    return frame
+
+
+def _chart(at: AppTest, key: str) -> dict:
+    [chart] = [c for c in at.get("plotly_chart") if key in c.proto.id]
+    return orjson.loads(chart.proto.spec)
+
+
+# --- access ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("page", ["training", "evaluation"])
+def test_pages_are_refused_to_a_reviewer(monkeypatch, empty_store, page):
+    monkeypatch.setenv("CURATE_DB", str(empty_store.path))
+    monkeypatch.delenv("CURATE_SINGLE_USER", raising=False)
+    at = AppTest.from_file(str(PROJECT_ROOT / "app.py"), default_timeout=30)
+    at.session_state["user"] = RITA
+    _run(at)
+    with pytest.raises(ValueError, match="Could not find a navigation page"):
+        at.switch_page(f"ui/{page}.py")  # not in a reviewer's navigation
+    # Reached directly, the page itself refuses and shows nothing else.
+    direct = AppTest.from_file(str(PROJECT_ROOT / "ui" / f"{page}.py"), default_timeout=30)
+    direct.session_state["user"] = RITA
+    _run(direct)
+    assert "needs a role that may 'train'" in direct.error[0].value
+    assert "rita (reviewer)" in direct.error[0].value
+    assert not direct.title and not direct.button
+
+
+def test_admin_sees_both_pages_on_an_empty_workspace(open_page, empty_store):
+    at = open_page(empty_store, "training")
+    assert at.title[0].value == "Training" and not at.error
+    assert any("no accepted train examples" in i for i in _texts(at.info))
+    at = open_page(empty_store, "evaluation")
+    assert at.title[0].value == "Evaluation"
+    assert any("No completed training run" in i for i in _texts(at.info))
+
+
+# --- the form -------------------------------------------------------------------------------
+
+def test_form_validation_and_token_lengths(open_page, trained):
+    store, _ = trained
+    at = open_page(store, "training")
+    assert not at.error and not at.button(key="tr_launch").disabled
+    # every TrainConfig field has its widget, with the dataclass default and help text
+    assert at.number_input(key="tr_r").value == TrainConfig().r
+    assert at.selectbox(key="tr_precision").value == "auto"
+    assert "LoRA rank" in at.number_input(key="tr_r").help
+
+    at.number_input(key="tr_r").set_value(0)
+    _run(at)
+    assert _texts(at.error) == ["**This setting is not valid:** r (the LoRA rank) must be a "
+                                "positive whole number, not 0"]
+    assert at.button(key="tr_launch").disabled
+    at.number_input(key="tr_r").set_value(4)
+    at.number_input(key="tr_dropout").set_value(1.0)
+    _run(at)
+    assert _texts(at.error) == ["**This setting is not valid:** dropout must be in [0, 1), not "
+                                "1.0"]
+    at.number_input(key="tr_dropout").set_value(0.1)
+
+    # the histogram counts every accepted train example; max_seq_length cuts them or not
+    at.number_input(key="tr_max_seq_length").set_value(16)
+    _run(at)
+    assert not at.error
+    assert _metrics(at)["Cut by max length"] == str(len(TICKETS))
+    hist = _chart(at, "tr_lengths")
+    assert len(hist["data"][0]["x"]) == len(TICKETS)
+    assert min(hist["data"][0]["x"]) > 16
+    at.number_input(key="tr_max_seq_length").set_value(max(hist["data"][0]["x"]))
+    _run(at)
+    assert _metrics(at)["Cut by max length"] == "0"
+    assert _metrics(at)["Steps per epoch"] == "1"  # 6 examples in batches of 8
+
+
+# --- the live view and the runs list --------------------------------------------------------
+
+def test_completed_run_is_shown_with_its_curve_and_a_measured_estimate(open_page, trained):
+    store, run = trained
+    at = open_page(store, "training")
+    assert at.selectbox(key="tr_view").value == run.id
+    shown = _metrics(at)
+    assert shown["State"] == "completed"
+    assert shown["Step"] == f"{len(run.metrics)}/{run.total_steps}" == "2/2"
+    assert shown["Loss"] == f"{run.last['loss']:.4f}"
+    curve = _chart(at, "tr_loss")["data"][0]
+    assert curve["x"] == [m["step"] for m in run.metrics]
+    assert curve["y"] == [m["loss"] for m in run.metrics]
+    assert "tr_cancel" not in [b.key for b in at.button]
+    assert "tr_resume" not in [b.key for b in at.button]  # completed: nothing to resume
+    table = _frame(at, "Final loss")
+    assert table["Run"].tolist() == [run.id] and table["State"].tolist() == ["completed"]
+    assert table["Final loss"].tolist() == [run.status["final"]["loss"]]
+    # the time per epoch comes from this run's measured speed (one step after the first)
+    rate = run.metrics[1]["tokens_per_second"]
+    [estimate] = [t for t in _texts(at.markdown) if "per epoch" in t]
+    assert "measured" in estimate and f"{rate:,.0f} tokens/s over 1 step of run {run.id}" \
+        in estimate
+
+
+# --- launching ------------------------------------------------------------------------------
+
+def test_launch_from_the_page_with_leakage_override_refusal_and_cancel(open_page, file_store):
+    store = file_store()
+    train, evals = _tickets(store, EVAL_TICKETS + [TICKETS[0]])  # a train ticket in eval too
+    leaked_eval = evals[-1]
+    at = open_page(store, "training")
+    # the leak is shown before launch, and launching over it needs the tick
+    assert any("1 eval example(s) duplicate train examples" in w for w in _texts(at.warning))
+    leaks = _frame(at, "Eval example")
+    assert leaks["Eval example"].tolist() == [leaked_eval]
+    assert leaks["Train example"].tolist() == [train[0]] and leaks["Method"].tolist() == ["exact"]
+    assert at.button(key="tr_launch").disabled
+    at.checkbox(key="tr_allow_leakage").check()
+    for key, value in {"tr_r": 2, "tr_batch_size": 2, "tr_max_seq_length": 64,
+                       "tr_epochs": 1, "tr_learning_rate": 1e-3}.items():
+        at.number_input(key=key).set_value(value)
+    _run(at)
+    assert not at.button(key="tr_launch").disabled
+
+    at.button(key="tr_launch").click()
+    _run(at)
+    [run] = list_runs(store.path.parent / "runs")
+    try:
+        config = run.manifest["config"]
+        assert (config["r"], config["batch_size"], config["max_seq_length"],
+                config["epochs"], config["learning_rate"]) == (2, 2, 64, 1, 1e-3)
+        assert run.manifest["created_by"] == ADMIN.name
+        assert run.manifest["leakage"]["overridden_by"] == ADMIN.name
+        assert [p["eval_id"] for p in run.manifest["leakage"]["pairs"]] == [leaked_eval]
+        assert at.selectbox(key="tr_view").value == run.id
+        assert _metrics(at)["State"] in ("starting", "running")
+
+        # a second launch while it is active is refused, naming the active run
+        at.button(key="tr_launch").click()
+        _run(at)
+        assert any(e.startswith("**Not started:** run " + run.id) for e in _texts(at.error))
+        assert len(list_runs(store.path.parent / "runs")) == 1
+
+        at.button(key="tr_cancel").click()
+        _run(at)
+        after = read_run(run.dir)
+        assert after.state == "cancelled" and not after.active
+        assert not group_members(run.pid or after.pid)
+        assert _metrics(at)["State"] == "cancelled"
+        assert "tr_resume" in [b.key for b in at.button]
+    finally:
+        if read_run(run.dir).active:
+            cancel(run.dir, timeout=5)
+
+
+# --- evaluation -----------------------------------------------------------------------------
+
+def test_evaluation_page_evaluates_and_shows_the_result(open_page, trained):
+    store, run = trained
+    (run.dir / "eval.json").unlink(missing_ok=True)
+    at = open_page(store, "evaluation")
+    assert at.selectbox(key="ev_run").value == run.id
+    assert any("has not been evaluated yet" in i for i in _texts(at.info))
+    at.checkbox(key="ev_form_sp_on").check()
+    at.text_area(key="ev_form_sp").input("Answer with one word.")
+    at.number_input(key="ev_form_shots").set_value(1)
+    at.number_input(key="ev_form_max_new").set_value(4)
+    [submit] = [b for b in at.button if (b.key or "").startswith("FormSubmitter:ev_form-")]
+    submit.click()
+    _run(at)
+    stored = read_eval(run.dir)
+    assert stored is not None and stored["settings"]["system_prompt"] == "Answer with one word."
+    assert stored["settings"]["shots"] == 1 and stored["settings"]["eval_examples"] == 3
+
+    # the scoreboard is the stored metrics in points, the primary metric marked
+    board = _frame(at, "Accuracy (primary)")
+    assert board.index[0] == "Accuracy (primary)"
+    for column, system in (("Zero-shot", "zero_shot"), ("Fine-tuned", "fine_tuned")):
+        assert board.loc["Accuracy (primary)", column] == \
+            round(stored["systems"][system]["accuracy"] * 100, 1)
+    decision = stored["verdict"]["decision"]
+    box = at.success if decision == "deploy" else at.error
+    assert any(t.startswith(f"**{decision.capitalize()}.**") for t in _texts(box))
+    # another margin judges again without generating
+    at.number_input(key="ev_margin").set_value(-1000.0)
+    _run(at)
+    assert with_margin(stored, -1000.0)["verdict"]["decision"] == "deploy"
+    assert any(t.startswith("**Deploy.**") for t in _texts(at.success))
+    at.number_input(key="ev_margin").set_value(1000.0)
+    _run(at)
+    assert any(t.startswith("**Don't deploy.**") for t in _texts(at.error))
+    assert read_eval(run.dir) == stored  # nothing was recomputed or rewritten
+
+    # the side-by-side filters show exactly the stored examples of each outcome and label
+    examples = stored["examples"]
+    for outcome in ("win", "loss", "tie", "all"):
+        at.segmented_control(key="ev_outcome").set_value(outcome)
+        _run(at)
+        expected = [e["id"] for e in examples if outcome in ("all", e["outcome"])]
+        assert _frame(at, "Outcome")["Id"].tolist() == expected
+    at.multiselect(key="ev_labels").set_value(["billing"])
+    _run(at)
+    frame = _frame(at, "Outcome")
+    assert frame["Label"].tolist() == ["billing"]
+    assert frame["Fine-tuned"].tolist() == [e["fine_tuned"] for e in examples
+                                            if e["label"] == "billing"]
+    assert "Ticket: I was billed the wrong amount" in [t.value for t in at.text]
+
+
+def test_run_comparison_lists_only_the_settings_that_differ(open_page, trained):
+    store, run = trained
+    other = run.dir.parent / (run.id + "-r4")
+    shutil.copytree(run.dir, other)
+    manifest = orjson.loads((other / "manifest.json").read_bytes())
+    manifest["run_id"] = other.name
+    manifest["config"]["r"] = 4
+    (other / "manifest.json").write_bytes(orjson.dumps(manifest))
+    (other / "eval.json").unlink(missing_ok=True)
+    try:
+        at = open_page(store, "evaluation")
+        at.multiselect(key="ev_compare").set_value([run.id, other.name])
+        _run(at)
+        diff = _frame(at, "r")
+        assert diff.index.tolist() == ["r"]
+        assert diff.loc["r"].tolist() == ["2", "4"]
+        metrics = _frame(at, "final loss")
+        assert metrics.loc["final loss"].tolist() == [f"{run.status['final']['loss']:.4g}"] * 2
+        assert metrics.loc["verdict", other.name] == "not evaluated"
+        stored = read_eval(run.dir)
+        assert metrics.loc["verdict", run.id] == (
+            "not evaluated" if stored is None else
+            f"{stored['verdict']['decision']} ({stored['verdict']['margin_points']:g}-point "
+            "margin)")
+    finally:
+        shutil.rmtree(other)

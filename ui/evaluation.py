@@ -1,0 +1,405 @@
+"""Evaluation: does the fine-tuned model beat the prompt-only baseline by enough to deploy?
+
+Admins only (the "train" action). For a completed run, the page evaluates it when it has no
+stored evaluation (`training.eval.evaluate`, in this session's thread with a progress bar),
+then shows what RUN_DIR/eval.json holds: the scoreboard of the three systems and the
+baseline, the verdict (decided again with `with_margin` for another margin), the per-label
+breakdown, and every eval example's answers side by side, filtered by outcome and label.
+Below, any runs can be compared: the settings that differ and their metrics.
+
+Design decisions:
+- Only what eval.json stores is shown; nothing is recomputed but the verdict for a new
+  margin. The prompt of an example is not in eval.json: it is read from the workspace as the
+  example is now (said on the page), with a link to it on the Review page.
+- "Max eval examples" evaluates the first N eval examples (in id order) for a quick look;
+  eval.json records how many were used.
+- Scores are shown in points (hundredths), as the margin is stated.
+- Labels and answers are data: shown as text in tables and `st.text`, escaped in chart
+  labels (Plotly reads a little HTML) and in Markdown (`plain`).
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+from curation import CurateError, ExampleFilter
+from training.eval import (SYSTEMS, eval_rows_from_store, evaluate, read_eval,
+                           train_rows_from_run, with_margin)
+from training.runs import Run, default_runs_dir, list_runs
+from ui.common import get_store, plain, require_page, show_error
+
+S = st.session_state
+METRICS = ("accuracy", "macro_f1", "token_f1", "rouge_l")
+METRIC_NAMES = {"accuracy": "Accuracy", "macro_f1": "Macro-F1", "token_f1": "Token F1",
+                "rouge_l": "ROUGE-L"}
+SYSTEM_NAMES = {"zero_shot": "Zero-shot", "few_shot": "Few-shot", "fine_tuned": "Fine-tuned"}
+OUTCOMES = {"all": "All", "win": "Wins", "loss": "Losses", "tie": "Ties"}
+PER_PAGE = 10
+CLIP = 600
+
+user = require_page("train")
+store = get_store()
+runs_dir = default_runs_dir(store.path)
+
+
+def _points(value: float | None) -> float | None:
+    return None if value is None else round(value * 100, 1)
+
+
+def _clip(text: str, limit: int = CLIP) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _chart_text(text: str) -> str:
+    return html.escape(_clip(" ".join(str(text).split()), 40))
+
+
+# --- running an evaluation -----------------------------------------------------------------
+
+def _eval_form(run: Run, key: str) -> None:
+    """Settings of an evaluation and the button that runs it (then the page reruns)."""
+    with st.form(key, border=True):
+        replace = st.checkbox("Use one system prompt for all three systems", key=f"{key}_sp_on",
+                              help="Off: each example keeps its own system prompt (what the "
+                                   "fine-tuned model was trained with). On: this text replaces "
+                                   "it; empty sends none.")
+        prompt = st.text_area("System prompt", key=f"{key}_sp", height=80,
+                              placeholder="e.g. Answer with the ticket's category only.")
+        columns = st.columns(4)
+        shots = columns[0].number_input("Few-shot examples (k)", min_value=0, value=3, step=1,
+                                        key=f"{key}_shots",
+                                        help="Accepted train examples of this run shown to "
+                                             "the few-shot baseline, different labels first.")
+        max_new = columns[1].number_input("Max new tokens", min_value=1, value=32, step=1,
+                                          key=f"{key}_max_new",
+                                          help="Longest answer generated per example (greedy "
+                                               "decoding for all three systems).")
+        margin = columns[2].number_input("Margin (points)", value=5.0, step=1.0,
+                                         key=f"{key}_margin",
+                                         help="Deploy only if the fine-tuned model beats the "
+                                              "baseline by at least this many points.")
+        limit = columns[3].number_input("Max eval examples", min_value=0, value=0, step=10,
+                                        key=f"{key}_limit",
+                                        help="0: every eval example (not rejected); else the "
+                                             "first N, for a quick look.")
+        submitted = st.form_submit_button("Evaluate", type="primary",
+                                          icon=":material/play_arrow:")
+    if not submitted:
+        return
+    rows = eval_rows_from_store(store)
+    if limit:
+        rows = rows[: int(limit)]
+    with st.status(f"Evaluating run {run.id} on {len(rows)} eval examples…",
+                   expanded=True) as box:
+        bar = st.progress(0.0, text="loading the model and its adapter")
+
+        def progress(system: str, done: int, total: int) -> None:
+            bar.progress(done / total, text=f"{done}/{total} answers ({SYSTEM_NAMES[system]})")
+
+        try:
+            evaluate(run.dir, rows, train_rows_from_run(run.dir),
+                     system_prompt=prompt if replace else None, shots=int(shots),
+                     max_new_tokens=int(max_new), margin_points=float(margin),
+                     progress=progress)
+        except CurateError as exc:
+            box.update(label="Evaluation failed", state="error")
+            show_error(exc)
+            return
+        box.update(label="Evaluated", state="complete")
+    S.ev_flash = f"Run {run.id} evaluated on {len(rows)} examples"
+    S.pop("ev_margin", None)
+    st.rerun()
+
+
+# --- the scoreboard ------------------------------------------------------------------------
+
+def _scoreboard(result: dict[str, Any]) -> None:
+    systems, primary = result["systems"], result["primary_metric"]
+    base = result["baseline"]["system"]
+    shown = [m for m in METRICS if m in systems["fine_tuned"]]
+    names = [METRIC_NAMES[m] + (" (primary)" if m == primary else "") for m in shown]
+    table = pd.DataFrame({
+        "Zero-shot": [_points(systems["zero_shot"][m]) for m in shown],
+        f"Few-shot (k={result['settings']['shots']})":
+            [_points(systems["few_shot"][m]) for m in shown],
+        f"Baseline ({SYSTEM_NAMES[base].lower()})": [_points(systems[base][m]) for m in shown],
+        "Fine-tuned": [_points(systems["fine_tuned"][m]) for m in shown],
+        "Fine-tuned − baseline": [round((systems["fine_tuned"][m] - systems[base][m]) * 100, 1)
+                                  for m in shown]}, index=names)
+    table.index.name = "Metric (points)"
+    styled = table.style.format("{:.1f}").apply(
+        lambda row: ["font-weight: bold; background-color: rgba(255, 200, 0, 0.18)"
+                     if row.name.endswith("(primary)") else "" for _ in row], axis=1)
+    st.dataframe(styled, key="ev_scoreboard", height=38 + 35 * len(shown))
+    _bars(result, shown)
+
+
+def _bars(result: dict[str, Any], shown: list[str]) -> None:
+    import plotly.graph_objects as go
+
+    base = result["baseline"]["system"]
+    fig = go.Figure()
+    colours = {"zero_shot": "#bab0ac", "few_shot": "#9ecae9", "fine_tuned": "#4c78a8"}
+    for system in SYSTEMS:
+        name = SYSTEM_NAMES[system] + (" (baseline)" if system == base else "")
+        values = [_points(result["systems"][system][m]) for m in shown]
+        fig.add_trace(go.Bar(x=[METRIC_NAMES[m] for m in shown], y=values, name=name,
+                             marker={"color": colours[system]}, text=values,
+                             textposition="outside", texttemplate="%{text:.1f}"))
+    fig.update_layout(barmode="group", height=300, yaxis={"title": "points",
+                                                          "range": [0, 110]},
+                      margin={"l": 10, "r": 10, "t": 10, "b": 10},
+                      legend={"orientation": "h", "y": -0.15})
+    st.plotly_chart(fig, key="ev_bars", config={"displaylogo": False})
+
+
+def _verdict(result: dict[str, Any]) -> None:
+    stored = result["verdict"]["margin_points"]
+    row = st.container(horizontal=True, vertical_alignment="bottom")
+    margin = row.number_input("Margin (points)", value=float(stored), step=1.0, key="ev_margin",
+                              width=180, help="Judge again with another margin; nothing is "
+                                              "generated again.")
+    judged = result if margin == stored else with_margin(result, margin)
+    verdict = judged["verdict"]
+    if margin != stored:
+        row.caption(f"Judged again with a {margin:g}-point margin; the stored evaluation used "
+                    f"{stored:g}.")
+    text = f"**{verdict['decision'].capitalize()}.** {plain(verdict['reason'])}."
+    if verdict["decision"] == "deploy":
+        st.success(text, icon=":material/rocket_launch:")
+    else:
+        st.error(text, icon=":material/do_not_disturb_on:")
+    c, o, s = result["comparison"], result.get("outcomes") or {}, result["settings"]
+    st.caption(
+        f"Paired bootstrap over {c['n_examples']} examples ({c['n_resamples']} resamples): "
+        f"fine-tuned minus baseline {c['mean_diff'] * 100:+.1f} points, 95% interval "
+        f"[{c['ci_low'] * 100:+.1f}, {c['ci_high'] * 100:+.1f}], p = {c['p_value']:.3f}. "
+        f"Per example: {o.get('win', 0)} wins, {o.get('loss', 0)} losses, "
+        f"{o.get('tie', 0)} ties.")
+    prompt = s.get("system_prompt")
+    st.caption(plain(
+        f"Evaluated {str(result.get('created_at', ''))[:19].replace('T', ' ')} UTC in "
+        f"{result.get('wall_seconds', '?')} s on {s['eval_examples']} eval examples; "
+        f"{s['decoding']} decoding, up to {s['max_new_tokens']} new tokens; few-shot "
+        f"examples {', '.join(f'#{i}' for i in s.get('shot_ids') or []) or 'none'}; system "
+        "prompt " + ("each example's own" if prompt is None else
+                     "none" if prompt == "" else repr(_clip(prompt, 200))) + "."))
+
+
+def _per_label(result: dict[str, Any]) -> None:
+    systems, metric = result["systems"], result["primary_metric"]
+    per = {s: systems[s].get("per_label") for s in SYSTEMS}
+    if not per["fine_tuned"]:
+        st.caption("The eval examples carry no labels, so there is no per-label breakdown.")
+        return
+    base = result["baseline"]["system"]
+    labels = list(per["fine_tuned"])
+    table = pd.DataFrame({
+        "Label": labels,
+        "Examples": [per["fine_tuned"][lab]["n"] for lab in labels],
+        **{SYSTEM_NAMES[s] + (" (baseline)" if s == base else ""):
+           [_points(per[s][lab][metric]) for lab in labels] for s in SYSTEMS},
+        "Fine-tuned − baseline": [round((per["fine_tuned"][lab][metric] -
+                                         per[base][lab][metric]) * 100, 1) for lab in labels]})
+    st.dataframe(table, hide_index=True, key="ev_per_label",
+                 height=38 + 35 * min(len(labels), 12),
+                 column_config={"Label": st.column_config.TextColumn(width="medium")})
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    for system, colour in (("zero_shot", "#bab0ac"), ("few_shot", "#9ecae9"),
+                           ("fine_tuned", "#4c78a8")):
+        fig.add_trace(go.Bar(x=[_chart_text(lab) for lab in labels],
+                             y=[_points(per[system][lab][metric]) for lab in labels],
+                             name=SYSTEM_NAMES[system] + (" (baseline)" if system == base
+                                                          else ""),
+                             marker={"color": colour}))
+    fig.update_layout(barmode="group", height=300, yaxis={"title": f"{metric} (points)",
+                                                          "range": [0, 105]},
+                      margin={"l": 10, "r": 10, "t": 10, "b": 10},
+                      legend={"orientation": "h", "y": -0.3})
+    st.plotly_chart(fig, key="ev_per_label_chart", config={"displaylogo": False})
+
+
+# --- the outputs, side by side -------------------------------------------------------------
+
+def _prompts(ids: list[int]) -> dict[int, str]:
+    """The user turns of these examples as they are now in the workspace."""
+    found = store.find(ExampleFilter(ids=tuple(sorted(ids)))) if ids else []
+    return {e.id: "\n\n".join(m["content"] for m in e.messages if m["role"] == "user")
+            for e in found}
+
+
+def _outputs(result: dict[str, Any]) -> None:
+    examples, base = result["examples"], result["baseline"]["system"]
+    counts = {k: len(examples) if k == "all" else sum(e["outcome"] == k for e in examples)
+              for k in OUTCOMES}
+    row = st.container(horizontal=True, vertical_alignment="bottom")
+    outcome = row.segmented_control("Outcome", list(OUTCOMES), key="ev_outcome",
+                                    default="all", required=True,
+                                    format_func=lambda k: f"{OUTCOMES[k]} ({counts[k]})",
+                                    help="Win: the fine-tuned model scores higher than the "
+                                         "baseline on this example; loss: lower; tie: equal.")
+    labels = sorted({str(e["label"]) for e in examples if e.get("label") is not None})
+    chosen = row.multiselect("Label", labels, key="ev_labels", width=360,
+                             placeholder="all labels")
+    rows = [e for e in examples if (outcome == "all" or e["outcome"] == outcome)
+            and (not chosen or str(e.get("label")) in chosen)]
+    st.dataframe(pd.DataFrame({
+        "Id": [e["id"] for e in rows],
+        "Label": [e.get("label") for e in rows],
+        "Outcome": [e["outcome"] for e in rows],
+        "Reference": [e["reference"] for e in rows],
+        f"Baseline ({SYSTEM_NAMES[base].lower()})": [e[base] for e in rows],
+        "Fine-tuned": [e["fine_tuned"] for e in rows]}),
+        hide_index=True, key="ev_outputs", height=38 + 35 * min(max(len(rows), 1), 8),
+        column_config={"Id": st.column_config.NumberColumn(format="%d", width="small")})
+    if not rows:
+        st.caption("No example matches these filters.")
+        return
+    pages = max(1, math.ceil(len(rows) / PER_PAGE))
+    page = min(st.pagination(pages, key="ev_page"), pages) if pages > 1 else 1
+    shown = rows[(page - 1) * PER_PAGE: page * PER_PAGE]
+    prompts = _prompts([e["id"] for e in shown if isinstance(e.get("id"), int)])
+    st.caption("The prompt is the example as it is now in the workspace; the answers are "
+               "those stored with the evaluation.")
+    for e in shown:
+        with st.container(border=True, key=f"ev_example_{e['id']}"):
+            head = st.container(horizontal=True, vertical_alignment="center")
+            head.markdown(f"**#{e['id']}** · label {plain(e.get('label') or '(none)')} · "
+                          f"**{e['outcome']}**")
+            if isinstance(e.get("id"), int):
+                head.page_link("ui/review.py", label=f"Open #{e['id']} in Review",
+                               icon=":material/rate_review:", query_params={"id": e["id"]})
+            st.caption("Prompt (user)")
+            st.text(_clip(prompts.get(e["id"], "(no longer in the workspace)")))
+            columns = st.columns(3)
+            for column, (title, text, score) in zip(columns, (
+                    ("Reference", e["reference"], None),
+                    (f"Baseline ({SYSTEM_NAMES[base].lower()})", e[base], e["scores"][base]),
+                    ("Fine-tuned", e["fine_tuned"], e["scores"]["fine_tuned"]))):
+                with column:
+                    st.caption(title + ("" if score is None else f" · score {score:.2f}"))
+                    st.text(_clip(text) or "(empty answer)")
+
+
+# --- comparing runs ------------------------------------------------------------------------
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def _compare(runs: list[Run]) -> None:
+    by_id = {r.id: r for r in runs}
+    chosen = st.multiselect("Runs to compare", list(by_id), key="ev_compare",
+                            placeholder="choose two or more runs",
+                            format_func=lambda i: f"{i} · {by_id[i].state}")
+    if len(chosen) < 2:
+        st.caption("Choose two or more runs to see the settings that differ and their "
+                   "metrics side by side.")
+        return
+    picked = [by_id[i] for i in chosen]
+    settings: dict[str, list[Any]] = {
+        "snapshot": [r.manifest.get("snapshot_id") for r in picked],
+        "train examples": [r.manifest.get("examples") for r in picked]}
+    keys = sorted({k for r in picked for k in (r.manifest.get("config") or {})})
+    for k in keys:
+        settings[k] = [(r.manifest.get("config") or {}).get(k) for r in picked]
+    differ = {k: v for k, v in settings.items() if len({repr(x) for x in v}) > 1}
+    st.markdown("**Settings that differ**")
+    if differ:
+        st.dataframe(pd.DataFrame({r.id: [_fmt(v[n]) for v in differ.values()]
+                                   for n, r in enumerate(picked)}, index=list(differ)),
+                     key="ev_config_diff", height=38 + 35 * len(differ))
+    else:
+        st.caption("None: these runs used the same snapshot and settings.")
+    results = {r.id: read_eval(r.dir) for r in picked}
+    rows: dict[str, list[str]] = {"state": [r.state for r in picked],
+                                  "final loss": [_fmt((r.status.get("final") or {}).get("loss"))
+                                                 for r in picked]}
+
+    def add(name: str, get) -> None:
+        rows[name] = [get(results[r.id]) if results[r.id] else "not evaluated"
+                      for r in picked]
+
+    add("primary metric", lambda x: x["primary_metric"])
+    for s in SYSTEMS:
+        add(SYSTEM_NAMES[s], lambda x, s=s: f"{x['systems'][s]['primary'] * 100:.1f}")
+    add("baseline", lambda x: f"{x['baseline']['primary'] * 100:.1f} "
+                              f"({SYSTEM_NAMES[x['baseline']['system']].lower()})")
+    add("fine-tuned − baseline", lambda x: f"{x['verdict']['difference_points']:+.1f}")
+    add("verdict", lambda x: f"{x['verdict']['decision']} "
+                             f"({x['verdict']['margin_points']:g}-point margin)")
+    add("significant", lambda x: "yes" if x["comparison"]["significant"] else "no")
+    add("eval examples", lambda x: str(x["settings"]["eval_examples"]))
+    st.markdown("**Metrics** (points)")
+    st.dataframe(pd.DataFrame({r.id: [v[n] for v in rows.values()]
+                               for n, r in enumerate(picked)}, index=list(rows)),
+                 key="ev_compare_metrics", height=38 + 35 * len(rows))
+
+
+# --- the page ------------------------------------------------------------------------------
+
+st.title("Evaluation")
+st.caption("Does the fine-tuned model beat the best prompt-only baseline (the base model "
+           "zero-shot or with a few examples in the prompt) on the eval split, by enough to "
+           "deploy?")
+flash = S.pop("ev_flash", None)
+if flash:
+    st.toast(plain(flash), icon=":material/task_alt:")
+
+runs = list_runs(runs_dir)
+completed = [r for r in runs if r.state == "completed"]
+if not completed:
+    st.info("No completed training run yet: start one on the Training page.",
+            icon=":material/model_training:")
+    st.page_link("ui/training.py", label="Go to Training", icon=":material/model_training:")
+    st.stop()
+
+evaluated = {r.id: read_eval(r.dir) for r in completed}
+ids = [r.id for r in completed]
+if S.get("ev_run") not in ids:
+    S.ev_run = next((i for i in ids if evaluated[i]), ids[0])
+run_id = st.selectbox("Run", ids, key="ev_run", width=520,
+                      format_func=lambda i: f"{i} · " + ("evaluated" if evaluated[i]
+                                                         else "not evaluated yet"))
+run = next(r for r in completed if r.id == run_id)
+result = evaluated[run_id]
+st.caption(plain(f"Snapshot {run.manifest.get('snapshot_id')} "
+                 f"({run.manifest.get('examples')} train examples) · base model "
+                 f"{run.manifest.get('base_model')} · final loss "
+                 f"{_fmt((run.status.get('final') or {}).get('loss'))}"))
+leaked = (run.manifest.get("leakage") or {}).get("pairs") or []
+if leaked:
+    st.warning(f"This run was trained despite {len(leaked)} eval example(s) duplicating its "
+               "train examples: the evaluation overstates the model on them (eval "
+               + ", ".join(f"#{x['eval_id']}" for x in leaked[:10]) + ").",
+               icon=":material/join_inner:")
+
+if result is None:
+    st.info("This run has not been evaluated yet. The three systems answer every eval "
+            "example; on a CPU that takes a few seconds per example.",
+            icon=":material/hourglass_empty:")
+    _eval_form(run, "ev_form")
+else:
+    st.header("Scoreboard", anchor=False)
+    _verdict(result)
+    _scoreboard(result)
+    with st.expander("Evaluate again with other settings"):
+        _eval_form(run, "ev_rerun")
+    st.header("Per label", anchor=False)
+    _per_label(result)
+    st.header("Answers side by side", anchor=False)
+    _outputs(result)
+
+st.header("Compare runs", anchor=False)
+_compare(runs)

@@ -1,0 +1,549 @@
+"""Training: set up a LoRA fine-tune, launch it, watch it live, cancel or resume it, list runs.
+
+Admins only (the "train" action). Everything is done by `training.runs`; this page gathers
+the settings, shows what they mean for the data at hand, and renders the run folders.
+
+Design decisions:
+- The form is generated from `TrainConfig`'s fields: one widget per field, typed by the
+  field's annotation (a `Literal` becomes a select box), labelled from FIELD_LABELS, with the
+  field's help text as tooltip and its default as initial value. The widgets carry no limits
+  of their own: `TrainConfig.__post_init__` is the one validation, and its message (which
+  names the field) is shown under the form while Launch is disabled.
+- What a run trains on is decided at launch: a new snapshot of the accepted train examples.
+  The page shows how many that is, their token-length distribution under the chosen base
+  model's chat template (cached on the examples' ids and content hashes and the model), and
+  how many `max_seq_length` would cut.
+- The time per epoch is a measurement where one exists: the median tokens per second of the
+  latest earlier run of the same base model in this workspace (its metrics.jsonl), applied
+  to this data's tokens. Without one, a lower bound from FLOPs (4 x parameters per trained
+  token for LoRA, at this machine's measured float32 matrix-multiply rate) labelled as such.
+- Leakage is previewed with `training.runs.find_leakage` before launch; launching over it
+  needs an explicit tick (`allow_leakage=True`), and the library refuses otherwise.
+- The live view is a fragment that re-reads the run folder every POLL_SECONDS while the run
+  is active (`st.fragment(run_every=...)`): training is a process of its own, so closing the
+  browser changes nothing, and reopening the page shows the run where it is. When the run
+  ends, the whole page reruns so the list and the buttons follow.
+- Token counting and the speed figures live here for now; they belong in `training` (see
+  `_token_lengths`, `_measured_speed`, `_flops_estimate`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import statistics
+import struct
+import time
+import typing
+from pathlib import Path
+from typing import Any, Literal
+
+import orjson
+import pandas as pd
+import streamlit as st
+
+from curation import CurateError, Example
+from training.config import TrainConfig, help_text
+from training.eval import EVAL_FILE
+from training.models import DEFAULT_BASE_MODEL, model_cache
+from training.runs import (DEFAULT_TRAIN_FILTER, LeakageUnresolved, Run, RunAlreadyActive,
+                           cancel, default_runs_dir, find_leakage, launch, list_runs,
+                           read_run, resume)
+from ui.common import get_store, plain, require_page, show_error
+
+S = st.session_state
+POLL_SECONDS = 2.0
+FIELD_LABELS = {
+    "base_model": "Base model", "r": "Rank (r)", "alpha": "Alpha", "dropout": "Dropout",
+    "target_modules": "Target modules", "learning_rate": "Learning rate", "epochs": "Epochs",
+    "max_seq_length": "Max sequence length (tokens)", "batch_size": "Batch size",
+    "warmup_ratio": "Warm-up (share of steps)", "seed": "Seed", "precision": "Precision",
+    "checkpoint_every_steps": "Checkpoint every N steps",
+    "keep_checkpoints": "Checkpoints kept"}
+ADVANCED = ("checkpoint_every_steps", "keep_checkpoints")
+FLOAT_FORMATS = {"learning_rate": ("%.1e", 1e-5)}
+RESUMABLE = ("interrupted", "failed", "cancelled")
+STATE_ICONS = {"starting": ":material/hourglass_top:", "running": ":material/sync:",
+               "completed": ":material/task_alt:", "failed": ":material/error:",
+               "cancelled": ":material/block:", "interrupted": ":material/pause_circle:"}
+
+user = require_page("train")
+store = get_store()
+runs_dir = default_runs_dir(store.path)
+
+
+# --- small helpers -------------------------------------------------------------------------
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None or not math.isfinite(seconds):
+        return "—"
+    seconds = int(round(seconds))
+    if seconds >= 3600:
+        return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+    if seconds >= 60:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds} s"
+
+
+def _flash(text: str, icon: str = ":material/check_circle:") -> None:
+    S.tr_flash = (text, icon)
+
+
+def _has_eval(run: Run) -> bool:
+    return (run.dir / EVAL_FILE).is_file()
+
+
+def _final_loss(run: Run) -> float | None:
+    final = run.status.get("final") or {}
+    return final.get("loss") if run.state == "completed" else None
+
+
+# --- the form ------------------------------------------------------------------------------
+
+def _widget(f: dataclasses.Field, kind: Any) -> Any:
+    """One input for a TrainConfig field, keyed tr_<name>, typed by its annotation."""
+    key, label, help_ = f"tr_{f.name}", FIELD_LABELS.get(f.name, f.name), help_text(f.name)
+    if typing.get_origin(kind) is Literal:
+        options = list(typing.get_args(kind))
+        return st.selectbox(label, options, index=options.index(f.default), key=key,
+                            help=help_)
+    if kind is int:
+        return st.number_input(label, value=f.default, step=1, key=key, help=help_)
+    if kind is float:
+        fmt, step = FLOAT_FORMATS.get(f.name, ("%.2f", 0.01))
+        return st.number_input(label, value=float(f.default), step=step, format=fmt, key=key,
+                               help=help_)
+    return st.text_input(label, value=f.default, key=key, help=help_)
+
+
+def _config_form() -> TrainConfig | None:
+    """The settings as a TrainConfig, or None (with the reason shown) when one is invalid."""
+    hints = typing.get_type_hints(TrainConfig)
+    fields = [f for f in dataclasses.fields(TrainConfig) if f.name not in ADVANCED]
+    values = {"base_model": _widget(fields[0], hints["base_model"])}
+    columns = st.columns(4)
+    for index, f in enumerate(fields[1:]):
+        with columns[index % 4]:
+            values[f.name] = _widget(f, hints[f.name])
+    with st.expander("Checkpoints"):
+        columns = st.columns(4)
+        for index, name in enumerate(ADVANCED):
+            f = next(x for x in dataclasses.fields(TrainConfig) if x.name == name)
+            with columns[index]:
+                values[name] = _widget(f, hints[name])
+    try:
+        return TrainConfig(**values)
+    except CurateError as exc:
+        st.error(f"**This setting is not valid:** {plain(exc)}", icon=":material/error:")
+        return None
+
+
+# --- the data at these settings ------------------------------------------------------------
+
+def _tokenizer_source(name: str) -> tuple[str, dict[str, Any]]:
+    """Where to load the base model's tokenizer from without loading its weights: the cached
+    copy of the default model, its GGUF file before the first conversion, or the name."""
+    from training.models import packaged_gguf
+
+    if name == DEFAULT_BASE_MODEL:
+        cached = model_cache(store) / DEFAULT_BASE_MODEL
+        if (cached / "tokenizer_config.json").is_file():
+            return str(cached), {}
+        gguf = packaged_gguf()
+        return str(gguf.parent), {"gguf_file": gguf.name}
+    return name, {"local_files_only": Path(name).is_dir()}
+
+
+@st.cache_data(show_spinner="Counting tokens with the base model's tokenizer…", max_entries=8)
+def _token_lengths(base_model: str, content_key: tuple, _examples: list[Example]) -> list[int]:
+    """Tokens per conversation, rendered with the base model's chat template (as the trainer
+    renders it), before any cut. Cached on the model and the examples' ids and hashes."""
+    from transformers import AutoTokenizer
+
+    source, kwargs = _tokenizer_source(base_model)
+    tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
+    texts = [tokenizer.apply_chat_template(e.messages, tokenize=False) for e in _examples]
+    return [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
+
+
+def _measured_speed(runs: list[Run], base_model: str) -> tuple[float, int, Run] | None:
+    """(median tokens/s, steps measured, run) of the latest earlier run of `base_model` with
+    measured steps; the first step of a run (warm-up) is left out when there are others."""
+    for run in runs:
+        if run.manifest.get("base_model") != base_model or not run.metrics:
+            continue
+        rows = run.metrics[1:] or run.metrics
+        rates = [m["tokens_per_second"] for m in rows if m.get("tokens_per_second")]
+        if rates:
+            return statistics.median(rates), len(rates), run
+    return None
+
+
+def _parameter_count(folder: Path) -> int | None:
+    """Parameters of a local safetensors model, from the files' headers (no weights read)."""
+    total = 0
+    files = sorted(folder.glob("*.safetensors")) if folder.is_dir() else []
+    for path in files:
+        with open(path, "rb") as f:
+            (size,) = struct.unpack("<Q", f.read(8))
+            header = orjson.loads(f.read(size))
+        total += sum(math.prod(t["shape"]) for k, t in header.items() if k != "__metadata__")
+    return total or None
+
+
+@st.cache_resource(show_spinner=False)
+def _matmul_flops() -> float:
+    """This machine's float32 matrix-multiply rate (FLOP/s), measured once per server."""
+    import numpy as np
+
+    a = np.random.default_rng(0).standard_normal((512, 512), dtype=np.float32)
+    a @ a  # warm-up
+    repeats, started = 8, time.perf_counter()
+    for _ in range(repeats):
+        a @ a
+    return repeats * 2 * 512 ** 3 / (time.perf_counter() - started)
+
+
+def _flops_estimate(base_model: str, tokens: int) -> tuple[float, str] | None:
+    """(seconds, explanation) lower bound for one epoch from FLOPs, or None when the model's
+    size is unknown here."""
+    folder = (model_cache(store) / DEFAULT_BASE_MODEL if base_model == DEFAULT_BASE_MODEL
+              else Path(base_model))
+    params = _parameter_count(folder)
+    if not params:
+        return None
+    rate = _matmul_flops()
+    seconds = 4 * params * tokens / rate
+    return seconds, (f"a rough lower bound from FLOPs, not a measurement of training: "
+                     f"4 × {params / 1e6:.0f} M parameters × {tokens:,} tokens at this "
+                     f"machine's measured matrix-multiply rate ({rate / 1e9:.0f} GFLOP/s). "
+                     "Real training is slower (attention, small matrices, the optimizer); "
+                     "after a first run this becomes a measured figure")
+
+
+def _data_section(config: TrainConfig | None, examples: list[Example],
+                  runs: list[Run]) -> None:
+    base_model = config.base_model if config else S.get("tr_base_model", DEFAULT_BASE_MODEL)
+    max_len = config.max_seq_length if config else None
+    key = tuple((e.id, e.content_hash) for e in examples)
+    try:
+        lengths = _token_lengths(base_model, key, examples)
+    except Exception as exc:  # a model that cannot be found or loaded: say so, go on
+        st.warning(f"No token counts: the tokenizer of {plain(base_model)} could not be "
+                   f"loaded ({plain(type(exc).__name__)}: {plain(str(exc)[:300])}).",
+                   icon=":material/warning:")
+        return
+    cut = sum(n > max_len for n in lengths) if max_len else 0
+    kept = sum(min(n, max_len) for n in lengths) if max_len else sum(lengths)
+    stats = st.container(horizontal=True)
+    stats.metric("Tokens", f"{sum(lengths):,}", border=True,
+                 help="All tokens of the conversations, as the base model's chat template "
+                      "renders them")
+    stats.metric("Median length", f"{statistics.median(lengths):,.0f}", border=True)
+    stats.metric("Longest", f"{max(lengths):,}", border=True)
+    stats.metric("Cut by max length", f"{cut:,}" if max_len else "—", border=True,
+                 help="Conversations longer than max_seq_length; their end is cut off")
+    if config:
+        steps = math.ceil(len(lengths) / config.batch_size)
+        stats.metric("Steps per epoch", f"{steps:,}", border=True,
+                     help=f"{len(lengths)} examples in batches of {config.batch_size}")
+    _histogram(lengths, max_len, cut)
+    if config:
+        _estimate(config, kept, runs)
+
+
+def _histogram(lengths: list[int], max_len: int | None, cut: int) -> None:
+    import plotly.graph_objects as go
+
+    fig = go.Figure(go.Histogram(x=lengths, nbinsx=min(60, max(10, len(set(lengths)))),
+                                 marker={"color": "#4c78a8"},
+                                 hovertemplate="%{x} tokens: %{y} conversations"
+                                               "<extra></extra>"))
+    if max_len:
+        fig.add_vline(x=max_len, line={"color": "#e45756", "dash": "dash"},
+                      annotation_text=f"max_seq_length {max_len}: {cut} cut",
+                      annotation_position="top right")
+    fig.update_layout(height=260, margin={"l": 10, "r": 10, "t": 30, "b": 10},
+                      xaxis_title="tokens per conversation", yaxis_title="conversations",
+                      bargap=0.05)
+    st.plotly_chart(fig, key="tr_lengths", config={"displaylogo": False})
+
+
+def _estimate(config: TrainConfig, tokens: int, runs: list[Run]) -> None:
+    measured = _measured_speed(runs, config.base_model)
+    if measured:
+        rate, steps, run = measured
+        seconds = tokens / rate
+        used = run.manifest.get("config") or {}
+        differ = [FIELD_LABELS[k].lower() for k in ("batch_size", "max_seq_length", "r",
+                                                     "precision")
+                  if used.get(k) is not None and used.get(k) != getattr(config, k)]
+        st.markdown(
+            f":material/timer: **About {_duration(seconds)} per epoch**, "
+            f"{_duration(seconds * config.epochs)} for {config.epochs} epoch(s): measured, "
+            f"the median {rate:,.0f} tokens/s over {steps} step{'s' if steps != 1 else ''} of "
+            f"run {plain(run.id)} "
+            f"({plain(run.status.get('device', '?'))}, "
+            f"{plain(run.status.get('precision', '?'))}) applied to these {tokens:,} tokens.")
+        if differ:
+            st.caption(f"That run's {', '.join(differ)} differ from these settings, and other "
+                       "work on the machine changes the speed: take it as a guide.")
+        return
+    estimate = _flops_estimate(config.base_model, tokens)
+    if estimate is None:
+        st.caption(":material/timer: No estimate of the time per epoch yet: no earlier run "
+                   "of this model in this workspace, and its weights are not local to size "
+                   "it. The first run's live view shows its speed and ETA.")
+        return
+    seconds, how = estimate
+    st.markdown(f":material/timer: **At least {_duration(seconds)} per epoch** "
+                f"({_duration(seconds * config.epochs)} for {config.epochs} epoch(s)): "
+                f"{plain(how)}.")
+
+
+# --- leakage and launch --------------------------------------------------------------------
+
+def _leakage_section() -> list[dict[str, Any]] | None:
+    """The leaks between the accepted train examples and the eval split (shown), or None
+    if the check failed (said). The leakage check reuses its stored findings when nothing
+    changed, so this is instant after the first time."""
+    slot = st.empty()
+
+    def progress(fraction: float, message: str) -> None:
+        slot.progress(min(1.0, max(0.0, fraction)),
+                      text=plain(f"Checking the eval split for copies of train examples: "
+                                 f"{message}"))
+
+    try:
+        leaks = find_leakage(store, user.name, progress=progress)
+    except CurateError as exc:
+        slot.warning(f"The leakage check could not run: {plain(exc)}",
+                     icon=":material/warning:")
+        return None
+    slot.empty()
+    if leaks:
+        _show_leaks(leaks)
+    return leaks
+
+
+def _show_leaks(leaks: list[dict[str, Any]]) -> None:
+    with st.container(border=True, key="tr_leaks"):
+        st.warning(f"**{len(leaks)} eval example(s) duplicate train examples of this "
+                   "snapshot.** The model would be evaluated on examples it has trained on, "
+                   "so the evaluation would overstate it. Settle them on the Quality page "
+                   "(usually by rejecting the eval copy), or train anyway.",
+                   icon=":material/join_inner:")
+        st.dataframe(pd.DataFrame({
+            "Eval example": [leak["eval_id"] for leak in leaks],
+            "Train example": [leak["train_id"] for leak in leaks],
+            "Method": [leak["method"] for leak in leaks],
+            "Similarity": [leak["similarity"] for leak in leaks]}),
+            hide_index=True, key="tr_leak_table", height=38 + 35 * min(len(leaks), 6),
+            column_config={"Similarity": st.column_config.ProgressColumn(
+                format="percent", min_value=0.0, max_value=1.0),
+                "Eval example": st.column_config.NumberColumn(format="%d"),
+                "Train example": st.column_config.NumberColumn(format="%d")})
+        if st.button("Settle them on the Quality page", key="tr_to_quality",
+                     icon=":material/cleaning_services:"):
+            S.q_view = "leakage"  # the Quality page's findings selector
+            st.switch_page("ui/quality.py")
+
+
+def _launch(config: TrainConfig, allow_leakage: bool) -> None:
+    try:
+        run = launch(store, user, config, allow_leakage=allow_leakage)
+    except LeakageUnresolved as exc:
+        st.error(plain(exc), icon=":material/join_inner:")
+        _show_leaks(exc.leaks)
+        return
+    except RunAlreadyActive as exc:
+        st.error(f"**Not started:** {plain(exc)}", icon=":material/block:")
+        return
+    except CurateError as exc:
+        show_error(exc)
+        return
+    S.tr_view = run.id
+    _flash(f"Run {run.id} started on snapshot {run.manifest.get('snapshot_id')} "
+           f"({run.manifest.get('examples')} examples)", ":material/rocket_launch:")
+    st.rerun()
+
+
+def _new_run(runs: list[Run]) -> None:
+    st.header("New run", anchor=False)
+    examples = store.find(DEFAULT_TRAIN_FILTER)
+    with st.container(border=True, key="tr_form"):
+        config = _config_form()
+    if examples:
+        st.markdown(f":material/dataset: Trains on a new snapshot of the **{len(examples):,} "
+                    "accepted train examples** as they are at launch.")
+    else:
+        st.info("There are no accepted train examples to train on yet: accept some on the "
+                "Review page.", icon=":material/dataset:")
+        return
+    _data_section(config, examples, runs)
+    leaks = _leakage_section()
+    allow = False
+    if leaks:
+        allow = st.checkbox("Train anyway: I know the evaluation will overstate the model",
+                            key="tr_allow_leakage")
+    blocked = config is None or (bool(leaks) and not allow)
+    active = next((r for r in runs if r.active), None)
+    row = st.container(horizontal=True, vertical_alignment="center")
+    clicked = row.button("Launch training", key="tr_launch", type="primary",
+                         icon=":material/rocket_launch:", disabled=blocked)
+    if active:
+        row.caption(f"Run {plain(active.id)} is {active.state}: one run at a time per "
+                    "workspace.")
+    elif leaks and not allow:
+        row.caption("Tick “Train anyway” above, or settle the leaks first.")
+    if clicked and config is not None:
+        _launch(config, allow)
+
+
+# --- one run, live -------------------------------------------------------------------------
+
+def _loss_chart(run: Run) -> None:
+    import plotly.graph_objects as go
+
+    steps = [m["step"] for m in run.metrics]
+    fig = go.Figure(go.Scatter(x=steps, y=[m["loss"] for m in run.metrics], mode="lines",
+                               name="loss", line={"color": "#4c78a8"},
+                               hovertemplate="step %{x}: loss %{y:.4f}<extra></extra>"))
+    fig.update_layout(height=280, margin={"l": 10, "r": 10, "t": 10, "b": 10},
+                      xaxis={"title": "step", "range": [0, max(run.total_steps or 1,
+                                                               max(steps, default=1))]},
+                      yaxis_title="training loss")
+    st.plotly_chart(fig, key="tr_loss", config={"displaylogo": False})
+
+
+def _run_view(run_id: str, was_active: bool) -> None:
+    run = read_run(runs_dir / run_id)
+    if was_active and not run.active:
+        st.rerun(scope="app")  # it ended: the list and the buttons follow
+    last, total = run.last, run.total_steps
+    cells = st.container(horizontal=True)
+    cells.metric("State", run.state, border=True)
+    cells.metric("Step", f"{last.get('step', 0)}/{total or '?'}", border=True)
+    cells.metric("Epoch", f"{last['epoch']:.2f}" if last else "—", border=True)
+    cells.metric("Loss", f"{last['loss']:.4f}" if last else "—", border=True)
+    cells.metric("Learning rate", f"{last['learning_rate']:.2e}" if last else "—",
+                 border=True)
+    cells.metric("Tokens/s", f"{last['tokens_per_second']:,.0f}" if last else "—",
+                 border=True)
+    cells.metric("ETA", _duration(last.get("eta_seconds")) if run.active and last else "—",
+                 border=True)
+    if run.state == "failed":
+        st.error(f"**Failed:** {plain(run.status.get('reason') or 'no reason recorded')}",
+                 icon=":material/error:")
+    elif run.state == "interrupted":
+        st.warning("The trainer stopped without recording an ending (killed, or the machine "
+                   "restarted). Resume continues from its last checkpoint.",
+                   icon=":material/pause_circle:")
+    elif run.state == "cancelled":
+        st.info(plain(run.status.get("reason") or "cancelled"), icon=":material/block:")
+    elif run.state == "starting":
+        st.caption(":material/hourglass_top: Starting: loading the model and the data…")
+    m, s = run.manifest, run.status
+    leaked = (m.get("leakage") or {}).get("pairs") or []
+    if leaked:
+        st.warning(f"Trained despite {len(leaked)} eval example(s) duplicating train examples "
+                   f"(override by {plain((m.get('leakage') or {}).get('overridden_by'))}): "
+                   "its evaluation will overstate the model.", icon=":material/join_inner:")
+    if run.metrics:
+        _loss_chart(run)
+    data = s.get("data") or {}
+    st.caption(plain(
+        f"Snapshot {m.get('snapshot_id')} ({m.get('examples')} examples"
+        + (f", {data['truncated']} cut at max_seq_length" if data.get("truncated") else "")
+        + f") · base model {m.get('base_model')} · {s.get('device', '?')}, "
+        f"{s.get('precision', '?')} · created by {m.get('created_by')} at "
+        f"{str(m.get('created_at', ''))[:19].replace('T', ' ')} UTC · folder {run.dir}"))
+    row = st.container(horizontal=True)
+    if run.active and row.button("Cancel", key="tr_cancel", icon=":material/stop_circle:"):
+        with st.spinner("Stopping the trainer…"):
+            try:
+                cancel(run.dir)
+            except CurateError as exc:
+                show_error(exc)
+                return
+        _flash(f"Run {run.id} cancelled; Resume continues it from its last checkpoint.",
+               ":material/block:")
+        st.rerun(scope="app")
+    if run.state in RESUMABLE and row.button("Resume", key="tr_resume",
+                                             icon=":material/play_arrow:"):
+        try:
+            resume(store, user, run.id)
+        except CurateError as exc:
+            st.error(f"**Not resumed:** {plain(exc)}", icon=":material/block:")
+            return
+        _flash(f"Run {run.id} resumed from its last checkpoint", ":material/play_arrow:")
+        st.rerun(scope="app")
+    with st.expander("Settings and log"):
+        st.json(m.get("config") or {}, expanded=False)
+        log = run.dir / "trainer.log"
+        tail = log.read_text(errors="replace").splitlines()[-30:] if log.is_file() else []
+        st.code("\n".join(tail) or "(no log yet)", language=None)
+
+
+@st.fragment(run_every=POLL_SECONDS)
+def _live(run_id: str) -> None:
+    _run_view(run_id, was_active=True)
+
+
+@st.fragment
+def _still(run_id: str) -> None:
+    _run_view(run_id, was_active=False)
+
+
+def _runs_table(runs: list[Run]) -> None:
+    st.dataframe(pd.DataFrame({
+        "Run": [r.id for r in runs],
+        "State": [r.state for r in runs],
+        "Snapshot": [r.manifest.get("snapshot_id") for r in runs],
+        "Examples": [r.manifest.get("examples") for r in runs],
+        "Base model": [r.manifest.get("base_model") for r in runs],
+        "Created by": [r.manifest.get("created_by") for r in runs],
+        "Created at": [str(r.manifest.get("created_at", ""))[:19].replace("T", " ")
+                       for r in runs],
+        "Steps": [f"{r.last.get('step', 0)}/{r.total_steps or '?'}" for r in runs],
+        "Final loss": [_final_loss(r) for r in runs],
+        "Evaluated": [_has_eval(r) for r in runs]}),
+        hide_index=True, key="tr_runs_table", height=38 + 35 * min(len(runs), 10),
+        column_config={"Final loss": st.column_config.NumberColumn(format="%.4f"),
+                       "Evaluated": st.column_config.CheckboxColumn(
+                           help="Has a stored evaluation (the Evaluation page shows it)")})
+
+
+# --- the page ------------------------------------------------------------------------------
+
+st.title("Training")
+st.caption("Fine-tune a LoRA adapter of the base model on the accepted train examples. "
+           "Training runs in a process of its own: it goes on when you close the browser, "
+           "and this page shows it again when you come back.")
+flash = S.pop("tr_flash", None)
+if flash:
+    st.toast(plain(flash[0]), icon=flash[1])
+
+runs = list_runs(runs_dir)
+if runs:
+    active = next((r for r in runs if r.active), None)
+    ids = [r.id for r in runs]
+    if active and S.get("tr_followed") != active.id:
+        S.tr_view, S.tr_followed = active.id, active.id  # a new active run is shown first
+    if S.get("tr_view") not in ids:
+        S.tr_view = ids[0]
+    states = {r.id: r.state for r in runs}
+    header = st.container(horizontal=True, vertical_alignment="bottom")
+    header.header("Run", anchor=False, width="content")
+    view = header.selectbox("Run to show", ids, key="tr_view", width=420,
+                            label_visibility="collapsed",
+                            format_func=lambda i: f"{i} · {states[i]}")
+    chosen = next(r for r in runs if r.id == view)
+    if chosen.active:
+        _live(view)
+    else:
+        _still(view)
+    st.subheader("All runs", anchor=False)
+    _runs_table(runs)
+
+_new_run(runs)
