@@ -204,6 +204,10 @@ def test_launch_from_the_page_with_leakage_override_refusal_and_cancel(open_page
     assert leaks["Eval example"].tolist() == [leaked_eval]
     assert leaks["Train example"].tolist() == [train[0]] and leaks["Method"].tolist() == ["exact"]
     assert at.button(key="tr_launch").disabled
+    # no earlier run here: the time per epoch is a labelled lower bound, not a measurement
+    [estimate] = [t for t in _texts(at.markdown) if "per epoch" in t]
+    assert estimate.startswith(":material/timer: **At least ") and \
+        "rough lower bound from FLOPs, not a measurement" in estimate
     at.checkbox(key="tr_allow_leakage").check()
     for key, value in {"tr_r": 2, "tr_batch_size": 2, "tr_max_seq_length": 64,
                        "tr_epochs": 1, "tr_learning_rate": 1e-3}.items():
@@ -223,6 +227,9 @@ def test_launch_from_the_page_with_leakage_override_refusal_and_cancel(open_page
         assert [p["eval_id"] for p in run.manifest["leakage"]["pairs"]] == [leaked_eval]
         assert at.selectbox(key="tr_view").value == run.id
         assert _metrics(at)["State"] in ("starting", "running")
+        assert not at.checkbox(key="tr_allow_leakage").value  # for that launch only
+        at.checkbox(key="tr_allow_leakage").check()
+        _run(at)
 
         # a second launch while it is active is refused, naming the active run
         at.button(key="tr_launch").click()

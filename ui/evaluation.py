@@ -208,7 +208,9 @@ def _per_label(result: dict[str, Any]) -> None:
                                          per[base][lab][metric]) * 100, 1) for lab in labels]})
     st.dataframe(table, hide_index=True, key="ev_per_label",
                  height=38 + 35 * min(len(labels), 12),
-                 column_config={"Label": st.column_config.TextColumn(width="medium")})
+                 column_config={"Label": st.column_config.TextColumn(width="medium"),
+                                **{c: st.column_config.NumberColumn(format="%.1f")
+                                   for c in table.columns if c not in ("Label", "Examples")}})
     import plotly.graph_objects as go
 
     fig = go.Figure()

@@ -179,16 +179,39 @@ def _measured_speed(runs: list[Run], base_model: str) -> tuple[float, int, Run] 
     return None
 
 
-def _parameter_count(folder: Path) -> int | None:
-    """Parameters of a local safetensors model, from the files' headers (no weights read)."""
+@st.cache_data(show_spinner=False, max_entries=8)
+def _parameter_count(path: str, modified: float) -> int | None:
+    """Parameters of a local model from its files' headers (no weights read): a folder of
+    safetensors files, or a GGUF file. Cached on the path and its modification time."""
+    path_ = Path(path)
+    if path_.suffix == ".gguf":
+        from gguf import GGUFReader
+
+        return sum(math.prod(int(x) for x in t.shape) for t in GGUFReader(path_).tensors)
     total = 0
-    files = sorted(folder.glob("*.safetensors")) if folder.is_dir() else []
-    for path in files:
-        with open(path, "rb") as f:
+    for file in sorted(path_.glob("*.safetensors")) if path_.is_dir() else []:
+        with open(file, "rb") as f:
             (size,) = struct.unpack("<Q", f.read(8))
             header = orjson.loads(f.read(size))
         total += sum(math.prod(t["shape"]) for k, t in header.items() if k != "__metadata__")
     return total or None
+
+
+def _model_size(base_model: str) -> int | None:
+    """Parameters of the base model where its weights are on this machine, else None."""
+    from training.models import ModelUnavailable, packaged_gguf
+
+    path = Path(base_model)
+    if base_model == DEFAULT_BASE_MODEL:
+        path = model_cache(store) / DEFAULT_BASE_MODEL
+        if not (path / "model.safetensors").is_file():
+            try:
+                path = packaged_gguf()
+            except ModelUnavailable:
+                return None
+    if not path.exists():
+        return None
+    return _parameter_count(str(path), path.stat().st_mtime)
 
 
 @st.cache_resource(show_spinner=False)
@@ -207,9 +230,7 @@ def _matmul_flops() -> float:
 def _flops_estimate(base_model: str, tokens: int) -> tuple[float, str] | None:
     """(seconds, explanation) lower bound for one epoch from FLOPs, or None when the model's
     size is unknown here."""
-    folder = (model_cache(store) / DEFAULT_BASE_MODEL if base_model == DEFAULT_BASE_MODEL
-              else Path(base_model))
-    params = _parameter_count(folder)
+    params = _model_size(base_model)
     if not params:
         return None
     rate = _matmul_flops()
@@ -259,10 +280,14 @@ def _histogram(lengths: list[int], max_len: int | None, cut: int) -> None:
                                  marker={"color": "#4c78a8"},
                                  hovertemplate="%{x} tokens: %{y} conversations"
                                                "<extra></extra>"))
-    if max_len:
+    if max_len and max_len <= 1.3 * max(lengths):
         fig.add_vline(x=max_len, line={"color": "#e45756", "dash": "dash"},
                       annotation_text=f"max_seq_length {max_len}: {cut} cut",
                       annotation_position="top right")
+    elif max_len:  # far beyond the data: a line there would squash the histogram
+        fig.add_annotation(text=f"max_seq_length {max_len}: beyond the longest, none cut",
+                           xref="paper", yref="paper", x=1, y=1, showarrow=False,
+                           xanchor="right", font={"color": "#e45756"})
     fig.update_layout(height=260, margin={"l": 10, "r": 10, "t": 30, "b": 10},
                       xaxis_title="tokens per conversation", yaxis_title="conversations",
                       bargap=0.05)
@@ -363,6 +388,7 @@ def _launch(config: TrainConfig, allow_leakage: bool) -> None:
         show_error(exc)
         return
     S.tr_view = run.id
+    S.pop("tr_allow_leakage", None)  # the override is for this launch only
     _flash(f"Run {run.id} started on snapshot {run.manifest.get('snapshot_id')} "
            f"({run.manifest.get('examples')} examples)", ":material/rocket_launch:")
     st.rerun()
@@ -509,7 +535,11 @@ def _runs_table(runs: list[Run]) -> None:
         "Final loss": [_final_loss(r) for r in runs],
         "Evaluated": [_has_eval(r) for r in runs]}),
         hide_index=True, key="tr_runs_table", height=38 + 35 * min(len(runs), 10),
-        column_config={"Final loss": st.column_config.NumberColumn(format="%.4f"),
+        column_config={"Run": st.column_config.TextColumn(width="medium"),
+                       "Examples": st.column_config.NumberColumn(width="small"),
+                       "Steps": st.column_config.TextColumn(width="small"),
+                       "Final loss": st.column_config.NumberColumn(format="%.4f",
+                                                                   width="small"),
                        "Evaluated": st.column_config.CheckboxColumn(
                            help="Has a stored evaluation (the Evaluation page shows it)")})
 
