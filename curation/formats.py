@@ -247,11 +247,72 @@ def to_draft(record: Any, fmt: str = "auto", mapping: dict[str, str] | None = No
         raise RecordError("data_type", f"the record is {_type_name(record)}, not an object")
     if fmt == "mapped":
         return from_mapped(record, mapping or {}, max_chars)
+    if fmt in ("auto", "openai") and "messages" in record:
+        draft = _openai_fast(record, max_chars)
+        if draft is not None:
+            return draft
     if fmt == "auto":
         fmt = detect_format(record)
     reader = {"openai": from_openai, "alpaca": from_alpaca,
               "prompt_completion": from_prompt_completion, "sharegpt": from_sharegpt}[fmt]
     return Draft(messages=reader(record, max_chars), **_metadata(record, max_chars))
+
+
+def _openai_fast(record: dict, max_chars: int) -> Draft | None:
+    """The Draft of an OpenAI chat record in the common, clean shape, or None for anything else.
+
+    Same result as the general path (`from_openai` and `_metadata`) wherever it returns one: it
+    only accepts what that path accepts unchanged (plain str fields, no CR, no lone surrogates,
+    roles in order, list tags), and leaves every other record, and so every error, to it. It is
+    about twice as fast, which matters on an import of many records.
+    """
+    messages = record["messages"]
+    if type(messages) is not list or not messages:
+        return None
+    cleaned, roles = [], []
+    for message in messages:
+        if type(message) is not dict or len(message) != 2:
+            return None
+        role, content = message.get("role"), message.get("content")
+        if (type(content) is not str or role not in _ROLES or len(content) > max_chars
+                or "\r" in content or not content.strip() or not _encodable(content)):
+            return None
+        cleaned.append({"role": role, "content": content})
+        roles.append(role)
+    turns = roles[1:] if roles[0] == "system" else roles
+    half = len(turns) // 2
+    if (not turns or len(turns) % 2 or turns[0::2].count("user") != half
+            or turns[1::2].count("assistant") != half):
+        return None
+    label, tags, ext = record.get("label"), record.get("tags"), record.get("id")
+    if label is not None:
+        if (type(label) is not str or len(label) > max_chars or "\r" in label
+                or not _encodable(label)):
+            return None
+        label = label.strip() or None
+    if tags is None:
+        tags = ()
+    elif type(tags) is list and all(type(t) is str for t in tags):
+        tags = tuple(dict.fromkeys(t.strip() for t in tags if t.strip()))
+    else:
+        return None
+    if ext == "":
+        ext = None
+    elif ext is not None and (type(ext) is not str or len(ext) > max_chars or "\r" in ext
+                              or not ext.strip() or not _encodable(ext)):
+        return None
+    return Draft(messages=cleaned, label=label, tags=tags, external_id=ext)
+
+
+def _encodable(text: str) -> bool:
+    """True unless the text holds a lone surrogate (ASCII text is checked in constant time)."""
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def from_openai(record: dict, max_chars: int) -> list[dict[str, str]]:

@@ -1,16 +1,25 @@
 """Validated, atomic, idempotent import of JSONL, JSON arrays and CSV into the store.
 
 Design decisions:
-- Streaming: records are read one at a time and staged in batches of `BATCH_ROWS` into a
-  temporary DuckDB table, so Python never holds more than one batch, whatever the file size.
-- Atomic: staging, duplicate detection and the inserts into `examples`, `example_versions` and
-  `events` run in one transaction. A crash or `kill -9` before COMMIT leaves the store as it was.
+- Streaming, in chunks of at most `BATCH_ROWS` records (or `CHUNK_BYTES` bytes): each chunk
+  is parsed, validated and hashed into column buffers, then written straight into `examples`
+  and `events`, so neither Python nor DuckDB holds more than a few chunks, whatever the size.
+- A JSONL file of more than `PARALLEL_MIN_BYTES` is parsed by worker processes, one per CPU
+  (fork, so they start in milliseconds and import nothing): the main process only cuts the
+  file into chunks by line, hands out (offset, length, first line number) and writes the
+  results in file order, so line numbers, error codes and ids are exactly those of a serial
+  import. A worker whose parent dies (kill -9) reads EOF on its pipe and exits.
+- Atomic: every chunk is written inside one transaction. A crash or `kill -9` before COMMIT
+  leaves the store as it was.
 - Idempotent: a conversation whose content hash is already stored is skipped and reported;
-  a repeat of an earlier line of the same file is reported as `duplicate_in_file`.
+  a repeat of an earlier line of the same file is reported as `duplicate_in_file`. The hashes
+  seen in the file are kept in a dict in the main process (about 130 bytes per record).
 - A bad record never aborts the rest: it becomes a `LineError` (line, code, message, field).
   A file that is not UTF-8 is refused whole (`NotUtf8`), since its text cannot be trusted.
 - Fast path: orjson parses the bytes of a line; only a line orjson refuses goes through the
-  standard library to tell NaN, lone surrogates and plain syntax errors apart.
+  standard library to tell NaN, lone surrogates and plain syntax errors apart. Column buffers
+  are built by hand (`_Columns`) and handed to DuckDB as Arrow arrays without `pa.array`,
+  which would import pandas (a quarter of a second) for nothing.
 """
 
 from __future__ import annotations
@@ -19,27 +28,30 @@ import csv
 import io
 import json
 import math
+import multiprocessing
 import os
+import sys
+from array import array
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
+from itertools import accumulate
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pyarrow as pa
 
-from curation.errors import InvalidValue, NotUtf8, UnreadableFile
-from curation.formats import (DEFAULT_MAX_FIELD_CHARS, INPUT_FORMATS, Draft, RecordError,
-                              content_hash, detect_format, search_text, to_draft)
+from curation.errors import CurateError, InvalidValue, NotUtf8, UnreadableFile
+from curation.formats import (DEFAULT_MAX_FIELD_CHARS, INPUT_FORMATS, RecordError,
+                              content_hash, detect_format, to_draft)
 from curation.query import SPLITS, STATUSES
 from curation.store import Store, utcnow
 
 BATCH_ROWS = 10_000
+CHUNK_BYTES = 16 << 20
+PARALLEL_MIN_BYTES = 4 << 20  # smaller files are parsed in the main process
+_READ_BYTES = 1 << 22
 Progress = Callable[[int, int], None]
-_STAGING_SCHEMA = pa.schema([("line", pa.int64()), ("external_id", pa.string()),
-                             ("messages", pa.string()), ("text", pa.string()),
-                             ("label", pa.string()), ("tags", pa.list_(pa.string())),
-                             ("content_hash", pa.string())])
 
 
 @dataclass(frozen=True)
@@ -107,89 +119,348 @@ def import_file(store: Store, path: str | os.PathLike, *, fmt: str = "auto",
         raise UnreadableFile(f"{path}: no such file")
     kind = sniff_kind(path)
     report = ImportReport(path=str(path), file_kind=kind)
-    records = {"jsonl": _jsonl_records, "json": _json_array_records, "csv": _csv_records}[kind]
-    extra_tags = tuple(t for t in tags if t)
     total = path.stat().st_size
+    job = _Job(str(path), fmt, mapping, max_field_chars,
+               tuple(dict.fromkeys(t for t in tags if t)))
 
-    with store.transaction() as cur:
-        cur.execute("CREATE OR REPLACE TEMP TABLE staging (line BIGINT, external_id VARCHAR, "
-                    "messages VARCHAR, text VARCHAR, label VARCHAR, tags VARCHAR[], "
-                    "content_hash VARCHAR)")
-        batch: list[tuple] = []
-        for line, record, offset in records(path, fmt, mapping):
-            report.lines += 1
-            if isinstance(record, LineError):
-                report.rejected.append(record)
-                continue
-            try:
-                draft = to_draft(record, fmt, mapping, max_field_chars)
-            except RecordError as err:
-                report.rejected.append(LineError(line, err.code, err.message, err.field))
-                continue
-            batch.append(_row(line, draft, extra_tags))
-            if len(batch) >= BATCH_ROWS:
-                _stage(cur, batch)
-                batch = []
-                if progress:
-                    progress(offset, total)
-        _stage(cur, batch)
-        _adopt(cur, report, split=split, status=status, source=source or path.name, actor=actor)
-        if progress:
-            progress(total, total)
+    workers = _Workers(job, _worker_count()) if kind == "jsonl" and \
+        total >= PARALLEL_MIN_BYTES and _worker_count() > 1 else None
+    try:
+        chunks = (_jsonl_chunks(job, workers) if kind == "jsonl"
+                  else _record_chunks(job, kind))
+        with store.transaction() as cur:
+            writer = _Writer(cur, report, split=split, status=status,
+                             source=source or path.name, actor=actor)
+            pending = None  # progress is reported for a chunk once the next one is read
+            for chunk in chunks:
+                if pending is not None and progress:
+                    progress(pending, total)
+                writer.write(chunk)
+                pending = chunk.offset
+            if progress:
+                progress(total, total)
+    finally:
+        if workers is not None:
+            workers.close()
     return report
 
 
-def _row(line: int, draft: Draft, extra_tags: tuple[str, ...]) -> tuple:
-    tags = list(dict.fromkeys(draft.tags + extra_tags))
-    return (line, draft.external_id, orjson.dumps(draft.messages).decode(),
-            search_text(draft.messages), draft.label, tags, content_hash(draft.messages))
+# --- one chunk of records: parse, validate, hash into column buffers -------------------------
+
+@dataclass(frozen=True)
+class _Job:
+    """What every chunk of one import needs to know (sent once to each worker)."""
+
+    path: str
+    fmt: str
+    mapping: dict[str, str] | None
+    max_chars: int
+    extra_tags: tuple[str, ...]
 
 
-def _stage(cur, batch: list[tuple]) -> None:
-    if not batch:
-        return
-    columns = list(zip(*batch))
-    staged = pa.Table.from_arrays([pa.array(c, type=f.type)
-                                   for c, f in zip(columns, _STAGING_SCHEMA)],
-                                  schema=_STAGING_SCHEMA)
-    cur.register("staged_batch", staged)
-    cur.execute("INSERT INTO staging SELECT * FROM staged_batch")
-    cur.unregister("staged_batch")
+@dataclass
+class _Chunk:
+    """The records of one chunk: counts, rejected lines and the valid rows' column buffers."""
+
+    records: int
+    errors: list[LineError]
+    columns: tuple[bytes, ...]
+    offset: int = 0  # bytes of the file read up to the end of this chunk
 
 
-def _adopt(cur, report: ImportReport, *, split: str, status: str, source: str,
-           actor: str) -> None:
-    """Move staged rows into the store: skip known conversations and repeats in the file.
+class _Columns:
+    """Valid rows as Arrow buffers (offsets + UTF-8 data per string column), built in plain
+    Python and pickled as bytes: cheap to send between processes and to hand to DuckDB."""
 
-    Only narrow tables (line, hash, id) are built on the side; the wide columns go straight
-    from `staging` into the store, once each, so DuckDB never holds extra copies of the text.
-    """
-    cur.execute("CREATE OR REPLACE TEMP TABLE staged_first AS SELECT line, content_hash, "
-                "min(line) OVER (PARTITION BY content_hash) AS first_line FROM staging")
-    report.duplicates_in_file = [tuple(r) for r in cur.execute(
-        "SELECT line, first_line FROM staged_first WHERE line <> first_line ORDER BY line"
-    ).fetchall()]
-    report.already_in_store = [r[0] for r in cur.execute(
-        "SELECT line FROM staged_first WHERE line = first_line AND content_hash IN "
-        "(SELECT content_hash FROM examples) ORDER BY line").fetchall()]
-    now = utcnow()
-    cur.execute("CREATE OR REPLACE TEMP TABLE adopted AS SELECT nextval('example_id_seq') AS id, "
-                "line FROM (SELECT line FROM staged_first WHERE line = first_line AND "
-                "content_hash NOT IN (SELECT content_hash FROM examples) ORDER BY line)")
-    new_rows = "FROM adopted a JOIN staging s USING (line) ORDER BY a.id"
-    cur.execute("INSERT INTO examples (id, external_id, messages, text, label, tags, source, "
+    _STRINGS = ("external_id", "messages", "text", "label", "content_hash")
+
+    def __init__(self) -> None:
+        self.lines = array("q")
+        self.strings: dict[str, list[bytes]] = {name: [] for name in self._STRINGS}
+        self.tag_counts = array("i")
+        self.tags: list[bytes] = []
+
+    def add(self, line: int, record: Any, job: _Job) -> LineError | None:
+        try:
+            draft = to_draft(record, job.fmt, job.mapping, job.max_chars)
+        except RecordError as err:
+            return LineError(line, err.code, err.message, err.field)
+        messages = draft.messages
+        tags = tuple(dict.fromkeys(draft.tags + job.extra_tags)) if job.extra_tags \
+            else draft.tags
+        self.lines.append(line)
+        s = self.strings
+        s["external_id"].append((draft.external_id or "").encode())
+        s["messages"].append(orjson.dumps(messages))
+        s["text"].append("\n".join([m["content"] for m in messages]).encode())
+        s["label"].append((draft.label or "").encode())
+        s["content_hash"].append(content_hash(messages).encode())
+        self.tag_counts.append(len(tags))
+        self.tags.extend(t.encode() for t in tags)
+        return None
+
+    def pack(self) -> tuple[bytes, ...]:
+        out = [self.lines.tobytes()]
+        for name in self._STRINGS:
+            out += _string_buffers(self.strings[name])
+        out.append(array("i", accumulate(self.tag_counts, initial=0)).tobytes())
+        out += _string_buffers(self.tags)
+        return tuple(out)
+
+
+_HASH_DATA = 2 + 2 * _Columns._STRINGS.index("content_hash")  # index in _Columns.pack()
+
+
+def _string_buffers(values: list[bytes]) -> list[bytes]:
+    return [array("q", accumulate(map(len, values), initial=0)).tobytes(), b"".join(values)]
+
+
+def _arrow(columns: tuple[bytes, ...]) -> pa.Table:
+    """The Arrow table of packed columns ('' stands for NULL in external_id and label)."""
+    lines, rest = columns[0], columns[1:]
+    n = len(lines) // 8
+    arrays = [pa.Array.from_buffers(pa.int64(), n, [None, pa.py_buffer(lines)])]
+    for i in range(len(_Columns._STRINGS)):
+        offsets, data = rest[2 * i], rest[2 * i + 1]
+        arrays.append(pa.Array.from_buffers(pa.large_string(), n,
+                                            [None, pa.py_buffer(offsets), pa.py_buffer(data)]))
+    tag_offsets, tag_value_offsets, tag_data = rest[-3:]
+    values = pa.Array.from_buffers(pa.large_string(), len(tag_value_offsets) // 8 - 1,
+                                   [None, pa.py_buffer(tag_value_offsets),
+                                    pa.py_buffer(tag_data)])
+    arrays.append(pa.ListArray.from_arrays(
+        pa.Array.from_buffers(pa.int32(), n + 1, [None, pa.py_buffer(tag_offsets)]), values))
+    return pa.Table.from_arrays(arrays, names=["line", *_Columns._STRINGS, "tags"])
+
+
+def _parse_lines(job: _Job, start: int, length: int, first_line: int) -> _Chunk:
+    """Parse and validate the JSONL lines in bytes [start, start + length) of the file."""
+    with open(job.path, "rb") as f:
+        f.seek(start)
+        data = f.read(length)
+    lines = data.split(b"\n")
+    if data.endswith(b"\n"):
+        lines.pop()
+    columns, errors, records = _Columns(), [], 0
+    path = Path(job.path)
+    for number, raw in enumerate(lines, start=first_line):
+        if number == 1 and raw.startswith(b"\xef\xbb\xbf"):
+            raw = raw[3:]
+        raw = raw.rstrip(b"\r\n")
+        if not raw.strip():
+            continue
+        records += 1
+        try:
+            record = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            record = _diagnose(raw, number, path)
+            if isinstance(record, LineError):
+                errors.append(record)
+                continue
+        if error := columns.add(number, record, job):
+            errors.append(error)
+    return _Chunk(records, errors, columns.pack(), start + length)
+
+
+def _jsonl_chunks(job: _Job, workers: _Workers | None) -> Iterator[_Chunk]:
+    bounds = _line_chunks(job.path)
+    if workers is None:
+        for start, length, first_line in bounds:
+            yield _parse_lines(job, start, length, first_line)
+    else:
+        yield from workers.map(bounds)
+
+
+def _line_chunks(path: str) -> Iterator[tuple[int, int, int]]:
+    """(offset, length, first line number) of chunks of whole lines: at most BATCH_ROWS lines
+    (blank ones included) and, unless a single line is longer, at most CHUNK_BYTES bytes."""
+    with open(path, "rb") as f:
+        buf, base, pos, first_line, eof = b"", 0, 0, 1, False  # buf[0] is at file offset base
+        while True:
+            end, lines = pos, 0
+            while lines < BATCH_ROWS:
+                newline = buf.find(b"\n", end)
+                if newline < 0 and not eof:
+                    block = f.read(_READ_BYTES)
+                    eof = not block
+                    buf, base, end, pos = buf[pos:] + block, base + pos, end - pos, 0
+                    continue
+                if newline < 0:  # end of file: the last line has no newline, or is done
+                    newline = len(buf) - 1 if end < len(buf) else -1
+                if newline < 0 or (lines and newline + 1 - pos > CHUNK_BYTES):
+                    break
+                end, lines = newline + 1, lines + 1
+            if not lines:
+                return
+            yield base + pos, end - pos, first_line
+            first_line, pos = first_line + lines, end
+
+
+def _record_chunks(job: _Job, kind: str) -> Iterator[_Chunk]:
+    """Chunks of a JSON array or CSV file, read by the streaming readers below."""
+    records = {"json": _json_array_records, "csv": _csv_records}[kind]
+    columns, errors, count, offset = _Columns(), [], 0, 0
+    for line, record, offset in records(Path(job.path), job.fmt, job.mapping):
+        count += 1
+        error = record if isinstance(record, LineError) else columns.add(line, record, job)
+        if error:
+            errors.append(error)
+        if count == BATCH_ROWS:
+            yield _Chunk(count, errors, columns.pack(), offset)
+            columns, errors, count = _Columns(), [], 0
+    if count:
+        yield _Chunk(count, errors, columns.pack(), offset)
+
+
+# --- worker processes ------------------------------------------------------------------------
+
+def _worker_count() -> int:
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cpus = os.cpu_count() or 1
+    return min(cpus, 4) if sys.platform.startswith("linux") else 1  # fork: Linux only
+
+
+class _WorkerDied(CurateError):
+    """A parsing process ended without an answer (killed, or out of memory)."""
+
+
+def _worker_main(conn, job: _Job, inherited: list) -> None:
+    for other in inherited:  # the parent's ends of the pipes: EOF here once the parent dies
+        other.close()
+    try:
+        while (task := conn.recv()) is not None:
+            try:
+                result: Any = _parse_lines(job, *task)
+            except BaseException as exc:  # noqa: BLE001 (sent back and raised in the parent)
+                result = exc
+            conn.send(result)
+    except (EOFError, OSError):
+        pass
+
+
+class _Workers:
+    """Processes that parse chunks of a JSONL file; `map` gives results in chunk order."""
+
+    DEPTH = 2  # chunks queued per worker: one parsed while the other waits
+
+    def __init__(self, job: _Job, n: int):
+        ctx = multiprocessing.get_context("fork")
+        self.conns, self.procs = [], []
+        for _ in range(n):
+            parent, child = ctx.Pipe()
+            self.conns.append(parent)
+            proc = ctx.Process(target=_worker_main, args=(child, job, list(self.conns)),
+                               daemon=True, name="curate-import")
+            proc.start()
+            child.close()
+            self.procs.append(proc)
+
+    def map(self, tasks: Iterator[tuple[int, int, int]]) -> Iterator[_Chunk]:
+        n, sent, received = len(self.conns), 0, 0
+        tasks = iter(tasks)
+        more = True
+        while True:
+            while more and sent - received < n * self.DEPTH:
+                task = next(tasks, None)
+                if task is None:
+                    more = False
+                    break
+                self.conns[sent % n].send(task)
+                sent += 1
+            if received == sent:
+                return
+            try:
+                result = self.conns[received % n].recv()
+            except (EOFError, OSError):
+                raise _WorkerDied("an import worker process ended unexpectedly; nothing "
+                                  "was imported") from None
+            received += 1
+            if isinstance(result, BaseException):
+                raise result
+            yield result
+
+    def close(self) -> None:
+        for conn in self.conns:
+            try:
+                conn.send(None)
+            except OSError:
+                pass
+            conn.close()
+        for proc in self.procs:
+            proc.join(timeout=5)
+            if proc.is_alive():
+                proc.kill()
+                proc.join()
+
+
+# --- writing chunks into the store -----------------------------------------------------------
+
+class _Writer:
+    """Writes chunks in file order: skips repeats within the file and known conversations,
+    gives each new example the next id and writes it with its 'create' event."""
+
+    def __init__(self, cur, report: ImportReport, *, split: str, status: str, source: str,
+                 actor: str):
+        self.cur, self.report = cur, report
+        self.seen: dict[bytes, int] = {}  # content hash -> first line with it
+        self.store_empty = cur.execute("SELECT count(*) FROM examples").fetchall()[0][0] == 0
+        now = utcnow()
+        self.example_params = [source, split, status, actor, now, actor, now]
+        self.event_params = [actor, now, source, split, status]
+
+    def write(self, chunk: _Chunk) -> None:
+        report = self.report
+        report.lines += chunk.records
+        report.rejected.extend(chunk.errors)
+        table = _arrow(chunk.columns)
+        n = table.num_rows
+        if not n:
+            return
+        lines = array("q")
+        lines.frombytes(chunk.columns[0])
+        hashes = chunk.columns[_HASH_DATA]  # 64 hex characters per row
+        candidates = []
+        for i, line in enumerate(lines):
+            key = hashes[64 * i:64 * i + 64]
+            first = self.seen.setdefault(key, line)
+            if first != line:
+                report.duplicates_in_file.append((line, first))
+            else:
+                candidates.append(i)
+        cur = self.cur
+        cur.register("chunk", table)
+        try:
+            if candidates and not self.store_empty:
+                known = {r[0] for r in cur.execute(
+                    "SELECT line FROM chunk WHERE content_hash IN "
+                    "(SELECT content_hash FROM examples)").fetchall()}
+                report.already_in_store.extend(lines[i] for i in candidates if lines[i] in known)
+                candidates = [i for i in candidates if lines[i] not in known]
+            if not candidates:
+                return
+            ids = sorted(r[0] for r in cur.execute(
+                "SELECT nextval('example_id_seq') FROM range(?)", [len(candidates)]).fetchall())
+            id_column = array("q", bytes(8 * n))
+            for i, new_id in zip(candidates, ids):
+                id_column[i] = new_id
+            cur.register("chunk", table.append_column("id", pa.Array.from_buffers(
+                pa.int64(), n, [None, pa.py_buffer(id_column.tobytes())])))
+            cur.execute(
+                "INSERT INTO examples (id, external_id, messages, text, label, tags, source, "
                 "split, status, content_hash, version, created_by, created_at, updated_by, "
-                "updated_at, deleted) SELECT a.id, s.external_id, s.messages, s.text, s.label, "
-                "s.tags, ?, ?, ?, s.content_hash, 1, ?, ?, ?, ?, false " + new_rows,
-                [source, split, status, actor, now, actor, now])
-    cur.execute("INSERT INTO example_versions SELECT a.id, 1, s.messages, s.label, s.tags, ?, ?, "
-                "s.content_hash, ?, ? " + new_rows, [split, status, actor, now])
-    cur.execute("INSERT INTO events SELECT nextval('event_id_seq'), a.id, 'create', ?, ?, 1, "
-                "NULL, json_object('source', ?, 'split', ?, 'status', ?, 'label', s.label, "
-                "'line', a.line)::VARCHAR, NULL " + new_rows,
-                [actor, now, source, split, status])
-    report.imported = cur.execute("SELECT count(*) FROM adopted").fetchone()[0]
-    cur.execute("DROP TABLE adopted; DROP TABLE staged_first; DROP TABLE staging")
+                "updated_at, deleted) SELECT id, nullif(external_id, ''), messages, text, "
+                "nullif(label, ''), tags, ?, ?, ?, content_hash, 1, ?, ?, ?, ?, false "
+                "FROM chunk WHERE id > 0", self.example_params).fetchall()
+            cur.execute(
+                "INSERT INTO events SELECT nextval('event_id_seq'), id, 'create', ?, ?, 1, "
+                "NULL, json_object('source', ?, 'split', ?, 'status', ?, 'label', "
+                "nullif(label, ''), 'line', line)::VARCHAR, NULL FROM chunk WHERE id > 0",
+                self.event_params).fetchall()
+            report.imported += len(candidates)
+        finally:
+            cur.unregister("chunk")
 
 
 # --- reading files ---------------------------------------------------------------------------

@@ -7,8 +7,10 @@ Design decisions:
 - Optimistic concurrency: every update names the version it was based on. A stale version is
   refused with `VersionConflict` (who changed it, when); so is a write-write race that DuckDB
   detects between two concurrent transactions. Nothing is applied silently.
-- Every change writes, in the same transaction, the new row, a copy into `example_versions`
-  and exactly one audit event. A refused change writes nothing.
+- Every change writes, in the same transaction, the new row, the row it replaces into
+  `example_versions` and exactly one audit event. A refused change writes nothing. The current
+  version lives only in `examples` (an import writes each conversation once, not twice);
+  `_VERSIONS` is the union of both, every version of every example.
 - Snapshots are immutable (example id, version) sets with a content hash; the same filters
   over unchanged data give back the same snapshot instead of a new one.
 - DuckDB's memory is capped (`MEMORY_LIMIT`); past it, DuckDB spills to disk. Measured on a
@@ -44,6 +46,11 @@ MEMORY_LIMIT = os.environ.get("CURATE_DUCKDB_MEMORY", "400MB")
 EDITABLE = ("messages", "label", "tags", "split", "status", "deleted")
 _COLUMNS = ("id, external_id, messages, label, tags, source, split, status, content_hash, "
             "version, created_by, created_at, updated_by, updated_at, deleted")
+# Every version of every example: the superseded ones, and the current one in `examples`.
+_VERSIONS = ("(SELECT example_id, version, messages, label, tags, split, status, content_hash, "
+             "changed_by, changed_at FROM example_versions UNION ALL "
+             "SELECT id, version, messages, label, tags, split, status, content_hash, "
+             "updated_by, updated_at FROM examples)")
 
 
 def utcnow() -> datetime:
@@ -209,7 +216,9 @@ class Store:
         """Every stored version of an example, oldest first."""
         rows = self.cursor().execute(
             "SELECT version, messages, label, tags, split, status, changed_by, changed_at "
-            "FROM example_versions WHERE example_id = ? ORDER BY version", [example_id]).fetchall()
+            "FROM example_versions WHERE example_id = ? UNION ALL "
+            "SELECT version, messages, label, tags, split, status, updated_by, updated_at "
+            "FROM examples WHERE id = ? ORDER BY version", [example_id, example_id]).fetchall()
         if not rows:
             raise ExampleNotFound(f"no example has id #{example_id}")
         keys = ("version", "messages", "label", "tags", "split", "status", "changed_by",
@@ -280,9 +289,6 @@ class Store:
                         [new_id, messages_json, changes["label"], list(changes["tags"]), source,
                          changes["split"], changes["status"], digest, 1, actor, now, actor, now,
                          search_text(messages)])
-            cur.execute("INSERT INTO example_versions VALUES (?, 1, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        [new_id, messages_json, changes["label"], list(changes["tags"]),
-                         changes["split"], changes["status"], digest, actor, now])
             cur.execute("INSERT INTO events VALUES (nextval('event_id_seq'), ?, 'create', ?, ?, "
                         "1, NULL, ?, ?)",
                         [new_id, actor, now, orjson.dumps({"source": source, "split": split,
@@ -295,7 +301,8 @@ class Store:
                action: str | None = None, **changes: Any) -> Example:
         """Change fields of an example that is still at `base_version`.
 
-        Writes the new version, its copy in `example_versions` and one audit event, or nothing:
+        Writes the new version, moves the one it replaces into `example_versions` and writes
+        one audit event, or nothing:
         a stale `base_version` raises VersionConflict. Changing nothing writes nothing.
         """
         changes = self._validated(changes)
@@ -346,14 +353,18 @@ class Store:
                         "text": search_text(after.messages), "content_hash": after.content_hash}
         columns |= {"version": version, "updated_by": actor, "updated_at": now}
         assignments = ", ".join(f"{name} = ?" for name in columns)
+        superseded = cur.execute(
+            "INSERT INTO example_versions SELECT id, version, messages, label, tags, split, "
+            "status, content_hash, updated_by, updated_at FROM examples "
+            "WHERE id = ? AND version = ? RETURNING version",
+            [current.id, current.version]).fetchall()
+        if not superseded:
+            raise self._conflict(self._get(cur, current.id), current.version)
         updated = cur.execute(
             f"UPDATE examples SET {assignments} WHERE id = ? AND version = ? RETURNING id",
             [*columns.values(), current.id, current.version]).fetchall()
         if not updated:
             raise self._conflict(self._get(cur, current.id), current.version)
-        cur.execute("INSERT INTO example_versions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    [current.id, version, orjson.dumps(after.messages).decode(), after.label,
-                     list(after.tags), after.split, after.status, after.content_hash, actor, now])
         before = {k: _jsonable(_field(current, k)) for k in diff}
         changed = {k: _jsonable(v) for k, v in diff.items()}
         cur.execute("INSERT INTO events VALUES (nextval('event_id_seq'), ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -411,8 +422,8 @@ class Store:
         cur = self._con.cursor()
         cur.execute(
             "SELECT v.example_id, e.external_id, v.version, v.messages, v.label, v.tags, v.split, "
-            "v.status, e.source FROM snapshot_items s "
-            "JOIN example_versions v ON v.example_id = s.example_id AND v.version = s.version "
+            f"v.status, e.source FROM snapshot_items s JOIN {_VERSIONS} v "
+            "ON v.example_id = s.example_id AND v.version = s.version "
             "JOIN examples e ON e.id = s.example_id WHERE s.snapshot_id = ? ORDER BY v.example_id",
             [snapshot_id])
         keys = ("id", "external_id", "version", "messages", "label", "tags", "split", "status",

@@ -7,11 +7,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from curation import InvalidValue
 from curation.formats import (CODES, MAPPING_TARGETS, OUTPUT_FORMATS, WRITERS, Draft, RecordError,
-                              content_hash, detect_format, parse_mapping, to_alpaca, to_draft,
-                              to_openai, to_prompt_completion)
+                              _metadata, _openai_fast, content_hash, detect_format, from_openai,
+                              parse_mapping, to_alpaca, to_draft, to_openai, to_prompt_completion)
+from tests.conftest import chat
 
 
 def S(content: str) -> dict[str, str]:
@@ -401,3 +404,79 @@ def test_content_hash_changes_with_role_or_word():
     assert base != content_hash([U("hello"), A("there world")])
     assert base != content_hash([U("hello there"), A("world"), U("x"), A("y")])
     assert len(base) == 64 and int(base, 16) >= 0
+
+
+# --- the fast path for clean OpenAI records gives what the general path gives -----------------
+
+_ODD = st.sampled_from([None, True, 1, 2.5, float("nan"), "", " ", "x", " y ", "a\rb", "a\r\nb",
+                        "\ud800", "é", "e\u0301", "系统", "\u00a0", "user", "tool", [], {}])
+_TEXT = st.one_of(st.text(min_size=1, max_size=8), _ODD)
+
+
+@st.composite
+def _openai_records(draw) -> dict:
+    """Mostly clean OpenAI records, each with a few random defects (or none)."""
+    roles = (["system"] if draw(st.booleans()) else []) + \
+        ["user", "assistant"] * draw(st.integers(1, 3))
+    messages: list = [{"role": r, "content": draw(st.text(min_size=1, max_size=8))}
+                      for r in roles]
+    record: dict = {"messages": messages}
+    for key, value in (("label", _TEXT), ("id", _TEXT),
+                       ("tags", st.lists(_TEXT, max_size=3) | _ODD)):
+        if draw(st.booleans()):
+            record[key] = draw(value)
+    for _ in range(draw(st.integers(0, 2))):
+        i = draw(st.integers(0, len(messages) - 1))
+        defect = draw(st.sampled_from(["role", "content", "key", "drop", "order", "type",
+                                       "reverse", "empty"]))
+        if not isinstance(messages[i], dict) or len(messages[i]) != 2:
+            continue  # already broken
+        if defect == "role":
+            messages[i]["role"] = draw(_TEXT)
+        elif defect == "content":
+            messages[i]["content"] = draw(_TEXT)
+        elif defect == "key":
+            messages[i]["name"] = "x"
+        elif defect == "drop":
+            messages[i].pop(draw(st.sampled_from(["role", "content"])))
+        elif defect == "order":
+            messages[i] = {"content": messages[i]["content"], "role": messages[i]["role"]}
+        elif defect == "type":
+            messages[i] = draw(_ODD)
+        elif defect == "reverse":
+            messages.reverse()
+        else:
+            record["messages"] = draw(st.sampled_from([[], None, "text"]))
+            break
+    return record
+
+
+def _general(record: dict, max_chars: int) -> Draft | str:
+    try:
+        return Draft(messages=from_openai(record, max_chars), **_metadata(record, max_chars))
+    except RecordError as err:
+        return err.code
+
+
+@given(_openai_records(), st.sampled_from([4, 100]))
+@settings(max_examples=600, deadline=None)
+def test_fast_openai_path_agrees_with_the_general_path(record, max_chars):
+    fast = _openai_fast(record, max_chars)
+    if fast is not None:
+        assert fast == _general(record, max_chars)
+        assert to_draft(record, "openai", max_chars=max_chars) == fast
+    else:  # left to the general path, which to_draft then takes
+        general = _general(record, max_chars)
+        if isinstance(general, str):
+            with pytest.raises(RecordError) as raised:
+                to_draft(record, max_chars=max_chars)
+            assert raised.value.code == general
+        else:
+            assert to_draft(record, max_chars=max_chars) == general
+
+
+def test_fast_openai_path_takes_the_common_shape():
+    record = {"id": "x-1", "messages": chat("q", "a", system="s"), "label": " l ",
+              "tags": ["a", " b", "a", ""], "other": 1}
+    assert _openai_fast(record, 100) == Draft(messages=chat("q", "a", system="s"), label="l",
+                                              tags=("a", "b"), external_id="x-1")

@@ -9,12 +9,13 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 
 import orjson
 import pytest
 
 from curation import (ExampleFilter, ImportReport, InvalidValue, LineError, NotUtf8, Store,
-                      UnreadableFile, import_file)
+                      UnreadableFile, import_file, importer)
 from curation.formats import parse_mapping
 from tests.conftest import PROJECT_ROOT, chat, write_jsonl
 
@@ -236,10 +237,13 @@ def test_one_create_event_and_one_version_per_imported_example(empty_store, tmp_
         assert event["version"] == 1 and event["before"] is None
         assert event["after"] == {"source": "audit.jsonl", "split": "train",
                                   "status": "accepted", "label": example.label, "line": line}
-    versions = empty_store.cursor().execute(
-        "SELECT example_id, version, changed_by FROM example_versions ORDER BY example_id"
-    ).fetchall()
-    assert versions == [(e.id, 1, "alice") for e in examples]
+    for example in examples:
+        [version] = empty_store.versions(example.id)
+        assert (version["version"], version["changed_by"], version["messages"]) == \
+            (1, "alice", example.messages)
+    # the current version is stored once, in `examples`; example_versions holds earlier ones
+    assert empty_store.cursor().execute(
+        "SELECT count(*) FROM example_versions").fetchone()[0] == 0
     snap = empty_store.snapshot(ExampleFilter(), actor="t")
     rows = list(empty_store.snapshot_rows(snap.id))
     assert [(r["id"], r["version"], r["messages"], r["label"]) for r in rows] == \
@@ -467,14 +471,17 @@ def test_csv_line_numbers_after_a_blank_line(empty_store, tmp_path):
 # --- atomicity under kill -9 -------------------------------------------------------------------
 
 CHILD_IMPORT = textwrap.dedent("""
-    import sys, time
-    from curation import Store, import_file
+    import multiprocessing, sys, time
+    from curation import Store, import_file, importer
     store = Store(sys.argv[1])
     kill_at = sys.argv[3]
+    if sys.argv[4] == "workers":
+        importer.PARALLEL_MIN_BYTES, importer._worker_count = 0, lambda: 2
 
     def progress(done, total):
         print("progress", done, total, flush=True)
         if kill_at == "staging" or done == total:
+            print("workers", *[p.pid for p in multiprocessing.active_children()], flush=True)
             print("ready", flush=True)
             time.sleep(600)
 
@@ -503,8 +510,19 @@ def _read_until_ready(proc: subprocess.Popen, timeout: float) -> list[str]:
     return lines
 
 
-@pytest.mark.parametrize("kill_at, n_lines", [("staging", 15_000), ("before_commit", 130_000)])
-def test_kill_9_during_import_leaves_the_store_as_it_was(tmp_path, kill_at, n_lines):
+def _gone(pid: int) -> bool:
+    """The process has exited (no longer listed, or a zombie waiting to be reaped)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+@pytest.mark.parametrize("kill_at, n_lines, parse", [("staging", 15_000, "main"),
+                                                      ("staging", 40_000, "workers"),
+                                                      ("before_commit", 130_000, "workers")])
+def test_kill_9_during_import_leaves_the_store_as_it_was(tmp_path, kill_at, n_lines, parse):
     db = tmp_path / "ws" / "curate.duckdb"
     with Store(db) as store:
         import_file(store, write_jsonl(tmp_path / "seed.jsonl", [rec(-1), rec(-2), rec(-3)]),
@@ -517,17 +535,25 @@ def test_kill_9_during_import_leaves_the_store_as_it_was(tmp_path, kill_at, n_li
                 b'{"role":"assistant","content":"bulk answer %d"}]}\n')
     big.write_bytes(b"".join(template % (i, i) for i in range(n_lines)))
 
-    child = _run_python(CHILD_IMPORT, str(db), str(big), kill_at)
+    child = _run_python(CHILD_IMPORT, str(db), str(big), kill_at, parse)
     try:
         lines = _read_until_ready(child, timeout=40)
         assert lines and lines[-1] == "ready", (lines, child.stderr.read())
-        done, total = map(int, lines[-2].split()[1:])
+        workers = [int(pid) for pid in lines[-2].split()[1:]]
+        if parse == "workers" and sys.platform.startswith("linux"):
+            assert len(workers) == 2
+        done, total = map(int, lines[-3].split()[1:])
         # the import is underway in its transaction: staging batches, or every row adopted
         assert (done < total) if kill_at == "staging" else (done == total)
         child.send_signal(signal.SIGKILL)
         child.wait(timeout=10)
         assert child.returncode == -signal.SIGKILL
         assert "committed" not in child.stdout.read()
+        # the parsing processes see their pipes close and exit too
+        deadline = time.monotonic() + 10
+        while not all(map(_gone, workers)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert all(map(_gone, workers)), workers
     finally:
         if child.poll() is None:
             child.kill()
@@ -539,8 +565,9 @@ def test_kill_9_during_import_leaves_the_store_as_it_was(tmp_path, kill_at, n_li
         assert store.count() == 3
         assert contents(store) == before
         assert store.cursor().execute("SELECT count(*) FROM events").fetchone()[0] == 3
+        assert [len(store.versions(e.id)) for e in store.find()] == [1, 1, 1]
         assert store.cursor().execute(
-            "SELECT count(*) FROM example_versions").fetchone()[0] == 3
+            "SELECT count(*) FROM example_versions").fetchone()[0] == 0
         report = import_file(store, write_jsonl(tmp_path / "after.jsonl", [rec(1), rec(-1)]),
                              actor="t")
         assert report.imported == 1 and report.already_in_store == [2]
@@ -564,3 +591,81 @@ def test_second_process_gets_store_locked(empty_store):
     out, err = child.communicate(timeout=60)
     assert child.returncode == 0, err
     assert out.strip() == "opened"
+
+
+# --- parsing in worker processes ---------------------------------------------------------------
+
+@pytest.fixture
+def in_workers(monkeypatch):
+    """JSONL imports parsed by two worker processes, in chunks of at most 7 lines."""
+    monkeypatch.setattr(importer, "PARALLEL_MIN_BYTES", 0)
+    monkeypatch.setattr(importer, "BATCH_ROWS", 7)
+    monkeypatch.setattr(importer, "_worker_count", lambda: 2)
+
+
+def _mixed_lines() -> list:
+    lines: list = [rec(i, id=f"x{i}", label=f"l{i % 3}", tags=["t", f"n{i}"]) for i in range(40)]
+    lines[3] = '{"messages": [{"role": "user"'                        # invalid_json
+    lines[8] = ""                                                     # blank
+    lines[9] = rec(2, label="other metadata, same conversation")      # duplicate_in_file
+    lines[15] = '{"prompt": "p", "completion": NaN}'                  # nan_value
+    lines[16] = rec(-1)                                               # already in the store
+    lines[22] = "[1, 2]"                                              # data_type
+    lines[23] = rec(5)                                                # duplicate of line 6
+    lines[30] = {"prompt": "two\r\nlines", "completion": "c", "label": 7}  # general path
+    lines[31] = {"messages": chat("q", "a"), "tags": "a;b"}           # general path
+    return lines
+
+
+def _outcome(store: Store, report: ImportReport) -> tuple:
+    examples = [(e.id, e.external_id, e.messages, e.label, e.tags, e.content_hash, e.version)
+                for e in store.find()]
+    events = store.cursor().execute(
+        "SELECT example_id, action, version, after FROM events ORDER BY id").fetchall()
+    return ({**report.to_dict(), "path": None}, examples, events)
+
+
+def test_workers_import_exactly_what_the_main_process_imports(file_store, tmp_path,
+                                                                monkeypatch):
+    path = write_jsonl(tmp_path / "mixed.jsonl", _mixed_lines())
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes().rstrip(b"\n"))  # BOM, no last newline
+    outcomes = []
+    for parse in ("main", "workers"):
+        if parse == "workers":
+            monkeypatch.setattr(importer, "PARALLEL_MIN_BYTES", 0)
+            monkeypatch.setattr(importer, "BATCH_ROWS", 7)
+            monkeypatch.setattr(importer, "_worker_count", lambda: 2)
+        store = file_store(f"{parse}.duckdb")
+        import_file(store, write_jsonl(tmp_path / "seed.jsonl", [rec(-1)]), actor="seeder")
+        report = import_file(store, path, actor="t", tags=("batch",))
+        outcomes.append(_outcome(store, report))
+    assert outcomes[0] == outcomes[1]
+    report = outcomes[1][0]
+    assert [(e["line"], e["code"]) for e in report["rejected"]] == [
+        (4, "invalid_json"), (16, "nan_value"), (23, "data_type")]
+    assert report["duplicates_in_file"] == [{"line": 10, "first_line": 3},
+                                            {"line": 24, "first_line": 6}]
+    assert report["already_in_store"] == [17]
+    assert report["lines"] == 39 and report["imported"] == 39 - 3 - 2 - 1
+
+
+def test_not_utf8_in_a_later_chunk_is_refused_whole(in_workers, seeded_store, tmp_path):
+    before = seeded_store.count()
+    path = tmp_path / "latin1.jsonl"
+    path.write_bytes(b"".join(orjson.dumps(rec(i)) + b"\n" for i in range(20))
+                     + '{"prompt": "café", "completion": "x"}\n'.encode("latin-1")
+                     + orjson.dumps(rec(21)) + b"\n")
+    with pytest.raises(NotUtf8, match="line 21"):
+        import_file(seeded_store, path, actor="t")
+    assert seeded_store.count() == before
+    report = import_file(seeded_store, write_jsonl(tmp_path / "ok.jsonl", [rec(1)]), actor="t")
+    assert report.imported == 1
+
+
+def test_progress_with_workers_rises_to_the_file_size(in_workers, empty_store, tmp_path):
+    path = write_jsonl(tmp_path / "p.jsonl", [rec(i) for i in range(30)])
+    calls = []
+    report = import_file(empty_store, path, actor="t",
+                         progress=lambda done, total: calls.append(done))
+    assert report.imported == 30 and empty_store.count() == 30
+    assert len(calls) == 5 and calls == sorted(calls) and calls[-1] == path.stat().st_size

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import threading
 
+import orjson
 import pytest
 
 from curation import (ExampleFilter, ExampleNotFound, InvalidExample, InvalidValue,
                       SchemaTooNew, SnapshotNotFound, Store, VersionConflict, _schema)
+from curation.formats import content_hash
 from tests.conftest import chat
 
 
@@ -148,3 +150,45 @@ def test_a_workspace_from_a_newer_curate_is_refused(tmp_path, monkeypatch):
     monkeypatch.setattr(_schema, "MIGRATIONS", _schema.MIGRATIONS[:-1])
     with pytest.raises(SchemaTooNew, match="upgrade Curate"):
         Store(path)
+
+
+def test_a_workspace_from_before_migration_4_keeps_every_version_exactly_once(tmp_path,
+                                                                               monkeypatch):
+    path = tmp_path / "v3.duckdb"
+    monkeypatch.setattr(_schema, "MIGRATIONS", _schema.MIGRATIONS[:3])
+    v1, v2, other = chat("q", "first"), chat("q", "second"), chat("other q", "other a")
+    with Store(path) as store:
+        cur = store.cursor()
+        # what Curate wrote before migration 4: every version, the current one included, in
+        # example_versions, and the current one in examples as well
+        for id_, messages, version in ((1, v2, 2), (2, other, 1)):
+            cur.execute("INSERT INTO examples VALUES (?, ?, ?, ?, 'lab', ['t'], 'src', 'train', "
+                        "'pending', ?, ?, 'ann', now()::TIMESTAMP, 'rev', now()::TIMESTAMP, "
+                        "false)", [id_, f"x{id_}", orjson.dumps(messages).decode(),
+                                   "\n".join(m["content"] for m in messages),
+                                   content_hash(messages), version])
+        for id_, messages, version in ((1, v1, 1), (1, v2, 2), (2, other, 1)):
+            cur.execute("INSERT INTO example_versions VALUES (?, ?, ?, 'lab', ['t'], 'train', "
+                        "'pending', ?, 'ann', now()::TIMESTAMP)",
+                        [id_, version, orjson.dumps(messages).decode(), content_hash(messages)])
+        cur.execute("INSERT INTO snapshots VALUES ('s1', 'old', 'a', now(), '{}', 'h', 2)")
+        cur.execute("INSERT INTO snapshot_items VALUES ('s1', 1, 1), ('s1', 2, 1)")
+    monkeypatch.undo()
+
+    with Store(path) as store:
+        assert store.schema_version() == len(_schema.MIGRATIONS)
+        assert [(v["version"], v["messages"]) for v in store.versions(1)] == [(1, v1), (2, v2)]
+        assert [(v["version"], v["messages"]) for v in store.versions(2)] == [(1, other)]
+        assert store.cursor().execute(
+            "SELECT example_id, version FROM example_versions").fetchall() == [(1, 1)]
+        rows = list(store.snapshot_rows("s1"))
+        assert [(r["id"], r["version"], r["messages"], r["external_id"]) for r in rows] == \
+            [(1, 1, v1, "x1"), (2, 1, other, "x2")]
+        assert store.find(ExampleFilter(search="other"))[0].id == 2  # search text kept
+        store.update(2, base_version=1, actor="rev", label="new")
+        assert [(v["version"], v["label"]) for v in store.versions(2)] == [(1, "lab"), (2, "new")]
+        store.cursor().execute("CHECKPOINT")
+        compression = store.cursor().execute(
+            "SELECT DISTINCT compression FROM pragma_storage_info('examples') "
+            "WHERE column_name = 'text' AND segment_type = 'VARCHAR'").fetchall()
+        assert compression == [("Uncompressed",)]
