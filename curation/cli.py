@@ -203,17 +203,25 @@ def snapshots(db, as_json):
     Example:
       curate snapshots --json
     """
+    from training.runs import record_runs, recorded_runs
+
     with _open(db) as store:
         items = store.snapshots()
+        record_runs(store)
+        trained = {s.id: [r["id"] for r in recorded_runs(store, snapshot_id=s.id)]
+                   for s in items}
     if as_json:
         _print_json([{"id": s.id, "name": s.name, "count": s.count, "content_hash": s.content_hash,
                       "filters": s.filters, "created_by": s.created_by,
-                      "created_at": s.created_at.isoformat()} for s in items])
+                      "created_at": s.created_at.isoformat(), "runs": trained[s.id]}
+                     for s in items])
         return
     if not items:
         click.echo("no snapshots yet: `curate export` makes one")
     for s in items:
-        click.echo(f"{s.id}  {s.count:>7,} examples  sha256 {s.content_hash[:16]}  {s.name}")
+        runs = f"  trained in {', '.join(trained[s.id])}" if trained[s.id] else ""
+        click.echo(f"{s.id}  {s.count:>7,} examples  sha256 {s.content_hash[:16]}  {s.name}"
+                   f"{runs}")
 
 
 def _progress_printer(as_json: bool):
@@ -563,7 +571,11 @@ def train(db, resume_id, detach, then_eval, allow_leakage, actor, **settings):
                f"folder {run.dir}")
     if detach:
         return
-    _watch_run(run.dir)
+    try:
+        _watch_run(run.dir)
+    finally:
+        with _open(db) as store:
+            record_runs(store, run.dir.parent)
     if then_eval:
         _show_eval(_evaluated(run.dir, db, rerun=True))
 
@@ -653,6 +665,7 @@ def _evaluated(run_dir: Path, db: Path | None, *, rerun: bool, shots: int = 3,
     """The run's evaluation: the stored one (re-judged with `margin`), or computed now."""
     from training.eval import (eval_rows_from_store, evaluate, read_eval,
                                train_rows_from_run, with_margin)
+    from training.runs import record_runs
 
     result = None if rerun else read_eval(run_dir)
     if result is None:
@@ -664,9 +677,13 @@ def _evaluated(run_dir: Path, db: Path | None, *, rerun: bool, shots: int = 3,
                        err=True)
 
         click.echo(f"evaluating run {run_dir.name} on {len(rows)} eval examples", err=True)
-        return evaluate(run_dir, rows, train_rows_from_run(run_dir),
-                        system_prompt=system_prompt, shots=shots,
-                        max_new_tokens=max_new_tokens, margin_points=margin, progress=progress)
+        result = evaluate(run_dir, rows, train_rows_from_run(run_dir),
+                          system_prompt=system_prompt, shots=shots,
+                          max_new_tokens=max_new_tokens, margin_points=margin,
+                          progress=progress)
+        with _open(db) as store:
+            record_runs(store, run_dir.parent)
+        return result
     if margin != result["verdict"].get("margin_points"):
         result = with_margin(result, margin)
     return result

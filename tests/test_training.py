@@ -21,7 +21,7 @@ from tests.conftest import chat
 from training.config import TrainConfig
 from training.data import IGNORE_INDEX, EmptyTrainingSet, encode, plan_batches
 from training.runs import (LeakageUnresolved, RunAlreadyActive, cancel, group_members, launch,
-                           list_runs, read_run, resume, wait)
+                           list_runs, read_run, recorded_runs, resume, wait)
 from training.trainer import checkpoint_dirs
 
 ADMIN = User("ada", "admin")
@@ -162,8 +162,8 @@ def test_leakage_into_the_snapshot_is_refused_unless_overridden(train_store):
     runs_dir = train_store.path.parent / "runs"
     pending = train_store.find(ExampleFilter(status=("pending",)))[0]
     train_store.add(chat(pending.messages[0]["content"], "x"), actor="t", split="eval")
-    launch(train_store, ADMIN, TrainConfig(**TINY, checkpoint_every_steps=0))  # no leak yet
-    wait(list_runs(runs_dir)[0].dir, timeout=RUN_TIMEOUT)
+    first = launch(train_store, ADMIN, TrainConfig(**TINY, checkpoint_every_steps=0))  # no leak
+    wait(first.dir, timeout=RUN_TIMEOUT)
 
     copied = train_store.find(ExampleFilter(status=("accepted",), split=("train",)))[2]
     leaked = train_store.add(chat(copied.messages[0]["content"].upper() + "  ",
@@ -185,6 +185,18 @@ def test_leakage_into_the_snapshot_is_refused_unless_overridden(train_store):
     run = launch(train_store, ADMIN, TrainConfig(**TINY), allow_leakage=True)
     assert run.manifest["leakage"] == {"pairs": err.value.leaks, "overridden_by": ADMIN.name}
     cancel(run.dir, timeout=10)
+
+    # the store records both runs, traced to their snapshots
+    recorded = {r["id"]: r for r in recorded_runs(train_store)}
+    assert recorded[first.id]["state"] == "completed" and recorded[first.id]["steps"] == 3
+    assert recorded[first.id]["leakage_overridden_by"] is None
+    assert recorded[run.id]["leakage_overridden_by"] == ADMIN.name
+    assert recorded[run.id]["config"]["r"] == TINY["r"]
+    listed = CliRunner().invoke(main, ["snapshots", "--json", "--db", str(train_store.path)])
+    by_snapshot = {s["id"]: s["runs"] for s in orjson.loads(listed.output)}
+    assert run.manifest["snapshot_id"] == first.manifest["snapshot_id"]  # same train set
+    assert by_snapshot[run.manifest["snapshot_id"]] == [run.id, first.id]
+    assert recorded_runs(train_store)[0]["state"] == "cancelled"  # re-read from the folder
 
 
 def test_trainer_fails_clearly_on_bad_data(tmp_path, base_model_dir, model_cache, monkeypatch):

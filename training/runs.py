@@ -22,6 +22,11 @@ Design decisions:
 - A run whose process died without writing an ending (SIGKILL, power loss) reads as
   `interrupted`; `resume` starts the trainer again on the same folder and it continues from
   the last checkpoint.
+- The store records every run (`training_runs`, one row per run: snapshot, base model,
+  settings, state, final loss, leakage override, evaluation summary) so a snapshot can be
+  traced to the models trained on it. The run folder stays the source of truth: the app and
+  the CLI copy what it says into the store (`record_runs`) when they launch, list or
+  evaluate runs; the trainer itself never opens the store.
 - `import training.runs` stays light (no torch): the app lists runs without paying for it.
 """
 
@@ -38,6 +43,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import orjson
 
 from curation.auth import User, require
 from curation.errors import CurateError, InvalidValue
@@ -203,6 +210,7 @@ def launch(store: Store, user: User, config: TrainConfig, *,
             "created_at": now_iso(),
             "leakage": {"pairs": leaks, "overridden_by": user.name if leaks else None}})
         _start(run_dir, cache)
+    record_runs(store, runs_dir)
     return read_run(run_dir)
 
 
@@ -221,6 +229,7 @@ def resume(store: Store, user: User, run_id: str, *,
         if run.state == "completed":
             raise InvalidValue(f"run {run.id} has completed; there is nothing to resume")
         _start(run_dir, model_cache(store))
+    record_runs(store, runs_dir)
     return read_run(run_dir)
 
 
@@ -323,6 +332,59 @@ def load_run_model(run_dir: str | os.PathLike, *, device: str | None = None):
     base, tokenizer = load_model(run.manifest.get("base_model"), Path(cache), device=device)
     model = PeftModel.from_pretrained(base, str(run.adapter_dir))
     return model.eval(), tokenizer
+
+
+def record_runs(store: Store, runs_dir: str | os.PathLike | None = None) -> list[Run]:
+    """Copy what every run folder says now into the store's `training_runs` table; the runs,
+    newest first."""
+    from training.eval import read_eval, summary
+
+    runs = list_runs(runs_dir if runs_dir is not None else default_runs_dir(store.path))
+    rows = []
+    for run in runs:
+        evaluation = read_eval(run.dir)
+        leakage = run.manifest.get("leakage") or {}
+        rows.append([run.id, run.manifest.get("snapshot_id"), run.manifest.get("snapshot_hash"),
+                     run.manifest.get("base_model"), _json(run.manifest.get("config")),
+                     run.state, run.manifest.get("created_by"),
+                     _timestamp(run.manifest.get("created_at")),
+                     _timestamp(run.status.get("ended_at")), run.last.get("step"),
+                     run.last.get("loss"), leakage.get("overridden_by"),
+                     _json(summary(evaluation)) if evaluation else None])
+    if rows:
+        with store.transaction() as tx:
+            tx.execute("DELETE FROM training_runs WHERE id IN (SELECT unnest(?))",
+                       [[r[0] for r in rows]])
+            tx.executemany("INSERT INTO training_runs VALUES "
+                           "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, current_timestamp)", rows)
+    return runs
+
+
+def recorded_runs(store: Store, *, snapshot_id: str | None = None) -> list[dict[str, Any]]:
+    """The runs the store has recorded (all, or those trained on `snapshot_id`), newest
+    first, with their evaluation summary (None before evaluation)."""
+    cur = store.cursor().execute(
+        "SELECT * FROM training_runs WHERE ? IS NULL OR snapshot_id = ? "
+        "ORDER BY created_at DESC, id DESC", [snapshot_id, snapshot_id])
+    names = [d[0] for d in cur.description]
+    out = []
+    for row in cur.fetchall():
+        item = dict(zip(names, row))
+        for key in ("config", "evaluation"):
+            item[key] = orjson.loads(item[key]) if item[key] else None
+        out.append(item)
+    return out
+
+
+def _json(value: Any) -> str | None:
+    return None if value is None else orjson.dumps(value).decode()
+
+
+def _timestamp(value: str | None) -> datetime | None:
+    """A run file's ISO time ("...Z") as the store's naive UTC timestamp."""
+    if not value:
+        return None
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).replace(tzinfo=None)
 
 
 # --- processes ------------------------------------------------------------------------------
@@ -441,5 +503,5 @@ def _describe(where: ExampleFilter) -> str:
 
 __all__ = ["DEFAULT_TRAIN_FILTER", "LeakageUnresolved", "Run", "RunAlreadyActive",
            "RunNotActive", "RunNotFound", "cancel", "default_runs_dir", "find_leakage",
-           "find_run", "is_active", "launch", "list_runs",
-           "load_run_model", "read_run", "resume", "wait"]
+           "find_run", "is_active", "launch", "list_runs", "load_run_model", "read_run",
+           "record_runs", "recorded_runs", "resume", "wait"]
