@@ -25,6 +25,7 @@ Design decisions:
 from __future__ import annotations
 
 import csv
+import gc
 import io
 import json
 import math
@@ -137,6 +138,9 @@ def import_file(store: Store, path: str | os.PathLike, *, fmt: str = "auto",
                     progress(pending, total)
                 writer.write(chunk)
                 pending = chunk.offset
+            if workers is not None:  # done: their memory is free before COMMIT needs some
+                workers, done = None, workers
+                done.close()
             if progress:
                 progress(total, total)
     finally:
@@ -241,6 +245,7 @@ def _parse_lines(job: _Job, start: int, length: int, first_line: int) -> _Chunk:
     lines = data.split(b"\n")
     if data.endswith(b"\n"):
         lines.pop()
+    del data
     columns, errors, records = _Columns(), [], 0
     path = Path(job.path)
     for number, raw in enumerate(lines, start=first_line):
@@ -332,10 +337,16 @@ def _worker_main(conn, job: _Job, inherited: list) -> None:
     try:
         while (task := conn.recv()) is not None:
             try:
-                result: Any = _parse_lines(job, *task)
+                chunk = _parse_lines(job, *task)
             except BaseException as exc:  # noqa: BLE001 (sent back and raised in the parent)
-                result = exc
-            conn.send(result)
+                conn.send(exc)
+                continue
+            # the buffers one by one, not pickled together: no second copy of the chunk
+            buffers, chunk.columns = chunk.columns, ()
+            conn.send(chunk)
+            for buffer in buffers:
+                conn.send_bytes(buffer)
+            del buffers
     except (EOFError, OSError):
         pass
 
@@ -348,6 +359,8 @@ class _Workers:
     def __init__(self, job: _Job, n: int):
         ctx = multiprocessing.get_context("fork")
         self.conns, self.procs = [], []
+        self.n_buffers = len(_Columns().pack())
+        gc.freeze()  # the collector in a worker then leaves the parent's objects (and pages) be
         for _ in range(n):
             parent, child = ctx.Pipe()
             self.conns.append(parent)
@@ -356,6 +369,7 @@ class _Workers:
             proc.start()
             child.close()
             self.procs.append(proc)
+        gc.unfreeze()
 
     def map(self, tasks: Iterator[tuple[int, int, int]]) -> Iterator[_Chunk]:
         n, sent, received = len(self.conns), 0, 0
@@ -372,7 +386,10 @@ class _Workers:
             if received == sent:
                 return
             try:
-                result = self.conns[received % n].recv()
+                conn = self.conns[received % n]
+                result = conn.recv()
+                if isinstance(result, _Chunk):
+                    result.columns = tuple(conn.recv_bytes() for _ in range(self.n_buffers))
             except (EOFError, OSError):
                 raise _WorkerDied("an import worker process ended unexpectedly; nothing "
                                   "was imported") from None

@@ -541,7 +541,8 @@ def test_kill_9_during_import_leaves_the_store_as_it_was(tmp_path, kill_at, n_li
         assert lines and lines[-1] == "ready", (lines, child.stderr.read())
         workers = [int(pid) for pid in lines[-2].split()[1:]]
         if parse == "workers" and sys.platform.startswith("linux"):
-            assert len(workers) == 2
+            # still parsing, or all parsed and the workers already gone before COMMIT
+            assert len(workers) == (2 if kill_at == "staging" else 0)
         done, total = map(int, lines[-3].split()[1:])
         # the import is underway in its transaction: staging batches, or every row adopted
         assert (done < total) if kill_at == "staging" else (done == total)
