@@ -294,6 +294,9 @@ def test_evaluation_page_evaluates_and_shows_the_result(open_page, trained):
         _run(at)
         expected = [e["id"] for e in examples if outcome in ("all", e["outcome"])]
         assert _frame(at, "Outcome")["Id"].tolist() == expected
+        # each example's card links to it on the Review page
+        links = [(link.proto.page, link.proto.query_string) for link in at.get("page_link")]
+        assert links == [("review", f"id={i}") for i in expected]
     at.multiselect(key="ev_labels").set_value(["billing"])
     _run(at)
     frame = _frame(at, "Outcome")
