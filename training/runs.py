@@ -351,12 +351,15 @@ def record_runs(store: Store, runs_dir: str | os.PathLike | None = None) -> list
                      _timestamp(run.status.get("ended_at")), run.last.get("step"),
                      run.last.get("loss"), leakage.get("overridden_by"),
                      _json(summary(evaluation)) if evaluation else None])
-    if rows:
+    stored = {tuple(r) for r in store.cursor().execute(
+        "SELECT * EXCLUDE (recorded_at) FROM training_runs").fetchall()}
+    changed = [r for r in rows if tuple(r) not in stored]
+    if changed:
         with store.transaction() as tx:
             tx.execute("DELETE FROM training_runs WHERE id IN (SELECT unnest(?))",
-                       [[r[0] for r in rows]])
+                       [[r[0] for r in changed]])
             tx.executemany("INSERT INTO training_runs VALUES "
-                           "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, current_timestamp)", rows)
+                           "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, current_timestamp)", changed)
     return runs
 
 
