@@ -9,6 +9,7 @@ Design decisions:
   file into chunks by line, hands out (offset, length, first line number) and writes the
   results in file order, so line numbers, error codes and ids are exactly those of a serial
   import. A worker whose parent dies (kill -9) reads EOF on its pipe and exits.
+  `$CURATE_IMPORT_WORKERS=0` parses in the main process (for a host where fork is unwelcome).
 - Atomic: every chunk is written inside one transaction. A crash or `kill -9` before COMMIT
   leaves the store as it was.
 - Idempotent: a conversation whose content hash is already stored is skipped and reported;
@@ -320,6 +321,10 @@ def _record_chunks(job: _Job, kind: str) -> Iterator[_Chunk]:
 # --- worker processes ------------------------------------------------------------------------
 
 def _worker_count() -> int:
+    """Parse processes for a large JSONL file: one per CPU (at most 4), on Linux only;
+    `$CURATE_IMPORT_WORKERS` overrides it (0 or 1: parse in the main process)."""
+    if os.environ.get("CURATE_IMPORT_WORKERS", "").strip().isdigit():
+        return int(os.environ["CURATE_IMPORT_WORKERS"])
     try:
         cpus = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
