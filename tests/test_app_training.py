@@ -20,8 +20,9 @@ from tests.conftest import PROJECT_ROOT, chat
 from tests.test_eval import TICKETS
 from tests.test_training import ADMIN, RUN_TIMEOUT, TINY, _wait_for
 from training.config import TrainConfig
-from training.eval import read_eval, with_margin
-from training.runs import ENDED_STATES, cancel, group_members, launch, list_runs, read_run
+from training.eval import read_eval, summary, with_margin
+from training.runs import (ENDED_STATES, cancel, group_members, launch, list_runs, read_run,
+                           recorded_runs)
 
 RITA = User("rita", "reviewer")
 EVAL_TICKETS = [("I was billed the wrong amount", "billing"),
@@ -184,6 +185,10 @@ def test_completed_run_is_shown_with_its_curve_and_a_measured_estimate(open_page
     table = _frame(at, "Final loss")
     assert table["Run"].tolist() == [run.id] and table["State"].tolist() == ["completed"]
     assert table["Final loss"].tolist() == [run.status["final"]["loss"]]
+    # listing the runs recorded the ended run in the store (launch recorded it starting)
+    [recorded] = recorded_runs(store)
+    assert (recorded["id"], recorded["state"], recorded["steps"], recorded["final_loss"]) == \
+        (run.id, "completed", 2, run.last["loss"])
     # the time per epoch comes from this run's measured speed (one step after the first)
     rate = run.metrics[1]["tokens_per_second"]
     [estimate] = [t for t in _texts(at.markdown) if "per epoch" in t]
@@ -267,6 +272,9 @@ def test_evaluation_page_evaluates_and_shows_the_result(open_page, trained):
     stored = read_eval(run.dir)
     assert stored is not None and stored["settings"]["system_prompt"] == "Answer with one word."
     assert stored["settings"]["shots"] == 1 and stored["settings"]["eval_examples"] == 3
+    # the store records the run with its evaluation summary
+    [recorded] = [r for r in recorded_runs(store) if r["id"] == run.id]
+    assert recorded["evaluation"] == summary(stored) and recorded["state"] == "completed"
 
     # the scoreboard is the stored metrics in points, the primary metric marked
     board = _frame(at, "Accuracy (primary)")

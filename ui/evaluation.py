@@ -13,6 +13,8 @@ Design decisions:
   example is now (said on the page), with a link to it on the Review page.
 - "Max eval examples" evaluates the first N eval examples (in id order) for a quick look;
   eval.json records how many were used.
+- Runs are listed with `training.runs.record_runs`, and recorded again when an
+  evaluation ends, so the store's `training_runs` carries each run's evaluation summary.
 - Scores are shown in points (hundredths), as the margin is stated.
 - Labels and answers are data: shown as text in tables and `st.text`, escaped in chart
   labels (Plotly reads a little HTML) and in Markdown (`plain`).
@@ -30,7 +32,7 @@ import streamlit as st
 from curation import CurateError, ExampleFilter
 from training.eval import (SYSTEMS, eval_rows_from_store, evaluate, read_eval,
                            train_rows_from_run, with_margin)
-from training.runs import Run, default_runs_dir, list_runs
+from training.runs import Run, default_runs_dir, record_runs
 from ui.common import get_store, plain, require_page, show_error
 
 S = st.session_state
@@ -111,6 +113,7 @@ def _eval_form(run: Run, key: str) -> None:
             show_error(exc)
             return
         box.update(label="Evaluated", state="complete")
+    record_runs(store, runs_dir)  # the store holds the evaluation summary
     S.ev_flash = f"Run {run.id} evaluated on {len(rows)} examples"
     S.pop("ev_margin", None)
     st.rerun()
@@ -359,7 +362,7 @@ flash = S.pop("ev_flash", None)
 if flash:
     st.toast(plain(flash), icon=":material/task_alt:")
 
-runs = list_runs(runs_dir)
+runs = record_runs(store, runs_dir)
 completed = [r for r in runs if r.state == "completed"]
 if not completed:
     st.info("No completed training run yet: start one on the Training page.",

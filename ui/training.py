@@ -1,7 +1,8 @@
 """Training: set up a LoRA fine-tune, launch it, watch it live, cancel or resume it, list runs.
 
-Admins only (the "train" action). Everything is done by `training.runs`; this page gathers
-the settings, shows what they mean for the data at hand, and renders the run folders.
+Admins only (the "train" action). Everything is done by `training.runs` and
+`training.estimate`; this page gathers the settings, shows what they mean for the data at
+hand, and renders the run folders (copied into the store as it lists them, `record_runs`).
 
 Design decisions:
 - The form is generated from `TrainConfig`'s fields: one widget per field, typed by the
@@ -11,20 +12,17 @@ Design decisions:
   names the field) is shown under the form while Launch is disabled.
 - What a run trains on is decided at launch: a new snapshot of the accepted train examples.
   The page shows how many that is, their token-length distribution under the chosen base
-  model's chat template (cached on the examples' ids and content hashes and the model), and
-  how many `max_seq_length` would cut.
-- The time per epoch is a measurement where one exists: the median tokens per second of the
-  latest earlier run of the same base model in this workspace (its metrics.jsonl), applied
-  to this data's tokens. Without one, a lower bound from FLOPs (4 x parameters per trained
-  token for LoRA, at this machine's measured float32 matrix-multiply rate) labelled as such.
+  model's chat template, how many `max_seq_length` would cut, and the time per epoch
+  (measured by an earlier run, or a FLOPs lower bound, labelled as such). The figures come
+  from `training.estimate`; the page only caches them: token counts on the examples' ids and
+  content hashes and the model, parameter counts on the weights' path and modification time,
+  the machine's matrix-multiply rate once per server.
 - Leakage is previewed with `training.runs.find_leakage` before launch; launching over it
   needs an explicit tick (`allow_leakage=True`), and the library refuses otherwise.
 - The live view is a fragment that re-reads the run folder every POLL_SECONDS while the run
   is active (`st.fragment(run_every=...)`): training is a process of its own, so closing the
   browser changes nothing, and reopening the page shows the run where it is. When the run
   ends, the whole page reruns so the list and the buttons follow.
-- Token counting and the speed figures live here for now; they belong in `training` (see
-  `_token_lengths`, `_measured_speed`, `_flops_estimate`).
 """
 
 from __future__ import annotations
@@ -32,23 +30,22 @@ from __future__ import annotations
 import dataclasses
 import math
 import statistics
-import struct
-import time
 import typing
 from pathlib import Path
 from typing import Any, Literal
 
-import orjson
 import pandas as pd
 import streamlit as st
 
 from curation import CurateError, Example
 from training.config import TrainConfig, help_text
+from training.estimate import (FLOPS_PER_PARAMETER_TOKEN, count_parameters, epoch_time,
+                               matmul_flops, model_weights, token_lengths)
 from training.eval import EVAL_FILE
 from training.models import DEFAULT_BASE_MODEL, model_cache
 from training.runs import (DEFAULT_TRAIN_FILTER, LeakageUnresolved, Run, RunAlreadyActive,
-                           cancel, default_runs_dir, find_leakage, launch, list_runs,
-                           read_run, resume)
+                           cancel, default_runs_dir, find_leakage, launch, read_run,
+                           record_runs, resume)
 from ui.common import get_store, plain, require_page, show_error
 
 S = st.session_state
@@ -140,106 +137,27 @@ def _config_form() -> TrainConfig | None:
 
 # --- the data at these settings ------------------------------------------------------------
 
-def _tokenizer_source(name: str) -> tuple[str, dict[str, Any]]:
-    """Where to load the base model's tokenizer from without loading its weights: the cached
-    copy of the default model, its GGUF file before the first conversion, or the name."""
-    from training.models import packaged_gguf
-
-    if name == DEFAULT_BASE_MODEL:
-        cached = model_cache(store) / DEFAULT_BASE_MODEL
-        if (cached / "tokenizer_config.json").is_file():
-            return str(cached), {}
-        gguf = packaged_gguf()
-        return str(gguf.parent), {"gguf_file": gguf.name}
-    return name, {"local_files_only": Path(name).is_dir()}
-
-
 @st.cache_data(show_spinner="Counting tokens with the base model's tokenizer…", max_entries=8)
 def _token_lengths(base_model: str, content_key: tuple, _examples: list[Example]) -> list[int]:
-    """Tokens per conversation, rendered with the base model's chat template (as the trainer
-    renders it), before any cut. Cached on the model and the examples' ids and hashes."""
-    from transformers import AutoTokenizer
-
-    source, kwargs = _tokenizer_source(base_model)
-    tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
-    texts = [tokenizer.apply_chat_template(e.messages, tokenize=False) for e in _examples]
-    return [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
-
-
-def _measured_speed(runs: list[Run], base_model: str) -> tuple[float, int, Run] | None:
-    """(median tokens/s, steps measured, run) of the latest earlier run of `base_model` with
-    measured steps; the first step of a run (warm-up) is left out when there are others."""
-    for run in runs:
-        if run.manifest.get("base_model") != base_model or not run.metrics:
-            continue
-        rows = run.metrics[1:] or run.metrics
-        rates = [m["tokens_per_second"] for m in rows if m.get("tokens_per_second")]
-        if rates:
-            return statistics.median(rates), len(rates), run
-    return None
+    """`token_lengths`, cached on the model and the examples' ids and content hashes."""
+    return token_lengths(base_model, [e.messages for e in _examples], model_cache(store))
 
 
 @st.cache_data(show_spinner=False, max_entries=8)
-def _parameter_count(path: str, modified: float) -> int | None:
-    """Parameters of a local model from its files' headers (no weights read): a folder of
-    safetensors files, or a GGUF file. Cached on the path and its modification time."""
-    path_ = Path(path)
-    if path_.suffix == ".gguf":
-        from gguf import GGUFReader
-
-        return sum(math.prod(int(x) for x in t.shape) for t in GGUFReader(path_).tensors)
-    total = 0
-    for file in sorted(path_.glob("*.safetensors")) if path_.is_dir() else []:
-        with open(file, "rb") as f:
-            (size,) = struct.unpack("<Q", f.read(8))
-            header = orjson.loads(f.read(size))
-        total += sum(math.prod(t["shape"]) for k, t in header.items() if k != "__metadata__")
-    return total or None
+def _count_parameters(path: str, modified: float) -> int | None:
+    """`count_parameters`, cached on the path and its modification time."""
+    return count_parameters(Path(path))
 
 
-def _model_size(base_model: str) -> int | None:
-    """Parameters of the base model where its weights are on this machine, else None."""
-    from training.models import ModelUnavailable, packaged_gguf
-
-    path = Path(base_model)
-    if base_model == DEFAULT_BASE_MODEL:
-        path = model_cache(store) / DEFAULT_BASE_MODEL
-        if not (path / "model.safetensors").is_file():
-            try:
-                path = packaged_gguf()
-            except ModelUnavailable:
-                return None
-    if not path.exists():
-        return None
-    return _parameter_count(str(path), path.stat().st_mtime)
+def _parameter_count(base_model: str, cache_dir: Path) -> int | None:
+    weights = model_weights(base_model, cache_dir)
+    return _count_parameters(str(weights), weights.stat().st_mtime) if weights else None
 
 
 @st.cache_resource(show_spinner=False)
 def _matmul_flops() -> float:
-    """This machine's float32 matrix-multiply rate (FLOP/s), measured once per server."""
-    import numpy as np
-
-    a = np.random.default_rng(0).standard_normal((512, 512), dtype=np.float32)
-    a @ a  # warm-up
-    repeats, started = 8, time.perf_counter()
-    for _ in range(repeats):
-        a @ a
-    return repeats * 2 * 512 ** 3 / (time.perf_counter() - started)
-
-
-def _flops_estimate(base_model: str, tokens: int) -> tuple[float, str] | None:
-    """(seconds, explanation) lower bound for one epoch from FLOPs, or None when the model's
-    size is unknown here."""
-    params = _model_size(base_model)
-    if not params:
-        return None
-    rate = _matmul_flops()
-    seconds = 4 * params * tokens / rate
-    return seconds, (f"a rough lower bound from FLOPs, not a measurement of training: "
-                     f"4 × {params / 1e6:.0f} M parameters × {tokens:,} tokens at this "
-                     f"machine's measured matrix-multiply rate ({rate / 1e9:.0f} GFLOP/s). "
-                     "Real training is slower (attention, small matrices, the optimizer); "
-                     "after a first run this becomes a measured figure")
+    """`matmul_flops`, measured once per server."""
+    return matmul_flops()
 
 
 def _data_section(config: TrainConfig | None, examples: list[Example],
@@ -295,35 +213,37 @@ def _histogram(lengths: list[int], max_len: int | None, cut: int) -> None:
 
 
 def _estimate(config: TrainConfig, tokens: int, runs: list[Run]) -> None:
-    measured = _measured_speed(runs, config.base_model)
-    if measured:
-        rate, steps, run = measured
-        seconds = tokens / rate
-        used = run.manifest.get("config") or {}
-        differ = [FIELD_LABELS[k].lower() for k in ("batch_size", "max_seq_length", "r",
-                                                     "precision")
-                  if used.get(k) is not None and used.get(k) != getattr(config, k)]
-        st.markdown(
-            f":material/timer: **About {_duration(seconds)} per epoch**, "
-            f"{_duration(seconds * config.epochs)} for {config.epochs} epoch(s): measured, "
-            f"the median {rate:,.0f} tokens/s over {steps} step{'s' if steps != 1 else ''} of "
-            f"run {plain(run.id)} "
-            f"({plain(run.status.get('device', '?'))}, "
-            f"{plain(run.status.get('precision', '?'))}) applied to these {tokens:,} tokens.")
-        if differ:
-            st.caption(f"That run's {', '.join(differ)} differ from these settings, and other "
-                       "work on the machine changes the speed: take it as a guide.")
-        return
-    estimate = _flops_estimate(config.base_model, tokens)
+    estimate = epoch_time(config, tokens, runs, model_cache(store),
+                          parameters=_parameter_count, flops_per_second=_matmul_flops)
     if estimate is None:
         st.caption(":material/timer: No estimate of the time per epoch yet: no earlier run "
                    "of this model in this workspace, and its weights are not local to size "
                    "it. The first run's live view shows its speed and ETA.")
         return
-    seconds, how = estimate
+    seconds, total = estimate.seconds, _duration(estimate.seconds * config.epochs)
+    speed = estimate.speed
+    if speed:
+        run, steps = speed.run, speed.steps
+        st.markdown(
+            f":material/timer: **About {_duration(seconds)} per epoch**, "
+            f"{total} for {config.epochs} epoch(s): measured, "
+            f"the median {speed.tokens_per_second:,.0f} tokens/s over {steps} "
+            f"step{'s' if steps != 1 else ''} of run {plain(run.id)} "
+            f"({plain(run.status.get('device', '?'))}, "
+            f"{plain(run.status.get('precision', '?'))}) applied to these {tokens:,} tokens.")
+        if estimate.differ:
+            differ = ", ".join(FIELD_LABELS[k].lower() for k in estimate.differ)
+            st.caption(f"That run's {differ} differ from these settings, and other "
+                       "work on the machine changes the speed: take it as a guide.")
+        return
+    params, rate = estimate.parameters, estimate.flops_per_second
     st.markdown(f":material/timer: **At least {_duration(seconds)} per epoch** "
-                f"({_duration(seconds * config.epochs)} for {config.epochs} epoch(s)): "
-                f"{plain(how)}.")
+                f"({total} for {config.epochs} epoch(s)): a rough lower bound from FLOPs, "
+                f"not a measurement of training: {FLOPS_PER_PARAMETER_TOKEN} × "
+                f"{params / 1e6:.0f} M parameters × {tokens:,} tokens at this machine's "
+                f"measured matrix-multiply rate ({rate / 1e9:.0f} GFLOP/s). Real training is "
+                "slower (attention, small matrices, the optimizer); after a first run this "
+                "becomes a measured figure.")
 
 
 # --- leakage and launch --------------------------------------------------------------------
@@ -554,7 +474,7 @@ flash = S.pop("tr_flash", None)
 if flash:
     st.toast(plain(flash[0]), icon=flash[1])
 
-runs = list_runs(runs_dir)
+runs = record_runs(store, runs_dir)
 if runs:
     active = next((r for r in runs if r.active), None)
     ids = [r.id for r in runs]
