@@ -21,6 +21,18 @@ Design decisions:
   shots serve every eval example (a fixed prompt, as a user would write it).
 - Batched generation: prompts are sorted by length (less padding), left-padded, decoded
   greedily up to `max_new_tokens`, stopping at `<|im_end|>` (the tokenizer's end of turn).
+  Our own greedy loop over the model's forward rather than `model.generate`, for one reason:
+  every prompt of a system starts with the same tokens (the system prompt and, few-shot,
+  all the shots), so those are run once and their key/value cache is copied into each
+  batch; each row's own tokens are left-padded after that prefix, the padding masked and
+  positions counted without it, as `generate` does for left padding. Checked against
+  `generate` on Banking77 prompts: the same answers, and few-shot (10 shots) 5x faster.
+  Only the last position's logits are computed. For label-like references the answer
+  budget is the longest label plus a few tokens (`answer_budget`): a longer answer cannot
+  match, and a rambling zero-shot model would otherwise run to `max_new_tokens` in every
+  batch. Batches of 32 by default (decoding reads every weight once per step, whatever the
+  batch: 32 was 1.8x faster than 8 on a 2-core CPU). The fine-tuned system runs last, with
+  the adapter merged into the weights (`merge_adapter`), then unmerged.
 - Idle OpenMP threads are told to sleep (`OMP_WAIT_POLICY=PASSIVE`, as the trainer does)
   when torch is not yet imported: measured on a shared 2-core machine, generating 4 tokens
   for 3 prompts took 15-30 s with spinning threads and about 1 s without.
@@ -31,6 +43,7 @@ Design decisions:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import time
@@ -46,6 +59,9 @@ from training import metrics as M
 from training.trainer import TRAIN_FILE, now_iso, read_json, write_json
 
 EVAL_FILE = "eval.json"
+END_OF_TURN = "<|im_end|>"
+MIN_SHARED_PREFIX = 8  # shorter shared prefixes are not worth a cache
+LABEL_SLACK_TOKENS = 3
 SYSTEMS = ("zero_shot", "few_shot", "fine_tuned")
 EVAL_STATUSES = ("pending", "accepted", "needs_work")  # everything but rejected
 
@@ -118,41 +134,118 @@ def build_prompt(messages: Sequence[dict[str, str]], system_prompt: str | None,
 def generate(model, tokenizer, prompts: Sequence[list[dict[str, str]]], *,
              max_new_tokens: int, batch_size: int,
              on_batch: Callable[[int], None] | None = None) -> list[str]:
-    """Greedy answers to chat prompts, batched and left-padded, stopping at end of turn."""
+    """Greedy answers to chat prompts, batched, stopping at end of turn. The tokens all
+    prompts start with (system prompt, shots) are run once and their key/value cache reused."""
+    import copy
+
     import torch
 
     texts = [tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True)
              for p in prompts]
-    lengths = [len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts]
-    order = sorted(range(len(texts)), key=lambda i: lengths[i])
-    tokenizer.padding_side = "left"
-    stop = tokenizer.convert_tokens_to_ids("<|im_end|>")
-    eos = [stop] if isinstance(stop, int) and stop != tokenizer.unk_token_id else []
-    if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in eos:
-        eos.append(tokenizer.eos_token_id)
+    ids = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+    order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+    stop = tokenizer.convert_tokens_to_ids(END_OF_TURN)
+    stops = [stop] if isinstance(stop, int) and stop != tokenizer.unk_token_id else []
+    if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in stops:
+        stops.append(tokenizer.eos_token_id)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stops[0]
     device = next(model.parameters()).device
+    shared = shared_prefix_length(ids)
     answers: list[str] = [""] * len(texts)
-    for start in range(0, len(order), batch_size):
-        chunk = order[start:start + batch_size]
-        enc = tokenizer([texts[i] for i in chunk], return_tensors="pt", padding=True,
-                        add_special_tokens=False).to(device)
-        with torch.inference_mode():
-            out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
-                                 temperature=None, top_p=None, top_k=None,
-                                 eos_token_id=eos, pad_token_id=tokenizer.pad_token_id)
-        new = out[:, enc["input_ids"].shape[1]:]
-        for i, row in zip(chunk, new):
-            answers[i] = tokenizer.decode(row, skip_special_tokens=True).strip()
-        if on_batch:
-            on_batch(len(chunk))
+    with torch.inference_mode():
+        prefix = None
+        if shared >= MIN_SHARED_PREFIX:
+            out = model(input_ids=torch.tensor([ids[0][:shared]], device=device),
+                        use_cache=True, **_forward_names(model)[1])
+            prefix = _cache_of(out)
+        else:
+            shared = 0
+        for start in range(0, len(order), batch_size):
+            chunk = order[start:start + batch_size]
+            cache = None
+            if prefix is not None:
+                cache = copy.deepcopy(prefix)
+                cache.batch_repeat_interleave(len(chunk))
+            rows = _greedy(model, [ids[i][shared:] for i in chunk], cache, shared,
+                           max_new_tokens=max_new_tokens, stops=stops, pad=pad, device=device)
+            for i, row in zip(chunk, rows):
+                answers[i] = tokenizer.decode(row, skip_special_tokens=True).strip()
+            if on_batch:
+                on_batch(len(chunk))
     return answers
+
+
+def shared_prefix_length(ids: Sequence[Sequence[int]]) -> int:
+    """Tokens every sequence starts with, leaving each at least one token of its own."""
+    if not ids:
+        return 0
+    first, limit = ids[0], min(len(x) for x in ids) - 1
+    n = 0
+    while n < limit and all(x[n] == first[n] for x in ids):
+        n += 1
+    return n
+
+
+def _forward_names(model) -> tuple[str, dict[str, int]]:
+    """The forward argument that takes the key/value cache (`cache` in transformers 5.x,
+    `past_key_values` before) and the option computing only the last position's logits."""
+    import inspect
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    params = inspect.signature(base.forward).parameters
+    last = {name: 1 for name in ("logits_to_keep", "num_logits_to_keep") if name in params}
+    return ("cache" if "cache" in params else "past_key_values"), dict(list(last.items())[:1])
+
+
+def _cache_of(output):
+    cache = getattr(output, "cache", None)
+    return cache if cache is not None else output.past_key_values
+
+
+def _greedy(model, rows: list[list[int]], cache, shared: int, *, max_new_tokens: int,
+            stops: list[int], pad: int, device) -> list[list[int]]:
+    """Greedy decoding of a batch after `shared` cached prefix tokens: each row is padded on
+    the left of its own tokens (between the prefix and them), the padding masked out and the
+    positions counted without it, as left-padded generation does. Returns each row's new
+    tokens up to (not including) its end of turn."""
+    import torch
+
+    cache_arg, last_only = _forward_names(model)
+    n, width = len(rows), max(len(r) for r in rows)
+    input_ids = torch.full((n, width), pad, dtype=torch.long)
+    mask = torch.zeros((n, shared + width), dtype=torch.long)
+    mask[:, :shared] = 1
+    for k, row in enumerate(rows):
+        input_ids[k, width - len(row):] = torch.tensor(row)
+        mask[k, shared + width - len(row):] = 1
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, shared:]
+    input_ids, mask, positions = input_ids.to(device), mask.to(device), positions.to(device)
+    stop_ids = torch.tensor(stops, device=device)
+    done = torch.zeros(n, dtype=torch.bool, device=device)
+    new: list[torch.Tensor] = []
+    for _ in range(max_new_tokens):
+        out = model(input_ids=input_ids, attention_mask=mask, position_ids=positions,
+                    use_cache=True, **last_only, **{cache_arg: cache})
+        cache = _cache_of(out)
+        token = out.logits[:, -1].argmax(-1)
+        token = torch.where(done, torch.full_like(token, stops[0]), token)
+        new.append(token)
+        done |= torch.isin(token, stop_ids)
+        if bool(done.all()):
+            break
+        input_ids = token[:, None]
+        mask = torch.cat([mask, torch.ones((n, 1), dtype=mask.dtype, device=device)], dim=1)
+        positions = positions[:, -1:] + 1
+    tokens = torch.stack(new, dim=1).tolist()
+    return [row[:next((j for j, t in enumerate(row) if t in stops), len(row))]
+            for row in tokens]
 
 
 # --- the evaluation -------------------------------------------------------------------------
 
 def evaluate(run_dir: str | os.PathLike, eval_rows: Sequence[dict[str, Any]],
              train_rows: Sequence[dict[str, Any]], *, system_prompt: str | None,
-             shots: int = 3, max_new_tokens: int = 32, batch_size: int = 8,
+             shots: int = 3, max_new_tokens: int = 32, batch_size: int = 32,
              margin_points: float = 5.0, seed: int = 0, progress: Progress | None = None,
              device: str | None = None) -> dict[str, Any]:
     """Answer every eval row with the three systems, score them, compare fine-tuned with the
@@ -177,8 +270,12 @@ def evaluate(run_dir: str | os.PathLike, eval_rows: Sequence[dict[str, Any]],
         "few_shot": [build_prompt(r["messages"], system_prompt, chosen) for r in eval_rows],
         "fine_tuned": [build_prompt(r["messages"], system_prompt) for r in eval_rows],
     }
+    references = [r["messages"][-1]["content"] for r in eval_rows]
+    metric = M.primary_metric(references)
+    new_tokens = answer_budget(tokenizer, references, metric, max_new_tokens)
     total, done = len(eval_rows) * len(SYSTEMS), 0
     predictions: dict[str, list[str]] = {}
+    seconds: dict[str, float] = {}
     for system in SYSTEMS:
         def tick(n: int, system=system) -> None:
             nonlocal done
@@ -186,16 +283,17 @@ def evaluate(run_dir: str | os.PathLike, eval_rows: Sequence[dict[str, Any]],
             if progress:
                 progress(system, done, total)
 
-        kwargs = {"max_new_tokens": max_new_tokens, "batch_size": batch_size, "on_batch": tick}
-        if system == "fine_tuned":
-            predictions[system] = generate(model, tokenizer, prompts[system], **kwargs)
+        kwargs = {"max_new_tokens": new_tokens, "batch_size": batch_size, "on_batch": tick}
+        began = time.perf_counter()
+        if system == "fine_tuned":  # last: the adapter is merged into the weights for speed
+            with _merged(model):
+                predictions[system] = generate(model, tokenizer, prompts[system], **kwargs)
         else:
             with model.disable_adapter():
                 predictions[system] = generate(model, tokenizer, prompts[system], **kwargs)
+        seconds[system] = round(time.perf_counter() - began, 1)
 
-    references = [r["messages"][-1]["content"] for r in eval_rows]
     labels = [r.get("label") for r in eval_rows]
-    metric = M.primary_metric(references)
     systems = {s: M.score_system(predictions[s], references, metric=metric, labels=labels)
                for s in SYSTEMS}
     baseline_name = ("few_shot" if systems["few_shot"]["primary"] >
@@ -221,16 +319,44 @@ def evaluate(run_dir: str | os.PathLike, eval_rows: Sequence[dict[str, Any]],
                      for k in ("win", "loss", "tie")},
         "settings": {"system_prompt": system_prompt, "shots": shots,
                      "shot_ids": [s.get("id") for s in chosen],
-                     "max_new_tokens": max_new_tokens, "batch_size": batch_size,
+                     "max_new_tokens": max_new_tokens, "max_new_tokens_used": new_tokens,
+                     "batch_size": batch_size,
                      "margin_points": margin_points, "seed": seed, "decoding": "greedy",
                      "base_model": run.manifest.get("base_model"),
                      "snapshot_id": run.manifest.get("snapshot_id"),
                      "eval_examples": len(eval_rows), "train_examples": len(train_rows)},
         "wall_seconds": round(time.perf_counter() - started, 1),
+        "wall_seconds_by_system": seconds,
         "examples": examples,
     }
     write_json(run_dir / EVAL_FILE, result)
     return result
+
+
+@contextlib.contextmanager
+def _merged(model):
+    """The adapter merged into the base weights (one matrix product per layer instead of
+    three), unmerged afterwards; a model without `merge_adapter` runs as it is."""
+    if not hasattr(model, "merge_adapter"):
+        yield
+        return
+    model.merge_adapter()
+    try:
+        yield
+    finally:
+        model.unmerge_adapter()
+
+
+def answer_budget(tokenizer, references: Sequence[str], metric: str,
+                  max_new_tokens: int) -> int:
+    """New tokens to generate: for label-like answers (accuracy) the longest reference's
+    tokens plus LABEL_SLACK_TOKENS (room for the end of turn and trailing punctuation), at
+    most `max_new_tokens`: a longer answer cannot be an exact match anyway. Free text keeps
+    `max_new_tokens`."""
+    if metric != "accuracy" or not references:
+        return max_new_tokens
+    longest = max(len(tokenizer(r, add_special_tokens=False)["input_ids"]) for r in references)
+    return max(1, min(max_new_tokens, longest + LABEL_SLACK_TOKENS))
 
 
 def read_eval(run_dir: str | os.PathLike) -> dict[str, Any] | None:

@@ -16,6 +16,14 @@ Design decisions:
   already has a non-zero rate), gradient norm clipped at 1, loss averaged over the
   assistant's tokens of the batch (the labels from `training.data`), bf16 autocast when
   `TrainConfig.precision` asks for it.
+- Speed (measured with bench/train_throughput.py, figures in docs/benchmarks.md): under bf16
+  autocast the frozen base model's linear weights are stored in bf16 (`_freeze_linears_bf16`),
+  so autocast does not cast 100M+ weights again at every forward; the LoRA weights, norms,
+  embeddings and the output head stay fp32, so the residual stream is as precise as before.
+  The loss computes the output head only at the positions that carry a label
+  (`selected_loss`): for short answers after a long prompt that skips most of a
+  49,152-wide vocabulary projection and its softmax. Models whose head does more than a plain
+  projection (logit soft-capping or scaling) take the model's own loss.
 - Checkpoints hold the adapter, optimizer, scheduler, RNG states and the data position
   (epoch, next batch). They are written to `step-N.partial` and renamed, so a kill mid-save
   leaves the previous checkpoint intact; only the last `keep_checkpoints` stay. On start the
@@ -46,6 +54,7 @@ import orjson
 
 from curation.errors import CurateError
 from training.config import TrainConfig
+from training.data import IGNORE_INDEX
 
 MANIFEST, TRAIN_FILE, STATUS, METRICS, LOG = ("manifest.json", "train.jsonl", "status.json",
                                               "metrics.jsonl", "trainer.log")
@@ -207,17 +216,15 @@ def use_bf16(precision: str, device: str) -> bool:
 
 
 def cpu_threads() -> int:
-    """Threads for CPU training: `$CURATE_TRAIN_THREADS`, else the CPUs this process may use
-    less the load other work puts on them now (at least 1); more threads than free cores
-    only add waiting."""
+    """Threads for CPU training: `$CURATE_TRAIN_THREADS`, else every CPU this process may
+    use. Measured on a shared 2-core machine with a load average of 4-5 from other work:
+    2 threads trained 1.5-1.8x faster than 1 (idle OpenMP threads sleep, see `main`), so
+    the load of the moment is not subtracted (the 1-minute load average also lags: right
+    after another heavy job it would leave a free machine with one thread)."""
     if os.environ.get("CURATE_TRAIN_THREADS", "").isdigit():
         return max(1, int(os.environ["CURATE_TRAIN_THREADS"]))
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    try:
-        busy = os.getloadavg()[0]
-    except OSError:
-        busy = 0.0
-    return max(1, min(cpus or 1, round((cpus or 1) - busy)))
+    return max(1, cpus or 1)
 
 
 def lr_factor(step: int, warmup: int, total: int) -> float:
@@ -258,6 +265,8 @@ def train(run_dir: Path, log: logging.Logger) -> dict[str, Any]:
              data.report, 100 * padding, total, steps_per_epoch, device,
              torch.get_num_threads(), "bf16 autocast" if bf16 else "fp32")
 
+    if bf16:
+        _freeze_linears_bf16(model)
     model = get_peft_model(model, LoraConfig(
         r=config.r, lora_alpha=config.alpha, lora_dropout=config.dropout,
         target_modules=config.target_modules_list(), task_type="CAUSAL_LM"))
@@ -290,7 +299,7 @@ def train(run_dir: Path, log: logging.Logger) -> dict[str, Any]:
                 batch = {k: v.to(device) for k, v in batch.items()}
                 try:
                     with autocast:
-                        loss = model(**batch).loss
+                        loss = selected_loss(model, batch)
                     if not torch.isfinite(loss):
                         raise CurateError(f"the loss became {loss.item()} at step {step + 1}; "
                                           "lower learning_rate")
@@ -328,6 +337,40 @@ def train(run_dir: Path, log: logging.Logger) -> dict[str, Any]:
     _save_adapter(model, run_dir / ADAPTER)
     return {**last, "steps": step, "wall_seconds_this_session":
             round(time.perf_counter() - session_start, 1)}
+
+
+def _freeze_linears_bf16(model) -> None:
+    """Store the base model's linear weights (not the output head) in bf16: they are frozen
+    under LoRA, and bf16 autocast would cast them at every forward anyway."""
+    import torch
+
+    head = model.get_output_embeddings()
+    for module in model.modules():
+        if isinstance(module, torch.nn.Linear) and module is not head:
+            module.to(torch.bfloat16)
+
+
+def _plain_head(config) -> bool:
+    return not any(getattr(config, name, None) for name in
+                   ("final_logit_softcapping", "logit_scale", "logits_scaling"))
+
+
+def selected_loss(model, batch: dict[str, Any]):
+    """Mean cross-entropy over the labelled (assistant) tokens, as the model's own loss, but
+    with the output head applied only at the positions that predict a labelled token."""
+    import torch
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    decoder = base.get_decoder() if hasattr(base, "get_decoder") else None
+    head = base.get_output_embeddings()
+    if decoder is None or head is None or not _plain_head(base.config):
+        return model(**batch).loss
+    hidden = decoder(input_ids=batch["input_ids"],
+                     attention_mask=batch["attention_mask"]).last_hidden_state
+    targets = batch["labels"][:, 1:]
+    keep = targets != IGNORE_INDEX
+    logits = head(hidden[:, :-1][keep])
+    return torch.nn.functional.cross_entropy(logits.float(), targets[keep])
 
 
 def _save_adapter(model, target: Path) -> None:
