@@ -40,25 +40,29 @@ class TrainConfig:
     alpha: int = field(default=32, metadata=_help(
         "LoRA alpha: the update is scaled by alpha/r. Twice the rank is the usual choice "
         "(PEFT's default is 8)."))
-    dropout: float = field(default=0.05, metadata=_help(
-        "Dropout on the LoRA input, in [0, 1): a little regularisation for small data sets "
-        "(PEFT's default is 0)."))
+    dropout: float = field(default=0.0, metadata=_help(
+        "Dropout on the LoRA input, in [0, 1). Off by default, as in PEFT: on a CPU drawing "
+        "the dropout masks took about a quarter of each training step, and the Banking77 "
+        "pilot (bench/pilot_banking77.py) needed none. 0.05-0.1 can help a small set that "
+        "is memorised."))
     target_modules: str = field(default="all-linear", metadata=_help(
         "Which layers get adapters: 'all-linear' (every linear layer except the output head; "
         "better quality than PEFT's attention-only default) or comma-separated module names "
         "such as 'q_proj,v_proj'."))
-    learning_rate: float = field(default=2e-4, metadata=_help(
+    learning_rate: float = field(default=4e-4, metadata=_help(
         "Peak learning rate (AdamW, linear decay after a short warm-up). LoRA adapters train "
-        "well around 1e-4..3e-4; the PEFT/transformers default 5e-5 is meant for full "
-        "fine-tuning and is too low here."))
+        "well around 1e-4..5e-4; 4e-4 suits the default batch of 16 (on the Banking77 pilot, "
+        "2e-4 reached 78% accuracy in the same 3 epochs, 4e-4 94%). The transformers default "
+        "5e-5 is meant for full fine-tuning and is too low here."))
     epochs: int = field(default=3, metadata=_help(
         "Passes over the train examples. 2-3 for a few hundred examples; more risks "
         "memorising them."))
     max_seq_length: int = field(default=512, metadata=_help(
         "Longest conversation in tokens; longer ones are cut at the end (the report counts "
         "them). Memory and time grow with it."))
-    batch_size: int = field(default=8, metadata=_help(
-        "Conversations per optimizer step. Lower it if training runs out of memory."))
+    batch_size: int = field(default=16, metadata=_help(
+        "Conversations per optimizer step. 16 trained 26% more tokens per second than 8 on a "
+        "2-core CPU (transformers' default is 8); lower it if training runs out of memory."))
     warmup_ratio: float = field(default=0.05, metadata=_help(
         "Fraction of the steps over which the learning rate ramps up from near 0, in [0, 0.5]."))
     seed: int = field(default=0, metadata=_help(
