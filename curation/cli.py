@@ -551,7 +551,7 @@ def train(db, resume_id, detach, then_eval, allow_leakage, actor, **settings):
     """
     from curation.auth import User
     from training.config import TrainConfig
-    from training.runs import launch, resume
+    from training.runs import launch, record_runs, resume
 
     with _open(db) as store:
         if resume_id:

@@ -111,15 +111,8 @@ TICKETS = [("I was charged twice this month", "billing"),
            ("The page shows an error 500", "bugs")]
 
 
-@pytest.fixture
-def evaluated_run(file_store, model_cache, monkeypatch):
-    """A tiny completed run (6 accepted train tickets, rank 2, 2 steps) and three eval rows
-    (one rejected eval row that must be left out)."""
-    from training.models import cached_default_model
-    from training.runs import ENDED_STATES, cancel, launch, read_run
-
-    monkeypatch.setenv("CURATE_MODEL_CACHE", str(model_cache))
-    cached_default_model(model_cache)
+def _ticket_store(file_store):
+    """6 accepted train tickets, 3 eval tickets and one rejected eval ticket."""
     store = file_store()
     for text, label in TICKETS:
         store.add(chat(f"Ticket: {text}", label), actor="t", label=label, status="accepted",
@@ -130,6 +123,19 @@ def evaluated_run(file_store, model_cache, monkeypatch):
         store.add(chat(f"Ticket: {text}", label), actor="t", label=label, split="eval")
     store.add(chat("Ticket: rejected one", "bugs"), actor="t", label="bugs", split="eval",
               status="rejected")
+    return store
+
+
+@pytest.fixture
+def evaluated_run(file_store, model_cache, monkeypatch):
+    """A tiny completed run (6 accepted train tickets, rank 2, 2 steps) and three eval rows
+    (one rejected eval row that must be left out)."""
+    from training.models import cached_default_model
+    from training.runs import ENDED_STATES, cancel, launch, read_run
+
+    monkeypatch.setenv("CURATE_MODEL_CACHE", str(model_cache))
+    cached_default_model(model_cache)
+    store = _ticket_store(file_store)
     config = TrainConfig(**{**TINY, "batch_size": 3}, checkpoint_every_steps=0)
     started = launch(store, ADMIN, config)
     # the trainer's own status (not the liveness check, which can misread a just-started
@@ -208,3 +214,30 @@ def test_eval_help_has_an_example():
 
     out = CliRunner().invoke(main, ["eval", "--help"]).output
     assert "Example:" in out and "curate eval" in out
+
+
+def test_curate_train_watches_the_run_then_evaluates_and_records_it(file_store, model_cache,
+                                                                     monkeypatch):
+    from click.testing import CliRunner
+
+    from curation.cli import main
+    from training.eval import read_eval, summary
+    from training.models import cached_default_model
+    from training.runs import list_runs, recorded_runs
+
+    monkeypatch.setenv("CURATE_MODEL_CACHE", str(model_cache))
+    cached_default_model(model_cache)
+    store = _ticket_store(file_store)
+    out = CliRunner().invoke(main, [
+        "train", "--db", str(store.path), "--rank", "2", "--max-seq-length", "64",
+        "--batch-size", "3", "--epochs", "1", "--checkpoint-every", "0"])
+    assert out.exit_code == 0, out.output
+    (run,) = list_runs(store.path.parent / "runs")
+    assert f"run {run.id} completed" in out.output and "step     2/2" in out.output
+    stored = read_eval(run.dir)
+    assert stored is not None and stored["settings"]["eval_examples"] == 3
+    assert "(baseline)" in out.output
+    assert f"{stored['verdict']['decision'].upper()}: {stored['verdict']['reason']}" in out.output
+    (recorded,) = recorded_runs(store)
+    assert recorded["state"] == "completed"
+    assert recorded["evaluation"] == orjson.loads(orjson.dumps(summary(stored)))
