@@ -21,6 +21,7 @@ from curation import (CurateError, ExampleFilter, Store, default_db_path, export
 from curation.auth import ROLES, add_user, set_role, users
 from curation.formats import DEFAULT_MAX_FIELD_CHARS, INPUT_FORMATS, OUTPUT_FORMATS, parse_mapping
 from curation.query import SPLITS, STATUSES
+from training.eval import DEFAULT_MARGIN_POINTS, DEFAULT_MAX_NEW_TOKENS, DEFAULT_SHOTS
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -625,11 +626,11 @@ def cancel(run_id, db):
 @json_option
 @click.option("--rerun", is_flag=True, help="Evaluate again even if the run has a stored "
                                             "evaluation.")
-@click.option("--shots", type=int, default=3, show_default=True,
+@click.option("--shots", type=int, default=DEFAULT_SHOTS, show_default=True,
               help="Accepted train examples shown to the few-shot baseline.")
-@click.option("--margin", type=float, default=5.0, show_default=True,
+@click.option("--margin", type=float, default=DEFAULT_MARGIN_POINTS, show_default=True,
               help="Points (of 100) by which the fine-tuned model must beat the baseline.")
-@click.option("--max-new-tokens", type=int, default=32, show_default=True,
+@click.option("--max-new-tokens", type=int, default=DEFAULT_MAX_NEW_TOKENS, show_default=True,
               help="Longest answer generated per example.")
 @click.option("--system-prompt", default=None, metavar="TEXT",
               help="System prompt for all three systems. Default: each example's own.")
@@ -659,8 +660,9 @@ def eval_(run_id, db, as_json, rerun, shots, margin, max_new_tokens, system_prom
         _show_eval(result)
 
 
-def _evaluated(run_dir: Path, db: Path | None, *, rerun: bool, shots: int = 3,
-               margin: float = 5.0, max_new_tokens: int = 32,
+def _evaluated(run_dir: Path, db: Path | None, *, rerun: bool, shots: int = DEFAULT_SHOTS,
+               margin: float = DEFAULT_MARGIN_POINTS,
+               max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
                system_prompt: str | None = None) -> dict:
     """The run's evaluation: the stored one (re-judged with `margin`), or computed now."""
     from training.eval import (eval_rows_from_store, evaluate, read_eval,

@@ -59,6 +59,7 @@ from training import metrics as M
 from training.trainer import TRAIN_FILE, now_iso, read_json, write_json
 
 EVAL_FILE = "eval.json"
+DEFAULT_SHOTS, DEFAULT_MAX_NEW_TOKENS, DEFAULT_MARGIN_POINTS = 3, 32, 5.0  # CLI, app, library
 END_OF_TURN = "<|im_end|>"
 MIN_SHARED_PREFIX = 8  # shorter shared prefixes are not worth a cache
 LABEL_SLACK_TOKENS = 3
@@ -245,9 +246,9 @@ def _greedy(model, rows: list[list[int]], cache, shared: int, *, max_new_tokens:
 
 def evaluate(run_dir: str | os.PathLike, eval_rows: Sequence[dict[str, Any]],
              train_rows: Sequence[dict[str, Any]], *, system_prompt: str | None,
-             shots: int = 3, max_new_tokens: int = 32, batch_size: int = 32,
-             margin_points: float = 5.0, seed: int = 0, progress: Progress | None = None,
-             device: str | None = None) -> dict[str, Any]:
+             shots: int = DEFAULT_SHOTS, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
+             batch_size: int = 32, margin_points: float = DEFAULT_MARGIN_POINTS, seed: int = 0,
+             progress: Progress | None = None, device: str | None = None) -> dict[str, Any]:
     """Answer every eval row with the three systems, score them, compare fine-tuned with the
     baseline, decide, and write RUN_DIR/eval.json; returns what it wrote."""
     if not eval_rows:
@@ -384,6 +385,7 @@ def with_margin(result: dict[str, Any], margin_points: float) -> dict[str, Any]:
     return {**result, "verdict": decision}
 
 
-__all__ = ["EVAL_FILE", "SYSTEMS", "build_prompt", "eval_rows_from_store", "evaluate",
+__all__ = ["DEFAULT_MARGIN_POINTS", "DEFAULT_MAX_NEW_TOKENS", "DEFAULT_SHOTS", "EVAL_FILE",
+           "SYSTEMS", "build_prompt", "eval_rows_from_store", "evaluate",
            "generate", "pick_shots", "read_eval", "summary", "train_rows_from_run",
            "with_margin"]

@@ -30,7 +30,8 @@ import pandas as pd
 import streamlit as st
 
 from curation import CurateError, ExampleFilter
-from training.eval import (SYSTEMS, eval_rows_from_store, evaluate, read_eval,
+from training.eval import (DEFAULT_MARGIN_POINTS, DEFAULT_MAX_NEW_TOKENS, DEFAULT_SHOTS,
+                           SYSTEMS, eval_rows_from_store, evaluate, read_eval,
                            train_rows_from_run, with_margin)
 from training.runs import Run, default_runs_dir, record_runs
 from ui.common import get_store, plain, require_page, show_error
@@ -73,15 +74,18 @@ def _eval_form(run: Run, key: str) -> None:
         prompt = st.text_area("System prompt", key=f"{key}_sp", height=80,
                               placeholder="e.g. Answer with the ticket's category only.")
         columns = st.columns(4)
-        shots = columns[0].number_input("Few-shot examples (k)", min_value=0, value=3, step=1,
+        shots = columns[0].number_input("Few-shot examples (k)", min_value=0,
+                                        value=DEFAULT_SHOTS, step=1,
                                         key=f"{key}_shots",
                                         help="Accepted train examples of this run shown to "
                                              "the few-shot baseline, different labels first.")
-        max_new = columns[1].number_input("Max new tokens", min_value=1, value=32, step=1,
+        max_new = columns[1].number_input("Max new tokens", min_value=1,
+                                          value=DEFAULT_MAX_NEW_TOKENS, step=1,
                                           key=f"{key}_max_new",
                                           help="Longest answer generated per example (greedy "
                                                "decoding for all three systems).")
-        margin = columns[2].number_input("Margin (points)", value=5.0, step=1.0,
+        margin = columns[2].number_input("Margin (points)", value=DEFAULT_MARGIN_POINTS,
+                                         step=1.0,
                                          key=f"{key}_margin",
                                          help="Deploy only if the fine-tuned model beats the "
                                               "baseline by at least this many points.")
