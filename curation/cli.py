@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import getpass
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -23,7 +24,6 @@ from curation.formats import DEFAULT_MAX_FIELD_CHARS, INPUT_FORMATS, OUTPUT_FORM
 from curation.query import SPLITS, STATUSES
 from training.eval import DEFAULT_MARGIN_POINTS, DEFAULT_MAX_NEW_TOKENS, DEFAULT_SHOTS
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
 def _default_actor() -> str:
@@ -439,25 +439,95 @@ def user_set_role(name, role, db):
     click.echo(f"user {changed.name} is now {changed.role}")
 
 
+LOOPBACK_ADDRESSES = ("127.0.0.1", "localhost", "::1")
+
+
+def _streamlit_settings() -> list[str]:
+    """Curate's Streamlit settings (curate_ui/streamlit_config.toml) as command-line flags, so
+    they apply whatever folder `curate app` is started from."""
+    import tomllib
+    from importlib.resources import files
+
+    config = tomllib.loads(files("curate_ui").joinpath("streamlit_config.toml").read_text())
+    return [arg for section, options in config.items() for key, value in options.items()
+            for arg in (f"--{section}.{key}", str(value).lower() if isinstance(value, bool)
+                        else str(value))]
+
+
+def _open_browser_when_up(url: str, server: subprocess.Popen) -> None:
+    """Open the user's browser on `url` once the server answers its health check."""
+    import threading
+    import time
+    import urllib.request
+    import webbrowser
+
+    def wait_then_open():
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and server.poll() is None:
+            try:
+                urllib.request.urlopen(f"{url}/_stcore/health", timeout=1).close()
+            except OSError:
+                time.sleep(0.3)
+                continue
+            if not webbrowser.open(url):
+                click.echo(f"no browser could be opened here; open {url} yourself", err=True)
+            return
+
+    threading.Thread(target=wait_then_open, daemon=True).start()
+
+
 @main.command()
 @db_option
 @click.option("--port", type=int, default=8501, show_default=True)
-@click.option("--headless/--browser", default=False, help="Do not open a browser window.")
+@click.option("--address", default="127.0.0.1", show_default=True,
+              help="Network address to listen on; 0.0.0.0 for every interface (a team server "
+                   "with sign-in). Single-user mode refuses any but this computer's own "
+                   "(127.0.0.1, localhost, ::1) without --unsafe-single-user-on-network.")
+@click.option("--browser", is_flag=True, help="Also open a browser window on the app once it "
+              "is up (by default the app starts headless and prints its address).")
 @click.option("--single-user", is_flag=True,
-              help="No sign-in: one local admin. Every page says so. For working alone.")
-def app(db, port, headless, single_user):
+              help="No sign-in: one local admin. Every page says so. For working alone; "
+                   "listens on this computer only.")
+@click.option("--unsafe-single-user-on-network", "unsafe_network", is_flag=True,
+              help="Allow --single-user on a non-loopback --address: ANYONE who can reach the "
+                   "port is then an admin of the workspace, without signing in.")
+def app(db, port, address, browser, single_user, unsafe_network):
     """Start the Curate app (Streamlit) on the workspace.
+
+    Starts headless (never asks anything on the terminal) and prints the address; --browser
+    also opens a browser window there.
 
     \b
     Example:
-      curate app --db workspace/curate.duckdb --port 8501
       curate app --single-user
+      curate app --db workspace/curate.duckdb --address 0.0.0.0 --port 8501
     """
+    from importlib.resources import files
+
+    if single_user and address not in LOOPBACK_ADDRESSES and not unsafe_network:
+        raise CurateError(f"--single-user skips sign-in, so it listens on this computer only; "
+                          f"--address {address} would make anyone who can reach port {port} an "
+                          f"admin. Leave out --address, or add --unsafe-single-user-on-network "
+                          f"if that is really what you want")
+    host = f"[{address}]" if ":" in address else address
+    url = f"http://{'localhost' if address in LOOPBACK_ADDRESSES else host}:{port}"
     env = {**os.environ, "CURATE_DB": str((db or default_db_path()).resolve()),
-           "CURATE_SINGLE_USER": "1" if single_user else "0"}
-    command = [sys.executable, "-m", "streamlit", "run", str(PROJECT_ROOT / "app.py"),
-               "--server.port", str(port), "--server.headless", str(headless).lower()]
-    raise SystemExit(subprocess.call(command, env=env, cwd=PROJECT_ROOT))
+           "CURATE_SINGLE_USER": "1" if single_user else "0", "CURATE_LISTEN": f"{host}:{port}"}
+    main_script = files("curate_ui").joinpath("main.py")
+    command = [sys.executable, "-m", "streamlit", "run", str(main_script), *_streamlit_settings(),
+               "--server.port", str(port), "--server.address", address,
+               "--server.headless", "true"]
+    click.echo(f"Curate on {url} (workspace {env['CURATE_DB']}); Ctrl+C stops it", err=True)
+    server = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL)
+    for stop_signal in (signal.SIGTERM, signal.SIGHUP):  # stopping us stops the server
+        signal.signal(stop_signal, lambda *_: server.terminate())
+    if browser:
+        _open_browser_when_up(url, server)
+    try:
+        raise SystemExit(server.wait())
+    except KeyboardInterrupt:
+        server.terminate()
+        raise SystemExit(server.wait()) from None
 
 
 # --- training runs (training.runs) ------------------------------------------------------------

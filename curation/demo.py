@@ -1,4 +1,5 @@
-"""The demo workspace: the support-ticket dataset in `data/demo/`, half-way through review.
+"""The demo workspace: the support-ticket dataset (`curation/demo_data/`, also reached as
+`data/demo/`), half-way through review.
 
 The dataset is imported as pending; then, deterministically, about one example in seven of
 each label moves to the eval split and about two in five of the rest are accepted, so the
@@ -15,7 +16,7 @@ from pathlib import Path
 from curation.importer import ImportReport, import_file
 from curation.store import Store
 
-DEMO_FILE = Path(__file__).resolve().parent.parent / "data" / "demo" / "support_tickets.jsonl"
+DEMO_FILE = Path(__file__).resolve().parent / "demo_data" / "support_tickets.jsonl"
 
 
 def load_demo(store: Store, *, actor: str = "demo", path: Path = DEMO_FILE) -> ImportReport:

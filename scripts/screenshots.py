@@ -9,7 +9,6 @@ Evaluation pages have a run to show: about 10 minutes on a 2-core CPU.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import tempfile
@@ -54,11 +53,9 @@ def main() -> None:
         subprocess.run([*curate, command, "--db", str(workspace), "--json"], check=True,
                        cwd=ROOT, stdout=subprocess.DEVNULL)
     train_and_evaluate(workspace)
-    env = {**os.environ, "CURATE_DB": str(workspace), "CURATE_SINGLE_USER": "1"}
-    server = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py",
-                               "--server.port", "8799", "--server.headless", "true"],
-                              cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)
+    server = subprocess.Popen([*curate, "app", "--single-user", "--db", str(workspace),
+                               "--port", "8799"], cwd=ROOT, stdin=subprocess.DEVNULL,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         for _ in range(120):
             try:

@@ -13,7 +13,7 @@ from streamlit.testing.v1 import AppTest
 from curation import import_file
 from curation.auth import PermissionDenied, User
 from curation.review import bulk
-from tests.conftest import PROJECT_ROOT, chat, write_jsonl
+from tests.conftest import PROJECT_ROOT, page, chat, write_jsonl
 
 LABELS = ("zeta", "alpha", "mid")
 
@@ -26,7 +26,7 @@ def browse(monkeypatch):
         at = AppTest.from_file(str(PROJECT_ROOT / "app.py"), default_timeout=30)
         at.session_state["user"] = User(name, role)
         # The page's url path is its file name, so it can be opened on the first run.
-        at.switch_page("ui/browse.py").run()
+        at.switch_page(page("browse")).run()
         assert not at.exception
         assert at.title[0].value == "Browse"
         return at

@@ -15,7 +15,7 @@ from streamlit.testing.v1 import AppTest
 from curation import ExampleFilter, Store
 from curation.auth import User
 from curation.checks.coverage import get_targets
-from tests.conftest import PROJECT_ROOT, chat
+from tests.conftest import PROJECT_ROOT, page, chat
 from tests.test_app_quality import copy_of, demo_template
 
 RITA = User("rita", "reviewer")
@@ -37,7 +37,7 @@ def coverage_page(monkeypatch):
         at = AppTest.from_file(str(PROJECT_ROOT / "app.py"), default_timeout=90)
         at.session_state["user"] = user
         at.session_state["cov_k"] = k
-        at.switch_page("ui/coverage.py").run()
+        at.switch_page(page("coverage")).run()
         assert not at.exception, at.exception
         return at
 
@@ -181,7 +181,7 @@ def test_drafts_are_edited_then_saved_as_pending_drafts_or_discarded(coverage_pa
         at.session_state["cov_k"] = 8
         at.session_state["cov_drafts"] = [{"id": i, "label": THIN, "messages": m}
                                           for i, m in drafts]
-        at.switch_page("ui/coverage.py").run()
+        at.switch_page(page("coverage")).run()
         assert not at.exception, at.exception
         return at
 

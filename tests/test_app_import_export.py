@@ -18,7 +18,7 @@ from curation.auth import User
 from curation.importer import sniff_kind
 from curation.uploads import (UploadRejected, discard_upload, export_target, preview_file,
                               remove_stale_uploads, safe_stem, save_upload, suggest_mapping)
-from tests.conftest import PROJECT_ROOT, chat, write_jsonl
+from tests.conftest import PROJECT_ROOT, chat, page as page_path, write_jsonl
 
 CSV = (b"question,answer,category\n"
        b"How do I reset my password?,Use the reset link.,access\n"
@@ -33,7 +33,7 @@ def page(monkeypatch):
         monkeypatch.delenv("CURATE_SINGLE_USER", raising=False)
         at = AppTest.from_file(str(PROJECT_ROOT / "app.py"), default_timeout=30)
         at.session_state["user"] = User(name, role)
-        at.switch_page("ui/import_export.py").run()
+        at.switch_page(page_path("import_export")).run()
         assert not at.exception
         return at
 
@@ -63,9 +63,9 @@ def test_a_reviewer_is_refused(monkeypatch, seeded_store):
     at.session_state["user"] = User("rex", "reviewer")
     at.run()
     with pytest.raises(ValueError, match="Could not find a navigation page"):
-        at.switch_page("ui/import_export.py")  # not in a reviewer's navigation
+        at.switch_page(page_path("import_export"))  # not in a reviewer's navigation
     # Reached directly, the page itself refuses and shows nothing else.
-    direct = AppTest.from_file(str(PROJECT_ROOT / "ui" / "import_export.py"), default_timeout=30)
+    direct = AppTest.from_file(str(page_path("import_export")), default_timeout=30)
     direct.session_state["user"] = User("rex", "reviewer")
     direct.run()
     assert "needs a role that may 'import'" in direct.error[0].value

@@ -18,7 +18,7 @@ from curation import Store, import_file
 from curation.auth import PermissionDenied, User
 from curation.checks import REGISTRY, dismiss, last_run, load_table, run_check, stored_findings
 from curation.demo import load_demo
-from tests.conftest import PROJECT_ROOT, chat, write_jsonl
+from tests.conftest import PROJECT_ROOT, page, chat, write_jsonl
 
 RITA = User("rita", "reviewer")
 ANN = User("ann", "annotator")
@@ -66,7 +66,7 @@ def quality_page(monkeypatch):
         monkeypatch.setenv("CURATE_DB", str(store.path))
         at = AppTest.from_file(str(PROJECT_ROOT / "app.py"), default_timeout=60)
         at.session_state["user"] = user
-        at.switch_page("ui/quality.py").run()
+        at.switch_page(page("quality")).run()
         assert not at.exception, at.exception
         return at
 

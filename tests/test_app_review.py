@@ -9,7 +9,7 @@ from streamlit.testing.v1 import AppTest
 
 from curation import import_file, review
 from curation.auth import PermissionDenied, User
-from tests.conftest import PROJECT_ROOT, chat, write_jsonl
+from tests.conftest import PROJECT_ROOT, page, chat, write_jsonl
 
 RITA = User("rita", "reviewer")
 ANN = User("ann", "annotator")
@@ -23,7 +23,7 @@ def review_page(monkeypatch):
         at = AppTest.from_file(str(PROJECT_ROOT / "app.py"), default_timeout=30)
         at.session_state["user"] = user
         at.query_params.update(query)
-        at.switch_page("ui/review.py").run()  # the page's url path is its file name
+        at.switch_page(page("review")).run()  # the page's url path is its file name
         assert not at.exception, at.exception
         return at
 

@@ -16,7 +16,7 @@ from streamlit.testing.v1 import AppTest
 
 from curation import Store
 from curation.auth import User
-from tests.conftest import PROJECT_ROOT, chat
+from tests.conftest import PROJECT_ROOT, chat, page as page_path
 from tests.test_eval import TICKETS
 from tests.test_training import ADMIN, RUN_TIMEOUT, TINY, _wait_for
 from training.config import TrainConfig
@@ -68,7 +68,7 @@ def open_page(monkeypatch, model_cache):
         at.session_state["user"] = user
         for key, value in state.items():
             at.session_state[key] = value
-        at.switch_page(f"ui/{page}.py").run()
+        at.switch_page(page_path(page)).run()
         assert not at.exception, at.exception
         return at
 
@@ -111,9 +111,9 @@ def test_pages_are_refused_to_a_reviewer(monkeypatch, empty_store, page):
     at.session_state["user"] = RITA
     _run(at)
     with pytest.raises(ValueError, match="Could not find a navigation page"):
-        at.switch_page(f"ui/{page}.py")  # not in a reviewer's navigation
+        at.switch_page(page_path(page))  # not in a reviewer's navigation
     # Reached directly, the page itself refuses and shows nothing else.
-    direct = AppTest.from_file(str(PROJECT_ROOT / "ui" / f"{page}.py"), default_timeout=30)
+    direct = AppTest.from_file(str(page_path(page)), default_timeout=30)
     direct.session_state["user"] = RITA
     _run(direct)
     assert "needs a role that may 'train'" in direct.error[0].value

@@ -7,7 +7,6 @@ store after `server.stop()`.
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
 import sys
@@ -19,7 +18,6 @@ import pytest
 
 from curation import Store, import_file
 from curation.auth import add_user
-from tests.conftest import PROJECT_ROOT
 
 CHROMIUM = Path("/usr/bin/chromium")
 PASSWORD = "e2e-password-1"
@@ -34,7 +32,7 @@ def _free_port() -> int:
 
 
 class AppServer:
-    """`streamlit run app.py` on a workspace, started and stopped by the test."""
+    """`curate app` on a workspace, started and stopped by the test."""
 
     def __init__(self, db: Path):
         self.db = db
@@ -43,13 +41,12 @@ class AppServer:
         self.process: subprocess.Popen | None = None
 
     def start(self) -> "AppServer":
-        env = {**os.environ, "CURATE_DB": str(self.db), "CURATE_SINGLE_USER": "0"}
         self.log = open(self.db.parent / "server.log", "wb")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(self.port),
-             "--server.address", "127.0.0.1", "--server.headless", "true",
-             "--browser.gatherUsageStats", "false"],
-            cwd=PROJECT_ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT)
+            [sys.executable, "-m", "curation.cli", "app", "--db", str(self.db),
+             "--port", str(self.port)],
+            cwd=self.db.parent, stdin=subprocess.DEVNULL, stdout=self.log,
+            stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             try:

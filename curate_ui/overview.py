@@ -4,7 +4,7 @@ import pandas as pd
 import streamlit as st
 
 from curation import STATUSES
-from ui.common import get_store, require_page
+from curate_ui.common import get_store, require_page
 
 require_page("view")
 store = get_store()

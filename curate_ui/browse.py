@@ -23,7 +23,7 @@ import streamlit as st
 from curation import SPLITS, CurateError, Example
 from curation.auth import PermissionDenied, User, min_role
 from curation.review import BULK_ACTIONS, BULK_PERMISSION, bulk
-from ui.common import current_user, filter_form, get_store, plain
+from curate_ui.common import current_user, filter_form, get_store, page_path, plain
 
 SORT_COLUMNS = {"id": "Id", "updated_at": "Updated at", "created_at": "Created at",
                 "label": "Label", "status": "Status"}
@@ -215,4 +215,4 @@ with open_col:
                            index=ids.index(selected_ids[0]) if len(selected_ids) == 1 else 0,
                            help="One of the examples on this page; selecting one row picks it.")
     if st.button("Open in Review", icon=":material/rate_review:", key="browse_open"):
-        st.switch_page("ui/review.py", query_params={"id": str(open_id)})
+        st.switch_page(page_path("review"), query_params={"id": str(open_id)})

@@ -46,7 +46,7 @@ from training.models import DEFAULT_BASE_MODEL, model_cache
 from training.runs import (DEFAULT_TRAIN_FILTER, LeakageUnresolved, Run, RunAlreadyActive,
                            cancel, default_runs_dir, find_leakage, launch, read_run,
                            record_runs, resume)
-from ui.common import get_store, plain, require_page, show_error
+from curate_ui.common import get_store, page_path, plain, require_page, show_error
 
 S = st.session_state
 POLL_SECONDS = 2.0
@@ -291,7 +291,7 @@ def _show_leaks(leaks: list[dict[str, Any]]) -> None:
         if st.button("Settle them on the Quality page", key="tr_to_quality",
                      icon=":material/cleaning_services:"):
             S.q_view = "leakage"  # the Quality page's findings selector
-            st.switch_page("ui/quality.py")
+            st.switch_page(page_path("quality"))
 
 
 def _launch(config: TrainConfig, allow_leakage: bool) -> None:

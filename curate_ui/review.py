@@ -34,7 +34,7 @@ import streamlit as st
 from curation import CurateError, ExampleFilter, VersionConflict, queues, review
 from curation.queues import QueueItem
 from curation.store import Example
-from ui.common import filter_form, get_store, plain, require_page
+from curate_ui.common import filter_form, get_store, plain, require_page
 
 SHORTCUTS = {"accept": "a", "reject": "x", "needs_work": "n", "skip": "s", "next": "j",
              "previous": "k", "save": "e"}

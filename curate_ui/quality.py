@@ -44,7 +44,7 @@ from curation.checks import (
     stored_findings,
 )
 from curation.review import edit
-from ui.common import get_store, plain, require_page
+from curate_ui.common import get_store, page_path, plain, require_page
 
 S = st.session_state
 GROUPS_PER_PAGE = 10
@@ -96,7 +96,7 @@ def _flagged(name: str) -> list[Finding]:
 
 
 def _open_in_review(example_id: int) -> None:
-    st.switch_page("ui/review.py", query_params={"id": str(example_id)})
+    st.switch_page(page_path("review"), query_params={"id": str(example_id)})
 
 
 def _flash(text: str, icon: str = ":material/check_circle:") -> None:
@@ -458,7 +458,7 @@ with st.container(border=True):
                  "queue, most severe first.")
     if row.button("Review the flagged examples", key="q_review_flagged",
                   icon=":material/rate_review:", on_click=_review_flagged):
-        st.switch_page("ui/review.py")
+        st.switch_page(page_path("review"))
 
 st.header("Findings", anchor=False)
 if S.get("q_view") not in CHECKS:

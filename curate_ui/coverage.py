@@ -33,7 +33,7 @@ from curation import SPLITS, CurateError, ExampleFilter
 from curation.checks import load_table
 from curation.checks.coverage import Targets, cluster_prompts, gap_list, get_targets, set_targets
 from curation.fill import WouldDuplicate, add_example, draft_examples
-from ui.common import get_store, plain, require_page
+from curate_ui.common import get_store, page_path, plain, require_page
 
 S = st.session_state
 COLOUR_BY = {"cluster": "Cluster", "label": "Label", "split": "Split", "status": "Status"}
@@ -62,7 +62,7 @@ def _flash(text: str, icon: str = ":material/check_circle:") -> None:
 
 
 def _open_in_review(example_id: int) -> None:
-    st.switch_page("ui/review.py", query_params={"id": str(example_id)})
+    st.switch_page(page_path("review"), query_params={"id": str(example_id)})
 
 
 # --- the map -------------------------------------------------------------------------------

@@ -34,7 +34,7 @@ from training.eval import (DEFAULT_MARGIN_POINTS, DEFAULT_MAX_NEW_TOKENS, DEFAUL
                            SYSTEMS, eval_rows_from_store, evaluate, read_eval,
                            train_rows_from_run, with_margin)
 from training.runs import Run, default_runs_dir, record_runs
-from ui.common import get_store, plain, require_page, show_error
+from curate_ui.common import get_store, page_path, plain, require_page, show_error
 
 S = st.session_state
 METRICS = ("accuracy", "macro_f1", "token_f1", "rouge_l")
@@ -283,7 +283,7 @@ def _outputs(result: dict[str, Any]) -> None:
             head.markdown(f"**#{e['id']}** · label {plain(e.get('label') or '(none)')} · "
                           f"**{e['outcome']}**")
             if isinstance(e.get("id"), int):
-                head.page_link("ui/review.py", label=f"Open #{e['id']} in Review",
+                head.page_link(page_path("review"), label=f"Open #{e['id']} in Review",
                                icon=":material/rate_review:", query_params={"id": e["id"]})
             st.caption("Prompt (user)")
             st.text(_clip(prompts.get(e["id"], "(no longer in the workspace)")))
@@ -371,7 +371,7 @@ completed = [r for r in runs if r.state == "completed"]
 if not completed:
     st.info("No completed training run yet: start one on the Training page.",
             icon=":material/model_training:")
-    st.page_link("ui/training.py", label="Go to Training", icon=":material/model_training:")
+    st.page_link(page_path("training"), label="Go to Training", icon=":material/model_training:")
     st.stop()
 
 evaluated = {r.id: read_eval(r.dir) for r in completed}

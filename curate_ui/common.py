@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+from pathlib import Path
 
 import streamlit as st
 
@@ -16,6 +17,7 @@ from curation import CurateError, ExampleFilter, SPLITS, STATUSES, Store, defaul
 from curation.auth import User
 
 SINGLE_USER_ENV = "CURATE_SINGLE_USER"
+PAGES_DIR = Path(__file__).resolve().parent
 _MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~:$&=^\"'])")
 _WORD_JOINER = "\u2060"  # invisible; breaks :shortcodes:, :material/icons: and autolinks
 
@@ -27,6 +29,12 @@ def plain(text: object) -> str:
     escaped = _MARKDOWN_SPECIAL.sub(r"\\\1", str(text))
     escaped = re.sub(r"(:|@|www)", rf"\1{_WORD_JOINER}", escaped, flags=re.IGNORECASE)
     return escaped.replace("\n", "  \n")
+
+
+def page_path(name: str) -> Path:
+    """The absolute path of a page file (`"review"` -> .../curate_ui/review.py), for `st.Page`,
+    `st.switch_page` and `st.page_link`: valid whichever entry script started the app."""
+    return PAGES_DIR / f"{name}.py"
 
 
 @st.cache_resource(show_spinner=False)
@@ -42,6 +50,11 @@ def get_store() -> Store:
 def single_user_mode() -> bool:
     """`curate app --single-user`: no sign-in, one local admin, said on every page."""
     return os.environ.get(SINGLE_USER_ENV) == "1"
+
+
+def listen_address() -> str:
+    """Where the server listens, as `curate app` started it (host:port)."""
+    return os.environ.get("CURATE_LISTEN") or "the address Streamlit was started with"
 
 
 def current_user() -> User:
