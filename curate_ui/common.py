@@ -53,8 +53,14 @@ def single_user_mode() -> bool:
 
 
 def listen_address() -> str:
-    """Where the server listens, as `curate app` started it (host:port)."""
-    return os.environ.get("CURATE_LISTEN") or "the address Streamlit was started with"
+    """Where the server listens, as `curate app` started it, in Markdown: `host:port`, and
+    whether only this computer can reach it."""
+    listen = os.environ.get("CURATE_LISTEN")
+    if not listen:
+        return "the address Streamlit was started with"
+    host = listen.rsplit(":", 1)[0].strip("[]")
+    local = host in ("127.0.0.1", "localhost", "::1")
+    return f"`{listen}` ({'this computer only' if local else 'reachable from the network'})"
 
 
 def current_user() -> User:

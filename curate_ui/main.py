@@ -78,8 +78,7 @@ def run_app() -> None:
     with st.sidebar:
         if single_user_mode():
             st.warning(f"Single-user mode: no sign-in; every action is recorded as 'local' "
-                       f"(admin). Listening on {plain(listen_address())}.",
-                       icon=":material/person:")
+                       f"(admin). Listening on {listen_address()}.", icon=":material/person:")
         else:
             st.caption(f"Signed in as **{plain(user.name)}** ({user.role})")
             if st.button("Sign out", icon=":material/logout:"):

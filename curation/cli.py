@@ -7,11 +7,15 @@ bug shows a traceback.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import getpass
 import os
 import signal
 import subprocess
 import sys
+from datetime import timedelta
+from decimal import Decimal
 from pathlib import Path
 
 import click
@@ -35,15 +39,75 @@ db_option = click.option("--db", "db", type=click.Path(dir_okay=False, path_type
                          "else ./workspace/curate.duckdb.")
 actor_option = click.option("--actor", default=_default_actor, show_default="$CURATE_USER or "
                             "cli:<login>", help="Who is recorded in the audit log.")
-json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for machines.")
 
 
 def _open(db: Path | None) -> Store:
     return Store(db or default_db_path())
 
 
+_json_out = None  # where _print_json writes: the real stdout while a --json command runs
+
+
+def json_option(command):
+    """`--json`: stdout then carries one JSON document and nothing else. While the command runs,
+    anything else written to stdout (library chatter such as cleanlab's, at the Python and at
+    the file-descriptor level) goes to stderr; `_print_json` writes to the real stdout."""
+
+    @functools.wraps(command)
+    def run(*args, as_json: bool, **kwargs):
+        if not as_json:
+            return command(*args, as_json=False, **kwargs)
+        with _stdout_reserved_for_json():
+            return command(*args, as_json=True, **kwargs)
+
+    return click.option("--json", "as_json", is_flag=True,
+                        help="Print JSON for machines (only JSON on stdout).")(run)
+
+
+@contextlib.contextmanager
+def _stdout_reserved_for_json():
+    global _json_out
+    stdout = sys.stdout
+    try:
+        real_fd = stdout.fileno() == 1
+    except (AttributeError, OSError, ValueError):  # a captured stream (tests): Python level only
+        real_fd = False
+    stdout.flush()
+    saved_fd = os.dup(1) if real_fd else None
+    if real_fd:
+        os.dup2(2, 1)
+    _json_out = os.fdopen(os.dup(saved_fd), "w", encoding="utf-8") if real_fd else stdout
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        _json_out.flush()
+        if real_fd:
+            _json_out.close()
+            os.dup2(saved_fd, 1)
+            os.close(saved_fd)
+        _json_out = None
+
+
+def _json_default(value):
+    """What orjson cannot serialise by itself: every other shape the store and core return."""
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, (set, frozenset)):
+        return sorted(value, key=str)
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    if hasattr(value, "tolist"):  # numpy arrays and scalars
+        return value.tolist()
+    return str(value)  # paths, UUIDs and the like
+
+
 def _print_json(value) -> None:
-    click.echo(orjson.dumps(value, option=orjson.OPT_INDENT_2, default=str).decode())
+    """One JSON document on stdout. Dict keys that are not strings are written as JSON writes
+    them (None as "null", numbers and dates as text), so an unlabelled count never crashes."""
+    text = orjson.dumps(value, default=_json_default, option=orjson.OPT_INDENT_2
+                        | orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY).decode()
+    click.echo(text, file=_json_out)
 
 
 class _Group(click.Group):

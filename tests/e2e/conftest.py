@@ -47,15 +47,21 @@ class AppServer:
              "--port", str(self.port)],
             cwd=self.db.parent, stdin=subprocess.DEVNULL, stdout=self.log,
             stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
+        self.wait_until_healthy(self.db.parent / "server.log")
+        return self
+
+    def wait_until_healthy(self, log: Path) -> None:
+        """Until the server answers its health check; its log is the error if it never does."""
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and self.process.poll() is None:
             try:
                 with urllib.request.urlopen(f"{self.url}/_stcore/health", timeout=1) as r:
                     if r.status == 200:
-                        return self
+                        return
             except OSError:
                 time.sleep(0.2)
-        raise RuntimeError(f"the app did not start: {(self.db.parent / 'server.log').read_text()}")
+        raise RuntimeError(f"the app did not start (exit status {self.process.poll()}): "
+                           f"{log.read_text()}")
 
     def stop(self) -> None:
         if self.process and self.process.poll() is None:

@@ -1,0 +1,104 @@
+"""Every `--json` command, run as a user runs it (a subprocess from another folder), prints one
+parseable JSON document on stdout and nothing else, on a workspace holding every shape the
+store can hold: labelled and unlabelled, train and eval, accepted and deleted examples,
+snapshots and a completed training run."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import click
+import pytest
+
+from curation import Store, import_file
+from curation.auth import User
+from curation.cli import main
+from curation.review import bulk
+from tests.conftest import chat, write_jsonl
+from tests.test_training import TINY_FLAGS
+
+ADMIN = User("ada", "admin")
+
+
+def _json_commands(group: click.Group = main, prefix: tuple[str, ...] = ()) -> list[tuple]:
+    """Every command of the CLI that has a --json option, as its words."""
+    found = []
+    for name, command in group.commands.items():
+        if isinstance(command, click.Group):
+            found += _json_commands(command, (*prefix, name))
+        elif any("--json" in p.opts for p in command.params):
+            found.append((*prefix, name))
+    return found
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory, model_cache):
+    """A workspace with every shape of example, one snapshot and one completed tiny run."""
+    folder = tmp_path_factory.mktemp("json")
+    records = [{"messages": chat(f"How do I reset password {i}?", f"Use the link {i}."),
+                "label": label}
+               for i, label in enumerate(["access", "billing", None, "access", "billing",
+                                          None, "access", "billing"])]
+    with Store(folder / "ws" / "curate.duckdb") as store:
+        import_file(store, write_jsonl(folder / "train.jsonl", records), actor="t",
+                    status="accepted")
+        import_file(store, write_jsonl(folder / "eval.jsonl", [
+            {"messages": chat("Where is my card?", "On its way."), "label": "cards"},
+            {"messages": chat("Unlabelled eval question", "An answer.")}]),
+            actor="t", split="eval", status="accepted")
+        first = store.find()[0]
+        bulk(store, ADMIN, [first.id], "delete")
+    env = {**os.environ, "CURATE_MODEL_CACHE": str(model_cache)}
+    run = subprocess.run([sys.executable, "-m", "curation.cli", "train", "--db",
+                          "ws/curate.duckdb", "--no-eval", *TINY_FLAGS],
+                         cwd=folder, env=env, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr
+    return folder
+
+
+ARGUMENTS = {  # the arguments each --json command needs beyond --db and --json
+    ("import",): lambda ws: [str(write_jsonl(ws / "more.jsonl", [
+        {"messages": chat("one more", "yes")}, "{broken"]))],
+    ("export",): lambda ws: [str(ws / "out.jsonl"), "--status", "accepted"],
+    ("eval",): lambda ws: [_only_run(ws)],
+}
+
+
+def _only_run(ws) -> str:
+    (run_dir,) = (ws / "ws" / "runs").glob("run-*")
+    return run_dir.name
+
+
+def test_every_json_command_is_exercised():
+    """A new --json command must be added here (with its arguments, if it needs any)."""
+    commands = set(_json_commands())
+    assert {("stats",), ("snapshots",), ("noise",), ("runs",), ("eval",)} <= commands
+    needs_arguments = {c for c in commands
+                       if any(isinstance(p, click.Argument) for p in _command(c).params)}
+    assert needs_arguments <= set(ARGUMENTS), needs_arguments - set(ARGUMENTS)
+
+
+def _command(words: tuple[str, ...]) -> click.Command:
+    command = main
+    for word in words:
+        command = command.commands[word]
+    return command
+
+
+@pytest.mark.parametrize("words", _json_commands(), ids=" ".join)
+def test_json_output_is_one_document_and_nothing_else(workspace, words, model_cache):
+    extra = ARGUMENTS.get(words, lambda ws: [])(workspace)
+    env = {**os.environ, "CURATE_MODEL_CACHE": str(model_cache)}
+    result = subprocess.run([sys.executable, "-m", "curation.cli", *words, *extra, "--db",
+                             "ws/curate.duckdb", "--json"], cwd=workspace, env=env,
+                            stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stderr
+    document = json.loads(result.stdout)  # raises on anything but exactly one document
+    assert document is not None
+    if words == ("stats",):
+        assert document["by_label"]["null"] == 3  # two train, one eval; none deleted
+        assert document["by_split"] == {"train": 7, "eval": 2}
