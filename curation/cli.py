@@ -111,13 +111,18 @@ def _print_json(value) -> None:
 
 
 class _Group(click.Group):
-    """Turns every CurateError into one line on stderr and exit status 1."""
+    """Turns every CurateError, and every error of the file system (a folder that cannot be
+    written, a full disk), into one line on stderr and exit status 1."""
 
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
         except CurateError as exc:
             click.echo(f"error: {exc}", err=True)
+            ctx.exit(1)
+        except OSError as exc:
+            where = f" ({exc.filename})" if exc.filename else ""
+            click.echo(f"error: {exc.strerror or exc}{where}", err=True)
             ctx.exit(1)
 
 

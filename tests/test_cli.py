@@ -128,3 +128,14 @@ def test_init_demo_loads_the_demo_workspace(run):
     assert set(figures["by_split"]) == {"train", "eval"}
     assert figures["by_status"]["accepted"] > 0 and figures["by_status"]["pending"] > 0
     assert figures["by_source"] == {"demo": figures["total"]}
+
+
+def test_a_file_system_error_is_one_line_not_a_traceback(run, tickets, tmp_path):
+    run("import", str(tickets))
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the export's folder should be")
+    result = CliRunner().invoke(main, ["export", str(blocker / "out.jsonl"), "--db",
+                                       str(run.db)])
+    assert result.exit_code == 1
+    assert result.output.startswith("error: ") and "not-a-folder" in result.output
+    assert "Traceback" not in result.output
