@@ -9,6 +9,7 @@ Sign-in, in order of precedence:
 - OpenID Connect via `st.login` when the workspace's `.streamlit/secrets.toml` has an [auth]
   section; the e-mail address the provider returns must belong to a user of the workspace;
 - otherwise local accounts (`curate user add NAME --role ROLE`). There are no default accounts.
+  Failed sign-ins are throttled per name and per client address (`curation.auth`).
 Pages live in `curate_ui/` and stay thin: they gather input, call `curation`, and render the result.
 """
 
@@ -31,6 +32,12 @@ def _oidc_configured() -> bool:
         return False
 
 
+def _client() -> str:
+    """Who is signing in, for throttling failures: the connection's address (the TCP peer;
+    every local browser is one client)."""
+    return st.context.ip_address or "localhost"
+
+
 def _sign_in_form(store) -> None:
     st.title("Sign in to Curate")
     if not users(store):
@@ -43,7 +50,7 @@ def _sign_in_form(store) -> None:
         password = st.text_input("Password", type="password")
         if st.form_submit_button("Sign in", type="primary"):
             try:
-                st.session_state.user = sign_in(store, name, password)
+                st.session_state.user = sign_in(store, name, password, client=_client())
                 st.rerun()
             except CurateError as exc:
                 st.error(plain(exc))

@@ -21,6 +21,7 @@ from typing import Any
 
 import orjson
 
+from curation.auth import User, require
 from curation.errors import InvalidValue
 from curation.formats import OUTPUT_FORMATS, WRITERS
 from curation.query import ExampleFilter
@@ -47,17 +48,19 @@ class ExportResult:
 
 
 def export_jsonl(store: Store, out_path: str | os.PathLike, *, fmt: str = "openai",
-                 where: ExampleFilter = DEFAULT_EXPORT_FILTER, actor: str,
+                 where: ExampleFilter = DEFAULT_EXPORT_FILTER, user: User,
                  snapshot_name: str | None = None) -> ExportResult:
     """Snapshot what `where` selects (accepted examples by default) and write it as JSONL."""
+    require(user, "export")
     _check_format(fmt)
-    snapshot = store.snapshot(where, actor=actor, name=snapshot_name)
-    return write_snapshot(store, snapshot.id, out_path, fmt=fmt)
+    snapshot = store.snapshot(where, actor=user.name, name=snapshot_name)
+    return write_snapshot(store, snapshot.id, out_path, user=user, fmt=fmt)
 
 
 def write_snapshot(store: Store, snapshot_id: str, out_path: str | os.PathLike, *,
-                   fmt: str = "openai") -> ExportResult:
+                   user: User, fmt: str = "openai") -> ExportResult:
     """Write an existing snapshot as JSONL plus `<name>.manifest.json`, both atomically."""
+    require(user, "export")
     _check_format(fmt)
     snapshot = store.get_snapshot(snapshot_id)
     out_path = Path(out_path)

@@ -143,7 +143,7 @@ def default_runs_dir(db_path: str | os.PathLike) -> Path:
     return Path(db_path).parent / "runs"
 
 
-def find_leakage(store: Store, actor: str, *, where: ExampleFilter = DEFAULT_TRAIN_FILTER,
+def find_leakage(store: Store, user: User, *, where: ExampleFilter = DEFAULT_TRAIN_FILTER,
                  progress: Progress | None = None) -> list[dict[str, Any]]:
     """Unresolved leakage into the train set `where` selects: one dict per leaked eval
     example, {"eval_id", "train_id", "method", "similarity"}, the train example being the
@@ -154,7 +154,7 @@ def find_leakage(store: Store, actor: str, *, where: ExampleFilter = DEFAULT_TRA
     train_ids = {r[0] for r in store.cursor().execute(
         f"SELECT id FROM examples WHERE {condition}", params).fetchall()}
     leaks = []
-    for finding in run_check(store, "leakage", actor=actor, progress=progress).findings:
+    for finding in run_check(store, "leakage", user=user, progress=progress).findings:
         if not finding.is_issue:
             continue
         details = finding.details
@@ -180,7 +180,7 @@ def launch(store: Store, user: User, config: TrainConfig, *,
     runs_dir.mkdir(parents=True, exist_ok=True)
     with _launch_lock(runs_dir):
         _refuse_if_active(runs_dir)
-        leaks = find_leakage(store, user.name, where=where, progress=progress)
+        leaks = find_leakage(store, user, where=where, progress=progress)
         if leaks and not allow_leakage:
             shown = ", ".join(f"eval #{x['eval_id']} ~ train #{x['train_id']} ({x['method']})"
                               for x in leaks[:3])
@@ -199,7 +199,7 @@ def launch(store: Store, user: User, config: TrainConfig, *,
         run_id = f"run-{datetime.now(UTC):%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
         run_dir = runs_dir / run_id
         run_dir.mkdir()
-        export = write_snapshot(store, snapshot.id, run_dir / TRAIN_FILE)
+        export = write_snapshot(store, snapshot.id, run_dir / TRAIN_FILE, user=user)
         cache = model_cache(store)
         write_json(run_dir / MANIFEST, {
             "run_id": run_id, "snapshot_id": snapshot.id, "snapshot_hash": snapshot.content_hash,
@@ -286,9 +286,10 @@ def is_active(run_dir: str | os.PathLike) -> bool:
     return read_run(run_dir).active
 
 
-def cancel(run_dir: str | os.PathLike, *, timeout: float = 30.0) -> Run:
+def cancel(user: User, run_dir: str | os.PathLike, *, timeout: float = 30.0) -> Run:
     """Stop the run: SIGTERM to its process group, SIGKILL after `timeout` seconds; the status
     ends as cancelled and no process of the group is left."""
+    require(user, "train")
     run = read_run(run_dir)
     if run.state in ENDED_STATES and run.state != "interrupted":
         raise RunNotActive(f"run {run.id} has already ended ({run.state})")
