@@ -19,6 +19,7 @@ import streamlit as st
 
 import curation.checks  # noqa: F401  (registers the quality review queues)
 from curation import CurateError
+from curation._files import private_umask
 from curation.auth import User, sign_in, user_by_email, users
 from curate_ui.common import get_store, listen_address, page_path, plain, single_user_mode
 
@@ -78,6 +79,7 @@ def _authenticate(store) -> User:
 
 def run_app() -> None:
     """Sign in, then show the pages this user's role may open (runs on every rerun)."""
+    private_umask()  # what the app writes (store WAL, exports, runs) is the user's alone
     st.set_page_config(page_title="Curate", page_icon=str(ICON), layout="wide")
     store = get_store()
     user = st.session_state.user = _authenticate(store)

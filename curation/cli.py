@@ -22,6 +22,7 @@ import orjson
 
 from curation import (CurateError, ExampleFilter, Store, default_db_path, export_jsonl,
                       import_file)
+from curation._files import private_umask
 from curation.auth import ROLES, User, add_user, set_role, users
 from curation.formats import DEFAULT_MAX_FIELD_CHARS, INPUT_FORMATS, OUTPUT_FORMATS, parse_mapping
 from curation.query import SPLITS, STATUSES
@@ -73,7 +74,7 @@ def main() -> None:
     Example:
       curate init --demo && curate stats
     """
-    os.umask(0o077)  # the workspace, exports, reports and checkpoints are the user's alone
+    private_umask()  # the workspace, exports, reports and checkpoints are the user's alone
 
 
 @main.command()

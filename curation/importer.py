@@ -43,6 +43,7 @@ from typing import Any
 import orjson
 import pyarrow as pa
 
+from curation._files import open_private, private_dir
 from curation.auth import User, require
 from curation.errors import CurateError, InvalidValue, NotUtf8, UnreadableFile
 from curation.formats import (DEFAULT_MAX_FIELD_CHARS, INPUT_FORMATS, RecordError,
@@ -94,9 +95,10 @@ class ImportReport:
 
     def save(self, directory: Path) -> Path:
         """Write the full report as JSON into `directory`; return its path."""
-        directory.mkdir(parents=True, exist_ok=True)
+        private_dir(directory)
         target = directory / f"{utcnow():%Y%m%dT%H%M%S%f}-{Path(self.path).name}.json"
-        target.write_bytes(orjson.dumps(self.to_dict(), option=orjson.OPT_INDENT_2))
+        with open_private(target) as f:
+            f.write(orjson.dumps(self.to_dict(), option=orjson.OPT_INDENT_2))
         return target
 
 

@@ -34,6 +34,7 @@ from typing import Any, BinaryIO
 
 import orjson
 
+from curation._files import private_dir
 from curation.auth import User, require
 from curation.errors import CurateError, NotUtf8, UnreadableFile
 from curation.formats import MAPPING_TARGETS, RecordError, detect_format
@@ -73,8 +74,7 @@ def save_upload(user: User, workspace_dir: str | os.PathLike, data: bytes | Bina
     the data is empty or exceeds `max_bytes` (nothing is left on disk then).
     """
     require(user, "import")
-    directory = (Path(workspace_dir) / UPLOADS_DIR).resolve()
-    directory.mkdir(parents=True, exist_ok=True)
+    directory = private_dir((Path(workspace_dir) / UPLOADS_DIR).resolve())
     stream = io.BytesIO(data) if isinstance(data, (bytes, bytearray, memoryview)) else data
     declared = getattr(stream, "size", None)
     if isinstance(declared, int) and declared > max_bytes:

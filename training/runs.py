@@ -46,6 +46,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from curation._files import open_private, private_dir
 from curation.auth import User, require
 from curation.errors import CurateError, InvalidValue
 from curation.exporter import write_snapshot
@@ -177,7 +178,7 @@ def launch(store: Store, user: User, config: TrainConfig, *,
     from training.models import model_cache
 
     runs_dir = Path(runs_dir) if runs_dir is not None else default_runs_dir(store.path)
-    runs_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(runs_dir)
     with _launch_lock(runs_dir):
         _refuse_if_active(runs_dir)
         leaks = find_leakage(store, user, where=where, progress=progress)
@@ -198,7 +199,7 @@ def launch(store: Store, user: User, config: TrainConfig, *,
                                    "examples first")
         run_id = f"run-{datetime.now(UTC):%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
         run_dir = runs_dir / run_id
-        run_dir.mkdir()
+        run_dir.mkdir(mode=0o700)
         export = write_snapshot(store, snapshot.id, run_dir / TRAIN_FILE, user=user)
         cache = model_cache(store)
         write_json(run_dir / MANIFEST, {
@@ -238,7 +239,7 @@ def _start(run_dir: Path, cache: str | os.PathLike) -> subprocess.Popen:
     (run_dir / PID_FILE).unlink(missing_ok=True)
     env = {**os.environ, "CURATE_MODEL_CACHE": str(Path(cache).resolve()),
            "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1"}
-    with open(run_dir / "trainer.log", "ab") as log:
+    with open_private(run_dir / "trainer.log", "ab") as log:
         proc = subprocess.Popen([sys.executable, "-m", "training.trainer", str(run_dir)],
                                 cwd=PROJECT_ROOT, env=env, stdin=subprocess.DEVNULL,
                                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
