@@ -5,7 +5,7 @@
 What it does:
 - Writes N distinct chat examples (OpenAI chat format, fixed seed) as one JSONL file.
 - Times, alternating, `--repeat` times each (at least 2), and keeps the best time of each:
-    ours:   Store(fresh.duckdb) + curation.import_file(store, file, actor="bench") + close
+    ours:   Store(fresh.duckdb) + curation.import_file(store, file, user=admin) + close
     duckdb: connect(fresh.duckdb) + CREATE TABLE t AS SELECT * FROM read_json(file,
             format='newline_delimited') + close
   i.e. open -> committed -> closed, for both. The baseline is the floor for getting those bytes
@@ -130,12 +130,12 @@ def generate(path: Path, rows: int, seed: int = SEED) -> int:
 
 def child_ours(file: str, db: str, profile: bool) -> dict:
     sys.path.insert(0, str(ROOT))
-    from curation import Store, import_file
+    from curation import Store, User, import_file
 
     def work() -> tuple[dict, float, float]:
         t0 = time.perf_counter()
         store = Store(db)
-        report = import_file(store, file, actor="bench")
+        report = import_file(store, file, user=User("bench", "admin"))
         t_commit = time.perf_counter() - t0
         store.close()
         return ({"lines": report.lines, "imported": report.imported,

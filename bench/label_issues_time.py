@@ -56,6 +56,7 @@ def main() -> None:
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
+    from curation import User
     from curation.checks import load_table, run_check
     from curation.checks.noise import LABEL_ISSUES, out_of_fold_probabilities
 
@@ -82,7 +83,7 @@ def main() -> None:
 
         def ours():
             t0, c0 = time.perf_counter(), time.process_time()
-            result = run_check(store, "label_issues", actor="bench", force=True)
+            result = run_check(store, "label_issues", user=User("bench", "admin"), force=True)
             total, cpu = time.perf_counter() - t0, time.process_time() - c0
             t1 = time.perf_counter()
             LABEL_ISSUES.run(load_table(store))

@@ -147,11 +147,11 @@ def main() -> None:
     try:
         for name, split in (("banking77-train.jsonl", "train"), ("banking77-test.jsonl", "eval")):
             report = import_file(store, workspace / name, split=split, status="accepted",
-                                 actor=ACTOR)
+                                 user=admin)
             print(f"import {split}: {report.summary()}")
 
         began = time.perf_counter()
-        leaks = find_leakage(store, ACTOR)
+        leaks = find_leakage(store, admin)
         for leak in leaks:
             example = store.get(leak["eval_id"])
             store.update(example.id, base_version=example.version, actor=ACTOR,

@@ -246,12 +246,12 @@ def write_jsonl(planted: Planted, path: Path) -> None:
 
 def load_store(planted: Planted, folder: Path):
     """A fresh store in `folder` with the planted rows imported; (store, import report)."""
-    from curation import Store, import_file
+    from curation import Store, User, import_file
 
     path = folder / "banking77_planted.jsonl"
     write_jsonl(planted, path)
     store = Store(folder / "curate.duckdb")
-    report = import_file(store, path, actor="bench")
+    report = import_file(store, path, user=User("bench", "admin"))
     return store, report
 
 
@@ -282,6 +282,7 @@ def main() -> None:
 
     from rapidfuzz import fuzz, utils
 
+    from curation import User
     from curation.checks import load_table, run_check
 
     planted = plant(args.seed)
@@ -302,7 +303,7 @@ def main() -> None:
                      "semantic_duplicates", "label_issues"):
             before = load()
             t0 = time.perf_counter()
-            results[name] = run_check(store, name, actor="bench", force=True)
+            results[name] = run_check(store, name, user=User("bench", "admin"), force=True)
             times[name] = (time.perf_counter() - t0, before, load())
             print(f"  ran {name}: {times[name][0]:.1f} s (load before {before[0]}, "
                   f"after {times[name][2][0]})", flush=True)

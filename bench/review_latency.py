@@ -155,7 +155,8 @@ def build_store(folder: Path, rows: int) -> Path:
     print(f"setup: generated {rows:,} examples ({size:.1f} MB JSONL) in {t1 - t0:.1f} s")
     with Store(db) as store:
         for path, status, split, count in parts:
-            report = import_file(store, path, status=status, split=split, actor="bench")
+            report = import_file(store, path, status=status, split=split,
+                                 user=User("bench", "admin"))
             assert report.imported == count and not report.rejected, report.summary()
     t2 = time.perf_counter()
     print(f"setup: imported them with curation.import_file in {t2 - t1:.1f} s "

@@ -41,7 +41,7 @@ INSPIRATION = 5
 DEFAULT_BASE_MODEL = "SmolLM2-135M-Instruct"
 user = require_page("view")
 store = get_store()
-can_target = user.can("decide")
+can_target = user.can("set_targets")
 
 
 def _one_line(text: str, limit: int = 140) -> str:
@@ -284,7 +284,7 @@ def _targets_section(targets: Targets, labels: list[str]) -> None:
         per_label = {str(row["label"]): int(row["min"]) for _, row in edited.iterrows()
                      if pd.notna(row["min"])}
         try:
-            set_targets(store, Targets(int(default), per_label or None))
+            set_targets(store, user, Targets(int(default), per_label or None))
         except CurateError as exc:
             st.error(plain(exc), icon=":material/error:")
             return

@@ -23,7 +23,6 @@ import pandas as pd
 import streamlit as st
 
 from curation import SPLITS, STATUSES, CurateError, ExampleFilter, export_jsonl, import_file
-from curation.auth import require
 from curation.formats import (CODES, INPUT_FORMATS, MAPPING_TARGETS, OUTPUT_FORMATS,
                               split_tags)
 from curation.uploads import (IMPORT_REPORTS_DIR, MAX_UPLOAD_BYTES, MAX_UPLOAD_MB,
@@ -76,7 +75,7 @@ def saved_upload_path(upload) -> Path:
     if saved and saved["file_id"] == upload.file_id and Path(saved["path"]).is_file():
         return Path(saved["path"])
     forget_saved_upload()
-    path = save_upload(workspace, upload, max_bytes=MAX_UPLOAD_BYTES)
+    path = save_upload(user, workspace, upload, max_bytes=MAX_UPLOAD_BYTES)
     st.session_state["ie_saved"] = {"file_id": upload.file_id, "path": str(path)}
     return path
 
@@ -197,10 +196,9 @@ def import_form(upload) -> None:
                      text=f"Importing… {done / 2**20:,.1f} of {total / 2**20:,.1f} MB read")
 
     try:
-        require(user, "import")
         report = import_file(store, path, fmt=fmt, mapping=mapping or None, split=split,
                              status=status, source=source.strip() or upload.name,
-                             tags=split_tags(tags), actor=user.name, progress=progress)
+                             tags=split_tags(tags), user=user, progress=progress)
     except CurateError as exc:
         bar.empty()
         say_error(exc, path, upload.name)
@@ -251,10 +249,9 @@ with export_tab:
         submitted = st.form_submit_button("Export", type="primary", icon=":material/download:")
     if submitted:
         try:
-            require(user, "export")
             where = ExampleFilter(status=tuple(status), split=tuple(split), label=tuple(label))
             result = export_jsonl(store, export_target(workspace, name), fmt=out_format,
-                                  where=where, actor=user.name,
+                                  where=where, user=user,
                                   snapshot_name=name.strip() or None)
         except CurateError as exc:
             say_error(exc)

@@ -9,6 +9,7 @@ Sign-in, in order of precedence:
 - OpenID Connect via `st.login` when the workspace's `.streamlit/secrets.toml` has an [auth]
   section; the e-mail address the provider returns must belong to a user of the workspace;
 - otherwise local accounts (`curate user add NAME --role ROLE`). There are no default accounts.
+  Failed sign-ins are throttled per name and per client address (`curation.auth`).
 Pages live in `curate_ui/` and stay thin: they gather input, call `curation`, and render the result.
 """
 
@@ -18,6 +19,7 @@ import streamlit as st
 
 import curation.checks  # noqa: F401  (registers the quality review queues)
 from curation import CurateError
+from curation._files import private_umask
 from curation.auth import User, sign_in, user_by_email, users
 from curate_ui.common import get_store, listen_address, page_path, plain, single_user_mode
 
@@ -29,6 +31,12 @@ def _oidc_configured() -> bool:
         return "auth" in st.secrets
     except FileNotFoundError:
         return False
+
+
+def _client() -> str:
+    """Who is signing in, for throttling failures: the connection's address (the TCP peer;
+    every local browser is one client)."""
+    return st.context.ip_address or "localhost"
 
 
 def _sign_in_form(store) -> None:
@@ -43,7 +51,7 @@ def _sign_in_form(store) -> None:
         password = st.text_input("Password", type="password")
         if st.form_submit_button("Sign in", type="primary"):
             try:
-                st.session_state.user = sign_in(store, name, password)
+                st.session_state.user = sign_in(store, name, password, client=_client())
                 st.rerun()
             except CurateError as exc:
                 st.error(plain(exc))
@@ -71,6 +79,7 @@ def _authenticate(store) -> User:
 
 def run_app() -> None:
     """Sign in, then show the pages this user's role may open (runs on every rerun)."""
+    private_umask()  # what the app writes (store WAL, exports, runs) is the user's alone
     st.set_page_config(page_title="Curate", page_icon=str(ICON), layout="wide")
     store = get_store()
     user = st.session_state.user = _authenticate(store)

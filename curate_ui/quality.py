@@ -54,6 +54,7 @@ HIDDEN_HERE = "coverage"  # shown on the Coverage page
 user = require_page("view")
 store = get_store()
 can_act = user.can("decide")
+can_run = user.can("check")
 CHECKS = [name for name in REGISTRY if name != HIDDEN_HERE]
 
 
@@ -125,7 +126,7 @@ def _run(names: list[str], force: bool) -> None:
         for index, name in enumerate(names):
             check = REGISTRY[name]
             try:
-                result = run_check(store, name, actor=user.name, force=force,
+                result = run_check(store, name, user=user, force=force,
                                    progress=_progress_to(bar, check.title, index / len(names),
                                                          1 / len(names)))
             except CurateError as exc:
@@ -387,7 +388,7 @@ def _table(name: str, findings: list[Finding]) -> None:
 def _findings(name: str) -> None:
     findings = _flagged(name)
     if last_run(store, name) is None:
-        st.info("This check has not run yet." + (" Press Run above." if can_act else ""),
+        st.info("This check has not run yet." + (" Press Run above." if can_run else ""),
                 icon=":material/hourglass_empty:")
         return
     if not findings:
@@ -425,8 +426,8 @@ counts = {name: len(_flagged(name)) if runs[name] else None for name in CHECKS}
 
 top = st.container(horizontal=True, vertical_alignment="center")
 run_all = top.button("Run all checks", key="q_run_all", type="primary",
-                     icon=":material/play_arrow:", disabled=not can_act)
-force = top.checkbox("Recompute even if nothing changed", key="q_force", disabled=not can_act,
+                     icon=":material/play_arrow:", disabled=not can_run)
+force = top.checkbox("Recompute even if nothing changed", key="q_force", disabled=not can_run,
                      help="A check whose input is unchanged since its last run reuses its "
                           "findings; tick this to compute them again.")
 top.caption("Embedding and cleanlab checks take a minute or more on a CPU; the first run "
@@ -448,7 +449,7 @@ for name in CHECKS:
             when.caption(plain(f"Last run {_when(run['run_at'])} by {run['run_by']}: "
                                f"{_summary_text(run['summary'])}"))
         if action.button("Run", key=f"q_run_{name}", icon=":material/play_arrow:",
-                         disabled=not can_act, width="stretch"):
+                         disabled=not can_run, width="stretch"):
             _run([name], force)  # here, in its card, where the person looks
 
 with st.container(border=True):

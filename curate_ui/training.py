@@ -260,7 +260,7 @@ def _leakage_section() -> list[dict[str, Any]] | None:
                                  f"{message}"))
 
     try:
-        leaks = find_leakage(store, user.name, progress=progress)
+        leaks = find_leakage(store, user, progress=progress)
     except CurateError as exc:
         slot.warning(f"The leakage check could not run: {plain(exc)}",
                      icon=":material/warning:")
@@ -408,7 +408,7 @@ def _run_view(run_id: str, was_active: bool) -> None:
     if run.active and row.button("Cancel", key="tr_cancel", icon=":material/stop_circle:"):
         with st.spinner("Stopping the trainer…"):
             try:
-                cancel(run.dir)
+                cancel(user, run.dir)
             except CurateError as exc:
                 show_error(exc)
                 return

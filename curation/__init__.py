@@ -5,6 +5,7 @@ sentence-transformers, cleanlab) are imported lazily inside the functions that n
 so `import curation` stays fast.
 """
 
+from curation.auth import PermissionDenied, User
 from curation.errors import (CurateError, ExampleNotFound, InvalidExample, InvalidValue,
                              NotUtf8, SchemaTooNew, SnapshotNotFound, StoreLocked,
                              UnreadableFile, VersionConflict)
@@ -18,5 +19,5 @@ __all__ = [
     "SchemaTooNew", "SnapshotNotFound", "StoreLocked", "UnreadableFile", "VersionConflict",
     "ExportResult", "export_jsonl", "write_snapshot", "ImportReport", "LineError",
     "import_file", "SPLITS", "STATUSES", "ExampleFilter", "Example", "Snapshot", "Store",
-    "default_db_path",
+    "default_db_path", "PermissionDenied", "User",
 ]

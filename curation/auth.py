@@ -2,18 +2,34 @@
 
 Design decisions:
 - Three roles, each including the one before: annotator (edit, propose), reviewer (also
-  accept, reject, needs work, revert), admin (also import, export, delete, manage users, train).
-  `require(user, action)` is called by the core functions themselves (`curation.review`), so a
-  forged request that bypasses the page's hidden buttons is still refused.
+  accept, reject, needs work, revert, run the checks, set coverage targets), admin (also
+  import, export, delete, manage users, train).
+- Every mutating core function takes the acting `User` (right after the store, or first when
+  it has none; keyword-only where an `actor=` name used to be) and calls `require(user,
+  action)` itself, so a forged request or a script that bypasses the page's hidden buttons is
+  still refused. The audit actor is `user.name`. `Store`'s own methods are the layer below:
+  they record the name they are given and check nothing. The CLI acts as a local admin.
 - Local accounts live in the workspace's `users` table with argon2id password hashes
   (argon2-cffi). There are no default accounts: `curate user add NAME --role ROLE` creates one.
+- Sign-in takes as long for an unknown name (or an account without a password) as for a wrong
+  password: the password is verified against a dummy hash, so names cannot be enumerated by
+  timing. Failures are counted per name and per client (`SignInThrottle`, in the server
+  process): after `max_failures` in a row the name or client is locked out for a minute,
+  doubling for each further lock-out up to 15 minutes; every lock-out expires, a successful
+  sign-in clears the name's count, and the message says when to try again.
 - With an OpenID Connect provider (`st.login`), people are matched to a row of `users` by
   e-mail address; the row gives their role.
 """
 
 from __future__ import annotations
 
+import functools
+import math
+import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 from curation.errors import CurateError, InvalidValue
 from curation.store import Store, utcnow
@@ -22,6 +38,7 @@ ROLES: tuple[str, ...] = ("annotator", "reviewer", "admin")
 _MINIMUM_ROLE = {
     "view": "annotator", "edit": "annotator", "skip": "annotator",
     "decide": "reviewer", "revert": "reviewer",
+    "check": "reviewer", "set_targets": "reviewer",
     "import": "admin", "export": "admin", "delete": "admin", "manage_users": "admin",
     "train": "admin",
 }
@@ -35,6 +52,14 @@ class PermissionDenied(CurateError):
 
 class UnknownUser(CurateError):
     """No account has that name or e-mail address, or the password is wrong."""
+
+
+class TooManySignIns(CurateError):
+    """Too many failed sign-ins for a name or from a client; `.retry_after` is in seconds."""
+
+    def __init__(self, message: str, retry_after: float):
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 @dataclass(frozen=True)
@@ -60,6 +85,8 @@ def min_role(action: str) -> str:
 
 def require(user: User, action: str) -> None:
     """Raise PermissionDenied unless `user` may do `action`."""
+    if not isinstance(user, User):
+        raise TypeError(f"the acting user must be a curation.auth.User, not {user!r}")
     if not user.can(action):
         raise PermissionDenied(f"{user.name} is {_article(user.role)} {user.role}; "
                                f"'{action}' needs the {_MINIMUM_ROLE[action]} role or higher")
@@ -75,9 +102,10 @@ def _hasher():
     return PasswordHasher()
 
 
-def add_user(store: Store, name: str, role: str, *, password: str | None = None,
+def add_user(store: Store, user: User, name: str, role: str, *, password: str | None = None,
              email: str | None = None) -> User:
     """Create an account; local sign-in needs a password, OIDC sign-in an e-mail address."""
+    require(user, "manage_users")
     name = name.strip()
     if not name or any(c.isspace() for c in name):
         raise InvalidValue("a user name must be one word, without spaces")
@@ -97,7 +125,9 @@ def add_user(store: Store, name: str, role: str, *, password: str | None = None,
     return User(name, role, email)
 
 
-def set_role(store: Store, name: str, role: str) -> User:
+def set_role(store: Store, user: User, name: str, role: str) -> User:
+    """Change the role of account `name`."""
+    require(user, "manage_users")
     if role not in ROLES:
         raise InvalidValue(f"role {role!r} is not one of {', '.join(ROLES)}")
     row = store.cursor().execute("UPDATE users SET role = ? WHERE name = ? RETURNING name, "
@@ -112,18 +142,107 @@ def users(store: Store) -> list[User]:
     return [User(*r) for r in rows]
 
 
-def sign_in(store: Store, name: str, password: str) -> User:
-    """The local account for name and password, or UnknownUser (same message either way)."""
+class SignInThrottle:
+    """Failed sign-ins per key ("name:..." and "client:..."), with expiring lock-outs.
+
+    A key with `max_failures` failures in a row is locked for `lockout` seconds; each further
+    lock-out of the same key doubles it, up to `max_lockout`. A key without a failure for
+    `forget_after` seconds starts afresh. `clock` (seconds, monotonic) is injectable for tests.
+    """
+
+    MAX_KEYS = 100_000  # beyond this, forgotten keys are pruned, then the oldest ones
+
+    def __init__(self, *, max_failures: int = 10, lockout: float = 60.0,
+                 max_lockout: float = 900.0, forget_after: float = 3600.0,
+                 clock: Callable[[], float] = time.monotonic):
+        self.max_failures, self.lockout, self.max_lockout = max_failures, lockout, max_lockout
+        self.forget_after, self.clock = forget_after, clock
+        self._keys: dict[str, list[float]] = {}  # key -> [failures, lock-outs, until, last]
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def keys(name: str, client: str | None) -> list[str]:
+        return [f"name:{name.strip().casefold()}"] + ([f"client:{client}"] if client else [])
+
+    def check(self, keys: list[str]) -> None:
+        """Raise TooManySignIns while any of `keys` is locked out."""
+        now = self.clock()
+        with self._lock:
+            waits = {k: self._keys[k][2] - now for k in keys
+                     if k in self._keys and self._keys[k][2] > now}
+        if waits:
+            key = max(waits, key=waits.get)
+            what = "for this user name" if key.startswith("name:") else "from this address"
+            wait = math.ceil(waits[key])
+            at = datetime.now(UTC) + timedelta(seconds=wait)
+            raise TooManySignIns(f"too many failed sign-ins {what}; try again in "
+                                 f"{_duration(wait)} (after {at:%H:%M:%S} UTC)", wait)
+
+    def failed(self, keys: list[str]) -> None:
+        now = self.clock()
+        with self._lock:
+            for key in keys:
+                record = self._keys.get(key)
+                if record is None or now - record[3] > self.forget_after:
+                    record = self._keys[key] = [0, 0, 0.0, now]
+                record[0] += 1
+                record[3] = now
+                if record[0] >= self.max_failures:
+                    record[2] = now + min(self.lockout * 2 ** record[1], self.max_lockout)
+                    record[0], record[1] = 0, record[1] + 1
+            if len(self._keys) > self.MAX_KEYS:
+                self._prune(now)
+
+    def succeeded(self, keys: list[str]) -> None:
+        with self._lock:
+            for key in keys:
+                self._keys.pop(key, None)
+
+    def _prune(self, now: float) -> None:
+        for key in [k for k, r in self._keys.items()
+                    if now - r[3] > self.forget_after and r[2] <= now]:
+            del self._keys[key]
+        excess = len(self._keys) - self.MAX_KEYS
+        if excess > 0:
+            for key in sorted(self._keys, key=lambda k: self._keys[k][3])[:excess]:
+                del self._keys[key]
+
+
+SIGN_IN_THROTTLE = SignInThrottle()  # one per server process
+
+
+def _duration(seconds: int) -> str:
+    return f"{seconds} s" if seconds < 60 else f"{seconds // 60} min {seconds % 60} s"
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    """A hash of a random password, verified when a name has none: same time, never a match."""
+    import secrets
+
+    return _hasher().hash(secrets.token_urlsafe(16))
+
+
+def sign_in(store: Store, name: str, password: str, *, client: str | None = None,
+            throttle: SignInThrottle | None = None) -> User:
+    """The local account for name and password, or UnknownUser (same message and about the
+    same time either way); TooManySignIns while the name or `client` is locked out."""
     from argon2.exceptions import VerificationError
 
+    throttle = throttle or SIGN_IN_THROTTLE
+    keys = throttle.keys(name, client)
+    throttle.check(keys)
     row = store.cursor().execute("SELECT name, role, email, password_hash FROM users "
                                  "WHERE name = ?", [name.strip()]).fetchone()
+    stored = row[3] if row is not None and row[3] is not None else None
     try:
-        if row is None or row[3] is None:
+        _hasher().verify(stored or _dummy_hash(), password)
+        if stored is None:
             raise VerificationError
-        _hasher().verify(row[3], password)
     except VerificationError:
+        throttle.failed(keys)
         raise UnknownUser("unknown user name or wrong password") from None
+    throttle.succeeded(keys[:1])
     return User(*row[:3])
 
 

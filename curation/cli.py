@@ -3,6 +3,9 @@
 Every command takes `--db PATH` (default `$CURATE_DB`, else `./workspace/curate.duckdb`).
 A user error (any `CurateError`) prints one line on stderr and exits with status 1; only a
 bug shows a traceback.
+The CLI acts as the workspace's local admin (`_cli_user`); `--actor` names who is recorded.
+Every file it (or a library it calls, or a trainer it starts) writes is private to the user:
+the umask is 077 from the start.
 """
 
 from __future__ import annotations
@@ -23,7 +26,8 @@ import orjson
 
 from curation import (CurateError, ExampleFilter, Store, default_db_path, export_jsonl,
                       import_file)
-from curation.auth import ROLES, add_user, set_role, users
+from curation._files import private_umask
+from curation.auth import ROLES, User, add_user, set_role, users
 from curation.formats import DEFAULT_MAX_FIELD_CHARS, INPUT_FORMATS, OUTPUT_FORMATS, parse_mapping
 from curation.query import SPLITS, STATUSES
 from training.eval import DEFAULT_MARGIN_POINTS, DEFAULT_MAX_NEW_TOKENS, DEFAULT_SHOTS
@@ -32,6 +36,11 @@ from training.eval import DEFAULT_MARGIN_POINTS, DEFAULT_MAX_NEW_TOKENS, DEFAULT
 
 def _default_actor() -> str:
     return os.environ.get("CURATE_USER") or f"cli:{getpass.getuser()}"
+
+
+def _cli_user(actor: str | None = None) -> User:
+    """Who the CLI acts as: the local admin, recorded as `actor` (default `_default_actor`)."""
+    return User(actor or _default_actor(), "admin")
 
 
 db_option = click.option("--db", "db", type=click.Path(dir_okay=False, path_type=Path),
@@ -134,6 +143,7 @@ def main() -> None:
     Example:
       curate init --demo && curate stats
     """
+    private_umask()  # the workspace, exports, reports and checkpoints are the user's alone
 
 
 @main.command()
@@ -152,7 +162,7 @@ def init(db, demo, actor):
         if demo:
             from curation.demo import load_demo
 
-            report = load_demo(store, actor=actor)
+            report = load_demo(store, user=_cli_user(actor))
             click.echo(report.summary())
 
 
@@ -195,7 +205,7 @@ def import_(file, db, fmt, mapping, split, status, source, tags, max_field_chars
             bar.update(done - bar.pos)
 
         report = import_file(store, file, fmt=fmt, mapping=parse_mapping(mapping), split=split,
-                             status=status, source=source, tags=tags, actor=actor,
+                             status=status, source=source, tags=tags, user=_cli_user(actor),
                              max_field_chars=max_field_chars, progress=progress)
         if bar is not None:
             bar.__exit__(None, None, None)
@@ -233,7 +243,8 @@ def export(out, db, fmt, statuses, splits, labels, name, actor, as_json):
     """
     where = ExampleFilter(status=tuple(statuses), split=tuple(splits), label=tuple(labels))
     with _open(db) as store:
-        result = export_jsonl(store, out, fmt=fmt, where=where, actor=actor, snapshot_name=name)
+        result = export_jsonl(store, out, fmt=fmt, where=where, user=_cli_user(actor),
+                              snapshot_name=name)
     if as_json:
         _print_json(result.to_dict())
     else:
@@ -318,7 +329,8 @@ def _run_checks(db, names, actor, as_json, force):
     from curation.checks import run_check
 
     with _open(db) as store:
-        results = [run_check(store, name, actor=actor, progress=_progress_printer(as_json),
+        results = [run_check(store, name, user=_cli_user(actor),
+                             progress=_progress_printer(as_json),
                              force=force) for name in names]
         payload = [_findings_json(store, r) for r in results]
     if as_json:
@@ -424,7 +436,8 @@ def coverage(db, min_per_label, actor, force, as_json):
 
     with _open(db) as store:
         if min_per_label is not None:
-            set_targets(store, replace(get_targets(store), default_min=min_per_label))
+            set_targets(store, _cli_user(actor),
+                        replace(get_targets(store), default_min=min_per_label))
         gaps = gap_list(load_table(store), get_targets(store))
     if as_json:
         _print_json({"gaps": [asdict(g) for g in gaps]})
@@ -469,7 +482,7 @@ def user_add(name, db, role, email, password_stdin, no_password):
     else:
         password = click.prompt("password", hide_input=True, confirmation_prompt=True)
     with _open(db) as store:
-        created = add_user(store, name, role, password=password, email=email)
+        created = add_user(store, _cli_user(), name, role, password=password, email=email)
     click.echo(f"user {created.name} ({created.role}) created")
 
 
@@ -504,7 +517,7 @@ def user_set_role(name, role, db):
       curate user set-role alice admin
     """
     with _open(db) as store:
-        changed = set_role(store, name, role)
+        changed = set_role(store, _cli_user(), name, role)
     click.echo(f"user {changed.name} is now {changed.role}")
 
 
@@ -689,7 +702,6 @@ def train(db, resume_id, detach, then_eval, allow_leakage, actor, **settings):
       curate train --epochs 2 --rank 8 --lr 2e-4
       curate train --detach && curate runs
     """
-    from curation.auth import User
     from training.config import TrainConfig
     from training.runs import launch, record_runs, resume
 
@@ -698,10 +710,10 @@ def train(db, resume_id, detach, then_eval, allow_leakage, actor, **settings):
             if any(v is not None for v in settings.values()) or allow_leakage:
                 raise CurateError("--resume continues a run with its own settings; leave out "
                                   "the other options")
-            run = resume(store, User(actor, "admin"), resume_id)
+            run = resume(store, _cli_user(actor), resume_id)
         else:
             config = TrainConfig(**{k: v for k, v in settings.items() if v is not None})
-            run = launch(store, User(actor, "admin"), config, allow_leakage=allow_leakage)
+            run = launch(store, _cli_user(actor), config, allow_leakage=allow_leakage)
     leaks = run.manifest.get("leakage", {}).get("pairs") or []
     if leaks and not resume_id:
         click.echo(f"warning: training despite {len(leaks)} leaked eval examples "
@@ -755,7 +767,7 @@ def cancel(run_id, db):
     from training.runs import cancel as cancel_run
     from training.runs import find_run
 
-    run = cancel_run(find_run(_runs_dir(db), run_id))
+    run = cancel_run(_cli_user(), find_run(_runs_dir(db), run_id))
     click.echo(f"run {run.id} {run.state}")
 
 

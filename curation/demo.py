@@ -4,8 +4,8 @@
 The dataset is imported as pending; then, deterministically, about one example in seven of
 each label moves to the eval split and about two in five of the rest are accepted, so the
 Overview page shows a review in progress. Every change is an ordinary audited update by the
-`demo` actor. What is planted in the data (duplicates, mislabels, a thin label) is listed in
-`data/README.md`.
+acting user (an admin: loading the demo is an import). What is planted in the data
+(duplicates, mislabels, a thin label) is listed in `data/README.md`.
 """
 
 from __future__ import annotations
@@ -13,15 +13,18 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+from curation.auth import User
 from curation.importer import ImportReport, import_file
 from curation.store import Store
 
 DEMO_FILE = Path(__file__).resolve().parent / "demo_data" / "support_tickets.jsonl"
 
 
-def load_demo(store: Store, *, actor: str = "demo", path: Path = DEMO_FILE) -> ImportReport:
-    """Import the demo dataset and bring it to a realistic mid-review state."""
-    report = import_file(store, path, source="demo", actor=actor)
+def load_demo(store: Store, *, user: User, path: Path = DEMO_FILE) -> ImportReport:
+    """Import the demo dataset and bring it to a realistic mid-review state (an import:
+    `user` must be an admin)."""
+    report = import_file(store, path, source="demo", user=user)
+    actor = user.name
     created = store.find()
     seen_per_label: dict[str | None, int] = {}
     for example in created:

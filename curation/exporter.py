@@ -5,7 +5,8 @@ Design decisions:
   reuses) the immutable snapshot of their current versions, and the file is written from the
   snapshot. The manifest names the snapshot, so a training run can be traced to its data.
 - Atomic: the file and the manifest are written to temporary names in the target folder and
-  renamed into place, so a reader never sees half a file.
+  renamed into place, so a reader never sees half a file. Both are 0600, wherever they go
+  (a missing folder is made 0700): they hold the curated data.
 - Each line carries the example's external id (as `id`), label, tags and a `metadata` object
   (Curate id, version, split, status, source); importing the file again gives back the same
   conversations, labels and tags.
@@ -21,6 +22,8 @@ from typing import Any
 
 import orjson
 
+from curation._files import open_private, private_dir
+from curation.auth import User, require
 from curation.errors import InvalidValue
 from curation.formats import OUTPUT_FORMATS, WRITERS
 from curation.query import ExampleFilter
@@ -47,21 +50,23 @@ class ExportResult:
 
 
 def export_jsonl(store: Store, out_path: str | os.PathLike, *, fmt: str = "openai",
-                 where: ExampleFilter = DEFAULT_EXPORT_FILTER, actor: str,
+                 where: ExampleFilter = DEFAULT_EXPORT_FILTER, user: User,
                  snapshot_name: str | None = None) -> ExportResult:
     """Snapshot what `where` selects (accepted examples by default) and write it as JSONL."""
+    require(user, "export")
     _check_format(fmt)
-    snapshot = store.snapshot(where, actor=actor, name=snapshot_name)
-    return write_snapshot(store, snapshot.id, out_path, fmt=fmt)
+    snapshot = store.snapshot(where, actor=user.name, name=snapshot_name)
+    return write_snapshot(store, snapshot.id, out_path, user=user, fmt=fmt)
 
 
 def write_snapshot(store: Store, snapshot_id: str, out_path: str | os.PathLike, *,
-                   fmt: str = "openai") -> ExportResult:
+                   user: User, fmt: str = "openai") -> ExportResult:
     """Write an existing snapshot as JSONL plus `<name>.manifest.json`, both atomically."""
+    require(user, "export")
     _check_format(fmt)
     snapshot = store.get_snapshot(snapshot_id)
     out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(out_path.parent, tighten=False)
     writer = WRITERS[fmt]
     digest, count = hashlib.sha256(), 0
     with _atomic(out_path) as f:
@@ -97,7 +102,7 @@ class _atomic:
         self.tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
 
     def __enter__(self):
-        self.f = open(self.tmp, "wb")
+        self.f = open_private(self.tmp)
         return self.f
 
     def __exit__(self, exc_type, exc, tb) -> bool:

@@ -43,6 +43,8 @@ from typing import Any
 import orjson
 import pyarrow as pa
 
+from curation._files import open_private, private_dir
+from curation.auth import User, require
 from curation.errors import CurateError, InvalidValue, NotUtf8, UnreadableFile
 from curation.formats import (DEFAULT_MAX_FIELD_CHARS, INPUT_FORMATS, RecordError,
                               content_hash, detect_format, to_draft)
@@ -93,18 +95,20 @@ class ImportReport:
 
     def save(self, directory: Path) -> Path:
         """Write the full report as JSON into `directory`; return its path."""
-        directory.mkdir(parents=True, exist_ok=True)
+        private_dir(directory)
         target = directory / f"{utcnow():%Y%m%dT%H%M%S%f}-{Path(self.path).name}.json"
-        target.write_bytes(orjson.dumps(self.to_dict(), option=orjson.OPT_INDENT_2))
+        with open_private(target) as f:
+            f.write(orjson.dumps(self.to_dict(), option=orjson.OPT_INDENT_2))
         return target
 
 
 def import_file(store: Store, path: str | os.PathLike, *, fmt: str = "auto",
                 mapping: dict[str, str] | None = None, split: str = "train",
                 status: str = "pending", source: str | None = None, tags: tuple[str, ...] = (),
-                actor: str, max_field_chars: int = DEFAULT_MAX_FIELD_CHARS,
+                user: User, max_field_chars: int = DEFAULT_MAX_FIELD_CHARS,
                 progress: Progress | None = None) -> ImportReport:
     """Import every valid record of a file in one transaction; report every other one."""
+    require(user, "import")
     if fmt not in INPUT_FORMATS:
         raise InvalidValue(f"format {fmt!r} is not one of {', '.join(INPUT_FORMATS)}")
     if split not in SPLITS:
@@ -132,7 +136,7 @@ def import_file(store: Store, path: str | os.PathLike, *, fmt: str = "auto",
                   else _record_chunks(job, kind))
         with store.transaction() as cur:
             writer = _Writer(cur, report, split=split, status=status,
-                             source=source or path.name, actor=actor)
+                             source=source or path.name, actor=user.name)
             pending = None  # progress is reported for a chunk once the next one is read
             for chunk in chunks:
                 if pending is not None and progress:

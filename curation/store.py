@@ -13,6 +13,8 @@ Design decisions:
   `_VERSIONS` is the union of both, every version of every example.
 - Snapshots are immutable (example id, version) sets with a content hash; the same filters
   over unchanged data give back the same snapshot instead of a new one.
+- The workspace folder is made 0700 and the database and its WAL 0600 on open
+  (`curation._files`): they hold password hashes and the curated data.
 - DuckDB's memory is capped (`MEMORY_LIMIT`); past it, DuckDB spills to disk. Measured on a
   100,000-example import: peak RSS 1.5 GB uncapped, 0.87 GB capped at 400 MB, same speed.
 """
@@ -34,6 +36,7 @@ import duckdb
 import orjson
 
 from curation import _schema
+from curation._files import private_file, workspace_dir
 from curation.errors import (ExampleNotFound, InvalidValue, SnapshotNotFound, StoreLocked,
                              VersionConflict)
 from curation.formats import DEFAULT_MAX_FIELD_CHARS, check_conversation, content_hash, search_text
@@ -109,7 +112,7 @@ class Store:
 
     def __init__(self, path: str | os.PathLike | None = None):
         self.path = Path(path) if path is not None else default_db_path()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        workspace_dir(self.path.parent)  # 0700: the file holds password hashes
         try:
             self._con = duckdb.connect(str(self.path), config={"memory_limit": MEMORY_LIMIT})
         except duckdb.IOException as exc:
@@ -118,6 +121,8 @@ class Store:
                                   f"(for example the running app); stop it or use that "
                                   f"process. DuckDB said: {str(exc).splitlines()[0]}") from None
             raise
+        for own in (self.path, self.path.with_name(self.path.name + ".wal")):
+            private_file(own)
         self._local = threading.local()
         _schema.migrate(self.cursor(), utcnow())
 

@@ -34,6 +34,8 @@ from typing import Any, BinaryIO
 
 import orjson
 
+from curation._files import private_dir
+from curation.auth import User, require
 from curation.errors import CurateError, NotUtf8, UnreadableFile
 from curation.formats import MAPPING_TARGETS, RecordError, detect_format
 from curation.importer import LineError, _json_array_records, _jsonl_records, sniff_kind
@@ -64,15 +66,15 @@ class UploadRejected(CurateError):
     """An uploaded file is refused before import: empty, or larger than the limit."""
 
 
-def save_upload(workspace_dir: str | os.PathLike, data: bytes | BinaryIO, *,
+def save_upload(user: User, workspace_dir: str | os.PathLike, data: bytes | BinaryIO, *,
                 max_bytes: int = MAX_UPLOAD_BYTES) -> Path:
     """Copy uploaded bytes (or a binary file object) to a new file in `<workspace>/uploads`.
 
     The name is generated; the caller's file name plays no part. Raises UploadRejected when
     the data is empty or exceeds `max_bytes` (nothing is left on disk then).
     """
-    directory = (Path(workspace_dir) / UPLOADS_DIR).resolve()
-    directory.mkdir(parents=True, exist_ok=True)
+    require(user, "import")
+    directory = private_dir((Path(workspace_dir) / UPLOADS_DIR).resolve())
     stream = io.BytesIO(data) if isinstance(data, (bytes, bytearray, memoryview)) else data
     declared = getattr(stream, "size", None)
     if isinstance(declared, int) and declared > max_bytes:

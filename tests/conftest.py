@@ -8,7 +8,7 @@ import orjson
 import pytest
 
 from curate_ui.common import page_path as page  # noqa: F401  (AppTest.switch_page(page("review")))
-from curation import Store, import_file
+from curation import Store, User, import_file
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEMO_FILE = PROJECT_ROOT / "data" / "demo" / "support_tickets.jsonl"
@@ -19,6 +19,11 @@ def chat(user: str, assistant: str, system: str | None = None) -> list[dict[str,
     messages = [{"role": "system", "content": system}] if system else []
     return messages + [{"role": "user", "content": user},
                        {"role": "assistant", "content": assistant}]
+
+
+def admin(name: str) -> User:
+    """An admin called `name`: who sets up test data (the CLI acts as one too)."""
+    return User(name, "admin")
 
 
 def write_jsonl(path: Path, records: list) -> Path:
@@ -60,8 +65,8 @@ def seeded_store(empty_store, tmp_path) -> Store:
     ]
     write_jsonl(tmp_path / "seed.jsonl", records[:4])
     write_jsonl(tmp_path / "seed_eval.jsonl", records[4:])
-    import_file(empty_store, tmp_path / "seed.jsonl", actor="seeder")
-    import_file(empty_store, tmp_path / "seed_eval.jsonl", split="eval", actor="seeder")
+    import_file(empty_store, tmp_path / "seed.jsonl", user=admin("seeder"))
+    import_file(empty_store, tmp_path / "seed_eval.jsonl", split="eval", user=admin("seeder"))
     return empty_store
 
 

@@ -13,7 +13,7 @@ from streamlit.testing.v1 import AppTest
 from curation import import_file
 from curation.auth import PermissionDenied, User
 from curation.review import bulk
-from tests.conftest import PROJECT_ROOT, page, chat, write_jsonl
+from tests.conftest import PROJECT_ROOT, admin, page, chat, write_jsonl
 
 LABELS = ("zeta", "alpha", "mid")
 
@@ -40,7 +40,7 @@ def sixty_store(file_store, tmp_path):
     store = file_store("sixty.duckdb")
     records = [{"id": f"e{i}", "messages": chat(f"question {i}", f"answer {i}"),
                 "label": LABELS[i % 3]} for i in range(60)]
-    import_file(store, write_jsonl(tmp_path / "sixty.jsonl", records), actor="seeder")
+    import_file(store, write_jsonl(tmp_path / "sixty.jsonl", records), user=admin("seeder"))
     return store
 
 

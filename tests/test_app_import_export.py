@@ -18,7 +18,7 @@ from curation.auth import User
 from curation.importer import sniff_kind
 from curation.uploads import (UploadRejected, discard_upload, export_target, preview_file,
                               remove_stale_uploads, safe_stem, save_upload, suggest_mapping)
-from tests.conftest import PROJECT_ROOT, chat, page as page_path, write_jsonl
+from tests.conftest import PROJECT_ROOT, admin, chat, page as page_path, write_jsonl
 
 CSV = (b"question,answer,category\n"
        b"How do I reset my password?,Use the reset link.,access\n"
@@ -190,10 +190,10 @@ def test_export_writes_a_snapshot_file_in_the_workspace(page, seeded_store):
 
 def test_save_upload_writes_inside_the_workspace_under_a_generated_name(tmp_path):
     workspace = tmp_path / "ws"
-    path = save_upload(workspace, b'{"a": 1}\n')
+    path = save_upload(admin("t"), workspace, b'{"a": 1}\n')
     assert path.parent == (workspace / "uploads").resolve()
     assert path.read_bytes() == b'{"a": 1}\n'
-    second = save_upload(workspace, io.BytesIO(b"x,y\n1,2\n"))
+    second = save_upload(admin("t"), workspace, io.BytesIO(b"x,y\n1,2\n"))
     assert second != path and second.parent == path.parent
     assert discard_upload(workspace, second) and not second.exists()
 
@@ -201,20 +201,20 @@ def test_save_upload_writes_inside_the_workspace_under_a_generated_name(tmp_path
 def test_an_oversize_or_empty_upload_is_refused_and_leaves_nothing(tmp_path):
     workspace = tmp_path / "ws"
     with pytest.raises(UploadRejected, match="the limit is"):
-        save_upload(workspace, b"x" * 101, max_bytes=100)
+        save_upload(admin("t"), workspace, b"x" * 101, max_bytes=100)
     declared = io.BytesIO(b"small")
     declared.size = 10_000  # what Streamlit's UploadedFile reports
     with pytest.raises(UploadRejected, match="limit"):
-        save_upload(workspace, declared, max_bytes=1_000)
+        save_upload(admin("t"), workspace, declared, max_bytes=1_000)
     with pytest.raises(UploadRejected, match="empty"):
-        save_upload(workspace, b"")
+        save_upload(admin("t"), workspace, b"")
     assert list((workspace / "uploads").iterdir()) == []
-    assert save_upload(workspace, b"x" * 100, max_bytes=100).stat().st_size == 100
+    assert save_upload(admin("t"), workspace, b"x" * 100, max_bytes=100).stat().st_size == 100
 
 
 def test_paths_outside_the_uploads_folder_cannot_be_discarded(tmp_path):
     workspace = tmp_path / "ws"
-    save_upload(workspace, b"keep me")
+    save_upload(admin("t"), workspace, b"keep me")
     victim = tmp_path / "passwd"
     victim.write_text("root")
     assert not discard_upload(workspace, workspace / "uploads" / ".." / ".." / "passwd")
@@ -241,9 +241,10 @@ def test_export_names_stay_inside_the_exports_folder(tmp_path):
 
 def test_kind_is_sniffed_from_content_not_name(tmp_path):
     workspace = tmp_path / "ws"
-    csv_path = save_upload(workspace, CSV)
-    jsonl_path = save_upload(workspace, orjson.dumps({"prompt": "p", "completion": "c"}) + b"\n")
-    array_path = save_upload(workspace, b'[{"instruction": "i", "output": "o"}]')
+    csv_path = save_upload(admin("t"), workspace, CSV)
+    jsonl_path = save_upload(admin("t"), workspace,
+                             orjson.dumps({"prompt": "p", "completion": "c"}) + b"\n")
+    array_path = save_upload(admin("t"), workspace, b'[{"instruction": "i", "output": "o"}]')
     assert [preview_file(p).kind for p in (csv_path, jsonl_path, array_path)] == [
         "csv", "jsonl", "json"]
     assert preview_file(jsonl_path).detected_format == "prompt_completion"
@@ -269,7 +270,7 @@ def test_preview_reports_bad_lines_and_suggests_a_mapping(tmp_path):
 
 def test_an_uploaded_mapping_imports_through_the_core(tmp_path, empty_store):
     """The mapping the page builds ({target: column}) is what import_file takes."""
-    path = save_upload(tmp_path / "ws", CSV)
+    path = save_upload(admin("t"), tmp_path / "ws", CSV)
     mapping = {k: v for k, v in suggest_mapping(preview_file(path).columns).items()}
-    report = import_file(empty_store, path, mapping=mapping, actor="ada")
+    report = import_file(empty_store, path, mapping=mapping, user=admin("ada"))
     assert report.imported == 2 and report.rejected[0].code == "missing_content"

@@ -6,7 +6,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from curation.auth import User
-from tests.conftest import PROJECT_ROOT
+from tests.conftest import PROJECT_ROOT, admin
 
 
 @pytest.fixture
@@ -56,7 +56,7 @@ def test_sign_in_is_required_and_there_are_no_default_accounts(monkeypatch, seed
 def test_local_sign_in_with_a_created_account(monkeypatch, seeded_store):
     from curation.auth import add_user
 
-    add_user(seeded_store, "rita", "reviewer", password="correct horse")
+    add_user(seeded_store, admin("t"), "rita", "reviewer", password="correct horse")
     monkeypatch.setenv("CURATE_DB", str(seeded_store.path))
     at = AppTest.from_file(str(PROJECT_ROOT / "app.py"), default_timeout=30).run()
     at.text_input[0].input("rita")

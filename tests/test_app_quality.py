@@ -18,7 +18,7 @@ from curation import Store, import_file
 from curation.auth import PermissionDenied, User
 from curation.checks import REGISTRY, dismiss, last_run, load_table, run_check, stored_findings
 from curation.demo import load_demo
-from tests.conftest import PROJECT_ROOT, page, chat, write_jsonl
+from tests.conftest import PROJECT_ROOT, admin, page, chat, write_jsonl
 
 RITA = User("rita", "reviewer")
 ANN = User("ann", "annotator")
@@ -31,7 +31,7 @@ def demo_template(tmp_path_factory) -> Path:
     if not path.exists():
         path.parent.mkdir(exist_ok=True)
         with Store(path) as store:
-            load_demo(store)
+            load_demo(store, user=admin("demo"))
             load_table(store).embed()
     return path
 
@@ -54,8 +54,8 @@ def noisy(tmp_path_factory) -> Store:
     """A demo workspace with label issues and leakage computed once for the module."""
     path = copy_of(demo_template(tmp_path_factory), tmp_path_factory.mktemp("noisy"))
     store = Store(path)
-    run_check(store, "label_issues", actor="setup")
-    run_check(store, "leakage", actor="setup")
+    run_check(store, "label_issues", user=admin("setup"))
+    run_check(store, "leakage", user=admin("setup"))
     yield store
     store.close()
 
@@ -155,7 +155,7 @@ def test_not_duplicates_is_remembered(quality_page, demo_store):
 
 
 def test_annotator_sees_findings_but_cannot_run_or_act(quality_page, demo_store):
-    run_check(demo_store, "exact_duplicates", actor="setup")
+    run_check(demo_store, "exact_duplicates", user=admin("setup"))
     at = quality_page(demo_store, ANN)
     assert at.button(key="q_run_all").disabled
     assert all(at.button(key=f"q_run_{name}").disabled for name in SHOWN)
@@ -175,7 +175,7 @@ def test_group_members_are_shown_as_text_never_markdown(quality_page, empty_stor
     write_jsonl(tmp_path / "bad.jsonl", [  # the same once punctuation is ignored
         {"label": "<img src=x onerror=alert(1)>", "messages": chat(payload + end, payload)}
         for end in ("", "!")])
-    import_file(empty_store, tmp_path / "bad.jsonl", actor="t")
+    import_file(empty_store, tmp_path / "bad.jsonl", user=admin("t"))
     at = quality_page(empty_store)
     click(at, "q_run_exact_duplicates")
     assert len(group_keys(at, "exact_duplicates")) == 1
@@ -194,7 +194,7 @@ def test_label_ok_is_applied_by_later_runs(noisy):
     """Runs first of the module's label-issue tests, while the findings can be reused."""
     example_id = stored_findings(noisy, "label_issues")[-1].example_id
     dismiss(noisy, RITA, "label_issues", [example_id], "label_ok")
-    result = run_check(noisy, "label_issues", actor="t")
+    result = run_check(noisy, "label_issues", user=admin("t"))
     assert example_id not in {f.example_id for f in result.issues}
 
 

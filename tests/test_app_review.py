@@ -9,7 +9,7 @@ from streamlit.testing.v1 import AppTest
 
 from curation import import_file, review
 from curation.auth import PermissionDenied, User
-from tests.conftest import PROJECT_ROOT, page, chat, write_jsonl
+from tests.conftest import PROJECT_ROOT, admin, page, chat, write_jsonl
 
 RITA = User("rita", "reviewer")
 ANN = User("ann", "annotator")
@@ -315,7 +315,7 @@ def test_example_data_is_shown_as_text_never_markdown(review_page, empty_store, 
     write_jsonl(tmp_path / "bad.jsonl", [
         {"id": f"<b>{image}</b>", "label": f"{image}<img src=x onerror=alert(1)>",
          "tags": [script], "messages": chat(script, f"<img src=x onerror=alert(1)> {image}")}])
-    import_file(empty_store, tmp_path / "bad.jsonl", actor="<i>importer</i>")
+    import_file(empty_store, tmp_path / "bad.jsonl", user=admin("<i>importer</i>"))
     at = review_page(empty_store)
     assert turns(at, "User")[0].value == script
     assert turns(at, "Assistant")[0].value == f"<img src=x onerror=alert(1)> {image}"

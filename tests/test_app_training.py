@@ -16,7 +16,7 @@ from streamlit.testing.v1 import AppTest
 
 from curation import Store
 from curation.auth import User
-from tests.conftest import PROJECT_ROOT, chat, page as page_path
+from tests.conftest import PROJECT_ROOT, admin, chat, page as page_path
 from tests.test_eval import TICKETS
 from tests.test_training import ADMIN, RUN_TIMEOUT, TINY, _wait_for
 from training.config import TrainConfig
@@ -251,7 +251,7 @@ def test_launch_from_the_page_with_leakage_override_refusal_and_cancel(open_page
         assert "tr_resume" in [b.key for b in at.button]
     finally:
         if read_run(run.dir).active:
-            cancel(run.dir, timeout=5)
+            cancel(admin("t"), run.dir, timeout=5)
 
 
 # --- evaluation -----------------------------------------------------------------------------

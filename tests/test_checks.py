@@ -17,7 +17,7 @@ from curation.checks import (REGISTRY, dismiss, keep_one, load_table, run_check,
 from curation.checks.coverage import Targets, cluster_prompts, gap_list
 from curation.checks.duplicates import normalize
 from curation.demo import load_demo
-from tests.conftest import PROJECT_ROOT
+from tests.conftest import PROJECT_ROOT, admin
 
 PLANTED = json.loads((PROJECT_ROOT / "data" / "demo" / "planted.json").read_text())
 REVIEWER = User("rita", "reviewer")
@@ -26,7 +26,7 @@ REVIEWER = User("rita", "reviewer")
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory) -> Store:
     store = Store(tmp_path_factory.mktemp("demo") / "curate.duckdb")
-    load_demo(store)
+    load_demo(store, user=admin("demo"))
     yield store
     store.close()
 
@@ -55,7 +55,7 @@ def test_normalize_ignores_case_spaces_punctuation_and_unicode_variants():
 
 
 def test_exact_duplicates_are_exactly_the_planted_ones(demo):
-    result = run_check(demo, "exact_duplicates", actor="t")
+    result = run_check(demo, "exact_duplicates", user=admin("t"))
     assert groups(demo, "exact_duplicates") == {tuple(p) for p in PLANTED["exact_duplicates"]}
     assert result.summary["groups"] == 6 and result.summary["removable"] == 6
     for finding in result.findings:
@@ -63,12 +63,12 @@ def test_exact_duplicates_are_exactly_the_planted_ones(demo):
 
 
 def test_near_duplicates_are_exactly_the_planted_ones(demo):
-    run_check(demo, "near_duplicates", actor="t")
+    run_check(demo, "near_duplicates", user=admin("t"))
     assert groups(demo, "near_duplicates") == {tuple(p) for p in PLANTED["near_duplicates"]}
 
 
 def test_semantic_duplicates_include_the_planted_copies_and_little_else(demo):
-    run_check(demo, "semantic_duplicates", actor="t")
+    run_check(demo, "semantic_duplicates", user=admin("t"))
     found = groups(demo, "semantic_duplicates")
     planted = {tuple(p) for p in PLANTED["exact_duplicates"] + PLANTED["near_duplicates"]}
     assert len(found & planted) >= 9
@@ -76,7 +76,7 @@ def test_semantic_duplicates_include_the_planted_copies_and_little_else(demo):
 
 
 def test_leakage_flags_eval_examples_copied_from_train(demo):
-    result = run_check(demo, "leakage", actor="t")
+    result = run_check(demo, "leakage", user=admin("t"))
     ext = external(demo)
     splits = {e.external_id: e.split for e in demo.find()}
     expected = {pair for pair in map(tuple, PLANTED["exact_duplicates"] +
@@ -88,7 +88,7 @@ def test_leakage_flags_eval_examples_copied_from_train(demo):
 
 
 def test_label_issues_find_most_planted_mislabels_with_evidence(demo):
-    result = run_check(demo, "label_issues", actor="t")
+    result = run_check(demo, "label_issues", user=admin("t"))
     ext = external(demo)
     truth = {m["id"]: m["true"] for m in PLANTED["mislabeled"]}
     flagged = {ext[f.example_id]: f for f in result.issues}
@@ -114,26 +114,26 @@ def test_coverage_finds_the_thin_label_and_names_clusters(demo):
 
 
 def test_a_second_run_reuses_findings_and_embeddings(demo):
-    first = run_check(demo, "semantic_duplicates", actor="t")
+    first = run_check(demo, "semantic_duplicates", user=admin("t"))
     rows = demo.cursor().execute("SELECT count(*) FROM embeddings").fetchone()[0]
-    again = run_check(demo, "semantic_duplicates", actor="t")
+    again = run_check(demo, "semantic_duplicates", user=admin("t"))
     assert again.summary == first.summary
     assert demo.cursor().execute("SELECT count(*) FROM embeddings").fetchone()[0] == rows
 
 
 def test_dismissed_and_resolved_duplicates_do_not_come_back(tmp_path):
     with Store(tmp_path / "curate.duckdb") as store:
-        load_demo(store)
+        load_demo(store, user=admin("demo"))
         ext = {e.external_id: e.id for e in store.find()}
         a, b = (ext[x] for x in PLANTED["exact_duplicates"][0])
         c, d = (ext[x] for x in PLANTED["exact_duplicates"][1])
-        run_check(store, "exact_duplicates", actor="t")
+        run_check(store, "exact_duplicates", user=admin("t"))
         dismiss(store, REVIEWER, "exact_duplicates", [a, b], "not_duplicates")
         rejected = keep_one(store, REVIEWER, [c, d], keeper=c)
         assert rejected == [d]
         assert store.get(d).status == "rejected"
         assert store.history(d)[-1]["reason"] == f"duplicate of #{c}"
-        result = run_check(store, "exact_duplicates", actor="t")
+        result = run_check(store, "exact_duplicates", user=admin("t"))
         assert result.summary["groups"] == 4
         flagged = {f.example_id for f in result.issues}
         assert not flagged & {a, b, c, d}

@@ -146,7 +146,7 @@ def evaluated_run(file_store, model_cache, monkeypatch):
     assert run.state == "completed", run.status.get("reason")
     yield store, run
     if read_run(started.dir).active:
-        cancel(started.dir, timeout=5)
+        cancel(ADMIN, started.dir, timeout=5)
 
 
 def test_real_evaluation_writes_eval_json_and_cli_shows_it(evaluated_run, monkeypatch):

@@ -17,7 +17,7 @@ import pytest
 from curation import (ExampleFilter, ImportReport, InvalidValue, LineError, NotUtf8, Store,
                       UnreadableFile, import_file, importer)
 from curation.formats import parse_mapping
-from tests.conftest import PROJECT_ROOT, chat, write_jsonl
+from tests.conftest import PROJECT_ROOT, admin, chat, write_jsonl
 
 
 def rec(i: int, **extra) -> dict:
@@ -44,7 +44,7 @@ def test_10000_lines_with_3_malformed_import_9997_and_name_exactly_those_lines(e
     lines = [bad[n][0] if n in bad else rec(n) for n in range(1, 10_001)]
     path = write_jsonl(tmp_path / "big.jsonl", lines)
 
-    report = import_file(empty_store, path, actor="tester")
+    report = import_file(empty_store, path, user=admin("tester"))
 
     assert report.lines == 10_000
     assert report.imported == 9_997
@@ -76,7 +76,7 @@ def test_line_errors_are_reported_with_their_line_numbers(empty_store, tmp_path)
         "42",                                                        # 11
         '{"text": "no known keys"}',                                 # 12
     ])
-    report = import_file(empty_store, path, actor="t")
+    report = import_file(empty_store, path, user=admin("t"))
     assert rejected(report) == [(3, "invalid_json"), (4, "data_type"), (5, "nan_value"),
                                 (7, "lone_surrogate"), (8, "nan_value"), (10, "invalid_json"),
                                 (11, "data_type"), (12, "unknown_format")]
@@ -96,7 +96,7 @@ def test_validation_errors_carry_code_field_and_line(empty_store, tmp_path):
         {"instruction": "long " * 10, "output": "a"},
         {"messages": chat("q", "a"), "tags": [1, 2]},
     ])
-    report = import_file(empty_store, path, actor="t", max_field_chars=20)
+    report = import_file(empty_store, path, user=admin("t"), max_field_chars=20)
     assert report.rejected == [
         LineError(2, "unrecognized_role", report.rejected[0].message, "messages[1].role"),
         LineError(3, "field_too_long", report.rejected[1].message, "instruction"),
@@ -114,7 +114,7 @@ def test_bom_and_crlf_line_endings(empty_store, tmp_path):
              orjson.dumps(rec(3))]
     path = tmp_path / "windows.jsonl"
     path.write_bytes(b"\xef\xbb\xbf" + b"\r\n".join(lines) + b"\r\n")
-    report = import_file(empty_store, path, actor="t")
+    report = import_file(empty_store, path, user=admin("t"))
     assert (report.imported, report.rejected, report.lines) == (3, [], 3)
     assert contents(empty_store) == [["question 1", "answer 1"], ["two\nlines", "ok\n"],
                                      ["question 3", "answer 3"]]
@@ -129,11 +129,12 @@ def test_not_utf8_jsonl_is_refused_whole_and_names_the_line(seeded_store, tmp_pa
                      + '{"prompt": "café", "completion": "crème"}\n'.encode("latin-1")
                      + orjson.dumps(rec(4)) + b"\n")
     with pytest.raises(NotUtf8, match="not UTF-8") as info:
-        import_file(seeded_store, path, actor="t")
+        import_file(seeded_store, path, user=admin("t"))
     assert "line 3" in str(info.value)
     assert seeded_store.count() == before
     # the store is usable afterwards, and nothing of the refused file was kept
-    report = import_file(seeded_store, write_jsonl(tmp_path / "ok.jsonl", [rec(1)]), actor="t")
+    report = import_file(seeded_store, write_jsonl(tmp_path / "ok.jsonl", [rec(1)]),
+                         user=admin("t"))
     assert report.imported == 1 and seeded_store.count() == before + 1
 
 
@@ -146,7 +147,7 @@ def test_not_utf8_csv_and_json_array_are_refused_whole(seeded_store, tmp_path, n
     before = seeded_store.count()
     (tmp_path / name).write_bytes(data)
     with pytest.raises(NotUtf8, match="not UTF-8"):
-        import_file(seeded_store, tmp_path / name, actor="t")
+        import_file(seeded_store, tmp_path / name, user=admin("t"))
     assert seeded_store.count() == before
 
 
@@ -154,9 +155,9 @@ def test_not_utf8_csv_and_json_array_are_refused_whole(seeded_store, tmp_path, n
 
 def test_importing_the_same_file_twice_adds_nothing(seeded_store, tmp_path):
     path = write_jsonl(tmp_path / "again.jsonl", [rec(1), "", rec(2), rec(3)])
-    first = import_file(seeded_store, path, actor="t")
+    first = import_file(seeded_store, path, user=admin("t"))
     count = seeded_store.count()
-    second = import_file(seeded_store, path, actor="t")
+    second = import_file(seeded_store, path, user=admin("t"))
     assert first.imported == 3 and first.already_in_store == []
     assert second.imported == 0 and second.already_in_store == [1, 3, 4]
     assert second.rejected == [] and second.duplicates_in_file == []
@@ -168,7 +169,7 @@ def test_known_conversation_with_other_metadata_is_still_skipped(seeded_store, t
     known = seeded_store.find()[0]
     path = write_jsonl(tmp_path / "relabel.jsonl",
                        [{"messages": known.messages, "label": "other", "id": "new"}])
-    report = import_file(seeded_store, path, actor="t")
+    report = import_file(seeded_store, path, user=admin("t"))
     assert report.imported == 0 and report.already_in_store == [1]
     assert seeded_store.get(known.id).label == known.label
 
@@ -182,7 +183,7 @@ def test_duplicates_inside_one_file_are_imported_once(empty_store, tmp_path):
         rec(3),
         rec(1),
     ])
-    report = import_file(empty_store, path, actor="t")
+    report = import_file(empty_store, path, user=admin("t"))
     assert report.imported == 3
     assert report.duplicates_in_file == [(3, 1), (4, 2), (6, 1)]
     assert report.to_dict()["duplicates_in_file"][0] == {"line": 3, "first_line": 1}
@@ -195,7 +196,7 @@ def test_repeat_of_a_stored_conversation_inside_the_file(seeded_store, tmp_path)
     known = seeded_store.find()[0]
     path = write_jsonl(tmp_path / "r.jsonl", [rec(1), {"messages": known.messages},
                                               {"messages": known.messages}])
-    report = import_file(seeded_store, path, actor="t")
+    report = import_file(seeded_store, path, user=admin("t"))
     assert report.imported == 1
     assert report.already_in_store == [2] and report.duplicates_in_file == [(3, 2)]
 
@@ -208,7 +209,7 @@ def test_split_status_source_tags_external_id_and_actor(empty_store, tmp_path):
         rec(2, id=22),
         rec(3, tags="b, d"),
     ])
-    report = import_file(empty_store, path, split="eval", status="accepted", actor="alice",
+    report = import_file(empty_store, path, split="eval", status="accepted", user=admin("alice"),
                          tags=("b", "c", ""))
     assert report.imported == 3
     examples = empty_store.find()
@@ -220,7 +221,7 @@ def test_split_status_source_tags_external_id_and_actor(empty_store, tmp_path):
     assert empty_store.get(examples[0].id).external_id == "ext-1"
 
     path2 = write_jsonl(tmp_path / "other.jsonl", [rec(4)])
-    import_file(empty_store, path2, source="vendor batch 7", actor="bob")
+    import_file(empty_store, path2, source="vendor batch 7", user=admin("bob"))
     newest = empty_store.find(order_by="-id", limit=1)[0]
     assert (newest.source, newest.split, newest.status) == ("vendor batch 7", "train",
                                                            "pending")
@@ -229,7 +230,7 @@ def test_split_status_source_tags_external_id_and_actor(empty_store, tmp_path):
 
 def test_one_create_event_and_one_version_per_imported_example(empty_store, tmp_path):
     path = write_jsonl(tmp_path / "audit.jsonl", [rec(1, label="l1"), "{bad", rec(3)])
-    import_file(empty_store, path, status="accepted", actor="alice")
+    import_file(empty_store, path, status="accepted", user=admin("alice"))
     examples = empty_store.find()
     for example, line in zip(examples, (1, 3)):
         [event] = empty_store.history(example.id)
@@ -260,29 +261,29 @@ def test_invalid_options_are_refused(seeded_store, tmp_path, kwargs, words):
     path = write_jsonl(tmp_path / "x.jsonl", [rec(1)])
     before = seeded_store.count()
     with pytest.raises(InvalidValue, match=words):
-        import_file(seeded_store, path, actor="t", **kwargs)
+        import_file(seeded_store, path, user=admin("t"), **kwargs)
     assert seeded_store.count() == before
 
 
 def test_missing_and_empty_files_are_unreadable(empty_store, tmp_path):
     with pytest.raises(UnreadableFile, match="no such file"):
-        import_file(empty_store, tmp_path / "nope.jsonl", actor="t")
+        import_file(empty_store, tmp_path / "nope.jsonl", user=admin("t"))
     (tmp_path / "empty.txt").write_bytes(b"")
     with pytest.raises(UnreadableFile, match="empty"):
-        import_file(empty_store, tmp_path / "empty.txt", actor="t")
+        import_file(empty_store, tmp_path / "empty.txt", user=admin("t"))
 
 
 def test_explicit_format_and_mapped_jsonl(empty_store, tmp_path):
     path = write_jsonl(tmp_path / "alpaca.jsonl", [
         {"instruction": "i1", "output": "o1"}, {"messages": chat("q", "a")}])
-    report = import_file(empty_store, path, fmt="alpaca", actor="t")
+    report = import_file(empty_store, path, fmt="alpaca", user=admin("t"))
     assert report.imported == 1 and rejected(report) == [(2, "missing_field")]
 
     path = write_jsonl(tmp_path / "mapped.jsonl", [
         {"q": "mq1", "a": "ma1", "cat": "x", "tags": ["t1", "t2"]}, {"q": "mq2"}])
     report = import_file(empty_store, path, mapping=parse_mapping("prompt=q,response=a,"
                                                                   "label=cat,tags=tags"),
-                         actor="t")
+                         user=admin("t"))
     assert report.imported == 1 and rejected(report) == [(2, "missing_field")]
     assert report.rejected[0].field == "a"
     newest = empty_store.find(order_by="-id", limit=1)[0]
@@ -293,7 +294,7 @@ def test_explicit_format_and_mapped_jsonl(empty_store, tmp_path):
 def test_progress_is_reported_up_to_the_file_size(empty_store, tmp_path):
     path = write_jsonl(tmp_path / "p.jsonl", [rec(i) for i in range(10_001)])
     calls = []
-    import_file(empty_store, path, actor="t", progress=lambda done, total: calls.append(
+    import_file(empty_store, path, user=admin("t"), progress=lambda done, total: calls.append(
         (done, total)))
     size = path.stat().st_size
     assert len(calls) == 2 and calls[0][0] < size and calls[-1] == (size, size)
@@ -302,7 +303,7 @@ def test_progress_is_reported_up_to_the_file_size(empty_store, tmp_path):
 
 def test_report_dict_and_saved_file(empty_store, tmp_path):
     path = write_jsonl(tmp_path / "r.jsonl", [rec(1), "nope", rec(1)])
-    report = import_file(empty_store, path, actor="t")
+    report = import_file(empty_store, path, user=admin("t"))
     saved = report.save(tmp_path / "reports")
     data = json.loads(saved.read_text())
     assert saved.name.endswith("-r.jsonl.json")
@@ -334,7 +335,7 @@ JSON_ARRAY = """\
 def test_json_array_reports_the_line_where_each_bad_element_starts(empty_store, tmp_path):
     path = tmp_path / "arr.json"
     path.write_text(JSON_ARRAY)
-    report = import_file(empty_store, path, actor="t")
+    report = import_file(empty_store, path, user=admin("t"))
     assert report.file_kind == "json" and report.lines == 5
     assert rejected(report) == [(4, "wrong_type"), (5, "data_type"), (6, "nan_value")]
     assert report.imported == 2
@@ -348,7 +349,7 @@ def test_json_array_reports_the_line_where_each_bad_element_starts(empty_store, 
 def test_json_array_with_bom_crlf_and_no_file_suffix(empty_store, tmp_path):
     path = tmp_path / "arr.data"
     path.write_bytes(b"\xef\xbb\xbf" + JSON_ARRAY.replace("\n", "\r\n").encode())
-    report = import_file(empty_store, path, actor="t")
+    report = import_file(empty_store, path, user=admin("t"))
     assert report.file_kind == "json"
     assert rejected(report) == [(4, "wrong_type"), (5, "data_type"), (6, "nan_value")]
 
@@ -358,7 +359,7 @@ def test_json_array_element_larger_than_the_read_buffer(empty_store, tmp_path):
     items = [rec(1), {"prompt": big, "completion": "c"}, rec(3), {"prompt": "p", "x": 1}]
     path = tmp_path / "big.json"
     path.write_text("[\n" + ",\n".join(json.dumps(i) for i in items) + "\n]\n")
-    report = import_file(empty_store, path, actor="t", max_field_chars=2_000_000)
+    report = import_file(empty_store, path, user=admin("t"), max_field_chars=2_000_000)
     assert report.imported == 3 and rejected(report) == [(5, "missing_field")]
     assert empty_store.find()[1].messages[0]["content"] == big
 
@@ -367,7 +368,7 @@ def test_json_array_syntax_error_stops_at_that_element(empty_store, tmp_path):
     path = tmp_path / "broken.json"
     path.write_text('[\n{"prompt": "p1", "completion": "c1"},\n{"prompt": oops},\n'
                     '{"prompt": "p3", "completion": "c3"}\n]\n')
-    report = import_file(empty_store, path, actor="t")
+    report = import_file(empty_store, path, user=admin("t"))
     assert rejected(report) == [(3, "invalid_json")]
     assert "cannot be read" in report.rejected[0].message
     assert report.imported == 1
@@ -376,7 +377,7 @@ def test_json_array_syntax_error_stops_at_that_element(empty_store, tmp_path):
 def test_unclosed_json_array_is_reported(empty_store, tmp_path):
     path = tmp_path / "open.json"
     path.write_text('[\n{"prompt": "p1", "completion": "c1"},\n')
-    report = import_file(empty_store, path, actor="t")
+    report = import_file(empty_store, path, user=admin("t"))
     assert report.imported == 1 and [e.code for e in report.rejected] == ["invalid_json"]
 
 
@@ -384,13 +385,13 @@ def test_json_array_trailing_data_is_not_silently_dropped(empty_store, tmp_path)
     path = tmp_path / "two.json"
     path.write_text('[{"prompt": "p1", "completion": "c1"}]\n'
                     '{"prompt": "p2", "completion": "c2"}\n')
-    report = import_file(empty_store, path, actor="t")
+    report = import_file(empty_store, path, user=admin("t"))
     assert report.imported == 2 or report.rejected
 
 
 def test_jsonl_whose_first_line_is_an_array(empty_store, tmp_path):
     path = write_jsonl(tmp_path / "first.jsonl", ['[1, 2]', rec(2), rec(3)])
-    report = import_file(empty_store, path, actor="t")
+    report = import_file(empty_store, path, user=admin("t"))
     assert rejected(report) == [(1, "data_type")]
     assert report.imported == 2
 
@@ -415,7 +416,7 @@ def test_mapped_csv(empty_store, tmp_path, variant):
     path = tmp_path / "tickets.csv"
     text = CSV if variant == "lf" else "\ufeff" + CSV.replace("\n", "\r\n")
     path.write_bytes(text.encode())
-    report = import_file(empty_store, path, mapping=parse_mapping(CSV_MAP), actor="t")
+    report = import_file(empty_store, path, mapping=parse_mapping(CSV_MAP), user=admin("t"))
     assert report.file_kind == "csv"
     assert rejected(report) == [(5, "wrong_type"), (7, "wrong_type"), (12, "missing_content")]
     assert "6 fields" in report.rejected[0].message and "2 fields" in report.rejected[1].message
@@ -432,13 +433,13 @@ def test_mapped_csv(empty_store, tmp_path, variant):
 def test_csv_with_known_columns_needs_no_mapping(empty_store, tmp_path):
     path = tmp_path / "pc.csv"
     path.write_text("prompt,completion,label,extra\np1,c1,x,ignored\np2,c2,,\n")
-    report = import_file(empty_store, path, actor="t")
+    report = import_file(empty_store, path, user=admin("t"))
     assert report.imported == 2
     assert [(e.messages, e.label) for e in empty_store.find()] == [(chat("p1", "c1"), "x"),
                                                                     (chat("p2", "c2"), None)]
     path = tmp_path / "alpaca.csv"
     path.write_text("instruction,input,output\nTranslate,cat,chat\n")
-    assert import_file(empty_store, path, actor="t").imported == 1
+    assert import_file(empty_store, path, user=admin("t")).imported == 1
     assert empty_store.find()[-1].messages == chat("Translate\n\ncat", "chat")
 
 
@@ -447,7 +448,7 @@ def test_csv_with_unknown_columns_needs_a_mapping(seeded_store, tmp_path):
     path = tmp_path / "unknown.csv"
     path.write_text("question,answer\nq,a\n")
     with pytest.raises(InvalidValue, match="need a mapping"):
-        import_file(seeded_store, path, actor="t")
+        import_file(seeded_store, path, user=admin("t"))
     assert seeded_store.count() == before
 
 
@@ -456,7 +457,7 @@ def test_csv_mapped_column_missing_from_header(seeded_store, tmp_path):
     path = tmp_path / "t.csv"
     path.write_text("question,answer\nq,a\n")
     with pytest.raises(InvalidValue, match="category"):
-        import_file(seeded_store, path, actor="t",
+        import_file(seeded_store, path, user=admin("t"),
                     mapping=parse_mapping("prompt=question,response=answer,label=category"))
     assert seeded_store.count() == before
 
@@ -464,7 +465,7 @@ def test_csv_mapped_column_missing_from_header(seeded_store, tmp_path):
 def test_csv_line_numbers_after_a_blank_line(empty_store, tmp_path):
     path = tmp_path / "blank.csv"
     path.write_text("prompt,completion\nq1,a1\n\nq2,a2,extra\n")
-    report = import_file(empty_store, path, actor="t")
+    report = import_file(empty_store, path, user=admin("t"))
     assert rejected(report) == [(4, "wrong_type")]
 
 
@@ -472,7 +473,7 @@ def test_csv_line_numbers_after_a_blank_line(empty_store, tmp_path):
 
 CHILD_IMPORT = textwrap.dedent("""
     import multiprocessing, sys, time
-    from curation import Store, import_file, importer
+    from curation import Store, User, import_file, importer
     store = Store(sys.argv[1])
     kill_at = sys.argv[3]
     if sys.argv[4] == "workers":
@@ -485,7 +486,7 @@ CHILD_IMPORT = textwrap.dedent("""
             print("ready", flush=True)
             time.sleep(600)
 
-    import_file(store, sys.argv[2], actor="child", progress=progress)
+    import_file(store, sys.argv[2], user=User("child", "admin"), progress=progress)
     print("committed", flush=True)
 """)
 
@@ -526,7 +527,7 @@ def test_kill_9_during_import_leaves_the_store_as_it_was(tmp_path, kill_at, n_li
     db = tmp_path / "ws" / "curate.duckdb"
     with Store(db) as store:
         import_file(store, write_jsonl(tmp_path / "seed.jsonl", [rec(-1), rec(-2), rec(-3)]),
-                    actor="seeder")
+                    user=admin("seeder"))
         before = contents(store)
     assert len(before) == 3
 
@@ -570,7 +571,7 @@ def test_kill_9_during_import_leaves_the_store_as_it_was(tmp_path, kill_at, n_li
         assert store.cursor().execute(
             "SELECT count(*) FROM example_versions").fetchone()[0] == 0
         report = import_file(store, write_jsonl(tmp_path / "after.jsonl", [rec(1), rec(-1)]),
-                             actor="t")
+                             user=admin("t"))
         assert report.imported == 1 and report.already_in_store == [2]
         assert store.count() == 4
 
@@ -637,8 +638,8 @@ def test_workers_import_exactly_what_the_main_process_imports(file_store, tmp_pa
             monkeypatch.setattr(importer, "BATCH_ROWS", 7)
             monkeypatch.setattr(importer, "_worker_count", lambda: 2)
         store = file_store(f"{parse}.duckdb")
-        import_file(store, write_jsonl(tmp_path / "seed.jsonl", [rec(-1)]), actor="seeder")
-        report = import_file(store, path, actor="t", tags=("batch",))
+        import_file(store, write_jsonl(tmp_path / "seed.jsonl", [rec(-1)]), user=admin("seeder"))
+        report = import_file(store, path, user=admin("t"), tags=("batch",))
         outcomes.append(_outcome(store, report))
     assert outcomes[0] == outcomes[1]
     report = outcomes[1][0]
@@ -657,16 +658,17 @@ def test_not_utf8_in_a_later_chunk_is_refused_whole(in_workers, seeded_store, tm
                      + '{"prompt": "café", "completion": "x"}\n'.encode("latin-1")
                      + orjson.dumps(rec(21)) + b"\n")
     with pytest.raises(NotUtf8, match="line 21"):
-        import_file(seeded_store, path, actor="t")
+        import_file(seeded_store, path, user=admin("t"))
     assert seeded_store.count() == before
-    report = import_file(seeded_store, write_jsonl(tmp_path / "ok.jsonl", [rec(1)]), actor="t")
+    report = import_file(seeded_store, write_jsonl(tmp_path / "ok.jsonl", [rec(1)]),
+                         user=admin("t"))
     assert report.imported == 1
 
 
 def test_progress_with_workers_rises_to_the_file_size(in_workers, empty_store, tmp_path):
     path = write_jsonl(tmp_path / "p.jsonl", [rec(i) for i in range(30)])
     calls = []
-    report = import_file(empty_store, path, actor="t",
+    report = import_file(empty_store, path, user=admin("t"),
                          progress=lambda done, total: calls.append(done))
     assert report.imported == 30 and empty_store.count() == 30
     assert len(calls) == 5 and calls == sorted(calls) and calls[-1] == path.stat().st_size

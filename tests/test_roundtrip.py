@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from curation import Store, export_jsonl, import_file
 from curation.formats import OUTPUT_FORMATS, content_hash
+from tests.conftest import admin
 
 # Any character but lone surrogates (not encodable) and "\r" (stored as "\n"), with the
 # awkward ones drawn often: emoji (incl. a ZWJ sequence and a skin tone), CJK, combining marks,
@@ -73,16 +74,16 @@ def test_import_export_import_keeps_conversations_and_metadata(dataset):
         tmp = Path(tmp)
         with Store(tmp / "first.duckdb") as first:
             report = import_file(first, write_input(tmp / "in.jsonl", dataset),
-                                 status="accepted", actor="prop")
+                                 status="accepted", user=admin("prop"))
             assert report.rejected == [] and report.imported == len(dataset)
             assert kept(first) == want
 
             for fmt in OUTPUT_FORMATS:
                 out = tmp / f"out-{fmt}.jsonl"
-                result = export_jsonl(first, out, fmt=fmt, actor="prop")
+                result = export_jsonl(first, out, fmt=fmt, user=admin("prop"))
                 assert result.count == len(dataset)
                 assert result.manifest_path.is_file()
                 with Store(tmp / f"second-{fmt}.duckdb") as second:
-                    again = import_file(second, out, status="accepted", actor="prop")
+                    again = import_file(second, out, status="accepted", user=admin("prop"))
                     assert again.rejected == [] and again.imported == len(dataset), fmt
                     assert kept(second) == want, fmt

@@ -59,7 +59,7 @@ def train_store(file_store, base_model_dir, model_cache, monkeypatch):
     yield store
     for run in list_runs(store.path.parent / "runs"):
         if run.active:
-            cancel(run.dir, timeout=5)
+            cancel(ADMIN, run.dir, timeout=5)
 
 
 def _wait_for(predicate, timeout: float = RUN_TIMEOUT, what: str = "condition"):
@@ -184,7 +184,7 @@ def test_leakage_into_the_snapshot_is_refused_unless_overridden(train_store):
 
     run = launch(train_store, ADMIN, TrainConfig(**TINY), allow_leakage=True)
     assert run.manifest["leakage"] == {"pairs": err.value.leaks, "overridden_by": ADMIN.name}
-    cancel(run.dir, timeout=10)
+    cancel(ADMIN, run.dir, timeout=10)
 
     # the store records both runs, traced to their snapshots
     recorded = {r["id"]: r for r in recorded_runs(train_store)}
@@ -278,7 +278,7 @@ def test_second_launch_while_active_names_the_active_run(train_store):
         launch(train_store, ADMIN, TrainConfig(**TINY))
     assert first.id in str(err.value) and f"curate cancel {first.id}" in str(err.value)
     assert [r.id for r in list_runs(train_store.path.parent / "runs")] == [first.id]
-    assert cancel(first.dir, timeout=10).state == "cancelled"
+    assert cancel(ADMIN, first.dir, timeout=10).state == "cancelled"
 
 
 def test_cancel_stops_the_whole_process_group(train_store):
@@ -287,7 +287,7 @@ def test_cancel_stops_the_whole_process_group(train_store):
               what="the trainer to start")
     assert _process_exists(run.pid) and run.pid in group_members(run.pid)
 
-    cancelled = cancel(run.dir, timeout=20)
+    cancelled = cancel(ADMIN, run.dir, timeout=20)
     assert cancelled.state == "cancelled" and not cancelled.active
     assert not _process_exists(run.pid)
     assert group_members(run.pid) == []

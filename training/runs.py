@@ -46,6 +46,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from curation._files import open_private, private_dir
 from curation.auth import User, require
 from curation.errors import CurateError, InvalidValue
 from curation.exporter import write_snapshot
@@ -143,7 +144,7 @@ def default_runs_dir(db_path: str | os.PathLike) -> Path:
     return Path(db_path).parent / "runs"
 
 
-def find_leakage(store: Store, actor: str, *, where: ExampleFilter = DEFAULT_TRAIN_FILTER,
+def find_leakage(store: Store, user: User, *, where: ExampleFilter = DEFAULT_TRAIN_FILTER,
                  progress: Progress | None = None) -> list[dict[str, Any]]:
     """Unresolved leakage into the train set `where` selects: one dict per leaked eval
     example, {"eval_id", "train_id", "method", "similarity"}, the train example being the
@@ -154,7 +155,7 @@ def find_leakage(store: Store, actor: str, *, where: ExampleFilter = DEFAULT_TRA
     train_ids = {r[0] for r in store.cursor().execute(
         f"SELECT id FROM examples WHERE {condition}", params).fetchall()}
     leaks = []
-    for finding in run_check(store, "leakage", actor=actor, progress=progress).findings:
+    for finding in run_check(store, "leakage", user=user, progress=progress).findings:
         if not finding.is_issue:
             continue
         details = finding.details
@@ -177,10 +178,10 @@ def launch(store: Store, user: User, config: TrainConfig, *,
     from training.models import model_cache
 
     runs_dir = Path(runs_dir) if runs_dir is not None else default_runs_dir(store.path)
-    runs_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(runs_dir)
     with _launch_lock(runs_dir):
         _refuse_if_active(runs_dir)
-        leaks = find_leakage(store, user.name, where=where, progress=progress)
+        leaks = find_leakage(store, user, where=where, progress=progress)
         if leaks and not allow_leakage:
             shown = ", ".join(f"eval #{x['eval_id']} ~ train #{x['train_id']} ({x['method']})"
                               for x in leaks[:3])
@@ -198,8 +199,8 @@ def launch(store: Store, user: User, config: TrainConfig, *,
                                    "examples first")
         run_id = f"run-{datetime.now(UTC):%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
         run_dir = runs_dir / run_id
-        run_dir.mkdir()
-        export = write_snapshot(store, snapshot.id, run_dir / TRAIN_FILE)
+        run_dir.mkdir(mode=0o700)
+        export = write_snapshot(store, snapshot.id, run_dir / TRAIN_FILE, user=user)
         cache = model_cache(store)
         write_json(run_dir / MANIFEST, {
             "run_id": run_id, "snapshot_id": snapshot.id, "snapshot_hash": snapshot.content_hash,
@@ -238,7 +239,7 @@ def _start(run_dir: Path, cache: str | os.PathLike) -> subprocess.Popen:
     (run_dir / PID_FILE).unlink(missing_ok=True)
     env = {**os.environ, "CURATE_MODEL_CACHE": str(Path(cache).resolve()),
            "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1"}
-    with open(run_dir / "trainer.log", "ab") as log:
+    with open_private(run_dir / "trainer.log", "ab") as log:
         proc = subprocess.Popen([sys.executable, "-m", "training.trainer", str(run_dir)],
                                 cwd=PROJECT_ROOT, env=env, stdin=subprocess.DEVNULL,
                                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -286,9 +287,10 @@ def is_active(run_dir: str | os.PathLike) -> bool:
     return read_run(run_dir).active
 
 
-def cancel(run_dir: str | os.PathLike, *, timeout: float = 30.0) -> Run:
+def cancel(user: User, run_dir: str | os.PathLike, *, timeout: float = 30.0) -> Run:
     """Stop the run: SIGTERM to its process group, SIGKILL after `timeout` seconds; the status
     ends as cancelled and no process of the group is left."""
+    require(user, "train")
     run = read_run(run_dir)
     if run.state in ENDED_STATES and run.state != "interrupted":
         raise RunNotActive(f"run {run.id} has already ended ({run.state})")

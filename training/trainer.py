@@ -55,6 +55,7 @@ from typing import Any
 
 import orjson
 
+from curation._files import private_umask
 from curation.errors import CurateError
 from training.config import TrainConfig
 from training.data import IGNORE_INDEX
@@ -132,6 +133,7 @@ def _on_sigterm(signum, frame) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _on_sigterm)
+    private_umask()  # checkpoints, adapter and logs are the user's alone, however started
     # Idle OpenMP threads sleep instead of spinning: on a CPU shared with other work, spinning
     # threads made a training step ten times slower. Must be set before torch is imported.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")

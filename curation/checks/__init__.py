@@ -75,9 +75,10 @@ def _fingerprint(check_name: str, table: ExampleTable, store: Store) -> str:
     return digest.hexdigest()
 
 
-def run_check(store: Store, name: str, *, actor: str, where: ExampleFilter = ExampleFilter(),
+def run_check(store: Store, name: str, *, user: User, where: ExampleFilter = ExampleFilter(),
               progress: Progress | None = None, force: bool = False) -> CheckResult:
     """Run a registered check (or reuse its stored result when its input is unchanged)."""
+    require(user, "check")
     check = get_check(name)
     table = load_table(store, where, progress=progress)
     fingerprint = _fingerprint(name, table, store)
@@ -107,7 +108,8 @@ def run_check(store: Store, name: str, *, actor: str, where: ExampleFilter = Exa
         tx.execute("INSERT INTO findings SELECT * FROM new_findings")
         tx.unregister("new_findings")
         tx.execute("INSERT OR REPLACE INTO check_runs VALUES (?, ?, ?, ?, ?)",
-                   [name, fingerprint, orjson.dumps(result.summary).decode(), actor, utcnow()])
+                   [name, fingerprint, orjson.dumps(result.summary).decode(), user.name,
+                    utcnow()])
     return result
 
 

@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import orjson
 
+from curation.auth import User, require
 from curation.checks._contract import CheckResult, ExampleTable, Finding, Progress, register
 from curation.errors import InvalidValue
 from curation.store import Store
@@ -59,7 +60,9 @@ def _parse_targets(raw: str | None) -> Targets:
     return Targets(**orjson.loads(raw)) if raw else Targets()
 
 
-def set_targets(store: Store, targets: Targets) -> None:
+def set_targets(store: Store, user: User, targets: Targets) -> None:
+    """Save the workspace's coverage targets."""
+    require(user, "set_targets")
     if targets.default_min < 0 or any(v < 0 for v in (targets.per_label or {}).values()):
         raise InvalidValue("coverage targets must be zero or more examples")
     store.set_setting(TARGETS_KEY, orjson.dumps(asdict(targets)).decode())

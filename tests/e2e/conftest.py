@@ -18,6 +18,7 @@ import pytest
 
 from curation import Store, import_file
 from curation.auth import add_user
+from tests.conftest import admin
 
 CHROMIUM = Path("/usr/bin/chromium")
 PASSWORD = "e2e-password-1"
@@ -77,10 +78,10 @@ def workspace(tmp_path):
     def make(records_file: Path) -> Path:
         db = tmp_path / "ws" / "curate.duckdb"
         with Store(db) as store:
-            import_file(store, records_file, actor="setup")
-            add_user(store, "rita", "reviewer", password=PASSWORD)
-            add_user(store, "ravi", "reviewer", password=PASSWORD)
-            add_user(store, "ann", "annotator", password=PASSWORD)
+            import_file(store, records_file, user=admin("setup"))
+            add_user(store, admin("setup"), "rita", "reviewer", password=PASSWORD)
+            add_user(store, admin("setup"), "ravi", "reviewer", password=PASSWORD)
+            add_user(store, admin("setup"), "ann", "annotator", password=PASSWORD)
         return db
 
     return make
