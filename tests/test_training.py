@@ -324,6 +324,102 @@ def test_resume_after_sigkill_continues_from_the_checkpoint(train_store):
     assert f"resuming from step-{saved}" in (run.dir / "trainer.log").read_text()
     assert len(checkpoint_dirs(run.dir)) <= 1  # keep_checkpoints=1
     assert (done.adapter_dir / "adapter_model.safetensors").is_file()
+    # the training state was saved, and loaded, without pickle
+    assert not list(run.dir.rglob("*.pt")) and not list(run.dir.rglob("*.bin"))
+
+
+class _Payload:
+    """Unpickling this runs a shell command: what a tampered checkpoint would carry."""
+
+    def __init__(self, command: str):
+        self.command = command
+
+    def __reduce__(self):
+        return os.system, (self.command,)
+
+
+def test_training_state_round_trips_without_pickle(tmp_path):
+    import random
+
+    import torch
+
+    from training.checkpoint import (STATE_JSON, STATE_TENSORS, load_training_state,
+                                     save_training_state)
+
+    params = [torch.nn.Parameter(torch.randn(3, 2)), torch.nn.Parameter(torch.randn(4))]
+    optimizer = torch.optim.AdamW(params, lr=1e-3)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1 / (s + 1))
+    for _ in range(2):
+        sum(p.square().sum() for p in params).backward()
+        optimizer.step()
+        scheduler.step()
+    state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+             "rng": {"torch": torch.get_rng_state(), "python": random.getstate()},
+             "odd": {"$key": float("inf"), (1, "a"): [None, True, 2.5]}}
+    save_training_state(tmp_path, state)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [STATE_JSON, STATE_TENSORS]
+    (tmp_path / "position.json").write_text('{"step": 2, "epoch": 0, "next_batch": 2}')
+    (tmp_path / "adapter_model.safetensors").write_bytes((tmp_path / STATE_TENSORS)
+                                                         .read_bytes())
+    loaded = load_training_state(tmp_path)
+    assert loaded["optimizer"]["param_groups"] == state["optimizer"]["param_groups"]
+    assert loaded["optimizer"]["state"].keys() == {0, 1}  # the parameters' indices
+    for i in (0, 1):
+        for name, value in state["optimizer"]["state"][i].items():
+            assert torch.equal(loaded["optimizer"]["state"][i][name], value)
+    assert loaded["scheduler"] == state["scheduler"]
+    assert torch.equal(loaded["rng"]["torch"], state["rng"]["torch"])
+    assert loaded["rng"]["python"] == state["rng"]["python"]
+    random.setstate(loaded["rng"]["python"])  # the exact tuple shape random needs
+    assert loaded["odd"] == state["odd"]
+    fresh = torch.optim.AdamW(params, lr=1e-3)
+    fresh.load_state_dict(loaded["optimizer"])
+    assert fresh.state_dict()["param_groups"] == state["optimizer"]["param_groups"]
+
+
+def test_a_tampered_checkpoint_is_refused_and_runs_no_code(train_store, tmp_path):
+    """The attack the issue names: a pickle that runs a command, planted in the last
+    checkpoint of an interrupted run. Resuming refuses it with a clear error, and so does
+    the trainer itself when started on the folder directly; the command never runs."""
+    import torch
+
+    from training.checkpoint import STATE_TENSORS, BadCheckpoint
+
+    run = launch(train_store, ADMIN, TrainConfig(**TINY, checkpoint_every_steps=1))
+    _wait_for(lambda: checkpoint_dirs(run.dir), what="the first checkpoint")
+    os.killpg(run.pid, signal.SIGKILL)
+    _wait_for(lambda: read_run(run.dir).state == "interrupted", timeout=10,
+              what="the run to read as interrupted")
+    latest = checkpoint_dirs(run.dir)[-1]
+    marker = tmp_path / "code-ran"
+    payload = tmp_path / "payload.pt"
+    torch.save(_Payload(f"touch {marker}"), payload)
+
+    planted = latest / "training_state.pt"
+    planted.write_bytes(payload.read_bytes())
+    with pytest.raises(BadCheckpoint) as err:
+        resume(train_store, ADMIN, run.id)
+    assert str(err.value) == (
+        f"checkpoint {latest} holds training_state.pt, a pickle, which Curate does not load "
+        "(it could run code); remove that folder to resume from the checkpoint before it "
+        "(or from the start)")
+    assert read_run(run.dir).state == "interrupted"  # no process was started
+    started = subprocess.run([sys.executable, "-m", "training.trainer", str(run.dir)],
+                             env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)},
+                             capture_output=True, timeout=RUN_TIMEOUT)
+    assert started.returncode == 1
+    failed = read_run(run.dir)
+    assert failed.state == "failed" and "a pickle, which Curate does not load" in \
+        failed.status["reason"]
+
+    planted.unlink()  # the pickle in place of the tensors file instead: damaged, not run
+    (latest / STATE_TENSORS).write_bytes(payload.read_bytes())
+    resume(train_store, ADMIN, run.id)
+    done = wait(run.dir, timeout=RUN_TIMEOUT)
+    assert done.state == "failed"
+    assert done.status["reason"].startswith(f"checkpoint {latest} has a damaged "
+                                            f"{STATE_TENSORS} (")
+    assert not marker.exists()
 
 
 # --- (h) the command line, from anywhere ------------------------------------------------------

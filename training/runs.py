@@ -63,10 +63,11 @@ from curation.errors import CurateError, InvalidValue
 from curation.exporter import write_snapshot
 from curation.query import ExampleFilter
 from curation.store import Store
+from training.checkpoint import check_checkpoint
 from training.config import TrainConfig
 from training.data import EmptyTrainingSet
-from training.trainer import (LOG, MANIFEST, STATUS, TRAIN_FILE, now_iso, read_json,
-                              read_metrics, update_status, write_json)
+from training.trainer import (LOG, MANIFEST, STATUS, TRAIN_FILE, checkpoint_dirs, now_iso,
+                              read_json, read_metrics, update_status, write_json)
 
 IMPORT_ROOT = Path(__file__).resolve().parent.parent  # holds training/ and curation/
 DEFAULT_TRAIN_FILTER = ExampleFilter(status=("accepted",), split=("train",))
@@ -239,7 +240,7 @@ def launch(store: Store, user: User, config: TrainConfig, *,
 def resume(store: Store, user: User, run_id: str, *,
            runs_dir: str | os.PathLike | None = None) -> Run:
     """Start the trainer again on an interrupted, failed or cancelled run; it continues from
-    the run's last checkpoint."""
+    the run's last checkpoint (`BadCheckpoint` when that one is damaged or holds a pickle)."""
     require(user, "train")
     from training.models import model_cache
 
@@ -251,6 +252,9 @@ def resume(store: Store, user: User, run_id: str, *,
         run = read_run(run_dir)
         if run.state == "completed":
             raise InvalidValue(f"run {run.id} has completed; there is nothing to resume")
+        saved = checkpoint_dirs(run_dir)
+        if saved:
+            check_checkpoint(saved[-1])  # refused here, before a process starts
         _start(run_dir, model_cache(store))
     record_runs(store, runs_dir)
     return read_run(run_dir)
