@@ -19,6 +19,9 @@ Design decisions:
   the machine's matrix-multiply rate once per server.
 - Leakage is previewed with `training.runs.find_leakage` before launch; launching over it
   needs an explicit tick (`allow_leakage=True`), and the library refuses otherwise.
+- The run selector's key (`tr_view`) is only ever set before the selector is drawn: code
+  that runs after it (Launch) leaves the run to show in `tr_show` for the next run of the
+  script, as Streamlit refuses changes to a widget's value once it exists.
 - The live view is a fragment that re-reads the run folder every POLL_SECONDS while the run
   is active (`st.fragment(run_every=...)`): training is a process of its own, so closing the
   browser changes nothing, and reopening the page shows the run where it is. When the run
@@ -307,7 +310,7 @@ def _launch(config: TrainConfig, allow_leakage: bool) -> None:
     except CurateError as exc:
         show_error(exc)
         return
-    S.tr_view = run.id
+    S.tr_show = run.id  # the run selector exists already: it follows on the rerun
     S.pop("tr_allow_leakage", None)  # the override is for this launch only
     _flash(f"Run {run.id} started on snapshot {run.manifest.get('snapshot_id')} "
            f"({run.manifest.get('examples')} examples)", ":material/rocket_launch:")
@@ -480,6 +483,8 @@ if runs:
     ids = [r.id for r in runs]
     if active and S.get("tr_followed") != active.id:
         S.tr_view, S.tr_followed = active.id, active.id  # a new active run is shown first
+    if S.get("tr_show") in ids:  # just launched here
+        S.tr_view = S.pop("tr_show")
     if S.get("tr_view") not in ids:
         S.tr_view = ids[0]
     states = {r.id: r.state for r in runs}

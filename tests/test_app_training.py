@@ -249,9 +249,22 @@ def test_launch_from_the_page_with_leakage_override_refusal_and_cancel(open_page
         assert not group_members(run.pid or after.pid)
         assert _metrics(at)["State"] == "cancelled"
         assert "tr_resume" in [b.key for b in at.button]
+
+        # launching again once it is cancelled: the run selector exists now, and the new
+        # run is shown without StreamlitAPIException (the selector's key was set after it)
+        at.checkbox(key="tr_allow_leakage").check()
+        _run(at)
+        at.button(key="tr_launch").click()
+        _run(at)
+        second, first = list_runs(store.path.parent / "runs")
+        assert first.id == run.id and second.id != run.id
+        assert at.selectbox(key="tr_view").value == second.id
+        assert _metrics(at)["State"] in ("starting", "running")
+        assert not at.error
     finally:
-        if read_run(run.dir).active:
-            cancel(run.dir, timeout=5)
+        for started in list_runs(store.path.parent / "runs"):
+            if started.active:
+                cancel(started.dir, timeout=5)
 
 
 # --- evaluation -----------------------------------------------------------------------------
