@@ -211,8 +211,9 @@ def test_launch_from_the_page_with_leakage_override_refusal_and_cancel(open_page
     assert at.button(key="tr_launch").disabled
     # no earlier run here: the time per epoch is a labelled lower bound, not a measurement
     [estimate] = [t for t in _texts(at.markdown) if "per epoch" in t]
-    assert estimate.startswith(":material/timer: **At least ") and \
-        "rough lower bound from FLOPs, not a measurement" in estimate
+    assert estimate.startswith(":material/timer: **Estimate, a lower bound: at least ") and \
+        "from FLOPs, not a measurement of training" in estimate and "best of 5 samples" in \
+        estimate
     at.checkbox(key="tr_allow_leakage").check()
     for key, value in {"tr_r": 2, "tr_batch_size": 2, "tr_max_seq_length": 64,
                        "tr_epochs": 1, "tr_learning_rate": 1e-3}.items():
