@@ -15,10 +15,14 @@ Design decisions:
   model's chat template, how many `max_seq_length` would cut, and the time per epoch
   (measured by an earlier run, or a FLOPs lower bound, labelled as such). The figures come
   from `training.estimate`; the page only caches them: token counts on the examples' ids and
-  content hashes and the model, parameter counts on the weights' path and modification time,
-  the machine's matrix-multiply rate once per server.
+  content hashes and the model, parameter counts on the weights' path and modification time;
+  the machine's matrix-multiply rate is kept by `training.estimate.MACHINE_RATE` (best of
+  several samples, measured again when a few minutes old).
 - Leakage is previewed with `training.runs.find_leakage` before launch; launching over it
   needs an explicit tick (`allow_leakage=True`), and the library refuses otherwise.
+- The run selector's key (`tr_view`) is only ever set before the selector is drawn: code
+  that runs after it (Launch) leaves the run to show in `tr_show` for the next run of the
+  script, as Streamlit refuses changes to a widget's value once it exists.
 - The live view is a fragment that re-reads the run folder every POLL_SECONDS while the run
   is active (`st.fragment(run_every=...)`): training is a process of its own, so closing the
   browser changes nothing, and reopening the page shows the run where it is. When the run
@@ -39,8 +43,8 @@ import streamlit as st
 
 from curation import CurateError, Example
 from training.config import TrainConfig, help_text
-from training.estimate import (FLOPS_PER_PARAMETER_TOKEN, count_parameters, epoch_time,
-                               matmul_flops, model_weights, token_lengths)
+from training.estimate import (FLOPS_PER_PARAMETER_TOKEN, MATMUL_SAMPLES, RATE_MAX_AGE,
+                               count_parameters, epoch_time, model_weights, token_lengths)
 from training.eval import EVAL_FILE
 from training.models import DEFAULT_BASE_MODEL, model_cache
 from training.runs import (DEFAULT_TRAIN_FILTER, LeakageUnresolved, Run, RunAlreadyActive,
@@ -154,12 +158,6 @@ def _parameter_count(base_model: str, cache_dir: Path) -> int | None:
     return _count_parameters(str(weights), weights.stat().st_mtime) if weights else None
 
 
-@st.cache_resource(show_spinner=False)
-def _matmul_flops() -> float:
-    """`matmul_flops`, measured once per server."""
-    return matmul_flops()
-
-
 def _data_section(config: TrainConfig | None, examples: list[Example],
                   runs: list[Run]) -> None:
     base_model = config.base_model if config else S.get("tr_base_model", DEFAULT_BASE_MODEL)
@@ -214,7 +212,7 @@ def _histogram(lengths: list[int], max_len: int | None, cut: int) -> None:
 
 def _estimate(config: TrainConfig, tokens: int, runs: list[Run]) -> None:
     estimate = epoch_time(config, tokens, runs, model_cache(store),
-                          parameters=_parameter_count, flops_per_second=_matmul_flops)
+                          parameters=_parameter_count)
     if estimate is None:
         st.caption(":material/timer: No estimate of the time per epoch yet: no earlier run "
                    "of this model in this workspace, and its weights are not local to size "
@@ -225,7 +223,7 @@ def _estimate(config: TrainConfig, tokens: int, runs: list[Run]) -> None:
     if speed:
         run, steps = speed.run, speed.steps
         st.markdown(
-            f":material/timer: **About {_duration(seconds)} per epoch**, "
+            f":material/timer: **Estimate: about {_duration(seconds)} per epoch**, "
             f"{total} for {config.epochs} epoch(s): measured, "
             f"the median {speed.tokens_per_second:,.0f} tokens/s over {steps} "
             f"step{'s' if steps != 1 else ''} of run {plain(run.id)} "
@@ -237,13 +235,15 @@ def _estimate(config: TrainConfig, tokens: int, runs: list[Run]) -> None:
                        "work on the machine changes the speed: take it as a guide.")
         return
     params, rate = estimate.parameters, estimate.flops_per_second
-    st.markdown(f":material/timer: **At least {_duration(seconds)} per epoch** "
-                f"({total} for {config.epochs} epoch(s)): a rough lower bound from FLOPs, "
-                f"not a measurement of training: {FLOPS_PER_PARAMETER_TOKEN} × "
-                f"{params / 1e6:.0f} M parameters × {tokens:,} tokens at this machine's "
-                f"measured matrix-multiply rate ({rate / 1e9:.0f} GFLOP/s). Real training is "
-                "slower (attention, small matrices, the optimizer); after a first run this "
-                "becomes a measured figure.")
+    st.markdown(f":material/timer: **Estimate, a lower bound: at least {_duration(seconds)} "
+                f"per epoch** ({total} for {config.epochs} epoch(s)), from FLOPs, not a "
+                f"measurement of training: {FLOPS_PER_PARAMETER_TOKEN} × "
+                f"{params / 1e6:.0f} M parameters × {tokens:,} tokens at the best "
+                f"matrix-multiply rate this machine has shown in this precision "
+                f"({rate / 1e9:,.0f} GFLOP/s, best of {MATMUL_SAMPLES} samples, measured "
+                f"again every {RATE_MAX_AGE / 60:.0f} min). Real training is slower "
+                "(attention, small matrices, the optimizer, other work on the machine); "
+                "after a first run this becomes a measured figure.")
 
 
 # --- leakage and launch --------------------------------------------------------------------
@@ -307,7 +307,7 @@ def _launch(config: TrainConfig, allow_leakage: bool) -> None:
     except CurateError as exc:
         show_error(exc)
         return
-    S.tr_view = run.id
+    S.tr_show = run.id  # the run selector exists already: it follows on the rerun
     S.pop("tr_allow_leakage", None)  # the override is for this launch only
     _flash(f"Run {run.id} started on snapshot {run.manifest.get('snapshot_id')} "
            f"({run.manifest.get('examples')} examples)", ":material/rocket_launch:")
@@ -480,6 +480,8 @@ if runs:
     ids = [r.id for r in runs]
     if active and S.get("tr_followed") != active.id:
         S.tr_view, S.tr_followed = active.id, active.id  # a new active run is shown first
+    if S.get("tr_show") in ids:  # just launched here
+        S.tr_view = S.pop("tr_show")
     if S.get("tr_view") not in ids:
         S.tr_view = ids[0]
     states = {r.id: r.state for r in runs}

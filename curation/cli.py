@@ -679,7 +679,8 @@ def _watch_run(run_dir: Path) -> None:
 @click.option("--resume", "resume_id", default=None, metavar="RUN",
               help="Continue an interrupted, failed or cancelled run from its last checkpoint "
                    "(the settings are the run's own).")
-@click.option("--detach", is_flag=True, help="Start the run and return at once; follow it "
+@click.option("--detach", is_flag=True, help="Return as soon as the trainer has taken the run "
+                                             "over (an error if it dies first); follow it "
                                              "with `curate runs`.")
 @click.option("--eval/--no-eval", "then_eval", default=True, show_default=True,
               help="When the run completes, compare it with the prompt-only baseline (as "

@@ -211,8 +211,9 @@ def test_launch_from_the_page_with_leakage_override_refusal_and_cancel(open_page
     assert at.button(key="tr_launch").disabled
     # no earlier run here: the time per epoch is a labelled lower bound, not a measurement
     [estimate] = [t for t in _texts(at.markdown) if "per epoch" in t]
-    assert estimate.startswith(":material/timer: **At least ") and \
-        "rough lower bound from FLOPs, not a measurement" in estimate
+    assert estimate.startswith(":material/timer: **Estimate, a lower bound: at least ") and \
+        "from FLOPs, not a measurement of training" in estimate and "best of 5 samples" in \
+        estimate
     at.checkbox(key="tr_allow_leakage").check()
     for key, value in {"tr_r": 2, "tr_batch_size": 2, "tr_max_seq_length": 64,
                        "tr_epochs": 1, "tr_learning_rate": 1e-3}.items():
@@ -249,9 +250,22 @@ def test_launch_from_the_page_with_leakage_override_refusal_and_cancel(open_page
         assert not group_members(run.pid or after.pid)
         assert _metrics(at)["State"] == "cancelled"
         assert "tr_resume" in [b.key for b in at.button]
+
+        # launching again once it is cancelled: the run selector exists now, and the new
+        # run is shown without StreamlitAPIException (the selector's key was set after it)
+        at.checkbox(key="tr_allow_leakage").check()
+        _run(at)
+        at.button(key="tr_launch").click()
+        _run(at)
+        second, first = list_runs(store.path.parent / "runs")
+        assert first.id == run.id and second.id != run.id
+        assert at.selectbox(key="tr_view").value == second.id
+        assert _metrics(at)["State"] in ("starting", "running")
+        assert not at.error
     finally:
-        if read_run(run.dir).active:
-            cancel(admin("t"), run.dir, timeout=5)
+        for started in list_runs(store.path.parent / "runs"):
+            if started.active:
+                cancel(admin("t"), started.dir, timeout=5)
 
 
 # --- evaluation -----------------------------------------------------------------------------

@@ -11,9 +11,9 @@ import pytest
 from tests.conftest import chat, write_jsonl
 from training.config import TrainConfig
 from training.data import encode
-from training.estimate import (FLOPS_PER_PARAMETER_TOKEN, count_parameters, epoch_time,
-                               matmul_flops, measured_speed, model_weights, parameter_count,
-                               token_lengths)
+from training.estimate import (FLOPS_PER_PARAMETER_TOKEN, MatmulRate, count_parameters,
+                               epoch_time, matmul_flops, matmul_rates, measured_speed,
+                               model_weights, parameter_count, token_lengths)
 from training.models import DEFAULT_BASE_MODEL, packaged_gguf
 from training.runs import list_runs
 
@@ -134,12 +134,48 @@ def test_epoch_time_is_a_flops_lower_bound_without_a_run(base_model_dir, model_c
     rate = matmul_flops()
     assert math.isfinite(rate) and rate > 1e6
     params = parameter_count(DEFAULT_BASE_MODEL, model_cache)
-    config = TrainConfig()
-    estimate = epoch_time(config, 1000, [], model_cache, flops_per_second=lambda: rate)
+    config = TrainConfig(precision="fp32")
+    asked = []
+
+    def rate_for(precision: str) -> float:
+        asked.append(precision)
+        return rate
+
+    estimate = epoch_time(config, 1000, [], model_cache, flops_per_second=rate_for)
+    assert asked == ["fp32"]  # the rate of the precision the run will train in
     assert not estimate.measured and estimate.speed is None
     assert (estimate.parameters, estimate.flops_per_second) == (params, rate)
     assert estimate.seconds == pytest.approx(FLOPS_PER_PARAMETER_TOKEN * params * 1000 / rate)
-    double = epoch_time(config, 2000, [], model_cache, flops_per_second=lambda: rate)
+    double = epoch_time(config, 2000, [], model_cache, flops_per_second=rate_for)
     assert double.seconds == pytest.approx(2 * estimate.seconds)
     # a model whose weights are not on this machine cannot be sized: no estimate
     assert epoch_time(TrainConfig(base_model=OTHER_MODEL), 1000, [], model_cache) is None
+
+
+def test_matmul_rate_is_measured_on_this_machine_in_several_samples():
+    rates = matmul_rates("fp32", samples=3)
+    assert len(rates) == 3 and all(math.isfinite(r) and r > 1e6 for r in rates)
+
+
+def test_matmul_rate_is_the_best_sample_and_is_measured_again_when_stale():
+    """One slow sample (other work on the machine) must not make the bound: the best of the
+    samples counts, a stale rate is measured again, and a slower new measurement does not
+    lower the best the machine has shown. The timings here are scripted (the machine's load
+    is not what is tested); the real measurement is tested above."""
+    now = [1000.0]
+    script = {"auto": [[2e9, 9e9, 1e9], [20e9, 3e9], [5e9]], "fp32": [[4e9]]}
+    calls = []
+
+    def measure(precision: str, samples: int) -> list[float]:
+        calls.append((precision, samples))
+        return script[precision].pop(0)
+
+    rate = MatmulRate(max_age=300, samples=3, measure=measure, clock=lambda: now[0])
+    assert rate("auto") == 9e9 and calls == [("auto", 3)]
+    now[0] += 299
+    assert rate("auto") == 9e9 and len(calls) == 1  # fresh: not measured again
+    now[0] += 2
+    assert rate("auto") == 20e9 and len(calls) == 2  # stale: measured again
+    now[0] += 301
+    assert rate("auto") == 20e9 and len(calls) == 3  # a busy moment lowers nothing
+    assert rate("fp32") == 4e9 and calls[-1] == ("fp32", 3)  # each precision its own

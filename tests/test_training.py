@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import time
 
 import orjson
@@ -17,11 +19,12 @@ import pytest
 from curation.auth import PermissionDenied, User
 from curation.errors import InvalidValue
 from curation.query import ExampleFilter
-from tests.conftest import chat
+from tests.conftest import PROJECT_ROOT, chat, write_jsonl
 from training.config import TrainConfig
 from training.data import IGNORE_INDEX, EmptyTrainingSet, encode, plan_batches
-from training.runs import (LeakageUnresolved, RunAlreadyActive, cancel, group_members, launch,
-                           list_runs, read_run, recorded_runs, resume, wait)
+from training.runs import (LeakageUnresolved, RunAlreadyActive, cancel, find_run,
+                           group_members, launch, list_runs, read_run, recorded_runs, resume,
+                           wait)
 from training.trainer import checkpoint_dirs
 
 ADMIN = User("ada", "admin")
@@ -245,6 +248,15 @@ def test_run_completes_with_an_adapter_that_changes_the_model(train_store, model
     assert done.status["final"]["loss"] == done.metrics[-1]["loss"]
     print(f"\ntraining throughput: {[m['tokens_per_second'] for m in done.metrics]} tokens/s")
 
+    # the time estimate before a first run is a lower bound: not above this real epoch
+    from training.estimate import MatmulRate, epoch_time
+
+    tokens = sum(m["tokens"] for m in done.metrics)
+    real = sum(m["tokens"] / m["tokens_per_second"] for m in done.metrics)
+    bound = epoch_time(TrainConfig(**TINY), tokens, [], model_cache,
+                       flops_per_second=MatmulRate())
+    assert not bound.measured and 0 < bound.seconds <= real
+
     import torch
     from peft import PeftModel
 
@@ -321,6 +333,187 @@ def test_resume_after_sigkill_continues_from_the_checkpoint(train_store):
     assert f"resuming from step-{saved}" in (run.dir / "trainer.log").read_text()
     assert len(checkpoint_dirs(run.dir)) <= 1  # keep_checkpoints=1
     assert (done.adapter_dir / "adapter_model.safetensors").is_file()
+    # the training state was saved, and loaded, without pickle
+    assert not list(run.dir.rglob("*.pt")) and not list(run.dir.rglob("*.bin"))
+
+
+class _Payload:
+    """Unpickling this runs a shell command: what a tampered checkpoint would carry."""
+
+    def __init__(self, command: str):
+        self.command = command
+
+    def __reduce__(self):
+        return os.system, (self.command,)
+
+
+def test_training_state_round_trips_without_pickle(tmp_path):
+    import random
+
+    import torch
+
+    from training.checkpoint import (STATE_JSON, STATE_TENSORS, load_training_state,
+                                     save_training_state)
+
+    params = [torch.nn.Parameter(torch.randn(3, 2)), torch.nn.Parameter(torch.randn(4))]
+    optimizer = torch.optim.AdamW(params, lr=1e-3)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1 / (s + 1))
+    for _ in range(2):
+        sum(p.square().sum() for p in params).backward()
+        optimizer.step()
+        scheduler.step()
+    state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+             "rng": {"torch": torch.get_rng_state(), "python": random.getstate()},
+             "odd": {"$key": float("inf"), (1, "a"): [None, True, 2.5]}}
+    save_training_state(tmp_path, state)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [STATE_JSON, STATE_TENSORS]
+    (tmp_path / "position.json").write_text('{"step": 2, "epoch": 0, "next_batch": 2}')
+    (tmp_path / "adapter_model.safetensors").write_bytes((tmp_path / STATE_TENSORS)
+                                                         .read_bytes())
+    loaded = load_training_state(tmp_path)
+    assert loaded["optimizer"]["param_groups"] == state["optimizer"]["param_groups"]
+    assert loaded["optimizer"]["state"].keys() == {0, 1}  # the parameters' indices
+    for i in (0, 1):
+        for name, value in state["optimizer"]["state"][i].items():
+            assert torch.equal(loaded["optimizer"]["state"][i][name], value)
+    assert loaded["scheduler"] == state["scheduler"]
+    assert torch.equal(loaded["rng"]["torch"], state["rng"]["torch"])
+    assert loaded["rng"]["python"] == state["rng"]["python"]
+    random.setstate(loaded["rng"]["python"])  # the exact tuple shape random needs
+    assert loaded["odd"] == state["odd"]
+    fresh = torch.optim.AdamW(params, lr=1e-3)
+    fresh.load_state_dict(loaded["optimizer"])
+    assert fresh.state_dict()["param_groups"] == state["optimizer"]["param_groups"]
+
+
+def test_a_tampered_checkpoint_is_refused_and_runs_no_code(train_store, tmp_path):
+    """The attack the issue names: a pickle that runs a command, planted in the last
+    checkpoint of an interrupted run. Resuming refuses it with a clear error, and so does
+    the trainer itself when started on the folder directly; the command never runs."""
+    import torch
+
+    from training.checkpoint import STATE_TENSORS, BadCheckpoint
+
+    run = launch(train_store, ADMIN, TrainConfig(**TINY, checkpoint_every_steps=1))
+    _wait_for(lambda: checkpoint_dirs(run.dir), what="the first checkpoint")
+    os.killpg(run.pid, signal.SIGKILL)
+    _wait_for(lambda: read_run(run.dir).state == "interrupted", timeout=10,
+              what="the run to read as interrupted")
+    latest = checkpoint_dirs(run.dir)[-1]
+    marker = tmp_path / "code-ran"
+    payload = tmp_path / "payload.pt"
+    torch.save(_Payload(f"touch {marker}"), payload)
+
+    planted = latest / "training_state.pt"
+    planted.write_bytes(payload.read_bytes())
+    with pytest.raises(BadCheckpoint) as err:
+        resume(train_store, ADMIN, run.id)
+    assert str(err.value) == (
+        f"checkpoint {latest} holds training_state.pt, a pickle, which Curate does not load "
+        "(it could run code); remove that folder to resume from the checkpoint before it "
+        "(or from the start)")
+    assert read_run(run.dir).state == "interrupted"  # no process was started
+    started = subprocess.run([sys.executable, "-m", "training.trainer", str(run.dir)],
+                             env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)},
+                             capture_output=True, timeout=RUN_TIMEOUT, check=False)
+    assert started.returncode == 1
+    failed = read_run(run.dir)
+    assert failed.state == "failed" and "a pickle, which Curate does not load" in \
+        failed.status["reason"]
+
+    planted.unlink()  # the pickle in place of the tensors file instead: damaged, not run
+    (latest / STATE_TENSORS).write_bytes(payload.read_bytes())
+    resume(train_store, ADMIN, run.id)
+    done = wait(run.dir, timeout=RUN_TIMEOUT)
+    assert done.state == "failed"
+    assert done.status["reason"].startswith(f"checkpoint {latest} has a damaged "
+                                            f"{STATE_TENSORS} (")
+    assert not marker.exists()
+
+
+# --- (h) the command line, from anywhere ------------------------------------------------------
+
+def _cli(args: list[str], cwd, env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "curation.cli", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=RUN_TIMEOUT + 120,
+                          check=False)
+
+
+def _cli_env(model_cache, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "CURATE_DB"}
+    return {**env, "PYTHONPATH": str(PROJECT_ROOT), "CURATE_MODEL_CACHE": str(model_cache),
+            **extra}
+
+
+def _run_id(output: str) -> str:
+    [line] = [x for x in output.splitlines() if x.startswith("run ") and " started " in x]
+    return line.split()[1]
+
+
+def test_cli_trains_from_another_folder_with_a_relative_and_the_default_db(
+        tmp_path, base_model_dir, model_cache):
+    """`curate train` run from a folder other than the project: with a relative --db it
+    watches the run to completion; with the default ./workspace store, --detach returns and
+    the run completes on its own. The run folders are absolute in what the CLI says."""
+    here = tmp_path / "elsewhere"
+    here.mkdir()
+    assert here.resolve() != PROJECT_ROOT.resolve()
+    write_jsonl(here / "train.jsonl", [{"messages": chat(f"What is {i} plus {i}?",
+                                                         f"It is {2 * i}.")} for i in range(6)])
+    env = _cli_env(model_cache)
+    flags = [*TINY_FLAGS, "--checkpoint-every", "0"]
+
+    imported = _cli(["import", "train.jsonl", "--status", "accepted", "--db", "rel/c.duckdb"],
+                    here, env)
+    assert imported.returncode == 0, imported.stderr
+    trained = _cli(["train", "--db", "rel/c.duckdb", *flags, "--no-eval"], here, env)
+    assert trained.returncode == 0, trained.stdout + trained.stderr
+    run_id = _run_id(trained.stdout)
+    run_dir = here / "rel" / "runs" / run_id
+    assert f"folder {run_dir}" in trained.stdout and "completed" in trained.stdout
+    done = read_run(run_dir)
+    assert done.state == "completed" and [m["step"] for m in done.metrics] == [1, 2, 3]
+    assert (done.adapter_dir / "adapter_model.safetensors").is_file()
+
+    assert _cli(["init"], here, env).returncode == 0
+    assert _cli(["import", "train.jsonl", "--status", "accepted"], here, env).returncode == 0
+    detached = _cli(["train", *flags, "--detach"], here, env)
+    assert detached.returncode == 0, detached.stdout + detached.stderr
+    run_dir = find_run(here / "workspace" / "runs", _run_id(detached.stdout))
+    assert read_run(run_dir).status["state"] in ("running", "completed")  # taken over
+    done = wait(run_dir, timeout=RUN_TIMEOUT)
+    assert done.state == "completed", done.status.get("reason")
+    assert [m["step"] for m in done.metrics] == [1, 2, 3]
+    listed = _cli(["runs", "--json"], here, env)
+    assert [(r["id"], r["state"]) for r in orjson.loads(listed.stdout)] == [
+        (done.id, "completed")]
+
+
+def test_detach_fails_when_the_trainer_dies_before_it_starts(tmp_path, model_cache):
+    """A trainer that exits before taking the run over (here: a broken Python environment,
+    a sitecustomize that kills the trainer process only) fails the launch instead of a
+    "started" and exit 0; the run reads as failed with the trainer's last words."""
+    broken = tmp_path / "broken-env"
+    broken.mkdir()
+    (broken / "sitecustomize.py").write_text(
+        "import os, sys\n"
+        "if 'training.trainer' in sys.orig_argv:\n"
+        "    print('simulated broken environment', file=sys.stderr)\n"
+        "    os._exit(3)\n")
+    env = _cli_env(model_cache, PYTHONPATH=os.pathsep.join([str(broken), str(PROJECT_ROOT)]))
+    write_jsonl(tmp_path / "train.jsonl", [{"messages": chat(f"question {i}", f"answer {i}")}
+                                           for i in range(4)])
+    db = ["--db", "ws/curate.duckdb"]
+    assert _cli(["import", "train.jsonl", "--status", "accepted", *db], tmp_path,
+                env).returncode == 0
+    result = _cli(["train", *db, *TINY_FLAGS, "--detach"], tmp_path, env)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert " started " not in result.stdout
+    assert "did not start: the trainer exited (status 3) before it started: simulated " \
+        "broken environment" in result.stderr
+    [run] = list_runs(tmp_path / "ws" / "runs")
+    assert run.state == "failed" and not run.active
+    assert "simulated broken environment" in run.status["reason"]
 
 
 def test_runs_cli_lists_and_cancel_cli_refuses_an_ended_run(train_store, tmp_path):

@@ -13,15 +13,22 @@ Design decisions:
   guide.
 - Without such a run, a lower bound from FLOPs: 4 x parameters per trained token (forward 2,
   backward through the activations 2; LoRA computes no gradient for the frozen weights) at
-  this machine's measured float32 matrix-multiply rate. Real training is slower; the result
-  says which kind of figure it is.
+  the best matrix-multiply rate this machine shows. A lower bound must never exceed the
+  truth, so the rate is measured as the trainer will compute: with torch, on its device
+  (CUDA where there is one), in its precision (bf16 where `TrainConfig.precision` and the
+  hardware give bf16 autocast) and with its CPU threads; and it is the best of
+  MATMUL_SAMPLES timings, since one sample taken while other work holds the CPU is too slow
+  (one such sample once said "at least 1 h 11 min" for an epoch that took 2.6 min).
+  `MatmulRate` keeps that rate and measures again when it is older than RATE_MAX_AGE
+  seconds, keeping the best seen (the machine has shown it can go that fast). Real training
+  is slower; the result says which kind of figure it is.
 - Parameters are counted from the model files' headers (safetensors, or GGUF), never by
   loading the weights: a tied embedding is stored once, so the count equals the loaded
   model's `sum(p.numel() for p in model.parameters())`.
-- No caching here: the app wraps these calls in its own caches (`epoch_time` takes the
-  parameter count and the matrix-multiply rate as functions, called only when no run measured
-  the speed). `import training.estimate` stays light: transformers, gguf and numpy are
-  imported by the functions that use them.
+- The app caches token and parameter counts itself; `epoch_time` takes the parameter count
+  and the matrix-multiply rate as functions, called only when no run measured the speed
+  (the rate by default from one `MatmulRate` per process). `import training.estimate`
+  stays light: transformers, gguf and torch are imported by the functions that use them.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ from __future__ import annotations
 import math
 import statistics
 import struct
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -42,6 +50,8 @@ from training.models import DEFAULT_BASE_MODEL, ModelUnavailable, packaged_gguf
 from training.runs import Run
 
 FLOPS_PER_PARAMETER_TOKEN = 4
+MATMUL_SAMPLES = 5
+RATE_MAX_AGE = 300.0  # seconds before the matrix-multiply rate is measured again
 SPEED_SETTINGS = ("batch_size", "max_seq_length", "r", "precision")
 
 
@@ -154,26 +164,74 @@ def parameter_count(base_model: str, cache_dir: Path) -> int | None:
     return count_parameters(weights) if weights else None
 
 
-def matmul_flops() -> float:
-    """This machine's float32 matrix-multiply rate (FLOP/s), measured now (a fraction of a
-    second)."""
-    import numpy as np
+def matmul_rates(precision: str = "auto", samples: int = MATMUL_SAMPLES) -> list[float]:
+    """`samples` timings of one square matrix product (FLOP/s each) as the trainer would
+    compute it: on its device, in its precision, with its CPU threads."""
+    import torch
 
-    a = np.random.default_rng(0).standard_normal((512, 512), dtype=np.float32)
-    a @ a  # warm-up
-    repeats, started = 8, time.perf_counter()
-    for _ in range(repeats):
-        a @ a
-    return repeats * 2 * 512 ** 3 / (time.perf_counter() - started)
+    from training.trainer import cpu_threads, use_bf16
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    dtype = torch.bfloat16 if use_bf16(precision, device) else torch.float32
+    size, repeats = (4096, 10) if device == "cuda" else (1024, 1)
+    threads = torch.get_num_threads()
+    if device == "cpu":
+        torch.set_num_threads(cpu_threads())
+    try:
+        a = torch.randn(size, size, device=device).to(dtype)
+        sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+        a @ a  # warm-up
+        sync()
+        rates = []
+        for _ in range(samples):
+            started = time.perf_counter()
+            for _ in range(repeats):
+                a @ a
+            sync()
+            rates.append(repeats * 2 * size ** 3 / (time.perf_counter() - started))
+        return rates
+    finally:
+        torch.set_num_threads(threads)
+
+
+def matmul_flops(precision: str = "auto") -> float:
+    """This machine's matrix-multiply rate (FLOP/s) for training at `precision`: the best of
+    MATMUL_SAMPLES timings, measured now (a fraction of a second)."""
+    return max(matmul_rates(precision))
+
+
+class MatmulRate:
+    """The best matrix-multiply rate this machine has shown, per precision; measured again
+    (best of `samples`) when the last measurement is older than `max_age` seconds.
+    Thread-safe: app sessions share one."""
+
+    def __init__(self, *, max_age: float = RATE_MAX_AGE, samples: int = MATMUL_SAMPLES,
+                 measure: Callable[[str, int], list[float]] = matmul_rates,
+                 clock: Callable[[], float] = time.monotonic):
+        self.max_age, self.samples, self._measure, self._clock = max_age, samples, measure, \
+            clock
+        self._best: dict[str, tuple[float, float]] = {}  # precision -> (rate, measured at)
+        self._lock = threading.Lock()
+
+    def __call__(self, precision: str = "auto") -> float:
+        with self._lock:
+            rate, at = self._best.get(precision, (0.0, -math.inf))
+            if self._clock() - at > self.max_age:
+                rate = max(rate, *self._measure(precision, self.samples))
+                self._best[precision] = (rate, self._clock())
+            return rate
+
+
+MACHINE_RATE = MatmulRate()
 
 
 def epoch_time(config: TrainConfig, tokens: int, runs: Sequence[Run], cache_dir: Path, *,
                parameters: Callable[[str, Path], int | None] = parameter_count,
-               flops_per_second: Callable[[], float] = matmul_flops) -> EpochTime | None:
+               flops_per_second: Callable[[str], float] = MACHINE_RATE) -> EpochTime | None:
     """The time one epoch over `tokens` takes at `config`: measured by the latest earlier run
     of its base model, else a FLOPs lower bound, else None (no run, and the weights are not
-    local to size the model). `parameters` and `flops_per_second` are called only for the
-    lower bound; the app passes cached versions."""
+    local to size the model). `parameters` and `flops_per_second` (given the precision) are
+    called only for the lower bound; the app passes a cached parameter count."""
     speed = measured_speed(runs, config.base_model)
     if speed:
         used = speed.run.manifest.get("config") or {}
@@ -183,6 +241,6 @@ def epoch_time(config: TrainConfig, tokens: int, runs: Sequence[Run], cache_dir:
     params = parameters(config.base_model, cache_dir)
     if not params:
         return None
-    rate = flops_per_second()
+    rate = flops_per_second(config.precision)
     return EpochTime(FLOPS_PER_PARAMETER_TOKEN * params * tokens / rate, tokens,
                      parameters=params, flops_per_second=rate)

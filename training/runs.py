@@ -8,6 +8,17 @@ Design decisions:
   and process group, so cancelling signals the whole group and nothing is left behind, and a
   Ctrl-C in the terminal that launched it does not reach it. The trainer never opens the
   store; everything after the launch is read from the folder (`training.trainer.RUN_FILES`).
+- Paths are made absolute once, here at the boundary: the runs folder (a relative `--db`,
+  or the default `./workspace/...`, means relative to the launcher's working directory), the
+  run folder handed to the trainer, the model cache and a base model named by a local
+  folder. The trainer starts in its run folder (`python -P`: that folder is not on its
+  import path) and imports the same code as the launcher: a checkout the launcher was
+  imported from goes first on its PYTHONPATH; an installed package is found by the
+  interpreter itself, so nothing depends on the project folder.
+- A launch returns once the trainer has taken the run over (written `running` in
+  `status.json`). A trainer that exits before that (a broken environment, an import error)
+  makes the launch fail with `TrainerNotStarted`, the run marked failed with the end of its
+  log, so neither the app nor `curate train --detach` reports a run that is not there.
 - One active run per workspace. A run is active while its state is starting/running and its
   process is alive; liveness is checked in /proc (a zombie counts as dead, and the command
   line must be our trainer's, so a reused pid does not keep a dead run "active"). The check
@@ -33,6 +44,7 @@ Design decisions:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import secrets
 import signal
@@ -52,16 +64,18 @@ from curation.errors import CurateError, InvalidValue
 from curation.exporter import write_snapshot
 from curation.query import ExampleFilter
 from curation.store import Store
+from training.checkpoint import check_checkpoint
 from training.config import TrainConfig
 from training.data import EmptyTrainingSet
-from training.trainer import (MANIFEST, STATUS, TRAIN_FILE, now_iso, read_json,
-                              read_metrics, update_status, write_json)
+from training.trainer import (LOG, MANIFEST, STATUS, TRAIN_FILE, checkpoint_dirs, now_iso,
+                              read_json, read_metrics, update_status, write_json)
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+IMPORT_ROOT = Path(__file__).resolve().parent.parent  # holds training/ and curation/
 DEFAULT_TRAIN_FILTER = ExampleFilter(status=("accepted",), split=("train",))
 PID_FILE = "trainer.pid"
 ACTIVE_STATES = ("starting", "running")
 ENDED_STATES = ("completed", "failed", "cancelled", "interrupted")
+START_TIMEOUT = 120.0  # seconds a launch waits for the trainer to take the run over
 
 if TYPE_CHECKING:
     from curation.checks import Progress
@@ -75,6 +89,10 @@ class RunAlreadyActive(CurateError):
 
 class RunNotFound(CurateError):
     """No run folder has the given id."""
+
+
+class TrainerNotStarted(CurateError):
+    """The trainer process exited before it took the run over; the run is marked failed."""
 
 
 class RunNotActive(CurateError):
@@ -140,8 +158,9 @@ class Run:
 
 
 def default_runs_dir(db_path: str | os.PathLike) -> Path:
-    """The runs folder of the workspace whose database is `db_path`."""
-    return Path(db_path).parent / "runs"
+    """The runs folder of the workspace whose database is `db_path` (absolute: a relative
+    `db_path` is taken from the current working directory)."""
+    return Path(db_path).resolve().parent / "runs"
 
 
 def find_leakage(store: Store, user: User, *, where: ExampleFilter = DEFAULT_TRAIN_FILTER,
@@ -175,10 +194,14 @@ def launch(store: Store, user: User, config: TrainConfig, *,
     folder and start the trainer process on it. Refused with `LeakageUnresolved` while eval
     examples duplicate examples of that set, unless `allow_leakage`."""
     require(user, "train")
-    from training.models import model_cache
+    from training.models import DEFAULT_BASE_MODEL, model_cache
 
-    runs_dir = Path(runs_dir) if runs_dir is not None else default_runs_dir(store.path)
+    runs_dir = Path(runs_dir).resolve() if runs_dir is not None else \
+        default_runs_dir(store.path)
     private_dir(runs_dir)
+    if config.base_model != DEFAULT_BASE_MODEL and Path(config.base_model).is_dir():
+        # a local folder, named relative to here: the trainer starts elsewhere
+        config = dataclasses.replace(config, base_model=str(Path(config.base_model).resolve()))
     with _launch_lock(runs_dir):
         _refuse_if_active(runs_dir)
         leaks = find_leakage(store, user, where=where, progress=progress)
@@ -218,34 +241,79 @@ def launch(store: Store, user: User, config: TrainConfig, *,
 def resume(store: Store, user: User, run_id: str, *,
            runs_dir: str | os.PathLike | None = None) -> Run:
     """Start the trainer again on an interrupted, failed or cancelled run; it continues from
-    the run's last checkpoint."""
+    the run's last checkpoint (`BadCheckpoint` when that one is damaged or holds a pickle)."""
     require(user, "train")
     from training.models import model_cache
 
-    runs_dir = Path(runs_dir) if runs_dir is not None else default_runs_dir(store.path)
+    runs_dir = Path(runs_dir).resolve() if runs_dir is not None else \
+        default_runs_dir(store.path)
     run_dir = find_run(runs_dir, run_id)
     with _launch_lock(runs_dir):
         _refuse_if_active(runs_dir)
         run = read_run(run_dir)
         if run.state == "completed":
             raise InvalidValue(f"run {run.id} has completed; there is nothing to resume")
+        saved = checkpoint_dirs(run_dir)
+        if saved:
+            check_checkpoint(saved[-1])  # refused here, before a process starts
         _start(run_dir, model_cache(store))
     record_runs(store, runs_dir)
     return read_run(run_dir)
 
 
 def _start(run_dir: Path, cache: str | os.PathLike) -> subprocess.Popen:
+    """Start the trainer on `run_dir` and return once it has taken the run over (or has been
+    running for START_TIMEOUT seconds, slow but alive); `TrainerNotStarted` if it exits
+    first."""
+    run_dir = run_dir.resolve()
     update_status(run_dir, state="starting", pid=None, reason=None, ended_at=None)
     (run_dir / PID_FILE).unlink(missing_ok=True)
     env = {**os.environ, "CURATE_MODEL_CACHE": str(Path(cache).resolve()),
-           "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1"}
-    with open_private(run_dir / "trainer.log", "ab") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "training.trainer", str(run_dir)],
-                                cwd=PROJECT_ROOT, env=env, stdin=subprocess.DEVNULL,
+           "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1", **_import_path_env()}
+    with open_private(run_dir / LOG, "ab") as log:
+        proc = subprocess.Popen([sys.executable, "-P", "-m", "training.trainer", str(run_dir)],
+                                cwd=run_dir, env=env, stdin=subprocess.DEVNULL,
                                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     _children[proc.pid] = proc
     write_json(run_dir / PID_FILE, {"pid": proc.pid, "started_at": now_iso()})
+    deadline = time.monotonic() + START_TIMEOUT
+    while read_json(run_dir / STATUS).get("state") == "starting":
+        if proc.poll() is not None:
+            _children.pop(proc.pid, None)
+            tail = _log_tail(run_dir / LOG)
+            reason = f"the trainer exited (status {proc.returncode}) before it started" + \
+                (f": {tail}" if tail else "")
+            update_status(run_dir, state="failed", ended_at=now_iso(), reason=reason)
+            raise TrainerNotStarted(f"run {run_dir.name} did not start: {reason} (log: "
+                                    f"{run_dir / LOG})")
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
     return proc
+
+
+def _import_path_env() -> dict[str, str]:
+    """PYTHONPATH for the trainer when the launcher was imported from a checkout rather than
+    an installed package, so the trainer runs the same code; {} for an installed package
+    (putting site-packages on PYTHONPATH would put it before the standard library)."""
+    import site
+
+    site_dirs = {Path(p).resolve() for p in [*site.getsitepackages(),
+                                            site.getusersitepackages()]}
+    if IMPORT_ROOT in site_dirs:
+        return {}
+    rest = os.environ.get("PYTHONPATH")
+    return {"PYTHONPATH": os.pathsep.join([str(IMPORT_ROOT), *([rest] if rest else [])])}
+
+
+def _log_tail(path: Path) -> str:
+    """The last non-blank line of a log (at most 300 characters), or ''."""
+    try:
+        lines = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return ""
+    last = next((line.strip() for line in reversed(lines) if line.strip()), "")
+    return last[-300:]
 
 
 def list_runs(runs_dir: str | os.PathLike) -> list[Run]:
@@ -261,13 +329,13 @@ def find_run(runs_dir: str | os.PathLike, run_id: str) -> Path:
     """The folder of run `run_id` (a run id, or a path to a run folder)."""
     for candidate in (Path(runs_dir) / run_id, Path(run_id)):
         if (candidate / MANIFEST).is_file():
-            return candidate
+            return candidate.resolve()
     raise RunNotFound(f"no run {run_id!r} in {runs_dir}; `curate runs` lists them")
 
 
 def read_run(run_dir: str | os.PathLike) -> Run:
     """The run's state now; robust to files being written while it reads."""
-    run_dir = Path(run_dir)
+    run_dir = Path(run_dir).resolve()
     manifest = read_json(run_dir / MANIFEST)
     status = read_json(run_dir / STATUS)
     pid = status.get("pid") or read_json(run_dir / PID_FILE).get("pid")
@@ -507,6 +575,6 @@ def _describe(where: ExampleFilter) -> str:
 
 
 __all__ = ["DEFAULT_TRAIN_FILTER", "LeakageUnresolved", "Run", "RunAlreadyActive",
-           "RunNotActive", "RunNotFound", "cancel", "default_runs_dir", "find_leakage",
-           "find_run", "is_active", "launch", "list_runs", "load_run_model", "read_run",
+           "RunNotActive", "RunNotFound", "TrainerNotStarted", "cancel", "default_runs_dir",
+           "find_leakage", "find_run", "is_active", "launch", "list_runs", "load_run_model", "read_run",
            "record_runs", "recorded_runs", "resume", "wait"]

@@ -28,7 +28,8 @@ Design decisions:
   and its softmax. Models whose head does more than a plain projection (logit soft-capping
   or scaling) take the model's own loss.
 - Checkpoints hold the adapter, optimizer, scheduler, RNG states and the data position
-  (epoch, next batch). They are written to `step-N.partial` and renamed, so a kill mid-save
+  (epoch, next batch), in safetensors and JSON, never a pickle (`training.checkpoint`: a
+  tampered checkpoint can fail to load, not run code). They are written to `step-N.partial` and renamed, so a kill mid-save
   leaves the previous checkpoint intact; only the last `keep_checkpoints` stay. On start the
   trainer continues from the latest checkpoint: the step counter and the data position carry
   on (bit-identical results to an uninterrupted run are not promised), and metrics lines
@@ -57,6 +58,8 @@ import orjson
 
 from curation._files import private_umask
 from curation.errors import CurateError
+from training.checkpoint import (POSITION, load_adapter_weights, load_training_state,
+                                 save_training_state)
 from training.config import TrainConfig
 from training.data import IGNORE_INDEX
 
@@ -414,10 +417,10 @@ def _save_checkpoint(run_dir: Path, step: int, position: tuple[int, int], model,
     rng = {"torch": torch.get_rng_state(), "python": random.getstate()}
     if torch.cuda.is_available():
         rng["cuda"] = torch.cuda.get_rng_state_all()
-    torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "rng": rng}, partial / "training_state.pt")
-    write_json(partial / "position.json", {"step": step, "epoch": position[0],
-                                           "next_batch": position[1]})
+    save_training_state(partial, {"optimizer": optimizer.state_dict(),
+                                  "scheduler": scheduler.state_dict(), "rng": rng})
+    write_json(partial / POSITION, {"step": step, "epoch": position[0],
+                                    "next_batch": position[1]})
     shutil.rmtree(target, ignore_errors=True)  # left by an earlier attempt past this step
     os.replace(partial, target)
     for old in checkpoint_dirs(run_dir)[:-keep]:
@@ -425,21 +428,22 @@ def _save_checkpoint(run_dir: Path, step: int, position: tuple[int, int], model,
 
 
 def _load_checkpoint(folder: Path, model, optimizer, scheduler) -> tuple[int, int, int]:
+    """Restore the adapter, optimizer, scheduler and RNG states of the checkpoint in
+    `folder` (no pickle: `training.checkpoint`); (step, epoch, next batch)."""
     import random
 
     import torch
     from peft import set_peft_model_state_dict
-    from safetensors.torch import load_file
 
-    set_peft_model_state_dict(model, load_file(str(folder / "adapter_model.safetensors")))
-    state = torch.load(folder / "training_state.pt", weights_only=False)
+    state = load_training_state(folder)  # checks the whole folder first
+    set_peft_model_state_dict(model, load_adapter_weights(folder))
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     torch.set_rng_state(state["rng"]["torch"])
     random.setstate(state["rng"]["python"])
     if "cuda" in state["rng"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["rng"]["cuda"])
-    position = read_json(folder / "position.json")
+    position = read_json(folder / POSITION)
     return int(position["step"]), int(position["epoch"]), int(position["next_batch"])
 
 
