@@ -888,6 +888,9 @@ def _watch_eval(run_dir: Path) -> None:
     try:
         while True:
             job = read_eval_job(run_dir)
+            if job is None:
+                raise CurateError(f"run {run_dir.name} has no evaluation status "
+                                  f"({run_dir / 'eval_status.json'} is gone)")
             line = (f"evaluating {job.done}/{job.total} answers ({job.phase or 'loading'})"
                     + (f", ETA {_duration(job.eta_seconds)}" if job.eta_seconds else ""))
             if job.active and line != shown:
