@@ -1,8 +1,10 @@
 """Evaluation: does the fine-tuned model beat the prompt-only baseline by enough to deploy?
 
-Admins only (the "train" action). For a completed run, the page evaluates it when it has no
-stored evaluation (`training.eval.evaluate`, in this session's thread with a progress bar),
-then shows what RUN_DIR/eval.json holds: the scoreboard of the three systems and the
+Admins only (the "train" action). For a completed run, the page starts its evaluation in a
+background process (`training.evaluate.start_eval`) and follows it live (phase, answers, ETA,
+Cancel) in a fragment that re-reads the run folder every POLL_SECONDS: the evaluation goes on
+when the page is left, and any session shows it again (the running one is selected first).
+Then it shows what RUN_DIR/eval.json holds: the scoreboard of the three systems and the
 baseline, the verdict (decided again with `with_margin` for another margin), the per-label
 breakdown, and every eval example's answers side by side, filtered by outcome and label.
 Below, any runs can be compared: the settings that differ and their metrics.
@@ -13,8 +15,9 @@ Design decisions:
   example is now (said on the page), with a link to it on the Review page.
 - "Max eval examples" evaluates the first N eval examples (in id order) for a quick look;
   eval.json records how many were used.
-- Runs are listed with `training.runs.record_runs`, and recorded again when an
-  evaluation ends, so the store's `training_runs` carries each run's evaluation summary.
+- Runs are listed with `training.runs.record_runs` on every full run of the page (one follows
+  the end of an evaluation), so the store's `training_runs` carries each run's evaluation
+  summary; the evaluator itself never opens the store.
 - Scores are shown in points (hundredths), as the margin is stated.
 - Labels and answers are data: shown as text in tables and `st.text`, escaped in chart
   labels (Plotly reads a little HTML) and in Markdown (`plain`).
@@ -31,8 +34,9 @@ import streamlit as st
 
 from curation import CurateError, ExampleFilter
 from training.eval import (DEFAULT_MARGIN_POINTS, DEFAULT_MAX_NEW_TOKENS, DEFAULT_SHOTS,
-                           SYSTEMS, eval_rows_from_store, evaluate, read_eval,
-                           train_rows_from_run, with_margin)
+                           SYSTEMS, read_eval, with_margin)
+from training.evaluate import (EvalJob, EvaluationAlreadyActive, cancel_eval, read_eval_job,
+                               start_eval)
 from training.runs import Run, default_runs_dir, record_runs
 from curate_ui.common import get_store, page_path, plain, require_page, show_error
 
@@ -44,6 +48,7 @@ SYSTEM_NAMES = {"zero_shot": "Zero-shot", "few_shot": "Few-shot", "fine_tuned": 
 OUTCOMES = {"all": "All", "win": "Wins", "loss": "Losses", "tie": "Ties"}
 PER_PAGE = 10
 CLIP = 600
+POLL_SECONDS = 2
 
 user = require_page("train")
 store = get_store()
@@ -97,30 +102,84 @@ def _eval_form(run: Run, key: str) -> None:
                                           icon=":material/play_arrow:")
     if not submitted:
         return
-    rows = eval_rows_from_store(store)
-    if limit:
-        rows = rows[: int(limit)]
-    with st.status(f"Evaluating run {run.id} on {len(rows)} eval examples…",
-                   expanded=True) as box:
-        bar = st.progress(0.0, text="loading the model and its adapter")
-
-        def progress(system: str, done: int, total: int) -> None:
-            bar.progress(done / total, text=f"{done}/{total} answers ({SYSTEM_NAMES[system]})")
-
-        try:
-            evaluate(run.dir, rows, train_rows_from_run(run.dir),
-                     system_prompt=prompt if replace else None, shots=int(shots),
-                     max_new_tokens=int(max_new), margin_points=float(margin),
-                     progress=progress)
-        except CurateError as exc:
-            box.update(label="Evaluation failed", state="error")
-            show_error(exc)
-            return
-        box.update(label="Evaluated", state="complete")
-    record_runs(store, runs_dir)  # the store holds the evaluation summary
-    S.ev_flash = f"Run {run.id} evaluated on {len(rows)} examples"
-    S.pop("ev_margin", None)
+    try:
+        job = start_eval(store, user, run.dir, system_prompt=prompt if replace else None,
+                         shots=int(shots), max_new_tokens=int(max_new),
+                         margin_points=float(margin), limit=int(limit) or None)
+    except EvaluationAlreadyActive as exc:
+        st.error(f"**Not started:** {plain(exc)}", icon=":material/block:")
+        return
+    except CurateError as exc:
+        show_error(exc)
+        return
+    S.ev_flash = f"Evaluation of run {job.run_id} started on {job.status['examples']} " \
+        "eval examples"
     st.rerun()
+
+
+def _job_view(run_id: str, was_active: bool) -> None:
+    """The run's evaluation while it runs: phase, answers, ETA, Cancel; when it ends, the
+    whole page runs again and shows the result."""
+    job = read_eval_job(runs_dir / run_id)
+    if job is None:
+        return
+    if was_active and not job.active:
+        st.rerun(scope="app")  # it ended: the result (or the reason) follows
+    if not job.active:
+        return
+    phase = SYSTEM_NAMES.get(job.phase or "", "loading the model")
+    with st.container(border=True, key="ev_job"):
+        st.progress(job.done / job.total if job.total else 0.0,
+                    text=f"Evaluating run {job.run_id}: {job.done}/{job.total} answers "
+                         f"({phase})")
+        cells = st.container(horizontal=True)
+        cells.metric("State", job.state, border=True)
+        cells.metric("Phase", phase, border=True)
+        cells.metric("Answers", f"{job.done}/{job.total}", border=True)
+        cells.metric("ETA (estimate)", _duration(job.eta_seconds), border=True)
+        st.caption(plain(
+            f"Started by {job.status.get('requested_by')} at "
+            f"{str(job.status.get('requested_at', ''))[:19].replace('T', ' ')} UTC on "
+            f"{job.status.get('examples')} eval examples, in a process of its own (pid "
+            f"{job.pid}): it goes on when you leave this page or close the browser."))
+        if st.button("Cancel evaluation", key="ev_cancel", icon=":material/stop_circle:"):
+            with st.spinner("Stopping the evaluation…"):
+                try:
+                    cancel_eval(job.dir)
+                except CurateError as exc:
+                    show_error(exc)
+                    return
+            S.ev_flash = f"Evaluation of run {job.run_id} cancelled"
+            st.rerun(scope="app")
+
+
+@st.fragment(run_every=POLL_SECONDS)
+def _live(run_id: str) -> None:
+    _job_view(run_id, was_active=True)
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "—"
+    seconds = round(seconds)
+    return f"{seconds // 60} min {seconds % 60:02d} s" if seconds >= 60 else f"{seconds} s"
+
+
+def _ended(job: EvalJob | None, result: dict[str, Any] | None) -> None:
+    """Why the latest evaluation did not complete, when it did not."""
+    if job is None or job.active or job.state == "completed":
+        return
+    earlier = " The result below is from an earlier evaluation." if result else ""
+    if job.state == "failed":
+        st.error(f"**The last evaluation failed:** "
+                 f"{plain(job.status.get('reason') or 'no reason recorded')}.{earlier}",
+                 icon=":material/error:")
+    elif job.state == "interrupted":
+        st.warning("The last evaluation stopped without recording an ending (killed, or the "
+                   f"machine restarted); evaluate again to redo it.{earlier}",
+                   icon=":material/pause_circle:")
+    else:
+        st.info(f"The last evaluation was cancelled.{earlier}", icon=":material/block:")
 
 
 # --- the scoreboard ------------------------------------------------------------------------
@@ -375,14 +434,25 @@ if not completed:
     st.stop()
 
 evaluated = {r.id: read_eval(r.dir) for r in completed}
+jobs = {r.id: read_eval_job(r.dir) for r in completed}
 ids = [r.id for r in completed]
+running = next((j for j in jobs.values() if j and j.active), None)
+if running and S.get("ev_followed") != running.run_id:
+    S.ev_run, S.ev_followed = running.run_id, running.run_id  # a running one is shown first
 if S.get("ev_run") not in ids:
     S.ev_run = next((i for i in ids if evaluated[i]), ids[0])
-run_id = st.selectbox("Run", ids, key="ev_run", width=520,
-                      format_func=lambda i: f"{i} · " + ("evaluated" if evaluated[i]
-                                                         else "not evaluated yet"))
+
+
+def _run_label(i: str) -> str:
+    job = jobs[i]
+    if job and job.active:
+        return f"{i} · evaluating ({job.done}/{job.total} answers)"
+    return f"{i} · " + ("evaluated" if evaluated[i] else "not evaluated yet")
+
+
+run_id = st.selectbox("Run", ids, key="ev_run", width=520, format_func=_run_label)
 run = next(r for r in completed if r.id == run_id)
-result = evaluated[run_id]
+result, job = evaluated[run_id], jobs[run_id]
 st.caption(plain(f"Snapshot {run.manifest.get('snapshot_id')} "
                  f"({run.manifest.get('examples')} train examples) · base model "
                  f"{run.manifest.get('base_model')} · final loss "
@@ -394,17 +464,26 @@ if leaked:
                + ", ".join(f"#{x['eval_id']}" for x in leaked[:10]) + ").",
                icon=":material/join_inner:")
 
+if job and job.active:
+    _live(run_id)
+elif running:
+    st.caption(f"Run {plain(running.run_id)} is being evaluated now: one evaluation at a time "
+               "per workspace.")
+_ended(job, result)
 if result is None:
-    st.info("This run has not been evaluated yet. The three systems answer every eval "
-            "example; on a CPU that takes a few seconds per example.",
-            icon=":material/hourglass_empty:")
-    _eval_form(run, "ev_form")
+    if not (job and job.active):
+        st.info("This run has not been evaluated yet. The three systems answer every eval "
+                "example; on a CPU that takes a few seconds per example. The evaluation runs "
+                "in a process of its own: it goes on when you leave this page.",
+                icon=":material/hourglass_empty:")
+        _eval_form(run, "ev_form")
 else:
     st.header("Scoreboard", anchor=False)
     _verdict(result)
     _scoreboard(result)
-    with st.expander("Evaluate again with other settings"):
-        _eval_form(run, "ev_rerun")
+    if not (job and job.active):
+        with st.expander("Evaluate again with other settings"):
+            _eval_form(run, "ev_rerun")
     st.header("Per label", anchor=False)
     _per_label(result)
     st.header("Answers side by side", anchor=False)

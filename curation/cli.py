@@ -730,7 +730,7 @@ def train(db, resume_id, detach, then_eval, allow_leakage, actor, **settings):
         with _open(db) as store:
             record_runs(store, run.dir.parent)
     if then_eval:
-        _show_eval(_evaluated(run.dir, db, rerun=True))
+        _show_eval(_evaluated(run.dir, db, rerun=True, actor=actor))
 
 
 @main.command()
@@ -778,6 +778,11 @@ def cancel(run_id, db):
 @json_option
 @click.option("--rerun", is_flag=True, help="Evaluate again even if the run has a stored "
                                             "evaluation.")
+@click.option("--detach", is_flag=True, help="Start the evaluation and return at once; "
+                                             "`curate eval RUN` follows it later.")
+@click.option("--cancel", "cancel_it", is_flag=True,
+              help="Stop the run's evaluation (its whole process group); the last stored "
+                   "result stays.")
 @click.option("--shots", type=int, default=DEFAULT_SHOTS, show_default=True,
               help="Accepted train examples shown to the few-shot baseline.")
 @click.option("--margin", type=float, default=DEFAULT_MARGIN_POINTS, show_default=True,
@@ -786,61 +791,137 @@ def cancel(run_id, db):
               help="Longest answer generated per example.")
 @click.option("--system-prompt", default=None, metavar="TEXT",
               help="System prompt for all three systems. Default: each example's own.")
-def eval_(run_id, db, as_json, rerun, shots, margin, max_new_tokens, system_prompt):
+@actor_option
+def eval_(run_id, db, as_json, rerun, detach, cancel_it, shots, margin, max_new_tokens,
+          system_prompt, actor):
     """Compare a run's fine-tuned model with the prompt-only baseline on the eval split.
 
     Three systems answer every eval example (not rejected) with greedy decoding: the base
     model zero-shot, the base model with SHOTS train examples, and the fine-tuned model. The
     baseline is the better prompt-only system; the verdict is deploy only if fine-tuning
-    beats it by MARGIN points. The result is stored in the run folder (eval.json) and shown
-    again without recomputing unless --rerun.
+    beats it by MARGIN points. The evaluation runs in a process of its own (one at a time
+    per workspace): this command prints its progress on stderr until it ends (Ctrl-C stops
+    watching, not the evaluation; `curate eval RUN` follows it again), or returns at once
+    with --detach; --cancel stops it. The result is stored in the run folder (eval.json) and
+    shown again without recomputing unless --rerun.
 
     \b
     Example:
       curate eval run-20250101-120000-ab12
       curate eval run-20250101-120000-ab12 --rerun --shots 5 --margin 3 --json
+      curate eval run-20250101-120000-ab12 --rerun --detach
+      curate eval run-20250101-120000-ab12 --cancel
     """
-    from training.eval import summary
+    from training.eval import read_eval, summary
+    from training.evaluate import cancel_eval, read_eval_job
     from training.runs import find_run
 
-    result = _evaluated(find_run(_runs_dir(db), run_id), db, rerun=rerun, shots=shots,
-                        margin=margin, max_new_tokens=max_new_tokens,
-                        system_prompt=system_prompt)
+    run_dir = find_run(_runs_dir(db), run_id)
+    if cancel_it:
+        job = cancel_eval(run_dir)
+        if as_json:
+            _print_json(job.to_dict())
+        else:
+            click.echo(job.summary())
+        return
+    job = read_eval_job(run_dir)
+    following = job is not None and job.active and not rerun
+    if detach:
+        if following or (not rerun and read_eval(run_dir) is not None):
+            raise CurateError(f"run {run_dir.name} already has "
+                              f"{'an evaluation running' if following else 'an evaluation'}"
+                              "; add --rerun to evaluate it again")
+        job = _start_eval(run_dir, db, actor, shots=shots, margin=margin,
+                          max_new_tokens=max_new_tokens, system_prompt=system_prompt)
+        if as_json:
+            _print_json(job.to_dict())
+        else:
+            click.echo(f"evaluation of run {job.run_id} started (pid {job.pid}) on "
+                       f"{job.status.get('examples')} eval examples; follow it with `curate "
+                       f"eval {job.run_id}`, stop it with `curate eval {job.run_id} --cancel`")
+        return
+    result = _evaluated(run_dir, db, rerun=rerun, shots=shots, margin=margin,
+                        max_new_tokens=max_new_tokens, system_prompt=system_prompt,
+                        actor=actor)
     if as_json:
         _print_json(summary(result))
     else:
         _show_eval(result)
 
 
+def _start_eval(run_dir: Path, db: Path | None, actor: str, **settings):
+    """Start evaluating the run in the background, as the workspace's local admin."""
+    from curation.auth import User
+    from training.evaluate import start_eval
+
+    with _open(db) as store:
+        return start_eval(store, User(actor, "admin"), run_dir,
+                          shots=settings["shots"], margin_points=settings["margin"],
+                          max_new_tokens=settings["max_new_tokens"],
+                          system_prompt=settings["system_prompt"])
+
+
 def _evaluated(run_dir: Path, db: Path | None, *, rerun: bool, shots: int = DEFAULT_SHOTS,
                margin: float = DEFAULT_MARGIN_POINTS,
                max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
-               system_prompt: str | None = None) -> dict:
-    """The run's evaluation: the stored one (re-judged with `margin`), or computed now."""
-    from training.eval import (eval_rows_from_store, evaluate, read_eval,
-                               train_rows_from_run, with_margin)
+               system_prompt: str | None = None, actor: str | None = None) -> dict:
+    """The run's evaluation: the one running (followed), the stored one (re-judged with
+    `margin`), or a new one started and followed; recorded in the store."""
+    from training.eval import read_eval, with_margin
+    from training.evaluate import read_eval_job
     from training.runs import record_runs
 
+    job = read_eval_job(run_dir)
     result = None if rerun else read_eval(run_dir)
-    if result is None:
-        with _open(db) as store:
-            rows = eval_rows_from_store(store)
-
-        def progress(system, done, total):
-            click.echo(f"\revaluating {done}/{total} answers ({system})", nl=done == total,
-                       err=True)
-
-        click.echo(f"evaluating run {run_dir.name} on {len(rows)} eval examples", err=True)
-        result = evaluate(run_dir, rows, train_rows_from_run(run_dir),
-                          system_prompt=system_prompt, shots=shots,
-                          max_new_tokens=max_new_tokens, margin_points=margin,
-                          progress=progress)
-        with _open(db) as store:
-            record_runs(store, run_dir.parent)
-        return result
+    if job is not None and job.active and not rerun:
+        _watch_eval(run_dir)
+        result = read_eval(run_dir)
+    elif result is None:
+        job = _start_eval(run_dir, db, actor or _default_actor(), shots=shots, margin=margin,
+                          max_new_tokens=max_new_tokens, system_prompt=system_prompt)
+        click.echo(f"evaluating run {run_dir.name} on {job.status.get('examples')} eval "
+                   f"examples in process {job.pid}", err=True)
+        _watch_eval(run_dir)
+        result = read_eval(run_dir)
+    with _open(db) as store:
+        record_runs(store, run_dir.parent)
     if margin != result["verdict"].get("margin_points"):
         result = with_margin(result, margin)
     return result
+
+
+def _watch_eval(run_dir: Path) -> None:
+    """Print the evaluation's progress on stderr until it ends; a failure, cancel or
+    interruption becomes the command's error."""
+    import time
+
+    from training.evaluate import read_eval_job
+
+    shown = None
+    try:
+        while True:
+            job = read_eval_job(run_dir)
+            if job is None:
+                raise CurateError(f"run {run_dir.name} has no evaluation status "
+                                  f"({run_dir / 'eval_status.json'} is gone)")
+            line = (f"evaluating {job.done}/{job.total} answers ({job.phase or 'loading'})"
+                    + (f", ETA {_duration(job.eta_seconds)}" if job.eta_seconds else ""))
+            if job.active and line != shown:
+                click.echo(line, err=True)
+                shown = line
+            if not job.active:
+                break
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        click.echo(f"\nstopped watching; the evaluation of run {run_dir.name} goes on "
+                   f"(`curate eval {run_dir.name}` follows it again, `--cancel` stops it)",
+                   err=True)
+        sys.exit(130)
+    if job.state != "completed":
+        reason = job.status.get("reason") or f"the evaluator stopped without a word; see " \
+            f"{run_dir / 'eval.log'}, then `curate eval {run_dir.name} --rerun`"
+        raise CurateError(f"evaluation of run {run_dir.name} {job.state}: {reason}")
+    click.echo(f"evaluated {job.done}/{job.total} answers", err=True)
 
 
 def _show_eval(result: dict) -> None:

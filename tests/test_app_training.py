@@ -21,6 +21,7 @@ from tests.test_eval import TICKETS
 from tests.test_training import ADMIN, RUN_TIMEOUT, TINY, _wait_for
 from training.config import TrainConfig
 from training.eval import read_eval, summary, with_margin
+from training.evaluate import cancel_eval, read_eval_job, start_eval, wait_eval
 from training.runs import (ENDED_STATES, cancel, group_members, launch, list_runs, read_run,
                            recorded_runs)
 
@@ -283,6 +284,13 @@ def test_evaluation_page_evaluates_and_shows_the_result(open_page, trained):
     [submit] = [b for b in at.button if (b.key or "").startswith("FormSubmitter:ev_form-")]
     submit.click()
     _run(at)
+    # the evaluation runs in a process of its own; the page follows it, then shows the result
+    job = read_eval_job(run.dir)
+    assert job is not None and job.status["requested_by"] == ADMIN.name
+    if job.active:
+        assert "ev_cancel" in [b.key for b in at.button]
+    assert wait_eval(run.dir, timeout=RUN_TIMEOUT).state == "completed"
+    _run(at)
     stored = read_eval(run.dir)
     assert stored is not None and stored["settings"]["system_prompt"] == "Answer with one word."
     assert stored["settings"]["shots"] == 1 and stored["settings"]["eval_examples"] == 3
@@ -326,6 +334,42 @@ def test_evaluation_page_evaluates_and_shows_the_result(open_page, trained):
     assert frame["Fine-tuned"].tolist() == [e["fine_tuned"] for e in examples
                                             if e["label"] == "billing"]
     assert "Ticket: I was billed the wrong amount" in [t.value for t in at.text]
+
+
+def test_a_running_evaluation_is_shown_live_in_a_fresh_session_and_cancelled(open_page,
+                                                                             trained):
+    """An evaluation started elsewhere (here by the library; as by another session before a
+    server restart) is followed by a page opened fresh: its run selected, progress, phase,
+    Cancel; Cancel stops its process group and the page says so."""
+    store, run = trained
+    earlier = read_eval(run.dir)
+    job = start_eval(store, ADMIN, run.dir, max_new_tokens=4)
+    try:
+        _wait_for(lambda: (j := read_eval_job(run.dir)).status.get("state") == "running" and
+                  j.status.get("phase") in ("zero_shot", "few_shot", "fine_tuned") and j,
+                  what="the evaluator to answer")
+        at = open_page(store, "evaluation", ev_run="no such run")
+        assert at.selectbox(key="ev_run").value == run.id
+        shown = _metrics(at)
+        now = read_eval_job(run.dir)
+        assert shown["State"] == "running"
+        assert shown["Phase"] in ("Zero-shot", "Few-shot", "Fine-tuned")
+        assert shown["Answers"].endswith("/9") and int(shown["Answers"].split("/")[0]) <= \
+            now.done
+        [bar] = at.get("progress")
+        assert f"Evaluating run {run.id}: " in bar.proto.text
+        assert not [b for b in at.button if (b.key or "").startswith("FormSubmitter:")]
+
+        at.button(key="ev_cancel").click()
+        _run(at)
+        after = read_eval_job(run.dir)
+        assert after.state == "cancelled" and not group_members(job.pid or after.pid)
+        assert "ev_cancel" not in [b.key for b in at.button]
+        assert any(t.startswith("The last evaluation was cancelled.") for t in _texts(at.info))
+        assert read_eval(run.dir) == earlier
+    finally:
+        if (read_eval_job(run.dir) or job).active:
+            cancel_eval(run.dir, timeout=5)
 
 
 def test_run_comparison_lists_only_the_settings_that_differ(open_page, trained):

@@ -241,3 +241,185 @@ def test_curate_train_watches_the_run_then_evaluates_and_records_it(file_store, 
     (recorded,) = recorded_runs(store)
     assert recorded["state"] == "completed"
     assert recorded["evaluation"] == orjson.loads(orjson.dumps(summary(stored)))
+
+
+# --- evaluation in a background process -----------------------------------------------------
+
+@pytest.fixture(scope="module")
+def background_run(tmp_path_factory, model_cache):
+    """A tiny completed run (6 accepted train tickets, 3 eval tickets), trained once for these
+    tests; the store is closed so that CLI processes can open it. Yields (db path, run)."""
+    from curation import Store
+    from training.models import cached_default_model
+    from training.runs import ENDED_STATES, launch, read_run
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CURATE_MODEL_CACHE", str(model_cache))
+        cached_default_model(model_cache)
+        db = tmp_path_factory.mktemp("background") / "ws" / "curate.duckdb"
+        with Store(db) as store:
+            _ticket_store(lambda: store)
+            started = launch(store, ADMIN, TrainConfig(**{**TINY, "batch_size": 3},
+                                                       checkpoint_every_steps=0))
+        _wait_for(lambda: read_run(started.dir).status.get("state") in ENDED_STATES,
+                  timeout=RUN_TIMEOUT, what="the run to end")
+        run = read_run(started.dir)
+        assert run.state == "completed", run.status.get("reason")
+        yield db, run
+
+
+@pytest.fixture
+def bg(background_run, model_cache, monkeypatch):
+    """The background run, with the model cache set; any evaluation still active after the
+    test is cancelled."""
+    from training.evaluate import cancel_eval, read_eval_job
+
+    monkeypatch.setenv("CURATE_MODEL_CACHE", str(model_cache))
+    yield background_run
+    job = read_eval_job(background_run[1].dir)
+    if job and job.active:
+        cancel_eval(job.dir, timeout=5)
+
+
+def _cli(*args: str) -> list[str]:
+    """The command line of `curate ARGS` as a process of its own."""
+    import sys
+
+    return [sys.executable, "-m", "curation.cli", *args]
+
+
+def _running(run_dir, after: str | None = None):
+    """The run's evaluation once its evaluator process is answering (requested after
+    `after`)."""
+    from training.evaluate import read_eval_job
+
+    def ready():
+        job = read_eval_job(run_dir)
+        return job if job and job.status.get("state") == "running" and job.pid and \
+            (after is None or job.status["requested_at"] > after) else None
+
+    return _wait_for(ready, timeout=RUN_TIMEOUT, what="the evaluator to run")
+
+
+def test_eval_detach_returns_at_once_then_the_result_appears(bg, tmp_path):
+    """`curate eval RUN --detach`, from another folder: exit 0 while the evaluation is still
+    running; the result lands in eval.json and the CLI records it in the store; a second
+    evaluation meanwhile is refused, naming the running one."""
+    import subprocess
+    import time
+
+    from click.testing import CliRunner
+
+    from curation import Store
+    from curation.cli import main
+    from training.eval import read_eval, summary
+    from training.evaluate import EvaluationAlreadyActive, read_eval_job, start_eval, wait_eval
+    from training.runs import recorded_runs
+
+    db, run = bg
+    (run.dir / "eval.json").unlink(missing_ok=True)
+    began = time.monotonic()
+    out = subprocess.run(_cli("eval", run.id, "--detach", "--max-new-tokens", "4", "--shots",
+                              "1", "--db", str(db)),
+                         cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    took = time.monotonic() - began
+    assert out.returncode == 0, out.stderr
+    job = read_eval_job(run.dir)
+    assert job.active and job.state in ("queued", "running"), job.state  # still going
+    assert f"evaluation of run {run.id} started (pid {job.pid})" in out.stdout
+    assert read_eval(run.dir) is None
+    print(f"\n--detach returned in {took:.1f} s")
+
+    with Store(db) as store, pytest.raises(EvaluationAlreadyActive) as err:
+        start_eval(store, ADMIN, run.dir)
+    assert f"evaluation of run {run.id}" in str(err.value)
+    assert f"curate eval {run.id} --cancel" in str(err.value)
+    again = CliRunner().invoke(main, ["eval", run.id, "--rerun", "--detach", "--db", str(db)])
+    assert again.exit_code == 1 and "one evaluation at a time" in again.output
+    assert read_eval_job(run.dir).pid == job.pid
+
+    done = wait_eval(run.dir, timeout=RUN_TIMEOUT)
+    assert done.state == "completed", done.status.get("reason")
+    assert (done.done, done.total) == (9, 9) and done.phase == "fine_tuned"
+    stored = read_eval(run.dir)
+    assert stored["settings"]["max_new_tokens"] == 4 and stored["settings"]["shots"] == 1
+    assert stored["settings"]["eval_examples"] == 3
+    assert done.status["verdict"] == stored["verdict"]
+    shown = CliRunner().invoke(main, ["eval", run.id, "--json", "--db", str(db)])
+    assert shown.exit_code == 0, shown.output
+    assert orjson.loads(shown.stdout) == orjson.loads(orjson.dumps(summary(stored)))
+    with Store(db) as store:
+        [recorded] = [r for r in recorded_runs(store) if r["id"] == run.id]
+    assert recorded["evaluation"] == orjson.loads(orjson.dumps(summary(stored)))
+
+
+def test_eval_goes_on_when_the_cli_that_started_it_is_killed(bg, tmp_path):
+    import signal
+    import subprocess
+
+    from tests.test_training import _process_exists
+    from training.eval import read_eval
+    from training.evaluate import wait_eval
+    from training.trainer import now_iso
+
+    db, run = bg
+    before = now_iso()
+    cli = subprocess.Popen(_cli("eval", run.id, "--rerun", "--max-new-tokens", "4", "--db",
+                                str(db)),
+                           cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        job = _running(run.dir, after=before)
+    finally:
+        cli.send_signal(signal.SIGKILL)
+        cli.wait(timeout=30)
+    assert job.pid != cli.pid and _process_exists(job.pid)
+    err = cli.stderr.read().decode()
+    assert f"evaluating run {run.id} on 3 eval examples in process {job.pid}" in err
+    done = wait_eval(run.dir, timeout=RUN_TIMEOUT)
+    assert done.state == "completed", done.status.get("reason")
+    stored = read_eval(run.dir)
+    assert stored["created_at"] > before and stored["settings"]["max_new_tokens"] == 4
+
+
+def test_cancel_stops_the_evaluator_and_a_killed_one_reads_as_interrupted(bg):
+    """SIGKILL leaves `interrupted` (not active, startable again); `curate eval RUN --cancel`
+    ends the next one as cancelled with its whole process group gone; the earlier eval.json
+    stays."""
+    import os
+    import signal
+
+    from click.testing import CliRunner
+
+    from curation import Store
+    from curation.cli import main
+    from training.eval import read_eval
+    from training.evaluate import read_eval_job, start_eval
+    from training.runs import group_members
+
+    db, run = bg
+    earlier = read_eval(run.dir)
+    with Store(db) as store:
+        first = start_eval(store, ADMIN, run.dir)
+    assert first.state == "queued" and first.active and first.total == 9
+    first = _running(run.dir)
+    os.killpg(first.pid, signal.SIGKILL)
+    killed = _wait_for(lambda: (j := read_eval_job(run.dir)).state == "interrupted" and j,
+                       timeout=10, what="the evaluation to read as interrupted")
+    assert not killed.active
+    refused = CliRunner().invoke(main, ["eval", run.id, "--cancel", "--db", str(db)])
+    assert refused.exit_code == 1
+    assert "has no evaluation running (the last one interrupted)" in refused.output
+
+    with Store(db) as store:
+        second = start_eval(store, ADMIN, run.dir)  # not refused: the killed one is over
+    second = _running(run.dir, after=first.status["requested_at"])
+    assert second.pid != first.pid and group_members(second.pid)
+    out = CliRunner().invoke(main, ["eval", run.id, "--cancel", "--db", str(db)])
+    assert out.exit_code == 0, out.output
+    assert f"evaluation of run {run.id} cancelled" in out.output
+    after = read_eval_job(run.dir)
+    assert after.state == "cancelled" and not after.active
+    assert group_members(second.pid) == []
+    assert "cancelled (SIGTERM)" in (run.dir / "eval.log").read_text(), \
+        "the evaluator itself should have handled SIGTERM"
+    assert read_eval(run.dir) == earlier

@@ -36,9 +36,11 @@ Design decisions:
 - Idle OpenMP threads are told to sleep (`OMP_WAIT_POLICY=PASSIVE`, as the trainer does)
   when torch is not yet imported: measured on a shared 2-core machine, generating 4 tokens
   for 3 prompts took 15-30 s with spinning threads and about 1 s without.
-- The evaluation runs in the app/CLI process; the store is read only by
-  `eval_rows_from_store`, the trainer's files by `train_rows_from_run`. eval.json is written
-  atomically (temporary file, rename).
+- `evaluate` runs in the calling process; the app and the CLI call it in a background
+  process of its own (`training.evaluate`), which never opens the store: the store is read
+  only by `eval_rows_from_store` (in the launcher), the trainer's files by
+  `train_rows_from_run`. `progress` is called as each system starts and after each batch.
+  eval.json is written atomically (temporary file, rename).
 """
 
 from __future__ import annotations
@@ -285,6 +287,7 @@ def evaluate(run_dir: str | os.PathLike, eval_rows: Sequence[dict[str, Any]],
                 progress(system, done, total)
 
         kwargs = {"max_new_tokens": new_tokens, "batch_size": batch_size, "on_batch": tick}
+        tick(0)  # this system starts
         began = time.perf_counter()
         if system == "fine_tuned":  # last: the adapter is merged into the weights for speed
             with _merged(model):

@@ -268,13 +268,8 @@ def _start(run_dir: Path, cache: str | os.PathLike) -> subprocess.Popen:
     run_dir = run_dir.resolve()
     update_status(run_dir, state="starting", pid=None, reason=None, ended_at=None)
     (run_dir / PID_FILE).unlink(missing_ok=True)
-    env = {**os.environ, "CURATE_MODEL_CACHE": str(Path(cache).resolve()),
-           "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1", **_import_path_env()}
-    with open_private(run_dir / LOG, "ab") as log:
-        proc = subprocess.Popen([sys.executable, "-P", "-m", "training.trainer", str(run_dir)],
-                                cwd=run_dir, env=env, stdin=subprocess.DEVNULL,
-                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    _children[proc.pid] = proc
+    proc = spawn("training.trainer", run_dir, "trainer.log",
+                 {"CURATE_MODEL_CACHE": str(Path(cache).resolve())})
     write_json(run_dir / PID_FILE, {"pid": proc.pid, "started_at": now_iso()})
     deadline = time.monotonic() + START_TIMEOUT
     while read_json(run_dir / STATUS).get("state") == "starting":
@@ -367,10 +362,7 @@ def cancel(user: User, run_dir: str | os.PathLike, *, timeout: float = 30.0) -> 
         time.sleep(0.1)  # the launcher is about to record the trainer's pid
         run = read_run(run_dir)
     if run.pid:
-        _signal_group(run.pid, signal.SIGTERM)
-        if not _wait_group_gone(run.pid, timeout):
-            _signal_group(run.pid, signal.SIGKILL)
-            _wait_group_gone(run.pid, 10.0)
+        stop_group(run.pid, timeout)
     if read_json(Path(run_dir) / STATUS).get("state") != "cancelled":
         update_status(Path(run_dir), state="cancelled", ended_at=now_iso(),
                       reason="cancelled by request")
@@ -462,8 +454,9 @@ def _timestamp(value: str | None) -> datetime | None:
 
 # --- processes ------------------------------------------------------------------------------
 
-def _trainer_alive(pid: int) -> bool:
-    """True while `pid` is a live (not zombie) trainer process."""
+def _trainer_alive(pid: int, module: bytes = b"training.trainer") -> bool:
+    """True while `pid` is a live (not zombie) process of `module` (the trainer's, or the
+    evaluator's)."""
     child = _children.get(pid)
     if child is not None and child.poll() is not None:
         return False
@@ -485,7 +478,7 @@ def _trainer_alive(pid: int) -> bool:
     except OSError:
         return False
     # Right after fork the command line can still be empty: that process is starting, alive.
-    return not cmdline or b"training.trainer" in cmdline
+    return not cmdline or module in cmdline
 
 
 def _proc_stat(pid: int) -> tuple[str, int] | None:
@@ -508,6 +501,31 @@ def group_members(pgid: int) -> list[int]:
             if stat and stat[1] == pgid and stat[0] not in "ZX":
                 members.append(int(entry.name))
     return members
+
+
+def spawn(module: str, run_dir: Path, log_name: str, env: dict[str, str]) -> subprocess.Popen:
+    """Start `python -m MODULE RUN_DIR` in a session and process group of its own, in the
+    run folder (by absolute path), output appended to RUN_DIR/LOG_NAME, with `env` added to
+    ours. Where our packages are not on the interpreter's own path (a checkout run by path),
+    their folder leads PYTHONPATH: the child runs this very code, whatever the cwd."""
+    run_dir = Path(run_dir).resolve()
+    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1", **env,
+           **_import_path_env()}
+    with open_private(run_dir / log_name, "ab") as log:
+        proc = subprocess.Popen([sys.executable, "-P", "-m", module, str(run_dir)], cwd=run_dir,
+                                env=env, stdin=subprocess.DEVNULL, stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+    _children[proc.pid] = proc
+    return proc
+
+
+def stop_group(pgid: int, timeout: float) -> None:
+    """SIGTERM to process group `pgid`, SIGKILL if it is not gone after `timeout` seconds;
+    returns once no process of the group is left (or 10 s after the SIGKILL)."""
+    _signal_group(pgid, signal.SIGTERM)
+    if not _wait_group_gone(pgid, timeout):
+        _signal_group(pgid, signal.SIGKILL)
+        _wait_group_gone(pgid, 10.0)
 
 
 def _signal_group(pgid: int, sig: int) -> None:
