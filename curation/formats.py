@@ -37,6 +37,8 @@ DEFAULT_MAX_FIELD_CHARS = 100_000
 
 CODES: dict[str, str] = {
     "invalid_json": "The line is not valid JSON.",
+    "invalid_csv": "The CSV row cannot be read: a NUL character, or another error of the CSV "
+                   "reader.",
     "data_type": "The record is not a JSON object.",
     "unknown_format": "The record has none of the keys of a known format "
                       "(messages, instruction/output, prompt/completion, conversations).",

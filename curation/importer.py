@@ -53,6 +53,9 @@ BATCH_ROWS = 10_000
 CHUNK_BYTES = 16 << 20
 PARALLEL_MIN_BYTES = 4 << 20  # smaller files are parsed in the main process
 _READ_BYTES = 1 << 22
+# The longest CSV field read (the csv module's default is 131,072): longer ones are
+# `field_too_long` rows, shorter ones are checked against `max_field_chars` like any text.
+CSV_FIELD_LIMIT = 16 << 20
 Progress = Callable[[int, int], None]
 
 
@@ -627,8 +630,7 @@ def _json_array_records(path: Path, fmt: str, mapping) -> Iterator[Record]:
 
 def _csv_records(path: Path, fmt: str, mapping) -> Iterator[Record]:
     with _utf8_text(path, newline="") as f:
-        reader = csv.reader(f)
-        header = next(reader, [])
+        header, rows = csv_rows(f, path)
         missing = [c for c in (mapping or {}).values() if c not in header]
         if missing:
             raise InvalidValue(f"{path}: mapped column(s) {', '.join(missing)} not in the CSV "
@@ -639,16 +641,88 @@ def _csv_records(path: Path, fmt: str, mapping) -> Iterator[Record]:
             except RecordError:
                 raise InvalidValue(f"{path}: CSV columns {', '.join(header)} need a mapping, "
                                    "for example --map prompt=COLUMN,response=COLUMN") from None
-        start = reader.line_num + 1
-        for values in reader:
-            if values:
-                if len(values) != len(header):
-                    yield start, LineError(start, "wrong_type", f"line {start} has "
-                                           f"{len(values)} fields where the header has "
-                                           f"{len(header)}"), 0
-                else:
-                    yield start, dict(zip(header, values)), f.buffer.tell()
-            start = reader.line_num + 1
+        for start, values in rows:
+            if isinstance(values, LineError):
+                yield start, values, 0
+            elif len(values) != len(header):
+                yield start, LineError(start, "wrong_type", f"line {start} has "
+                                       f"{len(values)} fields where the header has "
+                                       f"{len(header)}"), 0
+            else:
+                yield start, dict(zip(header, values)), f.buffer.tell()
+
+
+class _CsvLines:
+    """The physical lines of a CSV file as `csv.reader` reads them: counts them, and the quotes
+    of the row being read, so that after a `csv.Error` the rest of the broken row is skipped."""
+
+    def __init__(self, f: io.TextIOBase):
+        self.f, self.count, self.quotes = f, 0, 0
+
+    def __iter__(self) -> "_CsvLines":
+        return self
+
+    def __next__(self) -> str:
+        line = next(self.f)
+        self.count += 1
+        self.quotes += line.count('"')
+        return line
+
+    def skip_open_quote(self) -> None:
+        """Read on to the line that closes a quoted field left open (an odd number of `"`)."""
+        while self.quotes % 2:
+            try:
+                next(self)
+            except StopIteration:
+                return
+
+
+def csv_rows(f: io.TextIOBase, path: Path) -> tuple[list[str], Iterator[tuple[int, Any]]]:
+    """The header of a CSV file and its rows as (first line, list of values or LineError).
+
+    Every `csv.Error` becomes a rejected row, never the end of the file: a field longer than
+    `CSV_FIELD_LIMIT` characters is `field_too_long`, a NUL character or any other error the
+    reader raises is `invalid_csv`; reading goes on at the row after it. A header that cannot
+    be read refuses the file (UnreadableFile).
+    """
+    csv.field_size_limit(CSV_FIELD_LIMIT)  # always the same value: no race between threads
+    source = _CsvLines(f)
+    reader = csv.reader(source)
+    try:
+        header = next(reader, [])
+    except csv.Error as exc:
+        raise UnreadableFile(f"{path}: the CSV header (line 1) cannot be read: "
+                             f"{_csv_problem(exc)[1]}") from None
+    if any("\x00" in name for name in header):
+        raise UnreadableFile(f"{path}: the CSV header (line 1) contains NUL characters; the file "
+                             "is not CSV text (binary, or UTF-16?). Nothing was imported.")
+
+    def rows() -> Iterator[tuple[int, Any]]:
+        while True:
+            start, source.quotes = source.count + 1, 0
+            try:
+                values = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as exc:
+                source.skip_open_quote()
+                yield start, LineError(start, *_csv_problem(exc))
+                continue
+            if any("\x00" in v for v in values):
+                yield start, LineError(start, "invalid_csv", f"line {start} contains a NUL "
+                                       "character; CSV text cannot hold one (binary data?)")
+            elif values:
+                yield start, values
+
+    return header, rows()
+
+
+def _csv_problem(exc: csv.Error) -> tuple[str, str]:
+    """(code, message) for an error of the csv reader."""
+    if "field limit" in str(exc):
+        return "field_too_long", (f"a field has more than {CSV_FIELD_LIMIT:,} characters, the "
+                                  "most a CSV field may hold")
+    return "invalid_csv", f"not valid CSV: {exc}"
 
 
 class _utf8_text:

@@ -273,3 +273,11 @@ def test_an_uploaded_mapping_imports_through_the_core(tmp_path, empty_store):
     mapping = {k: v for k, v in suggest_mapping(preview_file(path).columns).items()}
     report = import_file(empty_store, path, mapping=mapping, actor="ada")
     assert report.imported == 2 and report.rejected[0].code == "missing_content"
+
+
+def test_csv_preview_lists_unreadable_rows_instead_of_failing(tmp_path):
+    path = save_upload(tmp_path / "ws", b"question,answer\nq1,a1\n" + b'"' + b"x" * 200_000
+                       + b'",a2\nq\x003,a3\nq4,a4\n')
+    preview = preview_file(path)
+    assert [r["question"] for r in preview.records] == ["q1", "x" * 200_000, "q4"]
+    assert [(e.line, e.code) for e in preview.errors] == [(4, "invalid_csv")]

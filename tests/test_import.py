@@ -468,6 +468,53 @@ def test_csv_line_numbers_after_a_blank_line(empty_store, tmp_path):
     assert rejected(report) == [(4, "wrong_type")]
 
 
+def test_csv_field_over_the_csv_modules_limit_is_one_rejected_line(seeded_store, tmp_path):
+    # 200,000 characters: over the csv module's default limit of 131,072, which aborted the
+    # whole import with _csv.Error before
+    path = tmp_path / "big.csv"
+    path.write_text("prompt,completion\nq1,a1\n" + f'"{"x" * 200_000}",a2\nq3,a3\n')
+    before = seeded_store.count()
+    report = import_file(seeded_store, path, actor="t")
+    assert rejected(report) == [(3, "field_too_long")]
+    assert report.rejected[0].field == "prompt" and "200,000" in report.rejected[0].message
+    assert report.imported == 2 and seeded_store.count() == before + 2
+    assert contents(seeded_store)[-2:] == [["q1", "a1"], ["q3", "a3"]]
+
+
+def test_csv_field_over_the_reader_limit_skips_to_the_next_row(empty_store, tmp_path,
+                                                               monkeypatch):
+    monkeypatch.setattr(importer, "CSV_FIELD_LIMIT", 100)
+    path = tmp_path / "huge.csv"
+    path.write_text("prompt,completion\nq1,a1\n"                       # 1-2
+                    f'"{"x" * 60}\n{"y" * 60}\n"",a, b",c\n'           # 3-5: quoted, too long
+                    "q6,a6\n"                                          # 6
+                    f"q7,{'z' * 150}\n"                                # 7: unquoted, too long
+                    "q8,a8\n")                                         # 8
+    report = import_file(empty_store, path, actor="t")
+    assert rejected(report) == [(3, "field_too_long"), (7, "field_too_long")]
+    assert "100 characters" in report.rejected[0].message
+    assert contents(empty_store) == [["q1", "a1"], ["q6", "a6"], ["q8", "a8"]]
+
+
+def test_csv_rows_with_nul_characters_are_rejected_one_by_one(empty_store, tmp_path):
+    path = tmp_path / "nul.csv"
+    path.write_bytes(b"prompt,completion\nq1,a1\nq\x002,a2\n" + b"\x00" * 300_000
+                     + b"\nq4,a4\n")
+    report = import_file(empty_store, path, actor="t")
+    assert rejected(report) == [(3, "invalid_csv"), (4, "invalid_csv")]
+    assert "line 3 contains a NUL character" in report.rejected[0].message
+    assert contents(empty_store) == [["q1", "a1"], ["q4", "a4"]]
+
+
+def test_nul_filled_csv_is_refused_with_a_clear_error(seeded_store, tmp_path):
+    path = tmp_path / "zeros.csv"
+    path.write_bytes(b"\x00" * 300_000)
+    before = seeded_store.count()
+    with pytest.raises(UnreadableFile, match="header .* NUL"):
+        import_file(seeded_store, path, actor="t")
+    assert seeded_store.count() == before
+
+
 # --- atomicity under kill -9 -------------------------------------------------------------------
 
 CHILD_IMPORT = textwrap.dedent("""
