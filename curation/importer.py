@@ -659,7 +659,7 @@ class _CsvLines:
     def __init__(self, f: io.TextIOBase):
         self.f, self.count, self.quotes = f, 0, 0
 
-    def __iter__(self) -> "_CsvLines":
+    def __iter__(self) -> _CsvLines:
         return self
 
     def __next__(self) -> str:
