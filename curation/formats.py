@@ -163,22 +163,25 @@ def _check_turn_order(messages: list[dict[str, str]], where: str) -> None:
                           "assistant", where)
 
 
-def check_text(value: Any, where: str, max_chars: int, *, required: bool = True) -> str:
-    """A non-empty string within the length limit, line endings cleaned."""
+def check_text(value: Any, where: str, max_chars: int, *, required: bool = True,
+               field: str | None = None) -> str:
+    """A non-empty string within the length limit, line endings cleaned. Messages name the
+    value as `where`; errors carry `field` (default: `where`)."""
+    field = field or where
     if isinstance(value, float) and not math.isfinite(value):
-        raise RecordError("nan_value", f"{where} is {value}", where)
+        raise RecordError("nan_value", f"{where} is {value}", field)
     if not isinstance(value, str):
-        raise RecordError("wrong_type", f"{where} must be text, not {_type_name(value)}", where)
+        raise RecordError("wrong_type", f"{where} must be text, not {_type_name(value)}", field)
     if required and not value.strip():
-        raise RecordError("missing_content", f"{where} is empty", where)
+        raise RecordError("missing_content", f"{where} is empty", field)
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
-        raise RecordError("lone_surrogate", f"{where} contains a lone surrogate", where) from None
+        raise RecordError("lone_surrogate", f"{where} contains a lone surrogate", field) from None
     if len(value) > max_chars:
         raise RecordError("field_too_long",
                           f"{where} has {len(value):,} characters; the maximum is {max_chars:,}",
-                          where)
+                          field)
     return clean_text(value)
 
 
@@ -189,15 +192,24 @@ def _type_name(value: Any) -> str:
 
 # --- metadata shared by all JSON formats -----------------------------------------------------
 
-def _metadata(record: dict, max_chars: int) -> dict[str, Any]:
+def _metadata(record: dict, max_chars: int,
+              columns: dict[str, str] | None = None) -> dict[str, Any]:
+    """Label, tags and external id; `columns` names the user's column of each (mapped input),
+    which errors then name instead of the key."""
+    def at(key: str) -> tuple[str, str]:  # (how a message names it, the error's field)
+        name = (columns or {}).get(key)
+        return (f"column `{name}` ({key})", name) if name else (key, key)
+
     label = record.get("label")
+    where, name = at("label")
     if isinstance(label, float) and not math.isfinite(label):
-        raise RecordError("nan_value", f"label is {label}", "label")
+        raise RecordError("nan_value", f"{where} is {label}", name)
     if label is not None:
         if isinstance(label, bool) or not isinstance(label, (str, int)):
-            raise RecordError("wrong_type", f"label must be text, not {_type_name(label)}",
-                              "label")
-        label = check_text(str(label), "label", max_chars, required=False).strip() or None
+            raise RecordError("wrong_type", f"{where} must be text, not {_type_name(label)}",
+                              name)
+        label = check_text(str(label), where, max_chars, required=False,
+                           field=name).strip() or None
     tags = record.get("tags")
     if tags is None:
         tags = ()
@@ -206,15 +218,17 @@ def _metadata(record: dict, max_chars: int) -> dict[str, Any]:
     elif isinstance(tags, (list, tuple)) and all(isinstance(t, str) for t in tags):
         tags = tuple(dict.fromkeys(t.strip() for t in tags if t.strip()))
     else:
-        raise RecordError("wrong_type", "tags must be a list of text", "tags")
+        where, name = at("tags")
+        raise RecordError("wrong_type", f"{where} must be a list of text", name)
     ext = record.get("id")
     if ext == "":
         ext = None
     if ext is not None:
+        where, name = at("id")
         if isinstance(ext, bool) or not isinstance(ext, (str, int)):
-            raise RecordError("wrong_type", f"id must be text or a number, not "
-                                            f"{_type_name(ext)}", "id")
-        ext = check_text(str(ext), "id", max_chars)
+            raise RecordError("wrong_type", f"{where} must be text or a number, not "
+                                            f"{_type_name(ext)}", name)
+        ext = check_text(str(ext), where, max_chars, field=name)
     return {"label": label, "tags": tuple(tags), "external_id": ext}
 
 
@@ -405,7 +419,12 @@ def from_sharegpt(record: dict, max_chars: int) -> list[dict[str, str]]:
 
 
 def from_mapped(record: dict, mapping: dict[str, str], max_chars: int) -> Draft:
-    """A CSV row or JSON object with user-named columns (`prompt=text,response=answer,...`)."""
+    """A CSV row or JSON object with user-named columns (`prompt=text,response=answer,...`).
+
+    Every error names the user's column (`query`), never an internal field
+    (`messages[0].content`): the mapped texts are checked column by column, and the
+    conversation they make (optional system, user, assistant) then meets the turn order rule.
+    """
     def column(target: str, required: bool) -> Any:
         name = mapping.get(target)
         if name is None:
@@ -417,17 +436,22 @@ def from_mapped(record: dict, mapping: dict[str, str], max_chars: int) -> Draft:
             return None
         return record[name]
 
+    def text(target: str, value: Any) -> str:
+        name = mapping[target]
+        return check_text(value, f"column `{name}` ({target})", max_chars, field=name)
+
     messages = []
     system = column("system", False)
     if system not in (None, ""):
-        messages.append({"role": "system", "content": system})
-    messages += [{"role": "user", "content": column("prompt", True)},
-                 {"role": "assistant", "content": column("response", True)}]
+        messages.append({"role": "system", "content": text("system", system)})
+    prompt, response = column("prompt", True), column("response", True)
+    messages += [{"role": "user", "content": text("prompt", prompt)},
+                 {"role": "assistant", "content": text("response", response)}]
     label, tags, ext = column("label", False), column("tags", False), column("id", False)
     meta = _metadata({"label": label if label != "" else None,
                       "tags": tags,
-                      "id": ext if ext != "" else None}, max_chars)
-    return Draft(messages=check_conversation(messages, max_chars), **meta)
+                      "id": ext if ext != "" else None}, max_chars, mapping)
+    return Draft(messages=messages, **meta)
 
 
 def parse_mapping(text: str | None) -> dict[str, str]:

@@ -108,6 +108,9 @@ def test_csv_upload_previews_maps_imports_and_reports(page, empty_store, tmp_pat
     assert (got["Records read"], got["Imported"], got["Rejected"]) == ("3", "2", "1")
     rejected = table_with(at, "code")
     assert rejected[["line", "code"]].values.tolist() == [[4, "missing_content"]]
+    # the user's column, not an internal field such as messages[1].content
+    assert rejected[["message", "field"]].values.tolist() == [
+        ["column `answer` (response) is empty", "answer"]]
     examples = empty_store.find()
     assert [(e.label, e.source) for e in examples] == [("access", "../../etc/passwd.csv"),
                                                        ("billing", "../../etc/passwd.csv")]

@@ -85,6 +85,18 @@ def test_user_errors_are_one_line_without_traceback(run, tmp_path):
     assert len(result.output.strip().splitlines()) == 1
 
 
+def test_import_of_mapped_csv_names_the_users_column_and_line(run, tmp_path):
+    csv_file = tmp_path / "q.csv"
+    csv_file.write_text("query,reply\nq1,a1\n,a2\n")
+    result = run("import", str(csv_file), "--map", "prompt=query,response=reply")
+    assert "  line 3: missing_content: column `query` (prompt) is empty" in result.output
+    assert "messages[" not in result.output
+    report = json.loads(run("import", str(csv_file), "--map", "prompt=query,response=reply",
+                            "--json").output)
+    assert report["rejected"] == [{"line": 3, "code": "missing_content", "field": "query",
+                                   "message": "column `query` (prompt) is empty"}]
+
+
 def _all_commands(group=main, prefix=()):
     for name, command in sorted(group.commands.items()):
         yield (*prefix, name)

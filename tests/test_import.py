@@ -290,6 +290,45 @@ def test_explicit_format_and_mapped_jsonl(empty_store, tmp_path):
                                                             ("t1", "t2"))
 
 
+def test_mapped_csv_errors_name_the_users_column_and_line(empty_store, tmp_path):
+    path = tmp_path / "q.csv"
+    path.write_text("query,reply,intent,sys\n"
+                    "ok,fine,a,\n"                       # 2
+                    "  ,fine,a,\n"                       # 3: empty prompt
+                    f"q4,{'r' * 30},a,\n"                # 4: response too long
+                    f"q5,r5,{'l' * 30},\n"               # 5: label too long
+                    "q6,\t,a,\n"                        # 6: empty response
+                    "q7,r7,a,  \n")                      # 7: blank system cell: no system
+    mapping = parse_mapping("prompt=query,response=reply,label=intent,system=sys")
+    report = import_file(empty_store, path, mapping=mapping, max_field_chars=20, actor="t")
+    assert [(e.line, e.code, e.field) for e in report.rejected] == [
+        (3, "missing_content", "query"), (4, "field_too_long", "reply"),
+        (5, "field_too_long", "intent"), (6, "missing_content", "reply"),
+        (7, "missing_content", "sys")]
+    assert report.rejected[0].message == "column `query` (prompt) is empty"
+    assert report.rejected[1].message.startswith("column `reply` (response) has 30 characters")
+    assert not [e for e in report.rejected if "messages" in e.message or "label" == e.field]
+    assert report.imported == 1
+
+
+def test_mapped_jsonl_errors_name_the_users_keys(empty_store, tmp_path):
+    path = write_jsonl(tmp_path / "m.jsonl", [
+        {"q": 42, "a": "x"},
+        {"q": "q2", "a": "a2", "cat": {"x": 1}},
+        {"q": "q3", "a": "a3", "kw": [1]},
+        {"q": "q4", "a": "a4", "ref": ["r"]},
+        '{"q": "q5", "a": NaN}',
+    ])
+    mapping = parse_mapping("prompt=q,response=a,label=cat,tags=kw,id=ref")
+    report = import_file(empty_store, path, mapping=mapping, actor="t")
+    assert [(e.line, e.code, e.field) for e in report.rejected] == [
+        (1, "wrong_type", "q"), (2, "wrong_type", "cat"), (3, "wrong_type", "kw"),
+        (4, "wrong_type", "ref"), (5, "nan_value", "a")]
+    assert [e.message.split(" must ")[0] for e in report.rejected[:4]] == [
+        "column `q` (prompt)", "column `cat` (label)", "column `kw` (tags)",
+        "column `ref` (id)"]
+
+
 def test_progress_is_reported_up_to_the_file_size(empty_store, tmp_path):
     path = write_jsonl(tmp_path / "p.jsonl", [rec(i) for i in range(10_001)])
     calls = []
