@@ -101,6 +101,17 @@ def show_report(done: dict) -> None:
             st.dataframe(pd.DataFrame({"code": codes, "meaning": meanings}), hide_index=True)
     else:
         st.caption("No record was rejected.")
+    conflicts = report.get("label_conflicts", [])
+    if conflicts:
+        st.warning(f"{len(conflicts):,} imported records have a conversation that is also "
+                   "stored (or earlier in the file) with another label. Both are kept: "
+                   "decide which label is right (Quality: exact duplicates).",
+                   icon=":material/warning:")
+        st.dataframe(pd.DataFrame(
+            [(c["line"], c["label"], c["other_label"],
+              f"line {c['other_line']}" if c["other_line"] is not None
+              else f"example #{c['other_example']}") for c in conflicts],
+            columns=["line", "label", "other label", "same conversation as"]), hide_index=True)
     skipped = ([{"line": n, "why": "already in the store"} for n in report["already_in_store"]]
                + [{"line": d["line"], "why": f"repeats line {d['first_line']}"}
                   for d in report["duplicates_in_file"]])

@@ -139,6 +139,10 @@ def import_(file, db, fmt, mapping, split, status, source, tags, max_field_chars
         click.echo(f"  line {err.line}: {err.code}: {err.message}")
     if len(report.rejected) > 20:
         click.echo(f"  ... and {len(report.rejected) - 20:,} more")
+    for conflict in report.label_conflicts[:20]:
+        click.echo(f"  line {conflict.line}: label_conflict (imported): {conflict.message}")
+    if len(report.label_conflicts) > 20:
+        click.echo(f"  ... and {len(report.label_conflicts) - 20:,} more label conflicts")
     click.echo(f"full report: {saved}")
 
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import unicodedata
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -56,8 +55,8 @@ CODES: dict[str, str] = {
     "field_too_long": "A text field is longer than the configured maximum.",
     "nan_value": "The record contains NaN or Infinity, which is not valid JSON.",
     "lone_surrogate": "A string contains a lone UTF-16 surrogate (an invalid character).",
-    "duplicate_in_file": "The same conversation appeared earlier in the same file; "
-                         "it is imported once.",
+    "duplicate_in_file": "The same example (conversation and label, and no other external "
+                         "id) appeared earlier in the same file; it is imported once.",
 }
 
 _ROLES = ("system", "user", "assistant")
@@ -97,11 +96,16 @@ def clean_text(text: str) -> str:
 
 
 def content_hash(messages: list[dict[str, str]]) -> str:
-    """SHA-256 over the normalised conversation: roles, and contents in NFC without outer spaces."""
-    canonical = [[m["role"], (m["content"] if m["content"].isascii()
-                              else unicodedata.normalize("NFC", m["content"])).strip()]
-                 for m in messages]
-    return hashlib.sha256(orjson.dumps(canonical)).hexdigest()
+    """SHA-256 of the conversation exactly as stored: the JSON of its {role, content} messages.
+
+    No Unicode normalisation, no trimming: texts that differ in any character are different
+    conversations (a tokenizer sees them differently, and Curate never changes a text), so an
+    import drops only a record that is truly a repeat. Looser sameness (case, spaces, Unicode
+    variants) is the exact-duplicates check's job, shown to the SME. The bytes hashed are those
+    of the `messages` column, so a migration can compute it in SQL: `sha256(messages)`.
+    """
+    return hashlib.sha256(orjson.dumps(
+        [{"role": m["role"], "content": m["content"]} for m in messages])).hexdigest()
 
 
 def search_text(messages: list[dict[str, str]]) -> str:

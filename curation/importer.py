@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import csv
 import gc
+import hashlib
 import io
 import json
 import math
@@ -45,7 +46,7 @@ import pyarrow as pa
 
 from curation.errors import CurateError, InvalidValue, NotUtf8, UnreadableFile
 from curation.formats import (DEFAULT_MAX_FIELD_CHARS, INPUT_FORMATS, RecordError,
-                              content_hash, detect_format, to_draft)
+                              detect_format, to_draft)
 from curation.query import SPLITS, STATUSES
 from curation.store import Store, utcnow
 
@@ -69,6 +70,25 @@ class LineError:
     field: str | None = None
 
 
+@dataclass(frozen=True)
+class LabelConflict:
+    """An imported record whose conversation is also stored, or earlier in the file, with
+    another label: both are kept, and the SME decides which label is right."""
+
+    line: int
+    label: str | None
+    other_label: str | None
+    other_line: int | None = None  # the earlier line of the file, or
+    other_example: int | None = None  # the stored example
+
+    @property
+    def message(self) -> str:
+        where = (f"line {self.other_line}" if self.other_line is not None
+                 else f"example #{self.other_example}")
+        return (f"same conversation as {where}, labelled {self.other_label!r} there and "
+                f"{self.label!r} here; both are kept: decide which label is right")
+
+
 @dataclass
 class ImportReport:
     """What an import did, line by line where something was not imported."""
@@ -80,6 +100,7 @@ class ImportReport:
     already_in_store: list[int] = field(default_factory=list)
     duplicates_in_file: list[tuple[int, int]] = field(default_factory=list)
     rejected: list[LineError] = field(default_factory=list)
+    label_conflicts: list[LabelConflict] = field(default_factory=list)
 
     def summary(self) -> str:
         parts = [f"{self.imported:,} imported", f"{len(self.rejected):,} rejected"]
@@ -87,12 +108,16 @@ class ImportReport:
             parts.append(f"{len(self.already_in_store):,} already in the store")
         if self.duplicates_in_file:
             parts.append(f"{len(self.duplicates_in_file):,} repeated within the file")
+        if self.label_conflicts:
+            parts.append(f"{len(self.label_conflicts):,} imported with a conflicting label")
         return f"{self.path}: {self.lines:,} records read; " + ", ".join(parts)
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "rejected": [asdict(e) for e in self.rejected],
                 "duplicates_in_file": [{"line": a, "first_line": b}
-                                       for a, b in self.duplicates_in_file]}
+                                       for a, b in self.duplicates_in_file],
+                "label_conflicts": [{**asdict(c), "message": c.message}
+                                    for c in self.label_conflicts]}
 
     def save(self, directory: Path) -> Path:
         """Write the full report as JSON into `directory`; return its path."""
@@ -199,10 +224,11 @@ class _Columns:
         self.lines.append(line)
         s = self.strings
         s["external_id"].append((draft.external_id or "").encode())
-        s["messages"].append(orjson.dumps(messages))
+        blob = orjson.dumps(messages)  # {role, content} dicts: its hash is content_hash()
+        s["messages"].append(blob)
         s["text"].append("\n".join([m["content"] for m in messages]).encode())
         s["label"].append((draft.label or "").encode())
-        s["content_hash"].append(content_hash(messages).encode())
+        s["content_hash"].append(hashlib.sha256(blob).hexdigest().encode())
         self.tag_counts.append(len(tags))
         self.tags.extend(t.encode() for t in tags)
         return None
@@ -423,17 +449,45 @@ class _Workers:
 # --- writing chunks into the store -----------------------------------------------------------
 
 class _Writer:
-    """Writes chunks in file order: skips repeats within the file and known conversations,
-    gives each new example the next id and writes it with its 'create' event."""
+    """Writes chunks in file order: skips repeats within the file and examples already stored,
+    gives each new example the next id and writes it with its 'create' event.
+
+    An example is the same as another when its conversation (exactly, `content_hash`) and its
+    label are equal and their external ids do not differ (a record without an id matches one
+    with any id); tags, split and status are not part of it. Only such a repeat is skipped,
+    since skipping it loses nothing the store would keep apart. The same conversation with
+    another label is imported, and reported as a `LabelConflict` (also recorded in the create
+    event), because dropping it would silently decide which label is right.
+    """
 
     def __init__(self, cur, report: ImportReport, *, split: str, status: str, source: str,
                  actor: str):
         self.cur, self.report = cur, report
-        self.seen: dict[bytes, int] = {}  # content hash -> first line with it
+        # content hash -> (first line, label, external id) of each variant seen in the file
+        self.seen: dict[bytes, tuple | list[tuple]] = {}
+        self.labels: dict[str, str] = {}  # one string object per distinct label
         self.store_empty = cur.execute("SELECT count(*) FROM examples").fetchall()[0][0] == 0
         now = utcnow()
         self.example_params = [source, split, status, actor, now, actor, now]
         self.event_params = [actor, now, source, split, status]
+
+    def _in_file(self, key: bytes, line: int, label: str, ext: str
+                 ) -> tuple[int | None, LabelConflict | None]:
+        """(the earlier line this record repeats, or None; a label conflict, or None)."""
+        first = self.seen.get(key)
+        if first is None:
+            self.seen[key] = (line, self.labels.setdefault(label, label), ext)
+            return None, None
+        variants = first if isinstance(first, list) else [first]
+        for other_line, other_label, other_ext in variants:
+            if _same(other_label, other_ext, label, ext):
+                return other_line, None
+        variants.append((line, self.labels.setdefault(label, label), ext))
+        self.seen[key] = variants
+        other = next((v for v in variants if v[1] != label), None)
+        if other is None:
+            return None, None
+        return None, LabelConflict(line, label or None, other[1] or None, other_line=other[0])
 
     def write(self, chunk: _Chunk) -> None:
         report = self.report
@@ -446,23 +500,41 @@ class _Writer:
         lines = array("q")
         lines.frombytes(chunk.columns[0])
         hashes = chunk.columns[_HASH_DATA]  # 64 hex characters per row
-        candidates = []
+        labels = table.column("label").to_pylist()  # '' for none, as external_id
+        exts = table.column("external_id").to_pylist()
+        candidates, conflicts = [], {}
         for i, line in enumerate(lines):
-            key = hashes[64 * i:64 * i + 64]
-            first = self.seen.setdefault(key, line)
-            if first != line:
+            first, conflict = self._in_file(hashes[64 * i:64 * i + 64], line, labels[i], exts[i])
+            if first is not None:
                 report.duplicates_in_file.append((line, first))
-            else:
-                candidates.append(i)
+                continue
+            candidates.append(i)
+            if conflict:
+                conflicts[i] = conflict
         cur = self.cur
         cur.register("chunk", table)
         try:
             if candidates and not self.store_empty:
-                known = {r[0] for r in cur.execute(
-                    "SELECT line FROM chunk WHERE content_hash IN "
-                    "(SELECT content_hash FROM examples)").fetchall()}
-                report.already_in_store.extend(lines[i] for i in candidates if lines[i] in known)
-                candidates = [i for i in candidates if lines[i] not in known]
+                stored: dict[int, list[tuple]] = {}
+                for line, *match in cur.execute(
+                        "SELECT c.line, e.id, coalesce(e.label, ''), coalesce(e.external_id, '') "
+                        "FROM chunk c JOIN examples e ON e.content_hash = c.content_hash "
+                        "ORDER BY e.id").fetchall():
+                    stored.setdefault(line, []).append(tuple(match))
+                keep = []
+                for i in candidates:
+                    matches = stored.get(lines[i], ())
+                    if any(_same(m[1], m[2], labels[i], exts[i]) for m in matches):
+                        report.already_in_store.append(lines[i])
+                        conflicts.pop(i, None)
+                        continue
+                    keep.append(i)
+                    other = next((m for m in matches if m[1] != labels[i]), None)
+                    if other is not None and i not in conflicts:
+                        conflicts[i] = LabelConflict(lines[i], labels[i] or None,
+                                                     other[1] or None, other_example=other[0])
+                candidates = keep
+            report.label_conflicts.extend(conflicts[i] for i in sorted(conflicts))
             if not candidates:
                 return
             ids = sorted(r[0] for r in cur.execute(
@@ -470,8 +542,10 @@ class _Writer:
             id_column = array("q", bytes(8 * n))
             for i, new_id in zip(candidates, ids):
                 id_column[i] = new_id
+            notes = [conflicts[i].message if i in conflicts else "" for i in range(n)]
             cur.register("chunk", table.append_column("id", pa.Array.from_buffers(
-                pa.int64(), n, [None, pa.py_buffer(id_column.tobytes())])))
+                pa.int64(), n, [None, pa.py_buffer(id_column.tobytes())])).append_column(
+                "label_conflict", pa.array(notes, pa.large_string())))
             cur.execute(
                 "INSERT INTO examples (id, external_id, messages, text, label, tags, source, "
                 "split, status, content_hash, version, created_by, created_at, updated_by, "
@@ -480,12 +554,19 @@ class _Writer:
                 "FROM chunk WHERE id > 0", self.example_params).fetchall()
             cur.execute(
                 "INSERT INTO events SELECT nextval('event_id_seq'), id, 'create', ?, ?, 1, "
-                "NULL, json_object('source', ?, 'split', ?, 'status', ?, 'label', "
-                "nullif(label, ''), 'line', line)::VARCHAR, NULL FROM chunk WHERE id > 0",
+                "NULL, CASE WHEN label_conflict = '' THEN event ELSE json_merge_patch(event, "
+                "json_object('label_conflict', label_conflict)) END::VARCHAR, NULL FROM "
+                "(SELECT *, json_object('source', ?, 'split', ?, 'status', ?, 'label', "
+                "nullif(label, ''), 'line', line) AS event FROM chunk WHERE id > 0)",
                 self.event_params).fetchall()
             report.imported += len(candidates)
         finally:
             cur.unregister("chunk")
+
+
+def _same(label: str, ext: str, other_label: str, other_ext: str) -> bool:
+    """Whether two records of one conversation are the same example ('' is none)."""
+    return label == other_label and (ext == other_ext or not ext or not other_ext)
 
 
 # --- reading files ---------------------------------------------------------------------------

@@ -284,3 +284,17 @@ def test_csv_preview_lists_unreadable_rows_instead_of_failing(tmp_path):
     preview = preview_file(path)
     assert [r["question"] for r in preview.records] == ["q1", "x" * 200_000, "q4"]
     assert [(e.line, e.code) for e in preview.errors] == [(4, "invalid_csv")]
+
+
+def test_a_label_conflict_is_imported_and_shown(page, seeded_store):
+    relabelled = {"messages": chat("question 0 about billing", "answer 0"), "label": "access"}
+    at = page(seeded_store)
+    at.file_uploader[0].set_value(("relabel.jsonl", orjson.dumps(relabelled), "text/plain")).run()
+    at.button(key="ie_import").click().run()
+    assert not at.exception
+    assert metrics(at)["Imported"] == "1"
+    assert "another label. Both are kept" in at.warning[0].value
+    conflicts = table_with(at, "other label")
+    assert conflicts.values.tolist() == [[1, "access", "billing", "example #1"]]
+    assert [e.label for e in seeded_store.find() if e.messages == relabelled["messages"]] == [
+        "billing", "access"]

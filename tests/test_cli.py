@@ -97,6 +97,16 @@ def test_import_of_mapped_csv_names_the_users_column_and_line(run, tmp_path):
                                    "message": "column `query` (prompt) is empty"}]
 
 
+def test_import_prints_label_conflicts(run, tickets, tmp_path):
+    run("import", str(tickets))
+    relabel = write_jsonl(tmp_path / "relabel.jsonl", [
+        {"messages": chat("cannot log in", "reset it"), "label": "billing"}])
+    result = run("import", str(relabel))
+    assert "1 imported, 0 rejected, 1 imported with a conflicting label" in result.output
+    assert ("  line 1: label_conflict (imported): same conversation as example #2, labelled "
+            "'access' there and 'billing' here") in result.output
+
+
 def _all_commands(group=main, prefix=()):
     for name, command in sorted(group.commands.items()):
         yield (*prefix, name)

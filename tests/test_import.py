@@ -164,37 +164,78 @@ def test_importing_the_same_file_twice_adds_nothing(seeded_store, tmp_path):
     assert "3 already in the store" in second.summary()
 
 
-def test_known_conversation_with_other_metadata_is_still_skipped(seeded_store, tmp_path):
+def test_known_example_with_other_tags_is_still_skipped(seeded_store, tmp_path):
+    known = seeded_store.find()[0]
+    path = write_jsonl(tmp_path / "retag.jsonl", [
+        {"messages": known.messages, "label": known.label, "id": known.external_id,
+         "tags": ["new"]}])
+    report = import_file(seeded_store, path, split="eval", actor="t")
+    assert report.imported == 0 and report.already_in_store == [1]
+    assert report.label_conflicts == []
+    assert seeded_store.get(known.id).tags == known.tags
+
+
+def test_known_conversation_with_another_label_is_imported_as_a_label_conflict(seeded_store,
+                                                                                tmp_path):
     known = seeded_store.find()[0]
     path = write_jsonl(tmp_path / "relabel.jsonl",
-                       [{"messages": known.messages, "label": "other", "id": "new"}])
+                       [{"messages": known.messages, "label": "other", "id": known.external_id}])
+    before = seeded_store.count()
     report = import_file(seeded_store, path, actor="t")
-    assert report.imported == 0 and report.already_in_store == [1]
-    assert seeded_store.get(known.id).label == known.label
+    assert report.imported == 1 and report.already_in_store == []
+    assert report.label_conflicts == [importer.LabelConflict(1, "other", known.label,
+                                                             other_example=known.id)]
+    assert f"example #{known.id}" in report.label_conflicts[0].message
+    assert "1 imported with a conflicting label" in report.summary()
+    assert seeded_store.count() == before + 1
+    new = seeded_store.find(order_by="-id", limit=1)[0]
+    assert (new.messages, new.label) == (known.messages, "other")
+    assert seeded_store.get(known.id).label == known.label  # the stored one is untouched
+    [event] = seeded_store.history(new.id)  # the store records the conflict too
+    assert event["after"]["label_conflict"] == report.label_conflicts[0].message
+    # importing the file again adds nothing: both labels are now stored
+    again = import_file(seeded_store, path, actor="t")
+    assert again.imported == 0 and again.already_in_store == [1]
+
+
+def test_same_conversation_with_two_labels_in_one_file_keeps_both(empty_store, tmp_path):
+    path = write_jsonl(tmp_path / "two.jsonl", [rec(1, label="a"), rec(2), rec(1, label="b"),
+                                                rec(1, label="a"), rec(1)])
+    report = import_file(empty_store, path, actor="t")
+    assert report.imported == 4 and report.duplicates_in_file == [(4, 1)]
+    assert [(c.line, c.label, c.other_line, c.other_label) for c in report.label_conflicts] == [
+        (3, "b", 1, "a"), (5, None, 1, "a")]
+    assert [e.label for e in empty_store.find()] == ["a", None, "b", None]
+    assert report.to_dict()["label_conflicts"][0]["message"].startswith(
+        "same conversation as line 1, labelled 'a' there and 'b' here")
 
 
 def test_duplicates_inside_one_file_are_imported_once(empty_store, tmp_path):
     path = write_jsonl(tmp_path / "dups.jsonl", [
         rec(1),
         rec(2),
-        {"messages": chat("  question 1\n", "answer 1 "), "label": "x"},  # same after normalising
-        {"prompt": "question 2", "completion": "answer 2"},              # same in another format
-        rec(3),
-        rec(1),
+        {"messages": chat("  question 1\n", "answer 1 ")},          # not the same: spaces
+        {"prompt": "question 2", "completion": "answer 2"},          # same in another format
+        rec(3, id="e3"),
+        rec(1, tags=["x"]),                                          # tags are not identity
+        rec(3, id="e4"),                                             # another external id
+        rec(3),                                                      # no id: matches any id
     ])
     report = import_file(empty_store, path, actor="t")
-    assert report.imported == 3
-    assert report.duplicates_in_file == [(3, 1), (4, 2), (6, 1)]
-    assert report.to_dict()["duplicates_in_file"][0] == {"line": 3, "first_line": 1}
+    assert report.imported == 5
+    assert report.duplicates_in_file == [(4, 2), (6, 1), (8, 5)]
+    assert report.to_dict()["duplicates_in_file"][0] == {"line": 4, "first_line": 2}
     assert contents(empty_store) == [["question 1", "answer 1"], ["question 2", "answer 2"],
-                                     ["question 3", "answer 3"]]
+                                     ["  question 1\n", "answer 1 "],
+                                     ["question 3", "answer 3"], ["question 3", "answer 3"]]
     assert "3 repeated within the file" in report.summary()
+    assert report.label_conflicts == []
 
 
 def test_repeat_of_a_stored_conversation_inside_the_file(seeded_store, tmp_path):
     known = seeded_store.find()[0]
-    path = write_jsonl(tmp_path / "r.jsonl", [rec(1), {"messages": known.messages},
-                                              {"messages": known.messages}])
+    same = {"messages": known.messages, "label": known.label, "id": known.external_id}
+    path = write_jsonl(tmp_path / "r.jsonl", [rec(1), same, same])
     report = import_file(seeded_store, path, actor="t")
     assert report.imported == 1
     assert report.already_in_store == [2] and report.duplicates_in_file == [(3, 2)]
@@ -348,7 +389,8 @@ def test_report_dict_and_saved_file(empty_store, tmp_path):
     assert data == {"path": str(path), "file_kind": "jsonl", "lines": 3, "imported": 1,
                     "already_in_store": [], "duplicates_in_file": [{"line": 3, "first_line": 1}],
                     "rejected": [{"line": 2, "code": "invalid_json",
-                                  "message": report.rejected[0].message, "field": None}]}
+                                  "message": report.rejected[0].message, "field": None}],
+                    "label_conflicts": []}
 
 
 # --- JSON arrays -------------------------------------------------------------------------------
@@ -694,11 +736,11 @@ def _mixed_lines() -> list:
     lines: list = [rec(i, id=f"x{i}", label=f"l{i % 3}", tags=["t", f"n{i}"]) for i in range(40)]
     lines[3] = '{"messages": [{"role": "user"'                        # invalid_json
     lines[8] = ""                                                     # blank
-    lines[9] = rec(2, label="other metadata, same conversation")      # duplicate_in_file
+    lines[9] = rec(2, id="x2", label="l2", tags=["other"])           # duplicate_in_file
     lines[15] = '{"prompt": "p", "completion": NaN}'                  # nan_value
     lines[16] = rec(-1)                                               # already in the store
     lines[22] = "[1, 2]"                                              # data_type
-    lines[23] = rec(5)                                                # duplicate of line 6
+    lines[23] = rec(5, id="x5", label="changed")                      # label conflict, line 6
     lines[30] = {"prompt": "two\r\nlines", "completion": "c", "label": 7}  # general path
     lines[31] = {"messages": chat("q", "a"), "tags": "a;b"}           # general path
     return lines
@@ -730,10 +772,10 @@ def test_workers_import_exactly_what_the_main_process_imports(file_store, tmp_pa
     report = outcomes[1][0]
     assert [(e["line"], e["code"]) for e in report["rejected"]] == [
         (4, "invalid_json"), (16, "nan_value"), (23, "data_type")]
-    assert report["duplicates_in_file"] == [{"line": 10, "first_line": 3},
-                                            {"line": 24, "first_line": 6}]
+    assert report["duplicates_in_file"] == [{"line": 10, "first_line": 3}]
     assert report["already_in_store"] == [17]
-    assert report["lines"] == 39 and report["imported"] == 39 - 3 - 2 - 1
+    assert [(c["line"], c["other_line"]) for c in report["label_conflicts"]] == [(24, 6)]
+    assert report["lines"] == 39 and report["imported"] == 39 - 3 - 1 - 1
 
 
 def test_not_utf8_in_a_later_chunk_is_refused_whole(in_workers, seeded_store, tmp_path):
@@ -756,3 +798,25 @@ def test_progress_with_workers_rises_to_the_file_size(in_workers, empty_store, t
                          progress=lambda done, total: calls.append(done))
     assert report.imported == 30 and empty_store.count() == 30
     assert len(calls) == 5 and calls == sorted(calls) and calls[-1] == path.stat().st_size
+
+
+def test_a_store_hashed_before_exact_hashes_is_migrated(tmp_path, monkeypatch):
+    """Stores made when content_hash ignored NFC and outer spaces get exact hashes on open, so
+    importing their examples again still finds them already stored."""
+    from curation import _schema
+
+    mine = next(i for i, (name, _) in enumerate(_schema.MIGRATIONS) if "exact" in name)
+    monkeypatch.setattr(_schema, "MIGRATIONS", _schema.MIGRATIONS[:mine])
+    records = [rec(1, label="l"), {"messages": chat(" question 2 ", "e\u0301"), "label": "l"}]
+    path = write_jsonl(tmp_path / "old.jsonl", records)
+    with Store(tmp_path / "old.duckdb") as store:
+        import_file(store, path, actor="t")
+        store.cursor().execute("UPDATE examples SET content_hash = 'old-style hash'")
+    monkeypatch.undo()
+    with Store(tmp_path / "old.duckdb") as store:
+        from curation.formats import content_hash
+
+        assert [e.content_hash for e in store.find()] == [content_hash(r["messages"])
+                                                          for r in records]
+        report = import_file(store, path, actor="t")
+        assert report.imported == 0 and report.already_in_store == [1, 2]
