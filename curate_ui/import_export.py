@@ -270,11 +270,13 @@ with export_tab:
         except CurateError as exc:
             say_error(exc)
         else:
-            st.session_state["ie_export"] = {**result.to_dict(),
-                                             "snapshot_name": result.snapshot.name}
+            st.session_state["ie_export"] = result.to_dict()
     last = st.session_state.get("ie_export")
     if last:
         path, manifest = Path(last["path"]), Path(last["manifest"])
+        if last["note"]:
+            st.info(plain(last["note"][0].upper() + last["note"][1:]) + ".",
+                    icon=":material/info:")
         count_col, ids_col = st.columns([1, 5])
         count_col.metric("Examples", f"{last['count']:,}")
         with ids_col:

@@ -169,9 +169,13 @@ def export(out, db, fmt, statuses, splits, labels, name, actor, as_json):
     where = ExampleFilter(status=tuple(statuses), split=tuple(splits), label=tuple(labels))
     with _open(db) as store:
         result = export_jsonl(store, out, fmt=fmt, where=where, actor=actor, snapshot_name=name)
+    for leftover in result.removed_temp_files:
+        click.echo(f"removed {leftover}, left by an export that was killed", err=True)
     if as_json:
         _print_json(result.to_dict())
     else:
+        if result.note:
+            click.echo(result.note)
         click.echo(f"wrote {result.count:,} examples to {result.path} ({fmt}); snapshot "
                    f"{result.snapshot.id}, manifest {result.manifest_path}")
 

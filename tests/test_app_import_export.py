@@ -298,3 +298,17 @@ def test_a_label_conflict_is_imported_and_shown(page, seeded_store):
     assert conflicts.values.tolist() == [[1, "access", "billing", "example #1"]]
     assert [e.label for e in seeded_store.find() if e.messages == relabelled["messages"]] == [
         "billing", "access"]
+
+
+def test_export_of_unchanged_data_says_the_snapshot_was_reused(page, seeded_store):
+    at = page(seeded_store)
+    at.multiselect(key="ie_export_status").set_value(["pending"])
+    at.text_input(key="ie_export_name").set_value("ux-openai")
+    at.form_submit_button[0].click().run()
+    assert not at.exception and not at.info
+    at.text_input(key="ie_export_name").set_value("again")
+    at.form_submit_button[0].click().run()
+    [snapshot] = seeded_store.snapshots()
+    shown = at.info[0].value.replace("\\", "").replace("\u2060", "")
+    assert shown == (f"Same content as snapshot ux-openai ({snapshot.id}): reused; it keeps "
+                     "its name, not 'again'.")
