@@ -464,7 +464,8 @@ class _Writer:
                  actor: str):
         self.cur, self.report = cur, report
         # content hash -> (first line, label, external id) of each variant seen in the file
-        self.seen: dict[bytes, tuple | list[tuple]] = {}
+        # (the line alone for a record without label and id; a list once there are several)
+        self.seen: dict[bytes, int | tuple | list[tuple]] = {}
         self.labels: dict[str, str] = {}  # one string object per distinct label
         self.store_empty = cur.execute("SELECT count(*) FROM examples").fetchall()[0][0] == 0
         now = utcnow()
@@ -473,12 +474,11 @@ class _Writer:
 
     def _in_file(self, key: bytes, line: int, label: str, ext: str
                  ) -> tuple[int | None, LabelConflict | None]:
-        """(the earlier line this record repeats, or None; a label conflict, or None)."""
-        first = self.seen.get(key)
-        if first is None:
-            self.seen[key] = (line, self.labels.setdefault(label, label), ext)
-            return None, None
-        variants = first if isinstance(first, list) else [first]
+        """For a conversation seen before: (the earlier line this record repeats, or None;
+        a label conflict, or None)."""
+        first = self.seen[key]
+        variants = first if isinstance(first, list) else \
+            [(first, "", "") if isinstance(first, int) else first]
         for other_line, other_label, other_ext in variants:
             if _same(other_label, other_ext, label, ext):
                 return other_line, None
@@ -503,8 +503,15 @@ class _Writer:
         labels = table.column("label").to_pylist()  # '' for none, as external_id
         exts = table.column("external_id").to_pylist()
         candidates, conflicts = [], {}
+        seen, intern = self.seen, self.labels.setdefault
         for i, line in enumerate(lines):
-            first, conflict = self._in_file(hashes[64 * i:64 * i + 64], line, labels[i], exts[i])
+            key = hashes[64 * i:64 * i + 64]
+            if key not in seen:  # the common case, inline; the line alone without label or id
+                label, ext = labels[i], exts[i]
+                seen[key] = (line, intern(label, label), ext) if label or ext else line
+                candidates.append(i)
+                continue
+            first, conflict = self._in_file(key, line, labels[i], exts[i])
             if first is not None:
                 report.duplicates_in_file.append((line, first))
                 continue
@@ -515,24 +522,25 @@ class _Writer:
         cur.register("chunk", table)
         try:
             if candidates and not self.store_empty:
-                stored: dict[int, list[tuple]] = {}
-                for line, *match in cur.execute(
-                        "SELECT c.line, e.id, coalesce(e.label, ''), coalesce(e.external_id, '') "
-                        "FROM chunk c JOIN examples e ON e.content_hash = c.content_hash "
-                        "ORDER BY e.id").fetchall():
-                    stored.setdefault(line, []).append(tuple(match))
+                stored = {line: (same, other) for line, same, *other in cur.execute(
+                    "SELECT c.line, bool_or(coalesce(e.label, '') = c.label AND "
+                    "(e.external_id IS NULL OR c.external_id = '' OR "
+                    "e.external_id = c.external_id)), "
+                    "min(e.id) FILTER (coalesce(e.label, '') <> c.label), "
+                    "arg_min(coalesce(e.label, ''), e.id) FILTER (coalesce(e.label, '') <> "
+                    "c.label) FROM chunk c JOIN examples e ON e.content_hash = c.content_hash "
+                    "GROUP BY c.line").fetchall()}
                 keep = []
                 for i in candidates:
-                    matches = stored.get(lines[i], ())
-                    if any(_same(m[1], m[2], labels[i], exts[i]) for m in matches):
+                    same, (other_id, other_label) = stored.get(lines[i], (False, (None, None)))
+                    if same:
                         report.already_in_store.append(lines[i])
                         conflicts.pop(i, None)
                         continue
                     keep.append(i)
-                    other = next((m for m in matches if m[1] != labels[i]), None)
-                    if other is not None and i not in conflicts:
+                    if other_id is not None and i not in conflicts:
                         conflicts[i] = LabelConflict(lines[i], labels[i] or None,
-                                                     other[1] or None, other_example=other[0])
+                                                     other_label or None, other_example=other_id)
                 candidates = keep
             report.label_conflicts.extend(conflicts[i] for i in sorted(conflicts))
             if not candidates:
