@@ -10,6 +10,8 @@ Design decisions:
   shows what was detected before anything is written to the store.
 - The import runs only when the button is pressed; its report is kept in the session, saved
   into `<workspace>/import-reports` and offered as a JSON download.
+- Nothing is decided silently: label conflicts (imported) get their own table in the report,
+  and an export that reuses an existing snapshot says so, naming it.
 - Everything from the file (names, columns, values, error messages that quote them) is shown
   as text: table cells, widget values, or escaped before it reaches a Markdown call.
 """

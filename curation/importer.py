@@ -12,9 +12,15 @@ Design decisions:
   `$CURATE_IMPORT_WORKERS=0` parses in the main process (for a host where fork is unwelcome).
 - Atomic: every chunk is written inside one transaction. A crash or `kill -9` before COMMIT
   leaves the store as it was.
-- Idempotent: a conversation whose content hash is already stored is skipped and reported;
-  a repeat of an earlier line of the same file is reported as `duplicate_in_file`. The hashes
-  seen in the file are kept in a dict in the main process (about 130 bytes per record).
+- Idempotent and lossless: a record that is the same example as a stored one (the exact
+  conversation, the label, and no other external id; see `_Writer`) is skipped and reported;
+  a repeat of an earlier line of the same file is reported as `duplicate_in_file`. Nothing
+  else is skipped: the same conversation with another label is imported and reported as a
+  `LabelConflict`. The hashes seen in the file are kept in a dict in the main process (about
+  130 bytes per record, more for a record with a label or an id).
+- CSV: the csv module's limits and errors never end an import. Its field limit is raised to
+  `CSV_FIELD_LIMIT` (fields up to it are checked against `max_field_chars` like any text), and
+  every `csv.Error` or NUL character becomes one rejected row with its line number.
 - A bad record never aborts the rest: it becomes a `LineError` (line, code, message, field).
   A file that is not UTF-8 is refused whole (`NotUtf8`), since its text cannot be trusted.
 - Fast path: orjson parses the bytes of a line; only a line orjson refuses goes through the
