@@ -140,8 +140,8 @@ def remove_stale_temp_files(directory: Path) -> tuple[Path, ...]:
                 if _alive(int(match.group(1))) and not old:
                     continue  # its writer may have created it and not locked it yet
                 item.unlink()
-        except FileNotFoundError:
-            continue  # renamed into place or removed meanwhile
+        except OSError:
+            continue  # renamed into place or removed meanwhile, or not ours to open
         removed.append(item)
     return tuple(removed)
 

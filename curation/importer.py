@@ -39,6 +39,7 @@ import json
 import math
 import multiprocessing
 import os
+import re
 import sys
 from array import array
 from collections.abc import Callable, Iterator
@@ -748,11 +749,12 @@ def _csv_records(path: Path, fmt: str, mapping) -> Iterator[Record]:
 
 
 class _CsvLines:
-    """The physical lines of a CSV file as `csv.reader` reads them: counts them, and the quotes
-    of the row being read, so that after a `csv.Error` the rest of the broken row is skipped."""
+    """The physical lines of a CSV file as `csv.reader` reads them: counts them and keeps the
+    lines of the row being read, so that after a `csv.Error` the rest of a broken row (a quoted
+    field left open) is skipped rather than read as rows of its own."""
 
     def __init__(self, f: io.TextIOBase):
-        self.f, self.count, self.quotes = f, 0, 0
+        self.f, self.count, self.record = f, 0, []
 
     def __iter__(self) -> _CsvLines:
         return self
@@ -760,16 +762,49 @@ class _CsvLines:
     def __next__(self) -> str:
         line = next(self.f)
         self.count += 1
-        self.quotes += line.count('"')
+        self.record.append(line)
         return line
 
     def skip_open_quote(self) -> None:
-        """Read on to the line that closes a quoted field left open (an odd number of `"`)."""
-        while self.quotes % 2:
+        """Read on to the line that closes a quoted field the broken row left open."""
+        quoted, start = False, True
+        lines, self.record = self.record, []
+        for line in lines:
+            quoted, start = _csv_scan(line, quoted, start)
+        while quoted:
             try:
-                next(self)
+                line = next(self.f)
             except StopIteration:
                 return
+            self.count += 1
+            quoted, start = _csv_scan(line, quoted, start)
+
+
+_CSV_FIELD_END = re.compile(r"[,\r\n]")
+
+
+def _csv_scan(line: str, quoted: bool, start: bool) -> tuple[bool, bool]:
+    """Whether a quoted field is open after `line`, and whether a field starts there, given
+    the same two facts before it (the csv module's dialect: `"` quotes only a whole field,
+    `""` inside one is a quote)."""
+    i, n = 0, len(line)
+    while i < n:
+        if quoted:
+            j = line.find('"', i)
+            if j < 0:
+                return True, False
+            if line.startswith('"', j + 1):
+                i = j + 2
+                continue
+            quoted, start, i = False, False, j + 1
+        elif start and line[i] == '"':
+            quoted, start, i = True, False, i + 1
+        else:
+            found = _CSV_FIELD_END.search(line, i)
+            if found is None:
+                return False, False
+            i, start = found.end(), True
+    return quoted, start
 
 
 def csv_rows(f: io.TextIOBase, path: Path) -> tuple[list[str], Iterator[tuple[int, Any]]]:
@@ -794,7 +829,7 @@ def csv_rows(f: io.TextIOBase, path: Path) -> tuple[list[str], Iterator[tuple[in
 
     def rows() -> Iterator[tuple[int, Any]]:
         while True:
-            start, source.quotes = source.count + 1, 0
+            start, source.record = source.count + 1, []
             try:
                 values = next(reader)
             except StopIteration:

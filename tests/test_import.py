@@ -570,11 +570,17 @@ def test_csv_field_over_the_reader_limit_skips_to_the_next_row(empty_store, tmp_
                     f'"{"x" * 60}\n{"y" * 60}\n"",a, b",c\n'           # 3-5: quoted, too long
                     "q6,a6\n"                                          # 6
                     f"q7,{'z' * 150}\n"                                # 7: unquoted, too long
-                    "q8,a8\n")                                         # 8
+                    "q8,a8\n"                                          # 8
+                    f'q9,a 5" screen{"z" * 150}\n'                    # 9: a stray quote
+                    "q10,a10\n"                                        # 10
+                    f'"q11","{"w" * 150}""\n""\n"\n'                 # 11-13: "" inside quotes
+                    "q14,a14\n")                                       # 14
     report = import_file(empty_store, path, actor="t")
-    assert rejected(report) == [(3, "field_too_long"), (7, "field_too_long")]
+    assert rejected(report) == [(3, "field_too_long"), (7, "field_too_long"),
+                                (9, "field_too_long"), (11, "field_too_long")]
     assert "100 characters" in report.rejected[0].message
-    assert contents(empty_store) == [["q1", "a1"], ["q6", "a6"], ["q8", "a8"]]
+    assert contents(empty_store) == [["q1", "a1"], ["q6", "a6"], ["q8", "a8"],
+                                     ["q10", "a10"], ["q14", "a14"]]
 
 
 def test_csv_rows_with_nul_characters_are_rejected_one_by_one(empty_store, tmp_path):
