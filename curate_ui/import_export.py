@@ -10,6 +10,8 @@ Design decisions:
   shows what was detected before anything is written to the store.
 - The import runs only when the button is pressed; its report is kept in the session, saved
   into `<workspace>/import-reports` and offered as a JSON download.
+- Nothing is decided silently: label conflicts (imported) get their own table in the report,
+  and an export that reuses an existing snapshot says so, naming it.
 - Everything from the file (names, columns, values, error messages that quote them) is shown
   as text: table cells, widget values, or escaped before it reaches a Markdown call.
 """
@@ -100,6 +102,17 @@ def show_report(done: dict) -> None:
             st.dataframe(pd.DataFrame({"code": codes, "meaning": meanings}), hide_index=True)
     else:
         st.caption("No record was rejected.")
+    conflicts = report.get("label_conflicts", [])
+    if conflicts:
+        st.warning(f"{len(conflicts):,} imported records have a conversation that is also "
+                   "stored (or earlier in the file) with another label. Both are kept: "
+                   "decide which label is right (Quality: exact duplicates).",
+                   icon=":material/warning:")
+        st.dataframe(pd.DataFrame(
+            [(c["line"], c["label"], c["other_label"],
+              f"line {c['other_line']}" if c["other_line"] is not None
+              else f"example #{c['other_example']}") for c in conflicts],
+            columns=["line", "label", "other label", "same conversation as"]), hide_index=True)
     skipped = ([{"line": n, "why": "already in the store"} for n in report["already_in_store"]]
                + [{"line": d["line"], "why": f"repeats line {d['first_line']}"}
                   for d in report["duplicates_in_file"]])
@@ -256,11 +269,13 @@ with export_tab:
         except CurateError as exc:
             say_error(exc)
         else:
-            st.session_state["ie_export"] = {**result.to_dict(),
-                                             "snapshot_name": result.snapshot.name}
+            st.session_state["ie_export"] = result.to_dict()
     last = st.session_state.get("ie_export")
     if last:
         path, manifest = Path(last["path"]), Path(last["manifest"])
+        if last["note"]:
+            st.info(plain(last["note"][0].upper() + last["note"][1:]) + ".",
+                    icon=":material/info:")
         count_col, ids_col = st.columns([1, 5])
         count_col.metric("Examples", f"{last['count']:,}")
         with ids_col:

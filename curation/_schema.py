@@ -170,6 +170,10 @@ MIGRATIONS: list[tuple[str, str]] = [
             recorded_at   TIMESTAMP NOT NULL
         );
     """),
+    ("content hash of the exact conversation (no NFC, no trimming)", """
+        UPDATE examples SET content_hash = sha256(messages);
+        UPDATE example_versions SET content_hash = sha256(messages);
+    """),
 ]
 
 

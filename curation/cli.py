@@ -218,6 +218,10 @@ def import_(file, db, fmt, mapping, split, status, source, tags, max_field_chars
         click.echo(f"  line {err.line}: {err.code}: {err.message}")
     if len(report.rejected) > 20:
         click.echo(f"  ... and {len(report.rejected) - 20:,} more")
+    for conflict in report.label_conflicts[:20]:
+        click.echo(f"  line {conflict.line}: label_conflict (imported): {conflict.message}")
+    if len(report.label_conflicts) > 20:
+        click.echo(f"  ... and {len(report.label_conflicts) - 20:,} more label conflicts")
     click.echo(f"full report: {saved}")
 
 
@@ -245,9 +249,13 @@ def export(out, db, fmt, statuses, splits, labels, name, actor, as_json):
     with _open(db) as store:
         result = export_jsonl(store, out, fmt=fmt, where=where, user=_cli_user(actor),
                               snapshot_name=name)
+    for leftover in result.removed_temp_files:
+        click.echo(f"removed {leftover}, left by an export that was killed", err=True)
     if as_json:
         _print_json(result.to_dict())
     else:
+        if result.note:
+            click.echo(result.note)
         click.echo(f"wrote {result.count:,} examples to {result.path} ({fmt}); snapshot "
                    f"{result.snapshot.id}, manifest {result.manifest_path}")
 

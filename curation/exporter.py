@@ -6,7 +6,16 @@ Design decisions:
   snapshot. The manifest names the snapshot, so a training run can be traced to its data.
 - Atomic: the file and the manifest are written to temporary names in the target folder and
   renamed into place, so a reader never sees half a file. Both are 0600, wherever they go
-  (a missing folder is made 0700): they hold the curated data.
+  (a missing folder is made 0700): they hold the curated data. A temporary file is named
+  `.<name>.curate-export-<pid>-<random>.tmp`, so it is recognisable, and its writer holds an
+  exclusive `flock` on it. An export killed mid-write (kill -9, power loss) leaves it behind; every
+  export first removes such leftovers in its target folder: ours by name, with no writer
+  holding the lock, and whose writing process is gone (or, if the pid was reused, untouched
+  for `STALE_TEMP_SECONDS`). A live export's file is never touched. (Where `fcntl` does not
+  exist, leftovers are left alone.)
+- Reuse is said, not silent: when the filters over unchanged data give a snapshot that
+  already exists, the export is written from it under its first name, and the result, the
+  CLI, the app and the manifest say so (`snapshot_reused`, `note`).
 - Each line carries the example's external id (as `id`), label, tags and a `metadata` object
   (Curate id, version, split, status, source); importing the file again gives back the same
   conversations, labels and tags.
@@ -16,6 +25,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
+import secrets
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +42,9 @@ from curation.query import ExampleFilter
 from curation.store import Snapshot, Store, utcnow
 
 DEFAULT_EXPORT_FILTER = ExampleFilter(status=("accepted",))
+TEMP_SUFFIX = ".curate-export-{pid}-{token}.tmp"
+STALE_TEMP_SECONDS = 60  # a free temp file of a live pid (reused by another process) is stale
+_TEMP_NAME = re.compile(r"^\..+\.curate-export-(\d+)-[0-9a-f]{8}\.tmp$")
 
 
 @dataclass(frozen=True)
@@ -42,11 +57,16 @@ class ExportResult:
     count: int
     file_sha256: str
     snapshot: Snapshot
+    snapshot_reused: bool = False
+    note: str | None = None  # says so when an existing snapshot was reused
+    removed_temp_files: tuple[Path, ...] = ()  # leftovers of killed exports, removed
 
     def to_dict(self) -> dict[str, Any]:
         return {"path": str(self.path), "manifest": str(self.manifest_path),
                 "format": self.format, "count": self.count, "file_sha256": self.file_sha256,
-                "snapshot_id": self.snapshot.id, "snapshot_hash": self.snapshot.content_hash}
+                "snapshot_id": self.snapshot.id, "snapshot_hash": self.snapshot.content_hash,
+                "snapshot_name": self.snapshot.name, "snapshot_reused": self.snapshot_reused,
+                "note": self.note}
 
 
 def export_jsonl(store: Store, out_path: str | os.PathLike, *, fmt: str = "openai",
@@ -55,18 +75,27 @@ def export_jsonl(store: Store, out_path: str | os.PathLike, *, fmt: str = "opena
     """Snapshot what `where` selects (accepted examples by default) and write it as JSONL."""
     require(user, "export")
     _check_format(fmt)
+    started = utcnow()
     snapshot = store.snapshot(where, actor=user.name, name=snapshot_name)
-    return write_snapshot(store, snapshot.id, out_path, user=user, fmt=fmt)
+    note = None
+    if snapshot.created_at < started:  # the store gave back an existing snapshot
+        note = f"same content as snapshot {snapshot.name} ({snapshot.id}): reused"
+        if snapshot_name and snapshot_name.strip() != snapshot.name:
+            note += f"; it keeps its name, not {snapshot_name.strip()!r}"
+    return write_snapshot(store, snapshot.id, out_path, user=user, fmt=fmt, note=note)
 
 
 def write_snapshot(store: Store, snapshot_id: str, out_path: str | os.PathLike, *,
-                   user: User, fmt: str = "openai") -> ExportResult:
-    """Write an existing snapshot as JSONL plus `<name>.manifest.json`, both atomically."""
+                   user: User, fmt: str = "openai", note: str | None = None) -> ExportResult:
+    """Write an existing snapshot as JSONL plus `<name>.manifest.json`, both atomically.
+    `note` (set by `export_jsonl` when it reused a snapshot) goes into the result and the
+    manifest."""
     require(user, "export")
     _check_format(fmt)
     snapshot = store.get_snapshot(snapshot_id)
     out_path = Path(out_path)
     private_dir(out_path.parent, tighten=False)
+    removed = remove_stale_temp_files(out_path.parent)
     writer = WRITERS[fmt]
     digest, count = hashlib.sha256(), 0
     with _atomic(out_path) as f:
@@ -81,7 +110,8 @@ def write_snapshot(store: Store, snapshot_id: str, out_path: str | os.PathLike, 
             digest.update(line)
             count += 1
     manifest_path = out_path.with_name(out_path.name.removesuffix(".jsonl") + ".manifest.json")
-    result = ExportResult(out_path, manifest_path, fmt, count, digest.hexdigest(), snapshot)
+    result = ExportResult(out_path, manifest_path, fmt, count, digest.hexdigest(), snapshot,
+                          note is not None, note, removed)
     manifest = {**result.to_dict(), "filters": snapshot.filters, "snapshot_name": snapshot.name,
                 "exported_at": utcnow().isoformat() + "Z"}
     with _atomic(manifest_path) as f:
@@ -94,24 +124,68 @@ def _check_format(fmt: str) -> None:
         raise InvalidValue(f"export format {fmt!r} is not one of {', '.join(OUTPUT_FORMATS)}")
 
 
+def remove_stale_temp_files(directory: Path) -> tuple[Path, ...]:
+    """Remove the temporary files that killed exports left in `directory`; return them."""
+    try:
+        import fcntl
+    except ImportError:  # no flock: a live writer cannot be told apart safely
+        return ()
+    removed = []
+    for item in directory.iterdir() if directory.is_dir() else ():
+        match = _TEMP_NAME.match(item.name)
+        if not match or not item.is_file():
+            continue
+        try:
+            with open(item, "rb") as f:
+                try:
+                    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    continue  # a live export is writing it
+                old = time.time() - os.fstat(f.fileno()).st_mtime > STALE_TEMP_SECONDS
+                if _alive(int(match.group(1))) and not old:
+                    continue  # its writer may have created it and not locked it yet
+                item.unlink()
+        except OSError:
+            continue  # renamed into place or removed meanwhile, or not ours to open
+        removed.append(item)
+    return tuple(removed)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True
+
+
 class _atomic:
-    """Write to a temporary file beside `path`, fsync, then rename over `path`."""
+    """Write to a locked, recognisable temporary file beside `path`, fsync, then rename it
+    over `path`; on an error the temporary file is removed."""
 
     def __init__(self, path: Path):
         self.path = path
-        self.tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        self.tmp = path.with_name(f".{path.name}" + TEMP_SUFFIX.format(
+            pid=os.getpid(), token=secrets.token_hex(4)))
 
     def __enter__(self):
-        self.f = open_private(self.tmp)
+        self.f = open(os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb")
+        try:
+            import fcntl
+
+            fcntl.flock(self.f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except ImportError:
+            pass
         return self.f
 
     def __exit__(self, exc_type, exc, tb) -> bool:
         if exc_type is None:
             self.f.flush()
             os.fsync(self.f.fileno())
+            os.replace(self.tmp, self.path)  # before close: the lock covers the rename
         self.f.close()
-        if exc_type is None:
-            os.replace(self.tmp, self.path)
-        else:
+        if exc_type is not None:
             self.tmp.unlink(missing_ok=True)
         return False

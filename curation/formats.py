@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import unicodedata
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -37,6 +36,8 @@ DEFAULT_MAX_FIELD_CHARS = 100_000
 
 CODES: dict[str, str] = {
     "invalid_json": "The line is not valid JSON.",
+    "invalid_csv": "The CSV row cannot be read: a NUL character, or another error of the CSV "
+                   "reader.",
     "data_type": "The record is not a JSON object.",
     "unknown_format": "The record has none of the keys of a known format "
                       "(messages, instruction/output, prompt/completion, conversations).",
@@ -54,8 +55,8 @@ CODES: dict[str, str] = {
     "field_too_long": "A text field is longer than the configured maximum.",
     "nan_value": "The record contains NaN or Infinity, which is not valid JSON.",
     "lone_surrogate": "A string contains a lone UTF-16 surrogate (an invalid character).",
-    "duplicate_in_file": "The same conversation appeared earlier in the same file; "
-                         "it is imported once.",
+    "duplicate_in_file": "The same example (conversation and label, and no other external "
+                         "id) appeared earlier in the same file; it is imported once.",
 }
 
 _ROLES = ("system", "user", "assistant")
@@ -95,11 +96,16 @@ def clean_text(text: str) -> str:
 
 
 def content_hash(messages: list[dict[str, str]]) -> str:
-    """SHA-256 over the normalised conversation: roles, and contents in NFC without outer spaces."""
-    canonical = [[m["role"], (m["content"] if m["content"].isascii()
-                              else unicodedata.normalize("NFC", m["content"])).strip()]
-                 for m in messages]
-    return hashlib.sha256(orjson.dumps(canonical)).hexdigest()
+    """SHA-256 of the conversation exactly as stored: the JSON of its {role, content} messages.
+
+    No Unicode normalisation, no trimming: texts that differ in any character are different
+    conversations (a tokenizer sees them differently, and Curate never changes a text), so an
+    import drops only a record that is truly a repeat. Looser sameness (case, spaces, Unicode
+    variants) is the exact-duplicates check's job, shown to the SME. The bytes hashed are those
+    of the `messages` column, so a migration can compute it in SQL: `sha256(messages)`.
+    """
+    return hashlib.sha256(orjson.dumps(
+        [{"role": m["role"], "content": m["content"]} for m in messages])).hexdigest()
 
 
 def search_text(messages: list[dict[str, str]]) -> str:
@@ -161,22 +167,25 @@ def _check_turn_order(messages: list[dict[str, str]], where: str) -> None:
                           "assistant", where)
 
 
-def check_text(value: Any, where: str, max_chars: int, *, required: bool = True) -> str:
-    """A non-empty string within the length limit, line endings cleaned."""
+def check_text(value: Any, where: str, max_chars: int, *, required: bool = True,
+               field: str | None = None) -> str:
+    """A non-empty string within the length limit, line endings cleaned. Messages name the
+    value as `where`; errors carry `field` (default: `where`)."""
+    field = field or where
     if isinstance(value, float) and not math.isfinite(value):
-        raise RecordError("nan_value", f"{where} is {value}", where)
+        raise RecordError("nan_value", f"{where} is {value}", field)
     if not isinstance(value, str):
-        raise RecordError("wrong_type", f"{where} must be text, not {_type_name(value)}", where)
+        raise RecordError("wrong_type", f"{where} must be text, not {_type_name(value)}", field)
     if required and not value.strip():
-        raise RecordError("missing_content", f"{where} is empty", where)
+        raise RecordError("missing_content", f"{where} is empty", field)
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
-        raise RecordError("lone_surrogate", f"{where} contains a lone surrogate", where) from None
+        raise RecordError("lone_surrogate", f"{where} contains a lone surrogate", field) from None
     if len(value) > max_chars:
         raise RecordError("field_too_long",
                           f"{where} has {len(value):,} characters; the maximum is {max_chars:,}",
-                          where)
+                          field)
     return clean_text(value)
 
 
@@ -187,15 +196,24 @@ def _type_name(value: Any) -> str:
 
 # --- metadata shared by all JSON formats -----------------------------------------------------
 
-def _metadata(record: dict, max_chars: int) -> dict[str, Any]:
+def _metadata(record: dict, max_chars: int,
+              columns: dict[str, str] | None = None) -> dict[str, Any]:
+    """Label, tags and external id; `columns` names the user's column of each (mapped input),
+    which errors then name instead of the key."""
+    def at(key: str) -> tuple[str, str]:  # (how a message names it, the error's field)
+        name = (columns or {}).get(key)
+        return (f"column `{name}` ({key})", name) if name else (key, key)
+
     label = record.get("label")
+    where, name = at("label")
     if isinstance(label, float) and not math.isfinite(label):
-        raise RecordError("nan_value", f"label is {label}", "label")
+        raise RecordError("nan_value", f"{where} is {label}", name)
     if label is not None:
         if isinstance(label, bool) or not isinstance(label, (str, int)):
-            raise RecordError("wrong_type", f"label must be text, not {_type_name(label)}",
-                              "label")
-        label = check_text(str(label), "label", max_chars, required=False).strip() or None
+            raise RecordError("wrong_type", f"{where} must be text, not {_type_name(label)}",
+                              name)
+        label = check_text(str(label), where, max_chars, required=False,
+                           field=name).strip() or None
     tags = record.get("tags")
     if tags is None:
         tags = ()
@@ -204,15 +222,17 @@ def _metadata(record: dict, max_chars: int) -> dict[str, Any]:
     elif isinstance(tags, (list, tuple)) and all(isinstance(t, str) for t in tags):
         tags = tuple(dict.fromkeys(t.strip() for t in tags if t.strip()))
     else:
-        raise RecordError("wrong_type", "tags must be a list of text", "tags")
+        where, name = at("tags")
+        raise RecordError("wrong_type", f"{where} must be a list of text", name)
     ext = record.get("id")
     if ext == "":
         ext = None
     if ext is not None:
+        where, name = at("id")
         if isinstance(ext, bool) or not isinstance(ext, (str, int)):
-            raise RecordError("wrong_type", f"id must be text or a number, not "
-                                            f"{_type_name(ext)}", "id")
-        ext = check_text(str(ext), "id", max_chars)
+            raise RecordError("wrong_type", f"{where} must be text or a number, not "
+                                            f"{_type_name(ext)}", name)
+        ext = check_text(str(ext), where, max_chars, field=name)
     return {"label": label, "tags": tuple(tags), "external_id": ext}
 
 
@@ -403,7 +423,12 @@ def from_sharegpt(record: dict, max_chars: int) -> list[dict[str, str]]:
 
 
 def from_mapped(record: dict, mapping: dict[str, str], max_chars: int) -> Draft:
-    """A CSV row or JSON object with user-named columns (`prompt=text,response=answer,...`)."""
+    """A CSV row or JSON object with user-named columns (`prompt=text,response=answer,...`).
+
+    Every error names the user's column (`query`), never an internal field
+    (`messages[0].content`): the mapped texts are checked column by column, and the
+    conversation they make (optional system, user, assistant) then meets the turn order rule.
+    """
     def column(target: str, required: bool) -> Any:
         name = mapping.get(target)
         if name is None:
@@ -415,17 +440,22 @@ def from_mapped(record: dict, mapping: dict[str, str], max_chars: int) -> Draft:
             return None
         return record[name]
 
+    def text(target: str, value: Any) -> str:
+        name = mapping[target]
+        return check_text(value, f"column `{name}` ({target})", max_chars, field=name)
+
     messages = []
     system = column("system", False)
     if system not in (None, ""):
-        messages.append({"role": "system", "content": system})
-    messages += [{"role": "user", "content": column("prompt", True)},
-                 {"role": "assistant", "content": column("response", True)}]
+        messages.append({"role": "system", "content": text("system", system)})
+    prompt, response = column("prompt", True), column("response", True)
+    messages += [{"role": "user", "content": text("prompt", prompt)},
+                 {"role": "assistant", "content": text("response", response)}]
     label, tags, ext = column("label", False), column("tags", False), column("id", False)
     meta = _metadata({"label": label if label != "" else None,
                       "tags": tags,
-                      "id": ext if ext != "" else None}, max_chars)
-    return Draft(messages=check_conversation(messages, max_chars), **meta)
+                      "id": ext if ext != "" else None}, max_chars, mapping)
+    return Draft(messages=messages, **meta)
 
 
 def parse_mapping(text: str | None) -> dict[str, str]:

@@ -12,9 +12,15 @@ Design decisions:
   `$CURATE_IMPORT_WORKERS=0` parses in the main process (for a host where fork is unwelcome).
 - Atomic: every chunk is written inside one transaction. A crash or `kill -9` before COMMIT
   leaves the store as it was.
-- Idempotent: a conversation whose content hash is already stored is skipped and reported;
-  a repeat of an earlier line of the same file is reported as `duplicate_in_file`. The hashes
-  seen in the file are kept in a dict in the main process (about 130 bytes per record).
+- Idempotent and lossless: a record that is the same example as a stored one (the exact
+  conversation, the label, and no other external id; see `_Writer`) is skipped and reported;
+  a repeat of an earlier line of the same file is reported as `duplicate_in_file`. Nothing
+  else is skipped: the same conversation with another label is imported and reported as a
+  `LabelConflict`. The hashes seen in the file are kept in a dict in the main process (about
+  130 bytes per record, more for a record with a label or an id).
+- CSV: the csv module's limits and errors never end an import. Its field limit is raised to
+  `CSV_FIELD_LIMIT` (fields up to it are checked against `max_field_chars` like any text), and
+  every `csv.Error` or NUL character becomes one rejected row with its line number.
 - A bad record never aborts the rest: it becomes a `LineError` (line, code, message, field).
   A file that is not UTF-8 is refused whole (`NotUtf8`), since its text cannot be trusted.
 - Fast path: orjson parses the bytes of a line; only a line orjson refuses goes through the
@@ -27,11 +33,13 @@ from __future__ import annotations
 
 import csv
 import gc
+import hashlib
 import io
 import json
 import math
 import multiprocessing
 import os
+import re
 import sys
 from array import array
 from collections.abc import Callable, Iterator
@@ -47,7 +55,7 @@ from curation._files import open_private, private_dir
 from curation.auth import User, require
 from curation.errors import CurateError, InvalidValue, NotUtf8, UnreadableFile
 from curation.formats import (DEFAULT_MAX_FIELD_CHARS, INPUT_FORMATS, RecordError,
-                              content_hash, detect_format, to_draft)
+                              detect_format, to_draft)
 from curation.query import SPLITS, STATUSES
 from curation.store import Store, utcnow
 
@@ -55,6 +63,9 @@ BATCH_ROWS = 10_000
 CHUNK_BYTES = 16 << 20
 PARALLEL_MIN_BYTES = 4 << 20  # smaller files are parsed in the main process
 _READ_BYTES = 1 << 22
+# The longest CSV field read (the csv module's default is 131,072): longer ones are
+# `field_too_long` rows, shorter ones are checked against `max_field_chars` like any text.
+CSV_FIELD_LIMIT = 16 << 20
 Progress = Callable[[int, int], None]
 
 
@@ -68,6 +79,25 @@ class LineError:
     field: str | None = None
 
 
+@dataclass(frozen=True)
+class LabelConflict:
+    """An imported record whose conversation is also stored, or earlier in the file, with
+    another label: both are kept, and the SME decides which label is right."""
+
+    line: int
+    label: str | None
+    other_label: str | None
+    other_line: int | None = None  # the earlier line of the file, or
+    other_example: int | None = None  # the stored example
+
+    @property
+    def message(self) -> str:
+        where = (f"line {self.other_line}" if self.other_line is not None
+                 else f"example #{self.other_example}")
+        return (f"same conversation as {where}, labelled {self.other_label!r} there and "
+                f"{self.label!r} here; both are kept: decide which label is right")
+
+
 @dataclass
 class ImportReport:
     """What an import did, line by line where something was not imported."""
@@ -79,6 +109,7 @@ class ImportReport:
     already_in_store: list[int] = field(default_factory=list)
     duplicates_in_file: list[tuple[int, int]] = field(default_factory=list)
     rejected: list[LineError] = field(default_factory=list)
+    label_conflicts: list[LabelConflict] = field(default_factory=list)
 
     def summary(self) -> str:
         parts = [f"{self.imported:,} imported", f"{len(self.rejected):,} rejected"]
@@ -86,12 +117,16 @@ class ImportReport:
             parts.append(f"{len(self.already_in_store):,} already in the store")
         if self.duplicates_in_file:
             parts.append(f"{len(self.duplicates_in_file):,} repeated within the file")
+        if self.label_conflicts:
+            parts.append(f"{len(self.label_conflicts):,} imported with a conflicting label")
         return f"{self.path}: {self.lines:,} records read; " + ", ".join(parts)
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "rejected": [asdict(e) for e in self.rejected],
                 "duplicates_in_file": [{"line": a, "first_line": b}
-                                       for a, b in self.duplicates_in_file]}
+                                       for a, b in self.duplicates_in_file],
+                "label_conflicts": [{**asdict(c), "message": c.message}
+                                    for c in self.label_conflicts]}
 
     def save(self, directory: Path) -> Path:
         """Write the full report as JSON into `directory`; return its path."""
@@ -200,10 +235,11 @@ class _Columns:
         self.lines.append(line)
         s = self.strings
         s["external_id"].append((draft.external_id or "").encode())
-        s["messages"].append(orjson.dumps(messages))
+        blob = orjson.dumps(messages)  # {role, content} dicts: its hash is content_hash()
+        s["messages"].append(blob)
         s["text"].append("\n".join([m["content"] for m in messages]).encode())
         s["label"].append((draft.label or "").encode())
-        s["content_hash"].append(content_hash(messages).encode())
+        s["content_hash"].append(hashlib.sha256(blob).hexdigest().encode())
         self.tag_counts.append(len(tags))
         self.tags.extend(t.encode() for t in tags)
         return None
@@ -424,17 +460,45 @@ class _Workers:
 # --- writing chunks into the store -----------------------------------------------------------
 
 class _Writer:
-    """Writes chunks in file order: skips repeats within the file and known conversations,
-    gives each new example the next id and writes it with its 'create' event."""
+    """Writes chunks in file order: skips repeats within the file and examples already stored,
+    gives each new example the next id and writes it with its 'create' event.
+
+    An example is the same as another when its conversation (exactly, `content_hash`) and its
+    label are equal and their external ids do not differ (a record without an id matches one
+    with any id); tags, split and status are not part of it. Only such a repeat is skipped,
+    since skipping it loses nothing the store would keep apart. The same conversation with
+    another label is imported, and reported as a `LabelConflict` (also recorded in the create
+    event), because dropping it would silently decide which label is right.
+    """
 
     def __init__(self, cur, report: ImportReport, *, split: str, status: str, source: str,
                  actor: str):
         self.cur, self.report = cur, report
-        self.seen: dict[bytes, int] = {}  # content hash -> first line with it
+        # content hash -> (first line, label, external id) of each variant seen in the file
+        # (the line alone for a record without label and id; a list once there are several)
+        self.seen: dict[bytes, int | tuple | list[tuple]] = {}
+        self.labels: dict[str, str] = {}  # one string object per distinct label
         self.store_empty = cur.execute("SELECT count(*) FROM examples").fetchall()[0][0] == 0
         now = utcnow()
         self.example_params = [source, split, status, actor, now, actor, now]
         self.event_params = [actor, now, source, split, status]
+
+    def _in_file(self, key: bytes, line: int, label: str, ext: str
+                 ) -> tuple[int | None, LabelConflict | None]:
+        """For a conversation seen before: (the earlier line this record repeats, or None;
+        a label conflict, or None)."""
+        first = self.seen[key]
+        variants = first if isinstance(first, list) else \
+            [(first, "", "") if isinstance(first, int) else first]
+        for other_line, other_label, other_ext in variants:
+            if _same(other_label, other_ext, label, ext):
+                return other_line, None
+        variants.append((line, self.labels.setdefault(label, label), ext))
+        self.seen[key] = variants
+        other = next((v for v in variants if v[1] != label), None)
+        if other is None:
+            return None, None
+        return None, LabelConflict(line, label or None, other[1] or None, other_line=other[0])
 
     def write(self, chunk: _Chunk) -> None:
         report = self.report
@@ -447,23 +511,49 @@ class _Writer:
         lines = array("q")
         lines.frombytes(chunk.columns[0])
         hashes = chunk.columns[_HASH_DATA]  # 64 hex characters per row
-        candidates = []
+        labels = table.column("label").to_pylist()  # '' for none, as external_id
+        exts = table.column("external_id").to_pylist()
+        candidates, conflicts = [], {}
+        seen, intern = self.seen, self.labels.setdefault
         for i, line in enumerate(lines):
             key = hashes[64 * i:64 * i + 64]
-            first = self.seen.setdefault(key, line)
-            if first != line:
-                report.duplicates_in_file.append((line, first))
-            else:
+            if key not in seen:  # the common case, inline; the line alone without label or id
+                label, ext = labels[i], exts[i]
+                seen[key] = (line, intern(label, label), ext) if label or ext else line
                 candidates.append(i)
+                continue
+            first, conflict = self._in_file(key, line, labels[i], exts[i])
+            if first is not None:
+                report.duplicates_in_file.append((line, first))
+                continue
+            candidates.append(i)
+            if conflict:
+                conflicts[i] = conflict
         cur = self.cur
         cur.register("chunk", table)
         try:
             if candidates and not self.store_empty:
-                known = {r[0] for r in cur.execute(
-                    "SELECT line FROM chunk WHERE content_hash IN "
-                    "(SELECT content_hash FROM examples)").fetchall()}
-                report.already_in_store.extend(lines[i] for i in candidates if lines[i] in known)
-                candidates = [i for i in candidates if lines[i] not in known]
+                stored = {line: (same, other) for line, same, *other in cur.execute(
+                    "SELECT c.line, bool_or(coalesce(e.label, '') = c.label AND "
+                    "(e.external_id IS NULL OR c.external_id = '' OR "
+                    "e.external_id = c.external_id)), "
+                    "min(e.id) FILTER (coalesce(e.label, '') <> c.label), "
+                    "arg_min(coalesce(e.label, ''), e.id) FILTER (coalesce(e.label, '') <> "
+                    "c.label) FROM chunk c JOIN examples e ON e.content_hash = c.content_hash "
+                    "GROUP BY c.line").fetchall()}
+                keep = []
+                for i in candidates:
+                    same, (other_id, other_label) = stored.get(lines[i], (False, (None, None)))
+                    if same:
+                        report.already_in_store.append(lines[i])
+                        conflicts.pop(i, None)
+                        continue
+                    keep.append(i)
+                    if other_id is not None and i not in conflicts:
+                        conflicts[i] = LabelConflict(lines[i], labels[i] or None,
+                                                     other_label or None, other_example=other_id)
+                candidates = keep
+            report.label_conflicts.extend(conflicts[i] for i in sorted(conflicts))
             if not candidates:
                 return
             ids = sorted(r[0] for r in cur.execute(
@@ -471,8 +561,10 @@ class _Writer:
             id_column = array("q", bytes(8 * n))
             for i, new_id in zip(candidates, ids):
                 id_column[i] = new_id
+            notes = [conflicts[i].message if i in conflicts else "" for i in range(n)]
             cur.register("chunk", table.append_column("id", pa.Array.from_buffers(
-                pa.int64(), n, [None, pa.py_buffer(id_column.tobytes())])))
+                pa.int64(), n, [None, pa.py_buffer(id_column.tobytes())])).append_column(
+                "label_conflict", pa.array(notes, pa.large_string())))
             cur.execute(
                 "INSERT INTO examples (id, external_id, messages, text, label, tags, source, "
                 "split, status, content_hash, version, created_by, created_at, updated_by, "
@@ -481,12 +573,19 @@ class _Writer:
                 "FROM chunk WHERE id > 0", self.example_params).fetchall()
             cur.execute(
                 "INSERT INTO events SELECT nextval('event_id_seq'), id, 'create', ?, ?, 1, "
-                "NULL, json_object('source', ?, 'split', ?, 'status', ?, 'label', "
-                "nullif(label, ''), 'line', line)::VARCHAR, NULL FROM chunk WHERE id > 0",
+                "NULL, CASE WHEN label_conflict = '' THEN event ELSE json_merge_patch(event, "
+                "json_object('label_conflict', label_conflict)) END::VARCHAR, NULL FROM "
+                "(SELECT *, json_object('source', ?, 'split', ?, 'status', ?, 'label', "
+                "nullif(label, ''), 'line', line) AS event FROM chunk WHERE id > 0)",
                 self.event_params).fetchall()
             report.imported += len(candidates)
         finally:
             cur.unregister("chunk")
+
+
+def _same(label: str, ext: str, other_label: str, other_ext: str) -> bool:
+    """Whether two records of one conversation are the same example ('' is none)."""
+    return label == other_label and (ext == other_ext or not ext or not other_ext)
 
 
 # --- reading files ---------------------------------------------------------------------------
@@ -631,8 +730,7 @@ def _json_array_records(path: Path, fmt: str, mapping) -> Iterator[Record]:
 
 def _csv_records(path: Path, fmt: str, mapping) -> Iterator[Record]:
     with _utf8_text(path, newline="") as f:
-        reader = csv.reader(f)
-        header = next(reader, [])
+        header, rows = csv_rows(f, path)
         missing = [c for c in (mapping or {}).values() if c not in header]
         if missing:
             raise InvalidValue(f"{path}: mapped column(s) {', '.join(missing)} not in the CSV "
@@ -643,16 +741,122 @@ def _csv_records(path: Path, fmt: str, mapping) -> Iterator[Record]:
             except RecordError:
                 raise InvalidValue(f"{path}: CSV columns {', '.join(header)} need a mapping, "
                                    "for example --map prompt=COLUMN,response=COLUMN") from None
-        start = reader.line_num + 1
-        for values in reader:
-            if values:
-                if len(values) != len(header):
-                    yield start, LineError(start, "wrong_type", f"line {start} has "
-                                           f"{len(values)} fields where the header has "
-                                           f"{len(header)}"), 0
-                else:
-                    yield start, dict(zip(header, values)), f.buffer.tell()
-            start = reader.line_num + 1
+        for start, values in rows:
+            if isinstance(values, LineError):
+                yield start, values, 0
+            elif len(values) != len(header):
+                yield start, LineError(start, "wrong_type", f"line {start} has "
+                                       f"{len(values)} fields where the header has "
+                                       f"{len(header)}"), 0
+            else:
+                yield start, dict(zip(header, values)), f.buffer.tell()
+
+
+class _CsvLines:
+    """The physical lines of a CSV file as `csv.reader` reads them: counts them and keeps the
+    lines of the row being read, so that after a `csv.Error` the rest of a broken row (a quoted
+    field left open) is skipped rather than read as rows of its own."""
+
+    def __init__(self, f: io.TextIOBase):
+        self.f, self.count, self.record = f, 0, []
+
+    def __iter__(self) -> _CsvLines:
+        return self
+
+    def __next__(self) -> str:
+        line = next(self.f)
+        self.count += 1
+        self.record.append(line)
+        return line
+
+    def skip_open_quote(self) -> None:
+        """Read on to the line that closes a quoted field the broken row left open."""
+        quoted, start = False, True
+        lines, self.record = self.record, []
+        for line in lines:
+            quoted, start = _csv_scan(line, quoted, start)
+        while quoted:
+            try:
+                line = next(self.f)
+            except StopIteration:
+                return
+            self.count += 1
+            quoted, start = _csv_scan(line, quoted, start)
+
+
+_CSV_FIELD_END = re.compile(r"[,\r\n]")
+
+
+def _csv_scan(line: str, quoted: bool, start: bool) -> tuple[bool, bool]:
+    """Whether a quoted field is open after `line`, and whether a field starts there, given
+    the same two facts before it (the csv module's dialect: `"` quotes only a whole field,
+    `""` inside one is a quote)."""
+    i, n = 0, len(line)
+    while i < n:
+        if quoted:
+            j = line.find('"', i)
+            if j < 0:
+                return True, False
+            if line.startswith('"', j + 1):
+                i = j + 2
+                continue
+            quoted, start, i = False, False, j + 1
+        elif start and line[i] == '"':
+            quoted, start, i = True, False, i + 1
+        else:
+            found = _CSV_FIELD_END.search(line, i)
+            if found is None:
+                return False, False
+            i, start = found.end(), True
+    return quoted, start
+
+
+def csv_rows(f: io.TextIOBase, path: Path) -> tuple[list[str], Iterator[tuple[int, Any]]]:
+    """The header of a CSV file and its rows as (first line, list of values or LineError).
+
+    Every `csv.Error` becomes a rejected row, never the end of the file: a field longer than
+    `CSV_FIELD_LIMIT` characters is `field_too_long`, a NUL character or any other error the
+    reader raises is `invalid_csv`; reading goes on at the row after it. A header that cannot
+    be read refuses the file (UnreadableFile).
+    """
+    csv.field_size_limit(CSV_FIELD_LIMIT)  # always the same value: no race between threads
+    source = _CsvLines(f)
+    reader = csv.reader(source)
+    try:
+        header = next(reader, [])
+    except csv.Error as exc:
+        raise UnreadableFile(f"{path}: the CSV header (line 1) cannot be read: "
+                             f"{_csv_problem(exc)[1]}") from None
+    if any("\x00" in name for name in header):
+        raise UnreadableFile(f"{path}: the CSV header (line 1) contains NUL characters; the file "
+                             "is not CSV text (binary, or UTF-16?). Nothing was imported.")
+
+    def rows() -> Iterator[tuple[int, Any]]:
+        while True:
+            start, source.record = source.count + 1, []
+            try:
+                values = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as exc:
+                source.skip_open_quote()
+                yield start, LineError(start, *_csv_problem(exc))
+                continue
+            if any("\x00" in v for v in values):
+                yield start, LineError(start, "invalid_csv", f"line {start} contains a NUL "
+                                       "character; CSV text cannot hold one (binary data?)")
+            elif values:
+                yield start, values
+
+    return header, rows()
+
+
+def _csv_problem(exc: csv.Error) -> tuple[str, str]:
+    """(code, message) for an error of the csv reader."""
+    if "field limit" in str(exc):
+        return "field_too_long", (f"a field has more than {CSV_FIELD_LIMIT:,} characters, the "
+                                  "most a CSV field may hold")
+    return "invalid_csv", f"not valid CSV: {exc}"
 
 
 class _utf8_text:

@@ -21,7 +21,6 @@ Design decisions:
 
 from __future__ import annotations
 
-import csv
 import io
 import os
 import re
@@ -36,9 +35,10 @@ import orjson
 
 from curation._files import private_dir
 from curation.auth import User, require
-from curation.errors import CurateError, NotUtf8, UnreadableFile
+from curation.errors import CurateError, UnreadableFile
 from curation.formats import MAPPING_TARGETS, RecordError, detect_format
-from curation.importer import LineError, _json_array_records, _jsonl_records, sniff_kind
+from curation.importer import (LineError, _json_array_records, _jsonl_records, _utf8_text,
+                               csv_rows, sniff_kind)
 from curation.store import utcnow
 
 MAX_UPLOAD_MB = 200
@@ -159,8 +159,8 @@ def preview_file(path: str | os.PathLike, n: int = PREVIEW_RECORDS) -> Preview:
     kind = sniff_kind(path)
     preview = Preview(kind=kind)
     if kind == "csv":
-        header, rows = _csv_head(path, n)
-        preview.columns, preview.records = header, rows
+        header, rows, errors = _csv_head(path, n)
+        preview.columns, preview.records, preview.errors = header, rows, errors
         preview.detected_format = _format_of(dict.fromkeys(header, ""))
         return preview
     reader = _jsonl_records if kind == "jsonl" else _json_array_records
@@ -185,25 +185,23 @@ def _format_of(record: dict) -> str | None:
         return None
 
 
-def _csv_head(path: Path, n: int) -> tuple[list[str], list[dict[str, Any]]]:
-    try:
-        with open(path, encoding="utf-8-sig", newline="") as f:
-            reader = csv.DictReader(f)
-            header = list(reader.fieldnames or [])
-            rows = []
-            for row in reader:
-                row.pop(None, None)
-                rows.append(row)
-                if len(rows) >= n:
-                    break
-    except UnicodeDecodeError as exc:
-        raise NotUtf8(f"the file is not UTF-8 text (byte {exc.start + 1} of a block cannot be "
-                      "decoded); save it as UTF-8 and upload it again") from None
-    except csv.Error as exc:
-        raise UnreadableFile(f"the file cannot be read as CSV: {exc}") from None
-    if not header:
-        raise UnreadableFile("the CSV file has no header row")
-    return header, rows
+def _csv_head(path: Path, n: int) -> tuple[list[str], list[dict[str, Any]],
+                                          list[LineError]]:
+    """The header, the first `n` rows as dicts and the rows the import would reject."""
+    rows: list[dict[str, Any]] = []
+    errors: list[LineError] = []
+    with _utf8_text(path, newline="") as f:
+        header, reader = csv_rows(f, path)
+        if not header:
+            raise UnreadableFile("the CSV file has no header row")
+        for _line, values in reader:
+            if isinstance(values, LineError):
+                errors.append(values)
+            else:
+                rows.append(dict(zip(header, values)))
+            if len(rows) + len(errors) >= n:
+                break
+    return header, rows, errors
 
 
 def suggest_mapping(columns: list[str]) -> dict[str, str]:

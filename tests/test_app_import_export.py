@@ -108,6 +108,9 @@ def test_csv_upload_previews_maps_imports_and_reports(page, empty_store, tmp_pat
     assert (got["Records read"], got["Imported"], got["Rejected"]) == ("3", "2", "1")
     rejected = table_with(at, "code")
     assert rejected[["line", "code"]].values.tolist() == [[4, "missing_content"]]
+    # the user's column, not an internal field such as messages[1].content
+    assert rejected[["message", "field"]].values.tolist() == [
+        ["column `answer` (response) is empty", "answer"]]
     examples = empty_store.find()
     assert [(e.label, e.source) for e in examples] == [("access", "../../etc/passwd.csv"),
                                                        ("billing", "../../etc/passwd.csv")]
@@ -274,3 +277,39 @@ def test_an_uploaded_mapping_imports_through_the_core(tmp_path, empty_store):
     mapping = {k: v for k, v in suggest_mapping(preview_file(path).columns).items()}
     report = import_file(empty_store, path, mapping=mapping, user=admin("ada"))
     assert report.imported == 2 and report.rejected[0].code == "missing_content"
+
+
+def test_csv_preview_lists_unreadable_rows_instead_of_failing(tmp_path):
+    path = save_upload(tmp_path / "ws", b"question,answer\nq1,a1\n" + b'"' + b"x" * 200_000
+                       + b'",a2\nq\x003,a3\nq4,a4\n')
+    preview = preview_file(path)
+    assert [r["question"] for r in preview.records] == ["q1", "x" * 200_000, "q4"]
+    assert [(e.line, e.code) for e in preview.errors] == [(4, "invalid_csv")]
+
+
+def test_a_label_conflict_is_imported_and_shown(page, seeded_store):
+    relabelled = {"messages": chat("question 0 about billing", "answer 0"), "label": "access"}
+    at = page(seeded_store)
+    at.file_uploader[0].set_value(("relabel.jsonl", orjson.dumps(relabelled), "text/plain")).run()
+    at.button(key="ie_import").click().run()
+    assert not at.exception
+    assert metrics(at)["Imported"] == "1"
+    assert "another label. Both are kept" in at.warning[0].value
+    conflicts = table_with(at, "other label")
+    assert conflicts.values.tolist() == [[1, "access", "billing", "example #1"]]
+    assert [e.label for e in seeded_store.find() if e.messages == relabelled["messages"]] == [
+        "billing", "access"]
+
+
+def test_export_of_unchanged_data_says_the_snapshot_was_reused(page, seeded_store):
+    at = page(seeded_store)
+    at.multiselect(key="ie_export_status").set_value(["pending"])
+    at.text_input(key="ie_export_name").set_value("ux-openai")
+    at.form_submit_button[0].click().run()
+    assert not at.exception and not at.info
+    at.text_input(key="ie_export_name").set_value("again")
+    at.form_submit_button[0].click().run()
+    [snapshot] = seeded_store.snapshots()
+    shown = at.info[0].value.replace("\\", "").replace("\u2060", "")
+    assert shown == (f"Same content as snapshot ux-openai ({snapshot.id}): reused; it keeps "
+                     "its name, not 'again'.")

@@ -85,6 +85,28 @@ def test_user_errors_are_one_line_without_traceback(run, tmp_path):
     assert len(result.output.strip().splitlines()) == 1
 
 
+def test_import_of_mapped_csv_names_the_users_column_and_line(run, tmp_path):
+    csv_file = tmp_path / "q.csv"
+    csv_file.write_text("query,reply\nq1,a1\n,a2\n")
+    result = run("import", str(csv_file), "--map", "prompt=query,response=reply")
+    assert "  line 3: missing_content: column `query` (prompt) is empty" in result.output
+    assert "messages[" not in result.output
+    report = json.loads(run("import", str(csv_file), "--map", "prompt=query,response=reply",
+                            "--json").output)
+    assert report["rejected"] == [{"line": 3, "code": "missing_content", "field": "query",
+                                   "message": "column `query` (prompt) is empty"}]
+
+
+def test_import_prints_label_conflicts(run, tickets, tmp_path):
+    run("import", str(tickets))
+    relabel = write_jsonl(tmp_path / "relabel.jsonl", [
+        {"messages": chat("cannot log in", "reset it"), "label": "billing"}])
+    result = run("import", str(relabel))
+    assert "1 imported, 0 rejected, 1 imported with a conflicting label" in result.output
+    assert ("  line 1: label_conflict (imported): same conversation as example #2, labelled "
+            "'access' there and 'billing' here") in result.output
+
+
 def _all_commands(group=main, prefix=()):
     for name, command in sorted(group.commands.items()):
         yield (*prefix, name)

@@ -165,37 +165,78 @@ def test_importing_the_same_file_twice_adds_nothing(seeded_store, tmp_path):
     assert "3 already in the store" in second.summary()
 
 
-def test_known_conversation_with_other_metadata_is_still_skipped(seeded_store, tmp_path):
+def test_known_example_with_other_tags_is_still_skipped(seeded_store, tmp_path):
+    known = seeded_store.find()[0]
+    path = write_jsonl(tmp_path / "retag.jsonl", [
+        {"messages": known.messages, "label": known.label, "id": known.external_id,
+         "tags": ["new"]}])
+    report = import_file(seeded_store, path, split="eval", user=admin("t"))
+    assert report.imported == 0 and report.already_in_store == [1]
+    assert report.label_conflicts == []
+    assert seeded_store.get(known.id).tags == known.tags
+
+
+def test_known_conversation_with_another_label_is_imported_as_a_label_conflict(seeded_store,
+                                                                                tmp_path):
     known = seeded_store.find()[0]
     path = write_jsonl(tmp_path / "relabel.jsonl",
-                       [{"messages": known.messages, "label": "other", "id": "new"}])
+                       [{"messages": known.messages, "label": "other", "id": known.external_id}])
+    before = seeded_store.count()
     report = import_file(seeded_store, path, user=admin("t"))
-    assert report.imported == 0 and report.already_in_store == [1]
-    assert seeded_store.get(known.id).label == known.label
+    assert report.imported == 1 and report.already_in_store == []
+    assert report.label_conflicts == [importer.LabelConflict(1, "other", known.label,
+                                                             other_example=known.id)]
+    assert f"example #{known.id}" in report.label_conflicts[0].message
+    assert "1 imported with a conflicting label" in report.summary()
+    assert seeded_store.count() == before + 1
+    new = seeded_store.find(order_by="-id", limit=1)[0]
+    assert (new.messages, new.label) == (known.messages, "other")
+    assert seeded_store.get(known.id).label == known.label  # the stored one is untouched
+    [event] = seeded_store.history(new.id)  # the store records the conflict too
+    assert event["after"]["label_conflict"] == report.label_conflicts[0].message
+    # importing the file again adds nothing: both labels are now stored
+    again = import_file(seeded_store, path, user=admin("t"))
+    assert again.imported == 0 and again.already_in_store == [1]
+
+
+def test_same_conversation_with_two_labels_in_one_file_keeps_both(empty_store, tmp_path):
+    path = write_jsonl(tmp_path / "two.jsonl", [rec(1, label="a"), rec(2), rec(1, label="b"),
+                                                rec(1, label="a"), rec(1)])
+    report = import_file(empty_store, path, user=admin("t"))
+    assert report.imported == 4 and report.duplicates_in_file == [(4, 1)]
+    assert [(c.line, c.label, c.other_line, c.other_label) for c in report.label_conflicts] == [
+        (3, "b", 1, "a"), (5, None, 1, "a")]
+    assert [e.label for e in empty_store.find()] == ["a", None, "b", None]
+    assert report.to_dict()["label_conflicts"][0]["message"].startswith(
+        "same conversation as line 1, labelled 'a' there and 'b' here")
 
 
 def test_duplicates_inside_one_file_are_imported_once(empty_store, tmp_path):
     path = write_jsonl(tmp_path / "dups.jsonl", [
         rec(1),
         rec(2),
-        {"messages": chat("  question 1\n", "answer 1 "), "label": "x"},  # same after normalising
-        {"prompt": "question 2", "completion": "answer 2"},              # same in another format
-        rec(3),
-        rec(1),
+        {"messages": chat("  question 1\n", "answer 1 ")},          # not the same: spaces
+        {"prompt": "question 2", "completion": "answer 2"},          # same in another format
+        rec(3, id="e3"),
+        rec(1, tags=["x"]),                                          # tags are not identity
+        rec(3, id="e4"),                                             # another external id
+        rec(3),                                                      # no id: matches any id
     ])
     report = import_file(empty_store, path, user=admin("t"))
-    assert report.imported == 3
-    assert report.duplicates_in_file == [(3, 1), (4, 2), (6, 1)]
-    assert report.to_dict()["duplicates_in_file"][0] == {"line": 3, "first_line": 1}
+    assert report.imported == 5
+    assert report.duplicates_in_file == [(4, 2), (6, 1), (8, 5)]
+    assert report.to_dict()["duplicates_in_file"][0] == {"line": 4, "first_line": 2}
     assert contents(empty_store) == [["question 1", "answer 1"], ["question 2", "answer 2"],
-                                     ["question 3", "answer 3"]]
+                                     ["  question 1\n", "answer 1 "],
+                                     ["question 3", "answer 3"], ["question 3", "answer 3"]]
     assert "3 repeated within the file" in report.summary()
+    assert report.label_conflicts == []
 
 
 def test_repeat_of_a_stored_conversation_inside_the_file(seeded_store, tmp_path):
     known = seeded_store.find()[0]
-    path = write_jsonl(tmp_path / "r.jsonl", [rec(1), {"messages": known.messages},
-                                              {"messages": known.messages}])
+    same = {"messages": known.messages, "label": known.label, "id": known.external_id}
+    path = write_jsonl(tmp_path / "r.jsonl", [rec(1), same, same])
     report = import_file(seeded_store, path, user=admin("t"))
     assert report.imported == 1
     assert report.already_in_store == [2] and report.duplicates_in_file == [(3, 2)]
@@ -245,7 +286,7 @@ def test_one_create_event_and_one_version_per_imported_example(empty_store, tmp_
     # the current version is stored once, in `examples`; example_versions holds earlier ones
     assert empty_store.cursor().execute(
         "SELECT count(*) FROM example_versions").fetchone()[0] == 0
-    snap = empty_store.snapshot(ExampleFilter(), actor="t")
+    snap = empty_store.snapshot(ExampleFilter(), user=admin("t"))
     rows = list(empty_store.snapshot_rows(snap.id))
     assert [(r["id"], r["version"], r["messages"], r["label"]) for r in rows] == \
         [(e.id, 1, e.messages, e.label) for e in examples]
@@ -291,6 +332,45 @@ def test_explicit_format_and_mapped_jsonl(empty_store, tmp_path):
                                                             ("t1", "t2"))
 
 
+def test_mapped_csv_errors_name_the_users_column_and_line(empty_store, tmp_path):
+    path = tmp_path / "q.csv"
+    path.write_text("query,reply,intent,sys\n"
+                    "ok,fine,a,\n"                       # 2
+                    "  ,fine,a,\n"                       # 3: empty prompt
+                    f"q4,{'r' * 30},a,\n"                # 4: response too long
+                    f"q5,r5,{'l' * 30},\n"               # 5: label too long
+                    "q6,\t,a,\n"                        # 6: empty response
+                    "q7,r7,a,  \n")                      # 7: blank system cell: no system
+    mapping = parse_mapping("prompt=query,response=reply,label=intent,system=sys")
+    report = import_file(empty_store, path, mapping=mapping, max_field_chars=20, user=admin("t"))
+    assert [(e.line, e.code, e.field) for e in report.rejected] == [
+        (3, "missing_content", "query"), (4, "field_too_long", "reply"),
+        (5, "field_too_long", "intent"), (6, "missing_content", "reply"),
+        (7, "missing_content", "sys")]
+    assert report.rejected[0].message == "column `query` (prompt) is empty"
+    assert report.rejected[1].message.startswith("column `reply` (response) has 30 characters")
+    assert not [e for e in report.rejected if "messages" in e.message or "label" == e.field]
+    assert report.imported == 1
+
+
+def test_mapped_jsonl_errors_name_the_users_keys(empty_store, tmp_path):
+    path = write_jsonl(tmp_path / "m.jsonl", [
+        {"q": 42, "a": "x"},
+        {"q": "q2", "a": "a2", "cat": {"x": 1}},
+        {"q": "q3", "a": "a3", "kw": [1]},
+        {"q": "q4", "a": "a4", "ref": ["r"]},
+        '{"q": "q5", "a": NaN}',
+    ])
+    mapping = parse_mapping("prompt=q,response=a,label=cat,tags=kw,id=ref")
+    report = import_file(empty_store, path, mapping=mapping, user=admin("t"))
+    assert [(e.line, e.code, e.field) for e in report.rejected] == [
+        (1, "wrong_type", "q"), (2, "wrong_type", "cat"), (3, "wrong_type", "kw"),
+        (4, "wrong_type", "ref"), (5, "nan_value", "a")]
+    assert [e.message.split(" must ")[0] for e in report.rejected[:4]] == [
+        "column `q` (prompt)", "column `cat` (label)", "column `kw` (tags)",
+        "column `ref` (id)"]
+
+
 def test_progress_is_reported_up_to_the_file_size(empty_store, tmp_path):
     path = write_jsonl(tmp_path / "p.jsonl", [rec(i) for i in range(10_001)])
     calls = []
@@ -310,7 +390,8 @@ def test_report_dict_and_saved_file(empty_store, tmp_path):
     assert data == {"path": str(path), "file_kind": "jsonl", "lines": 3, "imported": 1,
                     "already_in_store": [], "duplicates_in_file": [{"line": 3, "first_line": 1}],
                     "rejected": [{"line": 2, "code": "invalid_json",
-                                  "message": report.rejected[0].message, "field": None}]}
+                                  "message": report.rejected[0].message, "field": None}],
+                    "label_conflicts": []}
 
 
 # --- JSON arrays -------------------------------------------------------------------------------
@@ -469,6 +550,59 @@ def test_csv_line_numbers_after_a_blank_line(empty_store, tmp_path):
     assert rejected(report) == [(4, "wrong_type")]
 
 
+def test_csv_field_over_the_csv_modules_limit_is_one_rejected_line(seeded_store, tmp_path):
+    # 200,000 characters: over the csv module's default limit of 131,072, which aborted the
+    # whole import with _csv.Error before
+    path = tmp_path / "big.csv"
+    path.write_text("prompt,completion\nq1,a1\n" + f'"{"x" * 200_000}",a2\nq3,a3\n')
+    before = seeded_store.count()
+    report = import_file(seeded_store, path, user=admin("t"))
+    assert rejected(report) == [(3, "field_too_long")]
+    assert report.rejected[0].field == "prompt" and "200,000" in report.rejected[0].message
+    assert report.imported == 2 and seeded_store.count() == before + 2
+    assert contents(seeded_store)[-2:] == [["q1", "a1"], ["q3", "a3"]]
+
+
+def test_csv_field_over_the_reader_limit_skips_to_the_next_row(empty_store, tmp_path,
+                                                               monkeypatch):
+    monkeypatch.setattr(importer, "CSV_FIELD_LIMIT", 100)
+    path = tmp_path / "huge.csv"
+    path.write_text("prompt,completion\nq1,a1\n"                       # 1-2
+                    f'"{"x" * 60}\n{"y" * 60}\n"",a, b",c\n'           # 3-5: quoted, too long
+                    "q6,a6\n"                                          # 6
+                    f"q7,{'z' * 150}\n"                                # 7: unquoted, too long
+                    "q8,a8\n"                                          # 8
+                    f'q9,a 5" screen{"z" * 150}\n'                    # 9: a stray quote
+                    "q10,a10\n"                                        # 10
+                    f'"q11","{"w" * 150}""\n""\n"\n'                 # 11-13: "" inside quotes
+                    "q14,a14\n")                                       # 14
+    report = import_file(empty_store, path, user=admin("t"))
+    assert rejected(report) == [(3, "field_too_long"), (7, "field_too_long"),
+                                (9, "field_too_long"), (11, "field_too_long")]
+    assert "100 characters" in report.rejected[0].message
+    assert contents(empty_store) == [["q1", "a1"], ["q6", "a6"], ["q8", "a8"],
+                                     ["q10", "a10"], ["q14", "a14"]]
+
+
+def test_csv_rows_with_nul_characters_are_rejected_one_by_one(empty_store, tmp_path):
+    path = tmp_path / "nul.csv"
+    path.write_bytes(b"prompt,completion\nq1,a1\nq\x002,a2\n" + b"\x00" * 300_000
+                     + b"\nq4,a4\n")
+    report = import_file(empty_store, path, user=admin("t"))
+    assert rejected(report) == [(3, "invalid_csv"), (4, "invalid_csv")]
+    assert "line 3 contains a NUL character" in report.rejected[0].message
+    assert contents(empty_store) == [["q1", "a1"], ["q4", "a4"]]
+
+
+def test_nul_filled_csv_is_refused_with_a_clear_error(seeded_store, tmp_path):
+    path = tmp_path / "zeros.csv"
+    path.write_bytes(b"\x00" * 300_000)
+    before = seeded_store.count()
+    with pytest.raises(UnreadableFile, match="header .* NUL"):
+        import_file(seeded_store, path, user=admin("t"))
+    assert seeded_store.count() == before
+
+
 # --- atomicity under kill -9 -------------------------------------------------------------------
 
 CHILD_IMPORT = textwrap.dedent("""
@@ -609,11 +743,11 @@ def _mixed_lines() -> list:
     lines: list = [rec(i, id=f"x{i}", label=f"l{i % 3}", tags=["t", f"n{i}"]) for i in range(40)]
     lines[3] = '{"messages": [{"role": "user"'                        # invalid_json
     lines[8] = ""                                                     # blank
-    lines[9] = rec(2, label="other metadata, same conversation")      # duplicate_in_file
+    lines[9] = rec(2, id="x2", label="l2", tags=["other"])           # duplicate_in_file
     lines[15] = '{"prompt": "p", "completion": NaN}'                  # nan_value
     lines[16] = rec(-1)                                               # already in the store
     lines[22] = "[1, 2]"                                              # data_type
-    lines[23] = rec(5)                                                # duplicate of line 6
+    lines[23] = rec(5, id="x5", label="changed")                      # label conflict, line 6
     lines[30] = {"prompt": "two\r\nlines", "completion": "c", "label": 7}  # general path
     lines[31] = {"messages": chat("q", "a"), "tags": "a;b"}           # general path
     return lines
@@ -645,10 +779,10 @@ def test_workers_import_exactly_what_the_main_process_imports(file_store, tmp_pa
     report = outcomes[1][0]
     assert [(e["line"], e["code"]) for e in report["rejected"]] == [
         (4, "invalid_json"), (16, "nan_value"), (23, "data_type")]
-    assert report["duplicates_in_file"] == [{"line": 10, "first_line": 3},
-                                            {"line": 24, "first_line": 6}]
+    assert report["duplicates_in_file"] == [{"line": 10, "first_line": 3}]
     assert report["already_in_store"] == [17]
-    assert report["lines"] == 39 and report["imported"] == 39 - 3 - 2 - 1
+    assert [(c["line"], c["other_line"]) for c in report["label_conflicts"]] == [(24, 6)]
+    assert report["lines"] == 39 and report["imported"] == 39 - 3 - 1 - 1
 
 
 def test_not_utf8_in_a_later_chunk_is_refused_whole(in_workers, seeded_store, tmp_path):
@@ -672,3 +806,25 @@ def test_progress_with_workers_rises_to_the_file_size(in_workers, empty_store, t
                          progress=lambda done, total: calls.append(done))
     assert report.imported == 30 and empty_store.count() == 30
     assert len(calls) == 5 and calls == sorted(calls) and calls[-1] == path.stat().st_size
+
+
+def test_a_store_hashed_before_exact_hashes_is_migrated(tmp_path, monkeypatch):
+    """Stores made when content_hash ignored NFC and outer spaces get exact hashes on open, so
+    importing their examples again still finds them already stored."""
+    from curation import _schema
+
+    mine = next(i for i, (name, _) in enumerate(_schema.MIGRATIONS) if "exact" in name)
+    monkeypatch.setattr(_schema, "MIGRATIONS", _schema.MIGRATIONS[:mine])
+    records = [rec(1, label="l"), {"messages": chat(" question 2 ", "e\u0301"), "label": "l"}]
+    path = write_jsonl(tmp_path / "old.jsonl", records)
+    with Store(tmp_path / "old.duckdb") as store:
+        import_file(store, path, user=admin("t"))
+        store.cursor().execute("UPDATE examples SET content_hash = 'old-style hash'")
+    monkeypatch.undo()
+    with Store(tmp_path / "old.duckdb") as store:
+        from curation.formats import content_hash
+
+        assert [e.content_hash for e in store.find()] == [content_hash(r["messages"])
+                                                          for r in records]
+        report = import_file(store, path, user=admin("t"))
+        assert report.imported == 0 and report.already_in_store == [1, 2]

@@ -1,15 +1,18 @@
-"""Property: import -> export (each output format) -> import gives back the same examples."""
+"""Property: import -> export (each output format) -> import gives back the same examples,
+including examples that share a conversation but not its label, or differ only by Unicode
+normalisation or whitespace."""
 
 from __future__ import annotations
 
 import tempfile
+import unicodedata
 from pathlib import Path
 
 import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from curation import Store, export_jsonl, import_file
+from curation import ExampleFilter, Store, export_jsonl, import_file
 from curation.formats import OUTPUT_FORMATS, content_hash
 from tests.conftest import admin
 
@@ -87,3 +90,77 @@ def test_import_export_import_keeps_conversations_and_metadata(dataset):
                     again = import_file(second, out, status="accepted", user=admin("prop"))
                     assert again.rejected == [] and again.imported == len(dataset), fmt
                     assert kept(second) == want, fmt
+
+
+# --- examples that are alike but not the same survive export -> import -------------------------
+
+def nfd(text: str) -> str:
+    return unicodedata.normalize("NFD", text)
+
+
+def multiset(store: Store) -> list[tuple]:
+    return sorted((orjson.dumps(e.messages), e.label or "", e.tags, e.external_id or "")
+                  for e in store.find())
+
+
+def export_and_reimport(store: Store, tmp: Path, fmt: str) -> tuple[Store, object]:
+    out = tmp / f"out-{fmt}.jsonl"
+    export_jsonl(store, out, fmt=fmt, where=ExampleFilter(), actor="prop")
+    second = Store(tmp / f"second-{fmt}.duckdb")
+    return second, import_file(second, out, status="accepted", actor="prop")
+
+
+def test_round_trip_keeps_label_conflicts_and_unicode_variants(file_store, tmp_path):
+    store = file_store()
+    same = [{"role": "user", "content": "Café closed?"}, {"role": "assistant", "content": "Yes."}]
+    variants = [
+        (same, "billing"), (same, "access"), (same, None),      # one conversation, three labels
+        ([{"role": "user", "content": nfd("Café closed?")}, same[1]], "billing"),  # NFD
+        ([{"role": "user", "content": "Café closed? "}, same[1]], "billing"),     # a space
+        ([{"role": "user", "content": "café closed?"}, same[1]], "billing"),      # case
+    ]
+    for messages, label in variants:
+        store.add(messages, actor="sme", label=label, status="accepted")
+    for fmt in OUTPUT_FORMATS:
+        second, report = export_and_reimport(store, tmp_path, fmt)
+        with second:
+            assert report.rejected == [] and report.duplicates_in_file == [], fmt
+            assert report.imported == len(variants), fmt
+            assert multiset(second) == multiset(store), fmt
+            # the two other labels of line 1's conversation are shown, not dropped
+            assert [(c.line, c.other_line) for c in report.label_conflicts] == [(2, 1), (3, 1)]
+
+
+PAIRS = st.lists(st.tuples(conversations(), st.sampled_from(["nfd", "space", "relabel", "id"]),
+                           TEXT.map(str.strip).filter(bool)), min_size=1, max_size=4)
+
+
+@settings(max_examples=20, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(pairs=PAIRS)
+def test_round_trip_of_look_alike_examples_gives_back_the_same_set(pairs):
+    """Each drawn conversation is stored twice: as drawn, and changed in one way the import
+    once took for a repeat (NFD text, an outer space, another label, another id)."""
+    records = []
+    for messages, change, label in pairs:
+        other = [dict(m) for m in messages]
+        first = {"messages": messages, "label": label, "id": "a"}
+        if change == "nfd":
+            other[-1]["content"] = nfd(other[-1]["content"]) + "\u0301"  # decomposed accent
+        elif change == "space":
+            other[-1]["content"] = " " + other[-1]["content"]
+        records += [first, {"messages": other, "label": label + "+" if change == "relabel"
+                            else label, "id": "b" if change == "id" else "a"}]
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        with Store(tmp / "first.duckdb") as first:
+            import_file(first, write_input(tmp / "in.jsonl", records), status="accepted",
+                        actor="prop")
+            want = multiset(first)
+            assert len(want) == len({orjson.dumps(r, option=orjson.OPT_SORT_KEYS)
+                                     for r in records})
+            for fmt in OUTPUT_FORMATS:
+                second, report = export_and_reimport(first, tmp, fmt)
+                with second:
+                    assert report.rejected == [], fmt
+                    assert multiset(second) == want, fmt
