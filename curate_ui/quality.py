@@ -432,10 +432,11 @@ run_all = top.button("Run all checks", key="q_run_all", type="primary",
 force = top.checkbox("Recompute even if nothing changed", key="q_force", disabled=not can_act,
                      help="A check whose input is unchanged since its last run reuses its "
                           "findings; tick this to compute them again.")
-top.caption("Embedding and cleanlab checks take a minute or more on a CPU; the first run "
+top.caption("Run all also updates the Thin labels queue (coverage). "
+            "Embedding and cleanlab checks take a minute or more on a CPU; the first run "
             "embeds every prompt, later runs only new or changed ones.")
 if run_all:
-    _run(CHECKS, force)
+    _run(list(REGISTRY), force)  # coverage too: it feeds the Review page's Thin labels queue
 
 for name in CHECKS:
     check, run = REGISTRY[name], runs[name]

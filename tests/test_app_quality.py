@@ -18,6 +18,7 @@ from curation import Store, import_file
 from curation.auth import PermissionDenied, User
 from curation.checks import REGISTRY, dismiss, last_run, load_table, run_check, stored_findings
 from curation.demo import load_demo
+from curation.queues import queue_size
 from curation.checks.duplicates import KEEPER_RULE
 from tests.conftest import (PROJECT_ROOT, chat, page, plant_train_eval_pairs,
                             write_jsonl)
@@ -293,3 +294,12 @@ def test_keep_on_every_tab_keeps_the_train_copy_and_rejects_the_eval_one(quality
         assert store.get(eval_id).status == "rejected"
         assert store.history(eval_id)[-1]["reason"] == f"duplicate of #{train_id}"
         assert store.get(train_id).status == "pending"
+
+
+def test_run_all_also_runs_coverage_which_feeds_the_thin_labels_queue(quality_page, file_store):
+    store = file_store()
+    plant_train_eval_pairs(store)
+    at = quality_page(store)
+    click(at, "q_run_all")
+    assert all(last_run(store, name) for name in REGISTRY)
+    assert queue_size(store, "coverage") == len(store.find())  # every label is under 20
