@@ -14,6 +14,9 @@ Design decisions:
 - Saving a new example goes through `curation.fill.add_example`, which refuses duplicates and
   leakage with `WouldDuplicate`; the page then shows why and a "Save anyway" checkbox, and only
   a second submit with it ticked saves (`force=True`). Drafts enter as pending, source 'draft'.
+- Saving targets runs the coverage check (cheap: counts, no embeddings), whose findings are
+  the Review page's Thin labels queue; the Targets section says whether that queue matches
+  the store now, with an Update button for when labels changed since.
 - Data from examples is shown as text only (dataframes, `st.text`, widget values).
 """
 
@@ -30,8 +33,9 @@ import pandas as pd
 import streamlit as st
 
 from curation import SPLITS, CurateError, ExampleFilter
-from curation.checks import load_table
-from curation.checks.coverage import Targets, cluster_prompts, gap_list, get_targets, set_targets
+from curation.checks import load_table, run_check
+from curation.checks.coverage import (Targets, cluster_prompts, gap_list, get_targets,
+                                      set_targets, thin_labels)
 from curation.fill import WouldDuplicate, add_example, draft_examples
 from curate_ui.common import get_store, page_path, plain, require_page
 
@@ -285,11 +289,39 @@ def _targets_section(targets: Targets, labels: list[str]) -> None:
                      if pd.notna(row["min"])}
         try:
             set_targets(store, user, Targets(int(default), per_label or None))
+            queued = len(run_check(store, "coverage", user=user).issues)
         except CurateError as exc:
             st.error(plain(exc), icon=":material/error:")
             return
-        _flash(f"Targets saved: {int(default)} per label, {len(per_label)} override(s)")
+        _flash(f"Targets saved: {int(default)} per label, {len(per_label)} override(s); "
+               f"{queued} example(s) of thin labels are in the Review queue Thin labels")
         st.rerun()
+    _queue_status()
+
+
+def _update_queue() -> None:
+    try:
+        queued = len(run_check(store, "coverage", actor=user.name).issues)
+    except CurateError as exc:
+        _flash(str(exc), ":material/error:")
+        return
+    _flash(f"Thin labels queue updated: {queued} example(s)")
+
+
+def _queue_status() -> None:
+    """Whether the Review page's Thin labels queue matches the labels thin now."""
+    thin = thin_labels(store)
+    row = st.container(horizontal=True, vertical_alignment="center")
+    if thin.current:
+        row.caption(f"Review queue Thin labels: {thin.queued:,} example(s), up to date "
+                    f"(coverage check last run {thin.run_at:%Y-%m-%d %H:%M} UTC).")
+    else:
+        row.caption("Review queue Thin labels: out of date" + (
+            f" (coverage check last run {thin.run_at:%Y-%m-%d %H:%M} UTC)" if thin.run_at
+            else " (the coverage check never ran)") + f"; {thin.examples:,} example(s) of "
+            "thin labels now. Update it here or with `curate coverage`.")
+    row.button("Update the queue", key="cov_update_queue", icon=":material/refresh:",
+               disabled=not can_target, on_click=_update_queue)
 
 
 # --- fill a gap ----------------------------------------------------------------------------

@@ -1,9 +1,15 @@
-"""Overview: progress at a glance, reviewer activity, and what needs attention next."""
+"""Overview: progress at a glance, reviewer activity, and what needs attention next.
+
+Thin labels are counted against the workspace's coverage targets (`thin_labels`, the same
+definition as the Coverage page and the check feeding the Thin labels queue), and the line
+says when that queue is out of date and how to update it.
+"""
 
 import pandas as pd
 import streamlit as st
 
 from curation import STATUSES
+from curation.checks.coverage import thin_labels
 from curate_ui.common import get_store, require_page
 
 require_page("view")
@@ -43,9 +49,19 @@ if unlabelled:
     attention.append(f"{unlabelled:,} examples have no label.")
 if "eval" not in stats["by_split"]:
     attention.append("No example is in the eval split: hold some out to evaluate training.")
-thin = [label for label, n in stats["by_label"].items() if label is not None and n < 10]
-if thin:
-    attention.append(f"{len(thin)} label(s) have fewer than 10 examples (see By label).")
+thin = thin_labels(store)
+if thin.gaps:
+    named = ", ".join(f"{g.label} ({g.train + g.eval} of {g.want})" for g in thin.gaps[:5])
+    more = f" and {len(thin.gaps) - 5} more" if len(thin.gaps) > 5 else ""
+    line = (f"{len(thin.gaps)} label(s) are under their coverage target: {named}{more} "
+            "(Coverage page).")
+    if thin.current:
+        line += f" Their {thin.queued:,} examples are in the Review queue 'Thin labels'."
+    else:
+        line += (" The Review queue 'Thin labels' is out of date"
+                 + ("" if thin.run_at else " (the coverage check never ran)")
+                 + ": run `curate coverage`, or Update the queue on the Coverage page.")
+    attention.append(line)
 with st.container(border=True):
     st.subheader("Needs attention")
     for line in attention or ["Nothing: every example is decided."]:

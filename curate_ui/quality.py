@@ -12,8 +12,11 @@ Design decisions:
   lock is taken. Leaving the page mid-run stops the run; nothing is stored until it finishes.
   After a run the page reruns, so every count on it comes from the store.
 - Actions (keep one, not duplicates, set label, label is right) are button callbacks over
-  `curation.checks` and `curation.review`; the core checks the role, the page only disables
-  what the role may not do. Their outcome is a toast on the next run.
+  `curation.checks` and `curation.review`; the Keep choice starts at the example the core's
+  one keeper rule (`suggest_keeper`, stated on every duplicate tab) picks among the members
+  as they are now, so every tab suggests the train copy of a train/eval pair. The core
+  checks the role, the page only disables what the role may not do. Their outcome is a
+  toast on the next run.
 - Findings are those of the last run, but what was settled since (members rejected, pairs
   marked "not duplicates", a label changed) is hidden at once, as a re-run would drop it.
   "Label is right" is stored by the core but not applied by `run_check`; this page hides such
@@ -43,6 +46,7 @@ from curation.checks import (
     run_check,
     stored_findings,
 )
+from curation.checks.duplicates import KEEPER_RULE, DuplicateCheck, LeakageCheck, suggest_keeper
 from curation.review import edit
 from curate_ui.common import get_store, page_path, plain, require_page
 
@@ -216,12 +220,12 @@ def _member(example: Example, role: str, key: str) -> None:
 
 
 def _groups(name: str, findings: list[Finding]) -> None:
-    """Duplicate groups (details['group'], ['keeper'], ['similarity']), worst first."""
+    """Duplicate groups (details['group'], ['similarity']), worst first; the keeper is
+    suggested afresh from the members as they are now, by the core's one rule."""
     groups: dict[tuple[int, ...], dict[str, Any]] = {}
     for f in findings:
         group = tuple(f.details["group"])
-        entry = groups.setdefault(group, {"keeper": f.details.get("keeper"),
-                                          "train_id": f.details.get("train_id"),
+        entry = groups.setdefault(group, {"train_id": f.details.get("train_id"),
                                           "method": f.details.get("method"),
                                           "similarity": 0.0, "eval_id": None})
         entry["similarity"] = max(entry["similarity"], f.details.get("similarity", 0.0))
@@ -241,8 +245,8 @@ def _groups(name: str, findings: list[Finding]) -> None:
     if leakage:
         st.info("Each group is an **eval** example and its **train twin**: the same (or "
                 "nearly the same) conversation is in both splits, so the evaluation scores an "
-                "example the model has trained on. Keep one of them (usually the train one, "
-                "rejecting the eval copy), or mark the pair as not duplicates.",
+                "example the model has trained on. Keep the train twin (rejecting the eval "
+                "copy), or mark the pair as not duplicates.",
                 icon=":material/join_inner:")
     st.caption(f"{len(live)} group(s) to settle" + (f"; {settled} settled since the last run "
                                                   "(hidden)" if settled else "") +
@@ -256,6 +260,7 @@ def _groups(name: str, findings: list[Finding]) -> None:
         alive = [i for i in group if i in members and members[i].status != "rejected"]
         if entry["train_id"] is not None:  # the eval example first, then its train twin
             alive.sort(key=lambda i: i != entry["eval_id"])
+        keeper = suggest_keeper(members[i] for i in alive)
         with st.container(border=True, key=f"{key}_box"):
             if entry["train_id"] is not None:
                 method = entry["method"] or "close"
@@ -273,11 +278,9 @@ def _groups(name: str, findings: list[Finding]) -> None:
                     role = ("eval example" if example_id == entry["eval_id"]
                             else "train twin")
                 else:
-                    role = "suggested keeper" if example_id == entry["keeper"] else "member"
+                    role = "suggested keeper" if example_id == keeper else "member"
                 with columns[index % len(columns)]:
                     _member(ex, role, key)
-            keeper = entry["keeper"] if entry["keeper"] in alive else (
-                entry["train_id"] if entry["train_id"] in alive else alive[0])
             row = st.container(horizontal=True, vertical_alignment="bottom")
             chosen = row.radio("Keep", alive, index=alive.index(keeper), horizontal=True,
                                key=f"{key}_keeper", disabled=not can_act, width="content",
@@ -430,10 +433,11 @@ run_all = top.button("Run all checks", key="q_run_all", type="primary",
 force = top.checkbox("Recompute even if nothing changed", key="q_force", disabled=not can_run,
                      help="A check whose input is unchanged since its last run reuses its "
                           "findings; tick this to compute them again.")
-top.caption("Embedding and cleanlab checks take a minute or more on a CPU; the first run "
+top.caption("Run all also updates the Thin labels queue (coverage). "
+            "Embedding and cleanlab checks take a minute or more on a CPU; the first run "
             "embeds every prompt, later runs only new or changed ones.")
 if run_all:
-    _run(CHECKS, force)
+    _run(list(REGISTRY), force)  # coverage too: it feeds the Review page's Thin labels queue
 
 for name in CHECKS:
     check, run = REGISTRY[name], runs[name]
@@ -468,4 +472,6 @@ view = st.segmented_control(
     "Check", CHECKS, key="q_view", required=True, label_visibility="collapsed",
     format_func=lambda n: REGISTRY[n].title + (f" ({counts[n]})" if counts[n] else ""))
 st.caption(REGISTRY[view].description)
+if isinstance(REGISTRY[view], (DuplicateCheck, LeakageCheck)):
+    st.caption(f":material/balance: {KEEPER_RULE}")
 _findings(view)

@@ -18,6 +18,9 @@ Design decisions:
 - Data from examples is only ever shown as text (widget values, `st.text`, `st.code`,
   dataframes). The few messages that must mix our words with data (errors, the conflict
   warning) go through `_plain`, which escapes Markdown.
+- A queue fed by checks says under the selector which checks feed it, when each last ran,
+  and how to run one that never did (`queues.feeds`), so an empty queue is never mistaken
+  for a finished one.
 - Shortcuts are single keys, which Streamlit ignores while a text box has focus; leaving the
   box (Tab) commits its text before the key acts. Reject is `x` because Streamlit reserves `r`
   and `c`; Save is `e`, not Ctrl+S, because a modifier shortcut fires inside a text box before
@@ -507,13 +510,25 @@ if linked and linked != S.get("rvq_linked"):
 
 size = queues.queue_size(store, queue, where)
 top.markdown(f"**{size:,}** in queue" + (" (with your filters)" if where.describe() else ""))
+feeds = queues.feeds(store, queue)
+never = [f.title for f in feeds if f.run_at is None]
+if feeds:
+    st.caption(plain("Fed by " + "; ".join(
+        f"{f.title} (" + (f"last run {f.run_at:%Y-%m-%d %H:%M} UTC by {f.run_by}"
+                          if f.run_at else "never run") + ")" for f in feeds)
+        + (f". Run it with {queues.REGISTRY[queue].how_to_run}." if never else ".")),
+        help=queues.REGISTRY[queue].description)
 
 item: QueueItem | None = S.rvq_cur
 if item is None:
     st.query_params.pop("id", None)
     S.rvq_linked = None
-    st.success("Nothing left in this queue. Pick another queue or change the filters.",
-               icon=":material/task_alt:")
+    if feeds and len(never) == len(feeds):
+        st.info(plain(f"This queue is empty because {', '.join(never)} never ran: run it with "
+                      f"{queues.REGISTRY[queue].how_to_run}."), icon=":material/hourglass_empty:")
+    else:
+        st.success("Nothing left in this queue. Pick another queue or change the filters.",
+                   icon=":material/task_alt:")
     if size:
         st.caption(f"{size:,} examples you skipped or moved past are still in it.")
     row = st.container(horizontal=True)

@@ -433,26 +433,32 @@ def noise(db, actor, force, as_json):
 def coverage(db, min_per_label, actor, force, as_json):
     """The gap list: labels ranked by shortfall against their target, train vs eval.
 
+    Also runs the coverage check, which puts the examples of labels under their target in
+    the Review page's Thin labels queue.
+
     \b
     Example:
       curate coverage --min-per-label 30 --json
     """
     from dataclasses import asdict, replace
 
-    from curation.checks import load_table
-    from curation.checks.coverage import gap_list, get_targets, set_targets
+    from curation.checks import run_check
+    from curation.checks.coverage import get_targets, set_targets, store_gaps
 
     with _open(db) as store:
         if min_per_label is not None:
             set_targets(store, _cli_user(actor),
                         replace(get_targets(store), default_min=min_per_label))
-        gaps = gap_list(load_table(store), get_targets(store))
+        result = run_check(store, "coverage", user=_cli_user(actor), force=force)
+        gaps = store_gaps(store)
     if as_json:
-        _print_json({"gaps": [asdict(g) for g in gaps]})
+        _print_json({"gaps": [asdict(g) for g in gaps], "queued": len(result.issues)})
         return
     click.echo(f"{'label':<28} {'train':>6} {'eval':>6} {'want':>6} {'short':>6}")
     for g in gaps:
         click.echo(f"{g.label:<28} {g.train:>6} {g.eval:>6} {g.want:>6} {g.shortfall:>6}")
+    click.echo(f"{len(result.issues):,} examples of labels under their target are in the "
+               "Review page's Thin labels queue.")
 
 
 @main.group()

@@ -34,7 +34,7 @@ from typing import Any
 
 import orjson
 
-from curation._files import open_private, private_dir
+from curation._files import private_dir
 from curation.auth import User, require
 from curation.errors import InvalidValue
 from curation.formats import OUTPUT_FORMATS, WRITERS

@@ -11,11 +11,17 @@ Design decisions:
   range scan with LIMIT) at any store size.
 - `upcoming()` returns the current example and the one after it in one query, so the page
   can prefetch the next example.
+- A queue fed by checks names them (`Queue.checks`) and says how to run them
+  (`Queue.how_to_run`); `findings_queue` builds its source from exactly those checks' stored
+  findings, so a queue cannot read a check it does not name, and `feeds()` tells the page
+  when each one last ran. A queue whose check never ran is empty for that reason, not
+  because there is nothing to review, and the page says so.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 from curation.errors import InvalidValue
 from curation.query import ExampleFilter
@@ -30,6 +36,18 @@ class Queue:
     title: str
     description: str
     source_sql: str  # SELECT example_id, rank, reason ...
+    checks: tuple[str, ...] = ()  # the checks whose findings feed it
+    how_to_run: str = ""  # how a person runs those checks
+
+
+@dataclass(frozen=True)
+class Feed:
+    """One check feeding a queue, and its last run (None: never run)."""
+
+    check: str
+    title: str
+    run_at: datetime | None
+    run_by: str | None
 
 
 @dataclass(frozen=True)
@@ -64,6 +82,26 @@ register(Queue("recent", "Recently changed",
                "Every example, most recently changed first: to check what others did.",
                "SELECT id AS example_id, -epoch(updated_at) AS rank, updated_by AS reason "
                "FROM examples"))
+
+
+def findings_queue(name: str, title: str, description: str, checks: tuple[str, ...],
+                   how_to_run: str, *, keep: str = "TRUE") -> Queue:
+    """A queue of the examples these checks flagged (and `keep` admits), worst first, with
+    their findings' reasons."""
+    names = ", ".join(f"'{c}'" for c in checks)
+    return Queue(name, title, description,
+                 "SELECT example_id, min(score) AS rank, string_agg(reason, '; ') AS reason "
+                 f"FROM findings WHERE is_issue AND check_name IN ({names}) AND ({keep}) "
+                 "GROUP BY example_id", checks, how_to_run)
+
+
+def feeds(store: Store, queue: str) -> list[Feed]:
+    """The checks that feed a queue, each with its last run (none for a plain queue)."""
+    from curation.checks import get_check, last_run
+
+    runs = [(name, last_run(store, name)) for name in get_queue(queue).checks]
+    return [Feed(name, get_check(name).title, run and run["run_at"], run and run["run_by"])
+            for name, run in runs]
 
 
 def get_queue(name: str) -> Queue:

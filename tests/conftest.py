@@ -76,3 +76,29 @@ def model_cache(tmp_path_factory) -> Path:
     import os
 
     return Path(os.environ.get("CURATE_MODEL_CACHE") or tmp_path_factory.mktemp("models"))
+
+
+TRAIN_EVAL_PAIRS = {  # (train prompt, eval prompt): an exact, a near and a same-meaning copy
+    "exact": ("Where can I download my invoices?", "Where can I download my invoices?!?"),
+    "near": ("How do I change the email address on my account?",
+             "How do I change the email adress on my account, please?"),
+    "semantic": ("I forgot my password and cannot log in",
+                 "I can't log in because I forgot my password"),
+}
+
+
+def plant_train_eval_pairs(store: Store) -> dict[str, tuple[int, int]]:
+    """A train copy and an eval copy of each kind in TRAIN_EVAL_PAIRS, plus unrelated train
+    examples; {kind: (train id, eval id)}. Each eval copy is the older, accepted and longer
+    one, so it is the train copy only by the rule that keeps train over eval."""
+    answer = "Thanks for asking: here is how."
+    ids = {kind: store.add(chat(evaluated, answer), actor="planter",
+                           label="account", split="eval", status="accepted").id
+           for kind, (_, evaluated) in TRAIN_EVAL_PAIRS.items()}
+    for kind, (trained, _) in TRAIN_EVAL_PAIRS.items():
+        ids[kind] = (store.add(chat(trained, answer), actor="planter", label="account").id,
+                     ids[kind])
+    for text in ("The app crashes when I open settings", "Can I get a refund for last month?",
+                 "Do you integrate with Slack?"):
+        store.add(chat(text, "Let me check."), actor="planter", label="other")
+    return ids

@@ -15,6 +15,7 @@ from streamlit.testing.v1 import AppTest
 from curation import ExampleFilter, Store
 from curation.auth import User
 from curation.checks.coverage import get_targets
+from curation.queues import queue_size, upcoming
 from tests.conftest import PROJECT_ROOT, page, chat
 from tests.test_app_quality import copy_of, demo_template
 
@@ -111,6 +112,20 @@ def test_saving_a_target_of_57_changes_the_gap_list(coverage_page, demo_store):
     assert dict(zip(table["Label"], table["Shortfall"])) == {
         label: max(0, 57 - n) for label, n in have.items()}
     assert (table["Shortfall"] > 0).sum() > 1  # more labels short than before
+    # the Thin labels queue now holds exactly the examples of the labels short of 57
+    thin = set(table["Label"][table["Shortfall"] > 0])
+    expected = {e.id for e in demo_store.find() if e.label in thin and e.status != "rejected"}
+    assert {i.example.id for i in upcoming(demo_store, "coverage", limit=10_000)} == expected
+    assert any("Thin labels: " in c.value and "up to date" in c.value for c in at.caption)
+
+
+def test_a_stale_thin_labels_queue_is_named_and_updated(coverage_page, demo_store):
+    at = coverage_page(demo_store)
+    assert any("out of date" in c.value and "never ran" in c.value for c in at.caption)
+    at.button(key="cov_update_queue").click().run()
+    assert not at.exception
+    assert queue_size(demo_store, "coverage") == 6  # the thin label's examples
+    assert any("up to date" in c.value for c in at.caption)
 
 
 def test_annotator_cannot_save_targets(coverage_page, demo_store):

@@ -6,6 +6,9 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from curation.auth import User
+from curation.checks import run_check
+from curation.checks.coverage import Targets, set_targets
+from curation.queues import queue_size
 from tests.conftest import PROJECT_ROOT, admin
 
 
@@ -34,7 +37,21 @@ def test_overview_shows_counts_from_the_store(app_on, seeded_store):
         "By source"]
     attention = " ".join(t.value for t in at.text)
     assert "5 examples wait for a first decision" in attention
-    assert "3 label(s) have fewer than 10 examples" in attention
+    assert "3 label(s) are under their coverage target: access (2 of 20)" in attention
+    assert "'Thin labels' is out of date (the coverage check never ran)" in attention
+
+
+def test_thin_labels_follow_the_targets_and_the_queue(app_on, seeded_store):
+    """Overview counts thin labels against the saved targets, not a fixed number, and
+    points to the Thin labels queue once the coverage check has filled it."""
+    set_targets(seeded_store, Targets(default_min=2, per_label={"bugs": 3}))
+    attention = " ".join(t.value for t in app_on(seeded_store).text)
+    assert "1 label(s) are under their coverage target: bugs (2 of 3)" in attention
+    assert "out of date" in attention
+    run_check(seeded_store, "coverage", actor="t")
+    attention = " ".join(t.value for t in app_on(seeded_store).text)
+    assert "Their 2 examples are in the Review queue 'Thin labels'" in attention
+    assert queue_size(seeded_store, "coverage") == 2
 
 
 def test_overview_of_an_empty_workspace_says_how_to_start(app_on, empty_store):

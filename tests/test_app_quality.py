@@ -18,7 +18,10 @@ from curation import Store, import_file
 from curation.auth import PermissionDenied, User
 from curation.checks import REGISTRY, dismiss, last_run, load_table, run_check, stored_findings
 from curation.demo import load_demo
-from tests.conftest import PROJECT_ROOT, admin, page, chat, write_jsonl
+from curation.checks.duplicates import KEEPER_RULE
+from curation.queues import queue_size
+from tests.conftest import (PROJECT_ROOT, admin, chat, page, plant_train_eval_pairs,
+                            write_jsonl)
 
 RITA = User("rita", "reviewer")
 ANN = User("ann", "annotator")
@@ -269,3 +272,34 @@ def test_open_in_review_opens_that_example(quality_page, noisy):
     click(at, f"q_label_issues_{example_id}_open")
     assert at.title[0].value == "Review"
     assert any(s.value == f"Example #{example_id}" for s in at.subheader)
+
+
+@pytest.mark.parametrize("check", ["exact_duplicates", "near_duplicates", "semantic_duplicates",
+                                   "leakage"])
+def test_keep_on_every_tab_keeps_the_train_copy_and_rejects_the_eval_one(quality_page,
+                                                                        file_store, check):
+    store = file_store()
+    planted = plant_train_eval_pairs(store)
+    at = quality_page(store)
+    click(at, f"q_run_{check}")
+    assert at.segmented_control(key="q_view").value == check
+    assert any(KEEPER_RULE in c.value for c in at.caption)  # the rule, stated on the tab
+    shown = {frozenset(int(i) for i in g.split("-")): g for g in group_keys(at, check)}
+    pairs = [pair for pair in planted.values() if frozenset(pair) in shown]
+    assert pairs  # every tab shows at least one planted train/eval pair
+    for train_id, eval_id in pairs:
+        group = shown[frozenset((train_id, eval_id))]
+        assert at.radio(key=f"q_{check}_{group}_keeper").value == train_id
+        click(at, f"q_{check}_{group}_keep")
+        assert store.get(eval_id).status == "rejected"
+        assert store.history(eval_id)[-1]["reason"] == f"duplicate of #{train_id}"
+        assert store.get(train_id).status == "pending"
+
+
+def test_run_all_also_runs_coverage_which_feeds_the_thin_labels_queue(quality_page, file_store):
+    store = file_store()
+    plant_train_eval_pairs(store)
+    at = quality_page(store)
+    click(at, "q_run_all")
+    assert all(last_run(store, name) for name in REGISTRY)
+    assert queue_size(store, "coverage") == len(store.find())  # every label is under 20

@@ -337,4 +337,50 @@ def test_every_registered_queue_opens(review_page, seeded_store):
     for index in range(len(names)):
         at.selectbox(key="rv_queue").select_index(index).run()
         assert not at.exception, (names[index], at.exception)
-        assert at.success or shown_id(at)
+        assert at.success or at.info or shown_id(at)
+
+
+def test_a_queue_whose_checks_never_ran_says_so_and_how_to_run_them(review_page, seeded_store):
+    at = review_page(seeded_store)
+    at.selectbox(key="rv_queue").set_value("coverage").run()
+    assert any("Thin labels (never run)" in unescaped(c.value) for c in at.caption)
+    assert any("never ran" in unescaped(i.value) and "curate coverage" in unescaped(i.value)
+               for i in at.info)
+    assert not at.success
+
+
+def test_every_queue_is_fed_by_its_checks_on_the_demo_data(review_page, tmp_path):
+    """After `curate dedupe`, `noise` and `coverage` on the demo workspace, every queue the
+    Review page offers holds examples, says which checks fed it and when; the Thin labels
+    queue holds exactly the examples of the labels under their target."""
+    from click.testing import CliRunner
+
+    from curation import Store
+    from curation.checks.coverage import store_gaps
+    from curation.cli import main
+    from curation.demo import load_demo
+    from curation.queues import REGISTRY, queue_size, upcoming
+
+    db = tmp_path / "ws" / "curate.duckdb"
+    with Store(db) as store:
+        load_demo(store)
+    for command in ("dedupe", "noise", "coverage"):
+        result = CliRunner().invoke(main, [command, "--db", str(db), "--json"])
+        assert result.exit_code == 0, result.output
+    with Store(db) as store:
+        for name, queue in REGISTRY.items():
+            assert queue_size(store, name) > 0, name
+        thin = {g.label for g in store_gaps(store) if g.shortfall}
+        assert thin == {"security_incident"}
+        expected = {e.id for e in store.find() if e.label in thin and e.status != "rejected"}
+        queued = {i.example.id for i in upcoming(store, "coverage", limit=10_000)}
+        assert queued == expected
+        at = review_page(store)
+        for name, queue in REGISTRY.items():
+            at.selectbox(key="rv_queue").set_value(name).run()
+            assert not at.exception, (name, at.exception)
+            assert shown_id(at) in {i.example.id for i in upcoming(store, name, limit=10_000)}
+            if queue.checks:
+                captions = " ".join(unescaped(c.value) for c in at.caption)
+                assert captions.count("last run") == len(queue.checks), (name, captions)
+                assert "never run" not in captions

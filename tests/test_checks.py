@@ -10,14 +10,14 @@ import json
 
 import pytest
 
-from curation import Store
+from curation import ExampleFilter, Store
 from curation.auth import User
 from curation.checks import (REGISTRY, dismiss, keep_one, load_table, run_check,
                              stored_findings)
 from curation.checks.coverage import Targets, cluster_prompts, gap_list
-from curation.checks.duplicates import normalize
+from curation.checks.duplicates import KEEPER_RULE, normalize, suggest_keeper
 from curation.demo import load_demo
-from tests.conftest import PROJECT_ROOT, admin
+from tests.conftest import PROJECT_ROOT, admin, plant_train_eval_pairs
 
 PLANTED = json.loads((PROJECT_ROOT / "data" / "demo" / "planted.json").read_text())
 REVIEWER = User("rita", "reviewer")
@@ -137,3 +137,29 @@ def test_dismissed_and_resolved_duplicates_do_not_come_back(tmp_path):
         assert result.summary["groups"] == 4
         flagged = {f.example_id for f in result.issues}
         assert not flagged & {a, b, c, d}
+
+
+def test_every_duplicate_check_and_leakage_suggest_the_train_copy(empty_store):
+    """The eval copies are older, accepted and longer: only the train-over-eval rule keeps
+    the train copies, and every check and `suggest_keeper` must apply it."""
+    planted = plant_train_eval_pairs(empty_store)
+    found_in = {kind: set() for kind in planted}
+    for check in ("exact_duplicates", "near_duplicates", "semantic_duplicates", "leakage"):
+        for finding in run_check(empty_store, check, actor="t").issues:
+            for kind, pair in planted.items():
+                if set(pair) <= set(finding.details["group"]):
+                    found_in[kind].add(check)
+                    assert finding.details["keeper"] == pair[0], (check, kind, finding)
+                    if finding.example_id == pair[1]:  # the eval copy is what goes
+                        assert "suggested keeper" not in finding.reason
+    assert found_in["exact"] == {"exact_duplicates", "semantic_duplicates", "leakage"}
+    assert found_in["near"] >= {"near_duplicates", "leakage"}  # MiniLM: a typo, cosine < 0.95
+    assert found_in["semantic"] == {"semantic_duplicates", "leakage"}
+    for train_id, eval_id in planted.values():
+        assert suggest_keeper([empty_store.get(eval_id), empty_store.get(train_id)]) == train_id
+        assert keep_one(empty_store, REVIEWER, [eval_id, train_id],
+                        suggest_keeper(empty_store.find(ExampleFilter(ids=(eval_id, train_id))))
+                        ) == [eval_id]
+        assert empty_store.get(eval_id).status == "rejected"
+    assert "train copy is kept" in KEEPER_RULE
+    assert KEEPER_RULE in (PROJECT_ROOT / "docs" / "quality.md").read_text().replace("\n", " ")

@@ -195,27 +195,26 @@ def keep_one(store: Store, user: User, group: list[int], keeper: int) -> list[in
 
 def _register_queues() -> None:
     """Review queues over the stored findings, worst first, with the finding as the reason."""
-    from curation.queues import Queue, register as register_queue
+    from curation.queues import findings_queue, register as register_queue
 
-    register_queue(Queue(
+    register_queue(findings_queue(
         "flagged", "Flagged as noisy",
         "Examples the checks flagged as likely mislabeled, outlying or with an answer that "
         "does not fit, most severe first. The reason is shown beside each.",
-        "SELECT example_id, min(score) AS rank, string_agg(reason, '; ') AS reason "
-        "FROM findings WHERE is_issue AND check_name IN ('label_issues', 'outliers', "
-        "'answer_mismatch') GROUP BY example_id"))
-    register_queue(Queue(
+        ("label_issues", "outliers", "answer_mismatch"),
+        "`curate noise`, or Run on the Quality page"))
+    register_queue(findings_queue(
         "duplicates", "Duplicates",
-        "Examples in a duplicate group that are not its suggested keeper.",
-        "SELECT example_id, min(score) AS rank, string_agg(reason, '; ') AS reason "
-        "FROM findings WHERE is_issue AND check_name IN ('exact_duplicates', "
-        "'near_duplicates', 'semantic_duplicates', 'leakage') AND reason NOT LIKE "
-        "'suggested keeper%' GROUP BY example_id"))
-    register_queue(Queue(
+        "Examples in a duplicate group that are not its suggested keeper (of a train/eval "
+        "pair, the eval copy).",
+        ("exact_duplicates", "near_duplicates", "semantic_duplicates", "leakage"),
+        "`curate dedupe`, or Run on the Quality page",
+        keep="reason NOT LIKE 'suggested keeper%'"))
+    register_queue(findings_queue(
         "coverage", "Thin labels",
         "Examples of labels below their coverage target: check them first, they weigh most.",
-        "SELECT example_id, score AS rank, reason FROM findings "
-        "WHERE is_issue AND check_name = 'coverage'"))
+        ("coverage",),
+        "`curate coverage`, or save the targets (or Update the queue) on the Coverage page"))
 
 
 _register_queues()

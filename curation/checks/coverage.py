@@ -11,6 +11,11 @@ Design decisions:
   the workspace settings. The gap list ranks labels by shortfall and shows the train and eval
   counts, because a label missing from eval cannot be evaluated and one missing from train
   cannot be learned.
+- One definition of "thin": `gap_list` (over a check's table) and `store_gaps` (counts in
+  SQL, cheap enough for every Overview load) share `_gaps`, the same examples (not deleted,
+  not rejected) and the workspace's targets, so Overview, the Coverage page and the check
+  that feeds the Review page's Thin labels queue agree. `thin_labels` also says whether the
+  stored findings (the queue) still match the store, so a stale queue is named as such.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import math
 import re
 from collections import Counter
 from dataclasses import asdict, dataclass
+from datetime import datetime
 
 import numpy as np
 import orjson
@@ -30,6 +36,7 @@ from curation.store import Store
 
 TARGETS_KEY = "coverage_targets"
 DEFAULT_MIN_PER_LABEL = 20
+_CHECKED = "NOT deleted AND status <> 'rejected'"  # the examples load_table gives a check
 _WORD = re.compile(r"[a-zA-Z][a-zA-Z'-]{2,}")
 _STOP = frozenset("""a about above after again against all also am an and any are as at be
 because been before being below between both but by can could did do does doing down during
@@ -87,6 +94,20 @@ def gap_list(table: ExampleTable, targets: Targets) -> list[Gap]:
                     if label is not None and split == "train")
     evals = Counter(label for label, split in zip(table.labels, table.splits)
                     if label is not None and split == "eval")
+    return _gaps(train, evals, targets)
+
+
+def store_gaps(store: Store) -> list[Gap]:
+    """The gap list of the store as it is now, against the workspace's targets."""
+    rows = store.cursor().execute(
+        f"SELECT label, split, count(*) FROM examples WHERE {_CHECKED} AND label IS NOT NULL "
+        "GROUP BY label, split").fetchall()
+    train = Counter({label: n for label, split, n in rows if split == "train"})
+    evals = Counter({label: n for label, split, n in rows if split == "eval"})
+    return _gaps(train, evals, get_targets(store))
+
+
+def _gaps(train: Counter, evals: Counter, targets: Targets) -> list[Gap]:
     labels = sorted(set(train) | set(evals) | set(targets.per_label or {}))
     n_train, n_eval = max(1, sum(train.values())), max(1, sum(evals.values()))
     gaps = [Gap(label, train[label], evals[label], targets.want(label),
@@ -94,6 +115,33 @@ def gap_list(table: ExampleTable, targets: Targets) -> list[Gap]:
                 round(train[label] / n_train, 4), round(evals[label] / n_eval, 4))
             for label in labels]
     return sorted(gaps, key=lambda g: (-g.shortfall, g.train + g.eval, g.label))
+
+
+@dataclass(frozen=True)
+class ThinLabels:
+    """Labels under their target now, and whether the Thin labels queue is up to date."""
+
+    gaps: list[Gap]  # the thin labels' gaps, worst first
+    examples: int  # examples of thin labels now
+    queued: int  # examples in the Thin labels queue (the last coverage run's issues)
+    current: bool  # the queue holds exactly the examples of the labels thin now
+    run_at: datetime | None  # the last coverage run (None: never)
+
+
+def thin_labels(store: Store) -> ThinLabels:
+    """The thin labels of the store now, against the queue the coverage check last stored."""
+    gaps = [g for g in store_gaps(store) if g.shortfall]
+    labels = [g.label for g in gaps]
+    cur = store.cursor()
+    queued, missing, extra = cur.execute(
+        "WITH q AS (SELECT example_id FROM findings WHERE check_name = 'coverage' AND is_issue), "
+        f"t AS (SELECT id FROM examples WHERE {_CHECKED} AND list_contains(?::VARCHAR[], label)) "
+        "SELECT (SELECT count(*) FROM q), "
+        "(SELECT count(*) FROM t ANTI JOIN q ON q.example_id = t.id), "
+        "(SELECT count(*) FROM q ANTI JOIN t ON q.example_id = t.id)", [labels]).fetchone()
+    run = cur.execute("SELECT run_at FROM check_runs WHERE check_name = 'coverage'").fetchone()
+    return ThinLabels(gaps, sum(g.train + g.eval for g in gaps), queued,
+                      run is not None and missing == extra == 0, run and run[0])
 
 
 @dataclass

@@ -24,8 +24,12 @@ Design decisions:
   taken in keeper order, and each one not yet grouped takes every ungrouped example it is a
   direct duplicate of. Every member of such a group is therefore a duplicate of the keeper
   itself, which is what "keep one" acts on.
-- The suggested keeper is the accepted one over pending, the edited one over the original,
-  then the most complete (longest), then the oldest.
+- One keeper rule for every duplicate check, the leakage check and the Quality page's keep
+  actions (`keeper_key`, `suggest_keeper`; stated to people as `KEEPER_RULE`): of a train and
+  an eval copy, the train copy is kept and the eval copy goes, so the checks never disagree
+  on a pair and removing a duplicate never leaves the model trained on an eval example.
+  Within one split: the accepted one over pending, the edited one over the original, then
+  the most complete (longest), then the oldest.
 - Pairs an SME marked "not duplicates" are passed in as `ignore_pairs` and never joined (and
   never put in one keeper group).
 """
@@ -35,14 +39,22 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
 from curation.checks._contract import CheckResult, ExampleTable, Finding, Progress, register
 
+if TYPE_CHECKING:
+    from curation.store import Example
+
 Scope = Literal["conversation", "prompt"]
+KEEPER_RULE = ("Suggested keeper: of a train copy and an eval copy, the train copy is kept and "
+               "the eval copy is the one that goes; within one split, the accepted one, then "
+               "the edited one, then the most complete, then the oldest.")
+_SPLIT_RANK = {"train": 0, "eval": 1}
 _STATUS_RANK = {"accepted": 0, "pending": 1, "needs_work": 2, "rejected": 3}
 _SPACES = re.compile(r"\s+")
 
@@ -75,9 +87,22 @@ class _UnionFind:
             self.parent[max(ra, rb)] = min(ra, rb)
 
 
+def keeper_key(split: str, status: str, version: int, length: int, example_id: int) -> tuple:
+    """The keeper rule (`KEEPER_RULE`) as a sort key: the smallest key is kept."""
+    return (_SPLIT_RANK.get(split, 2), _STATUS_RANK.get(status, 9), -(version > 1), -length,
+            example_id)
+
+
+def suggest_keeper(examples: Iterable[Example]) -> int:
+    """The id of the example to keep among duplicates, by the one keeper rule."""
+    return min(examples, key=lambda e: keeper_key(
+        e.split, e.status, e.version, len("\n".join(m["content"] for m in e.messages)),
+        e.id)).id
+
+
 def _keeper_order(table: ExampleTable, i: int) -> tuple:
-    return (_STATUS_RANK.get(table.statuses[i], 9), -(table.versions[i] > 1),
-            -len(table.text(i)), table.ids[i])
+    return keeper_key(table.splits[i], table.statuses[i], table.versions[i],
+                      len(table.text(i)), table.ids[i])
 
 
 def _keeper(table: ExampleTable, members: list[int]) -> int:
@@ -356,7 +381,8 @@ class LeakageCheck:
     title: str = "Train/eval leakage"
     description: str = ("Eval examples that are exact, near or same-meaning duplicates of a "
                         "train example. The model will have seen them in training, so the "
-                        "evaluation overstates it; remove them from eval or from train.")
+                        "evaluation overstates it; keep the train copy and reject the eval "
+                        "one.")
 
     def run(self, table: ExampleTable, progress: Progress | None = None,
             ignore_pairs: set[tuple[int, int]] = frozenset()) -> CheckResult:
@@ -380,6 +406,7 @@ class LeakageCheck:
                                         f"eval example is {article} {method} duplicate of "
                                         f"train #{table.ids[tr]}",
                                         {"group": sorted([table.ids[i], table.ids[tr]]),
+                                         "keeper": table.ids[_keeper(table, [i, tr])],
                                          "train_id": table.ids[tr],
                                          "train_ids": sorted(leaked_to[i]), "method": method,
                                          "similarity": round(sim, 4)}))
