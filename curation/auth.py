@@ -2,7 +2,8 @@
 
 Design decisions:
 - Three roles, each including the one before: annotator (edit, propose), reviewer (also
-  accept, reject, needs work, revert), admin (also import, export, delete, manage users, train).
+  accept, reject, needs work, revert), admin (also import, export, delete, manage users, train,
+  back up and repair the workspace).
   `require(user, action)` is called by the core functions themselves (`curation.review`), so a
   forged request that bypasses the page's hidden buttons is still refused.
 - Local accounts live in the workspace's `users` table with argon2id password hashes
@@ -23,7 +24,7 @@ _MINIMUM_ROLE = {
     "view": "annotator", "edit": "annotator", "skip": "annotator",
     "decide": "reviewer", "revert": "reviewer",
     "import": "admin", "export": "admin", "delete": "admin", "manage_users": "admin",
-    "train": "admin",
+    "train": "admin", "maintain": "admin",
 }
 ACTIONS: tuple[str, ...] = tuple(_MINIMUM_ROLE)
 MIN_PASSWORD_CHARS = 8
