@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import click
+import duckdb
 import orjson
 
 from curation import (CurateError, ExampleFilter, Store, default_db_path, export_jsonl,
@@ -22,6 +23,7 @@ from curation import (CurateError, ExampleFilter, Store, default_db_path, export
 from curation.auth import ROLES, add_user, set_role, users
 from curation.formats import DEFAULT_MAX_FIELD_CHARS, INPUT_FORMATS, OUTPUT_FORMATS, parse_mapping
 from curation.query import SPLITS, STATUSES
+from curation.store import is_damage, store_error
 from training.eval import DEFAULT_MARGIN_POINTS, DEFAULT_MAX_NEW_TOKENS, DEFAULT_SHOTS
 
 
@@ -39,7 +41,9 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON f
 
 
 def _open(db: Path | None) -> Store:
-    return Store(db or default_db_path())
+    path = db or default_db_path()
+    click.get_current_context().meta["curate.db"] = path
+    return Store(path)
 
 
 def _print_json(value) -> None:
@@ -54,6 +58,12 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except CurateError as exc:
             click.echo(f"error: {exc}", err=True)
+            ctx.exit(1)
+        except duckdb.Error as exc:  # damage found by a query, after the file opened
+            if not is_damage(exc):
+                raise
+            path = ctx.meta.get("curate.db", default_db_path())
+            click.echo(f"error: {store_error(path, exc)}", err=True)
             ctx.exit(1)
 
 
@@ -85,6 +95,62 @@ def init(db, demo, actor):
 
             report = load_demo(store, actor=actor)
             click.echo(report.summary())
+
+
+@main.command()
+@click.argument("dest", required=False, type=click.Path(path_type=Path))
+@db_option
+@json_option
+def backup(dest, db, as_json):
+    """Copy the workspace into a new file, consistently, in one transaction.
+
+    DEST is a new .duckdb file or a folder; default: backups/ beside the workspace file.
+    The app holds the file while it runs: stop it first. Restore a backup with
+    `curate doctor --restore FILE`.
+
+    \b
+    Examples:
+      curate backup
+      curate backup /mnt/safe/curate-monday.duckdb
+    """
+    from curation.auth import User
+    from curation.maintenance import backup as make_backup
+
+    with _open(db) as store:
+        result = make_backup(store, dest, user=User(_default_actor(), "admin"))
+    if as_json:
+        _print_json({"path": result.path, "bytes": result.bytes, "counts": result.counts})
+    else:
+        click.echo(result.summary())
+
+
+@main.command()
+@db_option
+@click.option("--restore", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default=None, help="Put this backup in place of the workspace (the current "
+                                 "files are set aside, not deleted).")
+@json_option
+def doctor(db, restore, as_json):
+    """Check the workspace file; if it is damaged, set it aside and reopen the last good state.
+
+    Damaged files are moved aside with a timestamp, never deleted. It keeps, in order: the
+    file with the valid part of its write-ahead log, the file alone, the newest backup, or a
+    new empty workspace, and says which. Stop the app first.
+
+    \b
+    Examples:
+      curate doctor
+      curate doctor --restore workspace/backups/curate-20261201T090000Z.duckdb
+    """
+    from curation.auth import User
+    from curation.maintenance import doctor as run_doctor
+
+    report = run_doctor(db or default_db_path(), user=User(_default_actor(), "admin"),
+                        restore=restore)
+    if as_json:
+        _print_json(report.to_dict())
+    else:
+        click.echo(report.summary())
 
 
 @main.command("import")

@@ -15,6 +15,9 @@ Design decisions:
 - Idempotent: a conversation whose content hash is already stored is skipped and reported;
   a repeat of an earlier line of the same file is reported as `duplicate_in_file`. The hashes
   seen in the file are kept in a dict in the main process (about 130 bytes per record).
+- A file with no records at all (empty, blank lines only, `[]`, a CSV header alone) is an
+  error (`UnreadableFile`), whatever its kind. A failed import gives the blocks its rolled-back
+  rows took back to the file system (`maintenance.reclaim_space`).
 - A bad record never aborts the rest: it becomes a `LineError` (line, code, message, field).
   A file that is not UTF-8 is refused whole (`NotUtf8`), since its text cannot be trusted.
 - Fast path: orjson parses the bytes of a line; only a line orjson refuses goes through the
@@ -144,6 +147,13 @@ def import_file(store: Store, path: str | os.PathLike, *, fmt: str = "auto",
                 done.close()
             if progress:
                 progress(total, total)
+            if not report.lines:
+                raise _no_records(path)
+    except BaseException:
+        from curation.maintenance import reclaim_space
+
+        reclaim_space(store)  # the rolled-back rows' blocks go back to the file system
+        raise
     finally:
         if workers is not None:
             workers.close()
@@ -501,11 +511,17 @@ def sniff_kind(path: Path) -> str:
         except orjson.JSONDecodeError:
             return "json"
         return "jsonl" if rest.strip() else "json"
+    if not head:
+        raise _no_records(path)
     if head.startswith(b"{") or path.suffix.lower() in (".jsonl", ".json", ".ndjson"):
         return "jsonl"
-    if not head:
-        raise UnreadableFile(f"{path} is empty")
     return "csv"
+
+
+def _no_records(path: Path) -> UnreadableFile:
+    """Every kind of file alike: empty, only blank lines, `[]`, a CSV header alone."""
+    return UnreadableFile(f"{path} holds no records (it is empty, blank, an empty JSON array "
+                          "or a CSV header alone); nothing was imported")
 
 
 def _jsonl_records(path: Path, fmt: str, mapping) -> Iterator[Record]:
