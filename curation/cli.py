@@ -104,7 +104,8 @@ def init(db, demo, actor):
 def backup(dest, db, as_json):
     """Copy the workspace into a new file, consistently, in one transaction.
 
-    DEST is a new .duckdb file or a folder; default: backups/ beside the workspace file.
+    DEST is a new .duckdb file or a folder (made if need be); default: backups/ beside the
+    workspace file.
     The app holds the file while it runs: stop it first. Restore a backup with
     `curate doctor --restore FILE`.
 

@@ -78,17 +78,14 @@ class BackupResult:
 def backup(store: Store, dest: str | os.PathLike | None = None, *, user: User) -> BackupResult:
     """Copy the whole workspace, consistently, while it stays in use.
 
-    `dest` is a new file, or a folder to put `<name>-<time>.duckdb` in; by default the
-    workspace's `backups/` folder. An existing file is never overwritten."""
+    `dest` is a new `.duckdb` file, or a folder (made if need be) to put `<name>-<time>.duckdb`
+    in; by default the workspace's `backups/` folder. An existing file is never overwritten."""
     require(user, "maintain")
     target = Path(dest) if dest is not None else backup_dir(store.path)
-    if dest is None or target.is_dir():
-        target = target / f"{store.path.stem}-{_stamp()}.duckdb"
+    if target.is_dir() or (target.suffix != ".duckdb" and not target.exists()):
+        target = target / f"{store.path.stem}-{_stamp()}.duckdb"  # a folder, made if need be
     if target.exists():
-        raise InvalidValue(f"{target} already exists; name a new file or a folder")
-    if target.suffix != ".duckdb":
-        raise InvalidValue(f"{target}: name the backup file with the .duckdb suffix, so that "
-                           "it opens as a workspace")
+        raise InvalidValue(f"{target} already exists; name a new .duckdb file or a folder")
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(f".{target.name}.partial")
     for leftover in (partial, Path(f"{partial}.wal")):
