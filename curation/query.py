@@ -86,6 +86,7 @@ def _check_pattern(pattern: str) -> None:
             _RE2.execute("SELECT regexp_matches('', ?)", [pattern]).fetchone()
         except duckdb.Error as exc:
             reason = str(exc).splitlines()[0].removeprefix("Invalid Input Error: ")
-            raise InvalidValue(f"search pattern {pattern!r} is not supported: {reason} "
-                               "(the search engine, RE2, has no look-arounds or "
-                               "back-references, and repeats at most 1000 times)") from None
+            raise InvalidValue(f"search pattern {pattern!r} is not a regular expression the "
+                               f"search engine (RE2) supports: {reason}. RE2 has no "
+                               "look-arounds or back-references, and repeats at most 1000 "
+                               "times.") from None

@@ -323,4 +323,4 @@ def test_pages_show_one_line_for_an_unsupported_pattern(seeded_store, monkeypatc
     at.text_input(key=f"{page_name}_search").set_value(pattern).run()
     assert not at.exception
     messages = [re.sub(r"\\(.)", r"\1", e.value) for e in at.sidebar.error]
-    assert any("is not supported" in m and UNSUPPORTED[pattern] in m for m in messages)
+    assert any("is not a regular expression the search engine (RE2) supports" in m and UNSUPPORTED[pattern] in m for m in messages)
