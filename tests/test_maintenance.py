@@ -183,6 +183,15 @@ def test_backup_is_consistent_and_restores_by_doctor(tmp_path):
         assert store.find(order_by="-id", limit=1)[0].id == 51
 
 
+def test_a_directory_in_place_of_the_file_is_named_not_a_traceback(tmp_path):
+    from curation.errors import StoreUnreadable
+
+    path = tmp_path / "ws" / "curate.duckdb"
+    path.mkdir(parents=True)
+    with pytest.raises(StoreUnreadable, match=re.escape(f"{path} cannot be opened")):
+        Store(path)
+
+
 def test_backup_and_doctor_need_the_admin_role(seeded_store):
     from curation.auth import PermissionDenied
 
@@ -323,4 +332,5 @@ def test_pages_show_one_line_for_an_unsupported_pattern(seeded_store, monkeypatc
     at.text_input(key=f"{page_name}_search").set_value(pattern).run()
     assert not at.exception
     messages = [re.sub(r"\\(.)", r"\1", e.value) for e in at.sidebar.error]
-    assert any("is not a regular expression the search engine (RE2) supports" in m and UNSUPPORTED[pattern] in m for m in messages)
+    assert any("is not a regular expression the search engine (RE2) supports" in m
+               and UNSUPPORTED[pattern] in m for m in messages)
