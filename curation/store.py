@@ -46,8 +46,8 @@ from curation.formats import DEFAULT_MAX_FIELD_CHARS, check_conversation, conten
 from curation.query import SPLITS, STATUSES, ExampleFilter
 
 DEFAULT_DB = Path("workspace") / "curate.duckdb"
-# DuckDB's own memory (beyond it, large imports spill to disk): keeps a 1 GB file's import
-# under 1 GB of resident memory. `$CURATE_DUCKDB_MEMORY` overrides it.
+# DuckDB's buffer pool (beyond it, large imports spill to disk); `$CURATE_DUCKDB_MEMORY`
+# overrides it. It does not bound an import's memory: see `curation.importer`.
 MEMORY_LIMIT = os.environ.get("CURATE_DUCKDB_MEMORY", "400MB")
 # DuckDB's words for a damaged file or log, and for another process holding the file.
 _DAMAGE = re.compile(r"not a valid DuckDB database|Could not read enough bytes|"
