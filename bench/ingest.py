@@ -1,6 +1,7 @@
 """Ingest benchmark: our validated import against DuckDB's own read_json, same run, same file.
 
-    .venv/bin/python bench/ingest.py [--rows 100000] [--out DIR] [--repeat 3] [--profile]
+    .venv/bin/python bench/ingest.py [--rows 100000 | --size-mb 1000] [--out DIR] [--repeat 3]
+                                     [--profile]
 
 What it does:
 - Writes N distinct chat examples (OpenAI chat format, fixed seed) as one JSONL file.
@@ -101,13 +102,14 @@ def _sentence_text(rng: random.Random, n_words: int) -> str:
     return " ".join(out)
 
 
-def generate(path: Path, rows: int, seed: int = SEED) -> int:
-    """Write `rows` distinct OpenAI-format chat examples as JSONL; return the file's size."""
+def generate(path: Path, rows: int, seed: int = SEED, max_bytes: int | None = None) -> int:
+    """Write `rows` distinct OpenAI-format chat examples as JSONL (or fewer, stopping once the
+    file holds `max_bytes`); return the file's size."""
     rng = random.Random(seed)
     seen: set[tuple[str, str]] = set()
     with open(path, "w", encoding="utf-8", newline="\n") as f:
         n = 0
-        while n < rows:
+        while n < rows and (max_bytes is None or f.tell() < max_bytes):
             user = _sentence_text(rng, rng.randint(10, 80))
             assistant = _sentence_text(rng, rng.randint(20, 120))
             if (user, assistant) in seen:  # all conversations distinct
@@ -247,6 +249,9 @@ def run_child(kind: str, file: Path, db: Path, profile: bool = False) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rows", type=int, default=100_000)
+    ap.add_argument("--size-mb", type=int, default=None,
+                    help="write a file of this many MB instead of --rows rows (e.g. 1000 for "
+                         "the 1 GB memory promise); put --out on a disk with room for it")
     ap.add_argument("--out", type=Path, help="folder for the data and stores (kept); "
                                              "default: a temporary folder, removed at the end")
     ap.add_argument("--repeat", type=int, default=3, help="runs of each, alternating (>= 2)")
@@ -267,18 +272,24 @@ def main() -> None:
     workdir = args.out or Path(tempfile.mkdtemp(prefix="curate-bench-"))
     workdir.mkdir(parents=True, exist_ok=True)
     try:
-        _bench(workdir, args.rows, repeat, args.profile)
+        _bench(workdir, args.rows, repeat, args.profile, args.size_mb)
     finally:
         if args.out is None:
             shutil.rmtree(workdir, ignore_errors=True)
 
 
-def _bench(workdir: Path, rows: int, repeat: int, profile: bool) -> None:
+def _bench(workdir: Path, rows: int, repeat: int, profile: bool,
+           size_mb: int | None = None) -> None:
     import duckdb
 
-    data = workdir / f"chat-{rows}.jsonl"
+    data = workdir / (f"chat-{size_mb}MB.jsonl" if size_mb else f"chat-{rows}.jsonl")
     t0 = time.perf_counter()
-    size = generate(data, rows)
+    if size_mb:
+        size = generate(data, 10**9, max_bytes=size_mb * 10**6)
+        with open(data, "rb") as f:
+            rows = sum(1 for _ in f)
+    else:
+        size = generate(data, rows)
     mb = size / 1e6
     print(f"generated {rows:,} examples, {mb:.1f} MB in {time.perf_counter() - t0:.1f} s: {data}")
     print(f"python {sys.version.split()[0]}, duckdb {duckdb.__version__}, "

@@ -43,8 +43,15 @@ def _open_store(path: str) -> Store:
 
 
 def get_store() -> Store:
-    """The one Store of this server process (each session thread gets its own cursor)."""
-    return _open_store(str(default_db_path().resolve()))
+    """The one Store of this server process (each session thread gets its own cursor).
+
+    A workspace that cannot be opened (damaged, locked, too new) stops the page with one
+    message saying what to do; nothing is cached, so the next load tries again."""
+    try:
+        return _open_store(str(default_db_path().resolve()))
+    except CurateError as exc:
+        st.error(plain(exc), icon=":material/error:")
+        st.stop()
 
 
 def single_user_mode() -> bool:

@@ -15,12 +15,14 @@ Pages live in `curate_ui/` and stay thin: they gather input, call `curation`, an
 
 from pathlib import Path
 
+import duckdb
 import streamlit as st
 
 import curation.checks  # noqa: F401  (registers the quality review queues)
 from curation import CurateError
 from curation._files import private_umask
 from curation.auth import User, sign_in, user_by_email, users
+from curation.store import is_damage, store_error
 from curate_ui.common import get_store, listen_address, page_path, plain, single_user_mode
 
 ICON = Path(__file__).parent / "assets" / "icon.png"  # local: no request leaves the host
@@ -116,7 +118,12 @@ def run_app() -> None:
             st.Page(page_path("training"), title="Training", icon=":material/model_training:"),
             st.Page(page_path("evaluation"), title="Evaluation", icon=":material/scoreboard:"),
         ]
-    st.navigation(pages).run()
+    try:
+        st.navigation(pages).run()
+    except duckdb.Error as exc:  # damage that a page's query found after the file opened
+        if not is_damage(exc):
+            raise
+        st.error(plain(store_error(store.path, exc)), icon=":material/error:")
 
 
 if __name__ == "__main__":

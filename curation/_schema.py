@@ -2,7 +2,8 @@
 
 `MIGRATIONS` is an ordered list; each entry is applied once, in its own transaction, and
 recorded in `schema_migrations`. A workspace made by an older Curate is brought up to date
-when it is opened; one made by a newer Curate is refused rather than misread.
+when it is opened, after a copy of the file is set aside (`workspace/backups/`, named with the
+old schema version); one made by a newer Curate is refused rather than misread.
 
 Design decisions:
 - No PRIMARY KEY or UNIQUE index on the mutable `examples` table: DuckDB turns an update of a
@@ -187,8 +188,11 @@ def current_version(cursor) -> int:
     return cursor.execute("SELECT coalesce(max(version), 0) FROM schema_migrations").fetchone()[0]
 
 
-def migrate(cursor, now) -> list[int]:
-    """Apply every migration this database lacks; return the versions applied."""
+def migrate(cursor, now, before=None) -> list[int]:
+    """Apply every migration this database lacks; return the versions applied.
+
+    `before(version)` is called once, before the first migration of a database that already
+    has a schema (version > 0): the store backs the file up there."""
     from curation.errors import SchemaTooNew
 
     cursor.execute("CREATE TABLE IF NOT EXISTS schema_migrations "
@@ -198,6 +202,8 @@ def migrate(cursor, now) -> list[int]:
         raise SchemaTooNew(f"this workspace has schema version {have}, but this Curate knows "
                            f"only up to {len(MIGRATIONS)}: upgrade Curate to open it")
     applied = []
+    if 0 < have < len(MIGRATIONS) and before is not None:
+        before(have)
     for version, (name, sql) in enumerate(MIGRATIONS[have:], start=have + 1):
         cursor.execute("BEGIN TRANSACTION")
         try:

@@ -22,6 +22,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import click
+import duckdb
 import orjson
 
 from curation import (CurateError, ExampleFilter, Store, default_db_path, export_jsonl,
@@ -30,6 +31,7 @@ from curation._files import private_umask
 from curation.auth import ROLES, User, add_user, set_role, users
 from curation.formats import DEFAULT_MAX_FIELD_CHARS, INPUT_FORMATS, OUTPUT_FORMATS, parse_mapping
 from curation.query import SPLITS, STATUSES
+from curation.store import is_damage, store_error
 from training.eval import DEFAULT_MARGIN_POINTS, DEFAULT_MAX_NEW_TOKENS, DEFAULT_SHOTS
 
 
@@ -51,7 +53,9 @@ actor_option = click.option("--actor", default=_default_actor, show_default="$CU
 
 
 def _open(db: Path | None) -> Store:
-    return Store(db or default_db_path())
+    path = db or default_db_path()
+    click.get_current_context().meta["curate.db"] = path
+    return Store(path)
 
 
 _json_out = None  # where _print_json writes: the real stdout while a --json command runs
@@ -133,6 +137,12 @@ class _Group(click.Group):
             where = f" ({exc.filename})" if exc.filename else ""
             click.echo(f"error: {exc.strerror or exc}{where}", err=True)
             ctx.exit(1)
+        except duckdb.Error as exc:  # damage found by a query, after the file opened
+            if not is_damage(exc):
+                raise
+            path = ctx.meta.get("curate.db", default_db_path())
+            click.echo(f"error: {store_error(path, exc)}", err=True)
+            ctx.exit(1)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -164,6 +174,63 @@ def init(db, demo, actor):
 
             report = load_demo(store, user=_cli_user(actor))
             click.echo(report.summary())
+
+
+@main.command()
+@click.argument("dest", required=False, type=click.Path(path_type=Path))
+@db_option
+@json_option
+def backup(dest, db, as_json):
+    """Copy the workspace into a new file, consistently, in one transaction.
+
+    DEST is a new .duckdb file or a folder (made if need be); default: backups/ beside the
+    workspace file.
+    The app holds the file while it runs: stop it first. Restore a backup with
+    `curate doctor --restore FILE`.
+
+    \b
+    Examples:
+      curate backup
+      curate backup /mnt/safe/curate-monday.duckdb
+    """
+    from curation.auth import User
+    from curation.maintenance import backup as make_backup
+
+    with _open(db) as store:
+        result = make_backup(store, dest, user=User(_default_actor(), "admin"))
+    if as_json:
+        _print_json({"path": result.path, "bytes": result.bytes, "counts": result.counts})
+    else:
+        click.echo(result.summary())
+
+
+@main.command()
+@db_option
+@click.option("--restore", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default=None, help="Put this backup in place of the workspace (the current "
+                                 "files are set aside, not deleted).")
+@json_option
+def doctor(db, restore, as_json):
+    """Check the workspace file; if it is damaged, set it aside and reopen the last good state.
+
+    Damaged files are moved aside with a timestamp, never deleted. It keeps, in order: the
+    file with the valid part of its write-ahead log, the file alone, the newest backup, or a
+    new empty workspace, and says which. Stop the app first.
+
+    \b
+    Examples:
+      curate doctor
+      curate doctor --restore workspace/backups/curate-20261201T090000Z.duckdb
+    """
+    from curation.auth import User
+    from curation.maintenance import doctor as run_doctor
+
+    report = run_doctor(db or default_db_path(), user=User(_default_actor(), "admin"),
+                        restore=restore)
+    if as_json:
+        _print_json(report.to_dict())
+    else:
+        click.echo(report.summary())
 
 
 @main.command("import")

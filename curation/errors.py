@@ -18,6 +18,14 @@ class StoreLocked(CurateError):
     """The DuckDB file is open for writing in another process."""
 
 
+class StoreCorrupt(CurateError):
+    """The DuckDB file or its write-ahead log is damaged; `curate doctor` recovers what it can."""
+
+
+class StoreUnreadable(CurateError):
+    """The DuckDB file cannot be opened for a reason other than damage (permissions, format)."""
+
+
 class SchemaTooNew(CurateError):
     """The workspace was written by a newer Curate than this one."""
 

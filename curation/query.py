@@ -3,12 +3,17 @@
 One `ExampleFilter` serves the CLI (`export --status accepted --split train`), the snapshot
 definition and the app's queues and tables, so every surface selects examples the same way.
 Values always travel as SQL parameters, never spliced into the SQL text.
+A regular expression is checked by the engine that runs it (DuckDB's RE2, which has no
+look-arounds, back-references or repeats over 1000), not by Python's `re`, which accepts
+patterns RE2 refuses: a refused pattern is an InvalidValue saying why, never a DuckDB error.
 """
 
 from __future__ import annotations
 
-import re
+import threading
 from dataclasses import asdict, dataclass, field
+
+import duckdb
 
 from curation.errors import InvalidValue
 
@@ -38,11 +43,7 @@ class ExampleFilter:
             if bad:
                 raise InvalidValue(f"{name} {bad[0]!r} is not one of {', '.join(allowed)}")
         if self.regex and self.search:
-            try:
-                re.compile(self.search)
-            except re.error as exc:
-                raise InvalidValue(f"search pattern {self.search!r} is not a valid regular "
-                                   f"expression: {exc}") from None
+            _check_pattern(self.search)
 
     def where(self, alias: str = "") -> tuple[str, list]:
         """(SQL condition, parameters) selecting the examples this filter describes."""
@@ -72,3 +73,20 @@ class ExampleFilter:
         """The non-empty criteria, as stored with snapshots and export manifests."""
         return {k: (list(v) if isinstance(v, tuple) else v)
                 for k, v in asdict(self).items() if v not in ((), "", False, None)}
+
+
+_RE2 = duckdb.connect()  # in memory: only compiles patterns
+_RE2_LOCK = threading.Lock()
+
+
+def _check_pattern(pattern: str) -> None:
+    """InvalidValue, with RE2's reason, if DuckDB cannot run `pattern`."""
+    with _RE2_LOCK:
+        try:
+            _RE2.execute("SELECT regexp_matches('', ?)", [pattern]).fetchone()
+        except duckdb.Error as exc:
+            reason = str(exc).splitlines()[0].removeprefix("Invalid Input Error: ")
+            raise InvalidValue(f"search pattern {pattern!r} is not a regular expression the "
+                               f"search engine (RE2) supports: {reason}. RE2 has no "
+                               "look-arounds or back-references, and repeats at most 1000 "
+                               "times.") from None
