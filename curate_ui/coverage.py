@@ -301,7 +301,7 @@ def _targets_section(targets: Targets, labels: list[str]) -> None:
 
 def _update_queue() -> None:
     try:
-        queued = len(run_check(store, "coverage", actor=user.name).issues)
+        queued = len(run_check(store, "coverage", user=user).issues)
     except CurateError as exc:
         _flash(str(exc), ":material/error:")
         return

@@ -25,7 +25,7 @@ def app_on(monkeypatch):
 
 def test_overview_shows_counts_from_the_store(app_on, seeded_store):
     ex = seeded_store.find()[0]
-    seeded_store.update(ex.id, base_version=1, actor="rev", status="accepted")
+    seeded_store.update(ex.id, base_version=1, user=admin("rev"), status="accepted")
     at = app_on(seeded_store)
     assert not at.exception
     assert at.title[0].value == "Overview"
@@ -48,7 +48,7 @@ def test_thin_labels_follow_the_targets_and_the_queue(app_on, seeded_store):
     attention = " ".join(t.value for t in app_on(seeded_store).text)
     assert "1 label(s) are under their coverage target: bugs (2 of 3)" in attention
     assert "out of date" in attention
-    run_check(seeded_store, "coverage", actor="t")
+    run_check(seeded_store, "coverage", user=admin("t"))
     attention = " ".join(t.value for t in app_on(seeded_store).text)
     assert "Their 2 examples are in the Review queue 'Thin labels'" in attention
     assert queue_size(seeded_store, "coverage") == 2

@@ -145,7 +145,7 @@ def test_every_duplicate_check_and_leakage_suggest_the_train_copy(empty_store):
     planted = plant_train_eval_pairs(empty_store)
     found_in = {kind: set() for kind in planted}
     for check in ("exact_duplicates", "near_duplicates", "semantic_duplicates", "leakage"):
-        for finding in run_check(empty_store, check, actor="t").issues:
+        for finding in run_check(empty_store, check, user=admin("t")).issues:
             for kind, pair in planted.items():
                 if set(pair) <= set(finding.details["group"]):
                     found_in[kind].add(check)

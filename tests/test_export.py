@@ -16,13 +16,13 @@ import pytest
 
 from curation import ExampleFilter, Store, export_jsonl, import_file
 from curation.exporter import STALE_TEMP_SECONDS
-from tests.conftest import PROJECT_ROOT, chat, write_jsonl
+from tests.conftest import admin, PROJECT_ROOT, chat, write_jsonl
 
 # An export that stops, for good, after writing 50 lines: the test kills it there (or lets it
 # live), so the moment is deterministic. Only the rows fed to the writer are slowed down.
 PAUSED_EXPORT = textwrap.dedent("""
     import sys, time
-    from curation import Store, export_jsonl
+    from curation import Store, User, export_jsonl
     store = Store(sys.argv[1])
     rows = store.snapshot_rows
 
@@ -34,7 +34,7 @@ PAUSED_EXPORT = textwrap.dedent("""
             yield row
 
     store.snapshot_rows = paused
-    export_jsonl(store, sys.argv[2], actor="child")
+    export_jsonl(store, sys.argv[2], user=User("child", "admin"))
 """)
 
 
@@ -42,7 +42,7 @@ def accepted_store(path, n: int = 200) -> None:
     with Store(path) as store:
         records = [{"messages": chat(f"question {i}", "answer " * 50)} for i in range(n)]
         import_file(store, write_jsonl(path.parent / f"{path.stem}.jsonl", records),
-                    status="accepted", actor="t")
+                    status="accepted", user=admin("t"))
 
 
 def start_paused_export(db, out) -> subprocess.Popen:
@@ -93,11 +93,11 @@ def test_a_temp_file_of_a_live_pid_is_kept_unless_old_and_unlocked(seeded_store,
     mine.write_bytes(b"partial")
     other = exports / ".notes.tmp"  # not ours: never touched
     other.write_bytes(b"keep")
-    export_jsonl(seeded_store, exports / "y.jsonl", where=ExampleFilter(), actor="t")
+    export_jsonl(seeded_store, exports / "y.jsonl", where=ExampleFilter(), user=admin("t"))
     assert mine.exists() and other.exists()
     old = mine.stat().st_mtime - STALE_TEMP_SECONDS - 5
     os.utime(mine, (old, old))  # its pid was reused by a process that is not an export
-    result = export_jsonl(seeded_store, exports / "y.jsonl", where=ExampleFilter(), actor="t")
+    result = export_jsonl(seeded_store, exports / "y.jsonl", where=ExampleFilter(), user=admin("t"))
     assert not mine.exists() and other.exists()
     assert result.removed_temp_files == (mine,)
 
@@ -106,9 +106,9 @@ def test_a_temp_file_of_a_live_pid_is_kept_unless_old_and_unlocked(seeded_store,
 
 def test_a_reused_snapshot_is_said_in_the_result_and_the_manifest(seeded_store, tmp_path):
     first = export_jsonl(seeded_store, tmp_path / "a.jsonl", where=ExampleFilter(),
-                         actor="t", snapshot_name="ux-openai")
+                         user=admin("t"), snapshot_name="ux-openai")
     assert not first.snapshot_reused and first.note is None
-    again = export_jsonl(seeded_store, tmp_path / "b.jsonl", where=ExampleFilter(), actor="t",
+    again = export_jsonl(seeded_store, tmp_path / "b.jsonl", where=ExampleFilter(), user=admin("t"),
                          snapshot_name="second name")
     assert again.snapshot_reused and again.snapshot.id == first.snapshot.id
     assert again.note == (f"same content as snapshot ux-openai ({first.snapshot.id}): reused; "
@@ -118,8 +118,8 @@ def test_a_reused_snapshot_is_said_in_the_result_and_the_manifest(seeded_store, 
     assert orjson.loads(first.manifest_path.read_bytes())["snapshot_reused"] is False
     # changed data: a new snapshot, nothing reused
     example = seeded_store.find()[0]
-    seeded_store.update(example.id, base_version=example.version, actor="t", label="other")
-    third = export_jsonl(seeded_store, tmp_path / "c.jsonl", where=ExampleFilter(), actor="t")
+    seeded_store.update(example.id, base_version=example.version, user=admin("t"), label="other")
+    third = export_jsonl(seeded_store, tmp_path / "c.jsonl", where=ExampleFilter(), user=admin("t"))
     assert not third.snapshot_reused and third.snapshot.id != first.snapshot.id
 
 

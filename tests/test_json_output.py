@@ -17,7 +17,7 @@ from curation import Store, import_file
 from curation.auth import User
 from curation.cli import main
 from curation.review import bulk
-from tests.conftest import chat, write_jsonl
+from tests.conftest import admin, chat, write_jsonl
 from tests.test_training import TINY_FLAGS
 
 ADMIN = User("ada", "admin")
@@ -43,12 +43,12 @@ def workspace(tmp_path_factory, model_cache):
                for i, label in enumerate(["access", "billing", None, "access", "billing",
                                           None, "access", "billing"])]
     with Store(folder / "ws" / "curate.duckdb") as store:
-        import_file(store, write_jsonl(folder / "train.jsonl", records), actor="t",
+        import_file(store, write_jsonl(folder / "train.jsonl", records), user=admin("t"),
                     status="accepted")
         import_file(store, write_jsonl(folder / "eval.jsonl", [
             {"messages": chat("Where is my card?", "On its way."), "label": "cards"},
             {"messages": chat("Unlabelled eval question", "An answer.")}]),
-            actor="t", split="eval", status="accepted")
+            user=admin("t"), split="eval", status="accepted")
         first = store.find()[0]
         bulk(store, ADMIN, [first.id], "delete")
     env = {**os.environ, "CURATE_MODEL_CACHE": str(model_cache)}

@@ -17,7 +17,7 @@ from curation import ExampleFilter, InvalidValue, Store, UnreadableFile, import_
 from curation.auth import User
 from curation.errors import StoreCorrupt
 from curation.maintenance import backup, backup_dir, doctor
-from tests.conftest import PROJECT_ROOT, chat, page, write_jsonl
+from tests.conftest import admin, PROJECT_ROOT, chat, page, write_jsonl
 
 ADMIN = User("ada", "admin")
 DAMAGE = ("zero_bytes", "random_bytes", "truncated", "bad_wal")
@@ -27,7 +27,7 @@ def _store_with(path: Path, n: int, tmp_path: Path) -> None:
     records = [{"messages": chat(f"question {i} " + "words " * 20, f"answer {i}"),
                 "label": "l"} for i in range(n)]
     with Store(path) as store:
-        import_file(store, write_jsonl(tmp_path / f"seed{n}.jsonl", records), actor="seeder")
+        import_file(store, write_jsonl(tmp_path / f"seed{n}.jsonl", records), user=admin("seeder"))
 
 
 def _leave_a_wal(path: Path) -> None:
@@ -165,13 +165,13 @@ def test_backup_is_consistent_and_restores_by_doctor(tmp_path):
     path = tmp_path / "ws" / "curate.duckdb"
     _store_with(path, 50, tmp_path)
     with Store(path) as store:
-        store.update(1, base_version=1, actor="rev", status="accepted")
+        store.update(1, base_version=1, user=admin("rev"), status="accepted")
         result = backup(store, tmp_path / "safe", user=ADMIN)
         assert Path(result.path).parent == tmp_path / "safe"
         assert oct(Path(result.path).stat().st_mode & 0o777) == "0o600"
         with pytest.raises(InvalidValue, match="already exists"):
             backup(store, result.path, user=ADMIN)
-        store.update(2, base_version=1, actor="rev", status="rejected")  # after the backup
+        store.update(2, base_version=1, user=admin("rev"), status="rejected")  # after the backup
     report = doctor(path, user=ADMIN, restore=result.path)
     assert len(report.set_aside) == 1 and Path(report.set_aside[0]).exists()
     with Store(path) as store:
@@ -179,7 +179,7 @@ def test_backup_is_consistent_and_restores_by_doctor(tmp_path):
         assert len(store.history(1)) == 2
         # the id sequence came along: a new example does not reuse an id
         import_file(store, write_jsonl(tmp_path / "new.jsonl", [{"messages": chat("n", "m")}]),
-                    actor="t")
+                    user=admin("t"))
         assert store.find(order_by="-id", limit=1)[0].id == 51
 
 
@@ -249,7 +249,7 @@ def test_a_failed_import_gives_its_space_back(tmp_path):
         f.write(b'{"messages": "\xff"}\n')  # not UTF-8 at the very end: the import rolls back
     with Store(path) as store:
         with pytest.raises(Exception, match="not UTF-8"):
-            import_file(store, big, actor="t")
+            import_file(store, big, user=admin("t"))
         assert store.count() == 2_000
         assert path.stat().st_size <= before + 1_000_000
 
@@ -261,8 +261,8 @@ def test_a_killed_import_gives_its_space_back_on_reopen(tmp_path):
     big = tmp_path / "big.jsonl"
     write_jsonl(big, [{"messages": chat(f"q {i} " + "lorem " * 30, f"a {i}")}
                       for i in range(150_000)])
-    code = ("import os, sys\nfrom curation import Store, import_file\n"
-            "s = Store(sys.argv[1]); import_file(s, sys.argv[2], actor='t')")
+    code = ("import os, sys\nfrom curation import Store, User, import_file\n"
+            "s = Store(sys.argv[1]); import_file(s, sys.argv[2], user=User('t', 'admin'))")
     proc = subprocess.Popen([sys.executable, "-c", code, str(path), str(big)],
                             env={**os.environ, "CURATE_IMPORT_WORKERS": "0"})
     try:
@@ -288,7 +288,7 @@ def test_a_file_without_records_is_an_error_whatever_its_kind(seeded_store, tmp_
     path = tmp_path / name
     path.write_bytes(content)
     with pytest.raises(UnreadableFile, match=re.escape(str(path)) + " holds no records"):
-        import_file(seeded_store, path, actor="t")
+        import_file(seeded_store, path, user=admin("t"))
     assert seeded_store.count() == 6
 
 

@@ -105,9 +105,9 @@ def multiset(store: Store) -> list[tuple]:
 
 def export_and_reimport(store: Store, tmp: Path, fmt: str) -> tuple[Store, object]:
     out = tmp / f"out-{fmt}.jsonl"
-    export_jsonl(store, out, fmt=fmt, where=ExampleFilter(), actor="prop")
+    export_jsonl(store, out, fmt=fmt, where=ExampleFilter(), user=admin("prop"))
     second = Store(tmp / f"second-{fmt}.duckdb")
-    return second, import_file(second, out, status="accepted", actor="prop")
+    return second, import_file(second, out, status="accepted", user=admin("prop"))
 
 
 def test_round_trip_keeps_label_conflicts_and_unicode_variants(file_store, tmp_path):
@@ -120,7 +120,7 @@ def test_round_trip_keeps_label_conflicts_and_unicode_variants(file_store, tmp_p
         ([{"role": "user", "content": "café closed?"}, same[1]], "billing"),      # case
     ]
     for messages, label in variants:
-        store.add(messages, actor="sme", label=label, status="accepted")
+        store.add(messages, user=admin("sme"), label=label, status="accepted")
     for fmt in OUTPUT_FORMATS:
         second, report = export_and_reimport(store, tmp_path, fmt)
         with second:
@@ -155,7 +155,7 @@ def test_round_trip_of_look_alike_examples_gives_back_the_same_set(pairs):
         tmp = Path(tmp)
         with Store(tmp / "first.duckdb") as first:
             import_file(first, write_input(tmp / "in.jsonl", records), status="accepted",
-                        actor="prop")
+                        user=admin("prop"))
             want = multiset(first)
             assert len(want) == len({orjson.dumps(r, option=orjson.OPT_SORT_KEYS)
                                      for r in records})
