@@ -594,5 +594,5 @@ def _describe(where: ExampleFilter) -> str:
 
 __all__ = ["DEFAULT_TRAIN_FILTER", "LeakageUnresolved", "Run", "RunAlreadyActive",
            "RunNotActive", "RunNotFound", "TrainerNotStarted", "cancel", "default_runs_dir",
-           "find_leakage", "find_run", "is_active", "launch", "list_runs", "load_run_model", "read_run",
-           "record_runs", "recorded_runs", "resume", "wait"]
+           "find_leakage", "find_run", "is_active", "launch", "list_runs", "load_run_model",
+           "read_run", "record_runs", "recorded_runs", "resume", "wait"]
