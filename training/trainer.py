@@ -32,8 +32,9 @@ Design decisions:
   tampered checkpoint can fail to load, not run code). They are written to `step-N.partial`
   and renamed, so a kill mid-save leaves the previous checkpoint intact; only the last
   `keep_checkpoints` stay. On start the trainer continues from the latest checkpoint: the
-  step counter and the data position carry on (bit-identical results to an uninterrupted run are not promised), and metrics lines
-  past the checkpoint, from the interrupted attempt, are dropped so each step has one line.
+  step counter and the data position carry on (bit-identical results to an uninterrupted
+  run are not promised), and metrics lines past the checkpoint, from the interrupted attempt,
+  are dropped so each step has one line.
 - Every JSON file is written to a temporary name and renamed; a reader never sees half of
   `status.json`. `metrics.jsonl` is appended line by line; readers skip a partial last line.
 - Endings: success -> completed (exit 0); any exception (out of memory, bad data, a
