@@ -25,7 +25,7 @@ def app_on(monkeypatch):
 
 def test_overview_shows_counts_from_the_store(app_on, seeded_store):
     ex = seeded_store.find()[0]
-    seeded_store.update(ex.id, base_version=1, user=admin("rev"), status="accepted")
+    seeded_store.update(ex.id, base_version=1, actor="rev", status="accepted")
     at = app_on(seeded_store)
     assert not at.exception
     assert at.title[0].value == "Overview"
@@ -44,7 +44,7 @@ def test_overview_shows_counts_from_the_store(app_on, seeded_store):
 def test_thin_labels_follow_the_targets_and_the_queue(app_on, seeded_store):
     """Overview counts thin labels against the saved targets, not a fixed number, and
     points to the Thin labels queue once the coverage check has filled it."""
-    set_targets(seeded_store, Targets(default_min=2, per_label={"bugs": 3}))
+    set_targets(seeded_store, admin("t"), Targets(default_min=2, per_label={"bugs": 3}))
     attention = " ".join(t.value for t in app_on(seeded_store).text)
     assert "1 label(s) are under their coverage target: bugs (2 of 3)" in attention
     assert "out of date" in attention

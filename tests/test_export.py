@@ -118,7 +118,7 @@ def test_a_reused_snapshot_is_said_in_the_result_and_the_manifest(seeded_store, 
     assert orjson.loads(first.manifest_path.read_bytes())["snapshot_reused"] is False
     # changed data: a new snapshot, nothing reused
     example = seeded_store.find()[0]
-    seeded_store.update(example.id, base_version=example.version, user=admin("t"), label="other")
+    seeded_store.update(example.id, base_version=example.version, actor="t", label="other")
     third = export_jsonl(seeded_store, tmp_path / "c.jsonl", where=ExampleFilter(), user=admin("t"))
     assert not third.snapshot_reused and third.snapshot.id != first.snapshot.id
 

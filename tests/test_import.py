@@ -286,7 +286,7 @@ def test_one_create_event_and_one_version_per_imported_example(empty_store, tmp_
     # the current version is stored once, in `examples`; example_versions holds earlier ones
     assert empty_store.cursor().execute(
         "SELECT count(*) FROM example_versions").fetchone()[0] == 0
-    snap = empty_store.snapshot(ExampleFilter(), user=admin("t"))
+    snap = empty_store.snapshot(ExampleFilter(), actor="t")
     rows = list(empty_store.snapshot_rows(snap.id))
     assert [(r["id"], r["version"], r["messages"], r["label"]) for r in rows] == \
         [(e.id, 1, e.messages, e.label) for e in examples]

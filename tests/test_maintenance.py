@@ -165,13 +165,13 @@ def test_backup_is_consistent_and_restores_by_doctor(tmp_path):
     path = tmp_path / "ws" / "curate.duckdb"
     _store_with(path, 50, tmp_path)
     with Store(path) as store:
-        store.update(1, base_version=1, user=admin("rev"), status="accepted")
+        store.update(1, base_version=1, actor="rev", status="accepted")
         result = backup(store, tmp_path / "safe", user=ADMIN)
         assert Path(result.path).parent == tmp_path / "safe"
         assert oct(Path(result.path).stat().st_mode & 0o777) == "0o600"
         with pytest.raises(InvalidValue, match="already exists"):
             backup(store, result.path, user=ADMIN)
-        store.update(2, base_version=1, user=admin("rev"), status="rejected")  # after the backup
+        store.update(2, base_version=1, actor="rev", status="rejected")  # after the backup
     report = doctor(path, user=ADMIN, restore=result.path)
     assert len(report.set_aside) == 1 and Path(report.set_aside[0]).exists()
     with Store(path) as store:

@@ -120,7 +120,7 @@ def test_round_trip_keeps_label_conflicts_and_unicode_variants(file_store, tmp_p
         ([{"role": "user", "content": "café closed?"}, same[1]], "billing"),      # case
     ]
     for messages, label in variants:
-        store.add(messages, user=admin("sme"), label=label, status="accepted")
+        store.add(messages, actor="sme", label=label, status="accepted")
     for fmt in OUTPUT_FORMATS:
         second, report = export_and_reimport(store, tmp_path, fmt)
         with second:
