@@ -16,7 +16,7 @@ Design decisions:
 - The workspace folder is made 0700 and the database and its WAL 0600 on open
   (`curation._files`): they hold password hashes and the curated data.
 - A damaged file is named on open, never shown as DuckDB's traceback: damage that DuckDB
-  reports (bad header, checksum, WAL) and a file shorter than its own block map (truncated)
+  reports (bad header, checksum, WAL) and a file shorter than its blocks in use (truncated)
   raise StoreCorrupt, which points to `curate doctor` (`curation.maintenance`). A file longer
   than its block map holds the blocks of a transaction that never committed (a killed import);
   they are given back on open. Before a schema migration the file is backed up.
@@ -127,6 +127,10 @@ class Store:
     def __init__(self, path: str | os.PathLike | None = None):
         self.path = Path(path) if path is not None else default_db_path()
         workspace_dir(self.path.parent)  # 0700: the file holds password hashes
+        wal = self.path.with_name(self.path.name + ".wal")
+        # with a log to replay (or the database open in this process already), blocks that are
+        # not yet checkpointed legitimately lie beyond the file's end: no size check then
+        size_check = not (wal.exists() and wal.stat().st_size > 0)
         try:
             self._con = duckdb.connect(str(self.path), config={"memory_limit": MEMORY_LIMIT})
         except duckdb.Error as exc:
@@ -140,7 +144,8 @@ class Store:
         self._local = threading.local()
         try:
             _schema.migrate(self.cursor(), utcnow(), before=self._backup_before_migration)
-            self._check_file()
+            if size_check:
+                self._check_file()
         except BaseException as exc:
             self._con.close()
             if isinstance(exc, duckdb.Error):
@@ -153,21 +158,24 @@ class Store:
         backup_before_migration(self, version)
 
     def _check_file(self) -> None:
-        """A file shorter than its block map is truncated (StoreCorrupt); one longer holds the
-        blocks of a transaction that never committed (a killed import): give them back."""
+        """A file with fewer blocks than are in use was truncated (StoreCorrupt; free blocks
+        at the end may legitimately be missing, DuckDB cuts them off); a file longer than its
+        block map holds the blocks of a transaction that never committed (a killed import):
+        give them back. Only valid when no WAL was replayed on open (the caller checks)."""
         from curation.maintenance import reclaim_space
 
         if not self.path.is_file():
             return
-        block_size, total_blocks = self.cursor().execute(
-            "SELECT block_size, total_blocks FROM pragma_database_size() "
+        block_size, total_blocks, used_blocks = self.cursor().execute(
+            "SELECT block_size, total_blocks, used_blocks FROM pragma_database_size() "
             "WHERE database_name = current_database()").fetchone()
         expected = _FILE_HEADERS + block_size * total_blocks
         size = self.path.stat().st_size
-        if size < expected:
-            raise StoreCorrupt(f"{self.path} is damaged: it is {size:,} bytes long, but its own "
-                               f"block map needs {expected:,} (the file was truncated). "
-                               f"{_RECOVER.format(path=self.path)}")
+        needed = _FILE_HEADERS + block_size * used_blocks
+        if size < needed:  # fewer blocks in the file than are in use: some are cut off
+            raise StoreCorrupt(f"{self.path} is damaged: it is {size:,} bytes long, but the "
+                               f"blocks in use need at least {needed:,} (the file was "
+                               f"truncated). {_RECOVER.format(path=self.path)}")
         if size > expected:
             reclaim_space(self)
 

@@ -363,7 +363,7 @@ def test_every_queue_is_fed_by_its_checks_on_the_demo_data(review_page, tmp_path
 
     db = tmp_path / "ws" / "curate.duckdb"
     with Store(db) as store:
-        load_demo(store)
+        load_demo(store, user=admin("demo"))
     for command in ("dedupe", "noise", "coverage"):
         result = CliRunner().invoke(main, [command, "--db", str(db), "--json"])
         assert result.exit_code == 0, result.output
