@@ -64,6 +64,7 @@ ARGUMENTS = {  # the arguments each --json command needs beyond --db and --json
         {"messages": chat("one more", "yes")}, "{broken"]))],
     ("export",): lambda ws: [str(ws / "out.jsonl"), "--status", "accepted"],
     ("eval",): lambda ws: [_only_run(ws)],
+    ("backup",): lambda ws: [str(ws / "copy.duckdb")],
 }
 
 
