@@ -120,7 +120,7 @@ def test_the_cli_writes_only_private_files_down_to_the_checkpoints(tmp_path, mod
     files = {p: m for p, m in found.items() if Path(p).is_file()}
     folders = {p: m for p, m in found.items() if Path(p).is_dir()}
     assert any("/checkpoints/step-" in p and p.endswith(".safetensors") for p in files)
-    assert any(p.endswith("training_state.pt") for p in files)
+    assert any(p.endswith("training_state.safetensors") for p in files)
     assert any(IMPORT_REPORTS_DIR in p for p in files) and str(db) in files
     assert {p: oct(m) for p, m in files.items() if m != 0o600} == {}
     assert {p: oct(m) for p, m in folders.items() if m != 0o700} == {}
