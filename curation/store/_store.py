@@ -1,4 +1,7 @@
-"""The example store: one DuckDB file per workspace, safe for many threads of one process.
+"""The `Store` class: one DuckDB file per workspace, safe for many threads of one process.
+
+This module opens the file and holds the examples, their history and snapshots; the other
+tables' queries are mixed in from the sibling modules (see `curation.store`).
 
 Design decisions:
 - One connection per process, one cursor per thread (`Store.cursor()`): Streamlit runs every
@@ -41,12 +44,20 @@ from typing import Any
 import duckdb
 import orjson
 
-from curation import _schema
 from curation._files import private_file, workspace_dir
 from curation.errors import (CurateError, ExampleNotFound, InvalidValue, SnapshotNotFound,
                              StoreCorrupt, StoreLocked, StoreUnreadable, VersionConflict)
 from curation.formats import DEFAULT_MAX_FIELD_CHARS, check_conversation, content_hash, search_text
 from curation.query import SPLITS, STATUSES, ExampleFilter
+from curation.store import _schema
+from curation.store._embeddings import EmbeddingQueries
+from curation.store._filters import where_clause
+from curation.store._findings import FindingQueries
+from curation.store._inserts import ExampleInserts
+from curation.store._maintenance import FILE_HEADERS, MaintenanceQueries
+from curation.store._queues import QueueQueries
+from curation.store._runs import RunQueries
+from curation.store._users import UserQueries
 
 DEFAULT_DB = Path("workspace") / "curate.duckdb"
 # DuckDB's buffer pool (beyond it, large imports spill to disk); `$CURATE_DUCKDB_MEMORY`
@@ -56,12 +67,11 @@ MEMORY_LIMIT = os.environ.get("CURATE_DUCKDB_MEMORY", "400MB")
 _DAMAGE = re.compile(r"not a valid DuckDB database|Could not read enough bytes|"
                      r"Corrupt (database|WAL) file|replaying WAL|checksum")
 _LOCKED = re.compile(r"Could not set lock|Conflicting lock")
-_FILE_HEADERS = 3 * 4096  # DuckDB's main header and its two alternating database headers
 _RECOVER = ("Nothing was changed. Run `curate doctor --db {path}` (with the app stopped): it "
             "sets the damaged files aside, never deleting them, and reopens the workspace from "
             "its last good state.")
 EDITABLE = ("messages", "label", "tags", "split", "status", "deleted")
-_COLUMNS = ("id, external_id, messages, label, tags, source, split, status, content_hash, "
+COLUMNS = ("id, external_id, messages, label, tags, source, split, status, content_hash, "
             "version, created_by, created_at, updated_by, updated_at, deleted")
 # Every version of every example: the superseded ones, and the current one in `examples`.
 _VERSIONS = ("(SELECT example_id, version, messages, label, tags, split, status, content_hash, "
@@ -121,8 +131,10 @@ class Snapshot:
     count: int
 
 
-class Store:
-    """The workspace's examples, their history and snapshots."""
+class Store(ExampleInserts, UserQueries, EmbeddingQueries, FindingQueries, QueueQueries,
+            RunQueries, MaintenanceQueries):
+    """The workspace's examples, their history and snapshots, and (mixed in) every other
+    table's queries."""
 
     def __init__(self, path: str | os.PathLike | None = None):
         self.path = Path(path) if path is not None else default_db_path()
@@ -162,22 +174,18 @@ class Store:
         at the end may legitimately be missing, DuckDB cuts them off); a file longer than its
         block map holds the blocks of a transaction that never committed (a killed import):
         give them back. Only valid when no WAL was replayed on open (the caller checks)."""
-        from curation.maintenance import reclaim_space
-
         if not self.path.is_file():
             return
-        block_size, total_blocks, used_blocks = self.cursor().execute(
-            "SELECT block_size, total_blocks, used_blocks FROM pragma_database_size() "
-            "WHERE database_name = current_database()").fetchone()
-        expected = _FILE_HEADERS + block_size * total_blocks
+        block_size, total_blocks, used_blocks = self.block_usage()
+        expected = FILE_HEADERS + block_size * total_blocks
         size = self.path.stat().st_size
-        needed = _FILE_HEADERS + block_size * used_blocks
+        needed = FILE_HEADERS + block_size * used_blocks
         if size < needed:  # fewer blocks in the file than are in use: some are cut off
             raise StoreCorrupt(f"{self.path} is damaged: it is {size:,} bytes long, but the "
                                f"blocks in use need at least {needed:,} (the file was "
                                f"truncated). {_RECOVER.format(path=self.path)}")
         if size > expected:
-            reclaim_space(self)
+            self.reclaim_space()
 
     def close(self) -> None:
         self._con.close()
@@ -218,7 +226,7 @@ class Store:
         return self._get(self.cursor(), example_id)
 
     def _get(self, cur, example_id: int) -> Example:
-        row = cur.execute(f"SELECT {_COLUMNS} FROM examples WHERE id = ?",
+        row = cur.execute(f"SELECT {COLUMNS} FROM examples WHERE id = ?",
                           [example_id]).fetchone()
         if row is None:
             raise ExampleNotFound(f"no example has id #{example_id}")
@@ -230,16 +238,22 @@ class Store:
         if order_by.lstrip("-") not in ("id", "updated_at", "created_at", "label", "status"):
             raise InvalidValue(f"cannot order examples by {order_by!r}")
         direction = "DESC" if order_by.startswith("-") else "ASC"
-        condition, params = where.where()
-        sql = (f"SELECT {_COLUMNS} FROM examples WHERE {condition} "
+        condition, params = where_clause(where)
+        sql = (f"SELECT {COLUMNS} FROM examples WHERE {condition} "
                f"ORDER BY {order_by.lstrip('-')} {direction}, id")
         if limit is not None:
             sql += " LIMIT ? OFFSET ?"
             params += [limit, offset]
         return [Example.from_row(r) for r in self.cursor().execute(sql, params).fetchall()]
 
+    def example_ids(self, where: ExampleFilter = ExampleFilter()) -> list[int]:
+        """The ids of the examples `where` selects, ascending."""
+        condition, params = where_clause(where)
+        return [r[0] for r in self.cursor().execute(
+            f"SELECT id FROM examples WHERE {condition} ORDER BY id", params).fetchall()]
+
     def count(self, where: ExampleFilter = ExampleFilter()) -> int:
-        condition, params = where.where()
+        condition, params = where_clause(where)
         return self.cursor().execute(f"SELECT count(*) FROM examples WHERE {condition}",
                                      params).fetchone()[0]
 
@@ -247,7 +261,7 @@ class Store:
         """{value: count} for status, split, label or source, largest first."""
         if column not in ("status", "split", "label", "source"):
             raise InvalidValue(f"cannot count examples by {column!r}")
-        condition, params = where.where()
+        condition, params = where_clause(where)
         rows = self.cursor().execute(
             f"SELECT {column}, count(*) AS n FROM examples WHERE {condition} "
             f"GROUP BY {column} ORDER BY n DESC, {column} NULLS LAST", params).fetchall()
@@ -337,22 +351,19 @@ class Store:
         messages = check_conversation_or_invalid(messages)
         changes = self._validated({"label": label, "tags": tags, "split": split,
                                    "status": status})
+        import pyarrow as pa
+
         now = utcnow()
-        messages_json = orjson.dumps(messages).decode()
-        digest = content_hash(messages)
-        with self.transaction() as cur:
-            (new_id,) = cur.execute("SELECT nextval('example_id_seq')").fetchone()
-            cur.execute(f"INSERT INTO examples ({_COLUMNS}, text) VALUES "
-                        "(?, NULL, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, false, ?)",
-                        [new_id, messages_json, changes["label"], list(changes["tags"]), source,
-                         changes["split"], changes["status"], digest, 1, actor, now, actor, now,
-                         search_text(messages)])
-            cur.execute("INSERT INTO events VALUES (nextval('event_id_seq'), ?, 'create', ?, ?, "
-                        "1, NULL, ?, ?)",
-                        [new_id, actor, now, orjson.dumps({"source": source, "split": split,
-                                                           "status": status,
-                                                           "label": changes["label"]}).decode(),
-                         reason])
+        row = {"line": pa.array([None], pa.int64()), "external_id": [""],
+               "messages": [orjson.dumps(messages).decode()], "text": [search_text(messages)],
+               "label": [changes["label"] or ""], "content_hash": [content_hash(messages)],
+               "tags": pa.array([list(changes["tags"])], pa.list_(pa.large_string())),
+               "label_conflict": [""]}
+        with self.transaction():
+            (new_id,) = self.new_example_ids(1)
+            self.insert_examples(pa.table({**row, "id": pa.array([new_id], pa.int64())}),
+                                 source=source, split=changes["split"],
+                                 status=changes["status"], actor=actor, now=now, reason=reason)
         return self.get(new_id)
 
     def update(self, example_id: int, *, base_version: int, actor: str, reason: str | None = None,
@@ -440,7 +451,7 @@ class Store:
         """The snapshot of what `where` selects now: reused if one with the same filters and
         content exists, otherwise created."""
         filters = orjson.dumps(where.describe(), option=orjson.OPT_SORT_KEYS).decode()
-        condition, params = where.where()
+        condition, params = where_clause(where)
         with self.transaction() as cur:
             rows = cur.execute(
                 f"SELECT id, version, content_hash, label, tags, split FROM examples "
