@@ -8,8 +8,9 @@ import orjson
 import pytest
 
 from curation import (ExampleFilter, ExampleNotFound, InvalidExample, InvalidValue,
-                      SchemaTooNew, SnapshotNotFound, Store, VersionConflict, _schema)
+                      SchemaTooNew, SnapshotNotFound, Store, VersionConflict)
 from curation.formats import content_hash
+from curation.store import _schema
 from tests.conftest import chat
 
 
