@@ -10,8 +10,9 @@ What DuckDB guarantees, and what follows (see docs/operations.md):
 
 Design decisions:
 - `backup` is online and consistent (`Store.copy_to`: `ATTACH` a new file and `COPY FROM
-  DATABASE` into it, in one transaction, while other threads keep working). The result is an ordinary workspace file (sequences included); restoring is copying it back,
-  which `curate doctor --restore FILE` does without deleting what it replaces.
+  DATABASE` into it, in one transaction, while other threads keep working). The result is
+  an ordinary workspace file (sequences included); restoring is copying it back, which
+  `curate doctor --restore FILE` does without deleting what it replaces.
 - Before a schema migration the file is checkpointed and copied byte for byte into
   `backups/` (named with the old schema version); the store is not shared yet at that point.
 - `doctor` never deletes a user's file: it moves the damaged files aside with a timestamp and

@@ -5,7 +5,8 @@ and the pages) calls `Store` methods and never writes SQL; `tests/test_layers.py
 
 Layout, one module per concern:
 - `_store`: the `Store` class (opening the file, cursors, transactions, settings) with the
-  examples, their versions, audit events and snapshots; `Example`, `Snapshot`.
+  examples, their versions and audit events; `Example`.
+- `_snapshots`: snapshots, immutable hashed sets of example versions; `Snapshot`.
 - `_schema`: the schema and its migrations.
 - `_inserts`: the one insert path for new examples (`Store.add` and the importer).
 - `_filters`: an `ExampleFilter` (`curation.query`) as a WHERE clause.
@@ -20,7 +21,8 @@ whatever module holds the SQL, and each module stays short enough to read top to
 from curation.store._maintenance import file_counts, probe_file
 from curation.store._queues import QueueSource
 from curation.store._runs import RUN_COLUMNS
-from curation.store._store import (DEFAULT_DB, EDITABLE, MEMORY_LIMIT, Example, Snapshot, Store,
+from curation.store._snapshots import Snapshot
+from curation.store._store import (DEFAULT_DB, EDITABLE, MEMORY_LIMIT, Example, Store,
                                    check_conversation_or_invalid, default_db_path, is_damage,
                                    store_error, utcnow)
 

@@ -54,10 +54,10 @@ def _source(source: QueueSource) -> tuple[str, list]:
     if source.kind != "findings":
         return _BUILT_IN[source.kind], []
     names = ", ".join("?" * len(source.checks)) or "NULL"
-    return ("SELECT example_id, min(score) AS rank, string_agg(reason, '; ') AS reason "
-            f"FROM findings WHERE is_issue AND check_name IN ({names}) "
-            "AND (? = '' OR NOT starts_with(reason, ?)) GROUP BY example_id",
-            [*source.checks, source.skip_reason, source.skip_reason])
+    sql = ("SELECT example_id, min(score) AS rank, string_agg(reason, '; ') AS reason "
+           f"FROM findings WHERE is_issue AND check_name IN ({names}) "
+           "AND (? = '' OR NOT starts_with(reason, ?)) GROUP BY example_id")
+    return sql, [*source.checks, source.skip_reason, source.skip_reason]
 
 
 class QueueQueries:

@@ -1,7 +1,8 @@
 """The `Store` class: one DuckDB file per workspace, safe for many threads of one process.
 
-This module opens the file and holds the examples, their history and snapshots; the other
-tables' queries are mixed in from the sibling modules (see `curation.store`).
+This module opens the file and holds the examples, their versions and audit events; the
+other tables' queries (snapshots, users, findings...) are mixed in from the sibling modules
+(see `curation.store`).
 
 Design decisions:
 - One connection per process, one cursor per thread (`Store.cursor()`): Streamlit runs every
@@ -13,9 +14,7 @@ Design decisions:
 - Every change writes, in the same transaction, the new row, the row it replaces into
   `example_versions` and exactly one audit event. A refused change writes nothing. The current
   version lives only in `examples` (an import writes each conversation once, not twice);
-  `_VERSIONS` is the union of both, every version of every example.
-- Snapshots are immutable (example id, version) sets with a content hash; the same filters
-  over unchanged data give back the same snapshot instead of a new one.
+  a snapshot reads the union of both (`curation.store._snapshots`).
 - The workspace folder is made 0700 and the database and its WAL 0600 on open
   (`curation._files`): they hold password hashes and the curated data.
 - A damaged file is named on open, never shown as DuckDB's traceback: damage that DuckDB
@@ -30,7 +29,6 @@ Design decisions:
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import os
 import re
 import threading
@@ -45,7 +43,7 @@ import duckdb
 import orjson
 
 from curation._files import private_file, workspace_dir
-from curation.errors import (CurateError, ExampleNotFound, InvalidValue, SnapshotNotFound,
+from curation.errors import (CurateError, ExampleNotFound, InvalidValue,
                              StoreCorrupt, StoreLocked, StoreUnreadable, VersionConflict)
 from curation.formats import DEFAULT_MAX_FIELD_CHARS, check_conversation, content_hash, search_text
 from curation.query import SPLITS, STATUSES, ExampleFilter
@@ -57,6 +55,7 @@ from curation.store._inserts import ExampleInserts
 from curation.store._maintenance import FILE_HEADERS, MaintenanceQueries
 from curation.store._queues import QueueQueries
 from curation.store._runs import RunQueries
+from curation.store._snapshots import SnapshotQueries
 from curation.store._users import UserQueries
 
 DEFAULT_DB = Path("workspace") / "curate.duckdb"
@@ -73,12 +72,6 @@ _RECOVER = ("Nothing was changed. Run `curate doctor --db {path}` (with the app 
 EDITABLE = ("messages", "label", "tags", "split", "status", "deleted")
 COLUMNS = ("id, external_id, messages, label, tags, source, split, status, content_hash, "
             "version, created_by, created_at, updated_by, updated_at, deleted")
-# Every version of every example: the superseded ones, and the current one in `examples`.
-_VERSIONS = ("(SELECT example_id, version, messages, label, tags, split, status, content_hash, "
-             "changed_by, changed_at FROM example_versions UNION ALL "
-             "SELECT id, version, messages, label, tags, split, status, content_hash, "
-             "updated_by, updated_at FROM examples)")
-
 
 def utcnow() -> datetime:
     """Naive UTC timestamp, as stored in every TIMESTAMP column."""
@@ -118,21 +111,8 @@ class Example:
         return cls(*values)
 
 
-@dataclass(frozen=True)
-class Snapshot:
-    """An immutable, hashed set of example versions."""
-
-    id: str
-    name: str
-    created_by: str
-    created_at: datetime
-    filters: dict[str, Any]
-    content_hash: str
-    count: int
-
-
-class Store(ExampleInserts, UserQueries, EmbeddingQueries, FindingQueries, QueueQueries,
-            RunQueries, MaintenanceQueries):
+class Store(ExampleInserts, SnapshotQueries, UserQueries, EmbeddingQueries, FindingQueries,
+            QueueQueries, RunQueries, MaintenanceQueries):
     """The workspace's examples, their history and snapshots, and (mixed in) every other
     table's queries."""
 
@@ -445,68 +425,6 @@ class Store(ExampleInserts, UserQueries, EmbeddingQueries, FindingQueries, Queue
         return VersionConflict(current.id, based_on, current.version, current.updated_by,
                                current.updated_at)
 
-    # --- snapshots ----------------------------------------------------------------------
-
-    def snapshot(self, where: ExampleFilter, *, actor: str, name: str | None = None) -> Snapshot:
-        """The snapshot of what `where` selects now: reused if one with the same filters and
-        content exists, otherwise created."""
-        filters = orjson.dumps(where.describe(), option=orjson.OPT_SORT_KEYS).decode()
-        condition, params = where_clause(where)
-        with self.transaction() as cur:
-            rows = cur.execute(
-                f"SELECT id, version, content_hash, label, tags, split FROM examples "
-                f"WHERE {condition} ORDER BY id", params).fetchall()
-            digest = hashlib.sha256()
-            for row in rows:
-                digest.update(orjson.dumps(list(row)) + b"\n")
-            content = digest.hexdigest()
-            snap_id = "snap-" + hashlib.sha256(f"{filters}|{content}".encode()).hexdigest()[:12]
-            existing = cur.execute("SELECT id FROM snapshots WHERE id = ?", [snap_id]).fetchone()
-            if existing is None:
-                now = utcnow()
-                cur.execute("INSERT INTO snapshots VALUES (?, ?, ?, ?, ?, ?, ?)",
-                            [snap_id, name or f"{now:%Y-%m-%d %H:%M} {_describe(where)}", actor,
-                             now, filters, content, len(rows)])
-                cur.execute("INSERT INTO snapshot_items SELECT ?, id, version FROM "
-                            f"(SELECT id, version FROM examples WHERE {condition})",
-                            [snap_id, *params])
-        return self.get_snapshot(snap_id)
-
-    def get_snapshot(self, snapshot_id: str) -> Snapshot:
-        row = self.cursor().execute(
-            "SELECT id, name, created_by, created_at, filters, content_hash, count "
-            "FROM snapshots WHERE id = ?", [snapshot_id]).fetchone()
-        if row is None:
-            raise SnapshotNotFound(f"no snapshot has id {snapshot_id!r}")
-        return Snapshot(*row[:4], orjson.loads(row[4]), *row[5:])
-
-    def snapshots(self) -> list[Snapshot]:
-        ids = self.cursor().execute(
-            "SELECT id FROM snapshots ORDER BY created_at DESC, id").fetchall()
-        return [self.get_snapshot(i) for (i,) in ids]
-
-    def snapshot_rows(self, snapshot_id: str) -> Iterator[dict[str, Any]]:
-        """The exact example versions of a snapshot, by example id, streamed."""
-        self.get_snapshot(snapshot_id)
-        cur = self._con.cursor()
-        cur.execute(
-            "SELECT v.example_id, e.external_id, v.version, v.messages, v.label, v.tags, v.split, "
-            f"v.status, e.source FROM snapshot_items s JOIN {_VERSIONS} v "
-            "ON v.example_id = s.example_id AND v.version = s.version "
-            "JOIN examples e ON e.id = s.example_id WHERE s.snapshot_id = ? ORDER BY v.example_id",
-            [snapshot_id])
-        keys = ("id", "external_id", "version", "messages", "label", "tags", "split", "status",
-                "source")
-        try:
-            while batch := cur.fetchmany(2048):
-                for row in batch:
-                    item = dict(zip(keys, row))
-                    item["messages"] = orjson.loads(item["messages"])
-                    item["tags"] = tuple(item["tags"] or ())
-                    yield item
-        finally:
-            cur.close()
-
 
 def store_error(path: Path, exc: duckdb.Error) -> CurateError:
     """The named error for a DuckDB error about the workspace file itself: StoreCorrupt for
@@ -551,9 +469,3 @@ def _action_for(diff: dict[str, Any]) -> str:
         return {"accepted": "accept", "rejected": "reject", "needs_work": "needs_work",
                 "pending": "reopen"}[diff["status"]]
     return "edit"
-
-
-def _describe(where: ExampleFilter) -> str:
-    parts = [f"{k}={','.join(map(str, v)) if isinstance(v, list) else v}"
-             for k, v in where.describe().items()]
-    return " ".join(parts) or "all examples"
