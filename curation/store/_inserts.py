@@ -1,14 +1,16 @@
 """One path for new examples into the store: `Store.add` (one, written in the app) and the
-importer (chunks of thousands) both write through `insert_examples`.
+importer (chunks of thousands) both write through the same two statements (`_insert_new`):
+the importer's rows as a registered Arrow table (`insert_examples`), one example of the app
+as a row of parameters (`insert_example`).
 
-Rows arrive as an Arrow table, the importer's column buffers as they are (no copy, no
-per-row Python): `id` (from `new_example_ids`; a row with id 0 is skipped), `line` (the file
-line, null for an example written in the app), `external_id`, `messages` (JSON), `text`
-(search text), `label` (`''` stands for none in these three), `content_hash`, `tags`, and
-`label_conflict` (the message of a label conflict, `''` for none). Each row becomes version 1
-in `examples` and one 'create' event carrying source, split, status, label, the line, and
-the label conflict when there is one: in the caller's transaction, so a failed import or add
-writes nothing.
+The importer's Arrow table is its column buffers as they are (no copy, no per-row Python);
+either way the rows have the columns `id` (from `new_example_ids`; a row with id 0 is
+skipped), `line` (the file line, null for an example written in the app), `external_id`,
+`messages` (JSON), `text` (search text), `label` (`''` stands for none in these three),
+`content_hash`, `tags`, and `label_conflict` (the message of a label conflict, `''` for
+none). Each row becomes version 1 in `examples` and one 'create' event carrying source,
+split, status, label, the line, and the label conflict when there is one: in the caller's
+transaction, so a failed import or add writes nothing.
 """
 
 from __future__ import annotations
@@ -22,6 +24,10 @@ if TYPE_CHECKING:
 _EVENT = "json_object('source', ?::VARCHAR, 'split', ?::VARCHAR, 'status', ?::VARCHAR, " \
          "'label', nullif(label, ''){})"
 _APP_EVENT, _FILE_EVENT = _EVENT.format(""), _EVENT.format(", 'line', line")
+# One example as the relation `_insert_new` reads, from parameters.
+_ONE_ROW = ("(VALUES (?::BIGINT, ?::BIGINT, ?::VARCHAR, ?::VARCHAR, ?::VARCHAR, ?::VARCHAR, "
+            "?::VARCHAR, ?::VARCHAR[], ?::VARCHAR)) AS new_examples(id, line, external_id, "
+            "messages, text, label, content_hash, tags, label_conflict)")
 
 
 class ExampleInserts:
@@ -56,27 +62,47 @@ class ExampleInserts:
             cur.unregister("incoming")
 
     def insert_examples(self, rows: pa.Table, *, source: str | None, split: str, status: str,
-                        actor: str, now: datetime, reason: str | None = None) -> None:
-        """Write each row with an id > 0 as a new example (version 1) with its 'create'
-        event; call it inside a transaction."""
+                        actor: str, now: datetime) -> None:
+        """Write each row of `rows` with an id > 0 as a new example (version 1) with its
+        'create' event; call it inside a transaction."""
         cur = self.cursor()
         cur.register("new_examples", rows)
         try:
-            cur.execute(
-                "INSERT INTO examples (id, external_id, messages, text, label, tags, source, "
-                "split, status, content_hash, version, created_by, created_at, updated_by, "
-                "updated_at, deleted) SELECT id, nullif(external_id, ''), messages, text, "
-                "nullif(label, ''), tags, ?, ?, ?, content_hash, 1, ?, ?, ?, ?, false "
-                "FROM new_examples WHERE id > 0",
-                [source, split, status, actor, now, actor, now]).fetchall()
-            event = [source, split, status]
-            cur.execute(
-                "INSERT INTO events SELECT nextval('event_id_seq'), id, 'create', ?, ?, 1, "
-                "NULL, CASE WHEN label_conflict = '' THEN event ELSE json_merge_patch(event, "
-                "json_object('label_conflict', label_conflict)) END::VARCHAR, ? FROM "
-                f"(SELECT *, CASE WHEN line IS NULL THEN {_APP_EVENT} ELSE {_FILE_EVENT} "
-                "END AS event "
-                "FROM new_examples WHERE id > 0)",
-                [actor, now, reason, *event, *event]).fetchall()
+            self._insert_new("new_examples", [], source=source, split=split, status=status,
+                             actor=actor, now=now, reason=None)
         finally:
             cur.unregister("new_examples")
+
+    def insert_example(self, example_id: int, messages: str, text: str, label: str | None,
+                       content_hash: str, tags: tuple[str, ...], *, source: str | None,
+                       split: str, status: str, actor: str, now: datetime,
+                       reason: str | None = None) -> None:
+        """Write one new example (messages as JSON text), written in the app, with its
+        'create' event; call it inside a transaction. The same statements as
+        `insert_examples`, over one row of parameters (an Arrow scan costs 2 ms a statement,
+        too much for one row)."""
+        self._insert_new(_ONE_ROW, [example_id, None, "", messages, text, label or "",
+                                    content_hash, list(tags), ""],
+                         source=source, split=split, status=status, actor=actor, now=now,
+                         reason=reason)
+
+    def _insert_new(self, rows: str, row_params: list, *, source: str | None, split: str,
+                    status: str, actor: str, now: datetime, reason: str | None) -> None:
+        """The two statements every new example goes through, reading the relation `rows`
+        (with `row_params`, when it holds parameters)."""
+        cur = self.cursor()
+        cur.execute(
+            "INSERT INTO examples (id, external_id, messages, text, label, tags, source, "
+            "split, status, content_hash, version, created_by, created_at, updated_by, "
+            "updated_at, deleted) SELECT id, nullif(external_id, ''), messages, text, "
+            "nullif(label, ''), tags, ?, ?, ?, content_hash, 1, ?, ?, ?, ?, false "
+            f"FROM {rows} WHERE id > 0",
+            [source, split, status, actor, now, actor, now, *row_params]).fetchall()
+        event = [source, split, status]
+        cur.execute(
+            "INSERT INTO events SELECT nextval('event_id_seq'), id, 'create', ?, ?, 1, "
+            "NULL, CASE WHEN label_conflict = '' THEN event ELSE json_merge_patch(event, "
+            "json_object('label_conflict', label_conflict)) END::VARCHAR, ? FROM "
+            f"(SELECT *, CASE WHEN line IS NULL THEN {_APP_EVENT} ELSE {_FILE_EVENT} "
+            f"END AS event FROM {rows} WHERE id > 0)",
+            [actor, now, reason, *event, *event, *row_params]).fetchall()

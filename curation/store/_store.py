@@ -331,19 +331,12 @@ class Store(ExampleInserts, SnapshotQueries, UserQueries, EmbeddingQueries, Find
         messages = check_conversation_or_invalid(messages)
         changes = self._validated({"label": label, "tags": tags, "split": split,
                                    "status": status})
-        import pyarrow as pa
-
-        now = utcnow()
-        row = {"line": pa.array([None], pa.int64()), "external_id": [""],
-               "messages": [orjson.dumps(messages).decode()], "text": [search_text(messages)],
-               "label": [changes["label"] or ""], "content_hash": [content_hash(messages)],
-               "tags": pa.array([list(changes["tags"])], pa.list_(pa.large_string())),
-               "label_conflict": [""]}
         with self.transaction():
             (new_id,) = self.new_example_ids(1)
-            self.insert_examples(pa.table({**row, "id": pa.array([new_id], pa.int64())}),
-                                 source=source, split=changes["split"],
-                                 status=changes["status"], actor=actor, now=now, reason=reason)
+            self.insert_example(new_id, orjson.dumps(messages).decode(), search_text(messages),
+                                changes["label"], content_hash(messages), changes["tags"],
+                                source=source, split=changes["split"], status=changes["status"],
+                                actor=actor, now=utcnow(), reason=reason)
         return self.get(new_id)
 
     def update(self, example_id: int, *, base_version: int, actor: str, reason: str | None = None,
