@@ -258,3 +258,35 @@ def test_record_runs_writes_new_and_changed_runs_only(empty_store):
     assert runs[1]["recorded_at"] >= before["run-a"]
     assert [r["id"] for r in empty_store.recorded_runs(snapshot_id="snap-1")] == ["run-a"]
     assert empty_store.recorded_runs(snapshot_id="snap-none") == []
+
+
+def test_a_findings_queue_reads_only_its_checks_issues_less_the_skipped_reasons(seeded_store):
+    """The duplicates queue: issues of the duplicate checks, worst first, without the
+    suggested keepers; another check's issues and non-issues stay out."""
+    from types import SimpleNamespace as Found
+
+    import curation.checks  # noqa: F401  (registers the findings queues)
+    from curation.queues import queue_size, upcoming
+    from curation.store import QueueSource, utcnow
+
+    a, b, c, d = seeded_store.example_ids()[:4]
+    versions = {i: 1 for i in (a, b, c, d)}
+    seeded_store.save_check_run("exact_duplicates", [
+        Found(example_id=a, score=0.0, is_issue=True, reason="suggested keeper of #2",
+              details={}),
+        Found(example_id=b, score=0.2, is_issue=True, reason="duplicate of #1", details={}),
+        Found(example_id=c, score=0.1, is_issue=True, reason="duplicate of #4", details={}),
+        Found(example_id=d, score=0.9, is_issue=False, reason="unique", details={})],
+        versions, fingerprint="f", summary={}, run_by="t", run_at=utcnow())
+    seeded_store.save_check_run("outliers", [
+        Found(example_id=d, score=0.0, is_issue=True, reason="odd", details={})],
+        versions, fingerprint="f", summary={}, run_by="t", run_at=utcnow())
+    items = upcoming(seeded_store, "duplicates", limit=10)
+    assert [(i.example.id, i.rank, i.reason) for i in items] == [
+        (c, 0.1, "duplicate of #4"), (b, 0.2, "duplicate of #1")]
+    assert queue_size(seeded_store, "duplicates") == 2
+    assert [i.example.id for i in upcoming(seeded_store, "flagged", limit=10)] == [d]
+    after_c = upcoming(seeded_store, "duplicates", after=items[0].position, limit=10)
+    assert [i.example.id for i in after_c] == [b]
+    with pytest.raises(InvalidValue, match="queue source"):
+        QueueSource("everything")
