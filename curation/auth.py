@@ -116,12 +116,10 @@ def add_user(store: Store, user: User, name: str, role: str, *, password: str | 
                            "sign-on), or both")
     if password is not None and len(password) < MIN_PASSWORD_CHARS:
         raise InvalidValue(f"a password needs at least {MIN_PASSWORD_CHARS} characters")
-    cur = store.cursor()
-    if cur.execute("SELECT 1 FROM users WHERE name = ?", [name]).fetchone():
+    if store.user_exists(name):
         raise InvalidValue(f"user {name!r} already exists")
     hashed = _hasher().hash(password) if password is not None else None
-    cur.execute("INSERT INTO users VALUES (?, ?, ?, ?, ?)",
-                [name, role, (email or "").strip().lower() or None, hashed, utcnow()])
+    store.insert_user(name, role, (email or "").strip().lower() or None, hashed, utcnow())
     return User(name, role, email)
 
 
@@ -130,16 +128,14 @@ def set_role(store: Store, user: User, name: str, role: str) -> User:
     require(user, "manage_users")
     if role not in ROLES:
         raise InvalidValue(f"role {role!r} is not one of {', '.join(ROLES)}")
-    row = store.cursor().execute("UPDATE users SET role = ? WHERE name = ? RETURNING name, "
-                                 "role, email", [role, name]).fetchone()
+    row = store.set_user_role(name, role)
     if row is None:
         raise UnknownUser(f"no user is called {name!r}")
     return User(*row)
 
 
 def users(store: Store) -> list[User]:
-    rows = store.cursor().execute("SELECT name, role, email FROM users ORDER BY name").fetchall()
-    return [User(*r) for r in rows]
+    return [User(*r) for r in store.user_rows()]
 
 
 class SignInThrottle:
@@ -232,8 +228,7 @@ def sign_in(store: Store, name: str, password: str, *, client: str | None = None
     throttle = throttle or SIGN_IN_THROTTLE
     keys = throttle.keys(name, client)
     throttle.check(keys)
-    row = store.cursor().execute("SELECT name, role, email, password_hash FROM users "
-                                 "WHERE name = ?", [name.strip()]).fetchone()
+    row = store.user_credentials(name.strip())
     stored = row[3] if row is not None and row[3] is not None else None
     try:
         _hasher().verify(stored or _dummy_hash(), password)
@@ -248,8 +243,7 @@ def sign_in(store: Store, name: str, password: str, *, client: str | None = None
 
 def user_by_email(store: Store, email: str) -> User:
     """The account an identity provider's e-mail address is assigned to."""
-    row = store.cursor().execute("SELECT name, role, email FROM users WHERE email = ?",
-                                 [email.strip().lower()]).fetchone()
+    row = store.user_with_email(email.strip().lower())
     if row is None:
         raise UnknownUser(f"{email} has no role in this workspace; an admin can add it with "
                           f"`curate user add NAME --role ROLE --email {email}`")

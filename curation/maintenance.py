@@ -9,10 +9,10 @@ What DuckDB guarantees, and what follows (see docs/operations.md):
   that are lost. A log with a bad checksum is refused. Only a backup protects against both.
 
 Design decisions:
-- `backup` is online and consistent: `ATTACH` a new file and `COPY FROM DATABASE` into it from
-  the store's own connection, in one transaction, while other threads keep working. The
-  result is an ordinary workspace file (sequences included); restoring is copying it back,
-  which `curate doctor --restore FILE` does without deleting what it replaces.
+- `backup` is online and consistent (`Store.copy_to`: `ATTACH` a new file and `COPY FROM
+  DATABASE` into it, in one transaction, while other threads keep working). The result is
+  an ordinary workspace file (sequences included); restoring is copying it back, which
+  `curate doctor --restore FILE` does without deleting what it replaces.
 - Before a schema migration the file is checkpointed and copied byte for byte into
   `backups/` (named with the old schema version); the store is not shared yet at that point.
 - `doctor` never deletes a user's file: it moves the damaged files aside with a timestamp and
@@ -22,8 +22,10 @@ Design decisions:
 - A transaction that never commits leaves its blocks in the file (DuckDB writes a large
   insert straight into free blocks): 70 MB for a failed 200,000-row import. DuckDB's VACUUM
   does not give them back; a checkpoint truncates free blocks at the end of the file, but it
-  is skipped when nothing changed since the last one, so `reclaim_space` commits an empty
-  change (a table created and dropped) first.
+  is skipped when nothing changed since the last one, so `Store.reclaim_space` commits an
+  empty change (a table created and dropped) first.
+- The SQL of all this lives in the store (`curation.store._maintenance`); this module decides
+  what to copy where and in which order `doctor` tries to recover.
 """
 
 from __future__ import annotations
@@ -35,11 +37,9 @@ import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import duckdb
-
 from curation.auth import User, require
-from curation.errors import InvalidValue, StoreLocked, StoreUnreadable
-from curation.store import Store, is_damage, store_error, utcnow
+from curation.errors import InvalidValue, StoreUnreadable
+from curation.store import Store, file_counts, probe_file, utcnow
 
 log = logging.getLogger("curate")
 BACKUP_DIR = "backups"
@@ -90,43 +90,22 @@ def backup(store: Store, dest: str | os.PathLike | None = None, *, user: User) -
     partial = target.with_name(f".{target.name}.partial")
     for leftover in (partial, Path(f"{partial}.wal")):
         leftover.unlink(missing_ok=True)  # our own half-written copy from an interrupted run
-    cur = store.cursor()
-    source = cur.execute("SELECT current_database()").fetchone()[0]
-    alias = f"curate_backup_{os.getpid()}"
-    cur.execute(f"ATTACH '{_sql_text(partial)}' AS {alias}")
-    try:
-        cur.execute(f"COPY FROM DATABASE {_sql_name(source)} TO {alias}")
-    finally:
-        cur.execute(f"DETACH {alias}")
+    store.copy_to(partial)
     _private(partial)
     os.replace(partial, target)
-    return BackupResult(str(target), target.stat().st_size, _counts(target))
+    return BackupResult(str(target), target.stat().st_size, file_counts(target))
 
 
 def backup_before_migration(store: Store, version: int) -> Path:
     """Copy the file aside before its schema (now `version`) is migrated; say so in the log."""
     target = backup_dir(store.path) / f"{store.path.stem}-schema{version}-{_stamp()}.duckdb"
     target.parent.mkdir(parents=True, exist_ok=True)
-    store.cursor().execute("CHECKPOINT")  # everything in the file, nothing left in the log
+    store.checkpoint()  # everything in the file, nothing left in the log
     shutil.copyfile(store.path, target)
     _private(target)
     log.warning("curate: %s has schema version %d; backed it up to %s before upgrading it",
                 store.path, version, target)
     return target
-
-
-def reclaim_space(store: Store) -> bool:
-    """Give the free blocks at the end of the file back to the file system (after a failed or
-    killed import). False when other transactions are running: the blocks are then reused by
-    later writes and given back by a later checkpoint."""
-    cur = store.cursor()
-    try:
-        cur.execute("CREATE TABLE _curate_reclaim_space (i INTEGER)")
-        cur.execute("DROP TABLE _curate_reclaim_space")
-        cur.execute("CHECKPOINT")
-    except duckdb.Error:
-        return False
-    return True
 
 
 # --- doctor ----------------------------------------------------------------------------------
@@ -164,7 +143,7 @@ def doctor(path: str | os.PathLike, *, user: User,
     report = DoctorReport(str(path))
     if restore is not None:
         restore = Path(restore)
-        if _probe(restore) is not None:
+        if probe_file(restore) is not None:
             raise StoreUnreadable(f"{restore} is not a readable workspace backup; nothing "
                                   "was changed")
         report.problem = f"restoring the backup {restore}"
@@ -174,9 +153,9 @@ def doctor(path: str | os.PathLike, *, user: User,
         return _finish(path, report)
     if not path.exists():
         raise StoreUnreadable(f"{path} does not exist; nothing to check")
-    report.problem = _probe(path)
+    report.problem = probe_file(path)
     if report.problem is None:
-        report.counts = _counts(path)
+        report.counts = file_counts(path)
         return report
     main_aside, wal_aside = _set_aside(path, wal, report)
     if wal_aside is not None and (m := _WAL_ENTRY.search(report.problem)):
@@ -184,7 +163,7 @@ def doctor(path: str | os.PathLike, *, user: User,
         _copy(main_aside, path)
         with open(wal_aside, "rb") as f:
             Path(wal).write_bytes(f.read(good))
-        if _probe(path) is None:
+        if probe_file(path) is None:
             report.kept = (f"the database file and the first {good:,} of "
                            f"{wal_aside.stat().st_size:,} bytes of its write-ahead log (the "
                            "last good entry); the commits logged after it are lost")
@@ -192,7 +171,7 @@ def doctor(path: str | os.PathLike, *, user: User,
     if main_aside is not None:
         _copy(main_aside, path)
         wal.unlink(missing_ok=True)  # only ever our own cut copy: the original is aside
-        if _probe(path) is None:
+        if probe_file(path) is None:
             report.kept = ("the database file without its write-ahead log: the commits since "
                            "its last checkpoint are lost" if wal_aside is not None
                            else "the database file")
@@ -200,7 +179,7 @@ def doctor(path: str | os.PathLike, *, user: User,
     wal.unlink(missing_ok=True)
     for candidate in _backups(path):
         _copy(candidate, path)
-        if _probe(path) is None:
+        if probe_file(path) is None:
             report.kept = (f"the newest readable backup, {candidate}; changes made after it "
                            "are lost")
             return _finish(path, report)
@@ -208,37 +187,6 @@ def doctor(path: str | os.PathLike, *, user: User,
     report.kept = (f"nothing could be read and there is no backup in {backup_dir(path)}: a new, "
                    "empty workspace")
     return _finish(path, report)
-
-
-def _probe(path: Path) -> str | None:
-    """None if the file (with its log) opens and every block of every table reads back; else
-    what is wrong. Read-only: the probe changes nothing."""
-    try:
-        con = duckdb.connect(str(path), read_only=True)
-    except duckdb.Error as exc:
-        if re.search(r"Could not set lock|Conflicting lock", str(exc)):
-            raise StoreLocked(f"{path} is open in another process (for example the running "
-                              "app); stop it, then run curate doctor again") from None
-        return str(store_error(path, exc)).split(" Nothing was changed.")[0]
-    try:
-        block_size, total = con.execute(
-            "SELECT block_size, total_blocks FROM pragma_database_size() "
-            "WHERE database_name = current_database()").fetchone()
-        if path.stat().st_size < 3 * 4096 + block_size * total:
-            return f"{path} is truncated: shorter than its own block map"
-        for (table,) in con.execute("SELECT table_name FROM duckdb_tables() "
-                                    "WHERE database_name = current_database()").fetchall():
-            con.execute(f"SELECT count(*), max(hash(COLUMNS(*))) FROM {_sql_name(table)}")
-        if not con.execute("SELECT count(*) FROM duckdb_tables() WHERE database_name = "
-                           "current_database() AND table_name = 'schema_migrations'").fetchone()[0]:
-            return f"{path} is a DuckDB file but not a Curate workspace"
-    except duckdb.Error as exc:
-        if not is_damage(exc):
-            raise
-        return str(store_error(path, exc)).split(" Nothing was changed.")[0]
-    finally:
-        con.close()
-    return None
 
 
 def _set_aside(path: Path, wal: Path, report: DoctorReport) -> tuple[Path | None, Path | None]:
@@ -272,24 +220,9 @@ def _backups(path: Path) -> list[Path]:
 def _finish(path: Path, report: DoctorReport) -> DoctorReport:
     with Store(path):
         pass  # opens, brings the schema up to date, creates an empty workspace if need be
-    report.counts = _counts(path)
+    report.counts = file_counts(path)
     return report
-
-
-def _counts(path: Path) -> dict[str, int]:
-    """Examples (deleted ones included), audit events and snapshots in a workspace file."""
-    with duckdb.connect(str(path), read_only=True) as con:
-        return {table: con.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
-                for table in ("examples", "events", "snapshots")}
 
 
 def _describe(counts: dict[str, int]) -> str:
     return ", ".join(f"{n:,} {name}" for name, n in counts.items())
-
-
-def _sql_text(path: Path) -> str:
-    return str(path).replace("'", "''")
-
-
-def _sql_name(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'

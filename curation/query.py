@@ -1,19 +1,15 @@
-"""Filters over examples, turned into a parameterised SQL WHERE clause.
+"""Filters over examples: which ones to select, as the user describes it.
 
 One `ExampleFilter` serves the CLI (`export --status accepted --split train`), the snapshot
 definition and the app's queues and tables, so every surface selects examples the same way.
-Values always travel as SQL parameters, never spliced into the SQL text.
-A regular expression is checked by the engine that runs it (DuckDB's RE2, which has no
-look-arounds, back-references or repeats over 1000), not by Python's `re`, which accepts
-patterns RE2 refuses: a refused pattern is an InvalidValue saying why, never a DuckDB error.
+The store turns a filter into SQL (`curation.store._filters`, beside the schema); a regular
+expression is checked by the engine that runs it (DuckDB's RE2) when the filter is made, so a
+pattern it refuses is an InvalidValue saying why, never a DuckDB error.
 """
 
 from __future__ import annotations
 
-import threading
 from dataclasses import asdict, dataclass, field
-
-import duckdb
 
 from curation.errors import InvalidValue
 
@@ -43,50 +39,19 @@ class ExampleFilter:
             if bad:
                 raise InvalidValue(f"{name} {bad[0]!r} is not one of {', '.join(allowed)}")
         if self.regex and self.search:
-            _check_pattern(self.search)
+            from curation.store._filters import check_pattern
+
+            check_pattern(self.search)
 
     def where(self, alias: str = "") -> tuple[str, list]:
-        """(SQL condition, parameters) selecting the examples this filter describes."""
-        p = f"{alias}." if alias else ""
-        clauses, params = [f"{p}deleted = ?"], [self.deleted]
-        for column in ("status", "split", "label", "source"):
-            values = getattr(self, column)
-            if values:
-                clauses.append(f"{p}{column} IN ({', '.join('?' * len(values))})")
-                params += list(values)
-        if self.tag:
-            clauses.append(f"list_has_any({p}tags, ?::VARCHAR[])")
-            params.append(list(self.tag))
-        if self.search:
-            if self.regex:
-                clauses.append(f"regexp_matches({p}text, ?)")
-                params.append(self.search)
-            else:
-                clauses.append(f"contains(lower({p}text), lower(?))")
-                params.append(self.search)
-        if self.ids is not None:
-            clauses.append(f"list_contains(?::BIGINT[], {p}id)")
-            params.append(list(self.ids))
-        return " AND ".join(clauses), params
+        """(SQL condition, parameters) selecting these examples; built by the store
+        (`curation.store._filters`), which owns the columns it names."""
+        from curation.store._filters import where_clause
+
+        return where_clause(self, alias)
 
     def describe(self) -> dict:
         """The non-empty criteria, as stored with snapshots and export manifests."""
         return {k: (list(v) if isinstance(v, tuple) else v)
                 for k, v in asdict(self).items() if v not in ((), "", False, None)}
 
-
-_RE2 = duckdb.connect()  # in memory: only compiles patterns
-_RE2_LOCK = threading.Lock()
-
-
-def _check_pattern(pattern: str) -> None:
-    """InvalidValue, with RE2's reason, if DuckDB cannot run `pattern`."""
-    with _RE2_LOCK:
-        try:
-            _RE2.execute("SELECT regexp_matches('', ?)", [pattern]).fetchone()
-        except duckdb.Error as exc:
-            reason = str(exc).splitlines()[0].removeprefix("Invalid Input Error: ")
-            raise InvalidValue(f"search pattern {pattern!r} is not a regular expression the "
-                               f"search engine (RE2) supports: {reason}. RE2 has no "
-                               "look-arounds or back-references, and repeats at most 1000 "
-                               "times.") from None

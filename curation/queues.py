@@ -1,6 +1,7 @@
 """Review queues: which examples to show next, in what order, and why.
 
-A queue is a SQL source of `(example_id, rank, reason)` rows; the Review page walks it in
+A queue is a source of `(example_id, rank, reason)` rows (a `QueueSource`, which the store
+turns into SQL: `curation.store._queues`); the Review page walks it in
 (rank, id) order, within the user's filters. New sources plug in with `register()` without
 changing the page: the quality checks add "flagged" and "duplicates" queues this way, with a
 severity as rank and the finding as the reason shown beside the example.
@@ -25,7 +26,7 @@ from datetime import datetime
 
 from curation.errors import InvalidValue
 from curation.query import ExampleFilter
-from curation.store import _COLUMNS, Example, Store
+from curation.store import Example, QueueSource, Store
 
 
 @dataclass(frozen=True)
@@ -35,7 +36,7 @@ class Queue:
     name: str
     title: str
     description: str
-    source_sql: str  # SELECT example_id, rank, reason ...
+    source: QueueSource  # where its (example_id, rank, reason) rows come from
     checks: tuple[str, ...] = ()  # the checks whose findings feed it
     how_to_run: str = ""  # how a person runs those checks
 
@@ -72,27 +73,20 @@ def register(queue: Queue) -> Queue:
 
 register(Queue("pending", "Pending first",
                "Examples nobody has decided on yet, then those sent back as needs work, "
-               "oldest first.",
-               "SELECT id AS example_id, CASE status WHEN 'pending' THEN 0 "
-               "WHEN 'needs_work' THEN 1 ELSE 2 END AS rank, NULL AS reason FROM examples "
-               "WHERE status IN ('pending', 'needs_work')"))
+               "oldest first.", QueueSource("pending")))
 register(Queue("all", "All examples", "Every example, in the order it was imported.",
-               "SELECT id AS example_id, 0 AS rank, NULL AS reason FROM examples"))
+               QueueSource("all")))
 register(Queue("recent", "Recently changed",
                "Every example, most recently changed first: to check what others did.",
-               "SELECT id AS example_id, -epoch(updated_at) AS rank, updated_by AS reason "
-               "FROM examples"))
+               QueueSource("recent")))
 
 
 def findings_queue(name: str, title: str, description: str, checks: tuple[str, ...],
-                   how_to_run: str, *, keep: str = "TRUE") -> Queue:
-    """A queue of the examples these checks flagged (and `keep` admits), worst first, with
-    their findings' reasons."""
-    names = ", ".join(f"'{c}'" for c in checks)
-    return Queue(name, title, description,
-                 "SELECT example_id, min(score) AS rank, string_agg(reason, '; ') AS reason "
-                 f"FROM findings WHERE is_issue AND check_name IN ({names}) AND ({keep}) "
-                 "GROUP BY example_id", checks, how_to_run)
+                   how_to_run: str, *, skip_reason: str = "") -> Queue:
+    """A queue of the examples these checks flagged (less the findings whose reason starts
+    with `skip_reason`), worst first, with their findings' reasons."""
+    return Queue(name, title, description, QueueSource("findings", checks, skip_reason),
+                 checks, how_to_run)
 
 
 def feeds(store: Store, queue: str) -> list[Feed]:
@@ -114,31 +108,10 @@ def upcoming(store: Store, queue: str, where: ExampleFilter = ExampleFilter(), *
              after: tuple[float, int] | None = None, before: tuple[float, int] | None = None,
              limit: int = 2) -> list[QueueItem]:
     """The next `limit` items after position `after` (or before `before`, nearest first)."""
-    source = get_queue(queue).source_sql
-    condition, params = where.where("e")
-    order = "q.rank, e.id"
-    if after is not None:
-        condition += " AND (q.rank > ? OR (q.rank = ? AND e.id > ?))"
-        params += [after[0], after[0], after[1]]
-    elif before is not None:
-        condition += " AND (q.rank < ? OR (q.rank = ? AND e.id < ?))"
-        params += [before[0], before[0], before[1]]
-        order = "q.rank DESC, e.id DESC"
-    columns = ", ".join(f"e.{c.strip()}" for c in _COLUMNS.split(","))
-    # Pick the positions first, reading only the narrow columns the filter needs; then read
-    # the wide columns (the conversation) for those `limit` rows only.
-    rows = store.cursor().execute(
-        f"WITH picked AS (SELECT q.example_id, q.rank, q.reason FROM ({source}) q "
-        f"JOIN examples e ON e.id = q.example_id WHERE {condition} ORDER BY {order} LIMIT ?) "
-        f"SELECT {columns}, p.rank, p.reason FROM picked p JOIN examples e "
-        f"ON e.id = p.example_id ORDER BY {order.replace('q.', 'p.')}",
-        [*params, limit]).fetchall()
-    return [QueueItem(Example.from_row(r[:-2]), float(r[-2]), r[-1]) for r in rows]
+    rows = store.queue_rows(get_queue(queue).source, where, after=after, before=before,
+                            limit=limit)
+    return [QueueItem(*row) for row in rows]
 
 
 def queue_size(store: Store, queue: str, where: ExampleFilter = ExampleFilter()) -> int:
-    source = get_queue(queue).source_sql
-    condition, params = where.where("e")
-    return store.cursor().execute(
-        f"SELECT count(*) FROM ({source}) q JOIN examples e ON e.id = q.example_id "
-        f"WHERE {condition}", params).fetchone()[0]
+    return store.queue_count(get_queue(queue).source, where)

@@ -811,7 +811,7 @@ def test_progress_with_workers_rises_to_the_file_size(in_workers, empty_store, t
 def test_a_store_hashed_before_exact_hashes_is_migrated(tmp_path, monkeypatch):
     """Stores made when content_hash ignored NFC and outer spaces get exact hashes on open, so
     importing their examples again still finds them already stored."""
-    from curation import _schema
+    from curation.store import _schema
 
     mine = next(i for i, (name, _) in enumerate(_schema.MIGRATIONS) if "exact" in name)
     monkeypatch.setattr(_schema, "MIGRATIONS", _schema.MIGRATIONS[:mine])

@@ -217,7 +217,7 @@ def test_cli_backup_and_doctor(tmp_path):
 
 
 def test_a_migration_backs_the_old_file_up_first(tmp_path, monkeypatch, caplog):
-    from curation import _schema
+    from curation.store import _schema
 
     path = tmp_path / "old.duckdb"
     _store_with(path, 7, tmp_path)

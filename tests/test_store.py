@@ -8,8 +8,9 @@ import orjson
 import pytest
 
 from curation import (ExampleFilter, ExampleNotFound, InvalidExample, InvalidValue,
-                      SchemaTooNew, SnapshotNotFound, Store, VersionConflict, _schema)
+                      SchemaTooNew, SnapshotNotFound, Store, VersionConflict, import_file)
 from curation.formats import content_hash
+from curation.store import _schema
 from tests.conftest import chat
 
 
@@ -192,3 +193,100 @@ def test_a_workspace_from_before_migration_4_keeps_every_version_exactly_once(tm
             "SELECT DISTINCT compression FROM pragma_storage_info('examples') "
             "WHERE column_name = 'text' AND segment_type = 'VARCHAR'").fetchall()
         assert compression == [("Uncompressed",)]
+
+
+def test_add_and_import_write_new_examples_through_one_path(file_store, tmp_path):
+    """`Store.add` and the importer store the same columns and the same 'create' event for
+    the same conversation; only the importer's event names the file line."""
+    from tests.conftest import admin, write_jsonl
+
+    messages = chat("  How do I reset my password?  ", "Use the link.", system="Be brief.")
+    added_store, imported_store = file_store("added.duckdb"), file_store("imported.duckdb")
+    added = added_store.add(messages, actor="ann", label=" access ", tags=("a", "b"),
+                            source="notes.jsonl", split="eval", status="accepted")
+    path = write_jsonl(tmp_path / "notes.jsonl",
+                       [{"messages": messages, "label": "access", "tags": ["a", "b"]}])
+    import_file(imported_store, path, split="eval", status="accepted", user=admin("ann"))
+    [imported] = imported_store.find()
+    fields = ("messages", "label", "tags", "source", "split", "status", "content_hash",
+              "version", "created_by", "updated_by", "external_id", "deleted")
+    assert {f: getattr(added, f) for f in fields} == {f: getattr(imported, f) for f in fields}
+    assert added.content_hash == content_hash(messages)
+    assert added_store.count(ExampleFilter(search="reset my")) == 1
+    assert imported_store.count(ExampleFilter(search="reset my")) == 1
+    [created] = added_store.history(added.id)
+    [from_file] = imported_store.history(imported.id)
+    assert created["after"] == {"source": "notes.jsonl", "split": "eval", "status": "accepted",
+                                "label": "access"}
+    assert from_file["after"] == {**created["after"], "line": 1}
+    assert (created["action"], created["version"], created["actor"]) == ("create", 1, "ann")
+
+
+def test_add_writes_nothing_when_refused_and_keeps_its_reason(empty_store):
+    with pytest.raises(InvalidValue):
+        empty_store.add(chat("q", "a"), actor="ann", status="done")
+    assert empty_store.count() == 0 and not empty_store.has_examples()
+    ex = empty_store.add(chat("q", "a"), actor="ann", reason="written by hand")
+    assert [e["reason"] for e in empty_store.history(ex.id)] == ["written by hand"]
+    assert empty_store.example_ids() == [ex.id]
+
+
+def _run_row(run_id: str, snapshot: str, created_hour: int, state: str = "running",
+             evaluation: str | None = None) -> list:
+    from datetime import datetime
+
+    return [run_id, snapshot, "hash-" + snapshot, "tiny-model", '{"epochs": 1}', state, "eng",
+            datetime(2026, 12, 1, created_hour), None, 3, 0.5, None, evaluation]
+
+
+def test_record_runs_writes_new_and_changed_runs_only(empty_store):
+    """What training/runs.py `record_runs` and `recorded_runs` do, behind the store."""
+    from curation.store import RUN_COLUMNS
+
+    first = [_run_row("run-a", "snap-1", 9), _run_row("run-b", "snap-2", 10)]
+    assert empty_store.record_runs(first) == ["run-a", "run-b"]
+    before = {r["id"]: r["recorded_at"] for r in empty_store.recorded_runs()}
+    assert empty_store.record_runs(first) == []  # unchanged: left alone
+    assert {r["id"]: r["recorded_at"] for r in empty_store.recorded_runs()} == before
+    done = _run_row("run-a", "snap-1", 9, "done", '{"accuracy": 0.75}')
+    assert empty_store.record_runs([done, first[1]]) == ["run-a"]
+    runs = empty_store.recorded_runs()
+    assert [r["id"] for r in runs] == ["run-b", "run-a"]  # newest first
+    assert set(runs[0]) == {*RUN_COLUMNS, "recorded_at"}
+    assert runs[1]["state"] == "done" and runs[1]["evaluation"] == {"accuracy": 0.75}
+    assert runs[1]["config"] == {"epochs": 1} and runs[0]["evaluation"] is None
+    assert runs[1]["recorded_at"] >= before["run-a"]
+    assert [r["id"] for r in empty_store.recorded_runs(snapshot_id="snap-1")] == ["run-a"]
+    assert empty_store.recorded_runs(snapshot_id="snap-none") == []
+
+
+def test_a_findings_queue_reads_only_its_checks_issues_less_the_skipped_reasons(seeded_store):
+    """The duplicates queue: issues of the duplicate checks, worst first, without the
+    suggested keepers; another check's issues and non-issues stay out."""
+    from types import SimpleNamespace as Found
+
+    import curation.checks  # noqa: F401  (registers the findings queues)
+    from curation.queues import queue_size, upcoming
+    from curation.store import QueueSource, utcnow
+
+    a, b, c, d = seeded_store.example_ids()[:4]
+    versions = {i: 1 for i in (a, b, c, d)}
+    seeded_store.save_check_run("exact_duplicates", [
+        Found(example_id=a, score=0.0, is_issue=True, reason="suggested keeper of #2",
+              details={}),
+        Found(example_id=b, score=0.2, is_issue=True, reason="duplicate of #1", details={}),
+        Found(example_id=c, score=0.1, is_issue=True, reason="duplicate of #4", details={}),
+        Found(example_id=d, score=0.9, is_issue=False, reason="unique", details={})],
+        versions, fingerprint="f", summary={}, run_by="t", run_at=utcnow())
+    seeded_store.save_check_run("outliers", [
+        Found(example_id=d, score=0.0, is_issue=True, reason="odd", details={})],
+        versions, fingerprint="f", summary={}, run_by="t", run_at=utcnow())
+    items = upcoming(seeded_store, "duplicates", limit=10)
+    assert [(i.example.id, i.rank, i.reason) for i in items] == [
+        (c, 0.1, "duplicate of #4"), (b, 0.2, "duplicate of #1")]
+    assert queue_size(seeded_store, "duplicates") == 2
+    assert [i.example.id for i in upcoming(seeded_store, "flagged", limit=10)] == [d]
+    after_c = upcoming(seeded_store, "duplicates", after=items[0].position, limit=10)
+    assert [i.example.id for i in after_c] == [b]
+    with pytest.raises(InvalidValue, match="queue source"):
+        QueueSource("everything")

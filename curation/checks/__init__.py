@@ -16,7 +16,6 @@ import hashlib
 from typing import Any
 
 import orjson
-import pyarrow as pa
 
 from curation.auth import User, require
 from curation.checks import duplicates as _duplicates  # noqa: F401  (registers the checks)
@@ -39,10 +38,7 @@ DISMISSALS = {"not_duplicates": "not duplicates", "label_ok": "label is right",
 def load_table(store: Store, where: ExampleFilter = ExampleFilter(), *,
                progress: Progress | None = None) -> ExampleTable:
     """The examples a check reads (not deleted, not rejected by default), with lazy embeddings."""
-    condition, params = where.where()
-    rows = store.cursor().execute(
-        "SELECT id, version, messages, label, split, status, content_hash FROM examples "
-        f"WHERE {condition} AND status <> 'rejected' ORDER BY id", params).fetchall()
+    rows = store.check_input(where)
     table = ExampleTable(ids=[r[0] for r in rows], versions=[r[1] for r in rows],
                          messages=[orjson.loads(r[2]) for r in rows],
                          labels=[r[3] for r in rows], splits=[r[4] for r in rows],
@@ -82,51 +78,28 @@ def run_check(store: Store, name: str, *, user: User, where: ExampleFilter = Exa
     check = get_check(name)
     table = load_table(store, where, progress=progress)
     fingerprint = _fingerprint(name, table, store)
-    cur = store.cursor()
-    last = cur.execute("SELECT fingerprint, summary FROM check_runs WHERE check_name = ?",
-                       [name]).fetchone()
-    if last and last[0] == fingerprint and not force:
+    last = store.check_run(name)
+    if last and last["fingerprint"] == fingerprint and not force:
         if progress:
             progress(1.0, "nothing changed since the last run: stored findings reused")
         return CheckResult(name, stored_findings(store, name, issues_only=False),
-                           orjson.loads(last[1]))
+                           last["summary"])
     result = check.run(table, progress=progress, ignore_pairs=dismissed_pairs(store, name))
     result = _apply_dismissals(result, dismissed_examples(store, name))
-    versions = dict(zip(table.ids, table.versions))
-    findings = result.findings
-    rows = pa.table({  # one columnar insert: executemany takes seconds at 10,000 findings
-        "check_name": pa.array([name] * len(findings), pa.string()),
-        "example_id": pa.array([f.example_id for f in findings], pa.int64()),
-        "version": pa.array([versions[f.example_id] for f in findings], pa.int32()),
-        "score": pa.array([f.score for f in findings], pa.float64()),
-        "is_issue": pa.array([bool(f.is_issue) for f in findings], pa.bool_()),
-        "reason": pa.array([f.reason for f in findings], pa.string()),
-        "details": pa.array([orjson.dumps(f.details).decode() for f in findings], pa.string())})
-    with store.transaction() as tx:
-        tx.execute("DELETE FROM findings WHERE check_name = ?", [name])
-        tx.register("new_findings", rows)
-        tx.execute("INSERT INTO findings SELECT * FROM new_findings")
-        tx.unregister("new_findings")
-        tx.execute("INSERT OR REPLACE INTO check_runs VALUES (?, ?, ?, ?, ?)",
-                   [name, fingerprint, orjson.dumps(result.summary).decode(), user.name,
-                    utcnow()])
+    store.save_check_run(name, result.findings, dict(zip(table.ids, table.versions)),
+                         fingerprint=fingerprint, summary=result.summary, run_by=user.name,
+                         run_at=utcnow())
     return result
 
 
 def stored_findings(store: Store, name: str, *, issues_only: bool = True) -> list[Finding]:
     """The findings of a check's last run, worst first."""
-    rows = store.cursor().execute(
-        "SELECT example_id, score, is_issue, reason, details FROM findings "
-        f"WHERE check_name = ? {'AND is_issue' if issues_only else ''} ORDER BY score, "
-        "example_id", [name]).fetchall()
-    return [Finding(r[0], r[1], r[2], r[3], orjson.loads(r[4])) for r in rows]
+    return [Finding(*row) for row in store.findings(name, issues_only=issues_only)]
 
 
 def last_run(store: Store, name: str) -> dict[str, Any] | None:
-    row = store.cursor().execute("SELECT summary, run_by, run_at FROM check_runs "
-                                 "WHERE check_name = ?", [name]).fetchone()
-    return None if row is None else {"summary": orjson.loads(row[0]), "run_by": row[1],
-                                     "run_at": row[2]}
+    run = store.check_run(name)
+    return None if run is None else {k: run[k] for k in ("summary", "run_by", "run_at")}
 
 
 def dismiss(store: Store, user: User, name: str, example_ids: list[int], decision: str) -> None:
@@ -139,25 +112,20 @@ def dismiss(store: Store, user: User, name: str, example_ids: list[int], decisio
     subjects = ([f"{a}-{b}" for i, a in enumerate(ids) for b in ids[i + 1:]]
                 if decision == "not_duplicates" else [str(i) for i in ids])
     now = utcnow()
-    with store.transaction() as tx:
-        tx.executemany("INSERT INTO finding_decisions VALUES (?, ?, ?, ?, ?)",
-                       [[name, s, decision, user.name, now] for s in subjects])
+    store.add_finding_decisions(name, subjects, decision, user.name, now)
 
 
 def dismissed_pairs(store: Store, name: str) -> set[tuple[int, int]]:
     """Example-id pairs (a < b) an SME marked 'not duplicates' for this check (or any
     duplicate check, since a pair that is not a duplicate is not one by any method)."""
-    rows = store.cursor().execute(
-        "SELECT subject FROM finding_decisions WHERE decision = 'not_duplicates'").fetchall()
-    return {tuple(int(x) for x in s.split("-")) for (s,) in rows}
+    rows = store.finding_decisions("not_duplicates")
+    return {tuple(int(x) for x in s.split("-")) for s, _, _ in rows}
 
 
 def dismissed_examples(store: Store, name: str) -> dict[int, str]:
     """Example ids an SME cleared for this check ('label is right', 'not a problem'), with
     who cleared them."""
-    rows = store.cursor().execute(
-        "SELECT subject, decision, decided_by FROM finding_decisions WHERE check_name = ? "
-        "AND decision <> 'not_duplicates' ORDER BY decided_at", [name]).fetchall()
+    rows = store.finding_decisions(check=name, exclude="not_duplicates")
     return {int(subject): f"{DISMISSALS[decision]} (said {who})"
             for subject, decision, who in rows}
 
@@ -209,7 +177,7 @@ def _register_queues() -> None:
         "pair, the eval copy).",
         ("exact_duplicates", "near_duplicates", "semantic_duplicates", "leakage"),
         "`curate dedupe`, or Run on the Quality page",
-        keep="reason NOT LIKE 'suggested keeper%'"))
+        skip_reason="suggested keeper"))
     register_queue(findings_queue(
         "coverage", "Thin labels",
         "Examples of labels below their coverage target: check them first, they weigh most.",

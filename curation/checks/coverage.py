@@ -12,7 +12,7 @@ Design decisions:
   counts, because a label missing from eval cannot be evaluated and one missing from train
   cannot be learned.
 - One definition of "thin": `gap_list` (over a check's table) and `store_gaps` (counts in
-  SQL, cheap enough for every Overview load) share `_gaps`, the same examples (not deleted,
+  the store, cheap enough for every Overview load) share `_gaps`, the same examples (not deleted,
   not rejected) and the workspace's targets, so Overview, the Coverage page and the check
   that feeds the Review page's Thin labels queue agree. `thin_labels` also says whether the
   stored findings (the queue) still match the store, so a stale queue is named as such.
@@ -36,7 +36,6 @@ from curation.store import Store
 
 TARGETS_KEY = "coverage_targets"
 DEFAULT_MIN_PER_LABEL = 20
-_CHECKED = "NOT deleted AND status <> 'rejected'"  # the examples load_table gives a check
 _WORD = re.compile(r"[a-zA-Z][a-zA-Z'-]{2,}")
 _STOP = frozenset("""a about above after again against all also am an and any are as at be
 because been before being below between both but by can could did do does doing down during
@@ -99,9 +98,7 @@ def gap_list(table: ExampleTable, targets: Targets) -> list[Gap]:
 
 def store_gaps(store: Store) -> list[Gap]:
     """The gap list of the store as it is now, against the workspace's targets."""
-    rows = store.cursor().execute(
-        f"SELECT label, split, count(*) FROM examples WHERE {_CHECKED} AND label IS NOT NULL "
-        "GROUP BY label, split").fetchall()
+    rows = store.label_split_counts()
     train = Counter({label: n for label, split, n in rows if split == "train"})
     evals = Counter({label: n for label, split, n in rows if split == "eval"})
     return _gaps(train, evals, get_targets(store))
@@ -132,16 +129,10 @@ def thin_labels(store: Store) -> ThinLabels:
     """The thin labels of the store now, against the queue the coverage check last stored."""
     gaps = [g for g in store_gaps(store) if g.shortfall]
     labels = [g.label for g in gaps]
-    cur = store.cursor()
-    queued, missing, extra = cur.execute(
-        "WITH q AS (SELECT example_id FROM findings WHERE check_name = 'coverage' AND is_issue), "
-        f"t AS (SELECT id FROM examples WHERE {_CHECKED} AND list_contains(?::VARCHAR[], label)) "
-        "SELECT (SELECT count(*) FROM q), "
-        "(SELECT count(*) FROM t ANTI JOIN q ON q.example_id = t.id), "
-        "(SELECT count(*) FROM q ANTI JOIN t ON q.example_id = t.id)", [labels]).fetchone()
-    run = cur.execute("SELECT run_at FROM check_runs WHERE check_name = 'coverage'").fetchone()
+    queued, missing, extra = store.queue_against_labels("coverage", labels)
+    run = store.check_run("coverage")
     return ThinLabels(gaps, sum(g.train + g.eval for g in gaps), queued,
-                      run is not None and missing == extra == 0, run and run[0])
+                      run is not None and missing == extra == 0, run and run["run_at"])
 
 
 @dataclass

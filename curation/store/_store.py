@@ -1,4 +1,8 @@
-"""The example store: one DuckDB file per workspace, safe for many threads of one process.
+"""The `Store` class: one DuckDB file per workspace, safe for many threads of one process.
+
+This module opens the file and holds the examples, their versions and audit events; the
+other tables' queries (snapshots, users, findings...) are mixed in from the sibling modules
+(see `curation.store`).
 
 Design decisions:
 - One connection per process, one cursor per thread (`Store.cursor()`): Streamlit runs every
@@ -10,9 +14,7 @@ Design decisions:
 - Every change writes, in the same transaction, the new row, the row it replaces into
   `example_versions` and exactly one audit event. A refused change writes nothing. The current
   version lives only in `examples` (an import writes each conversation once, not twice);
-  `_VERSIONS` is the union of both, every version of every example.
-- Snapshots are immutable (example id, version) sets with a content hash; the same filters
-  over unchanged data give back the same snapshot instead of a new one.
+  a snapshot reads the union of both (`curation.store._snapshots`).
 - The workspace folder is made 0700 and the database and its WAL 0600 on open
   (`curation._files`): they hold password hashes and the curated data.
 - A damaged file is named on open, never shown as DuckDB's traceback: damage that DuckDB
@@ -27,7 +29,6 @@ Design decisions:
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import os
 import re
 import threading
@@ -41,12 +42,21 @@ from typing import Any
 import duckdb
 import orjson
 
-from curation import _schema
 from curation._files import private_file, workspace_dir
-from curation.errors import (CurateError, ExampleNotFound, InvalidValue, SnapshotNotFound,
+from curation.errors import (CurateError, ExampleNotFound, InvalidValue,
                              StoreCorrupt, StoreLocked, StoreUnreadable, VersionConflict)
 from curation.formats import DEFAULT_MAX_FIELD_CHARS, check_conversation, content_hash, search_text
 from curation.query import SPLITS, STATUSES, ExampleFilter
+from curation.store import _schema
+from curation.store._embeddings import EmbeddingQueries
+from curation.store._filters import where_clause
+from curation.store._findings import FindingQueries
+from curation.store._inserts import ExampleInserts
+from curation.store._maintenance import FILE_HEADERS, MaintenanceQueries
+from curation.store._queues import QueueQueries
+from curation.store._runs import RunQueries
+from curation.store._snapshots import SnapshotQueries
+from curation.store._users import UserQueries
 
 DEFAULT_DB = Path("workspace") / "curate.duckdb"
 # DuckDB's buffer pool (beyond it, large imports spill to disk); `$CURATE_DUCKDB_MEMORY`
@@ -56,19 +66,12 @@ MEMORY_LIMIT = os.environ.get("CURATE_DUCKDB_MEMORY", "400MB")
 _DAMAGE = re.compile(r"not a valid DuckDB database|Could not read enough bytes|"
                      r"Corrupt (database|WAL) file|replaying WAL|checksum")
 _LOCKED = re.compile(r"Could not set lock|Conflicting lock")
-_FILE_HEADERS = 3 * 4096  # DuckDB's main header and its two alternating database headers
 _RECOVER = ("Nothing was changed. Run `curate doctor --db {path}` (with the app stopped): it "
             "sets the damaged files aside, never deleting them, and reopens the workspace from "
             "its last good state.")
 EDITABLE = ("messages", "label", "tags", "split", "status", "deleted")
-_COLUMNS = ("id, external_id, messages, label, tags, source, split, status, content_hash, "
+COLUMNS = ("id, external_id, messages, label, tags, source, split, status, content_hash, "
             "version, created_by, created_at, updated_by, updated_at, deleted")
-# Every version of every example: the superseded ones, and the current one in `examples`.
-_VERSIONS = ("(SELECT example_id, version, messages, label, tags, split, status, content_hash, "
-             "changed_by, changed_at FROM example_versions UNION ALL "
-             "SELECT id, version, messages, label, tags, split, status, content_hash, "
-             "updated_by, updated_at FROM examples)")
-
 
 def utcnow() -> datetime:
     """Naive UTC timestamp, as stored in every TIMESTAMP column."""
@@ -108,21 +111,10 @@ class Example:
         return cls(*values)
 
 
-@dataclass(frozen=True)
-class Snapshot:
-    """An immutable, hashed set of example versions."""
-
-    id: str
-    name: str
-    created_by: str
-    created_at: datetime
-    filters: dict[str, Any]
-    content_hash: str
-    count: int
-
-
-class Store:
-    """The workspace's examples, their history and snapshots."""
+class Store(ExampleInserts, SnapshotQueries, UserQueries, EmbeddingQueries, FindingQueries,
+            QueueQueries, RunQueries, MaintenanceQueries):
+    """The workspace's examples, their history and snapshots, and (mixed in) every other
+    table's queries."""
 
     def __init__(self, path: str | os.PathLike | None = None):
         self.path = Path(path) if path is not None else default_db_path()
@@ -162,22 +154,18 @@ class Store:
         at the end may legitimately be missing, DuckDB cuts them off); a file longer than its
         block map holds the blocks of a transaction that never committed (a killed import):
         give them back. Only valid when no WAL was replayed on open (the caller checks)."""
-        from curation.maintenance import reclaim_space
-
         if not self.path.is_file():
             return
-        block_size, total_blocks, used_blocks = self.cursor().execute(
-            "SELECT block_size, total_blocks, used_blocks FROM pragma_database_size() "
-            "WHERE database_name = current_database()").fetchone()
-        expected = _FILE_HEADERS + block_size * total_blocks
+        block_size, total_blocks, used_blocks = self.block_usage()
+        expected = FILE_HEADERS + block_size * total_blocks
         size = self.path.stat().st_size
-        needed = _FILE_HEADERS + block_size * used_blocks
+        needed = FILE_HEADERS + block_size * used_blocks
         if size < needed:  # fewer blocks in the file than are in use: some are cut off
             raise StoreCorrupt(f"{self.path} is damaged: it is {size:,} bytes long, but the "
                                f"blocks in use need at least {needed:,} (the file was "
                                f"truncated). {_RECOVER.format(path=self.path)}")
         if size > expected:
-            reclaim_space(self)
+            self.reclaim_space()
 
     def close(self) -> None:
         self._con.close()
@@ -218,7 +206,7 @@ class Store:
         return self._get(self.cursor(), example_id)
 
     def _get(self, cur, example_id: int) -> Example:
-        row = cur.execute(f"SELECT {_COLUMNS} FROM examples WHERE id = ?",
+        row = cur.execute(f"SELECT {COLUMNS} FROM examples WHERE id = ?",
                           [example_id]).fetchone()
         if row is None:
             raise ExampleNotFound(f"no example has id #{example_id}")
@@ -230,16 +218,22 @@ class Store:
         if order_by.lstrip("-") not in ("id", "updated_at", "created_at", "label", "status"):
             raise InvalidValue(f"cannot order examples by {order_by!r}")
         direction = "DESC" if order_by.startswith("-") else "ASC"
-        condition, params = where.where()
-        sql = (f"SELECT {_COLUMNS} FROM examples WHERE {condition} "
+        condition, params = where_clause(where)
+        sql = (f"SELECT {COLUMNS} FROM examples WHERE {condition} "
                f"ORDER BY {order_by.lstrip('-')} {direction}, id")
         if limit is not None:
             sql += " LIMIT ? OFFSET ?"
             params += [limit, offset]
         return [Example.from_row(r) for r in self.cursor().execute(sql, params).fetchall()]
 
+    def example_ids(self, where: ExampleFilter = ExampleFilter()) -> list[int]:
+        """The ids of the examples `where` selects, ascending."""
+        condition, params = where_clause(where)
+        return [r[0] for r in self.cursor().execute(
+            f"SELECT id FROM examples WHERE {condition} ORDER BY id", params).fetchall()]
+
     def count(self, where: ExampleFilter = ExampleFilter()) -> int:
-        condition, params = where.where()
+        condition, params = where_clause(where)
         return self.cursor().execute(f"SELECT count(*) FROM examples WHERE {condition}",
                                      params).fetchone()[0]
 
@@ -247,7 +241,7 @@ class Store:
         """{value: count} for status, split, label or source, largest first."""
         if column not in ("status", "split", "label", "source"):
             raise InvalidValue(f"cannot count examples by {column!r}")
-        condition, params = where.where()
+        condition, params = where_clause(where)
         rows = self.cursor().execute(
             f"SELECT {column}, count(*) AS n FROM examples WHERE {condition} "
             f"GROUP BY {column} ORDER BY n DESC, {column} NULLS LAST", params).fetchall()
@@ -337,22 +331,12 @@ class Store:
         messages = check_conversation_or_invalid(messages)
         changes = self._validated({"label": label, "tags": tags, "split": split,
                                    "status": status})
-        now = utcnow()
-        messages_json = orjson.dumps(messages).decode()
-        digest = content_hash(messages)
-        with self.transaction() as cur:
-            (new_id,) = cur.execute("SELECT nextval('example_id_seq')").fetchone()
-            cur.execute(f"INSERT INTO examples ({_COLUMNS}, text) VALUES "
-                        "(?, NULL, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, false, ?)",
-                        [new_id, messages_json, changes["label"], list(changes["tags"]), source,
-                         changes["split"], changes["status"], digest, 1, actor, now, actor, now,
-                         search_text(messages)])
-            cur.execute("INSERT INTO events VALUES (nextval('event_id_seq'), ?, 'create', ?, ?, "
-                        "1, NULL, ?, ?)",
-                        [new_id, actor, now, orjson.dumps({"source": source, "split": split,
-                                                           "status": status,
-                                                           "label": changes["label"]}).decode(),
-                         reason])
+        with self.transaction():
+            (new_id,) = self.new_example_ids(1)
+            self.insert_example(new_id, orjson.dumps(messages).decode(), search_text(messages),
+                                changes["label"], content_hash(messages), changes["tags"],
+                                source=source, split=changes["split"], status=changes["status"],
+                                actor=actor, now=utcnow(), reason=reason)
         return self.get(new_id)
 
     def update(self, example_id: int, *, base_version: int, actor: str, reason: str | None = None,
@@ -434,68 +418,6 @@ class Store:
         return VersionConflict(current.id, based_on, current.version, current.updated_by,
                                current.updated_at)
 
-    # --- snapshots ----------------------------------------------------------------------
-
-    def snapshot(self, where: ExampleFilter, *, actor: str, name: str | None = None) -> Snapshot:
-        """The snapshot of what `where` selects now: reused if one with the same filters and
-        content exists, otherwise created."""
-        filters = orjson.dumps(where.describe(), option=orjson.OPT_SORT_KEYS).decode()
-        condition, params = where.where()
-        with self.transaction() as cur:
-            rows = cur.execute(
-                f"SELECT id, version, content_hash, label, tags, split FROM examples "
-                f"WHERE {condition} ORDER BY id", params).fetchall()
-            digest = hashlib.sha256()
-            for row in rows:
-                digest.update(orjson.dumps(list(row)) + b"\n")
-            content = digest.hexdigest()
-            snap_id = "snap-" + hashlib.sha256(f"{filters}|{content}".encode()).hexdigest()[:12]
-            existing = cur.execute("SELECT id FROM snapshots WHERE id = ?", [snap_id]).fetchone()
-            if existing is None:
-                now = utcnow()
-                cur.execute("INSERT INTO snapshots VALUES (?, ?, ?, ?, ?, ?, ?)",
-                            [snap_id, name or f"{now:%Y-%m-%d %H:%M} {_describe(where)}", actor,
-                             now, filters, content, len(rows)])
-                cur.execute("INSERT INTO snapshot_items SELECT ?, id, version FROM "
-                            f"(SELECT id, version FROM examples WHERE {condition})",
-                            [snap_id, *params])
-        return self.get_snapshot(snap_id)
-
-    def get_snapshot(self, snapshot_id: str) -> Snapshot:
-        row = self.cursor().execute(
-            "SELECT id, name, created_by, created_at, filters, content_hash, count "
-            "FROM snapshots WHERE id = ?", [snapshot_id]).fetchone()
-        if row is None:
-            raise SnapshotNotFound(f"no snapshot has id {snapshot_id!r}")
-        return Snapshot(*row[:4], orjson.loads(row[4]), *row[5:])
-
-    def snapshots(self) -> list[Snapshot]:
-        ids = self.cursor().execute(
-            "SELECT id FROM snapshots ORDER BY created_at DESC, id").fetchall()
-        return [self.get_snapshot(i) for (i,) in ids]
-
-    def snapshot_rows(self, snapshot_id: str) -> Iterator[dict[str, Any]]:
-        """The exact example versions of a snapshot, by example id, streamed."""
-        self.get_snapshot(snapshot_id)
-        cur = self._con.cursor()
-        cur.execute(
-            "SELECT v.example_id, e.external_id, v.version, v.messages, v.label, v.tags, v.split, "
-            f"v.status, e.source FROM snapshot_items s JOIN {_VERSIONS} v "
-            "ON v.example_id = s.example_id AND v.version = s.version "
-            "JOIN examples e ON e.id = s.example_id WHERE s.snapshot_id = ? ORDER BY v.example_id",
-            [snapshot_id])
-        keys = ("id", "external_id", "version", "messages", "label", "tags", "split", "status",
-                "source")
-        try:
-            while batch := cur.fetchmany(2048):
-                for row in batch:
-                    item = dict(zip(keys, row))
-                    item["messages"] = orjson.loads(item["messages"])
-                    item["tags"] = tuple(item["tags"] or ())
-                    yield item
-        finally:
-            cur.close()
-
 
 def store_error(path: Path, exc: duckdb.Error) -> CurateError:
     """The named error for a DuckDB error about the workspace file itself: StoreCorrupt for
@@ -540,9 +462,3 @@ def _action_for(diff: dict[str, Any]) -> str:
         return {"accepted": "accept", "rejected": "reject", "needs_work": "needs_work",
                 "pending": "reopen"}[diff["status"]]
     return "edit"
-
-
-def _describe(where: ExampleFilter) -> str:
-    parts = [f"{k}={','.join(map(str, v)) if isinstance(v, list) else v}"
-             for k, v in where.describe().items()]
-    return " ".join(parts) or "all examples"

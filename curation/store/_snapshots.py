@@ -1,0 +1,114 @@
+"""Snapshots: immutable, hashed sets of (example id, version), what training and export read.
+
+The same filters over unchanged data give back the same snapshot instead of a new one (its
+id is a hash of the filters and the content). A snapshot reads its examples from every
+version ever stored (`_VERSIONS`: the superseded ones in `example_versions`, the current one
+in `examples`), so it never changes when an example is edited later.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from curation.errors import SnapshotNotFound
+from curation.store._filters import where_clause
+
+if TYPE_CHECKING:
+    from curation.query import ExampleFilter
+
+# Every version of every example: the superseded ones, and the current one in `examples`.
+_VERSIONS = ("(SELECT example_id, version, messages, label, tags, split, status, content_hash, "
+             "changed_by, changed_at FROM example_versions UNION ALL "
+             "SELECT id, version, messages, label, tags, split, status, content_hash, "
+             "updated_by, updated_at FROM examples)")
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """An immutable, hashed set of example versions."""
+
+    id: str
+    name: str
+    created_by: str
+    created_at: datetime
+    filters: dict[str, Any]
+    content_hash: str
+    count: int
+
+
+class SnapshotQueries:
+    """The `snapshots` and `snapshot_items` tables (mixed into `Store`)."""
+
+    def snapshot(self, where: ExampleFilter, *, actor: str, name: str | None = None) -> Snapshot:
+        """The snapshot of what `where` selects now: reused if one with the same filters and
+        content exists, otherwise created."""
+        from curation.store._store import utcnow  # _store mixes this class in
+
+        filters = orjson.dumps(where.describe(), option=orjson.OPT_SORT_KEYS).decode()
+        condition, params = where_clause(where)
+        with self.transaction() as cur:
+            rows = cur.execute(
+                f"SELECT id, version, content_hash, label, tags, split FROM examples "
+                f"WHERE {condition} ORDER BY id", params).fetchall()
+            digest = hashlib.sha256()
+            for row in rows:
+                digest.update(orjson.dumps(list(row)) + b"\n")
+            content = digest.hexdigest()
+            snap_id = "snap-" + hashlib.sha256(f"{filters}|{content}".encode()).hexdigest()[:12]
+            existing = cur.execute("SELECT id FROM snapshots WHERE id = ?", [snap_id]).fetchone()
+            if existing is None:
+                now = utcnow()
+                cur.execute("INSERT INTO snapshots VALUES (?, ?, ?, ?, ?, ?, ?)",
+                            [snap_id, name or f"{now:%Y-%m-%d %H:%M} {_describe(where)}", actor,
+                             now, filters, content, len(rows)])
+                cur.execute("INSERT INTO snapshot_items SELECT ?, id, version FROM "
+                            f"(SELECT id, version FROM examples WHERE {condition})",
+                            [snap_id, *params])
+        return self.get_snapshot(snap_id)
+
+    def get_snapshot(self, snapshot_id: str) -> Snapshot:
+        row = self.cursor().execute(
+            "SELECT id, name, created_by, created_at, filters, content_hash, count "
+            "FROM snapshots WHERE id = ?", [snapshot_id]).fetchone()
+        if row is None:
+            raise SnapshotNotFound(f"no snapshot has id {snapshot_id!r}")
+        return Snapshot(*row[:4], orjson.loads(row[4]), *row[5:])
+
+    def snapshots(self) -> list[Snapshot]:
+        ids = self.cursor().execute(
+            "SELECT id FROM snapshots ORDER BY created_at DESC, id").fetchall()
+        return [self.get_snapshot(i) for (i,) in ids]
+
+    def snapshot_rows(self, snapshot_id: str) -> Iterator[dict[str, Any]]:
+        """The exact example versions of a snapshot, by example id, streamed."""
+        self.get_snapshot(snapshot_id)
+        cur = self._con.cursor()
+        cur.execute(
+            "SELECT v.example_id, e.external_id, v.version, v.messages, v.label, v.tags, v.split, "
+            f"v.status, e.source FROM snapshot_items s JOIN {_VERSIONS} v "
+            "ON v.example_id = s.example_id AND v.version = s.version "
+            "JOIN examples e ON e.id = s.example_id WHERE s.snapshot_id = ? ORDER BY v.example_id",
+            [snapshot_id])
+        keys = ("id", "external_id", "version", "messages", "label", "tags", "split", "status",
+                "source")
+        try:
+            while batch := cur.fetchmany(2048):
+                for row in batch:
+                    item = dict(zip(keys, row))
+                    item["messages"] = orjson.loads(item["messages"])
+                    item["tags"] = tuple(item["tags"] or ())
+                    yield item
+        finally:
+            cur.close()
+
+
+def _describe(where: ExampleFilter) -> str:
+    parts = [f"{k}={','.join(map(str, v)) if isinstance(v, list) else v}"
+             for k, v in where.describe().items()]
+    return " ".join(parts) or "all examples"
