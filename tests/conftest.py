@@ -7,7 +7,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from curate_ui.common import page_path as page  # noqa: F401  (AppTest.switch_page(page("review")))
+from curate.ui.common import page_path as page  # noqa: F401  (AppTest.switch_page(page("review")))
 from curation import Store, User, import_file
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent

@@ -357,7 +357,7 @@ def test_every_queue_is_fed_by_its_checks_on_the_demo_data(review_page, tmp_path
 
     from curation import Store
     from curation.checks.coverage import store_gaps
-    from curation.cli import main
+    from curate.cli import main
     from curation.demo import load_demo
     from curation.queues import REGISTRY, queue_size, upcoming
 

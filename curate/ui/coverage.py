@@ -37,7 +37,7 @@ from curation.checks import load_table, run_check
 from curation.checks.coverage import (Targets, cluster_prompts, gap_list, get_targets,
                                       set_targets, thin_labels)
 from curation.fill import WouldDuplicate, add_example, draft_examples
-from curate_ui.common import get_store, page_path, plain, require_page
+from curate.ui.common import get_store, page_path, plain, require_page
 
 S = st.session_state
 COLOUR_BY = {"cluster": "Cluster", "label": "Label", "split": "Split", "status": "Status"}

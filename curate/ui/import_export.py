@@ -30,7 +30,7 @@ from curation.formats import (CODES, INPUT_FORMATS, MAPPING_TARGETS, OUTPUT_FORM
 from curation.uploads import (IMPORT_REPORTS_DIR, MAX_UPLOAD_BYTES, MAX_UPLOAD_MB,
                               discard_upload, export_target, preview_cell, preview_file,
                               remove_stale_uploads, save_upload, suggest_mapping)
-from curate_ui.common import get_store, plain, require_page
+from curate.ui.common import get_store, plain, require_page
 
 KIND_NAMES = {"jsonl": "JSON Lines", "json": "a JSON array", "csv": "CSV"}
 TARGET_LABELS = {"prompt": "Prompt (user turn)", "response": "Response (assistant turn)",

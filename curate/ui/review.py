@@ -37,7 +37,7 @@ import streamlit as st
 from curation import CurateError, ExampleFilter, VersionConflict, queues, review
 from curation.queues import QueueItem
 from curation.store import Example
-from curate_ui.common import filter_form, get_store, plain, require_page
+from curate.ui.common import filter_form, get_store, plain, require_page
 
 SHORTCUTS = {"accept": "a", "reject": "x", "needs_work": "n", "skip": "s", "next": "j",
              "previous": "k", "save": "e"}

@@ -48,7 +48,7 @@ from curation.checks import (
 )
 from curation.checks.duplicates import KEEPER_RULE, DuplicateCheck, LeakageCheck, suggest_keeper
 from curation.review import edit
-from curate_ui.common import get_store, page_path, plain, require_page
+from curate.ui.common import get_store, page_path, plain, require_page
 
 S = st.session_state
 GROUPS_PER_PAGE = 10

@@ -23,7 +23,7 @@ import streamlit as st
 from curation import SPLITS, CurateError, Example
 from curation.auth import PermissionDenied, User, min_role
 from curation.review import BULK_ACTIONS, BULK_PERMISSION, bulk
-from curate_ui.common import current_user, filter_form, get_store, page_path, plain
+from curate.ui.common import current_user, filter_form, get_store, page_path, plain
 
 SORT_COLUMNS = {"id": "Id", "updated_at": "Updated at", "created_at": "Created at",
                 "label": "Label", "status": "Status"}

@@ -50,7 +50,7 @@ from training.models import DEFAULT_BASE_MODEL, model_cache
 from training.runs import (DEFAULT_TRAIN_FILTER, LeakageUnresolved, Run, RunAlreadyActive,
                            cancel, default_runs_dir, find_leakage, launch, read_run,
                            record_runs, resume)
-from curate_ui.common import get_store, page_path, plain, require_page, show_error
+from curate.ui.common import get_store, page_path, plain, require_page, show_error
 
 S = st.session_state
 POLL_SECONDS = 2.0

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import streamlit as st
 
+from curate.workspace import Workspace
 from curation import CurateError, ExampleFilter, SPLITS, STATUSES, Store, default_db_path
 from curation.auth import User
 
@@ -32,7 +33,7 @@ def plain(text: object) -> str:
 
 
 def page_path(name: str) -> Path:
-    """The absolute path of a page file (`"review"` -> .../curate_ui/review.py), for `st.Page`,
+    """The absolute path of a page file (`"review"` -> .../curate/ui/review.py), for `st.Page`,
     `st.switch_page` and `st.page_link`: valid whichever entry script started the app."""
     return PAGES_DIR / f"{name}.py"
 
@@ -87,6 +88,12 @@ def require_page(action: str) -> User:
                  f"{plain(user.name)} ({user.role}). Ask an admin to change your role.")
         st.stop()
     return user
+
+
+def workspace(action: str = "view") -> Workspace:
+    """The workspace as the signed-in user, who must be allowed `action` (else the page stops
+    with a clear message): what every page calls first."""
+    return Workspace(get_store(), require_page(action))
 
 
 def show_error(exc: CurateError) -> None:

@@ -38,7 +38,7 @@ from training.eval import (DEFAULT_MARGIN_POINTS, DEFAULT_MAX_NEW_TOKENS, DEFAUL
 from training.evaluate import (EvalJob, EvaluationAlreadyActive, cancel_eval, read_eval_job,
                                start_eval)
 from training.runs import Run, default_runs_dir, record_runs
-from curate_ui.common import get_store, page_path, plain, require_page, show_error
+from curate.ui.common import get_store, page_path, plain, require_page, show_error
 
 S = st.session_state
 METRICS = ("accuracy", "macro_f1", "token_f1", "rouge_l")
