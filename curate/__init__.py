@@ -1,4 +1,4 @@
-"""Curate, the application: the workspace facade with the two interfaces over it.
+r"""Curate, the application: the workspace facade with the two interfaces over it.
 
 Layers (an arrow: may import):
 

@@ -23,7 +23,7 @@ import streamlit as st
 from curation import SPLITS, CurateError, Example
 from curation.auth import PermissionDenied, User, min_role
 from curation.review import BULK_ACTIONS, BULK_PERMISSION, bulk
-from curate.ui.common import current_user, filter_form, get_store, page_path, plain
+from curate.ui.common import filter_form, flash, page_path, page_start, plain, workspace
 
 SORT_COLUMNS = {"id": "Id", "updated_at": "Updated at", "created_at": "Created at",
                 "label": "Label", "status": "Status"}
@@ -81,8 +81,8 @@ COLUMN_CONFIG = {
     "Updated at": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm"),
 }
 
-store = get_store()
-user = current_user()
+ws = workspace("view")
+store, user = ws.store, ws.user
 st.title("Browse")
 
 where = filter_form(store, "browse")
@@ -94,13 +94,7 @@ if in_bin:
     where = replace(where, deleted=True)
     st.caption("The bin: deleted examples. They are in no queue and no export until restored.")
 
-flash = st.session_state.pop("browse_flash", None)
-if flash:
-    st.success(flash["text"], icon=":material/done_all:")
-    if flash["conflicts"]:
-        st.dataframe(pd.DataFrame({"Id": list(flash["conflicts"]),
-                                   "Skipped because": list(flash["conflicts"].values())}),
-                     hide_index=True)
+page_start("browse", ws, empty_hint="")
 
 sort_col, dir_col, size_col = st.columns([2, 2, 1], vertical_alignment="bottom")
 sort = sort_col.selectbox("Sort by", list(SORT_COLUMNS), format_func=SORT_COLUMNS.get,
@@ -202,9 +196,8 @@ with act_col:
         except CurateError as exc:
             st.error(plain(str(exc)), icon=":material/error:")
         else:
-            st.session_state["browse_flash"] = {
-                "text": f"{ACTION_LABELS[action]}: {result.summary()}.",
-                "conflicts": dict(result.conflicts)}
+            flash("browse", f"{ACTION_LABELS[action]}: {result.summary()}.",
+                  ":material/done_all:", kind="success", details=dict(result.conflicts))
             st.session_state["browse_generation"] = generation + 1
             st.rerun()
 

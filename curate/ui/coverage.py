@@ -37,14 +37,14 @@ from curation.checks import load_table, run_check
 from curation.checks.coverage import (Targets, cluster_prompts, gap_list, get_targets,
                                       set_targets, thin_labels)
 from curation.fill import WouldDuplicate, add_example, draft_examples
-from curate.ui.common import get_store, page_path, plain, require_page
+from curate.ui.common import flash, page_path, page_start, plain, workspace
 
 S = st.session_state
 COLOUR_BY = {"cluster": "Cluster", "label": "Label", "split": "Split", "status": "Status"}
 INSPIRATION = 5
 DEFAULT_BASE_MODEL = "SmolLM2-135M-Instruct"
-user = require_page("view")
-store = get_store()
+ws = workspace("view")
+store, user = ws.store, ws.user
 can_target = user.can("set_targets")
 
 
@@ -59,10 +59,6 @@ def _prompt(messages: list[dict[str, str]]) -> str:
 
 def _system(messages: list[dict[str, str]]) -> str:
     return next((m["content"] for m in messages if m["role"] == "system"), "")
-
-
-def _flash(text: str, icon: str = ":material/check_circle:") -> None:
-    S.cov_flash = (text, icon)
 
 
 def _open_in_review(example_id: int) -> None:
@@ -293,7 +289,7 @@ def _targets_section(targets: Targets, labels: list[str]) -> None:
         except CurateError as exc:
             st.error(plain(exc), icon=":material/error:")
             return
-        _flash(f"Targets saved: {int(default)} per label, {len(per_label)} override(s); "
+        flash("coverage", f"Targets saved: {int(default)} per label, {len(per_label)} override(s); "
                f"{queued} example(s) of thin labels are in the Review queue Thin labels")
         st.rerun()
     _queue_status()
@@ -303,9 +299,9 @@ def _update_queue() -> None:
     try:
         queued = len(run_check(store, "coverage", user=user).issues)
     except CurateError as exc:
-        _flash(str(exc), ":material/error:")
+        flash("coverage", str(exc), ":material/error:")
         return
-    _flash(f"Thin labels queue updated: {queued} example(s)")
+    flash("coverage", f"Thin labels queue updated: {queued} example(s)")
 
 
 def _queue_status() -> None:
@@ -347,7 +343,7 @@ def _save_new(label: str) -> None:
     S.cov_force = False
     S.cov_user = S.cov_answer = ""
     S.cov_saved = saved.id
-    _flash(f"Saved #{saved.id} as a pending example of {label}")
+    flash("coverage", f"Saved #{saved.id} as a pending example of {label}")
 
 
 def _save_draft(draft_id: str) -> None:
@@ -362,7 +358,7 @@ def _save_draft(draft_id: str) -> None:
         draft["duplicate"] = isinstance(exc, WouldDuplicate)
         return
     S.cov_drafts = [d for d in S.cov_drafts if d["id"] != draft_id]
-    _flash(f"Saved draft as #{saved.id}, pending review")
+    flash("coverage", f"Saved draft as #{saved.id}, pending review")
 
 
 def _discard_draft(draft_id: str) -> None:
@@ -468,13 +464,7 @@ def _drafts(label: str) -> None:
 # --- the page ------------------------------------------------------------------------------
 
 st.title("Coverage")
-flash = S.pop("cov_flash", None)
-if flash:
-    st.toast(plain(flash[0]), icon=flash[1])
-if store.count() == 0:
-    st.info("This workspace has no examples yet. Import some on the Import / Export page, "
-            "or with `curate import FILE`.", icon=":material/upload_file:")
-    st.stop()
+page_start("coverage", ws)
 
 progress_sink: list = []  # the map's progress bar, once it exists
 

@@ -38,7 +38,7 @@ from training.eval import (DEFAULT_MARGIN_POINTS, DEFAULT_MAX_NEW_TOKENS, DEFAUL
 from training.evaluate import (EvalJob, EvaluationAlreadyActive, cancel_eval, read_eval_job,
                                start_eval)
 from training.runs import Run, default_runs_dir, record_runs
-from curate.ui.common import get_store, page_path, plain, require_page, show_error
+from curate.ui.common import flash, page_path, page_start, plain, show_error, workspace
 
 S = st.session_state
 METRICS = ("accuracy", "macro_f1", "token_f1", "rouge_l")
@@ -50,8 +50,8 @@ PER_PAGE = 10
 CLIP = 600
 POLL_SECONDS = 2
 
-user = require_page("train")
-store = get_store()
+ws = workspace("train")
+store, user = ws.store, ws.user
 runs_dir = default_runs_dir(store.path)
 
 
@@ -112,8 +112,8 @@ def _eval_form(run: Run, key: str) -> None:
     except CurateError as exc:
         show_error(exc)
         return
-    S.ev_flash = f"Evaluation of run {job.run_id} started on {job.status['examples']} " \
-        "eval examples"
+    flash("evaluation", f"Evaluation of run {job.run_id} started on "
+          f"{job.status['examples']} eval examples", ":material/task_alt:")
     st.rerun()
 
 
@@ -149,7 +149,8 @@ def _job_view(run_id: str, was_active: bool) -> None:
                 except CurateError as exc:
                     show_error(exc)
                     return
-            S.ev_flash = f"Evaluation of run {job.run_id} cancelled"
+            flash("evaluation", f"Evaluation of run {job.run_id} cancelled",
+                  ":material/task_alt:")
             st.rerun(scope="app")
 
 
@@ -421,9 +422,7 @@ st.title("Evaluation")
 st.caption("Does the fine-tuned model beat the best prompt-only baseline (the base model "
            "zero-shot or with a few examples in the prompt) on the eval split, by enough to "
            "deploy?")
-flash = S.pop("ev_flash", None)
-if flash:
-    st.toast(plain(flash), icon=":material/task_alt:")
+page_start("evaluation", ws, empty_hint="")
 
 runs = record_runs(store, runs_dir)
 completed = [r for r in runs if r.state == "completed"]

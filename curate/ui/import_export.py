@@ -30,7 +30,7 @@ from curation.formats import (CODES, INPUT_FORMATS, MAPPING_TARGETS, OUTPUT_FORM
 from curation.uploads import (IMPORT_REPORTS_DIR, MAX_UPLOAD_BYTES, MAX_UPLOAD_MB,
                               discard_upload, export_target, preview_cell, preview_file,
                               remove_stale_uploads, save_upload, suggest_mapping)
-from curate.ui.common import get_store, plain, require_page
+from curate.ui.common import plain, workspace
 
 KIND_NAMES = {"jsonl": "JSON Lines", "json": "a JSON array", "csv": "CSV"}
 TARGET_LABELS = {"prompt": "Prompt (user turn)", "response": "Response (assistant turn)",
@@ -54,8 +54,8 @@ def human_size(size: int) -> str:
     return f"{size / 1024:,.1f} KB" if size < 1024**2 else f"{size / 1024**2:,.1f} MB"
 
 
-user = require_page("import")
-store = get_store()
+ws = workspace("import")
+store, user = ws.store, ws.user
 workspace = store.path.parent
 remove_stale_uploads(workspace)
 

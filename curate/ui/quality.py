@@ -48,15 +48,15 @@ from curation.checks import (
 )
 from curation.checks.duplicates import KEEPER_RULE, DuplicateCheck, LeakageCheck, suggest_keeper
 from curation.review import edit
-from curate.ui.common import get_store, page_path, plain, require_page
+from curate.ui.common import flash, page_path, page_start, plain, workspace
 
 S = st.session_state
 GROUPS_PER_PAGE = 10
 ITEMS_PER_PAGE = 5
 CLIP = 700  # characters of a turn shown in a card; Review shows the whole example
 HIDDEN_HERE = "coverage"  # shown on the Coverage page
-user = require_page("view")
-store = get_store()
+ws = workspace("view")
+store, user = ws.store, ws.user
 can_act = user.can("decide")
 can_run = user.can("check")
 CHECKS = [name for name in REGISTRY if name != HIDDEN_HERE]
@@ -104,11 +104,6 @@ def _open_in_review(example_id: int) -> None:
     st.switch_page(page_path("review"), query_params={"id": str(example_id)})
 
 
-def _flash(text: str, icon: str = ":material/check_circle:") -> None:
-    """A message for the next run: a toast, or an error box when the icon says error."""
-    S.q_flash = (text, icon)
-
-
 # --- running checks ------------------------------------------------------------------------
 
 def _progress_to(bar, prefix: str, start: float = 0.0, share: float = 1.0
@@ -140,9 +135,9 @@ def _run(names: list[str], force: bool) -> None:
         bar.progress(1.0, text="done")
         box.update(label=f"{title}: done", state="complete")
     if failed:
-        _flash("Some checks failed. " + " ".join(failed), ":material/error:")
+        flash("quality", "Some checks failed. " + " ".join(failed), ":material/error:")
     else:
-        _flash(f"{title}: done", ":material/task_alt:")
+        flash("quality", f"{title}: done", ":material/task_alt:")
     if len(names) == 1:
         S.q_view = names[0]
     st.rerun()
@@ -155,19 +150,19 @@ def _keep(name: str, group: tuple[int, ...], radio_key: str) -> None:
     try:
         rejected = keep_one(store, user, list(group), keeper)
     except CurateError as exc:
-        _flash(str(exc), ":material/error:")
+        flash("quality", str(exc), ":material/error:")
         return
-    _flash(f"Kept #{keeper}; rejected " + (", ".join(f"#{i}" for i in rejected) or "nothing")
-           + f" as duplicate of #{keeper}")
+    flash("quality", f"Kept #{keeper}; rejected "
+          + (", ".join(f"#{i}" for i in rejected) or "nothing") + f" as duplicate of #{keeper}")
 
 
 def _not_duplicates(name: str, group: tuple[int, ...]) -> None:
     try:
         dismiss(store, user, name, list(group), "not_duplicates")
     except CurateError as exc:
-        _flash(str(exc), ":material/error:")
+        flash("quality", str(exc), ":material/error:")
         return
-    _flash("Marked " + ", ".join(f"#{i}" for i in group) + " as not duplicates; "
+    flash("quality", "Marked " + ", ".join(f"#{i}" for i in group) + " as not duplicates; "
            "no duplicate check will group them again", ":material/call_split:")
 
 
@@ -176,19 +171,19 @@ def _set_label(example_id: int, base_version: int, label: str) -> None:
         after = edit(store, user, example_id, base_version=base_version, label=label,
                      reason="label suggested by the label-issue check")
     except CurateError as exc:
-        _flash(str(exc), ":material/error:")
+        flash("quality", str(exc), ":material/error:")
         return
-    _flash(f"#{example_id} is now labelled {label} (version {after.version})")
+    flash("quality", f"#{example_id} is now labelled {label} (version {after.version})")
 
 
 def _label_ok(name: str, example_id: int) -> None:
     try:
         dismiss(store, user, name, [example_id], "label_ok")
     except CurateError as exc:
-        _flash(str(exc), ":material/error:")
+        flash("quality", str(exc), ":material/error:")
         return
     S.setdefault("q_label_ok", set()).add((name, example_id))
-    _flash(f"Kept the label of #{example_id}", ":material/thumb_up:")
+    flash("quality", f"Kept the label of #{example_id}", ":material/thumb_up:")
 
 
 def _review_flagged() -> None:
@@ -411,18 +406,10 @@ def _findings(name: str) -> None:
 st.title("Quality")
 st.caption("Checks for duplicates, train/eval leakage, likely mislabeled examples and "
            "outliers. Label coverage and gaps are on the Coverage page.")
-flash = S.pop("q_flash", None)
-if flash and flash[1] == ":material/error:":
-    st.error(plain(flash[0]), icon=flash[1])
-elif flash:
-    st.toast(plain(flash[0]), icon=flash[1])
 if not can_act:
     st.caption(f":material/visibility: Your role ({user.role}) sees the findings; running "
                "checks and acting on them needs the reviewer role.")
-if store.count() == 0:
-    st.info("This workspace has no examples yet. Import some on the Import / Export page, "
-            "or with `curate import FILE`.", icon=":material/upload_file:")
-    st.stop()
+page_start("quality", ws)
 
 runs = {name: last_run(store, name) for name in CHECKS}
 counts = {name: len(_flagged(name)) if runs[name] else None for name in CHECKS}

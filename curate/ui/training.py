@@ -50,7 +50,7 @@ from training.models import DEFAULT_BASE_MODEL, model_cache
 from training.runs import (DEFAULT_TRAIN_FILTER, LeakageUnresolved, Run, RunAlreadyActive,
                            cancel, default_runs_dir, find_leakage, launch, read_run,
                            record_runs, resume)
-from curate.ui.common import get_store, page_path, plain, require_page, show_error
+from curate.ui.common import flash, page_path, page_start, plain, show_error, workspace
 
 S = st.session_state
 POLL_SECONDS = 2.0
@@ -68,8 +68,8 @@ STATE_ICONS = {"starting": ":material/hourglass_top:", "running": ":material/syn
                "completed": ":material/task_alt:", "failed": ":material/error:",
                "cancelled": ":material/block:", "interrupted": ":material/pause_circle:"}
 
-user = require_page("train")
-store = get_store()
+ws = workspace("train")
+store, user = ws.store, ws.user
 runs_dir = default_runs_dir(store.path)
 
 
@@ -84,10 +84,6 @@ def _duration(seconds: float | None) -> str:
     if seconds >= 60:
         return f"{seconds // 60} min {seconds % 60:02d} s"
     return f"{seconds} s"
-
-
-def _flash(text: str, icon: str = ":material/check_circle:") -> None:
-    S.tr_flash = (text, icon)
 
 
 def _has_eval(run: Run) -> bool:
@@ -309,7 +305,7 @@ def _launch(config: TrainConfig, allow_leakage: bool) -> None:
         return
     S.tr_show = run.id  # the run selector exists already: it follows on the rerun
     S.pop("tr_allow_leakage", None)  # the override is for this launch only
-    _flash(f"Run {run.id} started on snapshot {run.manifest.get('snapshot_id')} "
+    flash("training", f"Run {run.id} started on snapshot {run.manifest.get('snapshot_id')} "
            f"({run.manifest.get('examples')} examples)", ":material/rocket_launch:")
     st.rerun()
 
@@ -412,7 +408,7 @@ def _run_view(run_id: str, was_active: bool) -> None:
             except CurateError as exc:
                 show_error(exc)
                 return
-        _flash(f"Run {run.id} cancelled; Resume continues it from its last checkpoint.",
+        flash("training", f"Run {run.id} cancelled; Resume continues it from its last checkpoint.",
                ":material/block:")
         st.rerun(scope="app")
     if run.state in RESUMABLE and row.button("Resume", key="tr_resume",
@@ -422,7 +418,7 @@ def _run_view(run_id: str, was_active: bool) -> None:
         except CurateError as exc:
             st.error(f"**Not resumed:** {plain(exc)}", icon=":material/block:")
             return
-        _flash(f"Run {run.id} resumed from its last checkpoint", ":material/play_arrow:")
+        flash("training", f"Run {run.id} resumed from its last checkpoint", ":material/play_arrow:")
         st.rerun(scope="app")
     with st.expander("Settings and log"):
         st.json(m.get("config") or {}, expanded=False)
@@ -470,9 +466,7 @@ st.title("Training")
 st.caption("Fine-tune a LoRA adapter of the base model on the accepted train examples. "
            "Training runs in a process of its own: it goes on when you close the browser, "
            "and this page shows it again when you come back.")
-flash = S.pop("tr_flash", None)
-if flash:
-    st.toast(plain(flash[0]), icon=flash[1])
+page_start("training", ws, empty_hint="")
 
 runs = record_runs(store, runs_dir)
 if runs:
