@@ -21,7 +21,7 @@ from curation.demo import load_demo
 from curation.checks.duplicates import KEEPER_RULE
 from curation.queues import queue_size
 from tests.conftest import (PROJECT_ROOT, admin, chat, page, plant_train_eval_pairs,
-                            write_jsonl)
+                            unescaped, write_jsonl)
 
 RITA = User("rita", "reviewer")
 ANN = User("ann", "annotator")
@@ -80,10 +80,6 @@ def click(at: AppTest, key: str) -> AppTest:
     at.button(key=key).click().run()
     assert not at.exception, at.exception
     return at
-
-
-def unescaped(markdown: str) -> str:
-    return re.sub(r"\\(.)", r"\1", markdown).replace("\u2060", "")
 
 
 def group_keys(at: AppTest, check: str) -> list[str]:

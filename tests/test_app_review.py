@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import re
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
 from curation import import_file, review
 from curation.auth import PermissionDenied, User
-from tests.conftest import PROJECT_ROOT, admin, page, chat, write_jsonl
+from tests.conftest import unescaped, PROJECT_ROOT, admin, page, chat, write_jsonl
 
 RITA = User("rita", "reviewer")
 ANN = User("ann", "annotator")
@@ -28,11 +27,6 @@ def review_page(monkeypatch):
         return at
 
     return open_page
-
-
-def unescaped(markdown: str) -> str:
-    """A Markdown element's text as the reader sees it (the page escapes data in Markdown)."""
-    return re.sub(r"\\(.)", r"\1", markdown)
 
 
 def shown_id(at: AppTest) -> int:
