@@ -31,6 +31,7 @@ from curation._files import private_umask
 from curation.auth import ROLES, User
 from curation.formats import DEFAULT_MAX_FIELD_CHARS, INPUT_FORMATS, OUTPUT_FORMATS, parse_mapping
 from curation.query import SPLITS, STATUSES
+from curation.text import duration
 from curation.store import is_damage, store_error
 from training.eval import DEFAULT_MARGIN_POINTS, DEFAULT_MAX_NEW_TOKENS, DEFAULT_SHOTS
 
@@ -693,12 +694,6 @@ def _runs_dir(db: Path | None) -> Path:
     return default_runs_dir(db or default_db_path())
 
 
-def _duration(seconds) -> str:
-    seconds = int(seconds or 0)
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else \
-        f"{seconds // 60}m{seconds % 60:02d}s"
-
-
 def _watch_run(run_dir: Path) -> None:
     """Print each new step until the run ends; a failure becomes the command's error."""
     import time
@@ -713,7 +708,7 @@ def _watch_run(run_dir: Path) -> None:
                 click.echo(f"step {m['step']:>5}/{m.get('total_steps', '?')}  epoch "
                            f"{m['epoch']:.2f}  loss {m['loss']:.4f}  "
                            f"{m['tokens_per_second']:,.0f} tok/s  "
-                           f"ETA {_duration(m['eta_seconds'])}")
+                           f"ETA {duration(m['eta_seconds'])}")
             shown = len(run.metrics)
             if not run.active:
                 break
@@ -964,7 +959,7 @@ def _watch_eval(run_dir: Path) -> None:
                 raise CurateError(f"run {run_dir.name} has no evaluation status "
                                   f"({run_dir / 'eval_status.json'} is gone)")
             line = (f"evaluating {job.done}/{job.total} answers ({job.phase or 'loading'})"
-                    + (f", ETA {_duration(job.eta_seconds)}" if job.eta_seconds else ""))
+                    + (f", ETA {duration(job.eta_seconds)}" if job.eta_seconds else ""))
             if job.active and line != shown:
                 click.echo(line, err=True)
                 shown = line

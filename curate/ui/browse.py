@@ -22,8 +22,9 @@ import streamlit as st
 
 from curation import SPLITS, CurateError, Example
 from curation.auth import PermissionDenied, User, min_role
+from curation.text import first_turn
 from curation.review import BULK_ACTIONS, BULK_PERMISSION, bulk
-from curate.ui.common import filter_form, flash, page_path, page_start, plain, workspace
+from curate.ui.common import filter_form, flash, one_line, page_path, page_start, plain, workspace
 
 SORT_COLUMNS = {"id": "Id", "updated_at": "Updated at", "created_at": "Created at",
                 "label": "Label", "status": "Status"}
@@ -43,17 +44,8 @@ def may(user: User, action: str) -> bool:
     return user.can(BULK_PERMISSION[action])
 
 
-def one_line(text: str, limit: int = PREVIEW_CHARS) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
 def rows_text(n: int) -> str:
     return f"{n:,} row" if n == 1 else f"{n:,} rows"
-
-
-def first_turn(example: Example, role: str) -> str:
-    return next((m["content"] for m in example.messages if m["role"] == role), "")
 
 
 def table(rows: list[Example]) -> pd.DataFrame:
@@ -64,8 +56,9 @@ def table(rows: list[Example]) -> pd.DataFrame:
         "Split": [e.split for e in rows],
         "Label": [e.label for e in rows],
         "Tags": [list(e.tags) for e in rows],
-        "First user turn": [one_line(first_turn(e, "user")) for e in rows],
-        "Assistant turn": [one_line(first_turn(e, "assistant")) for e in rows],
+        "First user turn": [one_line(first_turn(e.messages, "user"), PREVIEW_CHARS) for e in rows],
+        "Assistant turn": [one_line(first_turn(e.messages, "assistant"), PREVIEW_CHARS)
+                           for e in rows],
         "Version": [e.version for e in rows],
         "Updated by": [e.updated_by for e in rows],
         "Updated at": [e.updated_at for e in rows],

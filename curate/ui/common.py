@@ -33,6 +33,16 @@ def plain(text: object) -> str:
     return escaped.replace("\n", "  \n")
 
 
+def clip(text: str, limit: int = 600) -> str:
+    """`text` cut to `limit` characters, an ellipsis marking the cut."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def one_line(text: str, limit: int = 140) -> str:
+    """`text` on one line (whitespace runs made one space), cut to `limit` characters."""
+    return clip(" ".join(str(text).split()), limit)
+
+
 def page_path(name: str) -> Path:
     """The absolute path of a page file (`"review"` -> .../curate/ui/review.py), for `st.Page`,
     `st.switch_page` and `st.page_link`: valid whichever entry script started the app."""

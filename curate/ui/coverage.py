@@ -36,8 +36,9 @@ from curation import SPLITS, CurateError, ExampleFilter
 from curation.checks import load_table, run_check
 from curation.checks.coverage import (Targets, cluster_prompts, gap_list, get_targets,
                                       set_targets, thin_labels)
+from curation.text import first_turn, turns_text
 from curation.fill import WouldDuplicate, add_example, draft_examples
-from curate.ui.common import flash, page_path, page_start, plain, workspace
+from curate.ui.common import flash, one_line, page_path, page_start, plain, workspace
 
 S = st.session_state
 COLOUR_BY = {"cluster": "Cluster", "label": "Label", "split": "Split", "status": "Status"}
@@ -46,19 +47,6 @@ DEFAULT_BASE_MODEL = "SmolLM2-135M-Instruct"
 ws = workspace("view")
 store, user = ws.store, ws.user
 can_target = user.can("set_targets")
-
-
-def _one_line(text: str, limit: int = 140) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def _prompt(messages: list[dict[str, str]]) -> str:
-    return "\n".join(m["content"] for m in messages if m["role"] == "user")
-
-
-def _system(messages: list[dict[str, str]]) -> str:
-    return next((m["content"] for m in messages if m["role"] == "system"), "")
 
 
 def _open_in_review(example_id: int) -> None:
@@ -98,7 +86,7 @@ def _clusters(table, k: int | None):
 
 def _hover(text: str) -> str:
     """Data for Plotly hover text: escaped, wrapped with our own <br>."""
-    lines = textwrap.wrap(_one_line(text, 240), 70) or [""]
+    lines = textwrap.wrap(one_line(text, 240), 70) or [""]
     return "<br>".join(html.escape(line) for line in lines)
 
 
@@ -120,7 +108,7 @@ def _figure(table, clusters, colour: str):
                           dtype=object)
         fig.add_trace(kind(
             x=clusters.coords[rows, 0], y=clusters.coords[rows, 1], mode="markers",
-            name=f"{html.escape(_one_line(value, 40))} ({len(rows)})", customdata=custom,
+            name=f"{html.escape(one_line(value, 40))} ({len(rows)})", customdata=custom,
             marker={"size": 7, "opacity": 0.8},
             hovertemplate="#%{customdata[0]} · %{customdata[2]}<br>%{customdata[1]}"
                           "<extra></extra>"))
@@ -196,7 +184,7 @@ def _selection(table, clusters, chosen: list[int]) -> None:
         "Split": [table.splits[position[i]] for i in chosen],
         "Status": [table.statuses[position[i]] for i in chosen],
         "Cluster": [clusters.names[clusters.assignment[position[i]]] for i in chosen],
-        "Prompt": [_one_line(table.prompt(position[i])) for i in chosen]}),
+        "Prompt": [one_line(table.prompt(position[i])) for i in chosen]}),
         hide_index=True, key="cov_selected", height=38 + 35 * min(len(chosen), 10),
         column_config={"Id": st.column_config.NumberColumn(format="%d", width="small"),
                        "Prompt": st.column_config.TextColumn(width="large")})
@@ -380,7 +368,7 @@ def _fill_section(gaps) -> None:
              if e.status != "rejected"]
     known.sort(key=lambda e: e.status != "accepted")
     if S.get("cov_sys_for") != label:
-        systems = Counter(_system(e.messages) for e in known)
+        systems = Counter(first_turn(e.messages, "system") for e in known)
         S.cov_sys = systems.most_common(1)[0][0] if systems else ""
         S.cov_sys_for = label
     left, right = st.columns([3, 2], gap="medium")
@@ -388,7 +376,7 @@ def _fill_section(gaps) -> None:
         st.caption(f"Example prompts of this label ({min(INSPIRATION, len(known))} of "
                    f"{len(known)}), for inspiration")
         for e in known[:INSPIRATION]:
-            st.text(f"#{e.id}: {_one_line(_prompt(e.messages), 300)}")
+            st.text(f"#{e.id}: {one_line(turns_text(e.messages), 300)}")
     with left:
         with st.form("cov_fill", border=True):
             st.text_area("System prompt", key="cov_sys", height=80,
@@ -445,8 +433,9 @@ def _drafts(label: str) -> None:
             with st.container(border=True, key=f"{p}_box"):
                 st.caption(f"Draft of {plain(draft['label'])}")
                 messages = draft["messages"]
-                st.text_area("System prompt", _system(messages), key=f"{p}_sys", height=68)
-                st.text_area("User message", _prompt(messages), key=f"{p}_user")
+                st.text_area("System prompt", first_turn(messages, "system"), key=f"{p}_sys",
+                             height=68)
+                st.text_area("User message", turns_text(messages), key=f"{p}_user")
                 st.text_area("Assistant answer", next(
                     (m["content"] for m in messages if m["role"] == "assistant"), ""),
                     key=f"{p}_answer")

@@ -33,12 +33,14 @@ import pandas as pd
 import streamlit as st
 
 from curation import CurateError, ExampleFilter
+from curation.text import duration, turns_text
 from training.eval import (DEFAULT_MARGIN_POINTS, DEFAULT_MAX_NEW_TOKENS, DEFAULT_SHOTS,
                            SYSTEMS, read_eval, with_margin)
 from training.evaluate import (EvalJob, EvaluationAlreadyActive, cancel_eval, read_eval_job,
                                start_eval)
 from training.runs import Run, default_runs_dir, record_runs
-from curate.ui.common import flash, page_path, page_start, plain, show_error, workspace
+from curate.ui.common import (clip, flash, one_line, page_path, page_start, plain, show_error,
+                              workspace)
 
 S = st.session_state
 METRICS = ("accuracy", "macro_f1", "token_f1", "rouge_l")
@@ -59,12 +61,8 @@ def _points(value: float | None) -> float | None:
     return None if value is None else round(value * 100, 1)
 
 
-def _clip(text: str, limit: int = CLIP) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
 def _chart_text(text: str) -> str:
-    return html.escape(_clip(" ".join(str(text).split()), 40))
+    return html.escape(one_line(text, 40))
 
 
 # --- running an evaluation -----------------------------------------------------------------
@@ -136,7 +134,7 @@ def _job_view(run_id: str, was_active: bool) -> None:
         cells.metric("State", job.state, border=True)
         cells.metric("Phase", phase, border=True)
         cells.metric("Answers", f"{job.done}/{job.total}", border=True)
-        cells.metric("ETA (estimate)", _duration(job.eta_seconds), border=True)
+        cells.metric("ETA (estimate)", duration(job.eta_seconds), border=True)
         st.caption(plain(
             f"Started by {job.status.get('requested_by')} at "
             f"{str(job.status.get('requested_at', ''))[:19].replace('T', ' ')} UTC on "
@@ -157,13 +155,6 @@ def _job_view(run_id: str, was_active: bool) -> None:
 @st.fragment(run_every=POLL_SECONDS)
 def _live(run_id: str) -> None:
     _job_view(run_id, was_active=True)
-
-
-def _duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "—"
-    seconds = round(seconds)
-    return f"{seconds // 60} min {seconds % 60:02d} s" if seconds >= 60 else f"{seconds} s"
 
 
 def _ended(job: EvalJob | None, result: dict[str, Any] | None) -> None:
@@ -255,7 +246,7 @@ def _verdict(result: dict[str, Any]) -> None:
         f"{s['decoding']} decoding, up to {s['max_new_tokens']} new tokens; few-shot "
         f"examples {', '.join(f'#{i}' for i in s.get('shot_ids') or []) or 'none'}; system "
         "prompt " + ("each example's own" if prompt is None else
-                     "none" if prompt == "" else repr(_clip(prompt, 200))) + "."))
+                     "none" if prompt == "" else repr(clip(prompt, 200))) + "."))
 
 
 def _per_label(result: dict[str, Any]) -> None:
@@ -300,8 +291,7 @@ def _per_label(result: dict[str, Any]) -> None:
 def _prompts(ids: list[int]) -> dict[int, str]:
     """The user turns of these examples as they are now in the workspace."""
     found = store.find(ExampleFilter(ids=tuple(sorted(ids)))) if ids else []
-    return {e.id: "\n\n".join(m["content"] for m in e.messages if m["role"] == "user")
-            for e in found}
+    return {e.id: turns_text(e.messages, sep="\n\n") for e in found}
 
 
 def _outputs(result: dict[str, Any]) -> None:
@@ -346,7 +336,7 @@ def _outputs(result: dict[str, Any]) -> None:
                 head.page_link(page_path("review"), label=f"Open #{e['id']} in Review",
                                icon=":material/rate_review:", query_params={"id": e["id"]})
             st.caption("Prompt (user)")
-            st.text(_clip(prompts.get(e["id"], "(no longer in the workspace)")))
+            st.text(clip(prompts.get(e["id"], "(no longer in the workspace)")))
             columns = st.columns(3)
             for column, (title, text, score) in zip(columns, (
                     ("Reference", e["reference"], None),
@@ -354,7 +344,7 @@ def _outputs(result: dict[str, Any]) -> None:
                     ("Fine-tuned", e["fine_tuned"], e["scores"]["fine_tuned"]))):
                 with column:
                     st.caption(title + ("" if score is None else f" · score {score:.2f}"))
-                    st.text(_clip(text) or "(empty answer)")
+                    st.text(clip(text) or "(empty answer)")
 
 
 # --- comparing runs ------------------------------------------------------------------------

@@ -48,7 +48,8 @@ from curation.checks import (
 )
 from curation.checks.duplicates import KEEPER_RULE, DuplicateCheck, LeakageCheck, suggest_keeper
 from curation.review import edit
-from curate.ui.common import flash, page_path, page_start, plain, workspace
+from curation.text import turns_text
+from curate.ui.common import clip, flash, one_line, page_path, page_start, plain, workspace
 
 S = st.session_state
 GROUPS_PER_PAGE = 10
@@ -63,18 +64,6 @@ CHECKS = [name for name in REGISTRY if name != HIDDEN_HERE]
 
 
 # --- small helpers -------------------------------------------------------------------------
-
-def _clip(text: str, limit: int = CLIP) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def _one_line(text: str, limit: int = 140) -> str:
-    return _clip(" ".join(text.split()), limit)
-
-
-def _turns(example: Example, role: str) -> str:
-    return "\n\n".join(m["content"] for m in example.messages if m["role"] == role)
-
 
 def _examples(ids: set[int] | list[int]) -> dict[int, Example]:
     """The examples with these ids, deleted ones left out, in one query."""
@@ -206,9 +195,9 @@ def _member(example: Example, role: str, key: str) -> None:
         st.text(f"#{example.id} · {example.status} · {example.split} · "
                 f"label: {example.label or '(none)'}")
         st.caption("User")
-        st.text(_clip(_turns(example, "user")) or "—")
+        st.text(clip(turns_text(example.messages, "user", "\n\n"), CLIP) or "—")
         st.caption("Assistant")
-        st.text(_clip(_turns(example, "assistant")) or "—")
+        st.text(clip(turns_text(example.messages, "assistant", "\n\n"), CLIP) or "—")
         if st.button(f"Open #{example.id} in Review", key=f"{key}_open_{example.id}",
                      icon=":material/rate_review:", type="tertiary"):
             _open_in_review(example.id)
@@ -311,7 +300,7 @@ def _label_issues(name: str, findings: list[Finding]) -> None:
         "Given label": [f.details["given"] for f in open_],
         "Suggested label": [f.details["suggested"] for f in open_],
         "Probability": [f.details["probability"] for f in open_],
-        "Prompt": [_one_line(_turns(examples[f.example_id], "user")) for f in open_],
+        "Prompt": [one_line(turns_text(examples[f.example_id].messages)) for f in open_],
     }), hide_index=True, key=f"q_{name}_table", column_config={
         "Id": st.column_config.NumberColumn(format="%d", width="small"),
         "Score": st.column_config.NumberColumn(format="%.3f", width="small",
@@ -333,9 +322,9 @@ def _label_issues(name: str, findings: list[Finding]) -> None:
             own, given_col, suggested_col = st.columns(3)
             with own:
                 st.caption("This example: user")
-                st.text(_clip(_turns(ex, "user")))
+                st.text(clip(turns_text(ex.messages, "user", "\n\n"), CLIP))
                 st.caption("Assistant")
-                st.text(_clip(_turns(ex, "assistant"), 300))
+                st.text(clip(turns_text(ex.messages, "assistant", "\n\n"), 300))
             for column, ids, label in ((given_col, d["nearest_given"], d["given"]),
                                        (suggested_col, d["nearest_suggested"], d["suggested"])):
                 with column:
@@ -344,7 +333,7 @@ def _label_issues(name: str, findings: list[Finding]) -> None:
                         if other in examples:
                             near = examples[other]
                             st.text(f"#{other} · {near.label or '(no label)'}: "
-                                    f"{_one_line(_turns(near, 'user'), 200)}")
+                                    f"{one_line(turns_text(near.messages), 200)}")
             row = st.container(horizontal=True)
             row.button(f"Set label to {plain(d['suggested'])}", key=f"{key}_relabel",
                        type="primary", icon=":material/label:", disabled=not can_act,
@@ -365,8 +354,9 @@ def _table(name: str, findings: list[Finding]) -> None:
         "Reason": [f.reason for f in rows],
         "Status": [examples[f.example_id].status for f in rows],
         "Label": [examples[f.example_id].label for f in rows],
-        "Prompt": [_one_line(_turns(examples[f.example_id], "user")) for f in rows],
-        "Answer": [_one_line(_turns(examples[f.example_id], "assistant")) for f in rows],
+        "Prompt": [one_line(turns_text(examples[f.example_id].messages)) for f in rows],
+        "Answer": [one_line(turns_text(examples[f.example_id].messages, "assistant"))
+                   for f in rows],
     }), hide_index=True, key=f"q_{name}_table", column_config={
         "Id": st.column_config.NumberColumn(format="%d", width="small"),
         "Score": st.column_config.NumberColumn(format="%.3f", width="small",

@@ -42,6 +42,7 @@ import pandas as pd
 import streamlit as st
 
 from curation import CurateError, Example
+from curation.text import duration
 from training.config import TrainConfig, help_text
 from training.estimate import (FLOPS_PER_PARAMETER_TOKEN, MATMUL_SAMPLES, RATE_MAX_AGE,
                                count_parameters, epoch_time, model_weights, token_lengths)
@@ -74,17 +75,6 @@ runs_dir = default_runs_dir(store.path)
 
 
 # --- small helpers -------------------------------------------------------------------------
-
-def _duration(seconds: float | None) -> str:
-    if seconds is None or not math.isfinite(seconds):
-        return "—"
-    seconds = int(round(seconds))
-    if seconds >= 3600:
-        return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
-    if seconds >= 60:
-        return f"{seconds // 60} min {seconds % 60:02d} s"
-    return f"{seconds} s"
-
 
 def _has_eval(run: Run) -> bool:
     return (run.dir / EVAL_FILE).is_file()
@@ -214,12 +204,12 @@ def _estimate(config: TrainConfig, tokens: int, runs: list[Run]) -> None:
                    "of this model in this workspace, and its weights are not local to size "
                    "it. The first run's live view shows its speed and ETA.")
         return
-    seconds, total = estimate.seconds, _duration(estimate.seconds * config.epochs)
+    seconds, total = estimate.seconds, duration(estimate.seconds * config.epochs)
     speed = estimate.speed
     if speed:
         run, steps = speed.run, speed.steps
         st.markdown(
-            f":material/timer: **Estimate: about {_duration(seconds)} per epoch**, "
+            f":material/timer: **Estimate: about {duration(seconds)} per epoch**, "
             f"{total} for {config.epochs} epoch(s): measured, "
             f"the median {speed.tokens_per_second:,.0f} tokens/s over {steps} "
             f"step{'s' if steps != 1 else ''} of run {plain(run.id)} "
@@ -231,7 +221,7 @@ def _estimate(config: TrainConfig, tokens: int, runs: list[Run]) -> None:
                        "work on the machine changes the speed: take it as a guide.")
         return
     params, rate = estimate.parameters, estimate.flops_per_second
-    st.markdown(f":material/timer: **Estimate, a lower bound: at least {_duration(seconds)} "
+    st.markdown(f":material/timer: **Estimate, a lower bound: at least {duration(seconds)} "
                 f"per epoch** ({total} for {config.epochs} epoch(s)), from FLOPs, not a "
                 f"measurement of training: {FLOPS_PER_PARAMETER_TOKEN} × "
                 f"{params / 1e6:.0f} M parameters × {tokens:,} tokens at the best "
@@ -372,7 +362,7 @@ def _run_view(run_id: str, was_active: bool) -> None:
                  border=True)
     cells.metric("Tokens/s", f"{last['tokens_per_second']:,.0f}" if last else "—",
                  border=True)
-    cells.metric("ETA", _duration(last.get("eta_seconds")) if run.active and last else "—",
+    cells.metric("ETA", duration(last.get("eta_seconds")) if run.active and last else "—",
                  border=True)
     if run.state == "failed":
         st.error(f"**Failed:** {plain(run.status.get('reason') or 'no reason recorded')}",

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from curation.errors import InvalidValue
+from curation.text import turns_text
 
 Progress = Callable[[float, str], None]
 
@@ -84,10 +85,10 @@ class ExampleTable:
 
     def prompt(self, i: int) -> str:
         """The user turns of example i, joined: what prompt-only checks compare."""
-        return "\n".join(m["content"] for m in self.messages[i] if m["role"] == "user")
+        return turns_text(self.messages[i])
 
     def response(self, i: int) -> str:
-        return "\n".join(m["content"] for m in self.messages[i] if m["role"] == "assistant")
+        return turns_text(self.messages[i], "assistant")
 
     def text(self, i: int) -> str:
         return "\n".join(m["content"] for m in self.messages[i])
