@@ -175,10 +175,6 @@ def _label_ok(name: str, example_id: int) -> None:
     flash("quality", f"Kept the label of #{example_id}", ":material/thumb_up:")
 
 
-def _review_flagged() -> None:
-    S.rv_queue = "flagged"  # the Review page's queue selector
-
-
 # --- findings views ------------------------------------------------------------------------
 
 def _paginate(items: list, per_page: int, key: str) -> tuple[list, int]:
@@ -439,10 +435,12 @@ with st.container(border=True):
                  "answer-mismatch checks wait in the Review page's **Flagged as noisy** "
                  "queue, most severe first.")
     if row.button("Review the flagged examples", key="q_review_flagged",
-                  icon=":material/rate_review:", on_click=_review_flagged):
-        st.switch_page(page_path("review"))
+                  icon=":material/rate_review:"):
+        st.switch_page(page_path("review"), query_params={"queue": "flagged"})
 
 st.header("Findings", anchor=False)
+if st.query_params.get("check") in CHECKS:  # a link from another page: ?check=leakage
+    S.q_view = st.query_params.pop("check")
 if S.get("q_view") not in CHECKS:
     S.q_view = next((n for n in CHECKS if counts[n]), CHECKS[0])
 view = st.segmented_control(

@@ -483,6 +483,8 @@ def _details(ex: Example, changes: dict[str, Any]) -> None:
 st.title("Review")
 page_start("review", ws)
 
+if st.query_params.get("queue") in queues.REGISTRY:  # a link from another page: ?queue=flagged
+    S.rv_queue = st.query_params.pop("queue")
 top = st.container(horizontal=True, vertical_alignment="bottom")
 queue = top.selectbox("Queue", list(queues.REGISTRY), key="rv_queue", width=280,
                       format_func=lambda name: queues.REGISTRY[name].title,

@@ -276,8 +276,7 @@ def _show_leaks(leaks: list[dict[str, Any]]) -> None:
                 "Train example": st.column_config.NumberColumn(format="%d")})
         if st.button("Settle them on the Quality page", key="tr_to_quality",
                      icon=":material/cleaning_services:"):
-            S.q_view = "leakage"  # the Quality page's findings selector
-            st.switch_page(page_path("quality"))
+            st.switch_page(page_path("quality"), query_params={"check": "leakage"})
 
 
 def _launch(config: TrainConfig, allow_leakage: bool) -> None:
