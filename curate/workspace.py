@@ -25,7 +25,8 @@ from typing import TYPE_CHECKING
 from curation import ExampleFilter, Store, export_jsonl, import_file
 from curation.auth import User, add_user, set_role, users
 from curation.checks import CheckResult, Progress, load_table, run_check
-from curation.checks.coverage import Gap, get_targets, set_targets, store_gaps, thin_labels
+from curation.checks.coverage import (Gap, Targets, get_targets, set_targets, store_gaps,
+                                      thin_labels)
 from curation.embeddings import PACKAGED_MODEL
 from curation.uploads import IMPORT_REPORTS_DIR
 
@@ -164,6 +165,12 @@ class Workspace:
                         replace(get_targets(self.store), default_min=min_per_label))
         result = run_check(self.store, "coverage", user=self.user, force=force)
         return result, store_gaps(self.store)
+
+    def set_coverage_targets(self, targets: Targets) -> CheckResult:
+        """Save the per-label targets and re-run the coverage check against them (which
+        refills the Thin labels queue)."""
+        set_targets(self.store, self.user, targets)
+        return run_check(self.store, "coverage", user=self.user)
 
     def needs_attention(self) -> list[Attention]:
         """What the team should do next, most pressing first (empty: nothing)."""

@@ -33,11 +33,11 @@ import pandas as pd
 import streamlit as st
 
 from curation import SPLITS, CurateError, ExampleFilter
-from curation.checks import load_table, run_check
+from curation.checks import load_table
 from curation.checks.coverage import (Targets, cluster_prompts, gap_list, get_targets,
-                                      set_targets, thin_labels)
-from curation.text import first_turn, turns_text
+                                      thin_labels)
 from curation.fill import WouldDuplicate, add_example, draft_examples
+from curation.text import first_turn, turns_text
 from curate.ui.common import flash, one_line, page_path, page_start, plain, workspace
 
 S = st.session_state
@@ -272,20 +272,21 @@ def _targets_section(targets: Targets, labels: list[str]) -> None:
         per_label = {str(row["label"]): int(row["min"]) for _, row in edited.iterrows()
                      if pd.notna(row["min"])}
         try:
-            set_targets(store, user, Targets(int(default), per_label or None))
-            queued = len(run_check(store, "coverage", user=user).issues)
+            queued = len(ws.set_coverage_targets(Targets(int(default), per_label or None))
+                         .issues)
         except CurateError as exc:
             st.error(plain(exc), icon=":material/error:")
             return
-        flash("coverage", f"Targets saved: {int(default)} per label, {len(per_label)} override(s); "
-               f"{queued} example(s) of thin labels are in the Review queue Thin labels")
+        flash("coverage", f"Targets saved: {int(default)} per label, {len(per_label)} "
+              f"override(s); {queued} example(s) of thin labels are in the Review queue Thin "
+              "labels")
         st.rerun()
     _queue_status()
 
 
 def _update_queue() -> None:
     try:
-        queued = len(run_check(store, "coverage", user=user).issues)
+        queued = len(ws.run_checks(["coverage"])[0].issues)
     except CurateError as exc:
         flash("coverage", str(exc), ":material/error:")
         return

@@ -43,7 +43,6 @@ from curation.checks import (
     dismissed_pairs,
     keep_one,
     last_run,
-    run_check,
     stored_findings,
 )
 from curation.checks.duplicates import KEEPER_RULE, DuplicateCheck, LeakageCheck, suggest_keeper
@@ -114,9 +113,8 @@ def _run(names: list[str], force: bool) -> None:
         for index, name in enumerate(names):
             check = REGISTRY[name]
             try:
-                result = run_check(store, name, user=user, force=force,
-                                   progress=_progress_to(bar, check.title, index / len(names),
-                                                         1 / len(names)))
+                [result] = ws.run_checks([name], force=force, progress=_progress_to(
+                    bar, check.title, index / len(names), 1 / len(names)))
             except CurateError as exc:
                 failed.append(f"{check.title}: {exc}")
                 continue
