@@ -47,7 +47,7 @@ def main() -> None:
     out = Path(sys.argv[1] if len(sys.argv) > 1 else ROOT / "docs" / "screenshots")
     out.mkdir(parents=True, exist_ok=True)
     workspace = Path(tempfile.mkdtemp()) / "curate.duckdb"
-    curate = [sys.executable, "-m", "curation.cli"]
+    curate = [sys.executable, "-m", "curate"]
     subprocess.run([*curate, "init", "--demo", "--db", str(workspace)], check=True, cwd=ROOT)
     for command in ("dedupe", "noise"):
         subprocess.run([*curate, command, "--db", str(workspace), "--json"], check=True,

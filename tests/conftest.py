@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import orjson
 import pytest
 
-from curate_ui.common import page_path as page  # noqa: F401  (AppTest.switch_page(page("review")))
+from curate.ui.common import page_path as page  # noqa: F401  (AppTest.switch_page(page("review")))
 from curation import Store, User, import_file
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -24,6 +25,12 @@ def chat(user: str, assistant: str, system: str | None = None) -> list[dict[str,
 def admin(name: str) -> User:
     """An admin called `name`: who sets up test data (the CLI acts as one too)."""
     return User(name, "admin")
+
+
+def unescaped(markdown: str) -> str:
+    """A Markdown element's text as the reader sees it (pages escape data in Markdown, and
+    put an invisible word joiner after ':', '@' and 'www')."""
+    return re.sub(r"\\(.)", r"\1", markdown).replace("\u2060", "")
 
 
 def write_jsonl(path: Path, records: list) -> Path:

@@ -13,7 +13,7 @@ from streamlit.testing.v1 import AppTest
 from curation import import_file
 from curation.auth import PermissionDenied, User
 from curation.review import bulk
-from tests.conftest import PROJECT_ROOT, admin, page, chat, write_jsonl
+from tests.conftest import PROJECT_ROOT, admin, chat, page, unescaped, write_jsonl
 
 LABELS = ("zeta", "alpha", "mid")
 
@@ -118,7 +118,7 @@ def test_bulk_set_label_changes_the_selected_examples_with_one_event_each(browse
     at.selectbox(key="browse_value_label").set_value("bugs").run()
     at.button(key="browse_apply").click().run()
     assert not at.exception
-    assert at.success[0].value == "Set label: 2 changed."
+    assert unescaped(at.success[0].value) == "Set label: 2 changed."
     for example_id in billing:
         example = seeded_store.get(example_id)
         assert (example.label, example.version) == ("bugs", 2)
@@ -143,7 +143,7 @@ def test_select_all_and_reject_needs_a_reason(browse, seeded_store):
     at.text_input(key="browse_reason").set_value("off-topic").run()
     assert at.button(key="browse_apply").label == "Reject: 6 selected"
     at.button(key="browse_apply").click().run()
-    assert at.success[0].value == "Reject: 6 changed."
+    assert unescaped(at.success[0].value) == "Reject: 6 changed."
     assert {e.status for e in seeded_store.find()} == {"rejected"}
     assert {seeded_store.history(e.id)[-1]["reason"] for e in seeded_store.find()} == {
         "off-topic"}
@@ -155,7 +155,7 @@ def test_delete_then_show_deleted_then_restore(browse, seeded_store):
     at = select_rows(at, [2])
     at.selectbox(key="browse_action_live").set_value("delete").run()
     at.button(key="browse_apply").click().run()
-    assert at.success[0].value == "Delete (move to the bin): 1 changed."
+    assert unescaped(at.success[0].value) == "Delete (move to the bin): 1 changed."
     assert seeded_store.get(target).deleted
     assert target not in ids(at) and len(ids(at)) == 5
 
@@ -164,7 +164,7 @@ def test_delete_then_show_deleted_then_restore(browse, seeded_store):
     assert at.selectbox(key="browse_action_bin").options == ["Restore from the bin"]
     at = select_rows(at, [0])
     at.button(key="browse_apply").click().run()
-    assert at.success[0].value == "Restore from the bin: 1 changed."
+    assert unescaped(at.success[0].value) == "Restore from the bin: 1 changed."
     assert not seeded_store.get(target).deleted
     assert [e["action"] for e in seeded_store.history(target)] == ["create", "delete",
                                                                   "restore"]

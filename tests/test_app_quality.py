@@ -21,7 +21,7 @@ from curation.demo import load_demo
 from curation.checks.duplicates import KEEPER_RULE
 from curation.queues import queue_size
 from tests.conftest import (PROJECT_ROOT, admin, chat, page, plant_train_eval_pairs,
-                            write_jsonl)
+                            unescaped, write_jsonl)
 
 RITA = User("rita", "reviewer")
 ANN = User("ann", "annotator")
@@ -80,10 +80,6 @@ def click(at: AppTest, key: str) -> AppTest:
     at.button(key=key).click().run()
     assert not at.exception, at.exception
     return at
-
-
-def unescaped(markdown: str) -> str:
-    return re.sub(r"\\(.)", r"\1", markdown).replace("\u2060", "")
 
 
 def group_keys(at: AppTest, check: str) -> list[str]:
@@ -263,6 +259,26 @@ def test_pointer_opens_the_flagged_queue_in_review(quality_page, noisy):
     click(at, "q_review_flagged")
     assert at.title[0].value == "Review"
     assert at.selectbox(key="rv_queue").value == "flagged"
+
+
+def test_a_link_naming_a_check_opens_its_findings(monkeypatch, noisy):
+    """Other pages link here with ?check=NAME (the Training page's "Settle them" sends
+    leakage); an unknown name is ignored."""
+    monkeypatch.setenv("CURATE_DB", str(noisy.path))
+
+    def shown(wanted: str | None) -> str:
+        at = AppTest.from_file(str(PROJECT_ROOT / "app.py"), default_timeout=60)
+        at.session_state["user"] = RITA
+        if wanted:
+            at.query_params["check"] = wanted
+        at.switch_page(page("quality")).run()
+        assert not at.exception, at.exception
+        return at.segmented_control(key="q_view").value
+
+    default = shown(None)
+    other = next(name for name in ("exact_duplicates", "label_issues") if name != default)
+    assert shown(other) == other
+    assert shown("no_such_check") == default
 
 
 def test_open_in_review_opens_that_example(quality_page, noisy):

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import re
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
 from curation import import_file, review
 from curation.auth import PermissionDenied, User
-from tests.conftest import PROJECT_ROOT, admin, page, chat, write_jsonl
+from tests.conftest import unescaped, PROJECT_ROOT, admin, page, chat, write_jsonl
 
 RITA = User("rita", "reviewer")
 ANN = User("ann", "annotator")
@@ -28,11 +27,6 @@ def review_page(monkeypatch):
         return at
 
     return open_page
-
-
-def unescaped(markdown: str) -> str:
-    """A Markdown element's text as the reader sees it (the page escapes data in Markdown)."""
-    return re.sub(r"\\(.)", r"\1", markdown)
 
 
 def shown_id(at: AppTest) -> int:
@@ -357,7 +351,7 @@ def test_every_queue_is_fed_by_its_checks_on_the_demo_data(review_page, tmp_path
 
     from curation import Store
     from curation.checks.coverage import store_gaps
-    from curation.cli import main
+    from curate.cli import main
     from curation.demo import load_demo
     from curation.queues import REGISTRY, queue_size, upcoming
 

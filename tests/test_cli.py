@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from curation.cli import main
+from curate.cli import main
 from tests.conftest import chat, write_jsonl
 
 

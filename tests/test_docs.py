@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from curation.cli import main
+from curate.cli import main
 from curation.formats import CODES, INPUT_FORMATS, OUTPUT_FORMATS
 from tests.conftest import PROJECT_ROOT
 

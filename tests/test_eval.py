@@ -154,7 +154,7 @@ def test_real_evaluation_writes_eval_json_and_cli_shows_it(evaluated_run, monkey
     from click.testing import CliRunner
 
     import training.eval as ev
-    from curation.cli import main
+    from curate.cli import main
 
     store, run = evaluated_run
     rows = ev.eval_rows_from_store(store)
@@ -210,7 +210,7 @@ def test_real_evaluation_writes_eval_json_and_cli_shows_it(evaluated_run, monkey
 def test_eval_help_has_an_example():
     from click.testing import CliRunner
 
-    from curation.cli import main
+    from curate.cli import main
 
     out = CliRunner().invoke(main, ["eval", "--help"]).output
     assert "Example:" in out and "curate eval" in out
@@ -220,7 +220,7 @@ def test_curate_train_watches_the_run_then_evaluates_and_records_it(file_store, 
                                                                      monkeypatch):
     from click.testing import CliRunner
 
-    from curation.cli import main
+    from curate.cli import main
     from training.eval import read_eval, summary
     from training.models import cached_default_model
     from training.runs import list_runs, recorded_runs
@@ -285,7 +285,7 @@ def _cli(*args: str) -> list[str]:
     """The command line of `curate ARGS` as a process of its own."""
     import sys
 
-    return [sys.executable, "-m", "curation.cli", *args]
+    return [sys.executable, "-m", "curate", *args]
 
 
 def _running(run_dir, after: str | None = None):
@@ -311,7 +311,7 @@ def test_eval_detach_returns_at_once_then_the_result_appears(bg, tmp_path):
     from click.testing import CliRunner
 
     from curation import Store
-    from curation.cli import main
+    from curate.cli import main
     from training.eval import read_eval, summary
     from training.evaluate import EvaluationAlreadyActive, read_eval_job, start_eval, wait_eval
     from training.runs import recorded_runs
@@ -391,7 +391,7 @@ def test_cancel_stops_the_evaluator_and_a_killed_one_reads_as_interrupted(bg):
     from click.testing import CliRunner
 
     from curation import Store
-    from curation.cli import main
+    from curate.cli import main
     from training.eval import read_eval
     from training.evaluate import read_eval_job, start_eval
     from training.runs import group_members

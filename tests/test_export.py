@@ -73,7 +73,7 @@ def test_a_killed_exports_temp_file_is_removed_by_the_next_export(tmp_path):
         child.wait(timeout=30)
         assert temp_files(out.parent) == sorted([left, live_file]) and not out.exists()
 
-        result = subprocess.run([sys.executable, "-m", "curation.cli", "export", str(out),
+        result = subprocess.run([sys.executable, "-m", "curate", "export", str(out),
                                  "--db", str(db)], cwd=PROJECT_ROOT, capture_output=True,
                                 text=True, timeout=120, check=False,
                                 env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)})
@@ -127,7 +127,7 @@ def test_a_reused_snapshot_is_said_in_the_result_and_the_manifest(seeded_store, 
 def test_cli_export_says_a_snapshot_was_reused(seeded_store, tmp_path, as_json):
     db = seeded_store.path
     seeded_store.close()
-    cli = [sys.executable, "-m", "curation.cli", "export", "--db", str(db), "--status",
+    cli = [sys.executable, "-m", "curate", "export", "--db", str(db), "--status",
            "pending", "--name", "ux-openai"] + (["--json"] if as_json else [])
     env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
     runs = [subprocess.run(cli[:4] + [str(tmp_path / f"{i}.jsonl")] + cli[4:], cwd=PROJECT_ROOT,

@@ -102,7 +102,7 @@ def test_the_cli_writes_only_private_files_down_to_the_checkpoints(tmp_path, mod
     env = {**ENV, "CURATE_MODEL_CACHE": str(model_cache)}
 
     def curate(*args: str, stdin: str | None = None) -> str:
-        done = subprocess.run([sys.executable, "-m", "curation.cli", *args, "--db", str(db)],
+        done = subprocess.run([sys.executable, "-m", "curate", *args, "--db", str(db)],
                               cwd=tmp_path, env=env, input=stdin, capture_output=True,
                               text=True, timeout=600, check=False,
                               preexec_fn=lambda: os.umask(0o022))

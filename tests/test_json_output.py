@@ -16,7 +16,7 @@ import pytest
 
 from curation import Store, import_file
 from curation.auth import User
-from curation.cli import main
+from curate.cli import main
 from curation.review import bulk
 from tests.conftest import admin, chat, write_jsonl
 from tests.test_training import TINY_FLAGS
@@ -53,7 +53,7 @@ def workspace(tmp_path_factory, model_cache):
         first = store.find()[0]
         bulk(store, ADMIN, [first.id], "delete")
     env = {**os.environ, "CURATE_MODEL_CACHE": str(model_cache)}
-    run = subprocess.run([sys.executable, "-m", "curation.cli", "train", "--db",
+    run = subprocess.run([sys.executable, "-m", "curate", "train", "--db",
                           "ws/curate.duckdb", "--no-eval", *TINY_FLAGS],
                          cwd=folder, env=env, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr
@@ -98,7 +98,7 @@ def test_json_output_is_one_document_and_nothing_else(workspace, words, model_ca
         workspace = shutil.copytree(workspace, tmp_path / "copy")
     extra = ARGUMENTS.get(words, lambda ws: [])(workspace)
     env = {**os.environ, "CURATE_MODEL_CACHE": str(model_cache)}
-    result = subprocess.run([sys.executable, "-m", "curation.cli", *words, *extra, "--db",
+    result = subprocess.run([sys.executable, "-m", "curate", *words, *extra, "--db",
                              "ws/curate.duckdb", "--json"], cwd=workspace, env=env,
                             stdin=subprocess.DEVNULL, capture_output=True, text=True,
                             timeout=600)

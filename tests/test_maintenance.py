@@ -78,7 +78,7 @@ def test_a_damaged_store_raises_store_corrupt_naming_the_file(tmp_path, kind):
 def test_the_cli_reports_a_damaged_store_in_one_line(tmp_path, kind):
     path = tmp_path / "ws" / "curate.duckdb"
     named = damage(kind, path, tmp_path)
-    result = subprocess.run([sys.executable, "-m", "curation.cli", "stats", "--db", str(path)],
+    result = subprocess.run([sys.executable, "-m", "curate", "stats", "--db", str(path)],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
@@ -108,7 +108,7 @@ def test_query_time_damage_is_named_by_the_cli(tmp_path):
         for i in range(block + 100_000, block + 100_064):
             data[i] ^= 0xFF
     path.write_bytes(bytes(data))
-    result = subprocess.run([sys.executable, "-m", "curation.cli", "export", "--db", str(path),
+    result = subprocess.run([sys.executable, "-m", "curate", "export", "--db", str(path),
                              str(tmp_path / "out.jsonl")],
                             capture_output=True, text=True, timeout=120)
     if result.returncode == 0:
@@ -204,7 +204,7 @@ def test_backup_and_doctor_need_the_admin_role(seeded_store):
 def test_cli_backup_and_doctor(tmp_path):
     path = tmp_path / "ws" / "curate.duckdb"
     _store_with(path, 10, tmp_path)
-    run = [sys.executable, "-m", "curation.cli"]
+    run = [sys.executable, "-m", "curate"]
     made = subprocess.run(run + ["backup", "--db", str(path), "--json"], capture_output=True,
                           text=True, timeout=120, check=True)
     info = orjson.loads(made.stdout)
@@ -296,7 +296,7 @@ def test_the_cli_refuses_an_empty_jsonl(tmp_path, empty_store):
     empty_store.close()
     path = tmp_path / "empty.jsonl"
     path.write_bytes(b"")
-    result = subprocess.run([sys.executable, "-m", "curation.cli", "import", str(path), "--db",
+    result = subprocess.run([sys.executable, "-m", "curate", "import", str(path), "--db",
                              str(empty_store.path)], capture_output=True, text=True, timeout=60)
     assert result.returncode == 1 and "holds no records" in result.stderr
 

@@ -179,7 +179,7 @@ def test_leakage_into_the_snapshot_is_refused_unless_overridden(train_store):
     assert "--allow-leakage" in str(err.value) and len(list_runs(runs_dir)) == 1
     from click.testing import CliRunner
 
-    from curation.cli import main
+    from curate.cli import main
 
     refused = CliRunner().invoke(main, ["train", "--db", str(train_store.path), *TINY_FLAGS])
     assert refused.exit_code == 1 and "1 eval example duplicate" in refused.output
@@ -434,7 +434,7 @@ def test_a_tampered_checkpoint_is_refused_and_runs_no_code(train_store, tmp_path
 # --- (h) the command line, from anywhere ------------------------------------------------------
 
 def _cli(args: list[str], cwd, env: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "curation.cli", *args], cwd=cwd, env=env,
+    return subprocess.run([sys.executable, "-m", "curate", *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=RUN_TIMEOUT + 120,
                           check=False)
 
@@ -520,7 +520,7 @@ def test_runs_cli_lists_and_cancel_cli_refuses_an_ended_run(train_store, tmp_pat
     """Smoke test of the CLI over a run folder written by hand (no trainer process)."""
     from click.testing import CliRunner
 
-    from curation.cli import main
+    from curate.cli import main
     from training.trainer import write_json
 
     run_dir = train_store.path.parent / "runs" / "run-20250101-000000-abcd"

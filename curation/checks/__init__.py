@@ -21,13 +21,13 @@ from curation.auth import User, require
 from curation.checks import duplicates as _duplicates  # noqa: F401  (registers the checks)
 from curation.checks import coverage as _coverage  # noqa: F401
 from curation.checks import noise as _noise  # noqa: F401
-from curation.checks._contract import (REGISTRY, CheckResult, ExampleTable, Finding, Progress,
-                                       get_check, register)
+from curation.checks._contract import (REGISTRY, Check, CheckResult, ExampleTable, Finding,
+                                       Progress, get_check, register)
 from curation.errors import InvalidValue
 from curation.query import ExampleFilter
 from curation.store import Store, utcnow
 
-__all__ = ["REGISTRY", "CheckResult", "ExampleTable", "Finding", "get_check", "register",
+__all__ = ["REGISTRY", "Check", "CheckResult", "ExampleTable", "Finding", "get_check", "register",
            "load_table", "run_check", "stored_findings", "dismiss", "dismissed_pairs",
            "keep_one", "DISMISSALS"]
 

@@ -16,11 +16,15 @@ Design decisions:
 
 from __future__ import annotations
 
+import inspect
+import re
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from curation.errors import InvalidValue
+from curation.text import turns_text
 
 Progress = Callable[[float, str], None]
 
@@ -54,14 +58,22 @@ class CheckResult:
         return sorted((f for f in self.findings if f.is_issue), key=lambda f: f.score)
 
 
+PairSet = set[tuple[int, int]] | frozenset[tuple[int, int]]
+
+
 class Check(Protocol):
-    """A curation check: a name, a title, a paragraph for the SME, and `run`."""
+    """A curation check: a name, a title, a paragraph for the SME, and `run`.
+
+    `run_check` calls `run(table, progress=..., ignore_pairs=...)`: `ignore_pairs` holds the
+    example-id pairs (smaller id first) an SME marked "not duplicates", which a check that
+    relates examples must not report together; other checks accept and ignore it."""
 
     name: str
     title: str
     description: str
 
-    def run(self, examples: "ExampleTable", progress: Progress | None = None) -> CheckResult:
+    def run(self, table: ExampleTable, progress: Progress | None = None,
+            ignore_pairs: PairSet = frozenset()) -> CheckResult:
         ...
 
 
@@ -84,10 +96,10 @@ class ExampleTable:
 
     def prompt(self, i: int) -> str:
         """The user turns of example i, joined: what prompt-only checks compare."""
-        return "\n".join(m["content"] for m in self.messages[i] if m["role"] == "user")
+        return turns_text(self.messages[i])
 
     def response(self, i: int) -> str:
-        return "\n".join(m["content"] for m in self.messages[i] if m["role"] == "assistant")
+        return turns_text(self.messages[i], "assistant")
 
     def text(self, i: int) -> str:
         return "\n".join(m["content"] for m in self.messages[i])
@@ -96,8 +108,34 @@ class ExampleTable:
 REGISTRY: dict[str, Check] = {}
 
 
+_NAME = re.compile(r"[a-z][a-z0-9_]*")  # names appear in URLs, the CLI and the store
+
+
 def register(check: Check) -> Check:
-    """Add a check to the registry under its name."""
+    """Add a check to the registry under its name, after making sure it follows the contract
+    (as cleanlab's registry refuses what is not an `IssueManager`): a lower-case name, a
+    title and a description, and a `run` that takes `progress` and `ignore_pairs`. A second
+    check under a name already taken replaces the first, with a warning."""
+    for attribute in ("name", "title", "description"):
+        value = getattr(check, attribute, None)
+        if not isinstance(value, str) or not value.strip():
+            raise InvalidValue(f"a check needs a non-empty {attribute}; {check!r} has "
+                               f"{value!r}")
+    if not _NAME.fullmatch(check.name):
+        raise InvalidValue(f"check name {check.name!r} must be lower-case letters, digits "
+                           "and underscores, starting with a letter")
+    run = getattr(check, "run", None)
+    if not callable(run):
+        raise InvalidValue(f"check {check.name!r} has no run method")
+    parameters = inspect.signature(run).parameters
+    takes_any = any(p.kind is p.VAR_KEYWORD for p in parameters.values())
+    missing = [p for p in ("progress", "ignore_pairs") if p not in parameters and not takes_any]
+    if missing:
+        raise InvalidValue(f"check {check.name!r}: run() must accept {' and '.join(missing)} "
+                           "(see curation.checks.Check)")
+    if REGISTRY.get(check.name) not in (None, check):
+        warnings.warn(f"check {check.name!r} was already registered; the new one replaces "
+                      "it", stacklevel=2)
     REGISTRY[check.name] = check
     return check
 

@@ -30,7 +30,8 @@ import numpy as np
 import orjson
 
 from curation.auth import User, require
-from curation.checks._contract import CheckResult, ExampleTable, Finding, Progress, register
+from curation.checks._contract import (CheckResult, ExampleTable, Finding, PairSet, Progress,
+                                       register)
 from curation.errors import InvalidValue
 from curation.store import Store
 
@@ -199,7 +200,7 @@ class CoverageCheck:
                         "(default 20 each). The model learns little from a thin label: "
                         "fill the gap before training.")
     def run(self, table: ExampleTable, progress: Progress | None = None,
-            ignore_pairs=frozenset()) -> CheckResult:
+            ignore_pairs: PairSet = frozenset()) -> CheckResult:
         targets = _parse_targets(table.settings.get(TARGETS_KEY))
         gaps = {g.label: g for g in gap_list(table, targets)}
         findings = []

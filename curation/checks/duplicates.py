@@ -45,7 +45,8 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
-from curation.checks._contract import CheckResult, ExampleTable, Finding, Progress, register
+from curation.checks._contract import (CheckResult, ExampleTable, Finding, PairSet, Progress,
+                                       register)
 
 if TYPE_CHECKING:
     from curation.store import Example
@@ -341,7 +342,7 @@ class DuplicateCheck:
         return semantic_pairs(table.embed(), progress=progress, **self.options)
 
     def run(self, table: ExampleTable, progress: Progress | None = None,
-            ignore_pairs: set[tuple[int, int]] = frozenset()) -> CheckResult:
+            ignore_pairs: PairSet = frozenset()) -> CheckResult:
         findings = group_findings(table, self.pairs(table, progress), self.method,
                                   ignore_pairs, transitive=self.method == "exact")
         issues = [f for f in findings if f.is_issue]
@@ -385,7 +386,7 @@ class LeakageCheck:
                         "one.")
 
     def run(self, table: ExampleTable, progress: Progress | None = None,
-            ignore_pairs: set[tuple[int, int]] = frozenset()) -> CheckResult:
+            ignore_pairs: PairSet = frozenset()) -> CheckResult:
         leaks: dict[int, tuple[int, str, float]] = {}  # eval row -> its closest train row
         leaked_to: dict[int, set[int]] = {}  # eval row -> every train row it duplicates
         for check in (EXACT, NEAR, SEMANTIC):

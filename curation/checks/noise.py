@@ -35,7 +35,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from curation.checks._contract import CheckResult, ExampleTable, Finding, Progress, register
+from curation.checks._contract import (CheckResult, ExampleTable, Finding, PairSet, Progress,
+                                       register)
 
 FOLDS = 5
 NEIGHBOURS = 3
@@ -71,7 +72,7 @@ class LabelIssueCheck:
                         "Check the suggested label against the nearest examples shown.")
 
     def run(self, table: ExampleTable, progress: Progress | None = None,
-            ignore_pairs=frozenset()) -> CheckResult:
+            ignore_pairs: PairSet = frozenset()) -> CheckResult:
         from cleanlab.filter import find_label_issues
         from cleanlab.rank import get_label_quality_scores
 
@@ -136,7 +137,7 @@ class OutlierCheck:
     neighbours: int = 10
 
     def run(self, table: ExampleTable, progress: Progress | None = None,
-            ignore_pairs=frozenset()) -> CheckResult:
+            ignore_pairs: PairSet = frozenset()) -> CheckResult:
         from cleanlab.outlier import OutOfDistribution
 
         n = len(table)
@@ -175,7 +176,7 @@ class MismatchCheck:
     flag_rank: float = 0.2
 
     def run(self, table: ExampleTable, progress: Progress | None = None,
-            ignore_pairs=frozenset()) -> CheckResult:
+            ignore_pairs: PairSet = frozenset()) -> CheckResult:
         n = len(table)
         if n < 10:
             return CheckResult(self.name, [], {"examples": n, "issues": 0,

@@ -44,7 +44,7 @@ class AppServer:
     def start(self) -> "AppServer":
         self.log = open(self.db.parent / "server.log", "wb")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "curation.cli", "app", "--db", str(self.db),
+            [sys.executable, "-m", "curate", "app", "--db", str(self.db),
              "--port", str(self.port)],
             cwd=self.db.parent, stdin=subprocess.DEVNULL, stdout=self.log,
             stderr=subprocess.STDOUT)

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.browser
 
 
 def _curate(*args: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "curation.cli", *args], cwd=cwd, env=env,
+    return subprocess.run([sys.executable, "-m", "curate", *args], cwd=cwd, env=env,
                           stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=300)
 
 
@@ -51,7 +51,7 @@ class CurateApp(AppServer):
     def start(self) -> "CurateApp":
         self.log = open(self.cwd / "server.log", "wb")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "curation.cli", "app", "--single-user", "--db",
+            [sys.executable, "-m", "curate", "app", "--single-user", "--db",
              "ws/curate.duckdb", "--port", str(self.port)],
             cwd=self.cwd, env=self.env, stdin=subprocess.DEVNULL, stdout=self.log,
             stderr=subprocess.STDOUT)
@@ -95,8 +95,8 @@ def test_a_pip_installed_copy_serves_the_app(tmp_path, browser):
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     env = {**os.environ, "PYTHONPATH": str(site)}
-    where = subprocess.run([sys.executable, "-c", "import curate_ui, curation, training; "
-                            "print(curate_ui.__file__, curation.__file__, training.__file__)"],
+    where = subprocess.run([sys.executable, "-c", "import curate.ui, curation, training; "
+                            "print(curate.ui.__file__, curation.__file__, training.__file__)"],
                            cwd=elsewhere, env=env, capture_output=True, text=True, check=True)
     assert all(path.startswith(str(site)) for path in where.stdout.split())
     assert _curate("init", "--demo", "--db", "ws/curate.duckdb", cwd=elsewhere,

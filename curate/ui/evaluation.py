@@ -33,12 +33,14 @@ import pandas as pd
 import streamlit as st
 
 from curation import CurateError, ExampleFilter
+from curation.text import duration, turns_text
 from training.eval import (DEFAULT_MARGIN_POINTS, DEFAULT_MAX_NEW_TOKENS, DEFAULT_SHOTS,
                            SYSTEMS, read_eval, with_margin)
 from training.evaluate import (EvalJob, EvaluationAlreadyActive, cancel_eval, read_eval_job,
                                start_eval)
 from training.runs import Run, default_runs_dir, record_runs
-from curate_ui.common import get_store, page_path, plain, require_page, show_error
+from curate.ui.common import (clip, flash, one_line, page_path, page_start, plain, show_error,
+                              workspace)
 
 S = st.session_state
 METRICS = ("accuracy", "macro_f1", "token_f1", "rouge_l")
@@ -50,8 +52,8 @@ PER_PAGE = 10
 CLIP = 600
 POLL_SECONDS = 2
 
-user = require_page("train")
-store = get_store()
+ws = workspace("train")
+store, user = ws.store, ws.user
 runs_dir = default_runs_dir(store.path)
 
 
@@ -59,12 +61,8 @@ def _points(value: float | None) -> float | None:
     return None if value is None else round(value * 100, 1)
 
 
-def _clip(text: str, limit: int = CLIP) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
 def _chart_text(text: str) -> str:
-    return html.escape(_clip(" ".join(str(text).split()), 40))
+    return html.escape(one_line(text, 40))
 
 
 # --- running an evaluation -----------------------------------------------------------------
@@ -112,8 +110,8 @@ def _eval_form(run: Run, key: str) -> None:
     except CurateError as exc:
         show_error(exc)
         return
-    S.ev_flash = f"Evaluation of run {job.run_id} started on {job.status['examples']} " \
-        "eval examples"
+    flash("evaluation", f"Evaluation of run {job.run_id} started on "
+          f"{job.status['examples']} eval examples", ":material/task_alt:")
     st.rerun()
 
 
@@ -136,7 +134,7 @@ def _job_view(run_id: str, was_active: bool) -> None:
         cells.metric("State", job.state, border=True)
         cells.metric("Phase", phase, border=True)
         cells.metric("Answers", f"{job.done}/{job.total}", border=True)
-        cells.metric("ETA (estimate)", _duration(job.eta_seconds), border=True)
+        cells.metric("ETA (estimate)", duration(job.eta_seconds), border=True)
         st.caption(plain(
             f"Started by {job.status.get('requested_by')} at "
             f"{str(job.status.get('requested_at', ''))[:19].replace('T', ' ')} UTC on "
@@ -149,20 +147,14 @@ def _job_view(run_id: str, was_active: bool) -> None:
                 except CurateError as exc:
                     show_error(exc)
                     return
-            S.ev_flash = f"Evaluation of run {job.run_id} cancelled"
+            flash("evaluation", f"Evaluation of run {job.run_id} cancelled",
+                  ":material/task_alt:")
             st.rerun(scope="app")
 
 
 @st.fragment(run_every=POLL_SECONDS)
 def _live(run_id: str) -> None:
     _job_view(run_id, was_active=True)
-
-
-def _duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "—"
-    seconds = round(seconds)
-    return f"{seconds // 60} min {seconds % 60:02d} s" if seconds >= 60 else f"{seconds} s"
 
 
 def _ended(job: EvalJob | None, result: dict[str, Any] | None) -> None:
@@ -254,7 +246,7 @@ def _verdict(result: dict[str, Any]) -> None:
         f"{s['decoding']} decoding, up to {s['max_new_tokens']} new tokens; few-shot "
         f"examples {', '.join(f'#{i}' for i in s.get('shot_ids') or []) or 'none'}; system "
         "prompt " + ("each example's own" if prompt is None else
-                     "none" if prompt == "" else repr(_clip(prompt, 200))) + "."))
+                     "none" if prompt == "" else repr(clip(prompt, 200))) + "."))
 
 
 def _per_label(result: dict[str, Any]) -> None:
@@ -299,8 +291,7 @@ def _per_label(result: dict[str, Any]) -> None:
 def _prompts(ids: list[int]) -> dict[int, str]:
     """The user turns of these examples as they are now in the workspace."""
     found = store.find(ExampleFilter(ids=tuple(sorted(ids)))) if ids else []
-    return {e.id: "\n\n".join(m["content"] for m in e.messages if m["role"] == "user")
-            for e in found}
+    return {e.id: turns_text(e.messages, sep="\n\n") for e in found}
 
 
 def _outputs(result: dict[str, Any]) -> None:
@@ -345,7 +336,7 @@ def _outputs(result: dict[str, Any]) -> None:
                 head.page_link(page_path("review"), label=f"Open #{e['id']} in Review",
                                icon=":material/rate_review:", query_params={"id": e["id"]})
             st.caption("Prompt (user)")
-            st.text(_clip(prompts.get(e["id"], "(no longer in the workspace)")))
+            st.text(clip(prompts.get(e["id"], "(no longer in the workspace)")))
             columns = st.columns(3)
             for column, (title, text, score) in zip(columns, (
                     ("Reference", e["reference"], None),
@@ -353,7 +344,7 @@ def _outputs(result: dict[str, Any]) -> None:
                     ("Fine-tuned", e["fine_tuned"], e["scores"]["fine_tuned"]))):
                 with column:
                     st.caption(title + ("" if score is None else f" · score {score:.2f}"))
-                    st.text(_clip(text) or "(empty answer)")
+                    st.text(clip(text) or "(empty answer)")
 
 
 # --- comparing runs ------------------------------------------------------------------------
@@ -421,9 +412,7 @@ st.title("Evaluation")
 st.caption("Does the fine-tuned model beat the best prompt-only baseline (the base model "
            "zero-shot or with a few examples in the prompt) on the eval split, by enough to "
            "deploy?")
-flash = S.pop("ev_flash", None)
-if flash:
-    st.toast(plain(flash), icon=":material/task_alt:")
+page_start("evaluation", ws, empty_hint="")
 
 runs = record_runs(store, runs_dir)
 completed = [r for r in runs if r.state == "completed"]

@@ -24,13 +24,13 @@ import orjson
 import pandas as pd
 import streamlit as st
 
-from curation import SPLITS, STATUSES, CurateError, ExampleFilter, export_jsonl, import_file
+from curation import SPLITS, STATUSES, CurateError, ExampleFilter
 from curation.formats import (CODES, INPUT_FORMATS, MAPPING_TARGETS, OUTPUT_FORMATS,
                               split_tags)
-from curation.uploads import (IMPORT_REPORTS_DIR, MAX_UPLOAD_BYTES, MAX_UPLOAD_MB,
-                              discard_upload, export_target, preview_cell, preview_file,
-                              remove_stale_uploads, save_upload, suggest_mapping)
-from curate_ui.common import get_store, plain, require_page
+from curation.uploads import (MAX_UPLOAD_BYTES, MAX_UPLOAD_MB, discard_upload, export_target,
+                              preview_cell, preview_file, remove_stale_uploads, save_upload,
+                              suggest_mapping)
+from curate.ui.common import plain, workspace
 
 KIND_NAMES = {"jsonl": "JSON Lines", "json": "a JSON array", "csv": "CSV"}
 TARGET_LABELS = {"prompt": "Prompt (user turn)", "response": "Response (assistant turn)",
@@ -54,10 +54,10 @@ def human_size(size: int) -> str:
     return f"{size / 1024:,.1f} KB" if size < 1024**2 else f"{size / 1024**2:,.1f} MB"
 
 
-user = require_page("import")
-store = get_store()
-workspace = store.path.parent
-remove_stale_uploads(workspace)
+ws = workspace("import")
+store, user = ws.store, ws.user
+folder = store.path.parent  # the workspace folder: uploads, reports, exports
+remove_stale_uploads(folder)
 
 st.title("Import / Export")
 import_tab, export_tab, snapshots_tab = st.tabs(["Import", "Export", "Snapshots"])
@@ -68,7 +68,7 @@ import_tab, export_tab, snapshots_tab = st.tabs(["Import", "Export", "Snapshots"
 def forget_saved_upload() -> None:
     saved = st.session_state.pop("ie_saved", None)
     if saved:
-        discard_upload(workspace, saved["path"])
+        discard_upload(folder, saved["path"])
 
 
 def saved_upload_path(upload) -> Path:
@@ -77,7 +77,7 @@ def saved_upload_path(upload) -> Path:
     if saved and saved["file_id"] == upload.file_id and Path(saved["path"]).is_file():
         return Path(saved["path"])
     forget_saved_upload()
-    path = save_upload(user, workspace, upload, max_bytes=MAX_UPLOAD_BYTES)
+    path = save_upload(user, folder, upload, max_bytes=MAX_UPLOAD_BYTES)
     st.session_state["ie_saved"] = {"file_id": upload.file_id, "path": str(path)}
     return path
 
@@ -209,16 +209,15 @@ def import_form(upload) -> None:
                      text=f"Importing… {done / 2**20:,.1f} of {total / 2**20:,.1f} MB read")
 
     try:
-        report = import_file(store, path, fmt=fmt, mapping=mapping or None, split=split,
-                             status=status, source=source.strip() or upload.name,
-                             tags=split_tags(tags), user=user, progress=progress)
+        report, saved_to = ws.import_file(path, fmt=fmt, mapping=mapping or None, split=split,
+                                          status=status, source=source.strip() or upload.name,
+                                          tags=split_tags(tags), progress=progress)
     except CurateError as exc:
         bar.empty()
         say_error(exc, path, upload.name)
         return
     finally:
         forget_saved_upload()
-    saved_to = report.save(workspace / IMPORT_REPORTS_DIR)
     st.session_state["ie_done"] = {"file_id": upload.file_id, "name": upload.name,
                                    "report": report.to_dict(), "saved_to": str(saved_to)}
     st.rerun()
@@ -263,9 +262,8 @@ with export_tab:
     if submitted:
         try:
             where = ExampleFilter(status=tuple(status), split=tuple(split), label=tuple(label))
-            result = export_jsonl(store, export_target(workspace, name), fmt=out_format,
-                                  where=where, user=user,
-                                  snapshot_name=name.strip() or None)
+            result = ws.export(export_target(folder, name), fmt=out_format, where=where,
+                               name=name.strip() or None)
         except CurateError as exc:
             say_error(exc)
         else:
@@ -301,7 +299,8 @@ with export_tab:
 # --- snapshots -------------------------------------------------------------------------------
 
 with snapshots_tab:
-    snapshots = store.snapshots()
+    items = ws.snapshots()
+    snapshots = [item.snapshot for item in items]
     if not snapshots:
         st.info("No snapshots yet: every export makes one.")
     else:
@@ -313,6 +312,7 @@ with snapshots_tab:
             "Filters": [orjson.dumps(s.filters).decode() for s in snapshots],
             "Created by": [s.created_by for s in snapshots],
             "Created at": [s.created_at for s in snapshots],
+            "Trained in": [", ".join(item.run_ids) for item in items],
         }), hide_index=True,
             column_config={
                 "Content hash": st.column_config.TextColumn(width="medium"),

@@ -25,12 +25,13 @@ import click
 import duckdb
 import orjson
 
-from curation import (CurateError, ExampleFilter, Store, default_db_path, export_jsonl,
-                      import_file)
+from curate.workspace import Workspace
+from curation import CurateError, ExampleFilter, default_db_path
 from curation._files import private_umask
-from curation.auth import ROLES, User, add_user, set_role, users
+from curation.auth import ROLES, User
 from curation.formats import DEFAULT_MAX_FIELD_CHARS, INPUT_FORMATS, OUTPUT_FORMATS, parse_mapping
 from curation.query import SPLITS, STATUSES
+from curation.text import duration
 from curation.store import is_damage, store_error
 from training.eval import DEFAULT_MARGIN_POINTS, DEFAULT_MAX_NEW_TOKENS, DEFAULT_SHOTS
 
@@ -52,10 +53,11 @@ actor_option = click.option("--actor", default=_default_actor, show_default="$CU
                             "cli:<login>", help="Who is recorded in the audit log.")
 
 
-def _open(db: Path | None) -> Store:
+def _open(db: Path | None, actor: str | None = None) -> Workspace:
+    """The workspace at `db` (default `default_db_path()`), acted on as the local admin."""
     path = db or default_db_path()
     click.get_current_context().meta["curate.db"] = path
-    return Store(path)
+    return Workspace.open(path, _cli_user(actor))
 
 
 _json_out = None  # where _print_json writes: the real stdout while a --json command runs
@@ -167,13 +169,11 @@ def init(db, demo, actor):
     Example:
       curate init --db workspace/curate.duckdb --demo
     """
-    with _open(db) as store:
-        click.echo(f"workspace {store.path} ready (schema version {store.schema_version()})")
+    with _open(db, actor) as workspace:
+        click.echo(f"workspace {workspace.path} ready (schema version "
+                   f"{workspace.store.schema_version()})")
         if demo:
-            from curation.demo import load_demo
-
-            report = load_demo(store, user=_cli_user(actor))
-            click.echo(report.summary())
+            click.echo(workspace.load_demo().summary())
 
 
 @main.command()
@@ -193,11 +193,8 @@ def backup(dest, db, as_json):
       curate backup
       curate backup /mnt/safe/curate-monday.duckdb
     """
-    from curation.auth import User
-    from curation.maintenance import backup as make_backup
-
-    with _open(db) as store:
-        result = make_backup(store, dest, user=User(_default_actor(), "admin"))
+    with _open(db) as workspace:
+        result = workspace.backup(dest)
     if as_json:
         _print_json({"path": result.path, "bytes": result.bytes, "counts": result.counts})
     else:
@@ -222,11 +219,9 @@ def doctor(db, restore, as_json):
       curate doctor
       curate doctor --restore workspace/backups/curate-20261201T090000Z.duckdb
     """
-    from curation.auth import User
     from curation.maintenance import doctor as run_doctor
 
-    report = run_doctor(db or default_db_path(), user=User(_default_actor(), "admin"),
-                        restore=restore)
+    report = run_doctor(db or default_db_path(), user=_cli_user(), restore=restore)
     if as_json:
         _print_json(report.to_dict())
     else:
@@ -259,7 +254,7 @@ def import_(file, db, fmt, mapping, split, status, source, tags, max_field_chars
       curate import data/demo/support_tickets.jsonl --status accepted
       curate import tickets.csv --map prompt=text,response=reply,label=category --split eval
     """
-    with _open(db) as store:
+    with _open(db, actor) as workspace:
         bar = None
 
         def progress(done: int, total: int) -> None:
@@ -271,12 +266,11 @@ def import_(file, db, fmt, mapping, split, status, source, tags, max_field_chars
                 bar.__enter__()
             bar.update(done - bar.pos)
 
-        report = import_file(store, file, fmt=fmt, mapping=parse_mapping(mapping), split=split,
-                             status=status, source=source, tags=tags, user=_cli_user(actor),
-                             max_field_chars=max_field_chars, progress=progress)
+        report, saved = workspace.import_file(
+            file, fmt=fmt, mapping=parse_mapping(mapping), split=split, status=status,
+            source=source, tags=tags, max_field_chars=max_field_chars, progress=progress)
         if bar is not None:
             bar.__exit__(None, None, None)
-        saved = report.save(store.path.parent / "import-reports")
     if as_json:
         _print_json({**report.to_dict(), "report_file": str(saved)})
         return
@@ -313,9 +307,8 @@ def export(out, db, fmt, statuses, splits, labels, name, actor, as_json):
       curate export curated.jsonl --split train --format openai
     """
     where = ExampleFilter(status=tuple(statuses), split=tuple(splits), label=tuple(labels))
-    with _open(db) as store:
-        result = export_jsonl(store, out, fmt=fmt, where=where, user=_cli_user(actor),
-                              snapshot_name=name)
+    with _open(db, actor) as workspace:
+        result = workspace.export(out, fmt=fmt, where=where, name=name)
     for leftover in result.removed_temp_files:
         click.echo(f"removed {leftover}, left by an export that was killed", err=True)
     if as_json:
@@ -331,22 +324,28 @@ def export(out, db, fmt, statuses, splits, labels, name, actor, as_json):
 @db_option
 @json_option
 def stats(db, as_json):
-    """Counts of examples by status, split, label and source.
+    """Counts of examples by status, split, label and source, and what needs attention.
 
     \b
     Example:
       curate stats --json
     """
-    with _open(db) as store:
-        figures = store.stats()
+    with _open(db) as workspace:
+        figures = workspace.stats()
+        attention = workspace.needs_attention()
     if as_json:
-        _print_json(figures)
+        _print_json({**figures, "needs_attention": [a.message for a in attention]})
         return
     click.echo(f"{figures['total']:,} examples")
     for key in ("status", "split", "label", "source"):
         click.echo(f"\nby {key}:")
         for value, n in figures[f"by_{key}"].items():
             click.echo(f"  {value if value is not None else '(none)':<30} {n:>8,}")
+    click.echo("\nneeds attention:")
+    for item in attention or []:
+        click.echo(f"  - {item.message}")
+    if not attention:
+        click.echo("  nothing: every example is decided")
 
 
 @main.command()
@@ -359,23 +358,19 @@ def snapshots(db, as_json):
     Example:
       curate snapshots --json
     """
-    from training.runs import record_runs, recorded_runs
-
-    with _open(db) as store:
-        items = store.snapshots()
-        record_runs(store)
-        trained = {s.id: [r["id"] for r in recorded_runs(store, snapshot_id=s.id)]
-                   for s in items}
+    with _open(db) as workspace:
+        items = workspace.snapshots()
     if as_json:
         _print_json([{"id": s.id, "name": s.name, "count": s.count, "content_hash": s.content_hash,
                       "filters": s.filters, "created_by": s.created_by,
-                      "created_at": s.created_at.isoformat(), "runs": trained[s.id]}
-                     for s in items])
+                      "created_at": s.created_at.isoformat(), "runs": item.run_ids}
+                     for item in items for s in [item.snapshot]])
         return
     if not items:
         click.echo("no snapshots yet: `curate export` makes one")
-    for s in items:
-        runs = f"  trained in {', '.join(trained[s.id])}" if trained[s.id] else ""
+    for item in items:
+        s = item.snapshot
+        runs = f"  trained in {', '.join(item.run_ids)}" if item.run_ids else ""
         click.echo(f"{s.id}  {s.count:>7,} examples  sha256 {s.content_hash[:16]}  {s.name}"
                    f"{runs}")
 
@@ -401,13 +396,9 @@ def _findings_json(store, result) -> dict:
 
 
 def _run_checks(db, names, actor, as_json, force):
-    from curation.checks import run_check
-
-    with _open(db) as store:
-        results = [run_check(store, name, user=_cli_user(actor),
-                             progress=_progress_printer(as_json),
-                             force=force) for name in names]
-        payload = [_findings_json(store, r) for r in results]
+    with _open(db, actor) as workspace:
+        results = workspace.run_checks(names, progress=_progress_printer(as_json), force=force)
+        payload = [_findings_json(workspace.store, r) for r in results]
     if as_json:
         _print_json(payload if len(payload) > 1 else payload[0])
         return
@@ -437,16 +428,9 @@ def embed(db, model, as_json):
       curate embed
       curate embed --model /models/bge-small-en-v1.5
     """
-    from curation.checks import load_table
-
-    with _open(db) as store:
-        if model:
-            store.set_setting("embedding_model", model)
-        table = load_table(store, progress=_progress_printer(as_json))
-        vectors = table.embed()
-        model_name = store.setting("embedding_model") or "all-MiniLM-L6-v2"
-    result = {"examples": len(table), "dimension": int(vectors.shape[1]) if len(table) else 0,
-              "model": model_name}
+    with _open(db) as workspace:
+        result = workspace.embed(model=model, progress=_progress_printer(as_json))
+    model_name = result["model"]
     if as_json:
         _print_json(result)
     else:
@@ -507,17 +491,10 @@ def coverage(db, min_per_label, actor, force, as_json):
     Example:
       curate coverage --min-per-label 30 --json
     """
-    from dataclasses import asdict, replace
+    from dataclasses import asdict
 
-    from curation.checks import run_check
-    from curation.checks.coverage import get_targets, set_targets, store_gaps
-
-    with _open(db) as store:
-        if min_per_label is not None:
-            set_targets(store, _cli_user(actor),
-                        replace(get_targets(store), default_min=min_per_label))
-        result = run_check(store, "coverage", user=_cli_user(actor), force=force)
-        gaps = store_gaps(store)
+    with _open(db, actor) as workspace:
+        result, gaps = workspace.coverage(min_per_label=min_per_label, force=force)
     if as_json:
         _print_json({"gaps": [asdict(g) for g in gaps], "queued": len(result.issues)})
         return
@@ -562,8 +539,8 @@ def user_add(name, db, role, email, password_stdin, no_password):
         password = sys.stdin.readline().rstrip("\n")
     else:
         password = click.prompt("password", hide_input=True, confirmation_prompt=True)
-    with _open(db) as store:
-        created = add_user(store, _cli_user(), name, role, password=password, email=email)
+    with _open(db) as workspace:
+        created = workspace.add_user(name, role, password=password, email=email)
     click.echo(f"user {created.name} ({created.role}) created")
 
 
@@ -577,8 +554,8 @@ def user_list(db, as_json):
     Example:
       curate user list --json
     """
-    with _open(db) as store:
-        people = users(store)
+    with _open(db) as workspace:
+        people = workspace.users()
     if as_json:
         _print_json([{"name": u.name, "role": u.role, "email": u.email} for u in people])
         return
@@ -597,8 +574,8 @@ def user_set_role(name, role, db):
     Example:
       curate user set-role alice admin
     """
-    with _open(db) as store:
-        changed = set_role(store, _cli_user(), name, role)
+    with _open(db) as workspace:
+        changed = workspace.set_role(name, role)
     click.echo(f"user {changed.name} is now {changed.role}")
 
 
@@ -606,12 +583,12 @@ LOOPBACK_ADDRESSES = ("127.0.0.1", "localhost", "::1")
 
 
 def _streamlit_settings() -> list[str]:
-    """Curate's Streamlit settings (curate_ui/streamlit_config.toml) as command-line flags, so
+    """Curate's Streamlit settings (curate/ui/streamlit_config.toml) as command-line flags, so
     they apply whatever folder `curate app` is started from."""
     import tomllib
     from importlib.resources import files
 
-    config = tomllib.loads(files("curate_ui").joinpath("streamlit_config.toml").read_text())
+    config = tomllib.loads(files("curate.ui").joinpath("streamlit_config.toml").read_text())
     return [arg for section, options in config.items() for key, value in options.items()
             for arg in (f"--{section}.{key}", str(value).lower() if isinstance(value, bool)
                         else str(value))]
@@ -676,7 +653,7 @@ def app(db, port, address, browser, single_user, unsafe_network):
     url = f"http://{'localhost' if address in LOOPBACK_ADDRESSES else host}:{port}"
     env = {**os.environ, "CURATE_DB": str((db or default_db_path()).resolve()),
            "CURATE_SINGLE_USER": "1" if single_user else "0", "CURATE_LISTEN": f"{host}:{port}"}
-    main_script = files("curate_ui").joinpath("main.py")
+    main_script = files("curate.ui").joinpath("main.py")
     command = [sys.executable, "-m", "streamlit", "run", str(main_script), *_streamlit_settings(),
                "--server.port", str(port), "--server.address", address,
                "--server.headless", "true"]
@@ -717,12 +694,6 @@ def _runs_dir(db: Path | None) -> Path:
     return default_runs_dir(db or default_db_path())
 
 
-def _duration(seconds) -> str:
-    seconds = int(seconds or 0)
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else \
-        f"{seconds // 60}m{seconds % 60:02d}s"
-
-
 def _watch_run(run_dir: Path) -> None:
     """Print each new step until the run ends; a failure becomes the command's error."""
     import time
@@ -737,7 +708,7 @@ def _watch_run(run_dir: Path) -> None:
                 click.echo(f"step {m['step']:>5}/{m.get('total_steps', '?')}  epoch "
                            f"{m['epoch']:.2f}  loss {m['loss']:.4f}  "
                            f"{m['tokens_per_second']:,.0f} tok/s  "
-                           f"ETA {_duration(m['eta_seconds'])}")
+                           f"ETA {duration(m['eta_seconds'])}")
             shown = len(run.metrics)
             if not run.active:
                 break
@@ -787,7 +758,8 @@ def train(db, resume_id, detach, then_eval, allow_leakage, actor, **settings):
     from training.config import TrainConfig
     from training.runs import launch, record_runs, resume
 
-    with _open(db) as store:
+    with _open(db) as workspace:
+        store = workspace.store
         if resume_id:
             if any(v is not None for v in settings.values()) or allow_leakage:
                 raise CurateError("--resume continues a run with its own settings; leave out "
@@ -808,8 +780,8 @@ def train(db, resume_id, detach, then_eval, allow_leakage, actor, **settings):
     try:
         _watch_run(run.dir)
     finally:
-        with _open(db) as store:
-            record_runs(store, run.dir.parent)
+        with _open(db) as workspace:
+            record_runs(workspace.store, run.dir.parent)
     if then_eval:
         _show_eval(_evaluated(run.dir, db, rerun=True, actor=actor))
 
@@ -935,7 +907,8 @@ def _start_eval(run_dir: Path, db: Path | None, actor: str, **settings):
     from curation.auth import User
     from training.evaluate import start_eval
 
-    with _open(db) as store:
+    with _open(db) as workspace:
+        store = workspace.store
         return start_eval(store, User(actor, "admin"), run_dir,
                           shots=settings["shots"], margin_points=settings["margin"],
                           max_new_tokens=settings["max_new_tokens"],
@@ -964,8 +937,8 @@ def _evaluated(run_dir: Path, db: Path | None, *, rerun: bool, shots: int = DEFA
                    f"examples in process {job.pid}", err=True)
         _watch_eval(run_dir)
         result = read_eval(run_dir)
-    with _open(db) as store:
-        record_runs(store, run_dir.parent)
+    with _open(db) as workspace:
+        record_runs(workspace.store, run_dir.parent)
     if margin != result["verdict"].get("margin_points"):
         result = with_margin(result, margin)
     return result
@@ -986,7 +959,7 @@ def _watch_eval(run_dir: Path) -> None:
                 raise CurateError(f"run {run_dir.name} has no evaluation status "
                                   f"({run_dir / 'eval_status.json'} is gone)")
             line = (f"evaluating {job.done}/{job.total} answers ({job.phase or 'loading'})"
-                    + (f", ETA {_duration(job.eta_seconds)}" if job.eta_seconds else ""))
+                    + (f", ETA {duration(job.eta_seconds)}" if job.eta_seconds else ""))
             if job.active and line != shown:
                 click.echo(line, err=True)
                 shown = line

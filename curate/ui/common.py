@@ -10,9 +10,11 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
+from typing import Literal
 
 import streamlit as st
 
+from curate.workspace import Workspace
 from curation import CurateError, ExampleFilter, SPLITS, STATUSES, Store, default_db_path
 from curation.auth import User
 
@@ -31,8 +33,18 @@ def plain(text: object) -> str:
     return escaped.replace("\n", "  \n")
 
 
+def clip(text: str, limit: int = 600) -> str:
+    """`text` cut to `limit` characters, an ellipsis marking the cut."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def one_line(text: str, limit: int = 140) -> str:
+    """`text` on one line (whitespace runs made one space), cut to `limit` characters."""
+    return clip(" ".join(str(text).split()), limit)
+
+
 def page_path(name: str) -> Path:
-    """The absolute path of a page file (`"review"` -> .../curate_ui/review.py), for `st.Page`,
+    """The absolute path of a page file (`"review"` -> .../curate/ui/review.py), for `st.Page`,
     `st.switch_page` and `st.page_link`: valid whichever entry script started the app."""
     return PAGES_DIR / f"{name}.py"
 
@@ -87,6 +99,45 @@ def require_page(action: str) -> User:
                  f"{plain(user.name)} ({user.role}). Ask an admin to change your role.")
         st.stop()
     return user
+
+
+def workspace(action: str = "view") -> Workspace:
+    """The workspace as the signed-in user, who must be allowed `action` (else the page stops
+    with a clear message): what every page calls first."""
+    return Workspace(get_store(), require_page(action))
+
+
+ERROR_ICON = ":material/error:"
+_FLASH_KEY = "curate_flash"  # {page name: (text, icon, details)}: one message per page
+
+
+def flash(page: str, text: str, icon: str = ":material/check_circle:", *,
+          kind: Literal["toast", "success", "error"] | None = None,
+          details: dict | None = None) -> None:
+    """Leave a message for `page` to show after the rerun an action triggers: a toast, or a
+    box that stays (`success`; `error`, the default with `ERROR_ICON`); `details` (id -> why)
+    is shown as a table under it."""
+    kind = kind or ("error" if icon == ERROR_ICON else "toast")
+    st.session_state.setdefault(_FLASH_KEY, {})[page] = (text, icon, kind, details)
+
+
+def page_start(page: str, ws: Workspace, *, empty_hint: str | None = None) -> None:
+    """What every page shows under its title: the message its last action left, then, on a
+    workspace without examples, `empty_hint` (default: how to import some) and a stop.
+    Pass `empty_hint=""` for a page that works on an empty workspace."""
+    message = st.session_state.get(_FLASH_KEY, {}).pop(page, None)
+    if message:
+        text, icon, kind, details = message
+        {"toast": st.toast, "success": st.success, "error": st.error}[kind](plain(text),
+                                                                           icon=icon)
+        if details:
+            st.dataframe({"Id": list(details), "Skipped because": list(details.values())},
+                         hide_index=True)
+    if empty_hint != "" and ws.store.count() == 0:
+        st.info(empty_hint or "This workspace has no examples yet. An admin imports them on "
+                "the Import / Export page, or with `curate import FILE`.",
+                icon=":material/upload_file:")
+        st.stop()
 
 
 def show_error(exc: CurateError) -> None:

@@ -10,7 +10,7 @@ Sign-in, in order of precedence:
   section; the e-mail address the provider returns must belong to a user of the workspace;
 - otherwise local accounts (`curate user add NAME --role ROLE`). There are no default accounts.
   Failed sign-ins are throttled per name and per client address (`curation.auth`).
-Pages live in `curate_ui/` and stay thin: they gather input, call `curation`, and render the result.
+Pages live in `curate/ui/` and stay thin: they gather input, call `curation`, and render the result.
 """
 
 from pathlib import Path
@@ -23,7 +23,7 @@ from curation import CurateError
 from curation._files import private_umask
 from curation.auth import User, sign_in, user_by_email, users
 from curation.store import is_damage, store_error
-from curate_ui.common import get_store, listen_address, page_path, plain, single_user_mode
+from curate.ui.common import get_store, listen_address, page_path, plain, single_user_mode
 
 ICON = Path(__file__).parent / "assets" / "icon.png"  # local: no request leaves the host
 

@@ -22,8 +22,9 @@ import streamlit as st
 
 from curation import SPLITS, CurateError, Example
 from curation.auth import PermissionDenied, User, min_role
+from curation.text import first_turn
 from curation.review import BULK_ACTIONS, BULK_PERMISSION, bulk
-from curate_ui.common import current_user, filter_form, get_store, page_path, plain
+from curate.ui.common import filter_form, flash, one_line, page_path, page_start, plain, workspace
 
 SORT_COLUMNS = {"id": "Id", "updated_at": "Updated at", "created_at": "Created at",
                 "label": "Label", "status": "Status"}
@@ -43,17 +44,8 @@ def may(user: User, action: str) -> bool:
     return user.can(BULK_PERMISSION[action])
 
 
-def one_line(text: str, limit: int = PREVIEW_CHARS) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
 def rows_text(n: int) -> str:
     return f"{n:,} row" if n == 1 else f"{n:,} rows"
-
-
-def first_turn(example: Example, role: str) -> str:
-    return next((m["content"] for m in example.messages if m["role"] == role), "")
 
 
 def table(rows: list[Example]) -> pd.DataFrame:
@@ -64,8 +56,9 @@ def table(rows: list[Example]) -> pd.DataFrame:
         "Split": [e.split for e in rows],
         "Label": [e.label for e in rows],
         "Tags": [list(e.tags) for e in rows],
-        "First user turn": [one_line(first_turn(e, "user")) for e in rows],
-        "Assistant turn": [one_line(first_turn(e, "assistant")) for e in rows],
+        "First user turn": [one_line(first_turn(e.messages, "user"), PREVIEW_CHARS) for e in rows],
+        "Assistant turn": [one_line(first_turn(e.messages, "assistant"), PREVIEW_CHARS)
+                           for e in rows],
         "Version": [e.version for e in rows],
         "Updated by": [e.updated_by for e in rows],
         "Updated at": [e.updated_at for e in rows],
@@ -81,8 +74,8 @@ COLUMN_CONFIG = {
     "Updated at": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm"),
 }
 
-store = get_store()
-user = current_user()
+ws = workspace("view")
+store, user = ws.store, ws.user
 st.title("Browse")
 
 where = filter_form(store, "browse")
@@ -94,13 +87,7 @@ if in_bin:
     where = replace(where, deleted=True)
     st.caption("The bin: deleted examples. They are in no queue and no export until restored.")
 
-flash = st.session_state.pop("browse_flash", None)
-if flash:
-    st.success(flash["text"], icon=":material/done_all:")
-    if flash["conflicts"]:
-        st.dataframe(pd.DataFrame({"Id": list(flash["conflicts"]),
-                                   "Skipped because": list(flash["conflicts"].values())}),
-                     hide_index=True)
+page_start("browse", ws, empty_hint="")
 
 sort_col, dir_col, size_col = st.columns([2, 2, 1], vertical_alignment="bottom")
 sort = sort_col.selectbox("Sort by", list(SORT_COLUMNS), format_func=SORT_COLUMNS.get,
@@ -202,9 +189,8 @@ with act_col:
         except CurateError as exc:
             st.error(plain(str(exc)), icon=":material/error:")
         else:
-            st.session_state["browse_flash"] = {
-                "text": f"{ACTION_LABELS[action]}: {result.summary()}.",
-                "conflicts": dict(result.conflicts)}
+            flash("browse", f"{ACTION_LABELS[action]}: {result.summary()}.",
+                  ":material/done_all:", kind="success", details=dict(result.conflicts))
             st.session_state["browse_generation"] = generation + 1
             st.rerun()
 

@@ -43,38 +43,26 @@ from curation.checks import (
     dismissed_pairs,
     keep_one,
     last_run,
-    run_check,
     stored_findings,
 )
 from curation.checks.duplicates import KEEPER_RULE, DuplicateCheck, LeakageCheck, suggest_keeper
 from curation.review import edit
-from curate_ui.common import get_store, page_path, plain, require_page
+from curation.text import turns_text
+from curate.ui.common import clip, flash, one_line, page_path, page_start, plain, workspace
 
 S = st.session_state
 GROUPS_PER_PAGE = 10
 ITEMS_PER_PAGE = 5
 CLIP = 700  # characters of a turn shown in a card; Review shows the whole example
 HIDDEN_HERE = "coverage"  # shown on the Coverage page
-user = require_page("view")
-store = get_store()
+ws = workspace("view")
+store, user = ws.store, ws.user
 can_act = user.can("decide")
 can_run = user.can("check")
 CHECKS = [name for name in REGISTRY if name != HIDDEN_HERE]
 
 
 # --- small helpers -------------------------------------------------------------------------
-
-def _clip(text: str, limit: int = CLIP) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def _one_line(text: str, limit: int = 140) -> str:
-    return _clip(" ".join(text.split()), limit)
-
-
-def _turns(example: Example, role: str) -> str:
-    return "\n\n".join(m["content"] for m in example.messages if m["role"] == role)
-
 
 def _examples(ids: set[int] | list[int]) -> dict[int, Example]:
     """The examples with these ids, deleted ones left out, in one query."""
@@ -104,11 +92,6 @@ def _open_in_review(example_id: int) -> None:
     st.switch_page(page_path("review"), query_params={"id": str(example_id)})
 
 
-def _flash(text: str, icon: str = ":material/check_circle:") -> None:
-    """A message for the next run: a toast, or an error box when the icon says error."""
-    S.q_flash = (text, icon)
-
-
 # --- running checks ------------------------------------------------------------------------
 
 def _progress_to(bar, prefix: str, start: float = 0.0, share: float = 1.0
@@ -130,9 +113,8 @@ def _run(names: list[str], force: bool) -> None:
         for index, name in enumerate(names):
             check = REGISTRY[name]
             try:
-                result = run_check(store, name, user=user, force=force,
-                                   progress=_progress_to(bar, check.title, index / len(names),
-                                                         1 / len(names)))
+                [result] = ws.run_checks([name], force=force, progress=_progress_to(
+                    bar, check.title, index / len(names), 1 / len(names)))
             except CurateError as exc:
                 failed.append(f"{check.title}: {exc}")
                 continue
@@ -140,9 +122,9 @@ def _run(names: list[str], force: bool) -> None:
         bar.progress(1.0, text="done")
         box.update(label=f"{title}: done", state="complete")
     if failed:
-        _flash("Some checks failed. " + " ".join(failed), ":material/error:")
+        flash("quality", "Some checks failed. " + " ".join(failed), ":material/error:")
     else:
-        _flash(f"{title}: done", ":material/task_alt:")
+        flash("quality", f"{title}: done", ":material/task_alt:")
     if len(names) == 1:
         S.q_view = names[0]
     st.rerun()
@@ -155,19 +137,19 @@ def _keep(name: str, group: tuple[int, ...], radio_key: str) -> None:
     try:
         rejected = keep_one(store, user, list(group), keeper)
     except CurateError as exc:
-        _flash(str(exc), ":material/error:")
+        flash("quality", str(exc), ":material/error:")
         return
-    _flash(f"Kept #{keeper}; rejected " + (", ".join(f"#{i}" for i in rejected) or "nothing")
-           + f" as duplicate of #{keeper}")
+    flash("quality", f"Kept #{keeper}; rejected "
+          + (", ".join(f"#{i}" for i in rejected) or "nothing") + f" as duplicate of #{keeper}")
 
 
 def _not_duplicates(name: str, group: tuple[int, ...]) -> None:
     try:
         dismiss(store, user, name, list(group), "not_duplicates")
     except CurateError as exc:
-        _flash(str(exc), ":material/error:")
+        flash("quality", str(exc), ":material/error:")
         return
-    _flash("Marked " + ", ".join(f"#{i}" for i in group) + " as not duplicates; "
+    flash("quality", "Marked " + ", ".join(f"#{i}" for i in group) + " as not duplicates; "
            "no duplicate check will group them again", ":material/call_split:")
 
 
@@ -176,23 +158,19 @@ def _set_label(example_id: int, base_version: int, label: str) -> None:
         after = edit(store, user, example_id, base_version=base_version, label=label,
                      reason="label suggested by the label-issue check")
     except CurateError as exc:
-        _flash(str(exc), ":material/error:")
+        flash("quality", str(exc), ":material/error:")
         return
-    _flash(f"#{example_id} is now labelled {label} (version {after.version})")
+    flash("quality", f"#{example_id} is now labelled {label} (version {after.version})")
 
 
 def _label_ok(name: str, example_id: int) -> None:
     try:
         dismiss(store, user, name, [example_id], "label_ok")
     except CurateError as exc:
-        _flash(str(exc), ":material/error:")
+        flash("quality", str(exc), ":material/error:")
         return
     S.setdefault("q_label_ok", set()).add((name, example_id))
-    _flash(f"Kept the label of #{example_id}", ":material/thumb_up:")
-
-
-def _review_flagged() -> None:
-    S.rv_queue = "flagged"  # the Review page's queue selector
+    flash("quality", f"Kept the label of #{example_id}", ":material/thumb_up:")
 
 
 # --- findings views ------------------------------------------------------------------------
@@ -211,9 +189,9 @@ def _member(example: Example, role: str, key: str) -> None:
         st.text(f"#{example.id} · {example.status} · {example.split} · "
                 f"label: {example.label or '(none)'}")
         st.caption("User")
-        st.text(_clip(_turns(example, "user")) or "—")
+        st.text(clip(turns_text(example.messages, "user", "\n\n"), CLIP) or "—")
         st.caption("Assistant")
-        st.text(_clip(_turns(example, "assistant")) or "—")
+        st.text(clip(turns_text(example.messages, "assistant", "\n\n"), CLIP) or "—")
         if st.button(f"Open #{example.id} in Review", key=f"{key}_open_{example.id}",
                      icon=":material/rate_review:", type="tertiary"):
             _open_in_review(example.id)
@@ -316,7 +294,7 @@ def _label_issues(name: str, findings: list[Finding]) -> None:
         "Given label": [f.details["given"] for f in open_],
         "Suggested label": [f.details["suggested"] for f in open_],
         "Probability": [f.details["probability"] for f in open_],
-        "Prompt": [_one_line(_turns(examples[f.example_id], "user")) for f in open_],
+        "Prompt": [one_line(turns_text(examples[f.example_id].messages)) for f in open_],
     }), hide_index=True, key=f"q_{name}_table", column_config={
         "Id": st.column_config.NumberColumn(format="%d", width="small"),
         "Score": st.column_config.NumberColumn(format="%.3f", width="small",
@@ -338,9 +316,9 @@ def _label_issues(name: str, findings: list[Finding]) -> None:
             own, given_col, suggested_col = st.columns(3)
             with own:
                 st.caption("This example: user")
-                st.text(_clip(_turns(ex, "user")))
+                st.text(clip(turns_text(ex.messages, "user", "\n\n"), CLIP))
                 st.caption("Assistant")
-                st.text(_clip(_turns(ex, "assistant"), 300))
+                st.text(clip(turns_text(ex.messages, "assistant", "\n\n"), 300))
             for column, ids, label in ((given_col, d["nearest_given"], d["given"]),
                                        (suggested_col, d["nearest_suggested"], d["suggested"])):
                 with column:
@@ -349,7 +327,7 @@ def _label_issues(name: str, findings: list[Finding]) -> None:
                         if other in examples:
                             near = examples[other]
                             st.text(f"#{other} · {near.label or '(no label)'}: "
-                                    f"{_one_line(_turns(near, 'user'), 200)}")
+                                    f"{one_line(turns_text(near.messages), 200)}")
             row = st.container(horizontal=True)
             row.button(f"Set label to {plain(d['suggested'])}", key=f"{key}_relabel",
                        type="primary", icon=":material/label:", disabled=not can_act,
@@ -370,8 +348,9 @@ def _table(name: str, findings: list[Finding]) -> None:
         "Reason": [f.reason for f in rows],
         "Status": [examples[f.example_id].status for f in rows],
         "Label": [examples[f.example_id].label for f in rows],
-        "Prompt": [_one_line(_turns(examples[f.example_id], "user")) for f in rows],
-        "Answer": [_one_line(_turns(examples[f.example_id], "assistant")) for f in rows],
+        "Prompt": [one_line(turns_text(examples[f.example_id].messages)) for f in rows],
+        "Answer": [one_line(turns_text(examples[f.example_id].messages, "assistant"))
+                   for f in rows],
     }), hide_index=True, key=f"q_{name}_table", column_config={
         "Id": st.column_config.NumberColumn(format="%d", width="small"),
         "Score": st.column_config.NumberColumn(format="%.3f", width="small",
@@ -411,18 +390,10 @@ def _findings(name: str) -> None:
 st.title("Quality")
 st.caption("Checks for duplicates, train/eval leakage, likely mislabeled examples and "
            "outliers. Label coverage and gaps are on the Coverage page.")
-flash = S.pop("q_flash", None)
-if flash and flash[1] == ":material/error:":
-    st.error(plain(flash[0]), icon=flash[1])
-elif flash:
-    st.toast(plain(flash[0]), icon=flash[1])
 if not can_act:
     st.caption(f":material/visibility: Your role ({user.role}) sees the findings; running "
                "checks and acting on them needs the reviewer role.")
-if store.count() == 0:
-    st.info("This workspace has no examples yet. Import some on the Import / Export page, "
-            "or with `curate import FILE`.", icon=":material/upload_file:")
-    st.stop()
+page_start("quality", ws)
 
 runs = {name: last_run(store, name) for name in CHECKS}
 counts = {name: len(_flagged(name)) if runs[name] else None for name in CHECKS}
@@ -462,10 +433,12 @@ with st.container(border=True):
                  "answer-mismatch checks wait in the Review page's **Flagged as noisy** "
                  "queue, most severe first.")
     if row.button("Review the flagged examples", key="q_review_flagged",
-                  icon=":material/rate_review:", on_click=_review_flagged):
-        st.switch_page(page_path("review"))
+                  icon=":material/rate_review:"):
+        st.switch_page(page_path("review"), query_params={"queue": "flagged"})
 
 st.header("Findings", anchor=False)
+if st.query_params.get("check") in CHECKS:  # a link from another page: ?check=leakage
+    S.q_view = st.query_params.pop("check")
 if S.get("q_view") not in CHECKS:
     S.q_view = next((n for n in CHECKS if counts[n]), CHECKS[0])
 view = st.segmented_control(

@@ -42,6 +42,7 @@ import pandas as pd
 import streamlit as st
 
 from curation import CurateError, Example
+from curation.text import duration
 from training.config import TrainConfig, help_text
 from training.estimate import (FLOPS_PER_PARAMETER_TOKEN, MATMUL_SAMPLES, RATE_MAX_AGE,
                                count_parameters, epoch_time, model_weights, token_lengths)
@@ -50,7 +51,7 @@ from training.models import DEFAULT_BASE_MODEL, model_cache
 from training.runs import (DEFAULT_TRAIN_FILTER, LeakageUnresolved, Run, RunAlreadyActive,
                            cancel, default_runs_dir, find_leakage, launch, read_run,
                            record_runs, resume)
-from curate_ui.common import get_store, page_path, plain, require_page, show_error
+from curate.ui.common import flash, page_path, page_start, plain, show_error, workspace
 
 S = st.session_state
 POLL_SECONDS = 2.0
@@ -68,27 +69,12 @@ STATE_ICONS = {"starting": ":material/hourglass_top:", "running": ":material/syn
                "completed": ":material/task_alt:", "failed": ":material/error:",
                "cancelled": ":material/block:", "interrupted": ":material/pause_circle:"}
 
-user = require_page("train")
-store = get_store()
+ws = workspace("train")
+store, user = ws.store, ws.user
 runs_dir = default_runs_dir(store.path)
 
 
 # --- small helpers -------------------------------------------------------------------------
-
-def _duration(seconds: float | None) -> str:
-    if seconds is None or not math.isfinite(seconds):
-        return "—"
-    seconds = int(round(seconds))
-    if seconds >= 3600:
-        return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
-    if seconds >= 60:
-        return f"{seconds // 60} min {seconds % 60:02d} s"
-    return f"{seconds} s"
-
-
-def _flash(text: str, icon: str = ":material/check_circle:") -> None:
-    S.tr_flash = (text, icon)
-
 
 def _has_eval(run: Run) -> bool:
     return (run.dir / EVAL_FILE).is_file()
@@ -218,12 +204,12 @@ def _estimate(config: TrainConfig, tokens: int, runs: list[Run]) -> None:
                    "of this model in this workspace, and its weights are not local to size "
                    "it. The first run's live view shows its speed and ETA.")
         return
-    seconds, total = estimate.seconds, _duration(estimate.seconds * config.epochs)
+    seconds, total = estimate.seconds, duration(estimate.seconds * config.epochs)
     speed = estimate.speed
     if speed:
         run, steps = speed.run, speed.steps
         st.markdown(
-            f":material/timer: **Estimate: about {_duration(seconds)} per epoch**, "
+            f":material/timer: **Estimate: about {duration(seconds)} per epoch**, "
             f"{total} for {config.epochs} epoch(s): measured, "
             f"the median {speed.tokens_per_second:,.0f} tokens/s over {steps} "
             f"step{'s' if steps != 1 else ''} of run {plain(run.id)} "
@@ -235,7 +221,7 @@ def _estimate(config: TrainConfig, tokens: int, runs: list[Run]) -> None:
                        "work on the machine changes the speed: take it as a guide.")
         return
     params, rate = estimate.parameters, estimate.flops_per_second
-    st.markdown(f":material/timer: **Estimate, a lower bound: at least {_duration(seconds)} "
+    st.markdown(f":material/timer: **Estimate, a lower bound: at least {duration(seconds)} "
                 f"per epoch** ({total} for {config.epochs} epoch(s)), from FLOPs, not a "
                 f"measurement of training: {FLOPS_PER_PARAMETER_TOKEN} × "
                 f"{params / 1e6:.0f} M parameters × {tokens:,} tokens at the best "
@@ -290,8 +276,7 @@ def _show_leaks(leaks: list[dict[str, Any]]) -> None:
                 "Train example": st.column_config.NumberColumn(format="%d")})
         if st.button("Settle them on the Quality page", key="tr_to_quality",
                      icon=":material/cleaning_services:"):
-            S.q_view = "leakage"  # the Quality page's findings selector
-            st.switch_page(page_path("quality"))
+            st.switch_page(page_path("quality"), query_params={"check": "leakage"})
 
 
 def _launch(config: TrainConfig, allow_leakage: bool) -> None:
@@ -309,7 +294,7 @@ def _launch(config: TrainConfig, allow_leakage: bool) -> None:
         return
     S.tr_show = run.id  # the run selector exists already: it follows on the rerun
     S.pop("tr_allow_leakage", None)  # the override is for this launch only
-    _flash(f"Run {run.id} started on snapshot {run.manifest.get('snapshot_id')} "
+    flash("training", f"Run {run.id} started on snapshot {run.manifest.get('snapshot_id')} "
            f"({run.manifest.get('examples')} examples)", ":material/rocket_launch:")
     st.rerun()
 
@@ -376,7 +361,7 @@ def _run_view(run_id: str, was_active: bool) -> None:
                  border=True)
     cells.metric("Tokens/s", f"{last['tokens_per_second']:,.0f}" if last else "—",
                  border=True)
-    cells.metric("ETA", _duration(last.get("eta_seconds")) if run.active and last else "—",
+    cells.metric("ETA", duration(last.get("eta_seconds")) if run.active and last else "—",
                  border=True)
     if run.state == "failed":
         st.error(f"**Failed:** {plain(run.status.get('reason') or 'no reason recorded')}",
@@ -412,7 +397,7 @@ def _run_view(run_id: str, was_active: bool) -> None:
             except CurateError as exc:
                 show_error(exc)
                 return
-        _flash(f"Run {run.id} cancelled; Resume continues it from its last checkpoint.",
+        flash("training", f"Run {run.id} cancelled; Resume continues it from its last checkpoint.",
                ":material/block:")
         st.rerun(scope="app")
     if run.state in RESUMABLE and row.button("Resume", key="tr_resume",
@@ -422,7 +407,7 @@ def _run_view(run_id: str, was_active: bool) -> None:
         except CurateError as exc:
             st.error(f"**Not resumed:** {plain(exc)}", icon=":material/block:")
             return
-        _flash(f"Run {run.id} resumed from its last checkpoint", ":material/play_arrow:")
+        flash("training", f"Run {run.id} resumed from its last checkpoint", ":material/play_arrow:")
         st.rerun(scope="app")
     with st.expander("Settings and log"):
         st.json(m.get("config") or {}, expanded=False)
@@ -470,9 +455,7 @@ st.title("Training")
 st.caption("Fine-tune a LoRA adapter of the base model on the accepted train examples. "
            "Training runs in a process of its own: it goes on when you close the browser, "
            "and this page shows it again when you come back.")
-flash = S.pop("tr_flash", None)
-if flash:
-    st.toast(plain(flash[0]), icon=flash[1])
+page_start("training", ws, empty_hint="")
 
 runs = record_runs(store, runs_dir)
 if runs:

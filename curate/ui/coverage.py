@@ -33,36 +33,20 @@ import pandas as pd
 import streamlit as st
 
 from curation import SPLITS, CurateError, ExampleFilter
-from curation.checks import load_table, run_check
+from curation.checks import load_table
 from curation.checks.coverage import (Targets, cluster_prompts, gap_list, get_targets,
-                                      set_targets, thin_labels)
+                                      thin_labels)
 from curation.fill import WouldDuplicate, add_example, draft_examples
-from curate_ui.common import get_store, page_path, plain, require_page
+from curation.text import first_turn, turns_text
+from curate.ui.common import flash, one_line, page_path, page_start, plain, workspace
 
 S = st.session_state
 COLOUR_BY = {"cluster": "Cluster", "label": "Label", "split": "Split", "status": "Status"}
 INSPIRATION = 5
 DEFAULT_BASE_MODEL = "SmolLM2-135M-Instruct"
-user = require_page("view")
-store = get_store()
+ws = workspace("view")
+store, user = ws.store, ws.user
 can_target = user.can("set_targets")
-
-
-def _one_line(text: str, limit: int = 140) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def _prompt(messages: list[dict[str, str]]) -> str:
-    return "\n".join(m["content"] for m in messages if m["role"] == "user")
-
-
-def _system(messages: list[dict[str, str]]) -> str:
-    return next((m["content"] for m in messages if m["role"] == "system"), "")
-
-
-def _flash(text: str, icon: str = ":material/check_circle:") -> None:
-    S.cov_flash = (text, icon)
 
 
 def _open_in_review(example_id: int) -> None:
@@ -102,7 +86,7 @@ def _clusters(table, k: int | None):
 
 def _hover(text: str) -> str:
     """Data for Plotly hover text: escaped, wrapped with our own <br>."""
-    lines = textwrap.wrap(_one_line(text, 240), 70) or [""]
+    lines = textwrap.wrap(one_line(text, 240), 70) or [""]
     return "<br>".join(html.escape(line) for line in lines)
 
 
@@ -124,7 +108,7 @@ def _figure(table, clusters, colour: str):
                           dtype=object)
         fig.add_trace(kind(
             x=clusters.coords[rows, 0], y=clusters.coords[rows, 1], mode="markers",
-            name=f"{html.escape(_one_line(value, 40))} ({len(rows)})", customdata=custom,
+            name=f"{html.escape(one_line(value, 40))} ({len(rows)})", customdata=custom,
             marker={"size": 7, "opacity": 0.8},
             hovertemplate="#%{customdata[0]} · %{customdata[2]}<br>%{customdata[1]}"
                           "<extra></extra>"))
@@ -200,7 +184,7 @@ def _selection(table, clusters, chosen: list[int]) -> None:
         "Split": [table.splits[position[i]] for i in chosen],
         "Status": [table.statuses[position[i]] for i in chosen],
         "Cluster": [clusters.names[clusters.assignment[position[i]]] for i in chosen],
-        "Prompt": [_one_line(table.prompt(position[i])) for i in chosen]}),
+        "Prompt": [one_line(table.prompt(position[i])) for i in chosen]}),
         hide_index=True, key="cov_selected", height=38 + 35 * min(len(chosen), 10),
         column_config={"Id": st.column_config.NumberColumn(format="%d", width="small"),
                        "Prompt": st.column_config.TextColumn(width="large")})
@@ -288,24 +272,25 @@ def _targets_section(targets: Targets, labels: list[str]) -> None:
         per_label = {str(row["label"]): int(row["min"]) for _, row in edited.iterrows()
                      if pd.notna(row["min"])}
         try:
-            set_targets(store, user, Targets(int(default), per_label or None))
-            queued = len(run_check(store, "coverage", user=user).issues)
+            queued = len(ws.set_coverage_targets(Targets(int(default), per_label or None))
+                         .issues)
         except CurateError as exc:
             st.error(plain(exc), icon=":material/error:")
             return
-        _flash(f"Targets saved: {int(default)} per label, {len(per_label)} override(s); "
-               f"{queued} example(s) of thin labels are in the Review queue Thin labels")
+        flash("coverage", f"Targets saved: {int(default)} per label, {len(per_label)} "
+              f"override(s); {queued} example(s) of thin labels are in the Review queue Thin "
+              "labels")
         st.rerun()
     _queue_status()
 
 
 def _update_queue() -> None:
     try:
-        queued = len(run_check(store, "coverage", user=user).issues)
+        queued = len(ws.run_checks(["coverage"])[0].issues)
     except CurateError as exc:
-        _flash(str(exc), ":material/error:")
+        flash("coverage", str(exc), ":material/error:")
         return
-    _flash(f"Thin labels queue updated: {queued} example(s)")
+    flash("coverage", f"Thin labels queue updated: {queued} example(s)")
 
 
 def _queue_status() -> None:
@@ -347,7 +332,7 @@ def _save_new(label: str) -> None:
     S.cov_force = False
     S.cov_user = S.cov_answer = ""
     S.cov_saved = saved.id
-    _flash(f"Saved #{saved.id} as a pending example of {label}")
+    flash("coverage", f"Saved #{saved.id} as a pending example of {label}")
 
 
 def _save_draft(draft_id: str) -> None:
@@ -362,7 +347,7 @@ def _save_draft(draft_id: str) -> None:
         draft["duplicate"] = isinstance(exc, WouldDuplicate)
         return
     S.cov_drafts = [d for d in S.cov_drafts if d["id"] != draft_id]
-    _flash(f"Saved draft as #{saved.id}, pending review")
+    flash("coverage", f"Saved draft as #{saved.id}, pending review")
 
 
 def _discard_draft(draft_id: str) -> None:
@@ -384,7 +369,7 @@ def _fill_section(gaps) -> None:
              if e.status != "rejected"]
     known.sort(key=lambda e: e.status != "accepted")
     if S.get("cov_sys_for") != label:
-        systems = Counter(_system(e.messages) for e in known)
+        systems = Counter(first_turn(e.messages, "system") for e in known)
         S.cov_sys = systems.most_common(1)[0][0] if systems else ""
         S.cov_sys_for = label
     left, right = st.columns([3, 2], gap="medium")
@@ -392,7 +377,7 @@ def _fill_section(gaps) -> None:
         st.caption(f"Example prompts of this label ({min(INSPIRATION, len(known))} of "
                    f"{len(known)}), for inspiration")
         for e in known[:INSPIRATION]:
-            st.text(f"#{e.id}: {_one_line(_prompt(e.messages), 300)}")
+            st.text(f"#{e.id}: {one_line(turns_text(e.messages), 300)}")
     with left:
         with st.form("cov_fill", border=True):
             st.text_area("System prompt", key="cov_sys", height=80,
@@ -449,8 +434,9 @@ def _drafts(label: str) -> None:
             with st.container(border=True, key=f"{p}_box"):
                 st.caption(f"Draft of {plain(draft['label'])}")
                 messages = draft["messages"]
-                st.text_area("System prompt", _system(messages), key=f"{p}_sys", height=68)
-                st.text_area("User message", _prompt(messages), key=f"{p}_user")
+                st.text_area("System prompt", first_turn(messages, "system"), key=f"{p}_sys",
+                             height=68)
+                st.text_area("User message", turns_text(messages), key=f"{p}_user")
                 st.text_area("Assistant answer", next(
                     (m["content"] for m in messages if m["role"] == "assistant"), ""),
                     key=f"{p}_answer")
@@ -468,13 +454,7 @@ def _drafts(label: str) -> None:
 # --- the page ------------------------------------------------------------------------------
 
 st.title("Coverage")
-flash = S.pop("cov_flash", None)
-if flash:
-    st.toast(plain(flash[0]), icon=flash[1])
-if store.count() == 0:
-    st.info("This workspace has no examples yet. Import some on the Import / Export page, "
-            "or with `curate import FILE`.", icon=":material/upload_file:")
-    st.stop()
+page_start("coverage", ws)
 
 progress_sink: list = []  # the map's progress bar, once it exists
 

@@ -1,20 +1,19 @@
 """Overview: progress at a glance, reviewer activity, and what needs attention next.
 
-Thin labels are counted against the workspace's coverage targets (`thin_labels`, the same
-definition as the Coverage page and the check feeding the Thin labels queue), and the line
-says when that queue is out of date and how to update it.
+What needs attention comes from `Workspace.needs_attention` (the CLI's and the pages' one
+definition): thin labels are counted against the workspace's coverage targets, and the line
+says when the Thin labels queue is out of date and how to update it.
 """
 
 import pandas as pd
 import streamlit as st
 
+from curate.ui.common import workspace
 from curation import STATUSES
-from curation.checks.coverage import thin_labels
-from curate_ui.common import get_store, require_page
 
-require_page("view")
-store = get_store()
-stats = store.stats()
+ws = workspace("view")
+store = ws.store
+stats = ws.stats()
 
 st.title("Overview")
 st.caption("Workspace file:")
@@ -38,34 +37,13 @@ reviewed = stats["total"] - by_status.get("pending", 0)
 st.progress(reviewed / stats["total"],
             text=f"Reviewed {reviewed:,} of {stats['total']:,} ({reviewed / stats['total']:.0%})")
 
-attention = []
-if by_status.get("pending"):
-    attention.append(f"{by_status['pending']:,} examples wait for a first decision "
-                     "(Review page, queue 'Pending first').")
-if by_status.get("needs_work"):
-    attention.append(f"{by_status['needs_work']:,} examples were sent back as needs work.")
-unlabelled = stats["by_label"].get(None, 0)
-if unlabelled:
-    attention.append(f"{unlabelled:,} examples have no label.")
-if "eval" not in stats["by_split"]:
-    attention.append("No example is in the eval split: hold some out to evaluate training.")
-thin = thin_labels(store)
-if thin.gaps:
-    named = ", ".join(f"{g.label} ({g.train + g.eval} of {g.want})" for g in thin.gaps[:5])
-    more = f" and {len(thin.gaps) - 5} more" if len(thin.gaps) > 5 else ""
-    line = (f"{len(thin.gaps)} label(s) are under their coverage target: {named}{more} "
-            "(Coverage page).")
-    if thin.current:
-        line += f" Their {thin.queued:,} examples are in the Review queue 'Thin labels'."
-    else:
-        line += (" The Review queue 'Thin labels' is out of date"
-                 + ("" if thin.run_at else " (the coverage check never ran)")
-                 + ": run `curate coverage`, or Update the queue on the Coverage page.")
-    attention.append(line)
+attention = ws.needs_attention()
 with st.container(border=True):
     st.subheader("Needs attention")
-    for line in attention or ["Nothing: every example is decided."]:
-        st.text(f"• {line}")
+    for item in attention:
+        st.text(f"• {item.message}")
+    if not attention:
+        st.text("• Nothing: every example is decided.")
 
 
 def _bar(title: str, counts: dict) -> None:

@@ -37,15 +37,15 @@ import streamlit as st
 from curation import CurateError, ExampleFilter, VersionConflict, queues, review
 from curation.queues import QueueItem
 from curation.store import Example
-from curate_ui.common import filter_form, get_store, plain, require_page
+from curate.ui.common import filter_form, flash, page_start, plain, workspace
 
 SHORTCUTS = {"accept": "a", "reject": "x", "needs_work": "n", "skip": "s", "next": "j",
              "previous": "k", "save": "e"}
 DECISION_WORDS = {"accept": "Accepted", "reject": "Rejected", "needs_work": "Sent back"}
 STATUS_BADGE = {"pending": "gray", "accepted": "green", "rejected": "red", "needs_work": "orange"}
 S = st.session_state
-user = require_page("view")
-store = get_store()
+ws = workspace("view")
+store, user = ws.store, ws.user
 
 
 # --- position in the queue -----------------------------------------------------------------
@@ -89,7 +89,7 @@ def _previous() -> None:
         return
     items = queues.upcoming(store, queue, where, before=S.rvq_pos, limit=1)
     if not items:
-        S.rvq_flash = ("This is the first example in the queue.", ":material/first_page:")
+        flash("review", "This is the first example in the queue.", ":material/first_page:")
         return
     _show(items[0], S.rvq_cur)
 
@@ -105,7 +105,7 @@ def _open(example_id: int) -> None:
     try:
         example = store.get(example_id)
     except CurateError as exc:
-        S.rvq_flash = (str(exc), ":material/error:")
+        flash("review", str(exc), ":material/error:")
         return
     _show(QueueItem(example, 0.0, None), None, in_queue=False)
 
@@ -208,7 +208,7 @@ def _act(kind: str, decision: str | None = None, to_version: int | None = None) 
           "reason": S.get(f"{_prefix(ex)}_reason", ""),
           "changes": _changes(ex) if kind in ("decide", "edit") else {}}
     if kind == "edit" and not op["changes"]:
-        S.rvq_flash = ("Nothing to save: no edits.", ":material/info:")
+        flash("review", "Nothing to save: no edits.", ":material/info:")
         return
     _submit(op, ex.version)
 
@@ -237,13 +237,13 @@ def _submit(op: dict[str, Any], base_version: int) -> None:
     S.rvq_conflict = None
     _forget(ex)
     if op["kind"] == "decide":
-        S.rvq_flash = (f"{DECISION_WORDS[op['decision']]} #{ex.id} (version {after.version})",
-                      ":material/check_circle:")
+        flash("review", f"{DECISION_WORDS[op['decision']]} #{ex.id} (version "
+              f"{after.version})", ":material/check_circle:")
         _next()
     else:
         what = ("Saved" if op["kind"] == "edit"
                 else f"Reverted to version {op['to_version']}:")
-        S.rvq_flash = (f"{what} #{ex.id} is now version {after.version}", ":material/save:")
+        flash("review", f"{what} #{ex.id} is now version {after.version}", ":material/save:")
         S.rvq_cur = QueueItem(after, item.rank, item.reason)
 
 
@@ -265,7 +265,7 @@ def _reload_theirs() -> None:
 
 
 def _skip() -> None:
-    S.rvq_flash = (f"Skipped #{S.rvq_cur.example.id}", ":material/skip_next:")
+    flash("review", f"Skipped #{S.rvq_cur.example.id}", ":material/skip_next:")
     _next()
 
 
@@ -481,15 +481,10 @@ def _details(ex: Example, changes: dict[str, Any]) -> None:
 # --- the page ------------------------------------------------------------------------------
 
 st.title("Review")
-flash = S.pop("rvq_flash", None)
-if flash:
-    st.toast(plain(flash[0]), icon=flash[1])
+page_start("review", ws)
 
-if store.count() == 0:
-    st.info("This workspace has no examples yet. Import some on the Import / Export page, "
-            "or with `curate import FILE`.", icon=":material/upload_file:")
-    st.stop()
-
+if st.query_params.get("queue") in queues.REGISTRY:  # a link from another page: ?queue=flagged
+    S.rv_queue = st.query_params.pop("queue")
 top = st.container(horizontal=True, vertical_alignment="bottom")
 queue = top.selectbox("Queue", list(queues.REGISTRY), key="rv_queue", width=280,
                       format_func=lambda name: queues.REGISTRY[name].title,

@@ -1,0 +1,206 @@
+"""The workspace facade: every step a person takes, as one object the CLI and the pages call.
+
+A `Workspace` is one workspace file (with the folders beside it: import reports, runs,
+backups) as seen by one user. Each method is one step of the loop (import a file, run the
+checks, export a snapshot, launch a run, evaluate it, see what needs attention) and returns
+what the step produced; the CLI and the pages gather input, call it and render the result,
+so no step is written twice. Roles are checked in the core, on the user given here.
+
+Design decisions:
+- The facade orchestrates `curation` (the data core) and `training`; it adds no rules of its
+  own beyond the order of steps, so a library user can still call the core directly.
+- It holds an open `Store` and does not own its lifetime unless opened with `Workspace.open`
+  (the app keeps one Store per server process; the CLI opens one per command).
+- Training and evaluation modules are imported inside the methods that need them, so
+  `import curate` stays light for the app's start-up.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from curation import ExampleFilter, Store, export_jsonl, import_file
+from curation.auth import User, add_user, set_role, users
+from curation.checks import CheckResult, Progress, load_table, run_check
+from curation.checks.coverage import (Gap, Targets, get_targets, set_targets, store_gaps,
+                                      thin_labels)
+from curation.embeddings import PACKAGED_MODEL
+from curation.uploads import IMPORT_REPORTS_DIR
+
+if TYPE_CHECKING:
+    from curation import ExportResult, ImportReport, Snapshot
+    from curation.maintenance import BackupResult
+
+
+@dataclass(frozen=True)
+class SnapshotRuns:
+    """A snapshot with the training runs that used it."""
+
+    snapshot: Snapshot
+    run_ids: list[str]
+
+
+@dataclass(frozen=True)
+class Attention:
+    """One thing that needs someone next: what, and on which page it is done."""
+
+    message: str
+    page: str  # the page's file name (`curate.ui.common.page_path(page)`)
+
+
+class Workspace:
+    """One workspace seen by one user: the steps of the curation loop."""
+
+    def __init__(self, store: Store, user: User):
+        self.store = store
+        self.user = user
+        self._owns_store = False
+
+    @classmethod
+    def open(cls, path: str | os.PathLike, user: User) -> Workspace:
+        """Open (or create) the workspace file at `path`; close it with `close()` or `with`."""
+        workspace = cls(Store(path), user)
+        workspace._owns_store = True
+        return workspace
+
+    def close(self) -> None:
+        if self._owns_store:
+            self.store.close()
+
+    def __enter__(self) -> Workspace:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @property
+    def path(self) -> Path:
+        return self.store.path
+
+    @property
+    def reports_dir(self) -> Path:
+        return self.store.path.parent / IMPORT_REPORTS_DIR
+
+    # --- data in and out ------------------------------------------------------------------
+
+    def import_file(self, path: str | os.PathLike, **options) -> tuple[ImportReport, Path]:
+        """Import a file (options as `curation.import_file`); the full report is saved in
+        the workspace's import-reports folder. Returns the report and where it was saved."""
+        report = import_file(self.store, path, user=self.user, **options)
+        return report, report.save(self.reports_dir)
+
+    def export(self, out: str | os.PathLike, *, fmt: str = "openai",
+               where: ExampleFilter = ExampleFilter(status=("accepted",)),
+               name: str | None = None) -> ExportResult:
+        """Export a snapshot of the examples `where` selects to `out` (a new snapshot only
+        when the content changed)."""
+        return export_jsonl(self.store, out, fmt=fmt, where=where, user=self.user,
+                            snapshot_name=name)
+
+    def load_demo(self) -> ImportReport:
+        """Load the demo support-ticket dataset."""
+        from curation.demo import load_demo
+
+        return load_demo(self.store, user=self.user)
+
+    def backup(self, dest: str | os.PathLike | None = None) -> BackupResult:
+        """Copy the workspace consistently into `dest` (default: backups/ beside it)."""
+        from curation.maintenance import backup
+
+        return backup(self.store, dest, user=self.user)
+
+    def stats(self) -> dict:
+        return self.store.stats()
+
+    def snapshots(self) -> list[SnapshotRuns]:
+        """The snapshots, newest first, each with the training runs that used it."""
+        from training.runs import record_runs, recorded_runs
+
+        items = self.store.snapshots()
+        record_runs(self.store)
+        return [SnapshotRuns(s, [r["id"] for r in recorded_runs(self.store, snapshot_id=s.id)])
+                for s in items]
+
+    # --- people ---------------------------------------------------------------------------
+
+    def users(self) -> list[User]:
+        return users(self.store)
+
+    def add_user(self, name: str, role: str, *, password: str | None,
+                 email: str | None = None) -> User:
+        return add_user(self.store, self.user, name, role, password=password, email=email)
+
+    def set_role(self, name: str, role: str) -> User:
+        return set_role(self.store, self.user, name, role)
+
+    # --- checks ---------------------------------------------------------------------------
+
+    def run_checks(self, names: list[str], *, progress: Progress | None = None,
+                   force: bool = False) -> list[CheckResult]:
+        """Run the named checks in order (each reuses its stored result when its input is
+        unchanged, unless `force`)."""
+        return [run_check(self.store, name, user=self.user, progress=progress, force=force)
+                for name in names]
+
+    def embed(self, *, model: str | None = None,
+              progress: Progress | None = None) -> dict:
+        """Embed every prompt (only new or changed ones are computed), after saving `model`
+        as the workspace's embedding model if given. Returns the count, dimension, model."""
+        if model:
+            self.store.set_setting("embedding_model", model)
+        table = load_table(self.store, progress=progress)
+        vectors = table.embed()
+        return {"examples": len(table), "dimension": int(vectors.shape[1]) if len(table) else 0,
+                "model": self.store.setting("embedding_model") or PACKAGED_MODEL}
+
+    def coverage(self, *, min_per_label: int | None = None,
+                 force: bool = False) -> tuple[CheckResult, list[Gap]]:
+        """Optionally set the default target, run the coverage check (it fills the Thin
+        labels queue) and return it with the gap list, worst first."""
+        if min_per_label is not None:
+            set_targets(self.store, self.user,
+                        replace(get_targets(self.store), default_min=min_per_label))
+        result = run_check(self.store, "coverage", user=self.user, force=force)
+        return result, store_gaps(self.store)
+
+    def set_coverage_targets(self, targets: Targets) -> CheckResult:
+        """Save the per-label targets and re-run the coverage check against them (which
+        refills the Thin labels queue)."""
+        set_targets(self.store, self.user, targets)
+        return run_check(self.store, "coverage", user=self.user)
+
+    def needs_attention(self) -> list[Attention]:
+        """What the team should do next, most pressing first (empty: nothing)."""
+        stats = self.store.stats()
+        by_status = stats["by_status"]
+        found = []
+        if by_status.get("pending"):
+            found.append(Attention(f"{by_status['pending']:,} examples wait for a first "
+                                   "decision (Review page, queue 'Pending first').", "review"))
+        if by_status.get("needs_work"):
+            found.append(Attention(f"{by_status['needs_work']:,} examples were sent back as "
+                                   "needs work.", "review"))
+        unlabelled = stats["by_label"].get(None, 0)
+        if unlabelled:
+            found.append(Attention(f"{unlabelled:,} examples have no label.", "browse"))
+        if stats["total"] and "eval" not in stats["by_split"]:
+            found.append(Attention("No example is in the eval split: hold some out to "
+                                   "evaluate training.", "browse"))
+        thin = thin_labels(self.store)
+        if thin.gaps:
+            named = ", ".join(f"{g.label} ({g.train + g.eval} of {g.want})"
+                              for g in thin.gaps[:5])
+            more = f" and {len(thin.gaps) - 5} more" if len(thin.gaps) > 5 else ""
+            line = (f"{len(thin.gaps)} label(s) are under their coverage target: "
+                    f"{named}{more} (Coverage page).")
+            if thin.current:
+                line += f" Their {thin.queued:,} examples are in the Review queue 'Thin labels'."
+            else:
+                line += (" The Review queue 'Thin labels' is out of date"
+                         + ("" if thin.run_at else " (the coverage check never ran)")
+                         + ": run `curate coverage`, or Update the queue on the Coverage page.")
+            found.append(Attention(line, "coverage"))
+        return found
