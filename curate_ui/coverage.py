@@ -36,7 +36,8 @@ from curation import SPLITS, CurateError, ExampleFilter
 from curation.checks import load_table, run_check
 from curation.checks.coverage import (Targets, cluster_prompts, gap_list, get_targets,
                                       set_targets, thin_labels)
-from curation.fill import WouldDuplicate, add_example, draft_examples
+from curation.fill import WouldDuplicate, add_example
+from training.drafts import draft_examples
 from curate_ui.common import get_store, page_path, plain, require_page
 
 S = st.session_state
