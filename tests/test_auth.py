@@ -30,8 +30,8 @@ from curation.exporter import write_snapshot
 from curation.uploads import save_upload
 from tests.conftest import PROJECT_ROOT, chat, write_jsonl
 from training.config import TrainConfig
-from training.runs import cancel, launch, read_run, resume
-from training.trainer import MANIFEST, STATUS
+from training.launcher import cancel, launch, read_run, resume
+from training.run_folder import MANIFEST, STATUS
 
 ANNOTATOR, REVIEWER, ADMIN = (User("ann", "annotator"), User("rita", "reviewer"),
                               User("ada", "admin"))

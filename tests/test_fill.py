@@ -6,8 +6,9 @@ from __future__ import annotations
 import pytest
 
 from curation.auth import User
-from curation.fill import WouldDuplicate, add_example, draft_examples, find_clashes
+from curation.fill import WouldDuplicate, add_example, find_clashes
 from tests.conftest import chat
+from training.drafts import draft_examples
 
 ADMIN = User("ada", "admin")
 

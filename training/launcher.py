@@ -23,9 +23,9 @@ Design decisions:
 - Leakage guard: before snapshotting, `launch` asks the core (`curation.leakage`) for eval
   examples that duplicate the set to be trained on, and refuses with `LeakageUnresolved`
   while an eval example duplicates a train example of the snapshot, since the evaluation
-  would then overstate the model. SMEs resolve it on the Quality page (reject or move one side, or mark "not
-  duplicates"); `allow_leakage=True` is the conscious override, and the manifest records the
-  leaked pairs and who overrode.
+  would then overstate the model. SMEs resolve it on the Quality page (reject or move one
+  side, or mark "not duplicates"); `allow_leakage=True` is the conscious override, and the
+  manifest records the leaked pairs and who overrode.
 - A run whose process died without writing an ending (SIGKILL, power loss) reads as
   `interrupted`; `resume` starts the trainer again on the same folder and it continues from
   the last checkpoint.
