@@ -107,8 +107,8 @@ class EvalJob:
                 "done": self.done, "total": self.total, "eta_seconds": self.eta_seconds,
                 **{k: getattr(self.status, k) for k in ("examples", "requested_by",
                                                         "requested_at", "started_at",
-                                                        "ended_at", "reason", "verdict")},
-                "settings": self.status.settings or None}
+                                                        "ended_at", "reason")},
+                "settings": self.status.settings or None, "verdict": self.status.verdict}
 
 
 # --- the launcher's side --------------------------------------------------------------------
