@@ -40,9 +40,7 @@ def find_leakage(store: Store, user: User, *, where: ExampleFilter = DEFAULT_TRA
     closest of those in the set. Runs the leakage check (or reuses its stored findings)."""
     from curation.checks import run_check
 
-    condition, params = where.where()
-    train_ids = {r[0] for r in store.cursor().execute(
-        f"SELECT id FROM examples WHERE {condition}", params).fetchall()}
+    train_ids = {e.id for e in store.find(where)}
     leaks = []
     for finding in run_check(store, "leakage", user=user, progress=progress).findings:
         if not finding.is_issue:
