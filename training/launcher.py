@@ -232,11 +232,11 @@ def _start(run_dir: Path, cache: str | os.PathLike) -> subprocess.Popen:
     run_dir = run_dir.resolve()
     update_status(run_dir, state="starting", pid=None, reason=None, ended_at=None)
     (run_dir / PID_FILE).unlink(missing_ok=True)
-    proc = spawn("training.trainer", run_dir, "trainer.log",
+    proc = spawn("training.trainer", run_dir, LOG,
                  {"CURATE_MODEL_CACHE": str(Path(cache).resolve())})
     write_json(run_dir / PID_FILE, {"pid": proc.pid, "started_at": now_iso()})
     deadline = time.monotonic() + START_TIMEOUT
-    while read_json(run_dir / STATUS).get("state") == "starting":
+    while RunStatus.read(run_dir / STATUS).state == "starting":
         if exited(proc):
             tail = _log_tail(run_dir / LOG)
             reason = f"the trainer exited (status {proc.returncode}) before it started" + \
