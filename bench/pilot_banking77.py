@@ -11,13 +11,13 @@ What it does, through the same library calls the app and the CLI make:
    `--out`) with `curation.import_file`: the training queries as accepted train examples,
    the test queries as accepted eval examples.
 3. Leakage: Banking77 is templated, so some test queries repeat (or nearly repeat) training
-   queries. `training.runs.find_leakage` (the leakage check `launch` itself runs: exact, near
+   queries. `curation.leakage.find_leakage` (the leakage check `launch` itself runs: exact, near
    and same-meaning duplicates) lists them; each leaked eval example is rejected in the store
    with the reason, so the evaluation only counts queries the model has not seen. The script
    prints how many, and which.
-4. Launches the default pilot run, `training.runs.launch(store, admin, TrainConfig())`
+4. Launches the default pilot run, `training.launcher.launch(store, admin, TrainConfig())`
    (what `curate train` and the Training page call; `launch` refuses leakage, so it passing
-   also checks step 3), waits for it with `training.runs.wait`, printing progress.
+   also checks step 3), waits for it with `training.launcher.wait`, printing progress.
 5. Evaluates it as `curate eval` does: `training.eval.evaluate` on the store's eval rows
    (rejected ones left out) with the run's accepted train rows as the source of shots: the
    base model zero-shot, few-shot with `--shots` (default 10: one example of every intent, so
@@ -124,9 +124,10 @@ def main() -> None:
     from curation import import_file
     from curation.auth import User
     from curation.store import Store
-    from training.config import TrainConfig
+    from curation.leakage import find_leakage
+    from training.config import EvalConfig, TrainConfig
     from training.eval import eval_rows_from_store, evaluate, train_rows_from_run
-    from training.runs import find_leakage, launch, wait
+    from training.launcher import launch, wait
 
     config = TrainConfig(**parse_settings(args.settings))
     if args.out:
@@ -183,34 +184,34 @@ def main() -> None:
                       f"{run.last['eta_seconds']:.0f} s", flush=True)
         times["training"] = time.perf_counter() - began
         if run.state != "completed":
-            sys.exit(f"run {run.id} {run.state}: {run.status.get('reason')}")
-        data = run.status.get("data", {})
+            sys.exit(f"run {run.id} {run.state}: {run.status.reason}")
+        data = run.status.data
         print(f"run {run.id} completed in {times['training']:.0f} s: {run.last['step']} steps, "
               f"final loss {run.last['loss']:.3f}, {data.get('tokens', 0):,} tokens per epoch, "
-              f"{run.status.get('precision')}")
+              f"{run.status.precision}")
 
         began = time.perf_counter()
         rows = eval_rows_from_store(store)
         result = evaluate(run.dir, rows, train_rows_from_run(run.dir),
-                          system_prompt=SYSTEM_PROMPT, shots=args.shots,
-                          margin_points=args.margin)
+                          EvalConfig(system_prompt=SYSTEM_PROMPT, shots=args.shots,
+                                     margin_points=args.margin))
         times["evaluation"] = time.perf_counter() - began
     finally:
         store.close()
 
-    by_system = result.get("wall_seconds_by_system", {})
+    by_system = result.wall_seconds_by_system
     times |= {f"eval_{k}": v for k, v in by_system.items()}
     times["total"] = times["leakage_check"] + times["training"] + times["evaluation"]
-    systems, baseline = result["systems"], result["baseline"]
+    systems, baseline = result.systems, result.baseline
     gain = (systems["fine_tuned"]["accuracy"] - baseline["accuracy"]) * 100
     print(f"\nevaluation on {len(rows)} eval examples ({args.shots} shots, "
-          f"{result['settings']['max_new_tokens_used']} new tokens at most):")
+          f"{result.settings['max_new_tokens_used']} new tokens at most):")
     for name in ("zero_shot", "few_shot", "fine_tuned"):
         m = systems[name]
         mark = "  (baseline)" if name == baseline["system"] else ""
         print(f"  {name:<11} accuracy {m['accuracy'] * 100:5.1f}  macro-F1 "
               f"{m['macro_f1'] * 100:5.1f}  {by_system.get(name, 0):5.0f} s{mark}")
-    print(f"{result['verdict']['decision'].upper()}: {result['verdict']['reason']}")
+    print(f"{result.verdict['decision'].upper()}: {result.verdict['reason']}")
     print("wall times: " + ", ".join(f"{k} {v:.0f} s" for k, v in times.items()))
     minutes = (times["training"] + times["evaluation"]) / 60
     print(f"target time: training + evaluation {minutes:.1f} min (< {TARGET_MINUTES:g}: "
@@ -225,7 +226,7 @@ def main() -> None:
             "config": config.to_dict(), "run_id": run.id,
             "accuracy": {k: systems[k]["accuracy"] for k in systems},
             "macro_f1": {k: systems[k]["macro_f1"] for k in systems},
-            "baseline": baseline["system"], "verdict": result["verdict"],
+            "baseline": baseline["system"], "verdict": result.verdict,
             "seconds": {k: round(v, 1) for k, v in times.items()}}, indent=2))
     if not args.out:
         shutil.rmtree(workspace, ignore_errors=True)

@@ -120,7 +120,7 @@ def window(ends: list[float], tokens: list[int], warmup: int, steps: int) -> dic
 
 def run_ours(work: Path, args, cache: Path) -> dict:
     from training.config import TrainConfig, default
-    from training.trainer import MANIFEST, read_metrics, write_json
+    from training.run_folder import MANIFEST, read_metrics, write_json
 
     run_dir = work / f"ours-{time.monotonic_ns()}"
     run_dir.mkdir()

@@ -33,7 +33,8 @@ from curation.formats import DEFAULT_MAX_FIELD_CHARS, INPUT_FORMATS, OUTPUT_FORM
 from curation.query import SPLITS, STATUSES
 from curation.text import duration
 from curation.store import is_damage, store_error
-from training.eval import DEFAULT_MARGIN_POINTS, DEFAULT_MAX_NEW_TOKENS, DEFAULT_SHOTS
+from training.config import EvalConfig, default, help_text
+from training.run_folder import EvalResult
 
 
 
@@ -670,12 +671,10 @@ def app(db, port, address, browser, single_user, unsafe_network):
         raise SystemExit(server.wait()) from None
 
 
-# --- training runs (training.runs) ------------------------------------------------------------
+# --- training runs (training.launcher) ------------------------------------------------------------
 
 def _train_setting_options(func):
     """One option per TrainConfig field named here, its help text taken from the field."""
-    from training.config import default, help_text
-
     settings = [("--epochs", "epochs", int), ("--rank", "r", int), ("--alpha", "alpha", int),
                 ("--lr", "learning_rate", float), ("--batch-size", "batch_size", int),
                 ("--max-seq-length", "max_seq_length", int), ("--base-model", "base_model", str),
@@ -689,7 +688,7 @@ def _train_setting_options(func):
 
 
 def _runs_dir(db: Path | None) -> Path:
-    from training.runs import default_runs_dir
+    from training.launcher import default_runs_dir
 
     return default_runs_dir(db or default_db_path())
 
@@ -698,7 +697,7 @@ def _watch_run(run_dir: Path) -> None:
     """Print each new step until the run ends; a failure becomes the command's error."""
     import time
 
-    from training.runs import read_run
+    from training.launcher import read_run
 
     shown = 0
     try:
@@ -720,7 +719,7 @@ def _watch_run(run_dir: Path) -> None:
     if run.state == "completed":
         click.echo(f"run {run.id} completed; adapter in {run.adapter_dir}")
         return
-    reason = run.status.get("reason") or f"the trainer stopped without a word; see " \
+    reason = run.status.reason or f"the trainer stopped without a word; see " \
         f"{run_dir / 'trainer.log'}, then `curate train --resume {run.id}`"
     raise CurateError(f"run {run.id} {run.state}: {reason}")
 
@@ -756,7 +755,7 @@ def train(db, resume_id, detach, then_eval, allow_leakage, actor, **settings):
       curate train --detach && curate runs
     """
     from training.config import TrainConfig
-    from training.runs import launch, record_runs, resume
+    from training.launcher import launch, record_runs, resume
 
     with _open(db) as workspace:
         store = workspace.store
@@ -768,12 +767,12 @@ def train(db, resume_id, detach, then_eval, allow_leakage, actor, **settings):
         else:
             config = TrainConfig(**{k: v for k, v in settings.items() if v is not None})
             run = launch(store, _cli_user(actor), config, allow_leakage=allow_leakage)
-    leaks = run.manifest.get("leakage", {}).get("pairs") or []
+    leaks = run.manifest.leaked_pairs
     if leaks and not resume_id:
         click.echo(f"warning: training despite {len(leaks)} leaked eval examples "
                    "(--allow-leakage); the evaluation will overstate the model", err=True)
     click.echo(f"run {run.id} {'resumed' if resume_id else 'started'} on snapshot "
-               f"{run.manifest.get('snapshot_id')} ({run.manifest.get('examples')} examples); "
+               f"{run.manifest.snapshot_id} ({run.manifest.examples} examples); "
                f"folder {run.dir}")
     if detach:
         return
@@ -796,7 +795,7 @@ def runs(db, as_json):
     Example:
       curate runs --json
     """
-    from training.runs import list_runs
+    from training.launcher import list_runs
 
     items = list_runs(_runs_dir(db))
     if as_json:
@@ -805,7 +804,7 @@ def runs(db, as_json):
     if not items:
         click.echo("no training runs yet: `curate train` starts one")
     for r in items:
-        click.echo(f"{r.summary()}  snapshot {r.manifest.get('snapshot_id')}")
+        click.echo(f"{r.summary()}  snapshot {r.manifest.snapshot_id}")
 
 
 @main.command()
@@ -818,8 +817,8 @@ def cancel(run_id, db):
     Example:
       curate cancel run-20250101-120000-ab12
     """
-    from training.runs import cancel as cancel_run
-    from training.runs import find_run
+    from training.launcher import cancel as cancel_run
+    from training.launcher import find_run
 
     run = cancel_run(_cli_user(), find_run(_runs_dir(db), run_id))
     click.echo(f"run {run.id} {run.state}")
@@ -836,14 +835,14 @@ def cancel(run_id, db):
 @click.option("--cancel", "cancel_it", is_flag=True,
               help="Stop the run's evaluation (its whole process group); the last stored "
                    "result stays.")
-@click.option("--shots", type=int, default=DEFAULT_SHOTS, show_default=True,
-              help="Accepted train examples shown to the few-shot baseline.")
-@click.option("--margin", type=float, default=DEFAULT_MARGIN_POINTS, show_default=True,
-              help="Points (of 100) by which the fine-tuned model must beat the baseline.")
-@click.option("--max-new-tokens", type=int, default=DEFAULT_MAX_NEW_TOKENS, show_default=True,
-              help="Longest answer generated per example.")
+@click.option("--shots", type=int, default=default("shots", EvalConfig), show_default=True,
+              help=help_text("shots", EvalConfig))
+@click.option("--margin", type=float, default=default("margin_points", EvalConfig),
+              show_default=True, help=help_text("margin_points", EvalConfig))
+@click.option("--max-new-tokens", type=int, default=default("max_new_tokens", EvalConfig),
+              show_default=True, help=help_text("max_new_tokens", EvalConfig))
 @click.option("--system-prompt", default=None, metavar="TEXT",
-              help="System prompt for all three systems. Default: each example's own.")
+              help=help_text("system_prompt", EvalConfig))
 @actor_option
 def eval_(run_id, db, as_json, rerun, detach, cancel_it, shots, margin, max_new_tokens,
           system_prompt, actor):
@@ -865,13 +864,13 @@ def eval_(run_id, db, as_json, rerun, detach, cancel_it, shots, margin, max_new_
       curate eval run-20250101-120000-ab12 --rerun --detach
       curate eval run-20250101-120000-ab12 --cancel
     """
-    from training.eval import read_eval, summary
     from training.evaluate import cancel_eval, read_eval_job
-    from training.runs import find_run
+    from training.launcher import find_run
+    from training.run_folder import read_eval
 
     run_dir = find_run(_runs_dir(db), run_id)
     if cancel_it:
-        job = cancel_eval(run_dir)
+        job = cancel_eval(_cli_user(actor), run_dir)
         if as_json:
             _print_json(job.to_dict())
         else:
@@ -890,14 +889,14 @@ def eval_(run_id, db, as_json, rerun, detach, cancel_it, shots, margin, max_new_
             _print_json(job.to_dict())
         else:
             click.echo(f"evaluation of run {job.run_id} started (pid {job.pid}) on "
-                       f"{job.status.get('examples')} eval examples; follow it with `curate "
+                       f"{job.status.examples} eval examples; follow it with `curate "
                        f"eval {job.run_id}`, stop it with `curate eval {job.run_id} --cancel`")
         return
     result = _evaluated(run_dir, db, rerun=rerun, shots=shots, margin=margin,
                         max_new_tokens=max_new_tokens, system_prompt=system_prompt,
                         actor=actor)
     if as_json:
-        _print_json(summary(result))
+        _print_json(result.summary())
     else:
         _show_eval(result)
 
@@ -908,22 +907,23 @@ def _start_eval(run_dir: Path, db: Path | None, actor: str, **settings):
     from training.evaluate import start_eval
 
     with _open(db) as workspace:
-        store = workspace.store
-        return start_eval(store, User(actor, "admin"), run_dir,
-                          shots=settings["shots"], margin_points=settings["margin"],
-                          max_new_tokens=settings["max_new_tokens"],
-                          system_prompt=settings["system_prompt"])
+        return start_eval(workspace.store, User(actor, "admin"), run_dir, EvalConfig(
+            shots=settings["shots"], margin_points=settings["margin"],
+            max_new_tokens=settings["max_new_tokens"],
+            system_prompt=settings["system_prompt"]))
 
 
-def _evaluated(run_dir: Path, db: Path | None, *, rerun: bool, shots: int = DEFAULT_SHOTS,
-               margin: float = DEFAULT_MARGIN_POINTS,
-               max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
-               system_prompt: str | None = None, actor: str | None = None) -> dict:
+def _evaluated(run_dir: Path, db: Path | None, *, rerun: bool,
+               shots: int = default("shots", EvalConfig),
+               margin: float = default("margin_points", EvalConfig),
+               max_new_tokens: int = default("max_new_tokens", EvalConfig),
+               system_prompt: str | None = None, actor: str | None = None) -> EvalResult:
     """The run's evaluation: the one running (followed), the stored one (re-judged with
     `margin`), or a new one started and followed; recorded in the store."""
-    from training.eval import read_eval, with_margin
+    from training.eval import with_margin
     from training.evaluate import read_eval_job
-    from training.runs import record_runs
+    from training.launcher import record_runs
+    from training.run_folder import read_eval
 
     job = read_eval_job(run_dir)
     result = None if rerun else read_eval(run_dir)
@@ -933,13 +933,13 @@ def _evaluated(run_dir: Path, db: Path | None, *, rerun: bool, shots: int = DEFA
     elif result is None:
         job = _start_eval(run_dir, db, actor or _default_actor(), shots=shots, margin=margin,
                           max_new_tokens=max_new_tokens, system_prompt=system_prompt)
-        click.echo(f"evaluating run {run_dir.name} on {job.status.get('examples')} eval "
+        click.echo(f"evaluating run {run_dir.name} on {job.status.examples} eval "
                    f"examples in process {job.pid}", err=True)
         _watch_eval(run_dir)
         result = read_eval(run_dir)
     with _open(db) as workspace:
         record_runs(workspace.store, run_dir.parent)
-    if margin != result["verdict"].get("margin_points"):
+    if margin != result.verdict.get("margin_points"):
         result = with_margin(result, margin)
     return result
 
@@ -972,23 +972,23 @@ def _watch_eval(run_dir: Path) -> None:
                    err=True)
         sys.exit(130)
     if job.state != "completed":
-        reason = job.status.get("reason") or f"the evaluator stopped without a word; see " \
+        reason = job.status.reason or f"the evaluator stopped without a word; see " \
             f"{run_dir / 'eval.log'}, then `curate eval {run_dir.name} --rerun`"
         raise CurateError(f"evaluation of run {run_dir.name} {job.state}: {reason}")
     click.echo(f"evaluated {job.done}/{job.total} answers", err=True)
 
 
-def _show_eval(result: dict) -> None:
-    metric = result["primary_metric"]
+def _show_eval(result: EvalResult) -> None:
+    metric = result.primary_metric
     for name in ("zero_shot", "few_shot", "fine_tuned"):
-        m = result["systems"][name]
-        mark = "  (baseline)" if name == result["baseline"]["system"] else ""
+        m = result.systems[name]
+        mark = "  (baseline)" if name == result.baseline["system"] else ""
         click.echo(f"{name:<11} {metric} {m['primary'] * 100:5.1f}  token_f1 "
                    f"{m['token_f1'] * 100:5.1f}  rouge_l {m['rouge_l'] * 100:5.1f}{mark}")
-    o = result.get("outcomes") or {}
+    o = result.outcomes
     click.echo(f"fine-tuned vs baseline: {o.get('win', 0)} wins, {o.get('loss', 0)} losses, "
-               f"{o.get('tie', 0)} ties over {result['settings']['eval_examples']} examples")
-    click.echo(f"{result['verdict']['decision'].upper()}: {result['verdict']['reason']}")
+               f"{o.get('tie', 0)} ties over {result.settings['eval_examples']} examples")
+    click.echo(f"{result.verdict['decision'].upper()}: {result.verdict['reason']}")
 
 
 if __name__ == "__main__":

@@ -117,7 +117,7 @@ class Workspace:
 
     def snapshots(self) -> list[SnapshotRuns]:
         """The snapshots, newest first, each with the training runs that used it."""
-        from training.runs import record_runs, recorded_runs
+        from training.launcher import record_runs, recorded_runs
 
         items = self.store.snapshots()
         record_runs(self.store)

@@ -30,17 +30,16 @@ def train_and_evaluate(workspace: Path) -> None:
     from curation.auth import User
     from training.config import TrainConfig
     from training.eval import eval_rows_from_store, evaluate, train_rows_from_run
-    from training.runs import ENDED_STATES, launch, read_run
+    from training.launcher import ENDED_STATES, launch, read_run
 
     with Store(workspace) as store:
         run = launch(store, User("demo", "admin"), TrainConfig(**TRAIN), allow_leakage=True)
-        while read_run(run.dir).status.get("state") not in ENDED_STATES:
+        while read_run(run.dir).status.state not in ENDED_STATES:
             time.sleep(2)
         run = read_run(run.dir)
         if run.state != "completed":
-            raise SystemExit(f"training run {run.id} {run.state}: {run.status.get('reason')}")
-        evaluate(run.dir, eval_rows_from_store(store), train_rows_from_run(run.dir),
-                 system_prompt=None)
+            raise SystemExit(f"training run {run.id} {run.state}: {run.status.reason}")
+        evaluate(run.dir, eval_rows_from_store(store), train_rows_from_run(run.dir))
 
 
 def main() -> None:

@@ -280,7 +280,8 @@ def test_an_uploaded_mapping_imports_through_the_core(tmp_path, empty_store):
 
 
 def test_csv_preview_lists_unreadable_rows_instead_of_failing(tmp_path):
-    path = save_upload(admin("t"), tmp_path / "ws", b"question,answer\nq1,a1\n" + b'"' + b"x" * 200_000
+    path = save_upload(admin("t"), tmp_path / "ws",
+                       b"question,answer\nq1,a1\n" + b'"' + b"x" * 200_000
                        + b'",a2\nq\x003,a3\nq4,a4\n')
     preview = preview_file(path)
     assert [r["question"] for r in preview.records] == ["q1", "x" * 200_000, "q4"]

@@ -20,10 +20,12 @@ from tests.conftest import PROJECT_ROOT, admin, chat, page as page_path
 from tests.test_eval import TICKETS
 from tests.test_training import ADMIN, RUN_TIMEOUT, TINY, _wait_for
 from training.config import TrainConfig
-from training.eval import read_eval, summary, with_margin
+from training.config import EvalConfig
+from training.eval import with_margin
 from training.evaluate import cancel_eval, read_eval_job, start_eval, wait_eval
-from training.runs import (ENDED_STATES, cancel, group_members, launch, list_runs, read_run,
-                           recorded_runs)
+from training.launcher import ENDED_STATES, cancel, launch, list_runs, read_run, recorded_runs
+from training.processes import group_members
+from training.run_folder import read_eval
 
 RITA = User("rita", "reviewer")
 EVAL_TICKETS = [("I was billed the wrong amount", "billing"),
@@ -52,10 +54,10 @@ def trained(tmp_path_factory, model_cache):
         _tickets(store)
         run = launch(store, ADMIN, TrainConfig(**{**TINY, "batch_size": 3},
                                                checkpoint_every_steps=0))
-        _wait_for(lambda: read_run(run.dir).status.get("state") in ENDED_STATES,
+        _wait_for(lambda: read_run(run.dir).status.state in ENDED_STATES,
                   timeout=RUN_TIMEOUT, what="the run to end")
         run = read_run(run.dir)
-        assert run.state == "completed", run.status.get("reason")
+        assert run.state == "completed", run.status.reason
         yield store, run
     store.close()
 
@@ -185,7 +187,7 @@ def test_completed_run_is_shown_with_its_curve_and_a_measured_estimate(open_page
     assert "tr_resume" not in [b.key for b in at.button]  # completed: nothing to resume
     table = _frame(at, "Final loss")
     assert table["Run"].tolist() == [run.id] and table["State"].tolist() == ["completed"]
-    assert table["Final loss"].tolist() == [run.status["final"]["loss"]]
+    assert table["Final loss"].tolist() == [run.status.final["loss"]]
     # listing the runs recorded the ended run in the store (launch recorded it starting)
     [recorded] = recorded_runs(store)
     assert (recorded["id"], recorded["state"], recorded["steps"], recorded["final_loss"]) == \
@@ -226,12 +228,12 @@ def test_launch_from_the_page_with_leakage_override_refusal_and_cancel(open_page
     _run(at)
     [run] = list_runs(store.path.parent / "runs")
     try:
-        config = run.manifest["config"]
+        config = run.manifest.config
         assert (config["r"], config["batch_size"], config["max_seq_length"],
                 config["epochs"], config["learning_rate"]) == (2, 2, 64, 1, 1e-3)
-        assert run.manifest["created_by"] == ADMIN.name
-        assert run.manifest["leakage"]["overridden_by"] == ADMIN.name
-        assert [p["eval_id"] for p in run.manifest["leakage"]["pairs"]] == [leaked_eval]
+        assert run.manifest.created_by == ADMIN.name
+        assert run.manifest.leakage["overridden_by"] == ADMIN.name
+        assert [p["eval_id"] for p in run.manifest.leakage["pairs"]] == [leaked_eval]
         assert at.selectbox(key="tr_view").value == run.id
         assert _metrics(at)["State"] in ("starting", "running")
         assert not at.checkbox(key="tr_allow_leakage").value  # for that launch only
@@ -286,31 +288,31 @@ def test_evaluation_page_evaluates_and_shows_the_result(open_page, trained):
     _run(at)
     # the evaluation runs in a process of its own; the page follows it, then shows the result
     job = read_eval_job(run.dir)
-    assert job is not None and job.status["requested_by"] == ADMIN.name
+    assert job is not None and job.status.requested_by == ADMIN.name
     if job.active:
         assert "ev_cancel" in [b.key for b in at.button]
     assert wait_eval(run.dir, timeout=RUN_TIMEOUT).state == "completed"
     _run(at)
     stored = read_eval(run.dir)
-    assert stored is not None and stored["settings"]["system_prompt"] == "Answer with one word."
-    assert stored["settings"]["shots"] == 1 and stored["settings"]["eval_examples"] == 3
+    assert stored is not None and stored.settings["system_prompt"] == "Answer with one word."
+    assert stored.settings["shots"] == 1 and stored.settings["eval_examples"] == 3
     # the store records the run with its evaluation summary
     [recorded] = [r for r in recorded_runs(store) if r["id"] == run.id]
-    assert recorded["evaluation"] == summary(stored) and recorded["state"] == "completed"
+    assert recorded["evaluation"] == stored.summary() and recorded["state"] == "completed"
 
     # the scoreboard is the stored metrics in points, the primary metric marked
     board = _frame(at, "Accuracy (primary)")
     assert board.index[0] == "Accuracy (primary)"
     for column, system in (("Zero-shot", "zero_shot"), ("Fine-tuned", "fine_tuned")):
         assert board.loc["Accuracy (primary)", column] == \
-            round(stored["systems"][system]["accuracy"] * 100, 1)
-    decision = stored["verdict"]["decision"]
+            round(stored.systems[system]["accuracy"] * 100, 1)
+    decision = stored.verdict["decision"]
     box = at.success if decision == "deploy" else at.error
     assert any(t.startswith(f"**{decision.capitalize()}.**") for t in _texts(box))
     # another margin judges again without generating
     at.number_input(key="ev_margin").set_value(-1000.0)
     _run(at)
-    assert with_margin(stored, -1000.0)["verdict"]["decision"] == "deploy"
+    assert with_margin(stored, -1000.0).verdict["decision"] == "deploy"
     assert any(t.startswith("**Deploy.**") for t in _texts(at.success))
     at.number_input(key="ev_margin").set_value(1000.0)
     _run(at)
@@ -318,7 +320,7 @@ def test_evaluation_page_evaluates_and_shows_the_result(open_page, trained):
     assert read_eval(run.dir) == stored  # nothing was recomputed or rewritten
 
     # the side-by-side filters show exactly the stored examples of each outcome and label
-    examples = stored["examples"]
+    examples = stored.examples
     for outcome in ("win", "loss", "tie", "all"):
         at.segmented_control(key="ev_outcome").set_value(outcome)
         _run(at)
@@ -343,10 +345,10 @@ def test_a_running_evaluation_is_shown_live_in_a_fresh_session_and_cancelled(ope
     Cancel; Cancel stops its process group and the page says so."""
     store, run = trained
     earlier = read_eval(run.dir)
-    job = start_eval(store, ADMIN, run.dir, max_new_tokens=4)
+    job = start_eval(store, ADMIN, run.dir, EvalConfig(max_new_tokens=4))
     try:
-        _wait_for(lambda: (j := read_eval_job(run.dir)).status.get("state") == "running" and
-                  j.status.get("phase") in ("zero_shot", "few_shot", "fine_tuned") and j,
+        _wait_for(lambda: (j := read_eval_job(run.dir)).status.state == "running" and
+                  j.status.phase in ("zero_shot", "few_shot", "fine_tuned") and j,
                   what="the evaluator to answer")
         at = open_page(store, "evaluation", ev_run="no such run")
         assert at.selectbox(key="ev_run").value == run.id
@@ -369,7 +371,7 @@ def test_a_running_evaluation_is_shown_live_in_a_fresh_session_and_cancelled(ope
         assert read_eval(run.dir) == earlier
     finally:
         if (read_eval_job(run.dir) or job).active:
-            cancel_eval(run.dir, timeout=5)
+            cancel_eval(ADMIN, run.dir, timeout=5)
 
 
 def test_run_comparison_lists_only_the_settings_that_differ(open_page, trained):
@@ -389,12 +391,12 @@ def test_run_comparison_lists_only_the_settings_that_differ(open_page, trained):
         assert diff.index.tolist() == ["r"]
         assert diff.loc["r"].tolist() == ["2", "4"]
         metrics = _frame(at, "final loss")
-        assert metrics.loc["final loss"].tolist() == [f"{run.status['final']['loss']:.4g}"] * 2
+        assert metrics.loc["final loss"].tolist() == [f"{run.status.final['loss']:.4g}"] * 2
         assert metrics.loc["verdict", other.name] == "not evaluated"
         stored = read_eval(run.dir)
         assert metrics.loc["verdict", run.id] == (
             "not evaluated" if stored is None else
-            f"{stored['verdict']['decision']} ({stored['verdict']['margin_points']:g}-point "
+            f"{stored.verdict['decision']} ({stored.verdict['margin_points']:g}-point "
             "margin)")
     finally:
         shutil.rmtree(other)

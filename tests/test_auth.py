@@ -30,8 +30,9 @@ from curation.exporter import write_snapshot
 from curation.uploads import save_upload
 from tests.conftest import PROJECT_ROOT, chat, write_jsonl
 from training.config import TrainConfig
-from training.runs import cancel, launch, read_run, resume
-from training.trainer import MANIFEST, STATUS
+from training.launcher import cancel, launch, read_run, resume
+from training.evaluate import cancel_eval
+from training.run_folder import EVAL_STATUS, MANIFEST, STATUS
 
 ANNOTATOR, REVIEWER, ADMIN = (User("ann", "annotator"), User("rita", "reviewer"),
                               User("ada", "admin"))
@@ -41,7 +42,7 @@ PASSWORD = "correct horse"
 ACTIONS = {
     "import_file": "admin", "export_jsonl": "admin", "write_snapshot": "admin",
     "load_demo": "admin", "save_upload": "admin", "add_user": "admin", "set_role": "admin",
-    "launch": "admin", "resume": "admin", "cancel": "admin",
+    "launch": "admin", "resume": "admin", "cancel": "admin", "cancel_eval": "admin",
     "run_check": "reviewer", "set_targets": "reviewer", "dismiss": "reviewer",
     "keep_one": "reviewer",
 }
@@ -60,6 +61,8 @@ def workspace(seeded_store, tmp_path):
     run_dir.mkdir(parents=True)
     (run_dir / MANIFEST).write_bytes(orjson.dumps({"run_id": "run-x"}))
     (run_dir / STATUS).write_bytes(orjson.dumps({"state": "interrupted"}))
+    # an evaluation just queued (no process yet): cancelling it marks it cancelled
+    (run_dir / EVAL_STATUS).write_bytes(orjson.dumps({"run_id": "run-x", "state": "queued"}))
     calls = {
         "import_file": lambda u: import_file(store, data, user=u),
         "export_jsonl": lambda u: export_jsonl(store, tmp_path / "out" / "x.jsonl", user=u,
@@ -73,6 +76,7 @@ def workspace(seeded_store, tmp_path):
         "launch": lambda u: launch(store, u, TrainConfig()),
         "resume": lambda u: resume(store, u, "run-x"),
         "cancel": lambda u: cancel(u, run_dir),
+        "cancel_eval": lambda u: cancel_eval(u, run_dir, timeout=1),
         "run_check": lambda u: run_check(store, "exact_duplicates", user=u, force=True),
         "set_targets": lambda u: set_targets(store, u, Targets(default_min=3)),
         "dismiss": lambda u: dismiss(store, u, "near_duplicates", [1, 2], "not_duplicates"),

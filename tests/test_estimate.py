@@ -15,7 +15,7 @@ from training.estimate import (FLOPS_PER_PARAMETER_TOKEN, MatmulRate, count_para
                                epoch_time, matmul_flops, matmul_rates, measured_speed,
                                model_weights, parameter_count, token_lengths)
 from training.models import DEFAULT_BASE_MODEL, packaged_gguf
-from training.runs import list_runs
+from training.launcher import list_runs
 
 CONVERSATIONS = [
     chat("Hi", "Hello"),

@@ -10,7 +10,7 @@ import pytest
 from tests.conftest import chat
 from tests.test_training import ADMIN, RUN_TIMEOUT, TINY, _wait_for
 from training import metrics as M
-from training.config import TrainConfig
+from training.config import EvalConfig, TrainConfig
 
 # --- metrics --------------------------------------------------------------------------------
 
@@ -131,7 +131,7 @@ def evaluated_run(file_store, model_cache, monkeypatch):
     """A tiny completed run (6 accepted train tickets, rank 2, 2 steps) and three eval rows
     (one rejected eval row that must be left out)."""
     from training.models import cached_default_model
-    from training.runs import ENDED_STATES, cancel, launch, read_run
+    from training.launcher import ENDED_STATES, cancel, launch, read_run
 
     monkeypatch.setenv("CURATE_MODEL_CACHE", str(model_cache))
     cached_default_model(model_cache)
@@ -140,10 +140,10 @@ def evaluated_run(file_store, model_cache, monkeypatch):
     started = launch(store, ADMIN, config)
     # the trainer's own status (not the liveness check, which can misread a just-started
     # process as gone and call the run interrupted)
-    _wait_for(lambda: read_run(started.dir).status.get("state") in ENDED_STATES,
+    _wait_for(lambda: read_run(started.dir).status.state in ENDED_STATES,
               timeout=RUN_TIMEOUT, what="the run to end")
     run = read_run(started.dir)
-    assert run.state == "completed", run.status.get("reason")
+    assert run.state == "completed", run.status.reason
     yield store, run
     if read_run(started.dir).active:
         cancel(ADMIN, started.dir, timeout=5)
@@ -155,6 +155,7 @@ def test_real_evaluation_writes_eval_json_and_cli_shows_it(evaluated_run, monkey
 
     import training.eval as ev
     from curate.cli import main
+    from training.run_folder import SYSTEMS, read_eval
 
     store, run = evaluated_run
     rows = ev.eval_rows_from_store(store)
@@ -165,30 +166,31 @@ def test_real_evaluation_writes_eval_json_and_cli_shows_it(evaluated_run, monkey
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # torch may be imported already, with spinning OpenMP threads
     try:
-        result = ev.evaluate(run.dir, rows, train_rows, system_prompt="Answer with one word.",
-                             shots=1, max_new_tokens=4, device="cpu",
+        result = ev.evaluate(run.dir, rows, train_rows,
+                             EvalConfig(system_prompt="Answer with one word.", shots=1,
+                                        max_new_tokens=4), device="cpu",
                              progress=lambda s, d, t: calls.append((s, d, t)))
     finally:
         torch.set_num_threads(threads)
     assert calls[-1] == ("fine_tuned", 9, 9)
 
-    stored = ev.read_eval(run.dir)
-    assert (run.dir / "eval.json").is_file() and stored == orjson.loads(orjson.dumps(result))
-    assert set(stored["systems"]) == {"zero_shot", "few_shot", "fine_tuned"}
-    assert stored["primary_metric"] == "accuracy"
-    assert [e["id"] for e in stored["examples"]] == [r["id"] for r in rows]
-    for e in stored["examples"]:
-        assert all(isinstance(e[s], str) for s in ev.SYSTEMS)
+    stored = read_eval(run.dir)
+    assert (run.dir / "eval.json").is_file() and stored == result
+    assert set(stored.systems) == {"zero_shot", "few_shot", "fine_tuned"}
+    assert stored.primary_metric == "accuracy"
+    assert [e["id"] for e in stored.examples] == [r["id"] for r in rows]
+    for e in stored.examples:
+        assert all(isinstance(e[s], str) for s in SYSTEMS)
         assert e["outcome"] in ("win", "loss", "tie")
         assert e["reference"] in ("billing", "access", "bugs")
-    assert len(stored["settings"]["shot_ids"]) == 1 and stored["settings"]["shots"] == 1
-    z, f = stored["systems"]["zero_shot"]["primary"], stored["systems"]["few_shot"]["primary"]
-    assert stored["baseline"]["primary"] == max(z, f)
-    assert stored["verdict"] == M.verdict(
-        stored["baseline"]["primary"], stored["systems"]["fine_tuned"]["primary"], 5.0,
-        stored["comparison"], metric="accuracy")
-    print(f"\neval took {stored['wall_seconds']} s; answers: "
-          f"{[(e['zero_shot'], e['few_shot'], e['fine_tuned']) for e in stored['examples']]}")
+    assert len(stored.settings["shot_ids"]) == 1 and stored.settings["shots"] == 1
+    z, f = stored.systems["zero_shot"]["primary"], stored.systems["few_shot"]["primary"]
+    assert stored.baseline["primary"] == max(z, f)
+    assert stored.verdict == M.verdict(
+        stored.baseline["primary"], stored.systems["fine_tuned"]["primary"], 5.0,
+        stored.comparison, metric="accuracy")
+    print(f"\neval took {stored.wall_seconds} s; answers: "
+          f"{[(e['zero_shot'], e['few_shot'], e['fine_tuned']) for e in stored.examples]}")
 
     def must_not_run(*args, **kwargs):
         raise AssertionError("the stored evaluation should be shown, not recomputed")
@@ -199,12 +201,12 @@ def test_real_evaluation_writes_eval_json_and_cli_shows_it(evaluated_run, monkey
     assert out.exit_code == 0, out.output
     shown = orjson.loads(out.output)
     for name in ("zero_shot", "few_shot", "fine_tuned"):
-        assert shown[name] == stored["systems"][name]
-    assert shown["baseline"] == stored["baseline"] and shown["verdict"] == stored["verdict"]
+        assert shown[name] == stored.systems[name]
+    assert shown["baseline"] == stored.baseline and shown["verdict"] == stored.verdict
     assert (run.dir / "eval.json").stat().st_mtime_ns == before
 
     text = CliRunner().invoke(main, ["eval", run.id, "--db", str(store.path)]).output
-    assert "(baseline)" in text and stored["verdict"]["decision"].upper() in text
+    assert "(baseline)" in text and stored.verdict["decision"].upper() in text
 
 
 def test_eval_help_has_an_example():
@@ -221,9 +223,9 @@ def test_curate_train_watches_the_run_then_evaluates_and_records_it(file_store, 
     from click.testing import CliRunner
 
     from curate.cli import main
-    from training.eval import read_eval, summary
+    from training.launcher import list_runs, recorded_runs
     from training.models import cached_default_model
-    from training.runs import list_runs, recorded_runs
+    from training.run_folder import read_eval
 
     monkeypatch.setenv("CURATE_MODEL_CACHE", str(model_cache))
     cached_default_model(model_cache)
@@ -235,12 +237,12 @@ def test_curate_train_watches_the_run_then_evaluates_and_records_it(file_store, 
     (run,) = list_runs(store.path.parent / "runs")
     assert f"run {run.id} completed" in out.output and "step     2/2" in out.output
     stored = read_eval(run.dir)
-    assert stored is not None and stored["settings"]["eval_examples"] == 3
+    assert stored is not None and stored.settings["eval_examples"] == 3
     assert "(baseline)" in out.output
-    assert f"{stored['verdict']['decision'].upper()}: {stored['verdict']['reason']}" in out.output
+    assert f"{stored.verdict['decision'].upper()}: {stored.verdict['reason']}" in out.output
     (recorded,) = recorded_runs(store)
     assert recorded["state"] == "completed"
-    assert recorded["evaluation"] == orjson.loads(orjson.dumps(summary(stored)))
+    assert recorded["evaluation"] == orjson.loads(orjson.dumps(stored.summary()))
 
 
 # --- evaluation in a background process -----------------------------------------------------
@@ -250,8 +252,8 @@ def background_run(tmp_path_factory, model_cache):
     """A tiny completed run (6 accepted train tickets, 3 eval tickets), trained once for these
     tests; the store is closed so that CLI processes can open it. Yields (db path, run)."""
     from curation import Store
+    from training.launcher import ENDED_STATES, launch, read_run
     from training.models import cached_default_model
-    from training.runs import ENDED_STATES, launch, read_run
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("CURATE_MODEL_CACHE", str(model_cache))
@@ -261,10 +263,10 @@ def background_run(tmp_path_factory, model_cache):
             _ticket_store(lambda: store)
             started = launch(store, ADMIN, TrainConfig(**{**TINY, "batch_size": 3},
                                                        checkpoint_every_steps=0))
-        _wait_for(lambda: read_run(started.dir).status.get("state") in ENDED_STATES,
+        _wait_for(lambda: read_run(started.dir).status.state in ENDED_STATES,
                   timeout=RUN_TIMEOUT, what="the run to end")
         run = read_run(started.dir)
-        assert run.state == "completed", run.status.get("reason")
+        assert run.state == "completed", run.status.reason
         yield db, run
 
 
@@ -278,7 +280,7 @@ def bg(background_run, model_cache, monkeypatch):
     yield background_run
     job = read_eval_job(background_run[1].dir)
     if job and job.active:
-        cancel_eval(job.dir, timeout=5)
+        cancel_eval(ADMIN, job.dir, timeout=5)
 
 
 def _cli(*args: str) -> list[str]:
@@ -295,8 +297,8 @@ def _running(run_dir, after: str | None = None):
 
     def ready():
         job = read_eval_job(run_dir)
-        return job if job and job.status.get("state") == "running" and job.pid and \
-            (after is None or job.status["requested_at"] > after) else None
+        return job if job and job.status.state == "running" and job.pid and \
+            (after is None or job.status.requested_at > after) else None
 
     return _wait_for(ready, timeout=RUN_TIMEOUT, what="the evaluator to run")
 
@@ -312,9 +314,9 @@ def test_eval_detach_returns_at_once_then_the_result_appears(bg, tmp_path):
 
     from curation import Store
     from curate.cli import main
-    from training.eval import read_eval, summary
     from training.evaluate import EvaluationAlreadyActive, read_eval_job, start_eval, wait_eval
-    from training.runs import recorded_runs
+    from training.launcher import recorded_runs
+    from training.run_folder import read_eval
 
     db, run = bg
     (run.dir / "eval.json").unlink(missing_ok=True)
@@ -339,18 +341,18 @@ def test_eval_detach_returns_at_once_then_the_result_appears(bg, tmp_path):
     assert read_eval_job(run.dir).pid == job.pid
 
     done = wait_eval(run.dir, timeout=RUN_TIMEOUT)
-    assert done.state == "completed", done.status.get("reason")
+    assert done.state == "completed", done.status.reason
     assert (done.done, done.total) == (9, 9) and done.phase == "fine_tuned"
     stored = read_eval(run.dir)
-    assert stored["settings"]["max_new_tokens"] == 4 and stored["settings"]["shots"] == 1
-    assert stored["settings"]["eval_examples"] == 3
-    assert done.status["verdict"] == stored["verdict"]
+    assert stored.settings["max_new_tokens"] == 4 and stored.settings["shots"] == 1
+    assert stored.settings["eval_examples"] == 3
+    assert done.status.verdict == stored.verdict
     shown = CliRunner().invoke(main, ["eval", run.id, "--json", "--db", str(db)])
     assert shown.exit_code == 0, shown.output
-    assert orjson.loads(shown.stdout) == orjson.loads(orjson.dumps(summary(stored)))
+    assert orjson.loads(shown.stdout) == orjson.loads(orjson.dumps(stored.summary()))
     with Store(db) as store:
         [recorded] = [r for r in recorded_runs(store) if r["id"] == run.id]
-    assert recorded["evaluation"] == orjson.loads(orjson.dumps(summary(stored)))
+    assert recorded["evaluation"] == orjson.loads(orjson.dumps(stored.summary()))
 
 
 def test_eval_goes_on_when_the_cli_that_started_it_is_killed(bg, tmp_path):
@@ -358,9 +360,8 @@ def test_eval_goes_on_when_the_cli_that_started_it_is_killed(bg, tmp_path):
     import subprocess
 
     from tests.test_training import _process_exists
-    from training.eval import read_eval
     from training.evaluate import wait_eval
-    from training.trainer import now_iso
+    from training.run_folder import now_iso, read_eval
 
     db, run = bg
     before = now_iso()
@@ -376,9 +377,9 @@ def test_eval_goes_on_when_the_cli_that_started_it_is_killed(bg, tmp_path):
     err = cli.stderr.read().decode()
     assert f"evaluating run {run.id} on 3 eval examples in process {job.pid}" in err
     done = wait_eval(run.dir, timeout=RUN_TIMEOUT)
-    assert done.state == "completed", done.status.get("reason")
+    assert done.state == "completed", done.status.reason
     stored = read_eval(run.dir)
-    assert stored["created_at"] > before and stored["settings"]["max_new_tokens"] == 4
+    assert stored.created_at > before and stored.settings["max_new_tokens"] == 4
 
 
 def test_cancel_stops_the_evaluator_and_a_killed_one_reads_as_interrupted(bg):
@@ -392,9 +393,9 @@ def test_cancel_stops_the_evaluator_and_a_killed_one_reads_as_interrupted(bg):
 
     from curation import Store
     from curate.cli import main
-    from training.eval import read_eval
     from training.evaluate import read_eval_job, start_eval
-    from training.runs import group_members
+    from training.processes import group_members
+    from training.run_folder import read_eval
 
     db, run = bg
     earlier = read_eval(run.dir)
@@ -412,7 +413,7 @@ def test_cancel_stops_the_evaluator_and_a_killed_one_reads_as_interrupted(bg):
 
     with Store(db) as store:
         second = start_eval(store, ADMIN, run.dir)  # not refused: the killed one is over
-    second = _running(run.dir, after=first.status["requested_at"])
+    second = _running(run.dir, after=first.status.requested_at)
     assert second.pid != first.pid and group_members(second.pid)
     out = CliRunner().invoke(main, ["eval", run.id, "--cancel", "--db", str(db)])
     assert out.exit_code == 0, out.output

@@ -6,8 +6,9 @@ from __future__ import annotations
 import pytest
 
 from curation.auth import User
-from curation.fill import WouldDuplicate, add_example, draft_examples, find_clashes
+from curation.fill import WouldDuplicate, add_example, find_clashes
 from tests.conftest import chat
+from training.drafts import draft_examples
 
 ADMIN = User("ada", "admin")
 
@@ -43,3 +44,17 @@ def test_drafts_imitate_a_label_with_the_packaged_model(seeded_store, model_cach
     for conversation in drafts:
         assert [m["role"] for m in conversation] == ["user", "assistant"]
         assert all(m["content"].strip() for m in conversation)
+
+
+def test_filling_gaps_and_the_leakage_check_do_not_import_training():
+    """Drafts moved to `training.drafts`: the core's fill and leakage modules import no
+    training code, not even lazily inside a function."""
+    import ast
+
+    from tests.conftest import PROJECT_ROOT
+
+    for name in ("fill.py", "leakage.py"):
+        tree = ast.parse((PROJECT_ROOT / "curation" / name).read_text())
+        imported = [n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)] + \
+            [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
+        assert imported and not [m for m in imported if m and m.split(".")[0] == "training"]

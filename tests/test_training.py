@@ -22,10 +22,11 @@ from curation.query import ExampleFilter
 from tests.conftest import PROJECT_ROOT, chat, write_jsonl
 from training.config import TrainConfig
 from training.data import IGNORE_INDEX, EmptyTrainingSet, encode, plan_batches
-from training.runs import (LeakageUnresolved, RunAlreadyActive, cancel, find_run,
-                           group_members, launch, list_runs, read_run, recorded_runs, resume,
-                           wait)
-from training.trainer import checkpoint_dirs
+from curation.leakage import LeakageUnresolved
+from training.launcher import (RunAlreadyActive, cancel, find_run, launch, list_runs, read_run,
+                               recorded_runs, resume, wait)
+from training.processes import group_members
+from training.run_folder import checkpoint_dirs
 
 ADMIN = User("ada", "admin")
 TINY = {"r": 2, "max_seq_length": 64, "batch_size": 2, "epochs": 1, "learning_rate": 1e-3}
@@ -186,7 +187,7 @@ def test_leakage_into_the_snapshot_is_refused_unless_overridden(train_store):
     assert len(list_runs(runs_dir)) == 1
 
     run = launch(train_store, ADMIN, TrainConfig(**TINY), allow_leakage=True)
-    assert run.manifest["leakage"] == {"pairs": err.value.leaks, "overridden_by": ADMIN.name}
+    assert run.manifest.leakage == {"pairs": err.value.leaks, "overridden_by": ADMIN.name}
     cancel(ADMIN, run.dir, timeout=10)
 
     # the store records both runs, traced to their snapshots
@@ -197,8 +198,8 @@ def test_leakage_into_the_snapshot_is_refused_unless_overridden(train_store):
     assert recorded[run.id]["config"]["r"] == TINY["r"]
     listed = CliRunner().invoke(main, ["snapshots", "--json", "--db", str(train_store.path)])
     by_snapshot = {s["id"]: s["runs"] for s in orjson.loads(listed.output)}
-    assert run.manifest["snapshot_id"] == first.manifest["snapshot_id"]  # same train set
-    assert by_snapshot[run.manifest["snapshot_id"]] == [run.id, first.id]
+    assert run.manifest.snapshot_id == first.manifest.snapshot_id  # same train set
+    assert by_snapshot[run.manifest.snapshot_id] == [run.id, first.id]
     assert recorded_runs(train_store)[0]["state"] == "cancelled"  # re-read from the folder
 
 
@@ -231,21 +232,21 @@ def test_trainer_fails_clearly_on_bad_data(tmp_path, base_model_dir, model_cache
 
 def test_run_completes_with_an_adapter_that_changes_the_model(train_store, model_cache):
     run = launch(train_store, ADMIN, TrainConfig(**TINY, checkpoint_every_steps=0))
-    assert run.active and run.manifest["examples"] == 6
-    assert run.manifest["snapshot_hash"] == train_store.get_snapshot(
-        run.manifest["snapshot_id"]).content_hash
+    assert run.active and run.manifest.examples == 6
+    assert run.manifest.snapshot_hash == train_store.get_snapshot(
+        run.manifest.snapshot_id).content_hash
     assert len((run.dir / "train.jsonl").read_text().splitlines()) == 6
 
     done = wait(run.dir, timeout=RUN_TIMEOUT)
-    assert done.state == "completed", done.status.get("reason")
-    assert done.status["pid"] == run.pid and not done.active
+    assert done.state == "completed", done.status.reason
+    assert done.status.pid == run.pid and not done.active
     assert [m["step"] for m in done.metrics] == [1, 2, 3] == list(
-        range(1, done.status["total_steps"] + 1))
+        range(1, done.status.total_steps + 1))
     fields = {"step", "epoch", "loss", "learning_rate", "tokens_per_second", "eta_seconds",
               "time"}
     assert all(fields <= set(m) for m in done.metrics)
     assert done.metrics[-1]["epoch"] == 1.0 and done.metrics[-1]["eta_seconds"] == 0
-    assert done.status["final"]["loss"] == done.metrics[-1]["loss"]
+    assert done.status.final["loss"] == done.metrics[-1]["loss"]
     print(f"\ntraining throughput: {[m['tokens_per_second'] for m in done.metrics]} tokens/s")
 
     # the time estimate before a first run is a lower bound: not above this real epoch
@@ -260,8 +261,7 @@ def test_run_completes_with_an_adapter_that_changes_the_model(train_store, model
     import torch
     from peft import PeftModel
 
-    from training.models import load_model
-    from training.runs import load_run_model
+    from training.models import load_model, load_run_model
 
     adapter = done.adapter_dir
     assert orjson.loads((adapter / "adapter_config.json").read_bytes())["r"] == 2
@@ -295,7 +295,7 @@ def test_second_launch_while_active_names_the_active_run(train_store):
 
 def test_cancel_stops_the_whole_process_group(train_store):
     run = launch(train_store, ADMIN, TrainConfig(**TINY))
-    _wait_for(lambda: read_run(run.dir).status.get("state") == "running",
+    _wait_for(lambda: read_run(run.dir).status.state == "running",
               what="the trainer to start")
     assert _process_exists(run.pid) and run.pid in group_members(run.pid)
 
@@ -325,8 +325,8 @@ def test_resume_after_sigkill_continues_from_the_checkpoint(train_store):
     resumed = resume(train_store, ADMIN, run.id)
     assert resumed.active and resumed.pid != run.pid
     done = wait(run.dir, timeout=RUN_TIMEOUT)
-    assert done.state == "completed", done.status.get("reason")
-    assert done.status["resumed_from_step"] == saved < 3
+    assert done.state == "completed", done.status.reason
+    assert done.status.resumed_from_step == saved < 3
     assert [m["step"] for m in done.metrics] == [1, 2, 3]
     after = [m for m in done.metrics if m["time"] > killed_at]
     assert after and after[0]["step"] == saved + 1, "the step counter must continue"
@@ -419,14 +419,14 @@ def test_a_tampered_checkpoint_is_refused_and_runs_no_code(train_store, tmp_path
     assert started.returncode == 1
     failed = read_run(run.dir)
     assert failed.state == "failed" and "a pickle, which Curate does not load" in \
-        failed.status["reason"]
+        failed.status.reason
 
     planted.unlink()  # the pickle in place of the tensors file instead: damaged, not run
     (latest / STATE_TENSORS).write_bytes(payload.read_bytes())
     resume(train_store, ADMIN, run.id)
     done = wait(run.dir, timeout=RUN_TIMEOUT)
     assert done.state == "failed"
-    assert done.status["reason"].startswith(f"checkpoint {latest} has a damaged "
+    assert done.status.reason.startswith(f"checkpoint {latest} has a damaged "
                                             f"{STATE_TENSORS} (")
     assert not marker.exists()
 
@@ -480,9 +480,9 @@ def test_cli_trains_from_another_folder_with_a_relative_and_the_default_db(
     detached = _cli(["train", *flags, "--detach"], here, env)
     assert detached.returncode == 0, detached.stdout + detached.stderr
     run_dir = find_run(here / "workspace" / "runs", _run_id(detached.stdout))
-    assert read_run(run_dir).status["state"] in ("running", "completed")  # taken over
+    assert read_run(run_dir).status.state in ("running", "completed")  # taken over
     done = wait(run_dir, timeout=RUN_TIMEOUT)
-    assert done.state == "completed", done.status.get("reason")
+    assert done.state == "completed", done.status.reason
     assert [m["step"] for m in done.metrics] == [1, 2, 3]
     listed = _cli(["runs", "--json"], here, env)
     assert [(r["id"], r["state"]) for r in orjson.loads(listed.stdout)] == [
@@ -513,7 +513,7 @@ def test_detach_fails_when_the_trainer_dies_before_it_starts(tmp_path, model_cac
         "broken environment" in result.stderr
     [run] = list_runs(tmp_path / "ws" / "runs")
     assert run.state == "failed" and not run.active
-    assert "simulated broken environment" in run.status["reason"]
+    assert "simulated broken environment" in run.status.reason
 
 
 def test_runs_cli_lists_and_cancel_cli_refuses_an_ended_run(train_store, tmp_path):
@@ -521,7 +521,7 @@ def test_runs_cli_lists_and_cancel_cli_refuses_an_ended_run(train_store, tmp_pat
     from click.testing import CliRunner
 
     from curate.cli import main
-    from training.trainer import write_json
+    from training.run_folder import write_json
 
     run_dir = train_store.path.parent / "runs" / "run-20250101-000000-abcd"
     run_dir.mkdir(parents=True)

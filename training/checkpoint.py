@@ -19,7 +19,7 @@ Design decisions:
   the message names the folder and says how to go on (remove it: the trainer then resumes
   from the checkpoint before it, or from the start).
 - `checkpoint_problem` reads only the folder's file names and JSON (no torch), so
-  `training.runs.resume` refuses a bad checkpoint before it starts a process.
+  `training.launcher.resume` refuses a bad checkpoint before it starts a process.
 """
 
 from __future__ import annotations

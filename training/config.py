@@ -1,19 +1,26 @@
-"""`TrainConfig`: every setting of a LoRA fine-tune, explained, typed and validated.
+"""`TrainConfig` and `EvalConfig`: every setting of a LoRA fine-tune and of its evaluation,
+explained, typed and validated.
 
 Design decisions:
-- One dataclass serves the library, the CLI (`curate train --help` shows each field's help
-  text) and the app (the same text as widget tooltips). `help_text(name)` reads it back.
+- One dataclass serves the library, the CLI (`curate train --help`, `curate eval --help` show
+  each field's help text) and the app (the same text as widget tooltips).
+  `help_text(name)`/`default(name)` read them back (`config=EvalConfig` for evaluation's).
 - Defaults are chosen for LoRA on a small instruct model, not copied from the libraries; where
   they differ from PEFT/transformers the help text says so and why.
 - `__post_init__` rejects a bad value with `InvalidValue` naming the field, so a typo in the
   CLI or a form never reaches the trainer process.
-- `to_dict`/`from_dict` are the run manifest's `config` object; `from_dict` refuses unknown
-  keys (a manifest from a newer Curate says so instead of being half-read).
+- `to_dict`/`from_dict` are the run manifest's `config` object (for `EvalConfig`: the
+  `settings` of an evaluation request); `from_dict` refuses unknown keys (a manifest from a
+  newer Curate says so instead of being half-read).
+- `target_modules` is PEFT's: a list of module names or "all-linear" (PEFT also takes a
+  single string as a regular expression; we do not, so a name is never half-matched). Older
+  manifests wrote names comma-separated in one string; that still reads, as a list.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
@@ -21,6 +28,7 @@ from curation.errors import InvalidValue
 
 Precision = Literal["auto", "fp32", "bf16"]
 PRECISIONS: tuple[str, ...] = get_args(Precision)
+ALL_LINEAR = "all-linear"
 
 
 def _help(text: str) -> dict[str, str]:
@@ -45,10 +53,10 @@ class TrainConfig:
         "the dropout masks took about a quarter of each training step, and the Banking77 "
         "pilot (bench/pilot_banking77.py) needed none. 0.05-0.1 can help a small set that "
         "is memorised."))
-    target_modules: str = field(default="all-linear", metadata=_help(
+    target_modules: list[str] | Literal["all-linear"] = field(default=ALL_LINEAR, metadata=_help(
         "Which layers get adapters: 'all-linear' (every linear layer except the output head; "
-        "better quality than PEFT's attention-only default) or comma-separated module names "
-        "such as 'q_proj,v_proj'."))
+        "better quality than PEFT's attention-only default) or a list of module names such "
+        "as ['q_proj', 'v_proj'] (comma-separated in one string is read as that list)."))
     learning_rate: float = field(default=4e-4, metadata=_help(
         "Peak learning rate (AdamW, linear decay after a short warm-up). LoRA adapters train "
         "well around 1e-4..5e-4; 4e-4 suits the default batch of 16 (on the Banking77 pilot, "
@@ -92,17 +100,14 @@ class TrainConfig:
                                f"{self.precision!r}")
         if not isinstance(self.base_model, str) or not self.base_model.strip():
             raise InvalidValue("base_model must name a model")
-        if not isinstance(self.target_modules, str) or not self.target_modules_list():
-            raise InvalidValue("target_modules must be 'all-linear' or comma-separated module "
-                               f"names, not {self.target_modules!r}")
+        object.__setattr__(self, "target_modules", _target_modules(self.target_modules))
         if self.max_seq_length < 16:
             raise InvalidValue(f"max_seq_length must be at least 16, not {self.max_seq_length}")
 
     def target_modules_list(self) -> str | list[str]:
-        """What PEFT's `LoraConfig(target_modules=...)` takes."""
-        if self.target_modules.strip() == "all-linear":
-            return "all-linear"
-        return [m.strip() for m in self.target_modules.split(",") if m.strip()]
+        """What PEFT's `LoraConfig(target_modules=...)` takes (a copy)."""
+        tm = self.target_modules
+        return tm if isinstance(tm, str) else list(tm)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -117,24 +122,84 @@ class TrainConfig:
         return cls(**values)
 
 
-def help_text(name: str) -> str:
-    """The help text of a TrainConfig field (CLI option help, widget tooltip)."""
-    for f in dataclasses.fields(TrainConfig):
+@dataclass(frozen=True)
+class EvalConfig:
+    """The settings of one evaluation of a run against the prompt-only baseline
+    (`training.eval`); `to_dict` is the `settings` object of its request and result."""
+
+    system_prompt: str | None = field(default=None, metadata=_help(
+        "System prompt for all three systems. Default: each example's own (what the "
+        "fine-tuned model was trained with); an empty one sends none."))
+    shots: int = field(default=3, metadata=_help(
+        "Accepted train examples shown to the few-shot baseline, picked round-robin over "
+        "labels; 0 makes it a second zero-shot system."))
+    max_new_tokens: int = field(default=32, metadata=_help(
+        "Longest answer generated per example. For label-like answers the longest label "
+        "plus a few tokens is used when that is shorter."))
+    margin_points: float = field(default=5.0, metadata=_help(
+        "Points (of 100) by which the fine-tuned model must beat the baseline."))
+    batch_size: int = field(default=32, metadata=_help(
+        "Prompts answered together. 32 was 1.8x faster than 8 on a 2-core CPU; lower it if "
+        "evaluation runs out of memory."))
+    seed: int = field(default=0, metadata=_help(
+        "Seed for picking the shots and for the bootstrap comparison."))
+
+    def __post_init__(self) -> None:
+        _non_negative_int(self, "shots", "seed")
+        _positive_int(self, "max_new_tokens", "batch_size")
+        if not _is_number(self.margin_points) or not math.isfinite(self.margin_points):
+            raise InvalidValue(f"margin_points must be a number of points, not "
+                               f"{self.margin_points!r}")
+        if self.system_prompt is not None and not isinstance(self.system_prompt, str):
+            raise InvalidValue(f"system_prompt must be text or None, not {self.system_prompt!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> EvalConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise InvalidValue(f"unknown evaluation setting {unknown[0]!r}; known: "
+                               f"{', '.join(sorted(known))}")
+        return cls(**values)
+
+
+def help_text(name: str, config: type = TrainConfig) -> str:
+    """The help text of a TrainConfig (or `config`) field (CLI option help, widget tooltip)."""
+    for f in dataclasses.fields(config):
         if f.name == name:
             return f.metadata["help"]
     raise KeyError(name)
 
 
-def default(name: str) -> Any:
-    """The default value of a TrainConfig field."""
-    return next(f.default for f in dataclasses.fields(TrainConfig) if f.name == name)
+def default(name: str, config: type = TrainConfig) -> Any:
+    """The default value of a TrainConfig (or `config`) field."""
+    return next(f.default for f in dataclasses.fields(config) if f.name == name)
+
+
+def _target_modules(value: Any) -> str | list[str]:
+    """'all-linear' or a list of module names; an older manifest's comma-separated string
+    is read as that list."""
+    given = value
+    if isinstance(value, str):
+        if value.strip() == ALL_LINEAR:
+            return ALL_LINEAR
+        value = value.split(",")
+    names = [m.strip() for m in value if isinstance(m, str)] \
+        if isinstance(value, (list, tuple)) else []
+    if not names or not all(names) or len(names) != len(value):
+        raise InvalidValue(f"target_modules must be '{ALL_LINEAR}' or a list of module "
+                           f"names, not {given!r}")
+    return names
 
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def _positive_int(config: TrainConfig, *names: str) -> None:
+def _positive_int(config: Any, *names: str) -> None:
     for name in names:
         value = getattr(config, name)
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -142,7 +207,7 @@ def _positive_int(config: TrainConfig, *names: str) -> None:
             raise InvalidValue(f"{label} must be a positive whole number, not {value!r}")
 
 
-def _non_negative_int(config: TrainConfig, *names: str) -> None:
+def _non_negative_int(config: Any, *names: str) -> None:
     for name in names:
         value = getattr(config, name)
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:

@@ -47,7 +47,7 @@ import orjson
 
 from training.config import TrainConfig
 from training.models import DEFAULT_BASE_MODEL, ModelUnavailable, packaged_gguf
-from training.runs import Run
+from training.launcher import Run
 
 FLOPS_PER_PARAMETER_TOKEN = 4
 MATMUL_SAMPLES = 5
@@ -118,7 +118,7 @@ def measured_speed(runs: Sequence[Run], base_model: str) -> MeasuredSpeed | None
     `base_model` with measured steps; its first step (warm-up) is left out when there are
     others."""
     for run in runs:
-        if run.manifest.get("base_model") != base_model or not run.metrics:
+        if run.manifest.base_model != base_model or not run.metrics:
             continue
         rows = run.metrics[1:] or run.metrics
         rates = [m["tokens_per_second"] for m in rows if m.get("tokens_per_second")]
@@ -234,7 +234,7 @@ def epoch_time(config: TrainConfig, tokens: int, runs: Sequence[Run], cache_dir:
     called only for the lower bound; the app passes a cached parameter count."""
     speed = measured_speed(runs, config.base_model)
     if speed:
-        used = speed.run.manifest.get("config") or {}
+        used = speed.run.manifest.config
         differ = tuple(k for k in SPEED_SETTINGS
                        if used.get(k) is not None and used.get(k) != getattr(config, k))
         return EpochTime(tokens / speed.tokens_per_second, tokens, speed=speed, differ=differ)

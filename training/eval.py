@@ -1,17 +1,20 @@
 """Evaluating a run: beat the prompt-only baseline or don't deploy.
 
-`evaluate(run_dir, eval_rows, train_rows, system_prompt=...)` has three systems answer every
-eval example with the same greedy decoding, scores them (`training.metrics`) and writes
-RUN_DIR/eval.json; `read_eval(run_dir)` reads it back.
+`evaluate(run_dir, eval_rows, train_rows, EvalConfig(...))` has three systems answer every
+eval example with the same greedy decoding (`training.generate`), scores them
+(`training.metrics`) and writes RUN_DIR/eval.json as an `EvalResult`;
+`training.run_folder.read_eval(run_dir)` reads it back.
 
 Design decisions:
 - The three systems: the base model zero-shot; the base model few-shot (k accepted train
   examples as earlier user/assistant turns); the fine-tuned model (base + the run's adapter,
   no shots). The baseline is the better of the two prompt-only systems on the primary metric,
   so fine-tuning must beat the best cheap alternative, not a straw man.
-- One model in memory: `load_run_model` gives the PEFT model, and the base systems run it
-  inside `disable_adapter()`, which is exactly the base model (LoRA adds its update on top of
-  the frozen weights; dropout is off in eval mode).
+- The settings are an `EvalConfig` (`training.config`): its defaults and help text serve the
+  CLI and the Evaluation page alike.
+- One model in memory: `training.models.load_run_model` gives the PEFT model, and the base
+  systems run it inside `disable_adapter()`, which is exactly the base model (LoRA adds its
+  update on top of the frozen weights; dropout is off in eval mode).
 - The prompt is the example's conversation minus its final assistant turn. `system_prompt`
   replaces the example's system message(s) for all three systems alike; None keeps each
   example's own (what the fine-tuned model was trained with), "" sends none (the chat
@@ -19,15 +22,8 @@ Design decisions:
 - Shots are picked deterministically from `seed`: the accepted train rows are shuffled once,
   then taken round-robin over their labels so the shots show different labels. The same
   shots serve every eval example (a fixed prompt, as a user would write it).
-- Batched generation: prompts are sorted by length (less padding), left-padded, decoded
-  greedily up to `max_new_tokens`, stopping at `<|im_end|>` (the tokenizer's end of turn).
-  Our own greedy loop over the model's forward rather than `model.generate`, for one reason:
-  every prompt of a system starts with the same tokens (the system prompt and, few-shot,
-  all the shots), so those are run once and their key/value cache is copied into each
-  batch; each row's own tokens are left-padded after that prefix, the padding masked and
-  positions counted without it, as `generate` does for left padding. Checked against
-  `generate` on Banking77 prompts: the same answers, and few-shot (10 shots) 5x faster.
-  Only the last position's logits are computed. For label-like references the answer
+- Batched greedy generation with the shared prefix (system prompt, shots) cached once:
+  `training.generate`, which says why it is our own loop. For label-like references the answer
   budget is the longest label plus a few tokens (`answer_budget`): a longer answer cannot
   match, and a rambling zero-shot model would otherwise run to `max_new_tokens` in every
   batch. Batches of 32 by default (decoding reads every weight once per step, whatever the
@@ -38,7 +34,7 @@ Design decisions:
   for 3 prompts took 15-30 s with spinning threads and about 1 s without.
 - `evaluate` runs in the calling process; the app and the CLI call it in a background
   process of its own (`training.evaluate`), which never opens the store: the store is read
-  only by `eval_rows_from_store` (in the launcher), the trainer's files by
+  only by `eval_rows_from_store` (in the launcher's process), the trainer's files by
   `train_rows_from_run`. `progress` is called as each system starts and after each batch.
   eval.json is written atomically (temporary file, rename).
 """
@@ -46,6 +42,7 @@ Design decisions:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import random
 import time
@@ -58,14 +55,12 @@ import orjson
 from curation.errors import InvalidValue
 from curation.query import ExampleFilter
 from training import metrics as M
-from training.trainer import TRAIN_FILE, now_iso, read_json, write_json
+from training.config import EvalConfig
+from training.generate import generate
+from training.run_folder import (EVAL_FILE, MANIFEST, SYSTEMS, TRAIN_FILE, EvalResult,
+                                 RunManifest, now_iso, write_json)
 
-EVAL_FILE = "eval.json"
-DEFAULT_SHOTS, DEFAULT_MAX_NEW_TOKENS, DEFAULT_MARGIN_POINTS = 3, 32, 5.0  # CLI, app, library
-END_OF_TURN = "<|im_end|>"
-MIN_SHARED_PREFIX = 8  # shorter shared prefixes are not worth a cache
 LABEL_SLACK_TOKENS = 3
-SYSTEMS = ("zero_shot", "few_shot", "fine_tuned")
 EVAL_STATUSES = ("pending", "accepted", "needs_work")  # everything but rejected
 
 Progress = Callable[[str, int, int], None]
@@ -134,140 +129,27 @@ def build_prompt(messages: Sequence[dict[str, str]], system_prompt: str | None,
     return head + shot_turns + turns
 
 
-def generate(model, tokenizer, prompts: Sequence[list[dict[str, str]]], *,
-             max_new_tokens: int, batch_size: int,
-             on_batch: Callable[[int], None] | None = None) -> list[str]:
-    """Greedy answers to chat prompts, batched, stopping at end of turn. The tokens all
-    prompts start with (system prompt, shots) are run once and their key/value cache reused."""
-    import copy
-
-    import torch
-
-    texts = [tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True)
-             for p in prompts]
-    ids = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
-    order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
-    stop = tokenizer.convert_tokens_to_ids(END_OF_TURN)
-    stops = [stop] if isinstance(stop, int) and stop != tokenizer.unk_token_id else []
-    if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in stops:
-        stops.append(tokenizer.eos_token_id)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stops[0]
-    device = next(model.parameters()).device
-    shared = shared_prefix_length(ids)
-    answers: list[str] = [""] * len(texts)
-    with torch.inference_mode():
-        prefix = None
-        if shared >= MIN_SHARED_PREFIX:
-            out = model(input_ids=torch.tensor([ids[0][:shared]], device=device),
-                        use_cache=True, **_forward_names(model)[1])
-            prefix = _cache_of(out)
-        else:
-            shared = 0
-        for start in range(0, len(order), batch_size):
-            chunk = order[start:start + batch_size]
-            cache = None
-            if prefix is not None:
-                cache = copy.deepcopy(prefix)
-                cache.batch_repeat_interleave(len(chunk))
-            rows = _greedy(model, [ids[i][shared:] for i in chunk], cache, shared,
-                           max_new_tokens=max_new_tokens, stops=stops, pad=pad, device=device)
-            for i, row in zip(chunk, rows):
-                answers[i] = tokenizer.decode(row, skip_special_tokens=True).strip()
-            if on_batch:
-                on_batch(len(chunk))
-    return answers
-
-
-def shared_prefix_length(ids: Sequence[Sequence[int]]) -> int:
-    """Tokens every sequence starts with, leaving each at least one token of its own."""
-    if not ids:
-        return 0
-    first, limit = ids[0], min(len(x) for x in ids) - 1
-    n = 0
-    while n < limit and all(x[n] == first[n] for x in ids):
-        n += 1
-    return n
-
-
-def _forward_names(model) -> tuple[str, dict[str, int]]:
-    """The forward argument that takes the key/value cache (`cache` in transformers 5.x,
-    `past_key_values` before) and the option computing only the last position's logits."""
-    import inspect
-
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    params = inspect.signature(base.forward).parameters
-    last = {name: 1 for name in ("logits_to_keep", "num_logits_to_keep") if name in params}
-    return ("cache" if "cache" in params else "past_key_values"), dict(list(last.items())[:1])
-
-
-def _cache_of(output):
-    cache = getattr(output, "cache", None)
-    return cache if cache is not None else output.past_key_values
-
-
-def _greedy(model, rows: list[list[int]], cache, shared: int, *, max_new_tokens: int,
-            stops: list[int], pad: int, device) -> list[list[int]]:
-    """Greedy decoding of a batch after `shared` cached prefix tokens: each row is padded on
-    the left of its own tokens (between the prefix and them), the padding masked out and the
-    positions counted without it, as left-padded generation does. Returns each row's new
-    tokens up to (not including) its end of turn."""
-    import torch
-
-    cache_arg, last_only = _forward_names(model)
-    n, width = len(rows), max(len(r) for r in rows)
-    input_ids = torch.full((n, width), pad, dtype=torch.long)
-    mask = torch.zeros((n, shared + width), dtype=torch.long)
-    mask[:, :shared] = 1
-    for k, row in enumerate(rows):
-        input_ids[k, width - len(row):] = torch.tensor(row)
-        mask[k, shared + width - len(row):] = 1
-    positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, shared:]
-    input_ids, mask, positions = input_ids.to(device), mask.to(device), positions.to(device)
-    stop_ids = torch.tensor(stops, device=device)
-    done = torch.zeros(n, dtype=torch.bool, device=device)
-    new: list[torch.Tensor] = []
-    for _ in range(max_new_tokens):
-        out = model(input_ids=input_ids, attention_mask=mask, position_ids=positions,
-                    use_cache=True, **last_only, **{cache_arg: cache})
-        cache = _cache_of(out)
-        token = out.logits[:, -1].argmax(-1)
-        token = torch.where(done, torch.full_like(token, stops[0]), token)
-        new.append(token)
-        done |= torch.isin(token, stop_ids)
-        if bool(done.all()):
-            break
-        input_ids = token[:, None]
-        mask = torch.cat([mask, torch.ones((n, 1), dtype=mask.dtype, device=device)], dim=1)
-        positions = positions[:, -1:] + 1
-    tokens = torch.stack(new, dim=1).tolist()
-    return [row[:next((j for j, t in enumerate(row) if t in stops), len(row))]
-            for row in tokens]
-
-
 # --- the evaluation -------------------------------------------------------------------------
 
 def evaluate(run_dir: str | os.PathLike, eval_rows: Sequence[dict[str, Any]],
-             train_rows: Sequence[dict[str, Any]], *, system_prompt: str | None,
-             shots: int = DEFAULT_SHOTS, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
-             batch_size: int = 32, margin_points: float = DEFAULT_MARGIN_POINTS, seed: int = 0,
-             progress: Progress | None = None, device: str | None = None) -> dict[str, Any]:
+             train_rows: Sequence[dict[str, Any]], config: EvalConfig = EvalConfig(), *,
+             progress: Progress | None = None, device: str | None = None) -> EvalResult:
     """Answer every eval row with the three systems, score them, compare fine-tuned with the
     baseline, decide, and write RUN_DIR/eval.json; returns what it wrote."""
     if not eval_rows:
         raise InvalidValue("no eval examples to evaluate on: put some examples in the eval "
                            "split (not rejected)")
-    if shots < 0 or max_new_tokens < 1 or batch_size < 1:
-        raise InvalidValue("shots must be >= 0, max_new_tokens and batch_size >= 1")
     # Idle OpenMP threads sleep instead of spinning (as in the trainer): on a shared CPU the
     # spinning made generation 15-30 times slower. Takes effect if torch is not yet imported.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    from training.runs import load_run_model, read_run
+    from training.models import load_run_model
 
     run_dir = Path(run_dir)
-    run = read_run(run_dir)
+    manifest = RunManifest.read(run_dir / MANIFEST)
+    system_prompt, max_new_tokens = config.system_prompt, config.max_new_tokens
     started = time.perf_counter()
     model, tokenizer = load_run_model(run_dir, device=device)
-    chosen = pick_shots(train_rows, shots, seed)
+    chosen = pick_shots(train_rows, config.shots, config.seed)
     prompts = {
         "zero_shot": [build_prompt(r["messages"], system_prompt) for r in eval_rows],
         "few_shot": [build_prompt(r["messages"], system_prompt, chosen) for r in eval_rows],
@@ -286,7 +168,8 @@ def evaluate(run_dir: str | os.PathLike, eval_rows: Sequence[dict[str, Any]],
             if progress:
                 progress(system, done, total)
 
-        kwargs = {"max_new_tokens": new_tokens, "batch_size": batch_size, "on_batch": tick}
+        kwargs = {"max_new_tokens": new_tokens, "batch_size": config.batch_size,
+                  "on_batch": tick}
         tick(0)  # this system starts
         began = time.perf_counter()
         if system == "fine_tuned":  # last: the adapter is merged into the weights for speed
@@ -303,9 +186,10 @@ def evaluate(run_dir: str | os.PathLike, eval_rows: Sequence[dict[str, Any]],
     baseline_name = ("few_shot" if systems["few_shot"]["primary"] >
                      systems["zero_shot"]["primary"] else "zero_shot")
     scores = {s: M.example_scores(predictions[s], references, metric) for s in SYSTEMS}
-    comparison = M.paired_bootstrap(scores["fine_tuned"], scores[baseline_name], seed=seed)
+    comparison = M.paired_bootstrap(scores["fine_tuned"], scores[baseline_name],
+                                    seed=config.seed)
     decision = M.verdict(systems[baseline_name]["primary"], systems["fine_tuned"]["primary"],
-                         margin_points, comparison, metric=metric)
+                         config.margin_points, comparison, metric=metric)
     examples = []
     for i, row in enumerate(eval_rows):
         ft, base = scores["fine_tuned"][i], scores[baseline_name][i]
@@ -314,27 +198,25 @@ def evaluate(run_dir: str | os.PathLike, eval_rows: Sequence[dict[str, Any]],
             **{s: predictions[s][i] for s in SYSTEMS},
             "scores": {s: scores[s][i] for s in SYSTEMS},
             "outcome": "win" if ft > base else "loss" if ft < base else "tie"})
-    result = {
-        "run_id": run.id, "created_at": now_iso(), "primary_metric": metric,
-        "systems": systems, "baseline": {"system": baseline_name, **systems[baseline_name]},
-        "comparison": {"a": "fine_tuned", "b": baseline_name, **comparison},
-        "verdict": decision,
-        "outcomes": {k: sum(e["outcome"] == k for e in examples)
-                     for k in ("win", "loss", "tie")},
-        "settings": {"system_prompt": system_prompt, "shots": shots,
-                     "shot_ids": [s.get("id") for s in chosen],
-                     "max_new_tokens": max_new_tokens, "max_new_tokens_used": new_tokens,
-                     "batch_size": batch_size,
-                     "margin_points": margin_points, "seed": seed, "decoding": "greedy",
-                     "base_model": run.manifest.get("base_model"),
-                     "snapshot_id": run.manifest.get("snapshot_id"),
-                     "eval_examples": len(eval_rows), "train_examples": len(train_rows)},
-        "wall_seconds": round(time.perf_counter() - started, 1),
-        "wall_seconds_by_system": seconds,
-        "examples": examples,
-    }
-    write_json(run_dir / EVAL_FILE, result)
-    return result
+    result = EvalResult(
+        run_id=manifest.run_id or run_dir.resolve().name, created_at=now_iso(),
+        primary_metric=metric, systems=systems,
+        baseline={"system": baseline_name, **systems[baseline_name]},
+        comparison={"a": "fine_tuned", "b": baseline_name, **comparison},
+        verdict=decision,
+        outcomes={k: sum(e["outcome"] == k for e in examples) for k in ("win", "loss", "tie")},
+        settings={"system_prompt": system_prompt, "shots": config.shots,
+                  "shot_ids": [s.get("id") for s in chosen],
+                  "max_new_tokens": max_new_tokens, "max_new_tokens_used": new_tokens,
+                  "batch_size": config.batch_size,
+                  "margin_points": config.margin_points, "seed": config.seed,
+                  "decoding": "greedy", "base_model": manifest.base_model,
+                  "snapshot_id": manifest.snapshot_id,
+                  "eval_examples": len(eval_rows), "train_examples": len(train_rows)},
+        wall_seconds=round(time.perf_counter() - started, 1),
+        wall_seconds_by_system=seconds, examples=examples)
+    write_json(run_dir / EVAL_FILE, result.to_json())
+    return EvalResult.from_json(orjson.loads(orjson.dumps(result.to_json())))  # as stored
 
 
 @contextlib.contextmanager
@@ -363,32 +245,13 @@ def answer_budget(tokenizer, references: Sequence[str], metric: str,
     return max(1, min(max_new_tokens, longest + LABEL_SLACK_TOKENS))
 
 
-def read_eval(run_dir: str | os.PathLike) -> dict[str, Any] | None:
-    """The stored evaluation of a run, or None when it has not been evaluated."""
-    value = read_json(Path(run_dir) / EVAL_FILE)
-    return value or None
-
-
-def summary(result: dict[str, Any]) -> dict[str, Any]:
-    """The metrics of each system (zero_shot, few_shot, baseline, fine_tuned) and the
-    verdict: what `curate eval --json` prints."""
-    return {"run_id": result.get("run_id"), "primary_metric": result.get("primary_metric"),
-            **{s: result["systems"][s] for s in SYSTEMS}, "baseline": result["baseline"],
-            "comparison": result.get("comparison"), "outcomes": result.get("outcomes"),
-            "verdict": result["verdict"], "settings": result.get("settings"),
-            "created_at": result.get("created_at")}
-
-
-def with_margin(result: dict[str, Any], margin_points: float) -> dict[str, Any]:
+def with_margin(result: EvalResult, margin_points: float) -> EvalResult:
     """The stored result with its verdict decided again for another margin (no
     generation)."""
-    metric = result["primary_metric"]
-    decision = M.verdict(result["baseline"]["primary"], result["systems"]["fine_tuned"]
-                         ["primary"], margin_points, result["comparison"], metric=metric)
-    return {**result, "verdict": decision}
+    decision = M.verdict(result.baseline["primary"], result.systems["fine_tuned"]["primary"],
+                         margin_points, result.comparison, metric=result.primary_metric)
+    return dataclasses.replace(result, verdict=decision)
 
 
-__all__ = ["DEFAULT_MARGIN_POINTS", "DEFAULT_MAX_NEW_TOKENS", "DEFAULT_SHOTS", "EVAL_FILE",
-           "SYSTEMS", "build_prompt", "eval_rows_from_store", "evaluate",
-           "generate", "pick_shots", "read_eval", "summary", "train_rows_from_run",
-           "with_margin"]
+__all__ = ["answer_budget", "build_prompt", "eval_rows_from_store", "evaluate", "pick_shots",
+           "train_rows_from_run", "with_margin"]

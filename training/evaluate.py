@@ -3,10 +3,10 @@
 `start_eval(store, user, run_dir, ...)` writes what the evaluation needs into the run folder
 and starts `python -m training.evaluate RUN_DIR`; `read_eval_job`, `wait_eval` and
 `cancel_eval` follow and stop it; the result lands in RUN_DIR/eval.json, where
-`training.eval.read_eval` finds it.
+`training.run_folder.read_eval` finds it.
 
 Design decisions:
-- A process of its own, started like the trainer (`training.runs.spawn`: its own session and
+- A process of its own, started like the trainer (`training.processes.spawn`: its own session and
   process group, by absolute path, in the run folder), so an evaluation goes on when the page
   that started it is left, the browser closed, the server or the CLI stopped; cancelling
   signals the whole group.
@@ -16,7 +16,8 @@ Design decisions:
   state queued/running/completed/failed/cancelled, phase (loading, zero_shot, few_shot,
   fine_tuned), answers done/total, an ETA (a linear estimate from the answers so far), the
   reason of a failure, and on completion the verdict. Its output goes to `eval.log`. The
-  app and the CLI copy the result into the store afterwards (`training.runs.record_runs`).
+  app and the CLI copy the result into the store afterwards (`training.launcher.record_runs`).
+  The settings are an `EvalConfig`, written as the request's `settings`.
 - One evaluation at a time per workspace (`EvaluationAlreadyActive`): two would share the
   CPU and each take twice as long. The check and the start hold the runs folder's launch
   lock. Training runs are not counted: they are one at a time on their own.
@@ -40,15 +41,15 @@ from typing import Any
 from curation.auth import User, require
 from curation.errors import CurateError, InvalidValue
 from curation.store import Store
-from training.eval import (DEFAULT_MARGIN_POINTS, DEFAULT_MAX_NEW_TOKENS, DEFAULT_SHOTS,
-                           SYSTEMS, eval_rows_from_store)
-from training.runs import (_launch_lock, _trainer_alive, list_runs, read_run, spawn,
-                           stop_group)
-from training.trainer import (EXIT_CANCELLED, _Cancelled, _on_sigterm, now_iso, read_json,
-                              write_json)
+from training.config import EvalConfig
+from training.eval import eval_rows_from_store
+from training.launcher import launch_lock, list_runs, read_run
+from training.processes import (EXIT_CANCELLED, Cancelled, process_alive, raise_on_sigterm,
+                                spawn, stop_group)
+from training.run_folder import (EVAL_LOG, EVAL_PID, EVAL_REQUEST, EVAL_STATUS, SYSTEMS,
+                                 EvalResult, EvalStatus, now_iso, read_json, update_json,
+                                 write_json)
 
-EVAL_REQUEST, EVAL_STATUS, EVAL_PID, EVAL_LOG = ("eval_request.json", "eval_status.json",
-                                                 "eval.pid", "eval.log")
 EVAL_ACTIVE_STATES = ("queued", "running")
 QUEUED_GRACE_SECONDS = 30.0  # a queued evaluation without a pid yet: the launcher is starting it
 
@@ -70,23 +71,23 @@ class EvalJob:
     state: str
     active: bool
     pid: int | None
-    status: dict[str, Any]
+    status: EvalStatus
 
     @property
     def done(self) -> int:
-        return int(self.status.get("done") or 0)
+        return self.status.done
 
     @property
     def total(self) -> int:
-        return int(self.status.get("total") or 0)
+        return self.status.total
 
     @property
     def phase(self) -> str | None:
-        return self.status.get("phase")
+        return self.status.phase
 
     @property
     def eta_seconds(self) -> float | None:
-        return self.status.get("eta_seconds") if self.active else None
+        return self.status.eta_seconds if self.active else None
 
     def summary(self) -> str:
         """One line: run, state, phase, answers, ETA; the reason of a failure."""
@@ -96,26 +97,24 @@ class EvalJob:
         parts.append(f"{self.done}/{self.total} answers")
         if self.eta_seconds is not None:
             parts.append(f"ETA ~{round(self.eta_seconds)} s")
-        if self.status.get("reason") and self.state != "completed":
-            parts.append(f"- {self.status['reason']}")
+        if self.status.reason and self.state != "completed":
+            parts.append(f"- {self.status.reason}")
         return " ".join(parts)
 
     def to_dict(self) -> dict[str, Any]:
         return {"run_id": self.run_id, "dir": str(self.dir), "state": self.state,
                 "active": self.active, "pid": self.pid, "phase": self.phase,
                 "done": self.done, "total": self.total, "eta_seconds": self.eta_seconds,
-                **{k: self.status.get(k) for k in ("examples", "requested_by", "requested_at",
-                                                   "started_at", "ended_at", "reason",
-                                                   "settings", "verdict")}}
+                **{k: getattr(self.status, k) for k in ("examples", "requested_by",
+                                                        "requested_at", "started_at",
+                                                        "ended_at", "reason")},
+                "settings": self.status.settings or None, "verdict": self.status.verdict}
 
 
 # --- the launcher's side --------------------------------------------------------------------
 
-def start_eval(store: Store, user: User, run_dir: str | os.PathLike, *,
-               system_prompt: str | None = None, shots: int = DEFAULT_SHOTS,
-               max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
-               margin_points: float = DEFAULT_MARGIN_POINTS, limit: int | None = None,
-               batch_size: int = 32, seed: int = 0) -> EvalJob:
+def start_eval(store: Store, user: User, run_dir: str | os.PathLike,
+               config: EvalConfig = EvalConfig(), *, limit: int | None = None) -> EvalJob:
     """Start evaluating a completed run on the eval split as it is now (its first `limit`
     examples, or all): refused with `EvaluationAlreadyActive` while another evaluation of the
     workspace runs, and with `InvalidValue` when there is nothing to evaluate."""
@@ -127,18 +126,15 @@ def start_eval(store: Store, user: User, run_dir: str | os.PathLike, *,
     if run.state != "completed" or not (run.adapter_dir / "adapter_config.json").is_file():
         raise InvalidValue(f"run {run.id} is {run.state}: only a completed run (with its "
                            "adapter) can be evaluated")
-    if shots < 0 or max_new_tokens < 1 or batch_size < 1 or (limit is not None and limit < 1):
-        raise InvalidValue("shots must be >= 0; max_new_tokens, batch_size and the example "
-                           "limit >= 1")
+    if limit is not None and limit < 1:
+        raise InvalidValue(f"the example limit must be at least 1, not {limit}")
     rows = eval_rows_from_store(store)[:limit]
     if not rows:
         raise InvalidValue("no eval examples to evaluate on: put some examples in the eval "
                            "split (not rejected)")
-    settings = {"system_prompt": system_prompt, "shots": shots,
-                "max_new_tokens": max_new_tokens, "margin_points": margin_points,
-                "batch_size": batch_size, "seed": seed}
+    settings = config.to_dict()
     runs_dir = run_dir.parent
-    with _launch_lock(runs_dir):
+    with launch_lock(runs_dir):
         active = active_eval(runs_dir)
         if active:
             raise EvaluationAlreadyActive(
@@ -162,18 +158,19 @@ def read_eval_job(run_dir: str | os.PathLike) -> EvalJob | None:
     """The run's latest evaluation now, or None when none was ever started in the
     background."""
     run_dir = Path(run_dir)
-    status = read_json(run_dir / EVAL_STATUS)
-    if not status:
+    raw = read_json(run_dir / EVAL_STATUS)
+    if not raw:
         return None
-    pid = status.get("pid") or read_json(run_dir / EVAL_PID).get("pid")
-    state = status.get("state") or "queued"
-    alive = bool(pid) and _trainer_alive(int(pid), b"training.evaluate")
+    status = EvalStatus.from_json(raw)
+    pid = status.pid or read_json(run_dir / EVAL_PID).get("pid")
+    state = status.state or "queued"
+    alive = bool(pid) and process_alive(int(pid), b"training.evaluate")
     if state in EVAL_ACTIVE_STATES and not alive:
         # the launcher is between writing the status and the pid file; else it died silently
         state = "queued" if state == "queued" and not pid and _fresh(run_dir) else \
             "interrupted"
     active = state in EVAL_ACTIVE_STATES and (alive or state == "queued")
-    return EvalJob(status.get("run_id") or run_dir.name, run_dir, state, active,
+    return EvalJob(status.run_id or run_dir.name, run_dir, state, active,
                    int(pid) if pid else None, status)
 
 
@@ -186,10 +183,11 @@ def active_eval(runs_dir: str | os.PathLike) -> EvalJob | None:
     return None
 
 
-def cancel_eval(run_dir: str | os.PathLike, *, timeout: float = 30.0) -> EvalJob:
+def cancel_eval(user: User, run_dir: str | os.PathLike, *, timeout: float = 30.0) -> EvalJob:
     """Stop the run's evaluation: SIGTERM to its process group, SIGKILL after `timeout`
     seconds; its status ends as cancelled, no process of the group is left, and an earlier
     eval.json stays."""
+    require(user, "train")
     run_dir = Path(run_dir)
     job = read_eval_job(run_dir)
     if job is None or not job.active:
@@ -201,7 +199,7 @@ def cancel_eval(run_dir: str | os.PathLike, *, timeout: float = 30.0) -> EvalJob
         job = read_eval_job(run_dir)
     if job.pid:
         stop_group(job.pid, timeout)
-    if read_json(run_dir / EVAL_STATUS).get("state") != "cancelled":
+    if EvalStatus.read(run_dir / EVAL_STATUS).state != "cancelled":
         _update(run_dir, state="cancelled", ended_at=now_iso(), eta_seconds=None,
                 reason="cancelled by request")
     return read_eval_job(run_dir)
@@ -219,9 +217,7 @@ def wait_eval(run_dir: str | os.PathLike, *, timeout: float | None = None,
 
 
 def _update(run_dir: Path, **changes: Any) -> dict[str, Any]:
-    status = {**read_json(run_dir / EVAL_STATUS), **changes}
-    write_json(run_dir / EVAL_STATUS, status)
-    return status
+    return update_json(run_dir / EVAL_STATUS, **changes)
 
 
 def _fresh(run_dir: Path) -> bool:
@@ -238,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     """`python -m training.evaluate RUN_DIR`: evaluate as eval_request.json says. Exit 0 when
     completed, 1 on a failure (reason in eval_status.json, traceback in eval.log), 143 when
     cancelled (SIGTERM)."""
-    signal.signal(signal.SIGTERM, _on_sigterm)
+    signal.signal(signal.SIGTERM, raise_on_sigterm)
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch is imported
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     args = sys.argv[1:] if argv is None else argv
@@ -255,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{now_iso()} evaluator started, pid {os.getpid()}", flush=True)
     try:
         result = _evaluate(run_dir, request)
-    except _Cancelled:
+    except Cancelled:
         print(f"{now_iso()} cancelled (SIGTERM)", flush=True)
         _update(run_dir, state="cancelled", ended_at=now_iso(), eta_seconds=None,
                 reason="cancelled by request")
@@ -271,15 +267,15 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     signal.signal(signal.SIGTERM, signal.SIG_IGN)  # written: too late to cancel
     _update(run_dir, state="completed", ended_at=now_iso(), eta_seconds=0,
-            verdict=result["verdict"], wall_seconds=result["wall_seconds"])
-    print(f"{now_iso()} completed: {result['verdict']['decision']}", flush=True)
+            verdict=result.verdict, wall_seconds=result.wall_seconds)
+    print(f"{now_iso()} completed: {result.verdict['decision']}", flush=True)
     return 0
 
 
-def _evaluate(run_dir: Path, request: dict[str, Any]) -> dict[str, Any]:
+def _evaluate(run_dir: Path, request: dict[str, Any]) -> EvalResult:
     from training.eval import evaluate, train_rows_from_run
 
-    settings = request.get("settings") or {}
+    config = EvalConfig.from_dict(request.get("settings") or {})
     began: list[float] = []
 
     def progress(system: str, done: int, total: int) -> None:
@@ -290,17 +286,11 @@ def _evaluate(run_dir: Path, request: dict[str, Any]) -> dict[str, Any]:
         _update(run_dir, phase=system, done=done, total=total,
                 eta_seconds=None if eta is None else round(eta, 1))
 
-    return evaluate(run_dir, request["rows"], train_rows_from_run(run_dir),
-                    system_prompt=settings.get("system_prompt"),
-                    shots=settings.get("shots", DEFAULT_SHOTS),
-                    max_new_tokens=settings.get("max_new_tokens", DEFAULT_MAX_NEW_TOKENS),
-                    batch_size=settings.get("batch_size", 32),
-                    margin_points=settings.get("margin_points", DEFAULT_MARGIN_POINTS),
-                    seed=settings.get("seed", 0), progress=progress)
+    return evaluate(run_dir, request["rows"], train_rows_from_run(run_dir), config,
+                    progress=progress)
 
 
-
-__all__ = ["EVAL_LOG", "EVAL_REQUEST", "EVAL_STATUS", "EvalJob", "EvaluationAlreadyActive",
+__all__ = ["EvalJob", "EvaluationAlreadyActive",
            "EvaluationNotActive", "active_eval", "cancel_eval", "read_eval_job",
            "start_eval", "wait_eval"]
 

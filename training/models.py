@@ -12,6 +12,8 @@ Design decisions:
 - Any local Hugging Face folder (or a hub id, where the user is online) can be used instead.
 - The cache is the workspace's `models/` folder; `$CURATE_MODEL_CACHE` points several
   workspaces (and the test suite) at one shared cache.
+- `load_run_model` loads a trained run for evaluation: the base model its manifest names,
+  with the run's adapter on top; it reads the run folder's files, not the launcher.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import importlib.util
 import os
 from pathlib import Path
 
-from curation.errors import CurateError
+from curation.errors import CurateError, InvalidValue
 
 DEFAULT_BASE_MODEL = "SmolLM2-135M-Instruct"
 _GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -105,3 +107,23 @@ def check_chat_model(tokenizer, *, expect_im_end: bool) -> None:
     if expect_im_end and (tokenizer.eos_token != END_OF_TURN or END_OF_TURN not in text):
         raise ModelUnavailable(f"the default model should end turns with {END_OF_TURN}, but "
                                f"its end-of-sequence token is {tokenizer.eos_token!r}")
+
+
+def load_run_model(run_dir: str | os.PathLike, *, device: str | None = None):
+    """(model, tokenizer): the run's base model with its final adapter applied, in eval mode;
+    the hook for evaluating a run against its base model."""
+    from training.run_folder import ADAPTER, MANIFEST, STATUS, RunManifest, RunStatus
+
+    run_dir = Path(run_dir).resolve()
+    manifest = RunManifest.read(run_dir / MANIFEST)
+    adapter = run_dir / ADAPTER
+    if not (adapter / "adapter_config.json").is_file():
+        state = RunStatus.read(run_dir / STATUS).state or "starting"
+        raise InvalidValue(f"run {manifest.run_id or run_dir.name} has no adapter yet "
+                           f"({state})")
+    from peft import PeftModel
+
+    cache = os.environ.get("CURATE_MODEL_CACHE") or manifest.model_cache
+    base, tokenizer = load_model(manifest.base_model, Path(cache), device=device)
+    model = PeftModel.from_pretrained(base, str(adapter))
+    return model.eval(), tokenizer

@@ -1,11 +1,11 @@
 """The trainer process: `python -m training.trainer RUN_DIR` fine-tunes a LoRA adapter.
 
 Design decisions:
-- A process of its own (started by `training.runs.launch` in its own process group), so the
+- A process of its own (started by `training.launcher.launch` in its own process group), so the
   app stays responsive, a crash cannot take the app down, and cancelling is a signal. It never
   opens the DuckDB store: everything it needs is in RUN_DIR (`manifest.json` with the config
   and the snapshot's id and hash, `train.jsonl` with the snapshot's examples), and everything
-  it reports goes there too. The run folder's files are the interface (`RUN_FILES`):
+  it reports goes there too. The run folder's files are the interface (`training.run_folder`):
   `status.json` (state running/completed/failed/cancelled, pid, times, reason, final
   metrics), `metrics.jsonl` (one line per optimizer step), `trainer.log`,
   `checkpoints/step-N/` and the final `adapter/` (adapter_config.json and
@@ -51,7 +51,6 @@ import shutil
 import signal
 import sys
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -63,80 +62,18 @@ from training.checkpoint import (POSITION, load_adapter_weights, load_training_s
                                  save_training_state)
 from training.config import TrainConfig
 from training.data import IGNORE_INDEX
+from training.processes import EXIT_CANCELLED, Cancelled, raise_on_sigterm
+from training.run_folder import (ADAPTER, CHECKPOINTS, LOG, MANIFEST, METRICS, TRAIN_FILE,
+                                 RunManifest, checkpoint_dirs, now_iso, read_json, read_metrics,
+                                 update_status, write_json)
 
-MANIFEST, TRAIN_FILE, STATUS, METRICS, LOG = ("manifest.json", "train.jsonl", "status.json",
-                                              "metrics.jsonl", "trainer.log")
-CHECKPOINTS, ADAPTER = "checkpoints", "adapter"
-RUN_FILES = (MANIFEST, TRAIN_FILE, STATUS, METRICS, LOG, CHECKPOINTS, ADAPTER)
 MAX_GRAD_NORM = 1.0
-EXIT_CANCELLED = 143
-
-
-# --- the run folder's files (also read by training.runs) ------------------------------------
-
-def now_iso() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def write_json(path: Path, value: Any) -> None:
-    """Write JSON atomically: a temporary file in the same folder, then rename."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{time.monotonic_ns()}.tmp")
-    tmp.write_bytes(orjson.dumps(value, option=orjson.OPT_INDENT_2))
-    os.replace(tmp, path)
-
-
-def read_json(path: Path) -> dict[str, Any]:
-    """The JSON object in `path`, or {} when it is missing or unreadable."""
-    try:
-        value = orjson.loads(path.read_bytes())
-    except (OSError, orjson.JSONDecodeError):
-        return {}
-    return value if isinstance(value, dict) else {}
-
-
-def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
-    """The metrics lines written so far; a partial or broken line is skipped."""
-    try:
-        raw = (Path(run_dir) / METRICS).read_bytes()
-    except OSError:
-        return []
-    rows = []
-    for line in raw.splitlines():
-        try:
-            row = orjson.loads(line)
-        except orjson.JSONDecodeError:
-            continue
-        if isinstance(row, dict) and "step" in row:
-            rows.append(row)
-    return rows
-
-
-def update_status(run_dir: Path, **changes: Any) -> dict[str, Any]:
-    status = {**read_json(Path(run_dir) / STATUS), **changes}
-    write_json(Path(run_dir) / STATUS, status)
-    return status
-
-
-def checkpoint_dirs(run_dir: Path) -> list[Path]:
-    """Complete checkpoints, oldest first (`step-N.partial` folders are ignored)."""
-    folder = Path(run_dir) / CHECKPOINTS
-    found = [p for p in folder.glob("step-*") if p.is_dir() and p.name[5:].isdigit()]
-    return sorted(found, key=lambda p: int(p.name[5:]))
 
 
 # --- the process ----------------------------------------------------------------------------
 
-class _Cancelled(BaseException):
-    """Raised in the main thread by the SIGTERM handler."""
-
-
-def _on_sigterm(signum, frame) -> None:
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second TERM must not interrupt cleanup
-    raise _Cancelled
-
-
 def main(argv: list[str] | None = None) -> int:
-    signal.signal(signal.SIGTERM, _on_sigterm)
+    signal.signal(signal.SIGTERM, raise_on_sigterm)
     private_umask()  # checkpoints, adapter and logs are the user's alone, however started
     # Idle OpenMP threads sleep instead of spinning: on a CPU shared with other work, spinning
     # threads made a training step ten times slower. Must be set before torch is imported.
@@ -156,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     log.info("trainer started, pid %d", os.getpid())
     try:
         final = train(run_dir, log)
-    except _Cancelled:
+    except Cancelled:
         log.info("cancelled (SIGTERM); nothing more is saved")
         update_status(run_dir, state="cancelled", ended_at=now_iso(),
                       reason="cancelled by request")
@@ -245,10 +182,10 @@ def lr_factor(step: int, warmup: int, total: int) -> float:
 
 def train(run_dir: Path, log: logging.Logger) -> dict[str, Any]:
     """Train (or continue training) the run in `run_dir`; returns the final metrics."""
-    manifest = read_json(run_dir / MANIFEST)
-    if "config" not in manifest:
+    manifest = RunManifest.read(run_dir / MANIFEST)
+    if not manifest.config:
         raise CurateError(f"{run_dir / MANIFEST} is missing or has no config")
-    config = TrainConfig.from_dict(manifest["config"])
+    config = TrainConfig.from_dict(manifest.config)
 
     import torch
     from peft import LoraConfig, get_peft_model
@@ -256,7 +193,7 @@ def train(run_dir: Path, log: logging.Logger) -> dict[str, Any]:
     from training.data import collate, load_train_data, padding_fraction, plan_batches
     from training.models import load_model
 
-    cache = Path(os.environ.get("CURATE_MODEL_CACHE") or manifest.get("model_cache") or
+    cache = Path(os.environ.get("CURATE_MODEL_CACHE") or manifest.model_cache or
                  run_dir.parent.parent / "models")
     device = "cuda" if torch.cuda.is_available() else "cpu"
     bf16 = use_bf16(config.precision, device)

@@ -36,8 +36,9 @@ from curation import SPLITS, CurateError, ExampleFilter
 from curation.checks import load_table
 from curation.checks.coverage import (Targets, cluster_prompts, gap_list, get_targets,
                                       thin_labels)
-from curation.fill import WouldDuplicate, add_example, draft_examples
+from curation.fill import WouldDuplicate, add_example
 from curation.text import first_turn, turns_text
+from training.drafts import draft_examples
 from curate.ui.common import flash, one_line, page_path, page_start, plain, workspace
 
 S = st.session_state

@@ -15,7 +15,7 @@ Design decisions:
   example is now (said on the page), with a link to it on the Review page.
 - "Max eval examples" evaluates the first N eval examples (in id order) for a quick look;
   eval.json records how many were used.
-- Runs are listed with `training.runs.record_runs` on every full run of the page (one follows
+- Runs are listed with `training.launcher.record_runs` on every full run of the page (one follows
   the end of an evaluation), so the store's `training_runs` carries each run's evaluation
   summary; the evaluator itself never opens the store.
 - Scores are shown in points (hundredths), as the margin is stated.
@@ -34,11 +34,12 @@ import streamlit as st
 
 from curation import CurateError, ExampleFilter
 from curation.text import duration, turns_text
-from training.eval import (DEFAULT_MARGIN_POINTS, DEFAULT_MAX_NEW_TOKENS, DEFAULT_SHOTS,
-                           SYSTEMS, read_eval, with_margin)
+from training.config import EvalConfig, default, help_text
+from training.eval import with_margin
 from training.evaluate import (EvalJob, EvaluationAlreadyActive, cancel_eval, read_eval_job,
                                start_eval)
-from training.runs import Run, default_runs_dir, record_runs
+from training.launcher import Run, default_runs_dir, record_runs
+from training.run_folder import SYSTEMS, EvalResult, read_eval
 from curate.ui.common import (clip, flash, one_line, page_path, page_start, plain, show_error,
                               workspace)
 
@@ -71,27 +72,22 @@ def _eval_form(run: Run, key: str) -> None:
     """Settings of an evaluation and the button that runs it (then the page reruns)."""
     with st.form(key, border=True):
         replace = st.checkbox("Use one system prompt for all three systems", key=f"{key}_sp_on",
-                              help="Off: each example keeps its own system prompt (what the "
-                                   "fine-tuned model was trained with). On: this text replaces "
-                                   "it; empty sends none.")
+                              help=help_text("system_prompt", EvalConfig))
         prompt = st.text_area("System prompt", key=f"{key}_sp", height=80,
                               placeholder="e.g. Answer with the ticket's category only.")
         columns = st.columns(4)
         shots = columns[0].number_input("Few-shot examples (k)", min_value=0,
-                                        value=DEFAULT_SHOTS, step=1,
+                                        value=default("shots", EvalConfig), step=1,
                                         key=f"{key}_shots",
-                                        help="Accepted train examples of this run shown to "
-                                             "the few-shot baseline, different labels first.")
+                                        help=help_text("shots", EvalConfig))
         max_new = columns[1].number_input("Max new tokens", min_value=1,
-                                          value=DEFAULT_MAX_NEW_TOKENS, step=1,
+                                          value=default("max_new_tokens", EvalConfig), step=1,
                                           key=f"{key}_max_new",
-                                          help="Longest answer generated per example (greedy "
-                                               "decoding for all three systems).")
-        margin = columns[2].number_input("Margin (points)", value=DEFAULT_MARGIN_POINTS,
-                                         step=1.0,
+                                          help=help_text("max_new_tokens", EvalConfig))
+        margin = columns[2].number_input("Margin (points)",
+                                         value=default("margin_points", EvalConfig), step=1.0,
                                          key=f"{key}_margin",
-                                         help="Deploy only if the fine-tuned model beats the "
-                                              "baseline by at least this many points.")
+                                         help=help_text("margin_points", EvalConfig))
         limit = columns[3].number_input("Max eval examples", min_value=0, value=0, step=10,
                                         key=f"{key}_limit",
                                         help="0: every eval example (not rejected); else the "
@@ -101,9 +97,9 @@ def _eval_form(run: Run, key: str) -> None:
     if not submitted:
         return
     try:
-        job = start_eval(store, user, run.dir, system_prompt=prompt if replace else None,
-                         shots=int(shots), max_new_tokens=int(max_new),
-                         margin_points=float(margin), limit=int(limit) or None)
+        config = EvalConfig(system_prompt=prompt if replace else None, shots=int(shots),
+                            max_new_tokens=int(max_new), margin_points=float(margin))
+        job = start_eval(store, user, run.dir, config, limit=int(limit) or None)
     except EvaluationAlreadyActive as exc:
         st.error(f"**Not started:** {plain(exc)}", icon=":material/block:")
         return
@@ -111,7 +107,7 @@ def _eval_form(run: Run, key: str) -> None:
         show_error(exc)
         return
     flash("evaluation", f"Evaluation of run {job.run_id} started on "
-          f"{job.status['examples']} eval examples", ":material/task_alt:")
+          f"{job.status.examples} eval examples", ":material/task_alt:")
     st.rerun()
 
 
@@ -136,14 +132,14 @@ def _job_view(run_id: str, was_active: bool) -> None:
         cells.metric("Answers", f"{job.done}/{job.total}", border=True)
         cells.metric("ETA (estimate)", duration(job.eta_seconds), border=True)
         st.caption(plain(
-            f"Started by {job.status.get('requested_by')} at "
-            f"{str(job.status.get('requested_at', ''))[:19].replace('T', ' ')} UTC on "
-            f"{job.status.get('examples')} eval examples, in a process of its own (pid "
+            f"Started by {job.status.requested_by} at "
+            f"{str(job.status.requested_at or '')[:19].replace('T', ' ')} UTC on "
+            f"{job.status.examples} eval examples, in a process of its own (pid "
             f"{job.pid}): it goes on when you leave this page or close the browser."))
         if st.button("Cancel evaluation", key="ev_cancel", icon=":material/stop_circle:"):
             with st.spinner("Stopping the evaluation…"):
                 try:
-                    cancel_eval(job.dir)
+                    cancel_eval(user, job.dir)
                 except CurateError as exc:
                     show_error(exc)
                     return
@@ -157,14 +153,14 @@ def _live(run_id: str) -> None:
     _job_view(run_id, was_active=True)
 
 
-def _ended(job: EvalJob | None, result: dict[str, Any] | None) -> None:
+def _ended(job: EvalJob | None, result: EvalResult | None) -> None:
     """Why the latest evaluation did not complete, when it did not."""
     if job is None or job.active or job.state == "completed":
         return
     earlier = " The result below is from an earlier evaluation." if result else ""
     if job.state == "failed":
         st.error(f"**The last evaluation failed:** "
-                 f"{plain(job.status.get('reason') or 'no reason recorded')}.{earlier}",
+                 f"{plain(job.status.reason or 'no reason recorded')}.{earlier}",
                  icon=":material/error:")
     elif job.state == "interrupted":
         st.warning("The last evaluation stopped without recording an ending (killed, or the "
@@ -176,14 +172,14 @@ def _ended(job: EvalJob | None, result: dict[str, Any] | None) -> None:
 
 # --- the scoreboard ------------------------------------------------------------------------
 
-def _scoreboard(result: dict[str, Any]) -> None:
-    systems, primary = result["systems"], result["primary_metric"]
-    base = result["baseline"]["system"]
+def _scoreboard(result: EvalResult) -> None:
+    systems, primary = result.systems, result.primary_metric
+    base = result.baseline["system"]
     shown = [m for m in METRICS if m in systems["fine_tuned"]]
     names = [METRIC_NAMES[m] + (" (primary)" if m == primary else "") for m in shown]
     table = pd.DataFrame({
         "Zero-shot": [_points(systems["zero_shot"][m]) for m in shown],
-        f"Few-shot (k={result['settings']['shots']})":
+        f"Few-shot (k={result.settings['shots']})":
             [_points(systems["few_shot"][m]) for m in shown],
         f"Baseline ({SYSTEM_NAMES[base].lower()})": [_points(systems[base][m]) for m in shown],
         "Fine-tuned": [_points(systems["fine_tuned"][m]) for m in shown],
@@ -197,15 +193,15 @@ def _scoreboard(result: dict[str, Any]) -> None:
     _bars(result, shown)
 
 
-def _bars(result: dict[str, Any], shown: list[str]) -> None:
+def _bars(result: EvalResult, shown: list[str]) -> None:
     import plotly.graph_objects as go
 
-    base = result["baseline"]["system"]
+    base = result.baseline["system"]
     fig = go.Figure()
     colours = {"zero_shot": "#bab0ac", "few_shot": "#9ecae9", "fine_tuned": "#4c78a8"}
     for system in SYSTEMS:
         name = SYSTEM_NAMES[system] + (" (baseline)" if system == base else "")
-        values = [_points(result["systems"][system][m]) for m in shown]
+        values = [_points(result.systems[system][m]) for m in shown]
         fig.add_trace(go.Bar(x=[METRIC_NAMES[m] for m in shown], y=values, name=name,
                              marker={"color": colours[system]}, text=values,
                              textposition="outside", texttemplate="%{text:.1f}"))
@@ -216,14 +212,14 @@ def _bars(result: dict[str, Any], shown: list[str]) -> None:
     st.plotly_chart(fig, key="ev_bars", config={"displaylogo": False})
 
 
-def _verdict(result: dict[str, Any]) -> None:
-    stored = result["verdict"]["margin_points"]
+def _verdict(result: EvalResult) -> None:
+    stored = result.verdict["margin_points"]
     row = st.container(horizontal=True, vertical_alignment="bottom")
     margin = row.number_input("Margin (points)", value=float(stored), step=1.0, key="ev_margin",
                               width=180, help="Judge again with another margin; nothing is "
                                               "generated again.")
     judged = result if margin == stored else with_margin(result, margin)
-    verdict = judged["verdict"]
+    verdict = judged.verdict
     if margin != stored:
         row.caption(f"Judged again with a {margin:g}-point margin; the stored evaluation used "
                     f"{stored:g}.")
@@ -232,7 +228,7 @@ def _verdict(result: dict[str, Any]) -> None:
         st.success(text, icon=":material/rocket_launch:")
     else:
         st.error(text, icon=":material/do_not_disturb_on:")
-    c, o, s = result["comparison"], result.get("outcomes") or {}, result["settings"]
+    c, o, s = result.comparison, result.outcomes, result.settings
     st.caption(
         f"Paired bootstrap over {c['n_examples']} examples ({c['n_resamples']} resamples): "
         f"fine-tuned minus baseline {c['mean_diff'] * 100:+.1f} points, 95% interval "
@@ -241,21 +237,22 @@ def _verdict(result: dict[str, Any]) -> None:
         f"{o.get('tie', 0)} ties.")
     prompt = s.get("system_prompt")
     st.caption(plain(
-        f"Evaluated {str(result.get('created_at', ''))[:19].replace('T', ' ')} UTC in "
-        f"{result.get('wall_seconds', '?')} s on {s['eval_examples']} eval examples; "
+        f"Evaluated {str(result.created_at or '')[:19].replace('T', ' ')} UTC in "
+        f"{'?' if result.wall_seconds is None else result.wall_seconds} s on "
+        f"{s['eval_examples']} eval examples; "
         f"{s['decoding']} decoding, up to {s['max_new_tokens']} new tokens; few-shot "
         f"examples {', '.join(f'#{i}' for i in s.get('shot_ids') or []) or 'none'}; system "
         "prompt " + ("each example's own" if prompt is None else
                      "none" if prompt == "" else repr(clip(prompt, 200))) + "."))
 
 
-def _per_label(result: dict[str, Any]) -> None:
-    systems, metric = result["systems"], result["primary_metric"]
+def _per_label(result: EvalResult) -> None:
+    systems, metric = result.systems, result.primary_metric
     per = {s: systems[s].get("per_label") for s in SYSTEMS}
     if not per["fine_tuned"]:
         st.caption("The eval examples carry no labels, so there is no per-label breakdown.")
         return
-    base = result["baseline"]["system"]
+    base = result.baseline["system"]
     labels = list(per["fine_tuned"])
     table = pd.DataFrame({
         "Label": labels,
@@ -294,8 +291,8 @@ def _prompts(ids: list[int]) -> dict[int, str]:
     return {e.id: turns_text(e.messages, sep="\n\n") for e in found}
 
 
-def _outputs(result: dict[str, Any]) -> None:
-    examples, base = result["examples"], result["baseline"]["system"]
+def _outputs(result: EvalResult) -> None:
+    examples, base = result.examples, result.baseline["system"]
     counts = {k: len(examples) if k == "all" else sum(e["outcome"] == k for e in examples)
               for k in OUTCOMES}
     row = st.container(horizontal=True, vertical_alignment="bottom")
@@ -368,11 +365,11 @@ def _compare(runs: list[Run]) -> None:
         return
     picked = [by_id[i] for i in chosen]
     settings: dict[str, list[Any]] = {
-        "snapshot": [r.manifest.get("snapshot_id") for r in picked],
-        "train examples": [r.manifest.get("examples") for r in picked]}
-    keys = sorted({k for r in picked for k in (r.manifest.get("config") or {})})
+        "snapshot": [r.manifest.snapshot_id for r in picked],
+        "train examples": [r.manifest.examples for r in picked]}
+    keys = sorted({k for r in picked for k in r.manifest.config})
     for k in keys:
-        settings[k] = [(r.manifest.get("config") or {}).get(k) for r in picked]
+        settings[k] = [r.manifest.config.get(k) for r in picked]
     differ = {k: v for k, v in settings.items() if len({repr(x) for x in v}) > 1}
     st.markdown("**Settings that differ**")
     if differ:
@@ -383,23 +380,23 @@ def _compare(runs: list[Run]) -> None:
         st.caption("None: these runs used the same snapshot and settings.")
     results = {r.id: read_eval(r.dir) for r in picked}
     rows: dict[str, list[str]] = {"state": [r.state for r in picked],
-                                  "final loss": [_fmt((r.status.get("final") or {}).get("loss"))
+                                  "final loss": [_fmt(r.status.final_loss)
                                                  for r in picked]}
 
     def add(name: str, get) -> None:
         rows[name] = [get(results[r.id]) if results[r.id] else "not evaluated"
                       for r in picked]
 
-    add("primary metric", lambda x: x["primary_metric"])
+    add("primary metric", lambda x: x.primary_metric)
     for s in SYSTEMS:
-        add(SYSTEM_NAMES[s], lambda x, s=s: f"{x['systems'][s]['primary'] * 100:.1f}")
-    add("baseline", lambda x: f"{x['baseline']['primary'] * 100:.1f} "
-                              f"({SYSTEM_NAMES[x['baseline']['system']].lower()})")
-    add("fine-tuned − baseline", lambda x: f"{x['verdict']['difference_points']:+.1f}")
-    add("verdict", lambda x: f"{x['verdict']['decision']} "
-                             f"({x['verdict']['margin_points']:g}-point margin)")
-    add("significant", lambda x: "yes" if x["comparison"]["significant"] else "no")
-    add("eval examples", lambda x: str(x["settings"]["eval_examples"]))
+        add(SYSTEM_NAMES[s], lambda x, s=s: f"{x.systems[s]['primary'] * 100:.1f}")
+    add("baseline", lambda x: f"{x.baseline['primary'] * 100:.1f} "
+                              f"({SYSTEM_NAMES[x.baseline['system']].lower()})")
+    add("fine-tuned − baseline", lambda x: f"{x.verdict['difference_points']:+.1f}")
+    add("verdict", lambda x: f"{x.verdict['decision']} "
+                             f"({x.verdict['margin_points']:g}-point margin)")
+    add("significant", lambda x: "yes" if x.comparison["significant"] else "no")
+    add("eval examples", lambda x: str(x.settings["eval_examples"]))
     st.markdown("**Metrics** (points)")
     st.dataframe(pd.DataFrame({r.id: [v[n] for v in rows.values()]
                                for n, r in enumerate(picked)}, index=list(rows)),
@@ -442,11 +439,11 @@ def _run_label(i: str) -> str:
 run_id = st.selectbox("Run", ids, key="ev_run", width=520, format_func=_run_label)
 run = next(r for r in completed if r.id == run_id)
 result, job = evaluated[run_id], jobs[run_id]
-st.caption(plain(f"Snapshot {run.manifest.get('snapshot_id')} "
-                 f"({run.manifest.get('examples')} train examples) · base model "
-                 f"{run.manifest.get('base_model')} · final loss "
-                 f"{_fmt((run.status.get('final') or {}).get('loss'))}"))
-leaked = (run.manifest.get("leakage") or {}).get("pairs") or []
+st.caption(plain(f"Snapshot {run.manifest.snapshot_id} "
+                 f"({run.manifest.examples} train examples) · base model "
+                 f"{run.manifest.base_model} · final loss "
+                 f"{_fmt(run.status.final_loss)}"))
+leaked = run.manifest.leaked_pairs
 if leaked:
     st.warning(f"This run was trained despite {len(leaked)} eval example(s) duplicating its "
                "train examples: the evaluation overstates the model on them (eval "

@@ -1,6 +1,6 @@
 """Training: set up a LoRA fine-tune, launch it, watch it live, cancel or resume it, list runs.
 
-Admins only (the "train" action). Everything is done by `training.runs` and
+Admins only (the "train" action). Everything is done by `training.launcher` and
 `training.estimate`; this page gathers the settings, shows what they mean for the data at
 hand, and renders the run folders (copied into the store as it lists them, `record_runs`).
 
@@ -18,7 +18,7 @@ Design decisions:
   content hashes and the model, parameter counts on the weights' path and modification time;
   the machine's matrix-multiply rate is kept by `training.estimate.MACHINE_RATE` (best of
   several samples, measured again when a few minutes old).
-- Leakage is previewed with `training.runs.find_leakage` before launch; launching over it
+- Leakage is previewed with `curation.leakage.find_leakage` before launch; launching over it
   needs an explicit tick (`allow_leakage=True`), and the library refuses otherwise.
 - The run selector's key (`tr_view`) is only ever set before the selector is drawn: code
   that runs after it (Launch) leaves the run to show in `tr_show` for the next run of the
@@ -46,11 +46,11 @@ from curation.text import duration
 from training.config import TrainConfig, help_text
 from training.estimate import (FLOPS_PER_PARAMETER_TOKEN, MATMUL_SAMPLES, RATE_MAX_AGE,
                                count_parameters, epoch_time, model_weights, token_lengths)
-from training.eval import EVAL_FILE
+from curation.leakage import DEFAULT_TRAIN_FILTER, LeakageUnresolved, find_leakage
+from training.launcher import (Run, RunAlreadyActive, cancel, default_runs_dir, launch,
+                               read_run, record_runs, resume)
 from training.models import DEFAULT_BASE_MODEL, model_cache
-from training.runs import (DEFAULT_TRAIN_FILTER, LeakageUnresolved, Run, RunAlreadyActive,
-                           cancel, default_runs_dir, find_leakage, launch, read_run,
-                           record_runs, resume)
+from training.run_folder import EVAL_FILE
 from curate.ui.common import flash, page_path, page_start, plain, show_error, workspace
 
 S = st.session_state
@@ -81,8 +81,7 @@ def _has_eval(run: Run) -> bool:
 
 
 def _final_loss(run: Run) -> float | None:
-    final = run.status.get("final") or {}
-    return final.get("loss") if run.state == "completed" else None
+    return run.status.final_loss if run.state == "completed" else None
 
 
 # --- the form ------------------------------------------------------------------------------
@@ -213,8 +212,8 @@ def _estimate(config: TrainConfig, tokens: int, runs: list[Run]) -> None:
             f"{total} for {config.epochs} epoch(s): measured, "
             f"the median {speed.tokens_per_second:,.0f} tokens/s over {steps} "
             f"step{'s' if steps != 1 else ''} of run {plain(run.id)} "
-            f"({plain(run.status.get('device', '?'))}, "
-            f"{plain(run.status.get('precision', '?'))}) applied to these {tokens:,} tokens.")
+            f"({plain(run.status.device or '?')}, "
+            f"{plain(run.status.precision or '?')}) applied to these {tokens:,} tokens.")
         if estimate.differ:
             differ = ", ".join(FIELD_LABELS[k].lower() for k in estimate.differ)
             st.caption(f"That run's {differ} differ from these settings, and other "
@@ -294,8 +293,8 @@ def _launch(config: TrainConfig, allow_leakage: bool) -> None:
         return
     S.tr_show = run.id  # the run selector exists already: it follows on the rerun
     S.pop("tr_allow_leakage", None)  # the override is for this launch only
-    flash("training", f"Run {run.id} started on snapshot {run.manifest.get('snapshot_id')} "
-           f"({run.manifest.get('examples')} examples)", ":material/rocket_launch:")
+    flash("training", f"Run {run.id} started on snapshot {run.manifest.snapshot_id} "
+          f"({run.manifest.examples} examples)", ":material/rocket_launch:")
     st.rerun()
 
 
@@ -364,31 +363,31 @@ def _run_view(run_id: str, was_active: bool) -> None:
     cells.metric("ETA", duration(last.get("eta_seconds")) if run.active and last else "—",
                  border=True)
     if run.state == "failed":
-        st.error(f"**Failed:** {plain(run.status.get('reason') or 'no reason recorded')}",
+        st.error(f"**Failed:** {plain(run.status.reason or 'no reason recorded')}",
                  icon=":material/error:")
     elif run.state == "interrupted":
         st.warning("The trainer stopped without recording an ending (killed, or the machine "
                    "restarted). Resume continues from its last checkpoint.",
                    icon=":material/pause_circle:")
     elif run.state == "cancelled":
-        st.info(plain(run.status.get("reason") or "cancelled"), icon=":material/block:")
+        st.info(plain(run.status.reason or "cancelled"), icon=":material/block:")
     elif run.state == "starting":
         st.caption(":material/hourglass_top: Starting: loading the model and the data…")
     m, s = run.manifest, run.status
-    leaked = (m.get("leakage") or {}).get("pairs") or []
+    leaked = m.leaked_pairs
     if leaked:
         st.warning(f"Trained despite {len(leaked)} eval example(s) duplicating train examples "
-                   f"(override by {plain((m.get('leakage') or {}).get('overridden_by'))}): "
+                   f"(override by {plain(m.leakage_overridden_by)}): "
                    "its evaluation will overstate the model.", icon=":material/join_inner:")
     if run.metrics:
         _loss_chart(run)
-    data = s.get("data") or {}
+    data = s.data
     st.caption(plain(
-        f"Snapshot {m.get('snapshot_id')} ({m.get('examples')} examples"
+        f"Snapshot {m.snapshot_id} ({m.examples} examples"
         + (f", {data['truncated']} cut at max_seq_length" if data.get("truncated") else "")
-        + f") · base model {m.get('base_model')} · {s.get('device', '?')}, "
-        f"{s.get('precision', '?')} · created by {m.get('created_by')} at "
-        f"{str(m.get('created_at', ''))[:19].replace('T', ' ')} UTC · folder {run.dir}"))
+        + f") · base model {m.base_model} · {s.device or '?'}, "
+        f"{s.precision or '?'} · created by {m.created_by} at "
+        f"{str(m.created_at or '')[:19].replace('T', ' ')} UTC · folder {run.dir}"))
     row = st.container(horizontal=True)
     if run.active and row.button("Cancel", key="tr_cancel", icon=":material/stop_circle:"):
         with st.spinner("Stopping the trainer…"):
@@ -410,7 +409,7 @@ def _run_view(run_id: str, was_active: bool) -> None:
         flash("training", f"Run {run.id} resumed from its last checkpoint", ":material/play_arrow:")
         st.rerun(scope="app")
     with st.expander("Settings and log"):
-        st.json(m.get("config") or {}, expanded=False)
+        st.json(m.config, expanded=False)
         log = run.dir / "trainer.log"
         tail = log.read_text(errors="replace").splitlines()[-30:] if log.is_file() else []
         st.code("\n".join(tail) or "(no log yet)", language=None)
@@ -430,11 +429,11 @@ def _runs_table(runs: list[Run]) -> None:
     st.dataframe(pd.DataFrame({
         "Run": [r.id for r in runs],
         "State": [r.state for r in runs],
-        "Snapshot": [r.manifest.get("snapshot_id") for r in runs],
-        "Examples": [r.manifest.get("examples") for r in runs],
-        "Base model": [r.manifest.get("base_model") for r in runs],
-        "Created by": [r.manifest.get("created_by") for r in runs],
-        "Created at": [str(r.manifest.get("created_at", ""))[:19].replace("T", " ")
+        "Snapshot": [r.manifest.snapshot_id for r in runs],
+        "Examples": [r.manifest.examples for r in runs],
+        "Base model": [r.manifest.base_model for r in runs],
+        "Created by": [r.manifest.created_by for r in runs],
+        "Created at": [str(r.manifest.created_at or "")[:19].replace("T", " ")
                        for r in runs],
         "Steps": [f"{r.last.get('step', 0)}/{r.total_steps or '?'}" for r in runs],
         "Final loss": [_final_loss(r) for r in runs],

@@ -1,20 +1,16 @@
 """Training runs: launch a LoRA fine-tune on a snapshot, watch, list, cancel and resume it.
 
 Design decisions:
-- A run is a folder, `runs/<run id>/` beside the workspace database: the launcher writes
-  `manifest.json` (run id, snapshot id and hash, base model, every setting, who and when) and
-  `train.jsonl` (the snapshot, via `write_snapshot`), then starts `python -m
-  training.trainer RUN_DIR` with `subprocess.Popen(start_new_session=True)`: its own session
-  and process group, so cancelling signals the whole group and nothing is left behind, and a
-  Ctrl-C in the terminal that launched it does not reach it. The trainer never opens the
-  store; everything after the launch is read from the folder (`training.trainer.RUN_FILES`).
+- A run is a folder, `runs/<run id>/` beside the workspace database (`training.run_folder`
+  names its files and reads them): the launcher writes `manifest.json` (run id, snapshot id
+  and hash, base model, every setting, who and when) and `train.jsonl` (the snapshot, via
+  `write_snapshot`), then starts `python -m training.trainer RUN_DIR` in a process group of
+  its own (`training.processes.spawn`), so cancelling signals the whole group. The trainer
+  never opens the store; everything after the launch is read from the folder.
 - Paths are made absolute once, here at the boundary: the runs folder (a relative `--db`,
   or the default `./workspace/...`, means relative to the launcher's working directory), the
   run folder handed to the trainer, the model cache and a base model named by a local
-  folder. The trainer starts in its run folder (`python -P`: that folder is not on its
-  import path) and imports the same code as the launcher: a checkout the launcher was
-  imported from goes first on its PYTHONPATH; an installed package is found by the
-  interpreter itself, so nothing depends on the project folder.
+  folder.
 - A launch returns once the trainer has taken the run over (written `running` in
   `status.json`). A trainer that exits before that (a broken environment, an import error)
   makes the launch fail with `TrainerNotStarted`, the run marked failed with the end of its
@@ -24,12 +20,12 @@ Design decisions:
   line must be our trainer's, so a reused pid does not keep a dead run "active"). The check
   and the start happen under a file lock on the runs folder, so two launchers cannot both
   pass it.
-- Leakage guard: before snapshotting, `launch` runs the leakage check (stored findings are
-  reused when nothing changed) and refuses with `LeakageUnresolved` while an eval example
-  duplicates a train example of the snapshot, since the evaluation would then overstate the
-  model. SMEs resolve it on the Quality page (reject or move one side, or mark "not
-  duplicates"); `allow_leakage=True` is the conscious override, and the manifest records the
-  leaked pairs and who overrode.
+- Leakage guard: before snapshotting, `launch` asks the core (`curation.leakage`) for eval
+  examples that duplicate the set to be trained on, and refuses with `LeakageUnresolved`
+  while an eval example duplicates a train example of the snapshot, since the evaluation
+  would then overstate the model. SMEs resolve it on the Quality page (reject or move one
+  side, or mark "not duplicates"); `allow_leakage=True` is the conscious override, and the
+  manifest records the leaked pairs and who overrode.
 - A run whose process died without writing an ending (SIGKILL, power loss) reads as
   `interrupted`; `resume` starts the trainer again on the same folder and it continues from
   the last checkpoint.
@@ -38,7 +34,10 @@ Design decisions:
   traced to the models trained on it. The run folder stays the source of truth: the app and
   the CLI copy what it says into the store (`record_runs`) when they launch, list or
   evaluate runs; the trainer itself never opens the store.
-- `import training.runs` stays light (no torch): the app lists runs without paying for it.
+- Model loading lives in `training.models` (`load_run_model`), evaluation in `training.eval`
+  and `training.evaluate`; this module imports neither, so the layers stay one-way.
+- `import training.launcher` stays light (no torch): the app lists runs without paying for
+  it.
 """
 
 from __future__ import annotations
@@ -47,9 +46,7 @@ import contextlib
 import dataclasses
 import os
 import secrets
-import signal
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -58,29 +55,27 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from curation._files import open_private, private_dir
+from curation._files import private_dir
 from curation.auth import User, require
 from curation.errors import CurateError, InvalidValue
 from curation.exporter import write_snapshot
+from curation.leakage import DEFAULT_TRAIN_FILTER, LeakageUnresolved, find_leakage
 from curation.query import ExampleFilter
 from curation.store import Store
 from training.checkpoint import check_checkpoint
 from training.config import TrainConfig
 from training.data import EmptyTrainingSet
-from training.trainer import (LOG, MANIFEST, STATUS, TRAIN_FILE, checkpoint_dirs, now_iso,
-                              read_json, read_metrics, update_status, write_json)
+from training.processes import exited, process_alive, spawn, stop_group
+from training.run_folder import (LOG, MANIFEST, PID_FILE, STATUS, TRAIN_FILE, RunManifest,
+                                 RunStatus, checkpoint_dirs, now_iso, read_eval, read_json,
+                                 read_metrics, update_status, write_json)
 
-IMPORT_ROOT = Path(__file__).resolve().parent.parent  # holds training/ and curation/
-DEFAULT_TRAIN_FILTER = ExampleFilter(status=("accepted",), split=("train",))
-PID_FILE = "trainer.pid"
 ACTIVE_STATES = ("starting", "running")
 ENDED_STATES = ("completed", "failed", "cancelled", "interrupted")
 START_TIMEOUT = 120.0  # seconds a launch waits for the trainer to take the run over
 
 if TYPE_CHECKING:
     from curation.checks import Progress
-
-_children: dict[int, subprocess.Popen] = {}
 
 
 class RunAlreadyActive(CurateError):
@@ -99,14 +94,6 @@ class RunNotActive(CurateError):
     """The run has already ended, so it cannot be cancelled."""
 
 
-class LeakageUnresolved(CurateError):
-    """Eval examples duplicate train examples of the snapshot; `.leaks` lists the pairs."""
-
-    def __init__(self, message: str, leaks: list[dict[str, Any]]):
-        super().__init__(message)
-        self.leaks = leaks
-
-
 @dataclass(frozen=True)
 class Run:
     """What a run folder says now: its manifest, status, metrics and whether it is active."""
@@ -116,8 +103,8 @@ class Run:
     state: str
     active: bool
     pid: int | None
-    manifest: dict[str, Any]
-    status: dict[str, Any]
+    manifest: RunManifest
+    status: RunStatus
     metrics: list[dict[str, Any]]
 
     @property
@@ -127,7 +114,7 @@ class Run:
 
     @property
     def total_steps(self) -> int | None:
-        return self.status.get("total_steps") or self.last.get("total_steps")
+        return self.status.total_steps or self.last.get("total_steps")
 
     @property
     def adapter_dir(self) -> Path:
@@ -140,20 +127,20 @@ class Run:
             parts.append(f"step {self.last['step']}/{self.total_steps or '?'}")
         if isinstance(self.last.get("loss"), (int, float)):
             parts.append(f"loss {self.last['loss']:.4f}")
-        if self.state == "failed" and self.status.get("reason"):
-            parts.append(f"({self.status['reason']})")
+        if self.state == "failed" and self.status.reason:
+            parts.append(f"({self.status.reason})")
         return "  ".join(parts)
 
     def to_dict(self) -> dict[str, Any]:
         return {"id": self.id, "dir": str(self.dir), "state": self.state, "active": self.active,
-                "pid": self.pid, "snapshot_id": self.manifest.get("snapshot_id"),
-                "snapshot_hash": self.manifest.get("snapshot_hash"),
-                "base_model": self.manifest.get("base_model"),
-                "created_by": self.manifest.get("created_by"),
-                "created_at": self.manifest.get("created_at"),
-                "config": self.manifest.get("config"), "step": self.last.get("step"),
+                "pid": self.pid, "snapshot_id": self.manifest.snapshot_id,
+                "snapshot_hash": self.manifest.snapshot_hash,
+                "base_model": self.manifest.base_model,
+                "created_by": self.manifest.created_by,
+                "created_at": self.manifest.created_at,
+                "config": self.manifest.config or None, "step": self.last.get("step"),
                 "total_steps": self.total_steps, "loss": self.last.get("loss"),
-                "reason": self.status.get("reason"), "final": self.status.get("final"),
+                "reason": self.status.reason, "final": self.status.final or None,
                 "adapter": str(self.adapter_dir) if self.adapter_dir.is_dir() else None}
 
 
@@ -161,29 +148,6 @@ def default_runs_dir(db_path: str | os.PathLike) -> Path:
     """The runs folder of the workspace whose database is `db_path` (absolute: a relative
     `db_path` is taken from the current working directory)."""
     return Path(db_path).resolve().parent / "runs"
-
-
-def find_leakage(store: Store, user: User, *, where: ExampleFilter = DEFAULT_TRAIN_FILTER,
-                 progress: Progress | None = None) -> list[dict[str, Any]]:
-    """Unresolved leakage into the train set `where` selects: one dict per leaked eval
-    example, {"eval_id", "train_id", "method", "similarity"}, the train example being the
-    closest of those in the set. Runs the leakage check (or reuses its stored findings)."""
-    from curation.checks import run_check
-
-    condition, params = where.where()
-    train_ids = {r[0] for r in store.cursor().execute(
-        f"SELECT id FROM examples WHERE {condition}", params).fetchall()}
-    leaks = []
-    for finding in run_check(store, "leakage", user=user, progress=progress).findings:
-        if not finding.is_issue:
-            continue
-        details = finding.details
-        in_set = [t for t in details.get("train_ids", [details["train_id"]]) if t in train_ids]
-        if in_set:
-            closest = details["train_id"] if details["train_id"] in in_set else in_set[0]
-            leaks.append({"eval_id": finding.example_id, "train_id": closest,
-                          "method": details["method"], "similarity": details["similarity"]})
-    return leaks
 
 
 def launch(store: Store, user: User, config: TrainConfig, *,
@@ -202,7 +166,7 @@ def launch(store: Store, user: User, config: TrainConfig, *,
     if config.base_model != DEFAULT_BASE_MODEL and Path(config.base_model).is_dir():
         # a local folder, named relative to here: the trainer starts elsewhere
         config = dataclasses.replace(config, base_model=str(Path(config.base_model).resolve()))
-    with _launch_lock(runs_dir):
+    with launch_lock(runs_dir):
         _refuse_if_active(runs_dir)
         leaks = find_leakage(store, user, where=where, progress=progress)
         if leaks and not allow_leakage:
@@ -225,14 +189,14 @@ def launch(store: Store, user: User, config: TrainConfig, *,
         run_dir.mkdir(mode=0o700)
         export = write_snapshot(store, snapshot.id, run_dir / TRAIN_FILE, user=user)
         cache = model_cache(store)
-        write_json(run_dir / MANIFEST, {
-            "run_id": run_id, "snapshot_id": snapshot.id, "snapshot_hash": snapshot.content_hash,
-            "snapshot_name": snapshot.name, "filters": snapshot.filters,
-            "examples": export.count, "train_file_sha256": export.file_sha256,
-            "base_model": config.base_model, "config": config.to_dict(),
-            "model_cache": str(Path(cache).resolve()), "created_by": user.name,
-            "created_at": now_iso(),
-            "leakage": {"pairs": leaks, "overridden_by": user.name if leaks else None}})
+        write_json(run_dir / MANIFEST, RunManifest(
+            run_id=run_id, snapshot_id=snapshot.id, snapshot_hash=snapshot.content_hash,
+            snapshot_name=snapshot.name, filters=snapshot.filters,
+            examples=export.count, train_file_sha256=export.file_sha256,
+            base_model=config.base_model, config=config.to_dict(),
+            model_cache=str(Path(cache).resolve()), created_by=user.name,
+            created_at=now_iso(),
+            leakage={"pairs": leaks, "overridden_by": user.name if leaks else None}).to_json())
         _start(run_dir, cache)
     record_runs(store, runs_dir)
     return read_run(run_dir)
@@ -248,7 +212,7 @@ def resume(store: Store, user: User, run_id: str, *,
     runs_dir = Path(runs_dir).resolve() if runs_dir is not None else \
         default_runs_dir(store.path)
     run_dir = find_run(runs_dir, run_id)
-    with _launch_lock(runs_dir):
+    with launch_lock(runs_dir):
         _refuse_if_active(runs_dir)
         run = read_run(run_dir)
         if run.state == "completed":
@@ -268,13 +232,12 @@ def _start(run_dir: Path, cache: str | os.PathLike) -> subprocess.Popen:
     run_dir = run_dir.resolve()
     update_status(run_dir, state="starting", pid=None, reason=None, ended_at=None)
     (run_dir / PID_FILE).unlink(missing_ok=True)
-    proc = spawn("training.trainer", run_dir, "trainer.log",
+    proc = spawn("training.trainer", run_dir, LOG,
                  {"CURATE_MODEL_CACHE": str(Path(cache).resolve())})
     write_json(run_dir / PID_FILE, {"pid": proc.pid, "started_at": now_iso()})
     deadline = time.monotonic() + START_TIMEOUT
-    while read_json(run_dir / STATUS).get("state") == "starting":
-        if proc.poll() is not None:
-            _children.pop(proc.pid, None)
+    while RunStatus.read(run_dir / STATUS).state == "starting":
+        if exited(proc):
             tail = _log_tail(run_dir / LOG)
             reason = f"the trainer exited (status {proc.returncode}) before it started" + \
                 (f": {tail}" if tail else "")
@@ -285,20 +248,6 @@ def _start(run_dir: Path, cache: str | os.PathLike) -> subprocess.Popen:
             break
         time.sleep(0.05)
     return proc
-
-
-def _import_path_env() -> dict[str, str]:
-    """PYTHONPATH for the trainer when the launcher was imported from a checkout rather than
-    an installed package, so the trainer runs the same code; {} for an installed package
-    (putting site-packages on PYTHONPATH would put it before the standard library)."""
-    import site
-
-    site_dirs = {Path(p).resolve() for p in [*site.getsitepackages(),
-                                            site.getusersitepackages()]}
-    if IMPORT_ROOT in site_dirs:
-        return {}
-    rest = os.environ.get("PYTHONPATH")
-    return {"PYTHONPATH": os.pathsep.join([str(IMPORT_ROOT), *([rest] if rest else [])])}
 
 
 def _log_tail(path: Path) -> str:
@@ -331,17 +280,17 @@ def find_run(runs_dir: str | os.PathLike, run_id: str) -> Path:
 def read_run(run_dir: str | os.PathLike) -> Run:
     """The run's state now; robust to files being written while it reads."""
     run_dir = Path(run_dir).resolve()
-    manifest = read_json(run_dir / MANIFEST)
-    status = read_json(run_dir / STATUS)
-    pid = status.get("pid") or read_json(run_dir / PID_FILE).get("pid")
-    state = status.get("state") or "starting"
-    alive = bool(pid) and _trainer_alive(int(pid))
+    manifest = RunManifest.read(run_dir / MANIFEST)
+    status = RunStatus.read(run_dir / STATUS)
+    pid = status.pid or read_json(run_dir / PID_FILE).get("pid")
+    state = status.state or "starting"
+    alive = bool(pid) and process_alive(int(pid))
     if state in ACTIVE_STATES and not alive:
         # the launcher is between writing the status and the pid file; else it died silently
         state = "starting" if state == "starting" and not pid and _fresh(run_dir) else \
             "interrupted"
     active = state in ACTIVE_STATES and (alive or state == "starting")
-    return Run(manifest.get("run_id") or run_dir.name, run_dir, state, active,
+    return Run(manifest.run_id or run_dir.name, run_dir, state, active,
                int(pid) if pid else None, manifest, status, read_metrics(run_dir))
 
 
@@ -363,7 +312,7 @@ def cancel(user: User, run_dir: str | os.PathLike, *, timeout: float = 30.0) -> 
         run = read_run(run_dir)
     if run.pid:
         stop_group(run.pid, timeout)
-    if read_json(Path(run_dir) / STATUS).get("state") != "cancelled":
+    if RunStatus.read(Path(run_dir) / STATUS).state != "cancelled":
         update_status(Path(run_dir), state="cancelled", ended_at=now_iso(),
                       reason="cancelled by request")
     return read_run(run_dir)
@@ -380,39 +329,19 @@ def wait(run_dir: str | os.PathLike, *, timeout: float | None = None,
         time.sleep(poll)
 
 
-def load_run_model(run_dir: str | os.PathLike, *, device: str | None = None):
-    """(model, tokenizer): the run's base model with its final adapter applied, in eval mode;
-    the hook for evaluating a run against its base model."""
-    run = read_run(run_dir)
-    if not (run.adapter_dir / "adapter_config.json").is_file():
-        raise InvalidValue(f"run {run.id} has no adapter yet ({run.state})")
-    from peft import PeftModel
-
-    from training.models import load_model
-
-    cache = os.environ.get("CURATE_MODEL_CACHE") or run.manifest.get("model_cache")
-    base, tokenizer = load_model(run.manifest.get("base_model"), Path(cache), device=device)
-    model = PeftModel.from_pretrained(base, str(run.adapter_dir))
-    return model.eval(), tokenizer
-
-
 def record_runs(store: Store, runs_dir: str | os.PathLike | None = None) -> list[Run]:
     """Copy what every run folder says now into the store's `training_runs` table; the runs,
     newest first."""
-    from training.eval import read_eval, summary
-
     runs = list_runs(runs_dir if runs_dir is not None else default_runs_dir(store.path))
     rows = []
     for run in runs:
         evaluation = read_eval(run.dir)
-        leakage = run.manifest.get("leakage") or {}
-        rows.append([run.id, run.manifest.get("snapshot_id"), run.manifest.get("snapshot_hash"),
-                     run.manifest.get("base_model"), _json(run.manifest.get("config")),
-                     run.state, run.manifest.get("created_by"),
-                     _timestamp(run.manifest.get("created_at")),
-                     _timestamp(run.status.get("ended_at")), run.last.get("step"),
-                     run.last.get("loss"), leakage.get("overridden_by"),
-                     _json(summary(evaluation)) if evaluation else None])
+        m = run.manifest
+        rows.append([run.id, m.snapshot_id, m.snapshot_hash, m.base_model,
+                     _json(m.config or None), run.state, m.created_by,
+                     _timestamp(m.created_at), _timestamp(run.status.ended_at),
+                     run.last.get("step"), run.last.get("loss"), m.leakage_overridden_by,
+                     _json(evaluation.summary()) if evaluation else None])
     stored = {tuple(r) for r in store.cursor().execute(
         "SELECT * EXCLUDE (recorded_at) FROM training_runs").fetchall()}
     changed = [r for r in rows if tuple(r) not in stored]
@@ -452,115 +381,10 @@ def _timestamp(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value.replace("Z", "+00:00")).replace(tzinfo=None)
 
 
-# --- processes ------------------------------------------------------------------------------
-
-def _trainer_alive(pid: int, module: bytes = b"training.trainer") -> bool:
-    """True while `pid` is a live (not zombie) process of `module` (the trainer's, or the
-    evaluator's)."""
-    child = _children.get(pid)
-    if child is not None and child.poll() is not None:
-        return False
-    stat = _proc_stat(pid)
-    if stat is None:
-        if Path("/proc/self/stat").exists():
-            return False
-        try:  # no /proc (macOS): best effort
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
-    if stat[0] in "ZX":
-        return False
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return False
-    # Right after fork the command line can still be empty: that process is starting, alive.
-    return not cmdline or module in cmdline
-
-
-def _proc_stat(pid: int) -> tuple[str, int] | None:
-    """(state letter, process group id) from /proc/PID/stat, or None if there is no such
-    process."""
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = raw[raw.rindex(")") + 2:].split()
-    return fields[0], int(fields[2])
-
-
-def group_members(pgid: int) -> list[int]:
-    """Live (not zombie) processes in process group `pgid`, from /proc."""
-    members = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            stat = _proc_stat(int(entry.name))
-            if stat and stat[1] == pgid and stat[0] not in "ZX":
-                members.append(int(entry.name))
-    return members
-
-
-def spawn(module: str, run_dir: Path, log_name: str, env: dict[str, str]) -> subprocess.Popen:
-    """Start `python -m MODULE RUN_DIR` in a session and process group of its own, in the
-    run folder (by absolute path), output appended to RUN_DIR/LOG_NAME, with `env` added to
-    ours. Where our packages are not on the interpreter's own path (a checkout run by path),
-    their folder leads PYTHONPATH: the child runs this very code, whatever the cwd."""
-    run_dir = Path(run_dir).resolve()
-    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1", **env,
-           **_import_path_env()}
-    with open_private(run_dir / log_name, "ab") as log:
-        proc = subprocess.Popen([sys.executable, "-P", "-m", module, str(run_dir)], cwd=run_dir,
-                                env=env, stdin=subprocess.DEVNULL, stdout=log,
-                                stderr=subprocess.STDOUT, start_new_session=True)
-    _children[proc.pid] = proc
-    return proc
-
-
-def stop_group(pgid: int, timeout: float) -> None:
-    """SIGTERM to process group `pgid`, SIGKILL if it is not gone after `timeout` seconds;
-    returns once no process of the group is left (or 10 s after the SIGKILL)."""
-    _signal_group(pgid, signal.SIGTERM)
-    if not _wait_group_gone(pgid, timeout):
-        _signal_group(pgid, signal.SIGKILL)
-        _wait_group_gone(pgid, 10.0)
-
-
-def _signal_group(pgid: int, sig: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, sig)
-
-
-def _wait_group_gone(pgid: int, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while True:
-        child = _children.get(pgid)
-        if child is not None:
-            child.poll()  # reap our own child so it does not linger as a zombie
-        if Path("/proc").is_dir():
-            gone = not group_members(pgid)
-        else:
-            try:
-                os.killpg(pgid, 0)
-                gone = False
-            except ProcessLookupError:
-                gone = True
-        if gone:
-            if child is not None:
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    child.wait(timeout=1)
-                _children.pop(pgid, None)
-            return True
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.1)
-
-
 @contextlib.contextmanager
-def _launch_lock(runs_dir: Path):
-    """An exclusive lock on the runs folder while checking for an active run and starting."""
+def launch_lock(runs_dir: Path):
+    """An exclusive lock on the runs folder while checking for an active run (or evaluation)
+    and starting one."""
     import fcntl
 
     with open(runs_dir / ".launch.lock", "w") as f:
@@ -592,7 +416,7 @@ def _describe(where: ExampleFilter) -> str:
     return "; ".join(parts) or "all examples"
 
 
-__all__ = ["DEFAULT_TRAIN_FILTER", "LeakageUnresolved", "Run", "RunAlreadyActive",
-           "RunNotActive", "RunNotFound", "TrainerNotStarted", "cancel", "default_runs_dir",
-           "find_leakage", "find_run", "is_active", "launch", "list_runs", "load_run_model",
-           "read_run", "record_runs", "recorded_runs", "resume", "wait"]
+__all__ = ["ACTIVE_STATES", "DEFAULT_TRAIN_FILTER", "ENDED_STATES", "LeakageUnresolved",
+           "Run", "RunAlreadyActive", "RunNotActive", "RunNotFound", "TrainerNotStarted",
+           "cancel", "default_runs_dir", "find_run", "is_active", "launch", "launch_lock",
+           "list_runs", "read_run", "record_runs", "recorded_runs", "resume", "wait"]
