@@ -687,22 +687,14 @@ def _train_setting_options(func):
     return func
 
 
-def _runs_dir(db: Path | None) -> Path:
-    from training.launcher import default_runs_dir
-
-    return default_runs_dir(db or default_db_path())
-
-
-def _watch_run(run_dir: Path) -> None:
+def _watch_run(workspace: Workspace, run_id: str) -> None:
     """Print each new step until the run ends; a failure becomes the command's error."""
     import time
-
-    from training.launcher import read_run
 
     shown = 0
     try:
         while True:
-            run = read_run(run_dir)
+            run = workspace.run(run_id)
             for m in run.metrics[shown:]:
                 click.echo(f"step {m['step']:>5}/{m.get('total_steps', '?')}  epoch "
                            f"{m['epoch']:.2f}  loss {m['loss']:.4f}  "
@@ -720,7 +712,7 @@ def _watch_run(run_dir: Path) -> None:
         click.echo(f"run {run.id} completed; adapter in {run.adapter_dir}")
         return
     reason = run.status.reason or f"the trainer stopped without a word; see " \
-        f"{run_dir / 'trainer.log'}, then `curate train --resume {run.id}`"
+        f"{run.dir / 'trainer.log'}, then `curate train --resume {run.id}`"
     raise CurateError(f"run {run.id} {run.state}: {reason}")
 
 
@@ -755,18 +747,16 @@ def train(db, resume_id, detach, then_eval, allow_leakage, actor, **settings):
       curate train --detach && curate runs
     """
     from training.config import TrainConfig
-    from training.launcher import launch, record_runs, resume
 
-    with _open(db) as workspace:
-        store = workspace.store
+    with _open(db, actor) as workspace:
         if resume_id:
             if any(v is not None for v in settings.values()) or allow_leakage:
                 raise CurateError("--resume continues a run with its own settings; leave out "
                                   "the other options")
-            run = resume(store, _cli_user(actor), resume_id)
+            run = workspace.resume(resume_id)
         else:
             config = TrainConfig(**{k: v for k, v in settings.items() if v is not None})
-            run = launch(store, _cli_user(actor), config, allow_leakage=allow_leakage)
+            run = workspace.launch(config, allow_leakage=allow_leakage)
     leaks = run.manifest.leaked_pairs
     if leaks and not resume_id:
         click.echo(f"warning: training despite {len(leaks)} leaked eval examples "
@@ -776,13 +766,14 @@ def train(db, resume_id, detach, then_eval, allow_leakage, actor, **settings):
                f"folder {run.dir}")
     if detach:
         return
-    try:
-        _watch_run(run.dir)
-    finally:
-        with _open(db) as workspace:
-            record_runs(workspace.store, run.dir.parent)
-    if then_eval:
-        _show_eval(_evaluated(run.dir, db, rerun=True, actor=actor))
+    with _open(db, actor) as workspace:
+        try:
+            _watch_run(workspace, run.id)
+        finally:
+            workspace.record_runs()
+        workspace.close()  # the store stays closed while the evaluation is followed
+        if then_eval:
+            _show_eval(_evaluated(workspace, run.id, EvalConfig(), rerun=True))
 
 
 @main.command()
@@ -795,9 +786,8 @@ def runs(db, as_json):
     Example:
       curate runs --json
     """
-    from training.launcher import list_runs
-
-    items = list_runs(_runs_dir(db))
+    with _open(db) as workspace:
+        items = workspace.runs()
     if as_json:
         _print_json([r.to_dict() for r in items])
         return
@@ -817,10 +807,8 @@ def cancel(run_id, db):
     Example:
       curate cancel run-20250101-120000-ab12
     """
-    from training.launcher import cancel as cancel_run
-    from training.launcher import find_run
-
-    run = cancel_run(_cli_user(), find_run(_runs_dir(db), run_id))
+    with _open(db) as workspace:
+        run = workspace.cancel(run_id)
     click.echo(f"run {run.id} {run.state}")
 
 
@@ -864,100 +852,69 @@ def eval_(run_id, db, as_json, rerun, detach, cancel_it, shots, margin, max_new_
       curate eval run-20250101-120000-ab12 --rerun --detach
       curate eval run-20250101-120000-ab12 --cancel
     """
-    from training.evaluate import cancel_eval, read_eval_job
-    from training.launcher import find_run
-    from training.run_folder import read_eval
-
-    run_dir = find_run(_runs_dir(db), run_id)
-    if cancel_it:
-        job = cancel_eval(_cli_user(actor), run_dir)
-        if as_json:
-            _print_json(job.to_dict())
-        else:
-            click.echo(job.summary())
-        return
-    job = read_eval_job(run_dir)
-    following = job is not None and job.active and not rerun
-    if detach:
-        if following or (not rerun and read_eval(run_dir) is not None):
-            raise CurateError(f"run {run_dir.name} already has "
-                              f"{'an evaluation running' if following else 'an evaluation'}"
-                              "; add --rerun to evaluate it again")
-        job = _start_eval(run_dir, db, actor, shots=shots, margin=margin,
-                          max_new_tokens=max_new_tokens, system_prompt=system_prompt)
-        if as_json:
-            _print_json(job.to_dict())
-        else:
-            click.echo(f"evaluation of run {job.run_id} started (pid {job.pid}) on "
-                       f"{job.status.examples} eval examples; follow it with `curate "
-                       f"eval {job.run_id}`, stop it with `curate eval {job.run_id} --cancel`")
-        return
-    result = _evaluated(run_dir, db, rerun=rerun, shots=shots, margin=margin,
-                        max_new_tokens=max_new_tokens, system_prompt=system_prompt,
-                        actor=actor)
+    config = EvalConfig(shots=shots, margin_points=margin, max_new_tokens=max_new_tokens,
+                        system_prompt=system_prompt)
+    with _open(db, actor) as workspace:
+        if cancel_it:
+            job = workspace.cancel_evaluation(run_id)
+            if as_json:
+                _print_json(job.to_dict())
+            else:
+                click.echo(job.summary())
+            return
+        if detach:
+            job = workspace.evaluation_job(run_id)
+            following = job is not None and job.active and not rerun
+            if following or (not rerun and workspace.evaluation(run_id) is not None):
+                raise CurateError(f"run {run_id} already has "
+                                  f"{'an evaluation running' if following else 'an evaluation'}"
+                                  "; add --rerun to evaluate it again")
+            job = workspace.start_evaluation(run_id, config)
+            if as_json:
+                _print_json(job.to_dict())
+            else:
+                click.echo(f"evaluation of run {job.run_id} started (pid {job.pid}) on "
+                           f"{job.status.examples} eval examples; follow it with `curate "
+                           f"eval {job.run_id}`, stop it with `curate eval {job.run_id} "
+                           "--cancel`")
+            return
+        result = _evaluated(workspace, run_id, config, rerun=rerun)
     if as_json:
         _print_json(result.summary())
     else:
         _show_eval(result)
 
 
-def _start_eval(run_dir: Path, db: Path | None, actor: str, **settings):
-    """Start evaluating the run in the background, as the workspace's local admin."""
-    from curation.auth import User
-    from training.evaluate import start_eval
-
-    with _open(db) as workspace:
-        return start_eval(workspace.store, User(actor, "admin"), run_dir, EvalConfig(
-            shots=settings["shots"], margin_points=settings["margin"],
-            max_new_tokens=settings["max_new_tokens"],
-            system_prompt=settings["system_prompt"]))
-
-
-def _evaluated(run_dir: Path, db: Path | None, *, rerun: bool,
-               shots: int = default("shots", EvalConfig),
-               margin: float = default("margin_points", EvalConfig),
-               max_new_tokens: int = default("max_new_tokens", EvalConfig),
-               system_prompt: str | None = None, actor: str | None = None) -> EvalResult:
-    """The run's evaluation: the one running (followed), the stored one (re-judged with
-    `margin`), or a new one started and followed; recorded in the store."""
-    from training.eval import with_margin
-    from training.evaluate import read_eval_job
-    from training.launcher import record_runs
-    from training.run_folder import read_eval
-
-    job = read_eval_job(run_dir)
-    result = None if rerun else read_eval(run_dir)
-    if job is not None and job.active and not rerun:
-        _watch_eval(run_dir)
-        result = read_eval(run_dir)
-    elif result is None:
-        job = _start_eval(run_dir, db, actor or _default_actor(), shots=shots, margin=margin,
-                          max_new_tokens=max_new_tokens, system_prompt=system_prompt)
-        click.echo(f"evaluating run {run_dir.name} on {job.status.examples} eval "
-                   f"examples in process {job.pid}", err=True)
-        _watch_eval(run_dir)
-        result = read_eval(run_dir)
-    with _open(db) as workspace:
-        record_runs(workspace.store, run_dir.parent)
-    if margin != result.verdict.get("margin_points"):
-        result = with_margin(result, margin)
-    return result
+def _evaluated(workspace: Workspace, run_id: str, config: EvalConfig, *,
+               rerun: bool) -> EvalResult:
+    """The run's evaluation: the one running (followed), the stored one (judged for the
+    margin asked), or a new one started and followed; then recorded in the store."""
+    job = workspace.evaluation_job(run_id)
+    follow = job is not None and job.active and not rerun
+    if not follow and (rerun or workspace.evaluation(run_id) is None):
+        job = workspace.start_evaluation(run_id, config)
+        click.echo(f"evaluating run {job.run_id} on {job.status.examples} eval examples in "
+                   f"process {job.pid}", err=True)
+        follow = True
+    workspace.close()  # not held while the evaluation is followed
+    if follow:
+        _watch_eval(workspace, run_id)
+    workspace.record_runs()
+    return workspace.evaluation(run_id, margin=config.margin_points)
 
 
-def _watch_eval(run_dir: Path) -> None:
+def _watch_eval(workspace: Workspace, run_id: str) -> None:
     """Print the evaluation's progress on stderr until it ends; a failure, cancel or
     interruption becomes the command's error."""
     import time
 
-    from training.evaluate import read_eval_job
-
     shown = None
     try:
         while True:
-            job = read_eval_job(run_dir)
+            job = workspace.evaluation_job(run_id)
             if job is None:
-                raise CurateError(f"run {run_dir.name} has no evaluation status "
-                                  f"({run_dir / 'eval_status.json'} is gone)")
+                raise CurateError(f"run {run_id} has no evaluation status (its "
+                                  "eval_status.json is gone)")
             line = (f"evaluating {job.done}/{job.total} answers ({job.phase or 'loading'})"
                     + (f", ETA {duration(job.eta_seconds)}" if job.eta_seconds else ""))
             if job.active and line != shown:
@@ -967,14 +924,14 @@ def _watch_eval(run_dir: Path) -> None:
                 break
             time.sleep(0.5)
     except KeyboardInterrupt:
-        click.echo(f"\nstopped watching; the evaluation of run {run_dir.name} goes on "
-                   f"(`curate eval {run_dir.name}` follows it again, `--cancel` stops it)",
+        click.echo(f"\nstopped watching; the evaluation of run {run_id} goes on "
+                   f"(`curate eval {run_id}` follows it again, `--cancel` stops it)",
                    err=True)
         sys.exit(130)
     if job.state != "completed":
         reason = job.status.reason or f"the evaluator stopped without a word; see " \
-            f"{run_dir / 'eval.log'}, then `curate eval {run_dir.name} --rerun`"
-        raise CurateError(f"evaluation of run {run_dir.name} {job.state}: {reason}")
+            f"{job.dir / 'eval.log'}, then `curate eval {job.run_id} --rerun`"
+        raise CurateError(f"evaluation of run {job.run_id} {job.state}: {reason}")
     click.echo(f"evaluated {job.done}/{job.total} answers", err=True)
 
 

@@ -9,8 +9,10 @@ so no step is written twice. Roles are checked in the core, on the user given he
 Design decisions:
 - The facade orchestrates `curation` (the data core) and `training`; it adds no rules of its
   own beyond the order of steps, so a library user can still call the core directly.
-- It holds an open `Store` and does not own its lifetime unless opened with `Workspace.open`
-  (the app keeps one Store per server process; the CLI opens one per command).
+- It is made on an open `Store` (the app keeps one per server process) or on a path
+  (`Workspace.open`, the CLI): then the DuckDB file is opened only by the first step that
+  needs it, and closed with the workspace. Steps on run folders alone (list runs, cancel,
+  follow an evaluation) never open it, so they work while another process holds the file.
 - Training and evaluation modules are imported inside the methods that need them, so
   `import curate` stays light for the app's start-up.
 """
@@ -33,6 +35,10 @@ from curation.uploads import IMPORT_REPORTS_DIR
 if TYPE_CHECKING:
     from curation import ExportResult, ImportReport, Snapshot
     from curation.maintenance import BackupResult
+    from training.config import EvalConfig, TrainConfig
+    from training.evaluate import EvalJob
+    from training.launcher import Run
+    from training.run_folder import EvalResult
 
 
 @dataclass(frozen=True)
@@ -55,20 +61,31 @@ class Workspace:
     """One workspace seen by one user: the steps of the curation loop."""
 
     def __init__(self, store: Store, user: User):
-        self.store = store
+        self._store: Store | None = store
+        self._path = Path(store.path)
         self.user = user
         self._owns_store = False
 
     @classmethod
     def open(cls, path: str | os.PathLike, user: User) -> Workspace:
-        """Open (or create) the workspace file at `path`; close it with `close()` or `with`."""
-        workspace = cls(Store(path), user)
+        """The workspace whose database file is `path` (made on first use if missing); the
+        file is opened when a step first needs it. Close it with `close()` or `with`."""
+        workspace = cls.__new__(cls)
+        workspace._store, workspace._path, workspace.user = None, Path(path), user
         workspace._owns_store = True
         return workspace
 
+    @property
+    def store(self) -> Store:
+        """The workspace's store, opened now if this workspace owns it and it is not open."""
+        if self._store is None:
+            self._store = Store(self._path)
+        return self._store
+
     def close(self) -> None:
-        if self._owns_store:
-            self.store.close()
+        if self._owns_store and self._store is not None:
+            self._store.close()
+            self._store = None
 
     def __enter__(self) -> Workspace:
         return self
@@ -78,11 +95,16 @@ class Workspace:
 
     @property
     def path(self) -> Path:
-        return self.store.path
+        return self._path
 
     @property
     def reports_dir(self) -> Path:
-        return self.store.path.parent / IMPORT_REPORTS_DIR
+        return self._path.parent / IMPORT_REPORTS_DIR
+
+    @property
+    def runs_dir(self) -> Path:
+        """The training runs' folder: `runs/` beside the database (absolute)."""
+        return self._path.resolve().parent / "runs"
 
     # --- data in and out ------------------------------------------------------------------
 
@@ -120,7 +142,7 @@ class Workspace:
         from training.launcher import record_runs, recorded_runs
 
         items = self.store.snapshots()
-        record_runs(self.store)
+        record_runs(self.store, self.runs_dir)
         return [SnapshotRuns(s, [r["id"] for r in recorded_runs(self.store, snapshot_id=s.id)])
                 for s in items]
 
@@ -204,3 +226,94 @@ class Workspace:
                          + ": run `curate coverage`, or Update the queue on the Coverage page.")
             found.append(Attention(line, "coverage"))
         return found
+
+    # --- training runs --------------------------------------------------------------------
+
+    def model_cache(self) -> Path:
+        """Where converted base models are kept for this workspace."""
+        from training.models import model_cache
+
+        return model_cache(self)
+
+    def runs(self) -> list[Run]:
+        """The runs, newest first, read from their folders (the store is not opened)."""
+        from training.launcher import list_runs
+
+        return list_runs(self.runs_dir)
+
+    def record_runs(self) -> list[Run]:
+        """The runs, newest first, each also recorded in the store (its state, loss and
+        evaluation), so snapshots list the runs that used them."""
+        from training.launcher import record_runs
+
+        return record_runs(self.store, self.runs_dir)
+
+    def run(self, run_id: str) -> Run:
+        """One run, by id (or the path of its folder); `RunNotFound` if there is none."""
+        from training.launcher import find_run, read_run
+
+        return read_run(find_run(self.runs_dir, run_id))
+
+    def leakage(self, *, progress: Progress | None = None) -> list[dict]:
+        """The eval examples that duplicate an accepted train example: what a launch
+        refuses unless told to train over it."""
+        from curation.leakage import find_leakage
+
+        return find_leakage(self.store, self.user, progress=progress)
+
+    def launch(self, config: TrainConfig, *, allow_leakage: bool = False) -> Run:
+        """Snapshot the accepted train examples and start a training run on them."""
+        from training.launcher import launch
+
+        return launch(self.store, self.user, config, allow_leakage=allow_leakage)
+
+    def resume(self, run_id: str) -> Run:
+        """Continue an interrupted, failed or cancelled run from its last checkpoint."""
+        from training.launcher import resume
+
+        return resume(self.store, self.user, run_id)
+
+    def cancel(self, run_id: str) -> Run:
+        """Stop a run's whole process group; it can be resumed later."""
+        from training.launcher import cancel, find_run
+
+        return cancel(self.user, find_run(self.runs_dir, run_id))
+
+    # --- evaluation -----------------------------------------------------------------------
+
+    def start_evaluation(self, run_id: str, config: EvalConfig | None = None, *,
+                         limit: int | None = None) -> EvalJob:
+        """Start evaluating a completed run in a process of its own (one at a time per
+        workspace) on the eval split as it is now (its first `limit` examples, or all)."""
+        from training.config import EvalConfig
+        from training.evaluate import start_eval
+        from training.launcher import find_run
+
+        return start_eval(self.store, self.user, find_run(self.runs_dir, run_id),
+                          config or EvalConfig(), limit=limit)
+
+    def cancel_evaluation(self, run_id: str) -> EvalJob:
+        """Stop a run's evaluation; the last stored result stays."""
+        from training.evaluate import cancel_eval
+        from training.launcher import find_run
+
+        return cancel_eval(self.user, find_run(self.runs_dir, run_id))
+
+    def evaluation_job(self, run_id: str) -> EvalJob | None:
+        """The run's latest evaluation process (running or ended), if it ever had one."""
+        from training.evaluate import read_eval_job
+        from training.launcher import find_run
+
+        return read_eval_job(find_run(self.runs_dir, run_id))
+
+    def evaluation(self, run_id: str, *, margin: float | None = None) -> EvalResult | None:
+        """The run's stored evaluation (None: never completed), its verdict decided again
+        for `margin` points when that differs from the margin it was computed with."""
+        from training.eval import with_margin
+        from training.launcher import find_run
+        from training.run_folder import read_eval
+
+        result = read_eval(find_run(self.runs_dir, run_id))
+        if result is None or margin is None or margin == result.verdict.get("margin_points"):
+            return result
+        return with_margin(result, margin)

@@ -1,11 +1,12 @@
 """Evaluation: does the fine-tuned model beat the prompt-only baseline by enough to deploy?
 
 Admins only (the "train" action). For a completed run, the page starts its evaluation in a
-background process (`training.evaluate.start_eval`) and follows it live (phase, answers, ETA,
+background process (`Workspace.start_evaluation`, the step `curate eval` takes too) and
+follows it live (phase, answers, ETA,
 Cancel) in a fragment that re-reads the run folder every POLL_SECONDS: the evaluation goes on
 when the page is left, and any session shows it again (the running one is selected first).
 Then it shows what RUN_DIR/eval.json holds: the scoreboard of the three systems and the
-baseline, the verdict (decided again with `with_margin` for another margin), the per-label
+baseline, the verdict (decided again for another margin by `Workspace.evaluation`), the per-label
 breakdown, and every eval example's answers side by side, filtered by outcome and label.
 Below, any runs can be compared: the settings that differ and their metrics.
 
@@ -15,7 +16,7 @@ Design decisions:
   example is now (said on the page), with a link to it on the Review page.
 - "Max eval examples" evaluates the first N eval examples (in id order) for a quick look;
   eval.json records how many were used.
-- Runs are listed with `training.launcher.record_runs` on every full run of the page (one follows
+- Runs are listed with `Workspace.record_runs` on every full run of the page (one follows
   the end of an evaluation), so the store's `training_runs` carries each run's evaluation
   summary; the evaluator itself never opens the store.
 - Scores are shown in points (hundredths), as the margin is stated.
@@ -32,16 +33,14 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
+from curate.ui.common import (clip, flash, one_line, page_path, page_start, plain, show_error,
+                              workspace)
 from curation import CurateError, ExampleFilter
 from curation.text import duration, turns_text
 from training.config import EvalConfig, default, help_text
-from training.eval import with_margin
-from training.evaluate import (EvalJob, EvaluationAlreadyActive, cancel_eval, read_eval_job,
-                               start_eval)
-from training.launcher import Run, default_runs_dir, record_runs
-from training.run_folder import SYSTEMS, EvalResult, read_eval
-from curate.ui.common import (clip, flash, one_line, page_path, page_start, plain, show_error,
-                              workspace)
+from training.evaluate import EvalJob, EvaluationAlreadyActive
+from training.launcher import Run
+from training.run_folder import SYSTEMS, EvalResult
 
 S = st.session_state
 METRICS = ("accuracy", "macro_f1", "token_f1", "rouge_l")
@@ -55,7 +54,6 @@ POLL_SECONDS = 2
 
 ws = workspace("train")
 store, user = ws.store, ws.user
-runs_dir = default_runs_dir(store.path)
 
 
 def _points(value: float | None) -> float | None:
@@ -99,7 +97,7 @@ def _eval_form(run: Run, key: str) -> None:
     try:
         config = EvalConfig(system_prompt=prompt if replace else None, shots=int(shots),
                             max_new_tokens=int(max_new), margin_points=float(margin))
-        job = start_eval(store, user, run.dir, config, limit=int(limit) or None)
+        job = ws.start_evaluation(run.id, config, limit=int(limit) or None)
     except EvaluationAlreadyActive as exc:
         st.error(f"**Not started:** {plain(exc)}", icon=":material/block:")
         return
@@ -114,7 +112,7 @@ def _eval_form(run: Run, key: str) -> None:
 def _job_view(run_id: str, was_active: bool) -> None:
     """The run's evaluation while it runs: phase, answers, ETA, Cancel; when it ends, the
     whole page runs again and shows the result."""
-    job = read_eval_job(runs_dir / run_id)
+    job = ws.evaluation_job(run_id)
     if job is None:
         return
     if was_active and not job.active:
@@ -139,7 +137,7 @@ def _job_view(run_id: str, was_active: bool) -> None:
         if st.button("Cancel evaluation", key="ev_cancel", icon=":material/stop_circle:"):
             with st.spinner("Stopping the evaluation…"):
                 try:
-                    cancel_eval(user, job.dir)
+                    ws.cancel_evaluation(job.run_id)
                 except CurateError as exc:
                     show_error(exc)
                     return
@@ -212,13 +210,13 @@ def _bars(result: EvalResult, shown: list[str]) -> None:
     st.plotly_chart(fig, key="ev_bars", config={"displaylogo": False})
 
 
-def _verdict(result: EvalResult) -> None:
+def _verdict(run_id: str, result: EvalResult) -> None:
     stored = result.verdict["margin_points"]
     row = st.container(horizontal=True, vertical_alignment="bottom")
     margin = row.number_input("Margin (points)", value=float(stored), step=1.0, key="ev_margin",
                               width=180, help="Judge again with another margin; nothing is "
                                               "generated again.")
-    judged = result if margin == stored else with_margin(result, margin)
+    judged = result if margin == stored else ws.evaluation(run_id, margin=margin)
     verdict = judged.verdict
     if margin != stored:
         row.caption(f"Judged again with a {margin:g}-point margin; the stored evaluation used "
@@ -378,7 +376,7 @@ def _compare(runs: list[Run]) -> None:
                      key="ev_config_diff", height=38 + 35 * len(differ))
     else:
         st.caption("None: these runs used the same snapshot and settings.")
-    results = {r.id: read_eval(r.dir) for r in picked}
+    results = {r.id: ws.evaluation(r.id) for r in picked}
     rows: dict[str, list[str]] = {"state": [r.state for r in picked],
                                   "final loss": [_fmt(r.status.final_loss)
                                                  for r in picked]}
@@ -411,7 +409,7 @@ st.caption("Does the fine-tuned model beat the best prompt-only baseline (the ba
            "deploy?")
 page_start("evaluation", ws, empty_hint="")
 
-runs = record_runs(store, runs_dir)
+runs = ws.record_runs()
 completed = [r for r in runs if r.state == "completed"]
 if not completed:
     st.info("No completed training run yet: start one on the Training page.",
@@ -419,8 +417,8 @@ if not completed:
     st.page_link(page_path("training"), label="Go to Training", icon=":material/model_training:")
     st.stop()
 
-evaluated = {r.id: read_eval(r.dir) for r in completed}
-jobs = {r.id: read_eval_job(r.dir) for r in completed}
+evaluated = {r.id: ws.evaluation(r.id) for r in completed}
+jobs = {r.id: ws.evaluation_job(r.id) for r in completed}
 ids = [r.id for r in completed]
 running = next((j for j in jobs.values() if j and j.active), None)
 if running and S.get("ev_followed") != running.run_id:
@@ -465,7 +463,7 @@ if result is None:
         _eval_form(run, "ev_form")
 else:
     st.header("Scoreboard", anchor=False)
-    _verdict(result)
+    _verdict(run.id, result)
     _scoreboard(result)
     if not (job and job.active):
         with st.expander("Evaluate again with other settings"):

@@ -1,8 +1,9 @@
 """Training: set up a LoRA fine-tune, launch it, watch it live, cancel or resume it, list runs.
 
-Admins only (the "train" action). Everything is done by `training.launcher` and
-`training.estimate`; this page gathers the settings, shows what they mean for the data at
-hand, and renders the run folders (copied into the store as it lists them, `record_runs`).
+Admins only (the "train" action). Every step (leakage check, launch, cancel, resume, the
+runs recorded in the store as they are listed) is a `Workspace` method; the estimates come
+from `training.estimate`. This page gathers the settings, shows what they mean for the data
+at hand, and renders the run folders.
 
 Design decisions:
 - The form is generated from `TrainConfig`'s fields: one widget per field, typed by the
@@ -18,7 +19,7 @@ Design decisions:
   content hashes and the model, parameter counts on the weights' path and modification time;
   the machine's matrix-multiply rate is kept by `training.estimate.MACHINE_RATE` (best of
   several samples, measured again when a few minutes old).
-- Leakage is previewed with `curation.leakage.find_leakage` before launch; launching over it
+- Leakage is previewed with `Workspace.leakage` before launch; launching over it
   needs an explicit tick (`allow_leakage=True`), and the library refuses otherwise.
 - The run selector's key (`tr_view`) is only ever set before the selector is drawn: code
   that runs after it (Launch) leaves the run to show in `tr_show` for the next run of the
@@ -41,17 +42,16 @@ from typing import Any, Literal
 import pandas as pd
 import streamlit as st
 
+from curate.ui.common import flash, page_path, page_start, plain, show_error, workspace
 from curation import CurateError, Example
+from curation.leakage import DEFAULT_TRAIN_FILTER, LeakageUnresolved
 from curation.text import duration
 from training.config import TrainConfig, help_text
 from training.estimate import (FLOPS_PER_PARAMETER_TOKEN, MATMUL_SAMPLES, RATE_MAX_AGE,
                                count_parameters, epoch_time, model_weights, token_lengths)
-from curation.leakage import DEFAULT_TRAIN_FILTER, LeakageUnresolved, find_leakage
-from training.launcher import (Run, RunAlreadyActive, cancel, default_runs_dir, launch,
-                               read_run, record_runs, resume)
-from training.models import DEFAULT_BASE_MODEL, model_cache
+from training.launcher import Run, RunAlreadyActive
+from training.models import DEFAULT_BASE_MODEL
 from training.run_folder import EVAL_FILE
-from curate.ui.common import flash, page_path, page_start, plain, show_error, workspace
 
 S = st.session_state
 POLL_SECONDS = 2.0
@@ -71,7 +71,6 @@ STATE_ICONS = {"starting": ":material/hourglass_top:", "running": ":material/syn
 
 ws = workspace("train")
 store, user = ws.store, ws.user
-runs_dir = default_runs_dir(store.path)
 
 
 # --- small helpers -------------------------------------------------------------------------
@@ -129,7 +128,7 @@ def _config_form() -> TrainConfig | None:
 @st.cache_data(show_spinner="Counting tokens with the base model's tokenizer…", max_entries=8)
 def _token_lengths(base_model: str, content_key: tuple, _examples: list[Example]) -> list[int]:
     """`token_lengths`, cached on the model and the examples' ids and content hashes."""
-    return token_lengths(base_model, [e.messages for e in _examples], model_cache(store))
+    return token_lengths(base_model, [e.messages for e in _examples], ws.model_cache())
 
 
 @st.cache_data(show_spinner=False, max_entries=8)
@@ -196,7 +195,7 @@ def _histogram(lengths: list[int], max_len: int | None, cut: int) -> None:
 
 
 def _estimate(config: TrainConfig, tokens: int, runs: list[Run]) -> None:
-    estimate = epoch_time(config, tokens, runs, model_cache(store),
+    estimate = epoch_time(config, tokens, runs, ws.model_cache(),
                           parameters=_parameter_count)
     if estimate is None:
         st.caption(":material/timer: No estimate of the time per epoch yet: no earlier run "
@@ -245,7 +244,7 @@ def _leakage_section() -> list[dict[str, Any]] | None:
                                  f"{message}"))
 
     try:
-        leaks = find_leakage(store, user, progress=progress)
+        leaks = ws.leakage(progress=progress)
     except CurateError as exc:
         slot.warning(f"The leakage check could not run: {plain(exc)}",
                      icon=":material/warning:")
@@ -280,7 +279,7 @@ def _show_leaks(leaks: list[dict[str, Any]]) -> None:
 
 def _launch(config: TrainConfig, allow_leakage: bool) -> None:
     try:
-        run = launch(store, user, config, allow_leakage=allow_leakage)
+        run = ws.launch(config, allow_leakage=allow_leakage)
     except LeakageUnresolved as exc:
         st.error(plain(exc), icon=":material/join_inner:")
         _show_leaks(exc.leaks)
@@ -347,7 +346,7 @@ def _loss_chart(run: Run) -> None:
 
 
 def _run_view(run_id: str, was_active: bool) -> None:
-    run = read_run(runs_dir / run_id)
+    run = ws.run(run_id)
     if was_active and not run.active:
         st.rerun(scope="app")  # it ended: the list and the buttons follow
     last, total = run.last, run.total_steps
@@ -392,21 +391,22 @@ def _run_view(run_id: str, was_active: bool) -> None:
     if run.active and row.button("Cancel", key="tr_cancel", icon=":material/stop_circle:"):
         with st.spinner("Stopping the trainer…"):
             try:
-                cancel(user, run.dir)
+                ws.cancel(run.id)
             except CurateError as exc:
                 show_error(exc)
                 return
-        flash("training", f"Run {run.id} cancelled; Resume continues it from its last checkpoint.",
-               ":material/block:")
+        flash("training", f"Run {run.id} cancelled; Resume continues it from its last "
+              "checkpoint.", ":material/block:")
         st.rerun(scope="app")
     if run.state in RESUMABLE and row.button("Resume", key="tr_resume",
                                              icon=":material/play_arrow:"):
         try:
-            resume(store, user, run.id)
+            ws.resume(run.id)
         except CurateError as exc:
             st.error(f"**Not resumed:** {plain(exc)}", icon=":material/block:")
             return
-        flash("training", f"Run {run.id} resumed from its last checkpoint", ":material/play_arrow:")
+        flash("training", f"Run {run.id} resumed from its last checkpoint",
+              ":material/play_arrow:")
         st.rerun(scope="app")
     with st.expander("Settings and log"):
         st.json(m.config, expanded=False)
@@ -456,7 +456,7 @@ st.caption("Fine-tune a LoRA adapter of the base model on the accepted train exa
            "and this page shows it again when you come back.")
 page_start("training", ws, empty_hint="")
 
-runs = record_runs(store, runs_dir)
+runs = ws.record_runs()
 if runs:
     active = next((r for r in runs if r.active), None)
     ids = [r.id for r in runs]
