@@ -31,11 +31,10 @@ from curation._files import private_umask
 from curation.auth import ROLES, User
 from curation.formats import DEFAULT_MAX_FIELD_CHARS, INPUT_FORMATS, OUTPUT_FORMATS, parse_mapping
 from curation.query import SPLITS, STATUSES
-from curation.text import duration
 from curation.store import is_damage, store_error
+from curation.text import duration
 from training.config import EvalConfig, default, help_text
 from training.run_folder import EvalResult
-
 
 
 def _default_actor() -> str:

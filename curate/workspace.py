@@ -24,17 +24,19 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from curation import ExampleFilter, Store, export_jsonl, import_file
+from curation import ExampleFilter, Store, export_jsonl, import_file, queues, review
 from curation.auth import User, add_user, set_role, users
-from curation.checks import CheckResult, Progress, load_table, run_check
-from curation.checks.coverage import (Gap, Targets, get_targets, set_targets, store_gaps,
-                                      thin_labels)
+from curation.checks import CheckResult, Progress, dismiss, keep_one, load_table, run_check
+from curation.checks.coverage import Gap, Targets, get_targets, set_targets, store_gaps, thin_labels
 from curation.embeddings import PACKAGED_MODEL
+from curation.fill import add_example
 from curation.uploads import IMPORT_REPORTS_DIR
 
 if TYPE_CHECKING:
-    from curation import ExportResult, ImportReport, Snapshot
+    from curation import Example, ExportResult, ImportReport, Snapshot
     from curation.maintenance import BackupResult
+    from curation.queues import QueueItem
+    from curation.review import BulkResult
     from training.config import EvalConfig, TrainConfig
     from training.evaluate import EvalJob
     from training.launcher import Run
@@ -145,6 +147,56 @@ class Workspace:
         record_runs(self.store, self.runs_dir)
         return [SnapshotRuns(s, [r["id"] for r in recorded_runs(self.store, snapshot_id=s.id)])
                 for s in items]
+
+    # --- review ---------------------------------------------------------------------------
+
+    def upcoming(self, queue: str, where: ExampleFilter = ExampleFilter(), *,
+                 after: tuple[float, int] | None = None,
+                 before: tuple[float, int] | None = None, limit: int = 2) -> list[QueueItem]:
+        """The next examples of a review queue (after or before a position)."""
+        return queues.upcoming(self.store, queue, where, after=after, before=before,
+                               limit=limit)
+
+    def decide(self, example_id: int, decision: str, *, base_version: int,
+               reason: str | None = None, **changes) -> Example:
+        """Accept, reject or send back an example (with any pending edits)."""
+        return review.decide(self.store, self.user, example_id, decision,
+                             base_version=base_version, reason=reason, **changes)
+
+    def edit(self, example_id: int, *, base_version: int, reason: str | None = None,
+             **changes) -> Example:
+        """Save changes to an example's conversation, label, tags or split."""
+        return review.edit(self.store, self.user, example_id, base_version=base_version,
+                           reason=reason, **changes)
+
+    def revert(self, example_id: int, to_version: int, *, base_version: int) -> Example:
+        """Make an earlier version of an example current again."""
+        return review.revert(self.store, self.user, example_id, to_version,
+                             base_version=base_version)
+
+    def bulk(self, ids: list[int], action: str, value: str | None = None,
+             reason: str | None = None) -> BulkResult:
+        """One action on many examples, each on its current version."""
+        return review.bulk(self.store, self.user, ids, action, value, reason)
+
+    def keep_one(self, group: list[int], keeper: int) -> list[int]:
+        """Reject every member of a duplicate group but `keeper`; the rejected ids."""
+        return keep_one(self.store, self.user, group, keeper)
+
+    def dismiss(self, check: str, example_ids: list[int], decision: str) -> None:
+        """Remember an SME's verdict on a finding ("not duplicates", "label is right")."""
+        dismiss(self.store, self.user, check, example_ids, decision)
+
+    def add_example(self, messages: list[dict[str, str]], **options) -> Example:
+        """Save a new pending example (filling a gap) after the duplicate checks."""
+        return add_example(self.store, self.user, messages, **options)
+
+    def draft_examples(self, label: str, *, count: int = 3) -> list[list[dict[str, str]]]:
+        """Conversations for `label` drafted by the base model from its examples, for an
+        SME to edit before saving."""
+        from training.drafts import draft_examples
+
+        return draft_examples(self.store, label, count=count)
 
     # --- people ---------------------------------------------------------------------------
 

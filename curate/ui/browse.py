@@ -20,11 +20,11 @@ from dataclasses import replace
 import pandas as pd
 import streamlit as st
 
+from curate.ui.common import filter_form, flash, one_line, page_path, page_start, plain, workspace
 from curation import SPLITS, CurateError, Example
 from curation.auth import PermissionDenied, User, min_role
+from curation.review import BULK_ACTIONS, BULK_PERMISSION
 from curation.text import first_turn
-from curation.review import BULK_ACTIONS, BULK_PERMISSION, bulk
-from curate.ui.common import filter_form, flash, one_line, page_path, page_start, plain, workspace
 
 SORT_COLUMNS = {"id": "Id", "updated_at": "Updated at", "created_at": "Created at",
                 "label": "Label", "status": "Status"}
@@ -183,7 +183,7 @@ with act_col:
     if st.button(f"{ACTION_LABELS[action]}: {len(selected_ids)} selected", type="primary",
                  key="browse_apply", disabled=missing is not None):
         try:
-            result = bulk(store, user, selected_ids, action, value, reason or None)
+            result = ws.bulk(selected_ids, action, value, reason or None)
         except PermissionDenied as exc:
             st.error(f"Not allowed: {plain(str(exc))}", icon=":material/block:")
         except CurateError as exc:

@@ -15,7 +15,7 @@ from typing import Literal
 import streamlit as st
 
 from curate.workspace import Workspace
-from curation import CurateError, ExampleFilter, SPLITS, STATUSES, Store, default_db_path
+from curation import SPLITS, STATUSES, CurateError, ExampleFilter, Store, default_db_path
 from curation.auth import User
 
 SINGLE_USER_ENV = "CURATE_SINGLE_USER"

@@ -32,14 +32,12 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
+from curate.ui.common import flash, one_line, page_path, page_start, plain, workspace
 from curation import SPLITS, CurateError, ExampleFilter
 from curation.checks import load_table
-from curation.checks.coverage import (Targets, cluster_prompts, gap_list, get_targets,
-                                      thin_labels)
-from curation.fill import WouldDuplicate, add_example
+from curation.checks.coverage import Targets, cluster_prompts, gap_list, get_targets, thin_labels
+from curation.fill import WouldDuplicate
 from curation.text import first_turn, turns_text
-from training.drafts import draft_examples
-from curate.ui.common import flash, one_line, page_path, page_start, plain, workspace
 
 S = st.session_state
 COLOUR_BY = {"cluster": "Cluster", "label": "Label", "split": "Split", "status": "Status"}
@@ -321,8 +319,8 @@ def _messages(system: str, user_text: str, answer: str) -> list[dict[str, str]]:
 def _save_new(label: str) -> None:
     messages = _messages(S.cov_sys, S.cov_user, S.cov_answer)
     try:
-        saved = add_example(store, user, messages, label=label, tags=tuple(S.cov_tags),
-                            split=S.cov_split, force=bool(S.get("cov_force")))
+        saved = ws.add_example(messages, label=label, tags=tuple(S.cov_tags),
+                               split=S.cov_split, force=bool(S.get("cov_force")))
     except WouldDuplicate as exc:
         S.cov_dup = str(exc)
         return
@@ -341,8 +339,8 @@ def _save_draft(draft_id: str) -> None:
     p = f"cov_d{draft_id}"
     messages = _messages(S[f"{p}_sys"], S[f"{p}_user"], S[f"{p}_answer"])
     try:
-        saved = add_example(store, user, messages, label=draft["label"], source="draft",
-                            split="train", force=bool(S.get(f"{p}_force")))
+        saved = ws.add_example(messages, label=draft["label"], source="draft",
+                               split="train", force=bool(S.get(f"{p}_force")))
     except CurateError as exc:
         draft["error"] = str(exc)
         draft["duplicate"] = isinstance(exc, WouldDuplicate)
@@ -418,7 +416,7 @@ def _drafts(label: str) -> None:
                            "each (the first time also prepares the model)…",
                            expanded=True) as box:
                 try:
-                    drafted = draft_examples(store, label, count=int(count))
+                    drafted = ws.draft_examples(label, count=int(count))
                 except (CurateError, ImportError, OSError, RuntimeError) as exc:
                     # a missing or broken model is the person's to fix, not a crash
                     box.update(label="Drafting failed", state="error")

@@ -33,8 +33,16 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from curate.ui.common import (clip, flash, one_line, page_path, page_start, plain, show_error,
-                              workspace)
+from curate.ui.common import (
+    clip,
+    flash,
+    one_line,
+    page_path,
+    page_start,
+    plain,
+    show_error,
+    workspace,
+)
 from curation import CurateError, ExampleFilter
 from curation.text import duration, turns_text
 from training.config import EvalConfig, default, help_text

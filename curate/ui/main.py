@@ -19,11 +19,11 @@ import duckdb
 import streamlit as st
 
 import curation.checks  # noqa: F401  (registers the quality review queues)
+from curate.ui.common import get_store, listen_address, page_path, plain, single_user_mode
 from curation import CurateError
 from curation._files import private_umask
 from curation.auth import User, sign_in, user_by_email, users
 from curation.store import is_damage, store_error
-from curate.ui.common import get_store, listen_address, page_path, plain, single_user_mode
 
 ICON = Path(__file__).parent / "assets" / "icon.png"  # local: no request leaves the host
 

@@ -35,20 +35,17 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
+from curate.ui.common import clip, flash, one_line, page_path, page_start, plain, workspace
 from curation import CurateError, Example, ExampleFilter
 from curation.checks import (
     REGISTRY,
     Finding,
-    dismiss,
     dismissed_pairs,
-    keep_one,
     last_run,
     stored_findings,
 )
 from curation.checks.duplicates import KEEPER_RULE, DuplicateCheck, LeakageCheck, suggest_keeper
-from curation.review import edit
 from curation.text import turns_text
-from curate.ui.common import clip, flash, one_line, page_path, page_start, plain, workspace
 
 S = st.session_state
 GROUPS_PER_PAGE = 10
@@ -135,7 +132,7 @@ def _run(names: list[str], force: bool) -> None:
 def _keep(name: str, group: tuple[int, ...], radio_key: str) -> None:
     keeper = S[radio_key]
     try:
-        rejected = keep_one(store, user, list(group), keeper)
+        rejected = ws.keep_one(list(group), keeper)
     except CurateError as exc:
         flash("quality", str(exc), ":material/error:")
         return
@@ -145,7 +142,7 @@ def _keep(name: str, group: tuple[int, ...], radio_key: str) -> None:
 
 def _not_duplicates(name: str, group: tuple[int, ...]) -> None:
     try:
-        dismiss(store, user, name, list(group), "not_duplicates")
+        ws.dismiss(name, list(group), "not_duplicates")
     except CurateError as exc:
         flash("quality", str(exc), ":material/error:")
         return
@@ -155,8 +152,8 @@ def _not_duplicates(name: str, group: tuple[int, ...]) -> None:
 
 def _set_label(example_id: int, base_version: int, label: str) -> None:
     try:
-        after = edit(store, user, example_id, base_version=base_version, label=label,
-                     reason="label suggested by the label-issue check")
+        after = ws.edit(example_id, base_version=base_version, label=label,
+                        reason="label suggested by the label-issue check")
     except CurateError as exc:
         flash("quality", str(exc), ":material/error:")
         return
@@ -165,7 +162,7 @@ def _set_label(example_id: int, base_version: int, label: str) -> None:
 
 def _label_ok(name: str, example_id: int) -> None:
     try:
-        dismiss(store, user, name, [example_id], "label_ok")
+        ws.dismiss(name, [example_id], "label_ok")
     except CurateError as exc:
         flash("quality", str(exc), ":material/error:")
         return

@@ -34,10 +34,10 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
+from curate.ui.common import filter_form, flash, page_start, plain, workspace
 from curation import CurateError, ExampleFilter, VersionConflict, queues, review
 from curation.queues import QueueItem
 from curation.store import Example
-from curate.ui.common import filter_form, flash, page_start, plain, workspace
 
 SHORTCUTS = {"accept": "a", "reject": "x", "needs_work": "n", "skip": "s", "next": "j",
              "previous": "k", "save": "e"}
@@ -64,7 +64,7 @@ def _show(current: QueueItem | None, nxt: QueueItem | None, in_queue: bool = Tru
 
 def _first() -> None:
     queue, where = _ctx()
-    items = queues.upcoming(store, queue, where, limit=2)
+    items = ws.upcoming(queue, where, limit=2)
     _show(items[0] if items else None, items[1] if len(items) > 1 else None)
     if not items:
         S.rvq_pos = None
@@ -76,10 +76,10 @@ def _next() -> None:
         _first()
     elif S.rvq_next is not None:
         nxt = S.rvq_next
-        more = queues.upcoming(store, queue, where, after=nxt.position, limit=1)
+        more = ws.upcoming(queue, where, after=nxt.position, limit=1)
         _show(nxt, more[0] if more else None)
     else:
-        items = queues.upcoming(store, queue, where, after=S.rvq_pos, limit=2)
+        items = ws.upcoming(queue, where, after=S.rvq_pos, limit=2)
         _show(items[0] if items else None, items[1] if len(items) > 1 else None)
 
 
@@ -87,7 +87,7 @@ def _previous() -> None:
     queue, where = _ctx()
     if S.rvq_pos is None:
         return
-    items = queues.upcoming(store, queue, where, before=S.rvq_pos, limit=1)
+    items = ws.upcoming(queue, where, before=S.rvq_pos, limit=1)
     if not items:
         flash("review", "This is the first example in the queue.", ":material/first_page:")
         return
@@ -97,9 +97,9 @@ def _previous() -> None:
 def _open(example_id: int) -> None:
     """Open one example directly (a link); its place in the queue, if it has one, is kept."""
     queue, where = _ctx()
-    found = queues.upcoming(store, queue, ExampleFilter(ids=(example_id,)), limit=1)
+    found = ws.upcoming(queue, ExampleFilter(ids=(example_id,)), limit=1)
     if found:
-        more = queues.upcoming(store, queue, where, after=found[0].position, limit=1)
+        more = ws.upcoming(queue, where, after=found[0].position, limit=1)
         _show(found[0], more[0] if more else None)
         return
     try:
@@ -219,14 +219,12 @@ def _submit(op: dict[str, Any], base_version: int) -> None:
     S.rvq_error = None
     try:
         if op["kind"] == "decide":
-            after = review.decide(store, user, ex.id, op["decision"], base_version=base_version,
-                                  reason=op["reason"], **op["changes"])
+            after = ws.decide(ex.id, op["decision"], base_version=base_version,
+                              reason=op["reason"], **op["changes"])
         elif op["kind"] == "edit":
-            after = review.edit(store, user, ex.id, base_version=base_version,
-                                **op["changes"])
+            after = ws.edit(ex.id, base_version=base_version, **op["changes"])
         else:
-            after = review.revert(store, user, ex.id, op["to_version"],
-                                  base_version=base_version)
+            after = ws.revert(ex.id, op["to_version"], base_version=base_version)
     except VersionConflict as exc:
         S.rvq_conflict = {"example_id": ex.id, "current": exc.current, "message": str(exc),
                           "op": op}

@@ -47,8 +47,15 @@ from curation import CurateError, Example
 from curation.leakage import DEFAULT_TRAIN_FILTER, LeakageUnresolved
 from curation.text import duration
 from training.config import TrainConfig, help_text
-from training.estimate import (FLOPS_PER_PARAMETER_TOKEN, MATMUL_SAMPLES, RATE_MAX_AGE,
-                               count_parameters, epoch_time, model_weights, token_lengths)
+from training.estimate import (
+    FLOPS_PER_PARAMETER_TOKEN,
+    MATMUL_SAMPLES,
+    RATE_MAX_AGE,
+    count_parameters,
+    epoch_time,
+    model_weights,
+    token_lengths,
+)
 from training.launcher import Run, RunAlreadyActive
 from training.models import DEFAULT_BASE_MODEL
 from training.run_folder import EVAL_FILE
