@@ -75,3 +75,18 @@ def test_open_creates_the_workspace_and_closes_it(tmp_path):
         assert ws.load_demo().imported > 0
     with Workspace.open(tmp_path / "ws" / "curate.duckdb", admin("ada")) as again:
         assert again.stats()["total"] > 0
+
+
+def test_the_readme_example_runs(tmp_path, monkeypatch):
+    """The README's Python example, run as written in a folder with a tickets.jsonl."""
+    from tests.conftest import DEMO_FILE, PROJECT_ROOT
+
+    readme = (PROJECT_ROOT / "README.md").read_text()
+    [code] = [block.split("```")[0] for block in readme.split("```python\n")[1:]
+              if "Workspace.open" in block]
+    (tmp_path / "tickets.jsonl").write_bytes(DEMO_FILE.read_bytes())
+    monkeypatch.chdir(tmp_path)
+    exec(compile(code, "README.md", "exec"), {})
+    with Workspace.open(tmp_path / "workspace" / "curate.duckdb", admin("ada")) as ws:
+        assert ws.stats()["by_status"]["accepted"] > 0
+        assert {r.check for r in [*ws.run_checks(["exact_duplicates"])]} == {"exact_duplicates"}
