@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from curation.auth import User
-from curation.errors import CurateError
+from curation.errors import LeakageUnresolved
 from curation.query import ExampleFilter
 from curation.store import Store
 
@@ -23,14 +23,6 @@ if TYPE_CHECKING:
     from curation.checks import Progress
 
 DEFAULT_TRAIN_FILTER = ExampleFilter(status=("accepted",), split=("train",))
-
-
-class LeakageUnresolved(CurateError):
-    """Eval examples duplicate train examples of the snapshot; `.leaks` lists the pairs."""
-
-    def __init__(self, message: str, leaks: list[dict[str, Any]]):
-        super().__init__(message)
-        self.leaks = leaks
 
 
 def find_leakage(store: Store, user: User, *, where: ExampleFilter = DEFAULT_TRAIN_FILTER,

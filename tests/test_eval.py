@@ -314,7 +314,8 @@ def test_eval_detach_returns_at_once_then_the_result_appears(bg, tmp_path):
 
     from curation import Store
     from curate.cli import main
-    from training.evaluate import EvaluationAlreadyActive, read_eval_job, start_eval, wait_eval
+    from curation.errors import EvaluationAlreadyActive
+    from training.evaluate import read_eval_job, start_eval, wait_eval
     from training.launcher import recorded_runs
     from training.run_folder import read_eval
 

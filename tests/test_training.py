@@ -16,15 +16,15 @@ import time
 import orjson
 import pytest
 
-from curation.auth import PermissionDenied, User
-from curation.errors import InvalidValue
+from curation.auth import User
+from curation.errors import (BadCheckpoint, EmptyTrainingSet, InvalidValue, LeakageUnresolved,
+                             PermissionDenied, RunAlreadyActive)
 from curation.query import ExampleFilter
 from tests.conftest import PROJECT_ROOT, chat, write_jsonl
 from training.config import TrainConfig
-from training.data import IGNORE_INDEX, EmptyTrainingSet, encode, plan_batches
-from curation.leakage import LeakageUnresolved
-from training.launcher import (RunAlreadyActive, cancel, find_run, launch, list_runs, read_run,
-                               recorded_runs, resume, wait)
+from training.data import IGNORE_INDEX, encode, plan_batches
+from training.launcher import (cancel, find_run, launch, list_runs, read_run, recorded_runs,
+                               resume, wait)
 from training.processes import group_members
 from training.run_folder import checkpoint_dirs
 
@@ -392,7 +392,7 @@ def test_a_tampered_checkpoint_is_refused_and_runs_no_code(train_store, tmp_path
     the trainer itself when started on the folder directly; the command never runs."""
     import torch
 
-    from training.checkpoint import STATE_TENSORS, BadCheckpoint
+    from training.checkpoint import STATE_TENSORS
 
     run = launch(train_store, ADMIN, TrainConfig(**TINY, checkpoint_every_steps=1))
     _wait_for(lambda: checkpoint_dirs(run.dir), what="the first checkpoint")

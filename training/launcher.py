@@ -57,14 +57,14 @@ import orjson
 
 from curation._files import private_dir
 from curation.auth import User, require
-from curation.errors import CurateError, InvalidValue
+from curation.errors import (EmptyTrainingSet, InvalidValue, LeakageUnresolved, RunAlreadyActive,
+                             RunNotActive, RunNotFound, TrainerNotStarted)
 from curation.exporter import write_snapshot
-from curation.leakage import DEFAULT_TRAIN_FILTER, LeakageUnresolved, find_leakage
+from curation.leakage import DEFAULT_TRAIN_FILTER, find_leakage
 from curation.query import ExampleFilter
 from curation.store import Store
 from training.checkpoint import check_checkpoint
 from training.config import TrainConfig
-from training.data import EmptyTrainingSet
 from training.processes import exited, process_alive, spawn, stop_group
 from training.run_folder import (LOG, MANIFEST, PID_FILE, STATUS, TRAIN_FILE, RunManifest,
                                  RunStatus, checkpoint_dirs, now_iso, read_eval, read_json,
@@ -76,22 +76,6 @@ START_TIMEOUT = 120.0  # seconds a launch waits for the trainer to take the run 
 
 if TYPE_CHECKING:
     from curation.checks import Progress
-
-
-class RunAlreadyActive(CurateError):
-    """A training run is still active in this workspace; only one runs at a time."""
-
-
-class RunNotFound(CurateError):
-    """No run folder has the given id."""
-
-
-class TrainerNotStarted(CurateError):
-    """The trainer process exited before it took the run over; the run is marked failed."""
-
-
-class RunNotActive(CurateError):
-    """The run has already ended, so it cannot be cancelled."""
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,8 @@ import pandas as pd
 import streamlit as st
 
 from curation import SPLITS, CurateError, Example
-from curation.auth import PermissionDenied, User, min_role
+from curation.auth import User, min_role
+from curation.errors import PermissionDenied
 from curation.text import first_turn
 from curation.review import BULK_ACTIONS, BULK_PERMISSION, bulk
 from curate.ui.common import filter_form, flash, one_line, page_path, page_start, plain, workspace

@@ -36,7 +36,8 @@ from curation import SPLITS, CurateError, ExampleFilter
 from curation.checks import load_table
 from curation.checks.coverage import (Targets, cluster_prompts, gap_list, get_targets,
                                       thin_labels)
-from curation.fill import WouldDuplicate, add_example
+from curation.errors import WouldDuplicate
+from curation.fill import add_example
 from curation.text import first_turn, turns_text
 from training.drafts import draft_examples
 from curate.ui.common import flash, one_line, page_path, page_start, plain, workspace

@@ -36,8 +36,8 @@ from curation import CurateError, ExampleFilter
 from curation.text import duration, turns_text
 from training.config import EvalConfig, default, help_text
 from training.eval import with_margin
-from training.evaluate import (EvalJob, EvaluationAlreadyActive, cancel_eval, read_eval_job,
-                               start_eval)
+from curation.errors import EvaluationAlreadyActive
+from training.evaluate import EvalJob, cancel_eval, read_eval_job, start_eval
 from training.launcher import Run, default_runs_dir, record_runs
 from training.run_folder import SYSTEMS, EvalResult, read_eval
 from curate.ui.common import (clip, flash, one_line, page_path, page_start, plain, show_error,

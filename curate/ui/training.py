@@ -46,9 +46,10 @@ from curation.text import duration
 from training.config import TrainConfig, help_text
 from training.estimate import (FLOPS_PER_PARAMETER_TOKEN, MATMUL_SAMPLES, RATE_MAX_AGE,
                                count_parameters, epoch_time, model_weights, token_lengths)
-from curation.leakage import DEFAULT_TRAIN_FILTER, LeakageUnresolved, find_leakage
-from training.launcher import (Run, RunAlreadyActive, cancel, default_runs_dir, launch,
-                               read_run, record_runs, resume)
+from curation.errors import LeakageUnresolved, RunAlreadyActive
+from curation.leakage import DEFAULT_TRAIN_FILTER, find_leakage
+from training.launcher import (Run, cancel, default_runs_dir, launch, read_run, record_runs,
+                               resume)
 from training.models import DEFAULT_BASE_MODEL, model_cache
 from training.run_folder import EVAL_FILE
 from curate.ui.common import flash, page_path, page_start, plain, show_error, workspace
