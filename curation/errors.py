@@ -6,7 +6,7 @@ Anything else that escapes is a bug and keeps its traceback.
 
 They all live here, grouped by the part that raises them, so a caller (the CLI, a page, a
 script) catches them without importing the module that raises them, and `curation` stays free
-of `training`: this module imports nothing of either. Private signals that never reach a user
+of `training`: this module imports nothing of either. Private errors no caller catches by name
 (the importer's `_WorkerDied`) stay beside the code that raises them.
 """
 

@@ -210,7 +210,7 @@ def _groups(name: str, findings: list[Finding]) -> None:
         if "train_id" in f.details:
             entry["eval_id"] = f.example_id
     members = _examples({i for g in groups for i in g})
-    dismissed = dismissed_pairs(store, name)
+    dismissed = dismissed_pairs(store)
     live, settled = [], 0
     for group, entry in groups.items():
         alive = [i for i in group if i in members and members[i].status != "rejected"]
