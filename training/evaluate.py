@@ -282,9 +282,8 @@ def _evaluate(run_dir: Path, request: dict[str, Any]) -> EvalResult:
                     progress=progress)
 
 
-__all__ = ["EvalJob", "EvaluationAlreadyActive",
-           "EvaluationNotActive", "active_eval", "cancel_eval", "read_eval_job",
-           "start_eval", "wait_eval"]
+__all__ = ["EvalJob", "active_eval", "cancel_eval", "read_eval_job", "start_eval",
+           "wait_eval"]
 
 if __name__ == "__main__":
     sys.exit(main())
