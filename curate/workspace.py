@@ -141,11 +141,11 @@ class Workspace:
 
     def snapshots(self) -> list[SnapshotRuns]:
         """The snapshots, newest first, each with the training runs that used it."""
-        from training.launcher import record_runs, recorded_runs
+        from training.launcher import record_runs
 
         items = self.store.snapshots()
         record_runs(self.store, self.runs_dir)
-        return [SnapshotRuns(s, [r["id"] for r in recorded_runs(self.store, snapshot_id=s.id)])
+        return [SnapshotRuns(s, [r["id"] for r in self.store.recorded_runs(snapshot_id=s.id)])
                 for s in items]
 
     # --- review ---------------------------------------------------------------------------

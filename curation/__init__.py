@@ -5,19 +5,29 @@ sentence-transformers, cleanlab) are imported lazily inside the functions that n
 so `import curation` stays fast.
 """
 
-from curation.auth import PermissionDenied, User
-from curation.errors import (CurateError, ExampleNotFound, InvalidExample, InvalidValue,
-                             NotUtf8, SchemaTooNew, SnapshotNotFound, StoreLocked,
-                             UnreadableFile, VersionConflict)
+from curation.auth import User
+from curation.errors import (BadCheckpoint, CurateError, EmptyTrainingSet,
+                             EvaluationAlreadyActive, EvaluationNotActive, ExampleNotFound,
+                             InvalidExample, InvalidValue, LeakageUnresolved, ModelUnavailable,
+                             NotUtf8, PermissionDenied, RunAlreadyActive, RunNotActive,
+                             RunNotFound, SchemaTooNew, SnapshotNotFound, StoreCorrupt,
+                             StoreLocked, StoreUnreadable, TooManySignIns, TrainerNotStarted,
+                             UnknownUser, UnreadableFile, UploadRejected, VersionConflict,
+                             WouldDuplicate)
 from curation.exporter import ExportResult, export_jsonl, write_snapshot
 from curation.importer import ImportReport, LineError, import_file
 from curation.query import SPLITS, STATUSES, ExampleFilter
 from curation.store import Example, Snapshot, Store, default_db_path
 
 __all__ = [
-    "CurateError", "ExampleNotFound", "InvalidExample", "InvalidValue", "NotUtf8",
-    "SchemaTooNew", "SnapshotNotFound", "StoreLocked", "UnreadableFile", "VersionConflict",
+    # errors (curation/errors.py), grouped as there
+    "CurateError", "StoreLocked", "StoreCorrupt", "StoreUnreadable", "SchemaTooNew",
+    "SnapshotNotFound", "ExampleNotFound", "InvalidExample", "InvalidValue", "VersionConflict",
+    "NotUtf8", "UnreadableFile", "UploadRejected", "WouldDuplicate", "PermissionDenied",
+    "UnknownUser", "TooManySignIns", "LeakageUnresolved", "RunAlreadyActive", "RunNotFound",
+    "TrainerNotStarted", "RunNotActive", "EmptyTrainingSet", "BadCheckpoint",
+    "EvaluationAlreadyActive", "EvaluationNotActive", "ModelUnavailable",
     "ExportResult", "export_jsonl", "write_snapshot", "ImportReport", "LineError",
     "import_file", "SPLITS", "STATUSES", "ExampleFilter", "Example", "Snapshot", "Store",
-    "default_db_path", "PermissionDenied", "User",
+    "default_db_path", "User",
 ]

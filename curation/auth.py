@@ -31,7 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from curation.errors import CurateError, InvalidValue
+from curation.errors import InvalidValue, PermissionDenied, TooManySignIns, UnknownUser
 from curation.store import Store, utcnow
 
 ROLES: tuple[str, ...] = ("annotator", "reviewer", "admin")
@@ -44,22 +44,6 @@ _MINIMUM_ROLE = {
 }
 ACTIONS: tuple[str, ...] = tuple(_MINIMUM_ROLE)
 MIN_PASSWORD_CHARS = 8
-
-
-class PermissionDenied(CurateError):
-    """The user's role does not allow the action."""
-
-
-class UnknownUser(CurateError):
-    """No account has that name or e-mail address, or the password is wrong."""
-
-
-class TooManySignIns(CurateError):
-    """Too many failed sign-ins for a name or from a client; `.retry_after` is in seconds."""
-
-    def __init__(self, message: str, retry_after: float):
-        super().__init__(message)
-        self.retry_after = retry_after
 
 
 @dataclass(frozen=True)

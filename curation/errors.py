@@ -1,18 +1,26 @@
-"""Named exceptions of the Curate core.
+"""Named exceptions of Curate: the core, training runs, evaluation and models.
 
 Every error a user can cause is one of these, with a message that names what went wrong and
 where. Pages turn them into an `st.error`, the CLI into one line on stderr and exit status 1.
 Anything else that escapes is a bug and keeps its traceback.
+
+They all live here, grouped by the part that raises them, so a caller (the CLI, a page, a
+script) catches them without importing the module that raises them, and `curation` stays free
+of `training`: this module imports nothing of either. Private errors no caller catches by name
+(the importer's `_WorkerDied`) stay beside the code that raises them.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 
 class CurateError(Exception):
     """Base of every error a user can cause; its message is meant to be shown as is."""
 
+
+# --- the store ------------------------------------------------------------------------------
 
 class StoreLocked(CurateError):
     """The DuckDB file is open for writing in another process."""
@@ -29,6 +37,12 @@ class StoreUnreadable(CurateError):
 class SchemaTooNew(CurateError):
     """The workspace was written by a newer Curate than this one."""
 
+
+class SnapshotNotFound(CurateError):
+    """No snapshot has the given id."""
+
+
+# --- examples, import and upload ------------------------------------------------------------
 
 class ExampleNotFound(CurateError):
     """No example has the given id."""
@@ -67,5 +81,79 @@ class UnreadableFile(CurateError):
     """An input file cannot be read as JSONL, a JSON array or CSV at all."""
 
 
-class SnapshotNotFound(CurateError):
-    """No snapshot has the given id."""
+class UploadRejected(CurateError):
+    """An uploaded file is refused before import: empty, or larger than the limit."""
+
+
+class WouldDuplicate(CurateError):
+    """A new example duplicates a stored one (or would leak between train and eval)."""
+
+
+# --- people ---------------------------------------------------------------------------------
+
+class PermissionDenied(CurateError):
+    """The user's role does not allow the action."""
+
+
+class UnknownUser(CurateError):
+    """No account has that name or e-mail address, or the password is wrong."""
+
+
+class TooManySignIns(CurateError):
+    """Too many failed sign-ins for a name or from a client; `.retry_after` is in seconds."""
+
+    def __init__(self, message: str, retry_after: float):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+# --- checks ---------------------------------------------------------------------------------
+
+class LeakageUnresolved(CurateError):
+    """Eval examples duplicate train examples of the snapshot; `.leaks` lists the pairs."""
+
+    def __init__(self, message: str, leaks: list[dict[str, Any]]):
+        super().__init__(message)
+        self.leaks = leaks
+
+
+# --- training runs --------------------------------------------------------------------------
+
+class RunAlreadyActive(CurateError):
+    """A training run is still active in this workspace; only one runs at a time."""
+
+
+class RunNotFound(CurateError):
+    """No run folder has the given id."""
+
+
+class TrainerNotStarted(CurateError):
+    """The trainer process exited before it took the run over; the run is marked failed."""
+
+
+class RunNotActive(CurateError):
+    """The run has already ended, so it cannot be cancelled."""
+
+
+class EmptyTrainingSet(InvalidValue):
+    """The snapshot (or train.jsonl) has no example left to train on."""
+
+
+class BadCheckpoint(CurateError):
+    """A checkpoint is missing a file, is damaged, or holds a pickle, which is not loaded."""
+
+
+# --- evaluation -----------------------------------------------------------------------------
+
+class EvaluationAlreadyActive(CurateError):
+    """An evaluation is still running in this workspace; only one runs at a time."""
+
+
+class EvaluationNotActive(CurateError):
+    """The run has no evaluation queued or running, so there is nothing to cancel."""
+
+
+# --- models ---------------------------------------------------------------------------------
+
+class ModelUnavailable(CurateError):
+    """The base model cannot be found or does not behave like a chat model."""

@@ -13,15 +13,11 @@ from __future__ import annotations
 
 from curation.auth import User, require
 from curation.checks.duplicates import normalize
-from curation.errors import CurateError
+from curation.errors import WouldDuplicate
 from curation.query import ExampleFilter
 from curation.store import Example, Store
 
 NEAR_SIMILARITY = 0.9
-
-
-class WouldDuplicate(CurateError):
-    """A new example duplicates a stored one (or would leak between train and eval)."""
 
 
 def user_text(messages: list[dict[str, str]]) -> str:

@@ -383,6 +383,8 @@ def _worker_count() -> int:
     return min(cpus, 4) if sys.platform.startswith("linux") else 1  # fork: Linux only
 
 
+# Private, so it stays here rather than in curation/errors.py: callers see it only as the
+# CurateError it is (one message, import rolled back); no one catches it by name.
 class _WorkerDied(CurateError):
     """A parsing process ended without an answer (killed, or out of memory)."""
 

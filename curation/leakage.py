@@ -15,7 +15,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from curation.auth import User
-from curation.errors import CurateError
 from curation.query import ExampleFilter
 from curation.store import Store
 
@@ -25,14 +24,6 @@ if TYPE_CHECKING:
 DEFAULT_TRAIN_FILTER = ExampleFilter(status=("accepted",), split=("train",))
 
 
-class LeakageUnresolved(CurateError):
-    """Eval examples duplicate train examples of the snapshot; `.leaks` lists the pairs."""
-
-    def __init__(self, message: str, leaks: list[dict[str, Any]]):
-        super().__init__(message)
-        self.leaks = leaks
-
-
 def find_leakage(store: Store, user: User, *, where: ExampleFilter = DEFAULT_TRAIN_FILTER,
                  progress: Progress | None = None) -> list[dict[str, Any]]:
     """Unresolved leakage into the train set `where` selects: one dict per leaked eval
@@ -40,7 +31,7 @@ def find_leakage(store: Store, user: User, *, where: ExampleFilter = DEFAULT_TRA
     closest of those in the set. Runs the leakage check (or reuses its stored findings)."""
     from curation.checks import run_check
 
-    train_ids = {e.id for e in store.find(where)}
+    train_ids = set(store.example_ids(where))
     leaks = []
     for finding in run_check(store, "leakage", user=user, progress=progress).findings:
         if not finding.is_issue:
@@ -54,4 +45,4 @@ def find_leakage(store: Store, user: User, *, where: ExampleFilter = DEFAULT_TRA
     return leaks
 
 
-__all__ = ["DEFAULT_TRAIN_FILTER", "LeakageUnresolved", "find_leakage"]
+__all__ = ["DEFAULT_TRAIN_FILTER", "find_leakage"]

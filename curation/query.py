@@ -43,13 +43,6 @@ class ExampleFilter:
 
             check_pattern(self.search)
 
-    def where(self, alias: str = "") -> tuple[str, list]:
-        """(SQL condition, parameters) selecting these examples; built by the store
-        (`curation.store._filters`), which owns the columns it names."""
-        from curation.store._filters import where_clause
-
-        return where_clause(self, alias)
-
     def describe(self) -> dict:
         """The non-empty criteria, as stored with snapshots and export manifests."""
         return {k: (list(v) if isinstance(v, tuple) else v)

@@ -35,7 +35,7 @@ import orjson
 
 from curation._files import private_dir
 from curation.auth import User, require
-from curation.errors import CurateError, UnreadableFile
+from curation.errors import UnreadableFile, UploadRejected
 from curation.formats import MAPPING_TARGETS, RecordError, detect_format
 from curation.importer import (LineError, _json_array_records, _jsonl_records, _utf8_text,
                                csv_rows, sniff_kind)
@@ -60,10 +60,6 @@ _GUESSES: dict[str, tuple[str, ...]] = {
     "id": ("id", "external_id", "uid", "key"),
     "tags": ("tags", "tag"),
 }
-
-
-class UploadRejected(CurateError):
-    """An uploaded file is refused before import: empty, or larger than the limit."""
 
 
 def save_upload(user: User, workspace_dir: str | os.PathLike, data: bytes | BinaryIO, *,

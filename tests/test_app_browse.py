@@ -11,7 +11,8 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from curation import import_file
-from curation.auth import PermissionDenied, User
+from curation.auth import User
+from curation.errors import PermissionDenied
 from curation.review import bulk
 from tests.conftest import PROJECT_ROOT, admin, chat, page, unescaped, write_jsonl
 

@@ -15,9 +15,10 @@ from streamlit.testing.v1 import AppTest
 
 from curation import import_file
 from curation.auth import User
+from curation.errors import UploadRejected
 from curation.importer import sniff_kind
-from curation.uploads import (UploadRejected, discard_upload, export_target, preview_file,
-                              remove_stale_uploads, safe_stem, save_upload, suggest_mapping)
+from curation.uploads import (discard_upload, export_target, preview_file, remove_stale_uploads,
+                              safe_stem, save_upload, suggest_mapping)
 from tests.conftest import PROJECT_ROOT, admin, chat, page as page_path, write_jsonl
 
 CSV = (b"question,answer,category\n"

@@ -15,7 +15,8 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from curation import Store, import_file
-from curation.auth import PermissionDenied, User
+from curation.auth import User
+from curation.errors import PermissionDenied
 from curation.checks import REGISTRY, dismiss, last_run, load_table, run_check, stored_findings
 from curation.demo import load_demo
 from curation.checks.duplicates import KEEPER_RULE

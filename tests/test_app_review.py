@@ -7,7 +7,8 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from curation import import_file, review
-from curation.auth import PermissionDenied, User
+from curation.auth import User
+from curation.errors import PermissionDenied
 from tests.conftest import unescaped, PROJECT_ROOT, admin, page, chat, write_jsonl
 
 RITA = User("rita", "reviewer")

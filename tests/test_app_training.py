@@ -23,7 +23,7 @@ from training.config import TrainConfig
 from training.config import EvalConfig
 from training.eval import with_margin
 from training.evaluate import cancel_eval, read_eval_job, start_eval, wait_eval
-from training.launcher import ENDED_STATES, cancel, launch, list_runs, read_run, recorded_runs
+from training.launcher import ENDED_STATES, cancel, launch, list_runs, read_run
 from training.processes import group_members
 from training.run_folder import read_eval
 
@@ -189,7 +189,7 @@ def test_completed_run_is_shown_with_its_curve_and_a_measured_estimate(open_page
     assert table["Run"].tolist() == [run.id] and table["State"].tolist() == ["completed"]
     assert table["Final loss"].tolist() == [run.status.final["loss"]]
     # listing the runs recorded the ended run in the store (launch recorded it starting)
-    [recorded] = recorded_runs(store)
+    [recorded] = store.recorded_runs()
     assert (recorded["id"], recorded["state"], recorded["steps"], recorded["final_loss"]) == \
         (run.id, "completed", 2, run.last["loss"])
     # the time per epoch comes from this run's measured speed (one step after the first)
@@ -297,7 +297,7 @@ def test_evaluation_page_evaluates_and_shows_the_result(open_page, trained):
     assert stored is not None and stored.settings["system_prompt"] == "Answer with one word."
     assert stored.settings["shots"] == 1 and stored.settings["eval_examples"] == 3
     # the store records the run with its evaluation summary
-    [recorded] = [r for r in recorded_runs(store) if r["id"] == run.id]
+    [recorded] = [r for r in store.recorded_runs() if r["id"] == run.id]
     assert recorded["evaluation"] == stored.summary() and recorded["state"] == "completed"
 
     # the scoreboard is the stored metrics in points, the primary metric marked

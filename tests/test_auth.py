@@ -16,14 +16,13 @@ from curation import ExampleFilter, PermissionDenied, User, export_jsonl, import
 from curation.auth import (
     ROLES,
     SignInThrottle,
-    TooManySignIns,
-    UnknownUser,
     add_user,
     set_role,
     sign_in,
     users,
 )
 from curation.checks import dismiss, keep_one, run_check
+from curation.errors import TooManySignIns, UnknownUser
 from curation.checks.coverage import Targets, get_targets, set_targets
 from curation.demo import load_demo
 from curation.exporter import write_snapshot

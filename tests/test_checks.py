@@ -12,8 +12,8 @@ import pytest
 
 from curation import ExampleFilter, Store
 from curation.auth import User
-from curation.checks import (REGISTRY, dismiss, keep_one, load_table, run_check,
-                             stored_findings)
+from curation.checks import (REGISTRY, dismiss, dismissed_pairs, keep_one, load_table,
+                             run_check, stored_findings)
 from curation.checks.coverage import Targets, cluster_prompts, gap_list
 from curation.checks.duplicates import KEEPER_RULE, normalize, suggest_keeper
 from curation.demo import load_demo
@@ -137,6 +137,21 @@ def test_dismissed_and_resolved_duplicates_do_not_come_back(tmp_path):
         assert result.summary["groups"] == 4
         flagged = {f.example_id for f in result.issues}
         assert not flagged & {a, b, c, d}
+
+
+def test_not_duplicates_holds_for_every_duplicate_check(tmp_path):
+    """A pair marked 'not duplicates' under one check is not flagged by another."""
+    with Store(tmp_path / "curate.duckdb") as store:
+        load_demo(store, user=admin("demo"))
+        ext = {e.external_id: e.id for e in store.find()}
+        a, b = sorted(ext[x] for x in PLANTED["exact_duplicates"][0])
+        assert {a, b} <= {f.example_id for f in
+                          run_check(store, "exact_duplicates", user=admin("t")).issues}
+        dismiss(store, REVIEWER, "near_duplicates", [b, a], "not_duplicates")
+        assert dismissed_pairs(store) == {(a, b)}
+        flagged = {f.example_id for f in run_check(store, "exact_duplicates",
+                                                   user=admin("t")).issues}
+        assert not flagged & {a, b}
 
 
 def test_every_duplicate_check_and_leakage_suggest_the_train_copy(empty_store):

@@ -223,7 +223,7 @@ def test_curate_train_watches_the_run_then_evaluates_and_records_it(file_store, 
     from click.testing import CliRunner
 
     from curate.cli import main
-    from training.launcher import list_runs, recorded_runs
+    from training.launcher import list_runs
     from training.models import cached_default_model
     from training.run_folder import read_eval
 
@@ -240,7 +240,7 @@ def test_curate_train_watches_the_run_then_evaluates_and_records_it(file_store, 
     assert stored is not None and stored.settings["eval_examples"] == 3
     assert "(baseline)" in out.output
     assert f"{stored.verdict['decision'].upper()}: {stored.verdict['reason']}" in out.output
-    (recorded,) = recorded_runs(store)
+    (recorded,) = store.recorded_runs()
     assert recorded["state"] == "completed"
     assert recorded["evaluation"] == orjson.loads(orjson.dumps(stored.summary()))
 
@@ -314,8 +314,8 @@ def test_eval_detach_returns_at_once_then_the_result_appears(bg, tmp_path):
 
     from curation import Store
     from curate.cli import main
-    from training.evaluate import EvaluationAlreadyActive, read_eval_job, start_eval, wait_eval
-    from training.launcher import recorded_runs
+    from curation.errors import EvaluationAlreadyActive
+    from training.evaluate import read_eval_job, start_eval, wait_eval
     from training.run_folder import read_eval
 
     db, run = bg
@@ -351,7 +351,7 @@ def test_eval_detach_returns_at_once_then_the_result_appears(bg, tmp_path):
     assert shown.exit_code == 0, shown.output
     assert orjson.loads(shown.stdout) == orjson.loads(orjson.dumps(stored.summary()))
     with Store(db) as store:
-        [recorded] = [r for r in recorded_runs(store) if r["id"] == run.id]
+        [recorded] = [r for r in store.recorded_runs() if r["id"] == run.id]
     assert recorded["evaluation"] == orjson.loads(orjson.dumps(stored.summary()))
 
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 
 from curation.auth import User
-from curation.fill import WouldDuplicate, add_example, find_clashes
+from curation.errors import WouldDuplicate
+from curation.fill import add_example, find_clashes
 from tests.conftest import chat
 from training.drafts import draft_examples
 

@@ -193,7 +193,7 @@ def test_a_directory_in_place_of_the_file_is_named_not_a_traceback(tmp_path):
 
 
 def test_backup_and_doctor_need_the_admin_role(seeded_store):
-    from curation.auth import PermissionDenied
+    from curation.errors import PermissionDenied
 
     with pytest.raises(PermissionDenied):
         backup(seeded_store, user=User("rita", "reviewer"))

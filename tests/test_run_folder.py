@@ -10,7 +10,7 @@ import pytest
 
 from curation.errors import InvalidValue
 from training.config import EvalConfig, TrainConfig, default, help_text
-from training.launcher import read_run, record_runs, recorded_runs
+from training.launcher import read_run, record_runs
 from training.run_folder import (EVAL_FILE, EVAL_STATUS, MANIFEST, STATUS, EvalResult,
                                  EvalStatus, RunManifest, RunStatus, read_eval, write_json)
 
@@ -116,7 +116,7 @@ def test_record_runs_reads_the_typed_records_into_the_store(seeded_store):
     write_json(run_dir / STATUS, {"state": "completed", "ended_at": "2025-01-01T00:05:00Z"})
     write_json(run_dir / EVAL_FILE, _result(run_id=MANIFEST_NOW["run_id"]))
     record_runs(seeded_store, runs_dir)
-    [row] = recorded_runs(seeded_store)
+    [row] = seeded_store.recorded_runs()
     assert (row["id"], row["snapshot_id"], row["state"]) == (MANIFEST_NOW["run_id"], "snap-1",
                                                              "completed")
     assert row["config"] == MANIFEST_NOW["config"] and row["leakage_overridden_by"] == "ada"

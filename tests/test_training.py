@@ -16,15 +16,14 @@ import time
 import orjson
 import pytest
 
-from curation.auth import PermissionDenied, User
-from curation.errors import InvalidValue
+from curation.auth import User
+from curation.errors import (BadCheckpoint, EmptyTrainingSet, InvalidValue, LeakageUnresolved,
+                             PermissionDenied, RunAlreadyActive)
 from curation.query import ExampleFilter
 from tests.conftest import PROJECT_ROOT, chat, write_jsonl
 from training.config import TrainConfig
-from training.data import IGNORE_INDEX, EmptyTrainingSet, encode, plan_batches
-from curation.leakage import LeakageUnresolved
-from training.launcher import (RunAlreadyActive, cancel, find_run, launch, list_runs, read_run,
-                               recorded_runs, resume, wait)
+from training.data import IGNORE_INDEX, encode, plan_batches
+from training.launcher import cancel, find_run, launch, list_runs, read_run, resume, wait
 from training.processes import group_members
 from training.run_folder import checkpoint_dirs
 
@@ -191,7 +190,7 @@ def test_leakage_into_the_snapshot_is_refused_unless_overridden(train_store):
     cancel(ADMIN, run.dir, timeout=10)
 
     # the store records both runs, traced to their snapshots
-    recorded = {r["id"]: r for r in recorded_runs(train_store)}
+    recorded = {r["id"]: r for r in train_store.recorded_runs()}
     assert recorded[first.id]["state"] == "completed" and recorded[first.id]["steps"] == 3
     assert recorded[first.id]["leakage_overridden_by"] is None
     assert recorded[run.id]["leakage_overridden_by"] == ADMIN.name
@@ -200,7 +199,7 @@ def test_leakage_into_the_snapshot_is_refused_unless_overridden(train_store):
     by_snapshot = {s["id"]: s["runs"] for s in orjson.loads(listed.output)}
     assert run.manifest.snapshot_id == first.manifest.snapshot_id  # same train set
     assert by_snapshot[run.manifest.snapshot_id] == [run.id, first.id]
-    assert recorded_runs(train_store)[0]["state"] == "cancelled"  # re-read from the folder
+    assert train_store.recorded_runs()[0]["state"] == "cancelled"  # re-read from the folder
 
 
 def test_trainer_fails_clearly_on_bad_data(tmp_path, base_model_dir, model_cache, monkeypatch):
@@ -392,7 +391,7 @@ def test_a_tampered_checkpoint_is_refused_and_runs_no_code(train_store, tmp_path
     the trainer itself when started on the folder directly; the command never runs."""
     import torch
 
-    from training.checkpoint import STATE_TENSORS, BadCheckpoint
+    from training.checkpoint import STATE_TENSORS
 
     run = launch(train_store, ADMIN, TrainConfig(**TINY, checkpoint_every_steps=1))
     _wait_for(lambda: checkpoint_dirs(run.dir), what="the first checkpoint")

@@ -7,7 +7,8 @@ import pytest
 
 from curate import Workspace
 from curation import ExampleFilter
-from curation.auth import PermissionDenied, User
+from curation.auth import User
+from curation.errors import PermissionDenied
 from curation.checks.coverage import Targets
 from curation.review import bulk
 from tests.conftest import admin, chat, write_jsonl

@@ -30,17 +30,13 @@ from typing import Any
 
 import orjson
 
-from curation.errors import CurateError
+from curation.errors import BadCheckpoint
 
 STATE_TENSORS, STATE_JSON, POSITION = ("training_state.safetensors", "training_state.json",
                                        "position.json")
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 PICKLED_STATE = "training_state.pt"
 REQUIRED = (ADAPTER_WEIGHTS, STATE_TENSORS, STATE_JSON, POSITION)
-
-
-class BadCheckpoint(CurateError):
-    """A checkpoint is missing a file, is damaged, or holds a pickle, which is not loaded."""
 
 
 def _refusal(folder: Path, what: str) -> BadCheckpoint:

@@ -32,13 +32,9 @@ from typing import Any
 
 import orjson
 
-from curation.errors import InvalidValue
+from curation.errors import EmptyTrainingSet, InvalidValue
 
 IGNORE_INDEX = -100
-
-
-class EmptyTrainingSet(InvalidValue):
-    """The snapshot (or train.jsonl) has no example left to train on."""
 
 
 @dataclass(frozen=True)

@@ -46,7 +46,8 @@ from typing import Any
 import orjson
 
 from training.config import TrainConfig
-from training.models import DEFAULT_BASE_MODEL, ModelUnavailable, packaged_gguf
+from curation.errors import ModelUnavailable
+from training.models import DEFAULT_BASE_MODEL, packaged_gguf
 from training.launcher import Run
 
 FLOPS_PER_PARAMETER_TOKEN = 4

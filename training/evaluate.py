@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from curation.auth import User, require
-from curation.errors import CurateError, InvalidValue
+from curation.errors import CurateError, EvaluationAlreadyActive, EvaluationNotActive, InvalidValue
 from curation.store import Store
 from training.config import EvalConfig
 from training.eval import eval_rows_from_store
@@ -52,14 +52,6 @@ from training.run_folder import (EVAL_LOG, EVAL_PID, EVAL_REQUEST, EVAL_STATUS, 
 
 EVAL_ACTIVE_STATES = ("queued", "running")
 QUEUED_GRACE_SECONDS = 30.0  # a queued evaluation without a pid yet: the launcher is starting it
-
-
-class EvaluationAlreadyActive(CurateError):
-    """An evaluation is still running in this workspace; only one runs at a time."""
-
-
-class EvaluationNotActive(CurateError):
-    """The run has no evaluation queued or running, so there is nothing to cancel."""
 
 
 @dataclass(frozen=True)
@@ -290,9 +282,8 @@ def _evaluate(run_dir: Path, request: dict[str, Any]) -> EvalResult:
                     progress=progress)
 
 
-__all__ = ["EvalJob", "EvaluationAlreadyActive",
-           "EvaluationNotActive", "active_eval", "cancel_eval", "read_eval_job",
-           "start_eval", "wait_eval"]
+__all__ = ["EvalJob", "active_eval", "cancel_eval", "read_eval_job", "start_eval",
+           "wait_eval"]
 
 if __name__ == "__main__":
     sys.exit(main())

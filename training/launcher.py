@@ -57,14 +57,14 @@ import orjson
 
 from curation._files import private_dir
 from curation.auth import User, require
-from curation.errors import CurateError, InvalidValue
+from curation.errors import (EmptyTrainingSet, InvalidValue, LeakageUnresolved, RunAlreadyActive,
+                             RunNotActive, RunNotFound, TrainerNotStarted)
 from curation.exporter import write_snapshot
-from curation.leakage import DEFAULT_TRAIN_FILTER, LeakageUnresolved, find_leakage
+from curation.leakage import DEFAULT_TRAIN_FILTER, find_leakage
 from curation.query import ExampleFilter
-from curation.store import Store
+from curation.store import RUN_COLUMNS, Store
 from training.checkpoint import check_checkpoint
 from training.config import TrainConfig
-from training.data import EmptyTrainingSet
 from training.processes import exited, process_alive, spawn, stop_group
 from training.run_folder import (LOG, MANIFEST, PID_FILE, STATUS, TRAIN_FILE, RunManifest,
                                  RunStatus, checkpoint_dirs, now_iso, read_eval, read_json,
@@ -76,22 +76,6 @@ START_TIMEOUT = 120.0  # seconds a launch waits for the trainer to take the run 
 
 if TYPE_CHECKING:
     from curation.checks import Progress
-
-
-class RunAlreadyActive(CurateError):
-    """A training run is still active in this workspace; only one runs at a time."""
-
-
-class RunNotFound(CurateError):
-    """No run folder has the given id."""
-
-
-class TrainerNotStarted(CurateError):
-    """The trainer process exited before it took the run over; the run is marked failed."""
-
-
-class RunNotActive(CurateError):
-    """The run has already ended, so it cannot be cancelled."""
 
 
 @dataclass(frozen=True)
@@ -330,44 +314,24 @@ def wait(run_dir: str | os.PathLike, *, timeout: float | None = None,
 
 
 def record_runs(store: Store, runs_dir: str | os.PathLike | None = None) -> list[Run]:
-    """Copy what every run folder says now into the store's `training_runs` table; the runs,
-    newest first."""
+    """Copy what every run folder says now into the store's `training_runs` table
+    (`Store.record_runs`: only new or changed runs are rewritten); the runs, newest first."""
     runs = list_runs(runs_dir if runs_dir is not None else default_runs_dir(store.path))
     rows = []
     for run in runs:
         evaluation = read_eval(run.dir)
         m = run.manifest
-        rows.append([run.id, m.snapshot_id, m.snapshot_hash, m.base_model,
-                     _json(m.config or None), run.state, m.created_by,
-                     _timestamp(m.created_at), _timestamp(run.status.ended_at),
-                     run.last.get("step"), run.last.get("loss"), m.leakage_overridden_by,
-                     _json(evaluation.summary()) if evaluation else None])
-    stored = {tuple(r) for r in store.cursor().execute(
-        "SELECT * EXCLUDE (recorded_at) FROM training_runs").fetchall()}
-    changed = [r for r in rows if tuple(r) not in stored]
-    if changed:
-        with store.transaction() as tx:
-            tx.execute("DELETE FROM training_runs WHERE id IN (SELECT unnest(?))",
-                       [[r[0] for r in changed]])
-            tx.executemany("INSERT INTO training_runs VALUES "
-                           "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, current_timestamp)", changed)
+        row = {"id": run.id, "snapshot_id": m.snapshot_id, "snapshot_hash": m.snapshot_hash,
+               "base_model": m.base_model, "config": _json(m.config or None),
+               "state": run.state, "created_by": m.created_by,
+               "created_at": _timestamp(m.created_at),
+               "ended_at": _timestamp(run.status.ended_at), "steps": run.last.get("step"),
+               "final_loss": run.last.get("loss"),
+               "leakage_overridden_by": m.leakage_overridden_by,
+               "evaluation": _json(evaluation.summary()) if evaluation else None}
+        rows.append([row[column] for column in RUN_COLUMNS])
+    store.record_runs(rows)
     return runs
-
-
-def recorded_runs(store: Store, *, snapshot_id: str | None = None) -> list[dict[str, Any]]:
-    """The runs the store has recorded (all, or those trained on `snapshot_id`), newest
-    first, with their evaluation summary (None before evaluation)."""
-    cur = store.cursor().execute(
-        "SELECT * FROM training_runs WHERE ? IS NULL OR snapshot_id = ? "
-        "ORDER BY created_at DESC, id DESC", [snapshot_id, snapshot_id])
-    names = [d[0] for d in cur.description]
-    out = []
-    for row in cur.fetchall():
-        item = dict(zip(names, row))
-        for key in ("config", "evaluation"):
-            item[key] = orjson.loads(item[key]) if item[key] else None
-        out.append(item)
-    return out
 
 
 def _json(value: Any) -> str | None:
@@ -416,7 +380,6 @@ def _describe(where: ExampleFilter) -> str:
     return "; ".join(parts) or "all examples"
 
 
-__all__ = ["ACTIVE_STATES", "DEFAULT_TRAIN_FILTER", "ENDED_STATES", "LeakageUnresolved",
-           "Run", "RunAlreadyActive", "RunNotActive", "RunNotFound", "TrainerNotStarted",
-           "cancel", "default_runs_dir", "find_run", "is_active", "launch", "launch_lock",
-           "list_runs", "read_run", "record_runs", "recorded_runs", "resume", "wait"]
+__all__ = ["ACTIVE_STATES", "DEFAULT_TRAIN_FILTER", "ENDED_STATES", "Run", "cancel",
+           "default_runs_dir", "find_run", "is_active", "launch", "launch_lock",
+           "list_runs", "read_run", "record_runs", "resume", "wait"]

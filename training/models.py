@@ -22,15 +22,11 @@ import importlib.util
 import os
 from pathlib import Path
 
-from curation.errors import CurateError, InvalidValue
+from curation.errors import InvalidValue, ModelUnavailable
 
 DEFAULT_BASE_MODEL = "SmolLM2-135M-Instruct"
 _GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 END_OF_TURN = "<|im_end|>"
-
-
-class ModelUnavailable(CurateError):
-    """The base model cannot be found or does not behave like a chat model."""
 
 
 def model_cache(store) -> Path:

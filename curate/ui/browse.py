@@ -22,7 +22,8 @@ import streamlit as st
 
 from curate.ui.common import filter_form, flash, one_line, page_path, page_start, plain, workspace
 from curation import SPLITS, CurateError, Example
-from curation.auth import PermissionDenied, User, min_role
+from curation.auth import User, min_role
+from curation.errors import PermissionDenied
 from curation.review import BULK_ACTIONS, BULK_PERMISSION
 from curation.text import first_turn
 

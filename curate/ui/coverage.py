@@ -36,7 +36,7 @@ from curate.ui.common import flash, one_line, page_path, page_start, plain, work
 from curation import SPLITS, CurateError, ExampleFilter
 from curation.checks import load_table
 from curation.checks.coverage import Targets, cluster_prompts, gap_list, get_targets, thin_labels
-from curation.fill import WouldDuplicate
+from curation.errors import WouldDuplicate
 from curation.text import first_turn, turns_text
 
 S = st.session_state

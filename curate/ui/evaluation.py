@@ -33,20 +33,13 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from curate.ui.common import (
-    clip,
-    flash,
-    one_line,
-    page_path,
-    page_start,
-    plain,
-    show_error,
-    workspace,
-)
+from curate.ui.common import (clip, flash, one_line, page_path, page_start, plain, show_error,
+                              workspace)
 from curation import CurateError, ExampleFilter
+from curation.errors import EvaluationAlreadyActive
 from curation.text import duration, turns_text
 from training.config import EvalConfig, default, help_text
-from training.evaluate import EvalJob, EvaluationAlreadyActive
+from training.evaluate import EvalJob
 from training.launcher import Run
 from training.run_folder import SYSTEMS, EvalResult
 

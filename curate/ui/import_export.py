@@ -27,17 +27,9 @@ import streamlit as st
 from curate.ui.common import plain, workspace
 from curation import SPLITS, STATUSES, CurateError, ExampleFilter
 from curation.formats import CODES, INPUT_FORMATS, MAPPING_TARGETS, OUTPUT_FORMATS, split_tags
-from curation.uploads import (
-    MAX_UPLOAD_BYTES,
-    MAX_UPLOAD_MB,
-    discard_upload,
-    export_target,
-    preview_cell,
-    preview_file,
-    remove_stale_uploads,
-    save_upload,
-    suggest_mapping,
-)
+from curation.uploads import (MAX_UPLOAD_BYTES, MAX_UPLOAD_MB, discard_upload, export_target,
+                              preview_cell, preview_file, remove_stale_uploads, save_upload,
+                              suggest_mapping)
 
 KIND_NAMES = {"jsonl": "JSON Lines", "json": "a JSON array", "csv": "CSV"}
 TARGET_LABELS = {"prompt": "Prompt (user turn)", "response": "Response (assistant turn)",

@@ -37,13 +37,7 @@ import streamlit as st
 
 from curate.ui.common import clip, flash, one_line, page_path, page_start, plain, workspace
 from curation import CurateError, Example, ExampleFilter
-from curation.checks import (
-    REGISTRY,
-    Finding,
-    dismissed_pairs,
-    last_run,
-    stored_findings,
-)
+from curation.checks import REGISTRY, Finding, dismissed_pairs, last_run, stored_findings
 from curation.checks.duplicates import KEEPER_RULE, DuplicateCheck, LeakageCheck, suggest_keeper
 from curation.text import turns_text
 
@@ -207,7 +201,7 @@ def _groups(name: str, findings: list[Finding]) -> None:
         if "train_id" in f.details:
             entry["eval_id"] = f.example_id
     members = _examples({i for g in groups for i in g})
-    dismissed = dismissed_pairs(store, name)
+    dismissed = dismissed_pairs(store)
     live, settled = [], 0
     for group, entry in groups.items():
         alive = [i for i in group if i in members and members[i].status != "rejected"]

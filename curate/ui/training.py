@@ -44,19 +44,13 @@ import streamlit as st
 
 from curate.ui.common import flash, page_path, page_start, plain, show_error, workspace
 from curation import CurateError, Example
-from curation.leakage import DEFAULT_TRAIN_FILTER, LeakageUnresolved
+from curation.errors import LeakageUnresolved, RunAlreadyActive
+from curation.leakage import DEFAULT_TRAIN_FILTER
 from curation.text import duration
 from training.config import TrainConfig, help_text
-from training.estimate import (
-    FLOPS_PER_PARAMETER_TOKEN,
-    MATMUL_SAMPLES,
-    RATE_MAX_AGE,
-    count_parameters,
-    epoch_time,
-    model_weights,
-    token_lengths,
-)
-from training.launcher import Run, RunAlreadyActive
+from training.estimate import (FLOPS_PER_PARAMETER_TOKEN, MATMUL_SAMPLES, RATE_MAX_AGE,
+                               count_parameters, epoch_time, model_weights, token_lengths)
+from training.launcher import Run
 from training.models import DEFAULT_BASE_MODEL
 from training.run_folder import EVAL_FILE
 

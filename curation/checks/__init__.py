@@ -65,7 +65,7 @@ def _fingerprint(check_name: str, table: ExampleTable, store: Store) -> str:
     digest = hashlib.sha256(check_name.encode())
     for row in zip(table.ids, table.content_hashes, table.labels, table.splits, table.statuses):
         digest.update(orjson.dumps(row))
-    digest.update(orjson.dumps(sorted(dismissed_pairs(store, check_name))))
+    digest.update(orjson.dumps(sorted(dismissed_pairs(store))))
     digest.update(orjson.dumps(sorted(dismissed_examples(store, check_name))))
     digest.update(orjson.dumps(table.settings, option=orjson.OPT_SORT_KEYS))
     return digest.hexdigest()
@@ -84,7 +84,7 @@ def run_check(store: Store, name: str, *, user: User, where: ExampleFilter = Exa
             progress(1.0, "nothing changed since the last run: stored findings reused")
         return CheckResult(name, stored_findings(store, name, issues_only=False),
                            last["summary"])
-    result = check.run(table, progress=progress, ignore_pairs=dismissed_pairs(store, name))
+    result = check.run(table, progress=progress, ignore_pairs=dismissed_pairs(store))
     result = _apply_dismissals(result, dismissed_examples(store, name))
     store.save_check_run(name, result.findings, dict(zip(table.ids, table.versions)),
                          fingerprint=fingerprint, summary=result.summary, run_by=user.name,
@@ -115,9 +115,10 @@ def dismiss(store: Store, user: User, name: str, example_ids: list[int], decisio
     store.add_finding_decisions(name, subjects, decision, user.name, now)
 
 
-def dismissed_pairs(store: Store, name: str) -> set[tuple[int, int]]:
-    """Example-id pairs (a < b) an SME marked 'not duplicates' for this check (or any
-    duplicate check, since a pair that is not a duplicate is not one by any method)."""
+def dismissed_pairs(store: Store) -> set[tuple[int, int]]:
+    """Example-id pairs (a < b) an SME marked 'not duplicates', under whichever check: the
+    verdict holds for every duplicate check, since a pair that is not a duplicate is not one
+    by any method."""
     rows = store.finding_decisions("not_duplicates")
     return {tuple(int(x) for x in s.split("-")) for s, _, _ in rows}
 
