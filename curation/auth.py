@@ -33,6 +33,7 @@ from datetime import UTC, datetime, timedelta
 
 from curation.errors import InvalidValue, PermissionDenied, TooManySignIns, UnknownUser
 from curation.store import Store, utcnow
+from curation.text import duration
 
 ROLES: tuple[str, ...] = ("annotator", "reviewer", "admin")
 _MINIMUM_ROLE = {
@@ -156,7 +157,7 @@ class SignInThrottle:
             wait = math.ceil(waits[key])
             at = datetime.now(UTC) + timedelta(seconds=wait)
             raise TooManySignIns(f"too many failed sign-ins {what}; try again in "
-                                 f"{_duration(wait)} (after {at:%H:%M:%S} UTC)", wait)
+                                 f"{duration(wait)} (after {at:%H:%M:%S} UTC)", wait)
 
     def failed(self, keys: list[str]) -> None:
         now = self.clock()
@@ -189,10 +190,6 @@ class SignInThrottle:
 
 
 SIGN_IN_THROTTLE = SignInThrottle()  # one per server process
-
-
-def _duration(seconds: int) -> str:
-    return f"{seconds} s" if seconds < 60 else f"{seconds // 60} min {seconds % 60} s"
 
 
 @functools.cache

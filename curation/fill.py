@@ -16,13 +16,9 @@ from curation.checks.duplicates import normalize
 from curation.errors import WouldDuplicate
 from curation.query import ExampleFilter
 from curation.store import Example, Store
+from curation.text import turns_text
 
 NEAR_SIMILARITY = 0.9
-
-
-def user_text(messages: list[dict[str, str]]) -> str:
-    """The user turns of a conversation, one per line."""
-    return "\n".join(m["content"] for m in messages if m["role"] == "user")
 
 
 def find_clashes(store: Store, messages: list[dict[str, str]], split: str) -> list[str]:
@@ -30,11 +26,11 @@ def find_clashes(store: Store, messages: list[dict[str, str]], split: str) -> li
     from rapidfuzz import process
     from rapidfuzz.distance import Indel
 
-    new = normalize(user_text(messages))
+    new = normalize(turns_text(messages))
     clashes = []
     for other_split in ("train", "eval"):
         stored = store.find(ExampleFilter(split=(other_split,)))
-        prompts = {e.id: normalize(user_text(e.messages)) for e in stored
+        prompts = {e.id: normalize(turns_text(e.messages)) for e in stored
                    if e.status != "rejected"}
         match = process.extractOne(new, prompts, scorer=Indel.normalized_similarity,
                                    score_cutoff=NEAR_SIMILARITY)

@@ -188,7 +188,7 @@ def test_ten_failures_lock_the_name_out_from_every_client_until_it_expires(accou
     for i in range(10):
         with pytest.raises(UnknownUser):
             sign_in(accounts, "rita", f"guess {i}", client=f"10.0.0.{i}", throttle=throttle)
-    with pytest.raises(TooManySignIns, match=r"for this user name; try again in 1 min 0 s "
+    with pytest.raises(TooManySignIns, match=r"for this user name; try again in 1 min 00 s "
                                              r"\(after \d\d:\d\d:\d\d UTC\)") as locked:
         sign_in(accounts, "rita", PASSWORD, client="10.0.1.1", throttle=throttle)
     assert locked.value.retry_after == 60
@@ -219,7 +219,7 @@ def test_ten_failures_lock_the_client_out_for_every_name(accounts):
     for i in range(10):  # a spray over many names from one address
         with pytest.raises(UnknownUser):
             sign_in(accounts, f"user{i}", "password1", client="203.0.113.7", throttle=throttle)
-    with pytest.raises(TooManySignIns, match="from this address; try again in 1 min 0 s"):
+    with pytest.raises(TooManySignIns, match="from this address; try again in 1 min 00 s"):
         sign_in(accounts, "rita", PASSWORD, client="203.0.113.7", throttle=throttle)
     # rita herself, elsewhere, is not locked out by that address
     assert sign_in(accounts, "rita", PASSWORD, client="198.51.100.2", throttle=throttle)
@@ -264,5 +264,5 @@ def test_the_sign_in_page_says_when_to_try_again(monkeypatch, accounts):
         assert "wrong password" in at.error[0].value
     at.text_input[1].input(PASSWORD)
     at.button[0].click().run()
-    assert "try again in 1 min 0 s" in at.error[0].value
+    assert "try again in 1 min 00 s" in at.error[0].value
     assert at.title[0].value == "Sign in to Curate" and not at.metric

@@ -17,7 +17,7 @@ from __future__ import annotations
 import random
 
 from curation.errors import InvalidValue
-from curation.fill import user_text
+from curation.text import turns_text
 from curation.query import ExampleFilter
 from curation.store import Example, Store
 from training.generate import Sampling, generate
@@ -52,7 +52,7 @@ def draft_examples(store: Store, label: str, *, count: int = 3, shots: int = 4,
 
 def ask_for_question(label: str, shown: list[Example]) -> list[dict[str, str]]:
     """The chat asking the model for one new user message like those `shown`."""
-    samples = "\n".join(f"- {user_text(e.messages)}" for e in shown)
+    samples = "\n".join(f"- {turns_text(e.messages)}" for e in shown)
     return [{"role": "user", "content":
              f"Here are customer messages of the kind '{label}':\n{samples}\n\n"
              "Write one new, different customer message of the same kind. "
