@@ -797,6 +797,45 @@ def runs(db, as_json):
 
 
 @main.command()
+@click.argument("before", metavar="RUN_A")
+@click.argument("after", metavar="RUN_B")
+@db_option
+@json_option
+def compare(before, after, db, as_json):
+    """Compare two runs: what changed in their training data, by label, beside the change of
+    the fine-tuned model's score on each label.
+
+    The data diff is from RUN_A's snapshot to RUN_B's: examples added, removed, relabelled
+    (counted out of the old label and into the new) and edited (same label, other text).
+    Scores are the primary metric, in points, of each run's stored evaluation.
+
+    \b
+    Example:
+      curate compare run-20250101-120000-ab12 run-20250102-090000-cd34 --json
+    """
+    with _open(db) as workspace:
+        comparison = workspace.compare_runs(before, after)
+    if as_json:
+        _print_json(comparison.to_dict())
+        return
+    click.echo(f"{comparison.before} -> {comparison.after}: {comparison.data.summary()}")
+    metric = comparison.metric or "not evaluated"
+    click.echo(f"{'label':<28} {'train':>11} {'+':>4} {'-':>4} {'relab':>7} {'edit':>4} "
+               f"{metric:>16}")
+
+    def score(value) -> str:
+        return "—" if value is None else f"{value:.1f}"
+
+    for row in comparison.per_label:
+        moved = f"{row['train_before']}->{row['train_after']}"
+        relabelled = f"+{row['relabelled_in']}/-{row['relabelled_out']}"
+        change = "" if row["score_change"] is None else f" ({row['score_change']:+.1f})"
+        click.echo(f"{str(row['label']):<28} {moved:>11} {row['added']:>4} {row['removed']:>4} "
+                   f"{relabelled:>7} {row['edited']:>4} "
+                   f"{score(row['score_before']):>6} -> {score(row['score_after'])}{change}")
+
+
+@main.command()
 @click.argument("run_id", metavar="RUN")
 @db_option
 def cancel(run_id, db):

@@ -30,6 +30,7 @@ from curation.checks import CheckResult, Progress, dismiss, keep_one, load_table
 from curation.checks.coverage import Gap, Targets, get_targets, set_targets, store_gaps, thin_labels
 from curation.embeddings import PACKAGED_MODEL
 from curation.fill import add_example
+from curation.snapshot_diff import SnapshotDiff, diff_snapshots
 from curation.uploads import IMPORT_REPORTS_DIR
 
 if TYPE_CHECKING:
@@ -49,6 +50,22 @@ class SnapshotRuns:
 
     snapshot: Snapshot
     run_ids: list[str]
+
+
+@dataclass(frozen=True)
+class RunComparison:
+    """Two runs side by side: what changed in their training data (by label) beside how
+    the fine-tuned model's score moved on each label of the eval split."""
+
+    before: str  # run ids
+    after: str
+    data: SnapshotDiff
+    metric: str | None  # the primary metric of the evaluations (None: one is not evaluated)
+    per_label: list[dict]  # label, the data change, score before/after and the difference
+
+    def to_dict(self) -> dict:
+        return {"before": self.before, "after": self.after, "data": self.data.to_dict(),
+                "metric": self.metric, "per_label": self.per_label}
 
 
 @dataclass(frozen=True)
@@ -330,6 +347,34 @@ class Workspace:
         from training.launcher import cancel, find_run
 
         return cancel(self.user, find_run(self.runs_dir, run_id))
+
+    def compare_runs(self, before: str, after: str) -> RunComparison:
+        """The data diff of the two runs' snapshots, per label, beside the per-label score
+        of each run's fine-tuned model (points, on its own evaluation)."""
+        first, second = self.run(before), self.run(after)
+        data = diff_snapshots(self.store, first.manifest.snapshot_id, second.manifest.snapshot_id)
+        results = [self.evaluation(first.id), self.evaluation(second.id)]
+        metric = results[0].primary_metric if all(results) else None
+        scores = [((r.systems.get("fine_tuned") or {}).get("per_label") or {}) if r else {}
+                  for r in results]
+        changes = {c.label: c for c in data.by_label}
+        labels = sorted(set(changes) | set(scores[0]) | set(scores[1]),
+                        key=lambda lab: (lab is None, str(lab)))
+        rows = []
+        for label in labels:
+            change = changes.get(label)
+            points = [round(s[label][metric] * 100, 1) if metric and label in s else None
+                      for s in scores]
+            rows.append({
+                "label": label, "train_before": change.before if change else 0,
+                "train_after": change.after if change else 0,
+                "added": change.added if change else 0, "removed": change.removed if change else 0,
+                "relabelled_in": change.relabelled_in if change else 0,
+                "relabelled_out": change.relabelled_out if change else 0,
+                "edited": change.edited if change else 0,
+                "score_before": points[0], "score_after": points[1],
+                "score_change": None if None in points else round(points[1] - points[0], 1)})
+        return RunComparison(first.id, second.id, data, metric, rows)
 
     # --- evaluation -----------------------------------------------------------------------
 

@@ -393,6 +393,10 @@ def test_run_comparison_lists_only_the_settings_that_differ(open_page, trained):
         metrics = _frame(at, "final loss")
         assert metrics.loc["final loss"].tolist() == [f"{run.status.final['loss']:.4g}"] * 2
         assert metrics.loc["verdict", other.name] == "not evaluated"
+        data = _frame(at, "Relabelled in")  # the same snapshot: nothing moved, no score to compare
+        assert (data["Added"] == 0).all() and (data["Removed"] == 0).all()
+        assert data["Train examples"].str.match(r"^(\d+) → \1$").all()
+        assert data["Change (points)"].isna().all()
         stored = read_eval(run.dir)
         assert metrics.loc["verdict", run.id] == (
             "not evaluated" if stored is None else

@@ -67,6 +67,7 @@ ARGUMENTS = {  # the arguments each --json command needs beyond --db and --json
         {"messages": chat("one more", "yes")}, "{broken"]))],
     ("export",): lambda ws: [str(ws / "out.jsonl"), "--status", "accepted"],
     ("eval",): lambda ws: [_only_run(ws)],
+    ("compare",): lambda ws: [_only_run(ws), _only_run(ws)],
     ("backup",): lambda ws: [str(ws / "copy.duckdb")],
 }
 
@@ -105,6 +106,9 @@ def test_json_output_is_one_document_and_nothing_else(workspace, words, model_ca
     assert result.returncode == 0, result.stderr
     document = json.loads(result.stdout)  # raises on anything but exactly one document
     assert document is not None
+    if words == ("compare",):  # a run against itself: its snapshot unchanged, scores equal
+        assert document["data"]["totals"]["unchanged"] == 7  # the accepted train examples left
+        assert all(row["score_change"] in (None, 0) for row in document["per_label"])
     if words == ("stats",):
         assert document["by_label"]["null"] == 3  # two train, one eval; none deleted
         assert document["by_split"] == {"train": 7, "eval": 2}

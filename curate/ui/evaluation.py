@@ -8,7 +8,8 @@ when the page is left, and any session shows it again (the running one is select
 Then it shows what RUN_DIR/eval.json holds: the scoreboard of the three systems and the
 baseline, the verdict (decided again for another margin by `Workspace.evaluation`), the per-label
 breakdown, and every eval example's answers side by side, filtered by outcome and label.
-Below, any runs can be compared: the settings that differ and their metrics.
+Below, any runs can be compared: the settings that differ and their metrics; for two runs,
+what changed in the training data per label beside each label's score (`Workspace.compare_runs`).
 
 Design decisions:
 - Only what eval.json stores is shown; nothing is recomputed but the verdict for a new
@@ -400,6 +401,35 @@ def _compare(runs: list[Run]) -> None:
     st.dataframe(pd.DataFrame({r.id: [v[n] for v in rows.values()]
                                for n, r in enumerate(picked)}, index=list(rows)),
                  key="ev_compare_metrics", height=38 + 35 * len(rows))
+    if len(picked) == 2:
+        _data_diff(picked[0].id, picked[1].id)
+
+
+def _data_diff(before: str, after: str) -> None:
+    """Which curation changed which score: the training data's changes per label beside the
+    fine-tuned model's per-label score, from the first run chosen to the second."""
+    try:
+        comparison = ws.compare_runs(before, after)
+    except CurateError as exc:
+        show_error(exc)
+        return
+    st.markdown(f"**What changed in the training data** ({plain(before)} → {plain(after)}): "
+                f"{comparison.data.summary()}")
+    rows = comparison.per_label
+    metric = comparison.metric or "score"
+    st.dataframe(pd.DataFrame({
+        "Label": [str(r["label"]) if r["label"] is not None else "(none)" for r in rows],
+        "Train examples": [f"{r['train_before']} → {r['train_after']}" for r in rows],
+        "Added": [r["added"] for r in rows], "Removed": [r["removed"] for r in rows],
+        "Relabelled in": [r["relabelled_in"] for r in rows],
+        "Relabelled out": [r["relabelled_out"] for r in rows],
+        "Edited": [r["edited"] for r in rows],
+        f"{metric} before": [r["score_before"] for r in rows],
+        f"{metric} after": [r["score_after"] for r in rows],
+        "Change (points)": [r["score_change"] for r in rows]}),
+        hide_index=True, key="ev_compare_data", height=38 + 35 * min(len(rows), 12))
+    if comparison.metric is None:
+        st.caption("Scores need both runs evaluated.")
 
 
 # --- the page ------------------------------------------------------------------------------

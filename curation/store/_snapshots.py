@@ -107,6 +107,22 @@ class SnapshotQueries:
         finally:
             cur.close()
 
+    def snapshot_pairs(self, before: str, after: str) -> list[tuple]:
+        """Every example in either snapshot, as (id, label before, label after, content hash
+        before, content hash after); None where the example is not in that snapshot."""
+        self.get_snapshot(before)
+        self.get_snapshot(after)
+        return self.cursor().execute(
+            "WITH a AS (SELECT v.example_id, v.label, v.content_hash FROM snapshot_items s "
+            f"JOIN {_VERSIONS} v ON v.example_id = s.example_id AND v.version = s.version "
+            "WHERE s.snapshot_id = ?), "
+            "b AS (SELECT v.example_id, v.label, v.content_hash FROM snapshot_items s "
+            f"JOIN {_VERSIONS} v ON v.example_id = s.example_id AND v.version = s.version "
+            "WHERE s.snapshot_id = ?) "
+            "SELECT coalesce(a.example_id, b.example_id) AS id, a.label, b.label, "
+            "a.content_hash, b.content_hash FROM a FULL OUTER JOIN b "
+            "ON a.example_id = b.example_id ORDER BY id", [before, after]).fetchall()
+
 
 def _describe(where: ExampleFilter) -> str:
     parts = [f"{k}={','.join(map(str, v)) if isinstance(v, list) else v}"
