@@ -158,10 +158,11 @@ def _vectors(store: Store, texts: list[str]) -> np.ndarray:
 
 
 def _flags(store: Store, example_ids: list[int]) -> dict[int, list[str]]:
-    """Open findings (issues of the checks' last runs) on these examples, as text."""
+    """Open findings (issues of the checks' last runs) on these examples, as text; the
+    suggested keeper of a duplicate group is the copy to keep, not a problem."""
     out: dict[int, list[str]] = {}
     for check, example_id, reason in store.issues_on(example_ids):
-        if check in FLAG_NAMES:
+        if check in FLAG_NAMES and not reason.startswith("suggested keeper"):
             out.setdefault(example_id, []).append(f"{FLAG_NAMES[check]}: {reason}")
     return out
 
