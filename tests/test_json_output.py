@@ -67,6 +67,7 @@ ARGUMENTS = {  # the arguments each --json command needs beyond --db and --json
         {"messages": chat("one more", "yes")}, "{broken"]))],
     ("export",): lambda ws: [str(ws / "out.jsonl"), "--status", "accepted"],
     ("eval",): lambda ws: [_only_run(ws)],
+    ("failures",): lambda ws: [],  # RUN is optional: the latest evaluated run
     ("backup",): lambda ws: [str(ws / "copy.duckdb")],
 }
 
