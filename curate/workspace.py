@@ -332,11 +332,13 @@ class Workspace:
 
     def failures(self, run_id: str | None = None) -> list[Failure]:
         """The eval examples the fine-tuned model got wrong, worst first: of `run_id`'s
-        evaluation (read from its folder), or those feeding the queue (recorded first)."""
+        evaluation (read from its folder), or those feeding the queue (recorded first, and the
+        pending examples ranked again by expected impact)."""
         from curation.errors import InvalidValue
 
         if run_id is None:
-            self.record_failures()
+            if self.record_failures() is None:  # new pending examples may have come in
+                _failures.rank_by_impact(self.store, self.user)
             return _failures.failures(self.store)
         result = self.evaluation(run_id)
         if result is None:

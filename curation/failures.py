@@ -39,6 +39,7 @@ from curation.store import Store, utcnow
 
 FAILURES = "eval_failures"
 IMPACT = "review_impact"
+QUEUES = (FAILURES, IMPACT)  # the review queues an evaluation feeds
 FREE_TEXT_PASS = 0.5
 IMPACT_RULE = ("Pending train examples ranked by the mean of two numbers in [0, 1]: how close "
                "the prompt is to an eval failure's prompt (highest cosine similarity) and the "
@@ -152,8 +153,6 @@ def _prompts(store: Store, where: ExampleFilter):
 def _vectors(store: Store, texts: list[str]) -> np.ndarray:
     from curation.embeddings import embed_texts
 
-    if not texts:
-        return np.zeros((0, 0), dtype=np.float32)
     return np.asarray(embed_texts(store, texts, store.setting("embedding_model")))
 
 
@@ -209,11 +208,11 @@ def evidence_for(store: Store, failure: Failure, k: int = 3) -> Evidence:
         vectors = _vectors(store, [turns_text(target.messages)] + [prompts[i] for i in keep])
         sims = vectors[1:] @ vectors[0]
         order = sorted(range(len(keep)), key=lambda j: (-float(sims[j]), table.ids[keep[j]]))
-        top = [keep[j] for j in order[:k]]
-        flags = _flags(store, [table.ids[i] for i in top])
-        neighbours = [Neighbour(table.ids[i], table.labels[i],
-                                round(float(sims[keep.index(i)]), 4), prompts[i],
-                                flags.get(table.ids[i], [])) for i in top]
+        top = order[:k]
+        flags = _flags(store, [table.ids[keep[j]] for j in top])
+        neighbours = [Neighbour(table.ids[keep[j]], table.labels[keep[j]],
+                                round(float(sims[j]), 4), prompts[keep[j]],
+                                flags.get(table.ids[keep[j]], [])) for j in top]
     d = failure.details
     return Evidence(example_id, d["run_id"], d["answer"], d["reference"], failure.score,
                     neighbours, _summary(neighbours))
@@ -251,11 +250,15 @@ def rank_by_impact(store: Store, user: User) -> int:
     vectors = _vectors(store, failed_prompts + prompts)
     impact = impact_scores(vectors[len(failed_prompts):], table.labels,
                            vectors[:len(failed_prompts)], run["error_rate_by_label"])
-    rows = [Finding(eid, round(1.0 - float(v), 6), True,
-                    f"impact {float(v):.2f}: near an eval failure and in a label the model "
-                    f"gets wrong {run['error_rate_by_label'].get(label or '', 0.0):.0%} of "
-                    "the time", {"impact": float(v)})
-            for eid, label, v in zip(table.ids, table.labels, impact)]
+    rates = run["error_rate_by_label"]
+    rows = []
+    for eid, label, value in zip(table.ids, table.labels, impact.tolist()):
+        rate = rates.get(label, 0.0) if label is not None else 0.0
+        near = 2 * value - rate
+        rows.append(Finding(eid, round(1.0 - value, 6), True,
+                            f"impact {value:.2f}: similarity {near:.2f} to the closest eval "
+                            f"failure, fine-tuned error rate {rate:.0%} on its label",
+                            {"impact": value, "similarity": near, "error_rate": rate}))
     store.save_check_run(IMPACT, rows, dict(zip(table.ids, table.versions)),
                          fingerprint=run["run_id"], summary={"ranked": len(rows),
                                                              "run_id": run["run_id"]},

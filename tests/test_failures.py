@@ -22,7 +22,7 @@ from curate import Workspace
 from curation import ExampleFilter, Store, queues
 from curation import failures as F
 from curation.checks import run_check
-from tests.conftest import PROJECT_ROOT, admin, chat, page
+from tests.conftest import PROJECT_ROOT, admin, chat, page, unescaped
 from tests.test_app_training import _tickets
 from tests.test_training import ADMIN, RUN_TIMEOUT, TINY, _wait_for
 from training.config import EvalConfig, TrainConfig
@@ -135,7 +135,8 @@ def test_impact_queue_puts_pending_examples_near_failures_and_in_weak_labels_fir
     assert [i.example.id for i in items] == [ids["near"], ids["dup"], ids["far"]]
     assert [i.rank for i in items] == sorted(i.rank for i in items)
     assert items[0].rank < 0.1 and items[-1].rank > 0.5  # 1 - impact
-    assert "100%" in items[0].reason and " 0% " in items[-1].reason
+    assert items[0].reason.endswith("error rate 100% on its label")
+    assert items[-1].reason.endswith("error rate 0% on its label")
     # a decided example leaves the queue
     store.update(ids["near"], base_version=store.get(ids["near"]).version, actor="t", status="accepted")
     assert [i.example.id for i in queues.upcoming(store, F.IMPACT, limit=10)] == \
@@ -203,8 +204,9 @@ def test_recorded_evaluation_feeds_the_queues_worst_first(evaluated):
         assert {n.example_id: n.flags for n in evidence.neighbours if n.flags} == \
             {copy: [f"a duplicate: exact duplicate of #{original}"]}
         assert evidence.summary.endswith("; 1 of them is flagged as a duplicate")
-        # the one pending train example is ranked for impact
+        # the one pending train example is ranked for impact: both queues are fed
         assert [i.example.status for i in queues.upcoming(ws.store, F.IMPACT)] == ["pending"]
+        assert all(queues.queue_size(ws.store, name) for name in F.QUEUES)
 
 
 def test_cli_failures_json_lists_failures_with_evidence(evaluated, model_cache):
@@ -245,6 +247,8 @@ def test_review_page_shows_the_answer_and_the_evidence_with_links(evaluated, mon
         first = F.failures(ws.store)[0]
         evidence = ws.failure_evidence(first.example_id)
     assert at.query_params["id"] == str(first.example_id)
+    captions = " ".join(unescaped(c.value) for c in at.caption)
+    assert "Eval failures of the latest evaluated run (last run" in captions
     texts = [t.value for t in at.text]
     assert (evidence.answer or "(empty)") in texts  # the tiny model may answer nothing
     assert evidence.reference in texts
@@ -252,6 +256,14 @@ def test_review_page_shows_the_answer_and_the_evidence_with_links(evaluated, mon
     links = [(link.proto.page, link.proto.query_string) for link in at.get("page_link")]
     assert [(p, q) for p, q in links if p == "review"] == \
         [("review", f"id={n.example_id}") for n in evidence.neighbours]
-    # the impact queue states its rule
+    # the impact queue states its rule; Rank again takes in examples imported since
     at.selectbox(key="rv_queue").set_value(F.IMPACT).run()
     assert F.IMPACT_RULE in [c.value for c in at.caption]
+    with Store(path) as store:
+        before = queues.queue_size(store, F.IMPACT)
+        store.add(chat("Ticket: I was charged three times", "billing"), actor="t",
+                  label="billing", split="train")
+    at.button(key="rv_rank").click().run()
+    assert not at.exception, at.exception
+    with Store(path) as store:
+        assert queues.queue_size(store, F.IMPACT) == before + 1

@@ -267,6 +267,12 @@ def _reload_theirs() -> None:
     S.rvq_conflict = S.rvq_error = None
 
 
+def _rank() -> None:
+    """Rank the pending examples again by expected impact, and start the queue over."""
+    flash("review", f"{ws.rank_by_impact():,} pending examples ranked by expected impact.")
+    _first()
+
+
 def _skip() -> None:
     flash("review", f"Skipped #{S.rvq_cur.example.id}", ":material/skip_next:")
     _next()
@@ -543,7 +549,12 @@ if feeds:
         help=queues.REGISTRY[queue].description)
 
 if queue == IMPACT:
-    st.caption(IMPACT_RULE)
+    rule = st.container(horizontal=True, vertical_alignment="center")
+    rule.caption(IMPACT_RULE)
+    if user.can("check"):
+        rule.button("Rank again", key="rv_rank", icon=":material/refresh:", on_click=_rank,
+                    help="Rank the pending train examples again (examples imported since the "
+                         "last evaluation are ranked too).")
 
 item: QueueItem | None = S.rvq_cur
 if item is None:
