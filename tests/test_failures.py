@@ -138,7 +138,8 @@ def test_impact_queue_puts_pending_examples_near_failures_and_in_weak_labels_fir
     assert items[0].reason.endswith("error rate 100% on its label")
     assert items[-1].reason.endswith("error rate 0% on its label")
     # a decided example leaves the queue
-    store.update(ids["near"], base_version=store.get(ids["near"]).version, actor="t", status="accepted")
+    store.update(ids["near"], base_version=store.get(ids["near"]).version, actor="t",
+                 status="accepted")
     assert [i.example.id for i in queues.upcoming(store, F.IMPACT, limit=10)] == \
         [ids["dup"], ids["far"]]
 
@@ -214,7 +215,7 @@ def test_cli_failures_json_lists_failures_with_evidence(evaluated, model_cache):
     env = {**os.environ, "CURATE_MODEL_CACHE": str(model_cache)}
     done = subprocess.run([sys.executable, "-m", "curate", "failures", "--db", str(path),
                            "--json", "-k", "2"], env=env, capture_output=True, text=True,
-                          timeout=300)
+                          timeout=300, check=False)
     assert done.returncode == 0, done.stderr
     items = json.loads(done.stdout)["failures"]
     wrong = sorted((e["scores"]["fine_tuned"], e["id"]) for e in result.examples
@@ -227,13 +228,14 @@ def test_cli_failures_json_lists_failures_with_evidence(evaluated, model_cache):
         assert len(item["neighbours"]) == 2 and item["summary"].startswith("the 2 closest")
     # another run's id that does not exist is one clear line
     bad = subprocess.run([sys.executable, "-m", "curate", "failures", "nope", "--db",
-                          str(path)], env=env, capture_output=True, text=True, timeout=300)
+                          str(path)], env=env, capture_output=True, text=True, timeout=300,
+                         check=False)
     assert bad.returncode == 1 and "nope" in bad.stderr
 
 
 def test_review_page_shows_the_answer_and_the_evidence_with_links(evaluated, monkeypatch,
                                                                  model_cache):
-    path, result = evaluated
+    path, _ = evaluated
     with Workspace.open(path, ADMIN) as ws:
         ws.record_failures()  # what opening the Evaluation page does
     monkeypatch.setenv("CURATE_DB", str(path))
