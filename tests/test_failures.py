@@ -255,6 +255,8 @@ def test_review_page_shows_the_answer_and_the_evidence_with_links(evaluated, mon
     assert (evidence.answer or "(empty)") in texts  # the tiny model may answer nothing
     assert evidence.reference in texts
     assert evidence.summary[0].upper() + evidence.summary[1:] + "." in texts
+    for n in evidence.neighbours:
+        assert n.prompt in texts and all(f"flagged as {f}" in texts for f in n.flags)
     links = [(link.proto.page, link.proto.query_string) for link in at.get("page_link")]
     assert [(p, q) for p, q in links if p == "review"] == \
         [("review", f"id={n.example_id}") for n in evidence.neighbours]

@@ -24,7 +24,8 @@ Design decisions:
 - An eval failure (of the latest evaluated run) shows the model's answer beside the
   reference and the nearest training examples as evidence, whichever queue it is reached
   from; the evidence is computed on display from cached embeddings, never stored, so it
-  follows edits to the training examples.
+  follows edits to the training examples. The Expected impact queue states its rule and has
+  Rank again, for examples imported since the last evaluation.
 - Shortcuts are single keys, which Streamlit ignores while a text box has focus; leaving the
   box (Tab) commits its text before the key acts. Reject is `x` because Streamlit reserves `r`
   and `c`; Save is `e`, not Ctrl+S, because a modifier shortcut fires inside a text box before
