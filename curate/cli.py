@@ -505,6 +505,49 @@ def coverage(db, min_per_label, actor, force, as_json):
                "Review page's Thin labels queue.")
 
 
+@main.command()
+@click.argument("run_id", metavar="[RUN]", required=False)
+@db_option
+@click.option("-k", "k", type=click.IntRange(min=1), default=3, show_default=True,
+              help="How many nearest training examples to show as evidence per failure.")
+@actor_option
+@json_option
+def failures(run_id, db, k, actor, as_json):
+    """The eval examples the fine-tuned model got wrong, worst first, with evidence.
+
+    For each failure: the model's answer, the reference, and the K nearest training examples
+    (by prompt embedding) with their labels and any open findings on them. Without RUN, the
+    latest evaluated run, whose failures also feed the Review page's Eval failures and
+    Expected impact queues.
+
+    \b
+    Example:
+      curate failures --json
+      curate failures run-20260101-120000 -k 5
+    """
+    from dataclasses import asdict
+
+    with _open(db, actor) as workspace:
+        found = workspace.failures(run_id)
+        items = [workspace.failure_evidence(f, k) for f in found]
+    if as_json:
+        _print_json({"failures": [asdict(e) for e in items]})
+        return
+    if not items:
+        click.echo("No eval failures: " + ("the fine-tuned model got every eval example right."
+                                            if run_id or workspace.latest_evaluation()
+                                            else "no run has been evaluated yet."))
+        return
+    for e in items:
+        click.echo(f"#{e.example_id} (score {e.score:.2f}, run {e.run_id}): answered "
+                   f"{e.answer!r}, reference {e.reference!r}")
+        click.echo(f"  {e.summary}")
+        for n in e.neighbours:
+            click.echo(f"  - #{n.example_id} {n.label or '(no label)'} "
+                       f"(similarity {n.similarity:.2f})"
+                       + "".join(f"\n      flagged as {flag}" for flag in n.flags))
+
+
 @main.group()
 def user():
     """Manage the people who may sign in, and their roles.

@@ -28,6 +28,7 @@ from curation import ExampleFilter, Store, export_jsonl, import_file, queues, re
 from curation.auth import User, add_user, set_role, users
 from curation.checks import CheckResult, Progress, dismiss, keep_one, load_table, run_check
 from curation.checks.coverage import Gap, Targets, get_targets, set_targets, store_gaps, thin_labels
+from curation import failures as _failures
 from curation.embeddings import PACKAGED_MODEL
 from curation.fill import add_example
 from curation.snapshot_diff import SnapshotDiff, diff_snapshots
@@ -35,6 +36,7 @@ from curation.uploads import IMPORT_REPORTS_DIR
 
 if TYPE_CHECKING:
     from curation import Example, ExportResult, ImportReport, Snapshot
+    from curation.failures import Evidence, Failure
     from curation.maintenance import BackupResult
     from curation.queues import QueueItem
     from curation.review import BulkResult
@@ -312,10 +314,66 @@ class Workspace:
 
     def record_runs(self) -> list[Run]:
         """The runs, newest first, each also recorded in the store (its state, loss and
-        evaluation), so snapshots list the runs that used them."""
+        evaluation), so snapshots list the runs that used them; for a user who may run the
+        checks, the latest evaluation's failures feed the Eval failures queue too."""
         from training.launcher import record_runs
 
-        return record_runs(self.store, self.runs_dir)
+        runs = record_runs(self.store, self.runs_dir)
+        if self.user.can("check"):
+            self.record_failures(runs)
+        return runs
+
+    # --- eval failures back to curation -----------------------------------------------------
+
+    def latest_evaluation(self, runs: list[Run] | None = None) -> EvalResult | None:
+        """The evaluation completed last, over all runs (None: no run was evaluated)."""
+        from training.run_folder import read_eval
+
+        results = [r for r in (read_eval(run.dir) for run in runs or self.runs()) if r]
+        return max(results, key=lambda r: r.created_at or "", default=None)
+
+    def record_failures(self, runs: list[Run] | None = None) -> int | None:
+        """Feed the Eval failures queue from the latest evaluated run and rank the pending
+        examples by expected impact; the number of failures, or None when that evaluation
+        was recorded already (or there is none). The facade bridges `training`, which holds
+        the evaluation, and `curation`, which keeps the findings."""
+        result = self.latest_evaluation(runs)
+        if result is None:
+            return None
+        stored = _failures.record_failures(self.store, self.user, result.run_id,
+                                           result.created_at or "", result.primary_metric,
+                                           result.examples)
+        if stored is not None:
+            _failures.rank_by_impact(self.store, self.user)
+        return stored
+
+    def failures(self, run_id: str | None = None) -> list[Failure]:
+        """The eval examples the fine-tuned model got wrong, worst first: of `run_id`'s
+        evaluation (read from its folder), or those feeding the queue (recorded first, and the
+        pending examples ranked again by expected impact)."""
+        from curation.errors import InvalidValue
+
+        if run_id is None:
+            if self.record_failures() is None:  # new pending examples may have come in
+                _failures.rank_by_impact(self.store, self.user)
+            return _failures.failures(self.store)
+        result = self.evaluation(run_id)
+        if result is None:
+            raise InvalidValue(f"run {run_id} has not been evaluated: run `curate eval "
+                               f"{run_id}` first")
+        return _failures.find_failures(result.run_id, result.primary_metric, result.examples)
+
+    def failure_evidence(self, example_id: int | Failure, k: int = 3) -> Evidence | None:
+        """Why an eval example failed: the model's answer, the reference and the `k`
+        nearest training examples with their labels and open findings (None: not a failure
+        of the recorded run). Pass a `Failure` for one of another run."""
+        if isinstance(example_id, _failures.Failure):
+            return _failures.evidence_for(self.store, example_id, k)
+        return _failures.evidence(self.store, example_id, k)
+
+    def rank_by_impact(self) -> int:
+        """Rank the pending train examples again for the Expected impact queue."""
+        return _failures.rank_by_impact(self.store, self.user)
 
     def run(self, run_id: str) -> Run:
         """One run, by id (or the path of its folder); `RunNotFound` if there is none."""

@@ -63,6 +63,7 @@ class QueueItem:
 
 
 REGISTRY: dict[str, Queue] = {}
+FEED_TITLES: dict[str, str] = {}  # titles of stored sources that are not checks (eval failures)
 
 
 def register(queue: Queue) -> Queue:
@@ -94,8 +95,8 @@ def feeds(store: Store, queue: str) -> list[Feed]:
     from curation.checks import get_check, last_run
 
     runs = [(name, last_run(store, name)) for name in get_queue(queue).checks]
-    return [Feed(name, get_check(name).title, run and run["run_at"], run and run["run_by"])
-            for name, run in runs]
+    return [Feed(name, FEED_TITLES[name] if name in FEED_TITLES else get_check(name).title,
+                 run and run["run_at"], run and run["run_by"]) for name, run in runs]
 
 
 def get_queue(name: str) -> Queue:

@@ -68,6 +68,7 @@ ARGUMENTS = {  # the arguments each --json command needs beyond --db and --json
     ("export",): lambda ws: [str(ws / "out.jsonl"), "--status", "accepted"],
     ("eval",): lambda ws: [_only_run(ws)],
     ("compare",): lambda ws: [_only_run(ws), _only_run(ws)],
+    ("failures",): lambda ws: [],  # RUN is optional: the latest evaluated run
     ("backup",): lambda ws: [str(ws / "copy.duckdb")],
 }
 

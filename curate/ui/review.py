@@ -21,6 +21,11 @@ Design decisions:
 - A queue fed by checks says under the selector which checks feed it, when each last ran,
   and how to run one that never did (`queues.feeds`), so an empty queue is never mistaken
   for a finished one.
+- An eval failure (of the latest evaluated run) shows the model's answer beside the
+  reference and the nearest training examples as evidence, whichever queue it is reached
+  from; the evidence is computed on display from cached embeddings, never stored, so it
+  follows edits to the training examples. The Expected impact queue states its rule and has
+  Rank again, for examples imported since the last evaluation.
 - Shortcuts are single keys, which Streamlit ignores while a text box has focus; leaving the
   box (Tab) commits its text before the key acts. Reject is `x` because Streamlit reserves `r`
   and `c`; Save is `e`, not Ctrl+S, because a modifier shortcut fires inside a text box before
@@ -34,8 +39,9 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from curate.ui.common import filter_form, flash, page_start, plain, workspace
+from curate.ui.common import filter_form, flash, page_path, page_start, plain, workspace
 from curation import CurateError, ExampleFilter, VersionConflict, queues, review
+from curation.failures import IMPACT, IMPACT_RULE
 from curation.queues import QueueItem
 from curation.store import Example
 
@@ -262,6 +268,12 @@ def _reload_theirs() -> None:
     S.rvq_conflict = S.rvq_error = None
 
 
+def _rank() -> None:
+    """Rank the pending examples again by expected impact, and start the queue over."""
+    flash("review", f"{ws.rank_by_impact():,} pending examples ranked by expected impact.")
+    _first()
+
+
 def _skip() -> None:
     flash("review", f"Skipped #{S.rvq_cur.example.id}", ":material/skip_next:")
     _next()
@@ -293,6 +305,31 @@ def _header(item: QueueItem) -> None:
         if item.reason:
             st.caption(":material/flag: In this queue because")
             st.text(str(item.reason))
+
+
+def _eval_failure(ex: Example) -> None:
+    """For an eval failure of the latest evaluated run: the fine-tuned model's answer beside
+    the reference, and the nearest training examples as evidence, each a link to Review."""
+    evidence = ws.failure_evidence(ex.id)
+    if evidence is None:
+        return
+    with st.container(border=True, key="rv_failure"):
+        st.caption(f":material/error: The fine-tuned model of run {evidence.run_id} got this "
+                   f"eval example wrong (score {evidence.score:.2f})")
+        answer, reference = st.columns(2)
+        answer.caption("Model answer")
+        answer.text(evidence.answer or "(empty)")
+        reference.caption("Reference")
+        reference.text(evidence.reference or "(empty)")
+        st.caption("Why it may have failed")
+        st.text(evidence.summary[0].upper() + evidence.summary[1:] + ".")
+        for n in evidence.neighbours:
+            st.page_link(page_path("review"), label=plain(
+                f"#{n.example_id} {n.label or '(no label)'}, similarity {n.similarity:.2f}"),
+                icon=":material/rate_review:", query_params={"id": n.example_id})
+            st.text(n.prompt[:300])
+            for flag in n.flags:
+                st.text(f"flagged as {flag}")
 
 
 def _conversation(ex: Example) -> None:
@@ -512,6 +549,14 @@ if feeds:
         + (f". Run it with {queues.REGISTRY[queue].how_to_run}." if never else ".")),
         help=queues.REGISTRY[queue].description)
 
+if queue == IMPACT:
+    rule = st.container(horizontal=True, vertical_alignment="center")
+    rule.caption(IMPACT_RULE)
+    if user.can("check"):
+        rule.button("Rank again", key="rv_rank", icon=":material/refresh:", on_click=_rank,
+                    help="Rank the pending train examples again (examples imported since the "
+                         "last evaluation are ranked too).")
+
 item: QueueItem | None = S.rvq_cur
 if item is None:
     st.query_params.pop("id", None)
@@ -549,6 +594,7 @@ with left:
     _conversation(example)
 with right:
     _header(item)
+    _eval_failure(example)
     pending = _changes(example)
     _decision_panel(item, pending)
 _details(example, pending)

@@ -74,6 +74,13 @@ class FindingQueries:
             "example_id", [name]).fetchall()
         return [(*r[:4], orjson.loads(r[4])) for r in rows]
 
+    def issues_on(self, example_ids: list[int]) -> list[tuple[str, int, str]]:
+        """(check, example id, reason) of every stored issue on these examples, by check."""
+        return self.cursor().execute(
+            "SELECT check_name, example_id, reason FROM findings WHERE is_issue AND "
+            "list_contains(?::BIGINT[], example_id) ORDER BY check_name, example_id, score",
+            [list(example_ids)]).fetchall()
+
     def add_finding_decisions(self, name: str, subjects: list[str], decision: str,
                               decided_by: str, decided_at: datetime) -> None:
         """Record one decision on each subject (an example id, or a pair "a-b")."""

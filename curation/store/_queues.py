@@ -37,11 +37,13 @@ _BUILT_IN = {
 class QueueSource:
     """Where a queue's examples come from: a built-in order ("pending": pending, then needs
     work; "all": import order; "recent": last changed first), or ("findings") the issues the
-    `checks` stored, worst first, less those whose reason starts with `skip_reason`."""
+    `checks` stored, worst first, less those whose reason starts with `skip_reason` (and, where
+    `statuses` is given, of examples in those statuses now)."""
 
     kind: str
     checks: tuple[str, ...] = ()
     skip_reason: str = ""
+    statuses: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.kind not in (*_BUILT_IN, "findings"):
@@ -56,8 +58,11 @@ def _source(source: QueueSource) -> tuple[str, list]:
     names = ", ".join("?" * len(source.checks)) or "NULL"
     sql = ("SELECT example_id, min(score) AS rank, string_agg(reason, '; ') AS reason "
            f"FROM findings WHERE is_issue AND check_name IN ({names}) "
-           "AND (? = '' OR NOT starts_with(reason, ?)) GROUP BY example_id")
-    return sql, [*source.checks, source.skip_reason, source.skip_reason]
+           "AND (? = '' OR NOT starts_with(reason, ?)) AND (len(?::VARCHAR[]) = 0 OR "
+           "example_id IN (SELECT id FROM examples WHERE list_contains(?::VARCHAR[], status))) "
+           "GROUP BY example_id")
+    statuses = list(source.statuses)
+    return sql, [*source.checks, source.skip_reason, source.skip_reason, statuses, statuses]
 
 
 class QueueQueries:
