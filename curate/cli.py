@@ -728,8 +728,9 @@ def _watch_run(workspace: Workspace, run_id: str) -> None:
               help="When the run completes, compare it with the prompt-only baseline (as "
                    "`curate eval RUN` with its defaults).")
 @click.option("--allow-leakage", is_flag=True,
-              help="Train even though eval examples duplicate train examples (the evaluation "
-                   "will overstate the model); the run's manifest records the override.")
+              help="Train even though eval examples are exact or near copies of train "
+                   "examples (the evaluation will overstate the model); the run's manifest "
+                   "records the override.")
 @actor_option
 def train(db, resume_id, detach, then_eval, allow_leakage, actor, **settings):
     """Fine-tune a LoRA adapter on a new snapshot of the accepted train examples.
@@ -737,7 +738,8 @@ def train(db, resume_id, detach, then_eval, allow_leakage, actor, **settings):
     Training runs in a process of its own, writing into runs/<run id>/ beside the database;
     this command prints its progress until it ends (Ctrl-C stops watching, not the run), then
     evaluates the run against the prompt-only baseline. A snapshot whose train examples are
-    duplicated in the eval split is refused unless --allow-leakage. The CLI acts as the
+    copied (exactly or nearly) in the eval split is refused unless --allow-leakage; eval
+    examples that only mean the same as a train example are a warning. The CLI acts as the
     workspace's local admin.
 
     \b
@@ -756,10 +758,16 @@ def train(db, resume_id, detach, then_eval, allow_leakage, actor, **settings):
         else:
             config = TrainConfig(**{k: v for k, v in settings.items() if v is not None})
             run = workspace.launch(config, allow_leakage=allow_leakage)
-    leaks = run.manifest.leaked_pairs
+    leaks, similar = run.manifest.leaked_pairs, run.manifest.paraphrase_pairs
     if leaks and not resume_id:
         click.echo(f"warning: training despite {len(leaks)} leaked eval examples "
                    "(--allow-leakage); the evaluation will overstate the model", err=True)
+    if similar and not resume_id:
+        shown = ", ".join(f"eval #{x['eval_id']} ~ train #{x['train_id']}" for x in similar[:3])
+        click.echo(f"warning: {len(similar)} eval example(s) mean the same as a train example "
+                   f"({shown}{' and more' if len(similar) > 3 else ''}); not refused, and the "
+                   "evaluation also reports its score without eval examples that have a train "
+                   "copy", err=True)
     click.echo(f"run {run.id} {'resumed' if resume_id else 'started'} on snapshot "
                f"{run.manifest.snapshot_id} ({run.manifest.examples} examples); "
                f"folder {run.dir}")

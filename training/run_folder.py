@@ -147,13 +147,19 @@ class RunManifest(_Record):
     model_cache: str | None = None
     created_by: str | None = None
     created_at: str | None = None
-    leakage: dict[str, Any] = field(default_factory=dict)  # {"pairs", "overridden_by"}
+    # {"pairs", "overridden_by", "paraphrases" (same-meaning matches, not refused; if any)}
+    leakage: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def leaked_pairs(self) -> list[dict[str, Any]]:
         """The eval/train pairs that leaked when the run was launched with the override."""
         return self.leakage.get("pairs") or []
+
+    @property
+    def paraphrase_pairs(self) -> list[dict[str, Any]]:
+        """Eval/train pairs that mean the same but are no copy: trained over with a warning."""
+        return self.leakage.get("paraphrases") or []
 
     @property
     def leakage_overridden_by(self) -> str | None:
