@@ -850,7 +850,9 @@ def eval_(run_id, db, as_json, rerun, detach, cancel_it, shots, margin, max_new_
     per workspace): this command prints its progress on stderr until it ends (Ctrl-C stops
     watching, not the evaluation; `curate eval RUN` follows it again), or returns at once
     with --detach; --cancel stops it. The result is stored in the run folder (eval.json) and
-    shown again without recomputing unless --rerun.
+    shown again without recomputing unless --rerun. The primary metric is reported on the
+    whole eval split and, side by side, on the eval examples whose prompt is no exact or
+    near copy of a train prompt (--json: "contamination").
 
     \b
     Example:
@@ -942,6 +944,10 @@ def _watch_eval(workspace: Workspace, run_id: str) -> None:
     click.echo(f"evaluated {job.done}/{job.total} answers", err=True)
 
 
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value * 100:.1f}"
+
+
 def _show_eval(result: EvalResult) -> None:
     metric = result.primary_metric
     for name in ("zero_shot", "few_shot", "fine_tuned"):
@@ -949,6 +955,14 @@ def _show_eval(result: EvalResult) -> None:
         mark = "  (baseline)" if name == result.baseline["system"] else ""
         click.echo(f"{name:<11} {metric} {m['primary'] * 100:5.1f}  token_f1 "
                    f"{m['token_f1'] * 100:5.1f}  rouge_l {m['rouge_l'] * 100:5.1f}{mark}")
+    c = result.contamination
+    if c:
+        scores = "  ".join(
+            f"{name} {_pct(c['primary'][name]['all'])} -> {_pct(c['primary'][name]['clean'])}"
+            for name in ("zero_shot", "few_shot", "fine_tuned"))
+        click.echo(f"{metric}, whole eval split ({c['examples']}) -> no train copy "
+                   f"({c['clean_examples']}): {scores}")
+        click.echo(f"  no train copy: {c['rule']}; {len(c['copies'])} eval example(s) have one")
     o = result.outcomes
     click.echo(f"fine-tuned vs baseline: {o.get('win', 0)} wins, {o.get('loss', 0)} losses, "
                f"{o.get('tie', 0)} ties over {result.settings['eval_examples']} examples")
