@@ -482,10 +482,13 @@ def noise(db, actor, force, as_json):
 @force_option
 @json_option
 def coverage(db, min_per_label, actor, force, as_json):
-    """The gap list: labels ranked by shortfall against their target, train vs eval.
+    """The gap list: labels ranked by what hurts, shortfall x the model's error rate there.
 
-    Also runs the coverage check, which puts the examples of labels under their target in
-    the Review page's Thin labels queue.
+    Each label's shortfall against its target (train and eval together) is multiplied by the
+    fine-tuned model's error rate on the label's eval examples in the latest evaluation (the
+    newest run that has one); a label not scored counts as an error rate of 1, so before any
+    evaluation the order is the shortfall's. Also runs the coverage check, which puts the
+    examples of labels under their target in the Review page's Thin labels queue.
 
     \b
     Example:
@@ -494,13 +497,23 @@ def coverage(db, min_per_label, actor, force, as_json):
     from dataclasses import asdict
 
     with _open(db, actor) as workspace:
-        result, gaps = workspace.coverage(min_per_label=min_per_label, force=force)
+        result, ranked = workspace.coverage(min_per_label=min_per_label, force=force)
     if as_json:
-        _print_json({"gaps": [asdict(g) for g in gaps], "queued": len(result.issues)})
+        _print_json({"gaps": [asdict(g) for g in ranked.gaps], "queued": len(result.issues),
+                     "evaluation": {"run_id": ranked.run_id, "metric": ranked.metric,
+                                    "created_at": ranked.evaluated_at},
+                     "rule": ranked.rule})
         return
-    click.echo(f"{'label':<28} {'train':>6} {'eval':>6} {'want':>6} {'short':>6}")
-    for g in gaps:
-        click.echo(f"{g.label:<28} {g.train:>6} {g.eval:>6} {g.want:>6} {g.shortfall:>6}")
+    click.echo(f"{'label':<28} {'train':>6} {'eval':>6} {'want':>6} {'short':>6} "
+               f"{'error':>6} {'key':>6}")
+    for g in ranked.gaps:
+        error = "-" if g.error_rate is None else f"{g.error_rate * 100:.0f}%"
+        click.echo(f"{g.label:<28} {g.train:>6} {g.eval:>6} {g.want:>6} {g.shortfall:>6} "
+                   f"{error:>6} {g.rank_key:>6g}")
+    click.echo(ranked.rule)
+    click.echo(f"Error rates from the evaluation of run {ranked.run_id} ({ranked.metric})."
+               if ranked.run_id else "No run has been evaluated yet: every error rate counts "
+               "as 1, so the order is the shortfall's.")
     click.echo(f"{len(result.issues):,} examples of labels under their target are in the "
                "Review page's Thin labels queue.")
 

@@ -27,7 +27,8 @@ from typing import TYPE_CHECKING
 from curation import ExampleFilter, Store, export_jsonl, import_file, queues, review
 from curation.auth import User, add_user, set_role, users
 from curation.checks import CheckResult, Progress, dismiss, keep_one, load_table, run_check
-from curation.checks.coverage import Gap, Targets, get_targets, set_targets, store_gaps, thin_labels
+from curation.checks.coverage import (RANK_RULE, RankedGap, Targets, get_targets, rank_gaps,
+                                      set_targets, store_gaps, thin_labels)
 from curation.embeddings import PACKAGED_MODEL
 from curation.fill import add_example
 from curation.uploads import IMPORT_REPORTS_DIR
@@ -49,6 +50,17 @@ class SnapshotRuns:
 
     snapshot: Snapshot
     run_ids: list[str]
+
+
+@dataclass(frozen=True)
+class RankedGaps:
+    """The gap list ranked by what hurts, and the evaluation its error rates come from."""
+
+    gaps: list[RankedGap]
+    run_id: str | None  # the run whose evaluation gave the error rates (None: none yet)
+    metric: str | None  # the primary metric the error rates are 1 minus
+    evaluated_at: str | None
+    rule: str = RANK_RULE
 
 
 @dataclass(frozen=True)
@@ -231,14 +243,31 @@ class Workspace:
                 "model": self.store.setting("embedding_model") or PACKAGED_MODEL}
 
     def coverage(self, *, min_per_label: int | None = None,
-                 force: bool = False) -> tuple[CheckResult, list[Gap]]:
+                 force: bool = False) -> tuple[CheckResult, RankedGaps]:
         """Optionally set the default target, run the coverage check (it fills the Thin
-        labels queue) and return it with the gap list, worst first."""
+        labels queue) and return it with the gap list ranked by what hurts (`gaps`)."""
         if min_per_label is not None:
             set_targets(self.store, self.user,
                         replace(get_targets(self.store), default_min=min_per_label))
         result = run_check(self.store, "coverage", user=self.user, force=force)
-        return result, store_gaps(self.store)
+        return result, self.gaps()
+
+    def gaps(self) -> RankedGaps:
+        """The gap list of the store now, ranked by shortfall x the fine-tuned model's error
+        rate per label in the latest evaluation (`curation.checks.coverage.RANK_RULE`)."""
+        evaluation = self.latest_evaluation()
+        rates: dict[str, float] = {}
+        scored: dict[str, int] = {}
+        if evaluation is not None:
+            metric = evaluation.primary_metric
+            per_label = evaluation.systems.get("fine_tuned", {}).get("per_label") or {}
+            for label, score in per_label.items():
+                rates[label] = round(min(1.0, max(0.0, 1.0 - score[metric])), 4)
+                scored[label] = score["n"]
+        return RankedGaps(rank_gaps(store_gaps(self.store), rates, scored),
+                          evaluation and evaluation.run_id,
+                          evaluation and evaluation.primary_metric,
+                          evaluation and evaluation.created_at)
 
     def set_coverage_targets(self, targets: Targets) -> CheckResult:
         """Save the per-label targets and re-run the coverage check against them (which
@@ -357,6 +386,17 @@ class Workspace:
         from training.launcher import find_run
 
         return read_eval_job(find_run(self.runs_dir, run_id))
+
+    def latest_evaluation(self) -> EvalResult | None:
+        """The evaluation of the newest run that has one (None: no run was evaluated): the
+        model the team is improving now, even if an older run was evaluated again later."""
+        from training.run_folder import read_eval
+
+        for run in self.runs():
+            result = read_eval(run.dir)
+            if result is not None and result.systems.get("fine_tuned"):
+                return result
+        return None
 
     def evaluation(self, run_id: str, *, margin: float | None = None) -> EvalResult | None:
         """The run's stored evaluation (None: never completed), its verdict decided again

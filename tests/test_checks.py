@@ -113,6 +113,37 @@ def test_coverage_finds_the_thin_label_and_names_clusters(demo):
     assert any("cancel" in name for name in clusters.names)
 
 
+def test_gaps_rank_by_shortfall_times_error_rate():
+    """Few examples and a model that fails there first; an unscored label counts as failing
+    every time; ties go to the higher error rate, then the shortfall order."""
+    from curation.checks.coverage import Gap, rank_gaps
+    from curation.errors import InvalidValue
+
+    def gap(label, shortfall, have=1):
+        return Gap(label, have, 0, have + shortfall, shortfall, 0.1, 0.0)
+
+    gaps = [gap("thin_easy", 18), gap("thin_hard", 10), gap("mid_hard", 5),
+            gap("full_hard", 0, have=30), gap("full_easy", 0, have=30), gap("unscored", 6),
+            gap("tie_low", 4), gap("tie_high", 2)]
+    rates = {"thin_easy": 0.1, "thin_hard": 0.9, "mid_hard": 0.8, "full_hard": 0.7,
+             "full_easy": 0.0, "tie_low": 0.5, "tie_high": 1.0}
+    ranked = rank_gaps(gaps, rates, {"thin_hard": 4, "unscored": 9})
+    # keys: thin_hard 9, unscored 6 (x1), mid_hard 4, tie_high 2 (rate 1) and tie_low 2
+    # (rate 0.5), thin_easy 1.8, full_hard 0 (rate 0.7), full_easy 0 (rate 0)
+    assert [g.label for g in ranked] == ["thin_hard", "unscored", "mid_hard", "tie_high",
+                                         "tie_low", "thin_easy", "full_hard", "full_easy"]
+    assert [g.rank_key for g in ranked] == [9.0, 6.0, 4.0, 2.0, 2.0, 1.8, 0.0, 0.0]
+    by_label = {g.label: g for g in ranked}
+    assert by_label["unscored"].error_rate is None and by_label["unscored"].scored == 0
+    assert by_label["thin_hard"].scored == 4 and by_label["thin_hard"].shortfall == 10
+    # no evaluation at all: the plain shortfall order of the gap list
+    plain = rank_gaps(gaps, {})
+    assert [g.label for g in plain] == [g.label for g in sorted(
+        gaps, key=lambda g: (-g.shortfall, g.train + g.eval, g.label))]
+    with pytest.raises(InvalidValue, match="'thin_hard'"):
+        rank_gaps(gaps, {"thin_hard": 1.5})
+
+
 def test_a_second_run_reuses_findings_and_embeddings(demo):
     first = run_check(demo, "semantic_duplicates", user=admin("t"))
     rows = demo.cursor().execute("SELECT count(*) FROM embeddings").fetchone()[0]
