@@ -208,13 +208,13 @@ def _gap_section(ranked) -> None:
     st.caption("The shortfall is how many examples a label lacks against its target (train "
                "and eval together, rejected ones not counted). A label without eval examples "
                "cannot be evaluated; one without train examples cannot be learned.")
-    source = (f"Error rates from the evaluation of run {ranked.run_id} "
-              f"({ranked.metric}, fine-tuned model)." if ranked.run_id else
+    source = (f"Error rates from the evaluation of run {plain(ranked.run_id)} "
+              f"({plain(ranked.metric)}, fine-tuned model)." if ranked.run_id else
               "No run has been evaluated yet, so every label counts as an error rate of 1 "
               "and the order is the shortfall's.")
-    st.markdown(plain(f"{ranked.rule} {source}"), help="Few examples and a model that fails "
-                "there: that label comes first. Error rates come from the newest run that "
-                "has an evaluation.")
+    st.markdown(f":material/sort: {ranked.rule} {source}", help="Few examples and a model "
+                "that fails there: that label comes first. Error rates come from the newest "
+                "run that has an evaluation.")
     if not gaps:
         st.info("No example has a label yet: the gap list is per label.",
                 icon=":material/label_off:")
