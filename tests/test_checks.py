@@ -185,6 +185,35 @@ def test_not_duplicates_holds_for_every_duplicate_check(tmp_path):
         assert not flagged & {a, b}
 
 
+def test_leakage_names_the_strongest_method_for_every_eval_copy(empty_store):
+    """Two eval copies older than their train original are both exact leaks (not one exact
+    and one merely 'semantic', which would only warn), and find_leakage gives each pair its
+    method: exact and near block a launch, the paraphrase does not."""
+    from curation.leakage import blocking, find_leakage, paraphrases
+    from tests.conftest import chat
+
+    store = empty_store
+    answer = "Thanks for asking: here is how."
+    first = store.add(chat("How do I export my data to CSV?", answer), actor="t",
+                      split="eval", status="accepted").id
+    second = store.add(chat("how do i export my data to csv", answer), actor="t",
+                       split="eval", status="accepted").id
+    original = store.add(chat("How do I export my data to CSV", answer), actor="t",
+                         split="train", status="accepted").id
+    planted = plant_train_eval_pairs(store)
+    for train_id, _ in planted.values():
+        e = store.get(train_id)
+        store.update(train_id, base_version=e.version, actor="t", status="accepted")
+    found = {x["eval_id"]: x for x in find_leakage(store, admin("t"))}
+    assert {i: (found[i]["train_id"], found[i]["method"]) for i in (first, second)} == {
+        first: (original, "exact"), second: (original, "exact")}
+    for kind, (train_id, eval_id) in planted.items():
+        assert (found[eval_id]["train_id"], found[eval_id]["method"]) == (train_id, kind)
+    assert {x["eval_id"] for x in blocking(found.values())} == {
+        first, second, planted["exact"][1], planted["near"][1]}
+    assert [x["eval_id"] for x in paraphrases(found.values())] == [planted["semantic"][1]]
+
+
 def test_every_duplicate_check_and_leakage_suggest_the_train_copy(empty_store):
     """The eval copies are older, accepted and longer: only the train-over-eval rule keeps
     the train copies, and every check and `suggest_keeper` must apply it."""
