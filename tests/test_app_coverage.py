@@ -110,7 +110,7 @@ def test_gap_list_shows_error_rates_and_ranks_by_what_hurts(coverage_page, demo_
 
     set_targets(demo_store, admin("t"), Targets(default_min=57))
     labels = demo_store.labels()
-    worst = sorted(labels)[0] if sorted(labels)[0] != THIN else sorted(labels)[1]
+    worst = min(label for label in labels if label != THIN)
     rates = {label: 0.5 for label in labels} | {THIN: 0.0, worst: 1.0}
     run_dir = demo_store.path.parent / "runs" / "run-20250101-000000-ab12"
     run_dir.mkdir(parents=True)

@@ -396,7 +396,7 @@ def test_scoreboard_shows_the_score_without_train_copies_beside_the_whole_split(
             assert board.loc["Accuracy, no train copy", column] == \
                 round(planted["primary"][system]["clean"] * 100, 1)
         captions = _texts(at.caption)
-        assert any(f"the 2 of 3 eval examples whose prompt is no exact or near" in c and
+        assert any("the 2 of 3 eval examples whose prompt is no exact or near" in c and
                    f"#{rows[0]['id']} ~ train #999 (exact)" in c for c in captions)
 
         older = {k: v for k, v in stored.to_json().items() if k != "contamination"}
