@@ -336,8 +336,9 @@ class Workspace:
         return read_run(find_run(self.runs_dir, run_id))
 
     def leakage(self, *, progress: Progress | None = None) -> list[dict]:
-        """The eval examples that duplicate an accepted train example: what a launch
-        refuses unless told to train over it."""
+        """The eval examples that duplicate an accepted train example, each with its method:
+        exact and near copies are what a launch refuses unless told to train over them,
+        same-meaning ones (`curation.leakage.paraphrases`) only warn."""
         from curation.leakage import find_leakage
 
         return find_leakage(self.store, self.user, progress=progress)

@@ -36,8 +36,8 @@ Design decisions:
   reported on the eval examples whose prompt is no exact or near (lexical) copy of a prompt
   the run trained on (`clean_subset`, with the duplicate checks' own test,
   `curation.leakage.lexical_copies`; same-meaning paraphrases count as clean, since the
-  launch lets them through on purpose). It needs no embeddings, so it costs well under a
-  second; the verdict stays on the whole split.
+  launch lets them through on purpose). It needs no embeddings, so it costs seconds at most
+  (under one on the pilot); the verdict stays on the whole split.
 - `evaluate` runs in the calling process; the app and the CLI call it in a background
   process of its own (`training.evaluate`), which never opens the store: the store is read
   only by `eval_rows_from_store` (in the launcher's process), the trainer's files by
