@@ -207,9 +207,16 @@ def exact_pairs(table: ExampleTable, scope: Scope = "conversation") -> dict[tupl
     return {(rows[0], other): 1.0 for rows in exact_groups(table, scope) for other in rows[1:]}
 
 
-def _all_pairs(groups: list[list[int]]) -> dict[tuple[int, int], float]:
-    """Every pair within each group (exact duplicates are an equivalence)."""
-    return {(a, b): 1.0 for rows in groups for k, a in enumerate(rows) for b in rows[k + 1:]}
+def _eval_train_pairs(table: ExampleTable, groups: list[list[int]]
+                      ) -> dict[tuple[int, int], float]:
+    """Every (eval, train) pair within each group, as (smaller row, larger row): exact
+    duplicates are an equivalence, so each eval copy is a copy of each train one."""
+    pairs = {}
+    for rows in groups:
+        evals = [r for r in rows if table.splits[r] == "eval"]
+        trains = [r for r in rows if table.splits[r] == "train"]
+        pairs.update({(min(e, t), max(e, t)): 1.0 for e in evals for t in trains})
+    return pairs
 
 
 # --- near ----------------------------------------------------------------------------------
@@ -405,8 +412,8 @@ class LeakageCheck:
         leaks: dict[int, tuple[int, str, float]] = {}  # eval row -> its closest train row
         leaked_to: dict[int, dict[int, str]] = {}  # eval row -> {train id: strongest method}
         for check in (EXACT, NEAR, SEMANTIC):  # strongest method first
-            pairs = (_all_pairs(exact_groups(table)) if check is EXACT
-                     else check.pairs(table, progress))  # every eval copy meets every train one
+            pairs = (_eval_train_pairs(table, exact_groups(table)) if check is EXACT
+                     else check.pairs(table, progress))
             for (a, b), sim in pairs.items():
                 if (table.ids[a], table.ids[b]) in ignore_pairs:
                     continue
