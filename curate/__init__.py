@@ -14,6 +14,6 @@ Layers (an arrow: may import):
 every package to its place.
 """
 
-from curate.workspace import Attention, SnapshotRuns, Workspace
+from curate.workspace import Attention, RankedGaps, SnapshotRuns, Workspace
 
-__all__ = ["Attention", "SnapshotRuns", "Workspace"]
+__all__ = ["Attention", "RankedGaps", "SnapshotRuns", "Workspace"]

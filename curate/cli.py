@@ -482,10 +482,13 @@ def noise(db, actor, force, as_json):
 @force_option
 @json_option
 def coverage(db, min_per_label, actor, force, as_json):
-    """The gap list: labels ranked by shortfall against their target, train vs eval.
+    """The gap list: labels ranked by what hurts, shortfall x the model's error rate there.
 
-    Also runs the coverage check, which puts the examples of labels under their target in
-    the Review page's Thin labels queue.
+    Each label's shortfall against its target (train and eval together) is multiplied by the
+    fine-tuned model's error rate on the label's eval examples in the latest evaluation (the
+    newest run that has one); a label not scored counts as an error rate of 1, so before any
+    evaluation the order is the shortfall's. Also runs the coverage check, which puts the
+    examples of labels under their target in the Review page's Thin labels queue.
 
     \b
     Example:
@@ -494,13 +497,23 @@ def coverage(db, min_per_label, actor, force, as_json):
     from dataclasses import asdict
 
     with _open(db, actor) as workspace:
-        result, gaps = workspace.coverage(min_per_label=min_per_label, force=force)
+        result, ranked = workspace.coverage(min_per_label=min_per_label, force=force)
     if as_json:
-        _print_json({"gaps": [asdict(g) for g in gaps], "queued": len(result.issues)})
+        _print_json({"gaps": [asdict(g) for g in ranked.gaps], "queued": len(result.issues),
+                     "evaluation": {"run_id": ranked.run_id, "metric": ranked.metric,
+                                    "created_at": ranked.evaluated_at},
+                     "rule": ranked.rule})
         return
-    click.echo(f"{'label':<28} {'train':>6} {'eval':>6} {'want':>6} {'short':>6}")
-    for g in gaps:
-        click.echo(f"{g.label:<28} {g.train:>6} {g.eval:>6} {g.want:>6} {g.shortfall:>6}")
+    click.echo(f"{'label':<28} {'train':>6} {'eval':>6} {'want':>6} {'short':>6} "
+               f"{'error':>6} {'key':>6}")
+    for g in ranked.gaps:
+        error = "-" if g.error_rate is None else f"{g.error_rate * 100:.0f}%"
+        click.echo(f"{g.label:<28} {g.train:>6} {g.eval:>6} {g.want:>6} {g.shortfall:>6} "
+                   f"{error:>6} {g.rank_key:>6g}")
+    click.echo(ranked.rule)
+    click.echo(f"Error rates from the evaluation of run {ranked.run_id} ({ranked.metric})."
+               if ranked.run_id else "No run has been evaluated yet: every error rate counts "
+               "as 1, so the order is the shortfall's.")
     click.echo(f"{len(result.issues):,} examples of labels under their target are in the "
                "Review page's Thin labels queue.")
 
@@ -771,8 +784,9 @@ def _watch_run(workspace: Workspace, run_id: str) -> None:
               help="When the run completes, compare it with the prompt-only baseline (as "
                    "`curate eval RUN` with its defaults).")
 @click.option("--allow-leakage", is_flag=True,
-              help="Train even though eval examples duplicate train examples (the evaluation "
-                   "will overstate the model); the run's manifest records the override.")
+              help="Train even though eval examples are exact or near copies of train "
+                   "examples (the evaluation will overstate the model); the run's manifest "
+                   "records the override.")
 @actor_option
 def train(db, resume_id, detach, then_eval, allow_leakage, actor, **settings):
     """Fine-tune a LoRA adapter on a new snapshot of the accepted train examples.
@@ -780,7 +794,8 @@ def train(db, resume_id, detach, then_eval, allow_leakage, actor, **settings):
     Training runs in a process of its own, writing into runs/<run id>/ beside the database;
     this command prints its progress until it ends (Ctrl-C stops watching, not the run), then
     evaluates the run against the prompt-only baseline. A snapshot whose train examples are
-    duplicated in the eval split is refused unless --allow-leakage. The CLI acts as the
+    copied (exactly or nearly) in the eval split is refused unless --allow-leakage; eval
+    examples that only mean the same as a train example are a warning. The CLI acts as the
     workspace's local admin.
 
     \b
@@ -799,10 +814,16 @@ def train(db, resume_id, detach, then_eval, allow_leakage, actor, **settings):
         else:
             config = TrainConfig(**{k: v for k, v in settings.items() if v is not None})
             run = workspace.launch(config, allow_leakage=allow_leakage)
-    leaks = run.manifest.leaked_pairs
+    leaks, similar = run.manifest.leaked_pairs, run.manifest.paraphrase_pairs
     if leaks and not resume_id:
         click.echo(f"warning: training despite {len(leaks)} leaked eval examples "
                    "(--allow-leakage); the evaluation will overstate the model", err=True)
+    if similar and not resume_id:
+        shown = ", ".join(f"eval #{x['eval_id']} ~ train #{x['train_id']}" for x in similar[:3])
+        click.echo(f"warning: {len(similar)} eval example(s) mean the same as a train example "
+                   f"({shown}{' and more' if len(similar) > 3 else ''}); not refused, and the "
+                   "evaluation also reports its score without eval examples that have a train "
+                   "copy", err=True)
     click.echo(f"run {run.id} {'resumed' if resume_id else 'started'} on snapshot "
                f"{run.manifest.snapshot_id} ({run.manifest.examples} examples); "
                f"folder {run.dir}")
@@ -924,7 +945,9 @@ def eval_(run_id, db, as_json, rerun, detach, cancel_it, shots, margin, max_new_
     per workspace): this command prints its progress on stderr until it ends (Ctrl-C stops
     watching, not the evaluation; `curate eval RUN` follows it again), or returns at once
     with --detach; --cancel stops it. The result is stored in the run folder (eval.json) and
-    shown again without recomputing unless --rerun.
+    shown again without recomputing unless --rerun. The primary metric is reported on the
+    whole eval split and, side by side, on the eval examples whose prompt is no exact or
+    near copy of a train prompt (--json: "contamination").
 
     \b
     Example:
@@ -1016,6 +1039,10 @@ def _watch_eval(workspace: Workspace, run_id: str) -> None:
     click.echo(f"evaluated {job.done}/{job.total} answers", err=True)
 
 
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value * 100:.1f}"
+
+
 def _show_eval(result: EvalResult) -> None:
     metric = result.primary_metric
     for name in ("zero_shot", "few_shot", "fine_tuned"):
@@ -1023,6 +1050,14 @@ def _show_eval(result: EvalResult) -> None:
         mark = "  (baseline)" if name == result.baseline["system"] else ""
         click.echo(f"{name:<11} {metric} {m['primary'] * 100:5.1f}  token_f1 "
                    f"{m['token_f1'] * 100:5.1f}  rouge_l {m['rouge_l'] * 100:5.1f}{mark}")
+    c = result.contamination
+    if c:
+        scores = "  ".join(
+            f"{name} {_pct(c['primary'][name]['all'])} -> {_pct(c['primary'][name]['clean'])}"
+            for name in ("zero_shot", "few_shot", "fine_tuned"))
+        click.echo(f"{metric}, whole eval split ({c['examples']}) -> no train copy "
+                   f"({c['clean_examples']}): {scores}")
+        click.echo(f"  no train copy: {c['rule']}; {len(c['copies'])} eval example(s) have one")
     o = result.outcomes
     click.echo(f"fine-tuned vs baseline: {o.get('win', 0)} wins, {o.get('loss', 0)} losses, "
                f"{o.get('tie', 0)} ties over {result.settings['eval_examples']} examples")

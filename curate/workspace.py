@@ -27,8 +27,9 @@ from typing import TYPE_CHECKING
 from curation import ExampleFilter, Store, export_jsonl, import_file, queues, review
 from curation.auth import User, add_user, set_role, users
 from curation.checks import CheckResult, Progress, dismiss, keep_one, load_table, run_check
-from curation.checks.coverage import Gap, Targets, get_targets, set_targets, store_gaps, thin_labels
 from curation import failures as _failures
+from curation.checks.coverage import (RANK_RULE, RankedGap, Targets, get_targets, rank_gaps,
+                                      set_targets, store_gaps, thin_labels)
 from curation.embeddings import PACKAGED_MODEL
 from curation.fill import add_example
 from curation.snapshot_diff import SnapshotDiff, diff_snapshots
@@ -68,6 +69,17 @@ class RunComparison:
     def to_dict(self) -> dict:
         return {"before": self.before, "after": self.after, "data": self.data.to_dict(),
                 "metric": self.metric, "per_label": self.per_label}
+
+
+@dataclass(frozen=True)
+class RankedGaps:
+    """The gap list ranked by what hurts, and the evaluation its error rates come from."""
+
+    gaps: list[RankedGap]
+    run_id: str | None  # the run whose evaluation gave the error rates (None: none yet)
+    metric: str | None  # the primary metric the error rates are 1 minus
+    evaluated_at: str | None
+    rule: str = RANK_RULE
 
 
 @dataclass(frozen=True)
@@ -250,14 +262,31 @@ class Workspace:
                 "model": self.store.setting("embedding_model") or PACKAGED_MODEL}
 
     def coverage(self, *, min_per_label: int | None = None,
-                 force: bool = False) -> tuple[CheckResult, list[Gap]]:
+                 force: bool = False) -> tuple[CheckResult, RankedGaps]:
         """Optionally set the default target, run the coverage check (it fills the Thin
-        labels queue) and return it with the gap list, worst first."""
+        labels queue) and return it with the gap list ranked by what hurts (`gaps`)."""
         if min_per_label is not None:
             set_targets(self.store, self.user,
                         replace(get_targets(self.store), default_min=min_per_label))
         result = run_check(self.store, "coverage", user=self.user, force=force)
-        return result, store_gaps(self.store)
+        return result, self.gaps()
+
+    def gaps(self) -> RankedGaps:
+        """The gap list of the store now, ranked by shortfall x the fine-tuned model's error
+        rate per label in the latest evaluation (`curation.checks.coverage.RANK_RULE`)."""
+        evaluation = self.latest_evaluation()
+        rates: dict[str, float] = {}
+        scored: dict[str, int] = {}
+        if evaluation is not None:
+            metric = evaluation.primary_metric
+            per_label = evaluation.systems.get("fine_tuned", {}).get("per_label") or {}
+            for label, score in per_label.items():
+                rates[label] = round(min(1.0, max(0.0, 1.0 - score[metric])), 4)
+                scored[label] = score["n"]
+        return RankedGaps(rank_gaps(store_gaps(self.store), rates, scored),
+                          evaluation and evaluation.run_id,
+                          evaluation and evaluation.primary_metric,
+                          evaluation and evaluation.created_at)
 
     def set_coverage_targets(self, targets: Targets) -> CheckResult:
         """Save the per-label targets and re-run the coverage check against them (which
@@ -326,10 +355,12 @@ class Workspace:
     # --- eval failures back to curation -----------------------------------------------------
 
     def latest_evaluation(self, runs: list[Run] | None = None) -> EvalResult | None:
-        """The evaluation completed last, over all runs (None: no run was evaluated)."""
+        """The evaluation completed last, over all runs (None: no run was evaluated): what
+        the Eval failures queue and the gap ranking are fed from."""
         from training.run_folder import read_eval
 
-        results = [r for r in (read_eval(run.dir) for run in runs or self.runs()) if r]
+        results = [r for r in (read_eval(run.dir) for run in runs or self.runs())
+                   if r and r.systems.get("fine_tuned")]
         return max(results, key=lambda r: r.created_at or "", default=None)
 
     def record_failures(self, runs: list[Run] | None = None) -> int | None:
@@ -382,8 +413,9 @@ class Workspace:
         return read_run(find_run(self.runs_dir, run_id))
 
     def leakage(self, *, progress: Progress | None = None) -> list[dict]:
-        """The eval examples that duplicate an accepted train example: what a launch
-        refuses unless told to train over it."""
+        """The eval examples that duplicate an accepted train example, each with its method:
+        exact and near copies are what a launch refuses unless told to train over them,
+        same-meaning ones (`curation.leakage.paraphrases`) only warn."""
         from curation.leakage import find_leakage
 
         return find_leakage(self.store, self.user, progress=progress)

@@ -101,6 +101,40 @@ def test_gap_list_ranks_the_thin_label_first(coverage_page, demo_store):
     assert any("No eval examples for security" in w.value for w in at.warning)
 
 
+def test_gap_list_shows_error_rates_and_ranks_by_what_hurts(coverage_page, demo_store):
+    """With an evaluated run in the workspace, the gap list gains each label's error rate
+    and ranks by shortfall x error rate; Fill a gap offers the top of that list first."""
+    from curation.checks.coverage import RANK_RULE, Targets, set_targets
+    from tests.conftest import admin
+    from training.run_folder import EVAL_FILE, MANIFEST, write_json
+
+    set_targets(demo_store, admin("t"), Targets(default_min=57))
+    labels = demo_store.labels()
+    worst = min(label for label in labels if label != THIN)
+    rates = {label: 0.5 for label in labels} | {THIN: 0.0, worst: 1.0}
+    run_dir = demo_store.path.parent / "runs" / "run-20250101-000000-ab12"
+    run_dir.mkdir(parents=True)
+    write_json(run_dir / MANIFEST, {"run_id": run_dir.name})
+    write_json(run_dir / EVAL_FILE, {
+        "run_id": run_dir.name, "primary_metric": "accuracy",
+        "systems": {"fine_tuned": {"per_label": {
+            label: {"n": 4, "accuracy": 1 - rate} for label, rate in rates.items()}}}})
+    at = coverage_page(demo_store)
+    table = gaps(at)
+    assert table["Error rate"].tolist() == [100 * rates[label] for label in table["Label"]]
+    assert table["Rank key"].tolist() == [
+        short * rates[label] for label, short in zip(table["Label"], table["Shortfall"])]
+    assert list(table["Rank key"]) == sorted(table["Rank key"], reverse=True)
+    # the thin label lacks the most but the model gets it right: it no longer leads
+    assert table["Shortfall"].max() == table.set_index("Label")["Shortfall"][THIN]
+    assert table["Label"].iloc[0] == worst and table["Label"].iloc[-1] == THIN
+    assert (table["Scored"] == 4).all()
+    shown = [m.value.replace("\\", "").replace("\u2060", "") for m in at.markdown]
+    assert any(RANK_RULE in m and f"run {run_dir.name} (accuracy" in m for m in shown)
+    assert at.selectbox(key="cov_fill_label").options[0].startswith(worst)
+    assert at.selectbox(key="cov_fill_label").value == worst
+
+
 def test_saving_a_target_of_57_changes_the_gap_list(coverage_page, demo_store):
     at = coverage_page(demo_store)
     at.number_input(key="cov_default_min").set_value(57)

@@ -271,6 +271,28 @@ def test_launch_from_the_page_with_leakage_override_refusal_and_cancel(open_page
                 cancel(admin("t"), started.dir, timeout=5)
 
 
+def test_a_paraphrase_in_eval_warns_but_does_not_block_the_launch(open_page, file_store):
+    from tests.conftest import TRAIN_EVAL_PAIRS
+
+    store = file_store()
+    _tickets(store)
+    trained_text, evaluated_text = TRAIN_EVAL_PAIRS["semantic"]
+    paraphrased = store.add(chat(trained_text, "access"), actor="t", label="access",
+                            status="accepted", split="train").id
+    said_again = store.add(chat(evaluated_text, "access"), actor="t", label="access",
+                           split="eval").id
+    at = open_page(store, "training")
+    assert any("1 eval example(s) mean the same as a train example" in w
+               for w in _texts(at.warning))
+    assert not any("duplicate train examples" in w for w in _texts(at.warning))
+    table = _frame(at, "Eval example")
+    assert table["Eval example"].tolist() == [said_again]
+    assert table["Train example"].tolist() == [paraphrased]
+    assert table["Method"].tolist() == ["semantic"]
+    assert "tr_allow_leakage" not in [c.key for c in at.checkbox]
+    assert not at.button(key="tr_launch").disabled
+
+
 # --- evaluation -----------------------------------------------------------------------------
 
 def test_evaluation_page_evaluates_and_shows_the_result(open_page, trained):
@@ -336,6 +358,55 @@ def test_evaluation_page_evaluates_and_shows_the_result(open_page, trained):
     assert frame["Fine-tuned"].tolist() == [e["fine_tuned"] for e in examples
                                             if e["label"] == "billing"]
     assert "Ticket: I was billed the wrong amount" in [t.value for t in at.text]
+
+
+def test_scoreboard_shows_the_score_without_train_copies_beside_the_whole_split(open_page,
+                                                                               trained):
+    """The run's real evaluation (made here if the test above did not leave one), with the
+    clean subset measured against the run's train rows plus a planted copy of the first eval
+    prompt: the scoreboard shows both rows; an older eval.json says it predates them."""
+    from training.eval import clean_subset, eval_rows_from_store, evaluate, train_rows_from_run
+    from training.run_folder import SYSTEMS, write_json
+
+    store, run = trained
+    stored = read_eval(run.dir)
+    if stored is None:
+        stored = evaluate(run.dir, eval_rows_from_store(store), train_rows_from_run(run.dir),
+                          EvalConfig(shots=1, max_new_tokens=4), device="cpu")
+    assert stored.contamination["clean_examples"] == 3  # no eval ticket copies a train one
+    rows = eval_rows_from_store(store)
+    assert [r["id"] for r in rows] == [e["id"] for e in stored.examples]
+    copied = train_rows_from_run(run.dir) + [{"id": 999, "messages": rows[0]["messages"]}]
+    scores = {s: [e["scores"][s] for e in stored.examples] for s in SYSTEMS}
+    planted = clean_subset(rows, copied, scores)
+    assert planted["clean_examples"] == 2
+    other = run.dir.parent / (run.id + "-copy")
+    shutil.copytree(run.dir, other)
+    manifest = orjson.loads((other / "manifest.json").read_bytes())
+    write_json(other / "manifest.json", {**manifest, "run_id": other.name})
+    write_json(other / "eval.json", {**stored.to_json(), "run_id": other.name,
+                                     "contamination": planted})
+    try:
+        at = open_page(store, "evaluation", ev_run=other.name)
+        assert at.selectbox(key="ev_run").value == other.name
+        board = _frame(at, "Accuracy (primary)")
+        for column, system in (("Zero-shot", "zero_shot"), ("Fine-tuned", "fine_tuned")):
+            assert board.loc["Accuracy (primary)", column] == \
+                round(planted["primary"][system]["all"] * 100, 1)
+            assert board.loc["Accuracy, no train copy", column] == \
+                round(planted["primary"][system]["clean"] * 100, 1)
+        captions = _texts(at.caption)
+        assert any("the 2 of 3 eval examples whose prompt is no exact or near" in c and
+                   f"#{rows[0]['id']} ~ train #999 (exact)" in c for c in captions)
+
+        older = {k: v for k, v in stored.to_json().items() if k != "contamination"}
+        write_json(other / "eval.json", {**older, "run_id": other.name})
+        at = open_page(store, "evaluation", ev_run=other.name)
+        assert "Accuracy, no train copy" not in _frame(at, "Accuracy (primary)").index
+        assert any(c.startswith("This evaluation predates the “no train copy” figure")
+                   for c in _texts(at.caption))
+    finally:
+        shutil.rmtree(other)
 
 
 def test_a_running_evaluation_is_shown_live_in_a_fresh_session_and_cancelled(open_page,

@@ -113,6 +113,37 @@ def test_coverage_finds_the_thin_label_and_names_clusters(demo):
     assert any("cancel" in name for name in clusters.names)
 
 
+def test_gaps_rank_by_shortfall_times_error_rate():
+    """Few examples and a model that fails there first; an unscored label counts as failing
+    every time; ties go to the higher error rate, then the shortfall order."""
+    from curation.checks.coverage import Gap, rank_gaps
+    from curation.errors import InvalidValue
+
+    def gap(label, shortfall, have=1):
+        return Gap(label, have, 0, have + shortfall, shortfall, 0.1, 0.0)
+
+    gaps = [gap("thin_easy", 18), gap("thin_hard", 10), gap("mid_hard", 5),
+            gap("full_hard", 0, have=30), gap("full_easy", 0, have=30), gap("unscored", 6),
+            gap("tie_low", 4), gap("tie_high", 2)]
+    rates = {"thin_easy": 0.1, "thin_hard": 0.9, "mid_hard": 0.8, "full_hard": 0.7,
+             "full_easy": 0.0, "tie_low": 0.5, "tie_high": 1.0}
+    ranked = rank_gaps(gaps, rates, {"thin_hard": 4, "unscored": 9})
+    # keys: thin_hard 9, unscored 6 (x1), mid_hard 4, tie_high 2 (rate 1) and tie_low 2
+    # (rate 0.5), thin_easy 1.8, full_hard 0 (rate 0.7), full_easy 0 (rate 0)
+    assert [g.label for g in ranked] == ["thin_hard", "unscored", "mid_hard", "tie_high",
+                                         "tie_low", "thin_easy", "full_hard", "full_easy"]
+    assert [g.rank_key for g in ranked] == [9.0, 6.0, 4.0, 2.0, 2.0, 1.8, 0.0, 0.0]
+    by_label = {g.label: g for g in ranked}
+    assert by_label["unscored"].error_rate is None and by_label["unscored"].scored == 0
+    assert by_label["thin_hard"].scored == 4 and by_label["thin_hard"].shortfall == 10
+    # no evaluation at all: the plain shortfall order of the gap list
+    plain = rank_gaps(gaps, {})
+    assert [g.label for g in plain] == [g.label for g in sorted(
+        gaps, key=lambda g: (-g.shortfall, g.train + g.eval, g.label))]
+    with pytest.raises(InvalidValue, match="'thin_hard'"):
+        rank_gaps(gaps, {"thin_hard": 1.5})
+
+
 def test_a_second_run_reuses_findings_and_embeddings(demo):
     first = run_check(demo, "semantic_duplicates", user=admin("t"))
     rows = demo.cursor().execute("SELECT count(*) FROM embeddings").fetchone()[0]
@@ -152,6 +183,35 @@ def test_not_duplicates_holds_for_every_duplicate_check(tmp_path):
         flagged = {f.example_id for f in run_check(store, "exact_duplicates",
                                                    user=admin("t")).issues}
         assert not flagged & {a, b}
+
+
+def test_leakage_names_the_strongest_method_for_every_eval_copy(empty_store):
+    """Two eval copies older than their train original are both exact leaks (not one exact
+    and one merely 'semantic', which would only warn), and find_leakage gives each pair its
+    method: exact and near block a launch, the paraphrase does not."""
+    from curation.leakage import blocking, find_leakage, paraphrases
+    from tests.conftest import chat
+
+    store = empty_store
+    answer = "Thanks for asking: here is how."
+    first = store.add(chat("How do I export my data to CSV?", answer), actor="t",
+                      split="eval", status="accepted").id
+    second = store.add(chat("how do i export my data to csv", answer), actor="t",
+                       split="eval", status="accepted").id
+    original = store.add(chat("How do I export my data to CSV", answer), actor="t",
+                         split="train", status="accepted").id
+    planted = plant_train_eval_pairs(store)
+    for train_id, _ in planted.values():
+        e = store.get(train_id)
+        store.update(train_id, base_version=e.version, actor="t", status="accepted")
+    found = {x["eval_id"]: x for x in find_leakage(store, admin("t"))}
+    assert {i: (found[i]["train_id"], found[i]["method"]) for i in (first, second)} == {
+        first: (original, "exact"), second: (original, "exact")}
+    for kind, (train_id, eval_id) in planted.items():
+        assert (found[eval_id]["train_id"], found[eval_id]["method"]) == (train_id, kind)
+    assert {x["eval_id"] for x in blocking(found.values())} == {
+        first, second, planted["exact"][1], planted["near"][1]}
+    assert [x["eval_id"] for x in paraphrases(found.values())] == [planted["semantic"][1]]
 
 
 def test_every_duplicate_check_and_leakage_suggest_the_train_copy(empty_store):

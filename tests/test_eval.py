@@ -101,6 +101,31 @@ def test_shots_prefer_different_labels_and_prompt_replaces_system():
     assert build_prompt(chat("q", "answer", system="old"), None)[0]["content"] == "old"
 
 
+def test_clean_subset_leaves_out_exact_and_near_train_copies_only():
+    """The primary metric on the whole split and without eval rows whose prompt copies a
+    train prompt (exact or near); a paraphrase stays in, as does a copied answer."""
+    from tests.conftest import TRAIN_EVAL_PAIRS
+    from training.eval import CLEAN_RULE, clean_subset
+
+    train = [{"id": 100 + i, "label": "x", "messages": chat(trained, "answer")}
+             for i, (trained, _) in enumerate(TRAIN_EVAL_PAIRS.values())]
+    evals = [{"id": i + 1, "label": "x", "messages": chat(evaluated, "answer", system="S")}
+             for i, (_, evaluated) in enumerate(TRAIN_EVAL_PAIRS.values())]  # exact, near, same
+    evals.append({"id": 4, "label": "x", "messages": chat("Do you integrate with Slack?",
+                                                          "answer")})
+    scores = {"fine_tuned": [1.0, 1.0, 0.0, 0.5], "zero_shot": [0.0, 0.0, 1.0, 1.0]}
+    report = clean_subset(evals, train, scores)
+    assert report["rule"] == CLEAN_RULE and "exact or near" in CLEAN_RULE
+    assert (report["examples"], report["clean_examples"]) == (4, 2)
+    assert [(c["id"], c["train_id"], c["method"]) for c in report["copies"]] == [
+        (1, 100, "exact"), (2, 101, "near")]
+    assert report["primary"]["fine_tuned"] == {"all": 0.625, "clean": 0.25}
+    assert report["primary"]["zero_shot"] == {"all": 0.5, "clean": 1.0}
+    everything_copied = clean_subset(evals[:2], train, {"fine_tuned": [1.0, 0.0]})
+    assert everything_copied["primary"]["fine_tuned"] == {"all": 0.5, "clean": None}
+    assert clean_subset(evals, [], scores)["clean_examples"] == 4
+
+
 # --- one short real evaluation --------------------------------------------------------------
 
 TICKETS = [("I was charged twice this month", "billing"),
@@ -207,6 +232,64 @@ def test_real_evaluation_writes_eval_json_and_cli_shows_it(evaluated_run, monkey
 
     text = CliRunner().invoke(main, ["eval", run.id, "--db", str(store.path)]).output
     assert "(baseline)" in text and stored.verdict["decision"].upper() in text
+
+    # the whole split and the subset without train copies, side by side (none copied here)
+    c = stored.contamination
+    assert (c["examples"], c["clean_examples"], c["copies"]) == (3, 3, [])
+    for name in SYSTEMS:
+        assert c["primary"][name]["all"] == pytest.approx(stored.systems[name]["primary"])
+        assert c["primary"][name]["clean"] == pytest.approx(stored.systems[name]["primary"])
+    assert shown["contamination"] == c
+    assert "no train copy (3)" in text and "fine_tuned" in text.split("no train copy (3)")[1]
+
+
+def test_the_facade_ranks_gaps_by_a_real_evaluations_error_rates(evaluated_run):
+    """Workspace.gaps joins the store's gap list with the newest evaluated run's per-label
+    error rates; `curate coverage --json` shows them with the rank key."""
+    import torch
+    from click.testing import CliRunner
+
+    import training.eval as ev
+    from curate import Workspace
+    from curate.cli import main
+    from curation.checks.coverage import Targets, set_targets
+
+    store, run = evaluated_run
+    workspace = Workspace(store, ADMIN)
+    before = workspace.gaps()
+    assert before.run_id is None and all(g.error_rate is None for g in before.gaps)
+    # planted counts: billing 2 train + 1 eval of a target of 9, access 3 of 5, bugs 3 of 4
+    set_targets(store, ADMIN, Targets(default_min=4, per_label={"billing": 9, "access": 5}))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        result = ev.evaluate(run.dir, ev.eval_rows_from_store(store),
+                             ev.train_rows_from_run(run.dir),
+                             EvalConfig(system_prompt="Answer with one word.", shots=0,
+                                        max_new_tokens=4), device="cpu")
+    finally:
+        torch.set_num_threads(threads)
+    per_label = result.systems["fine_tuned"]["per_label"]
+    rates = {label: 1 - v["accuracy"] for label, v in per_label.items()}
+    ranked = workspace.gaps()
+    assert (ranked.run_id, ranked.metric) == (run.id, "accuracy")
+    assert {g.label: g.error_rate for g in ranked.gaps} == pytest.approx(rates)
+    assert {g.label: g.scored for g in ranked.gaps} == {"billing": 1, "access": 1, "bugs": 1}
+    keys = {g.label: g.rank_key for g in ranked.gaps}
+    assert keys == pytest.approx({"billing": 6 * rates["billing"],
+                                  "access": 2 * rates["access"], "bugs": 1 * rates["bugs"]})
+    assert [g.rank_key for g in ranked.gaps] == sorted(keys.values(), reverse=True)
+    print(f"\nper-label error rates {rates}; order {[g.label for g in ranked.gaps]}")
+
+    out = CliRunner().invoke(main, ["coverage", "--json", "--db", str(store.path)])
+    assert out.exit_code == 0, out.output
+    shown = orjson.loads(out.stdout)
+    assert shown["evaluation"]["run_id"] == run.id and shown["rule"] == ranked.rule
+    assert [(g["label"], g["error_rate"], g["rank_key"]) for g in shown["gaps"]] == [
+        (g.label, g.error_rate, g.rank_key) for g in ranked.gaps]
+    text = CliRunner().invoke(main, ["coverage", "--db", str(store.path)]).output
+    assert "error" in text.splitlines()[0] and "key" in text.splitlines()[0]
+    assert f"evaluation of run {run.id} (accuracy)" in text
 
 
 def test_eval_help_has_an_example():

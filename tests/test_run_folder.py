@@ -108,6 +108,52 @@ def test_an_eval_json_round_trips_and_an_older_one_reads(tmp_path):
     assert read_eval(tmp_path / "nowhere") is None
 
 
+CONTAMINATION = {"rule": "no exact or near copy", "examples": 2, "clean_examples": 1,
+                 "copies": [{"id": 7, "train_id": 3, "method": "exact", "similarity": 1.0}],
+                 "primary": {s: {"all": 0.5, "clean": 1.0}
+                             for s in ("zero_shot", "few_shot", "fine_tuned")}}
+
+
+def test_an_eval_json_without_the_clean_subset_still_reads_and_shows(seeded_store):
+    """eval.json written before the "no train copy" figure reads with an empty
+    `contamination`, is written back byte for byte, and `curate eval` shows it without the
+    side-by-side line; a new one carries and shows it."""
+    from click.testing import CliRunner
+
+    from curate.cli import main
+
+    runs_dir = seeded_store.path.parent / "runs"
+    run_dir = runs_dir / MANIFEST_NOW["run_id"]
+    run_dir.mkdir(parents=True)
+    write_json(run_dir / MANIFEST, MANIFEST_NOW)
+    verdict = {"decision": "don't deploy", "margin_points": 5.0, "reason": "no better"}
+    old = _result(run_id=MANIFEST_NOW["run_id"], verdict=verdict)
+    write_json(run_dir / EVAL_FILE, old)
+    stored = read_eval(run_dir)
+    assert stored.contamination == {} and "contamination" not in stored.extra
+    assert orjson.dumps(stored.to_json()) == orjson.dumps(old)
+    assert stored.summary()["contamination"] is None
+
+    def show(*flags):
+        out = CliRunner().invoke(main, ["eval", MANIFEST_NOW["run_id"], *flags,
+                                        "--db", str(seeded_store.path)])
+        assert out.exit_code == 0, out.output
+        return out.stdout
+
+    assert orjson.loads(show("--json"))["contamination"] is None
+    assert "no train copy" not in show()
+
+    write_json(run_dir / EVAL_FILE, _result(run_id=MANIFEST_NOW["run_id"], verdict=verdict,
+                                            contamination=CONTAMINATION))
+    stored = read_eval(run_dir)
+    assert stored.contamination == CONTAMINATION
+    assert list(stored.to_json())[-1] == "contamination"
+    assert orjson.loads(show("--json"))["contamination"] == CONTAMINATION
+    text = show()
+    assert "accuracy, whole eval split (2) -> no train copy (1): zero_shot 50.0 -> 100.0" in text
+    assert "1 eval example(s) have one" in text
+
+
 def test_record_runs_reads_the_typed_records_into_the_store(seeded_store):
     runs_dir = seeded_store.path.parent / "runs"
     run_dir = runs_dir / MANIFEST_NOW["run_id"]

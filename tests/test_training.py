@@ -149,6 +149,44 @@ def test_config_round_trips_and_refuses_unknown_keys():
 
 # --- (g) refusals ---------------------------------------------------------------------------
 
+def test_launch_refuses_exact_and_near_copies_but_only_warns_on_a_paraphrase(train_store):
+    """Exact and near eval copies of accepted train examples refuse the launch; a same-meaning
+    eval example alone does not: `curate train` starts, warns on stderr, and the manifest
+    lists the paraphrase."""
+    from click.testing import CliRunner
+
+    from curate.cli import main
+    from tests.conftest import plant_train_eval_pairs
+
+    planted = plant_train_eval_pairs(train_store)
+    for train_id, _ in planted.values():
+        e = train_store.get(train_id)
+        train_store.update(train_id, base_version=e.version, actor="t", status="accepted")
+    with pytest.raises(LeakageUnresolved) as err:
+        launch(train_store, ADMIN, TrainConfig(**TINY))
+    assert {(x["eval_id"], x["train_id"], x["method"]) for x in err.value.leaks} == {
+        (planted[k][1], planted[k][0], k) for k in ("exact", "near")}
+    assert "exactly or nearly" in str(err.value)
+    runs_dir = train_store.path.parent / "runs"
+    assert list_runs(runs_dir) == []
+
+    for kind in ("exact", "near"):  # settle the copies: only the paraphrase is left
+        e = train_store.get(planted[kind][1])
+        train_store.update(e.id, base_version=e.version, actor="t", status="rejected")
+    out = CliRunner().invoke(main, ["train", "--db", str(train_store.path), "--detach",
+                                    "--checkpoint-every", "0", *TINY_FLAGS])
+    assert out.exit_code == 0, out.output
+    [run] = list_runs(runs_dir)
+    semantic_eval, semantic_train = planted["semantic"][1], planted["semantic"][0]
+    assert [(x["eval_id"], x["train_id"], x["method"])
+            for x in run.manifest.paraphrase_pairs] == [(semantic_eval, semantic_train,
+                                                         "semantic")]
+    assert run.manifest.leaked_pairs == [] and run.manifest.leakage_overridden_by is None
+    assert (f"warning: 1 eval example(s) mean the same as a train example (eval "
+            f"#{semantic_eval} ~ train #{semantic_train})") in out.stderr
+    cancel(ADMIN, run.dir, timeout=10)
+
+
 def test_empty_snapshot_is_refused_before_any_process_starts(file_store):
     store = file_store()
     store.add(chat("not accepted", "so not trained"), actor="t")

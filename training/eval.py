@@ -32,6 +32,12 @@ Design decisions:
 - Idle OpenMP threads are told to sleep (`OMP_WAIT_POLICY=PASSIVE`, as the trainer does)
   when torch is not yet imported: measured on a shared 2-core machine, generating 4 tokens
   for 3 prompts took 15-30 s with spinning threads and about 1 s without.
+- Contamination-aware: beside the whole eval split, every system's primary metric is also
+  reported on the eval examples whose prompt is no exact or near (lexical) copy of a prompt
+  the run trained on (`clean_subset`, with the duplicate checks' own test,
+  `curation.leakage.lexical_copies`; same-meaning paraphrases count as clean, since the
+  launch lets them through on purpose). It needs no embeddings, so it costs seconds at most
+  (under one on the pilot); the verdict stays on the whole split.
 - `evaluate` runs in the calling process; the app and the CLI call it in a background
   process of its own (`training.evaluate`), which never opens the store: the store is read
   only by `eval_rows_from_store` (in the launcher's process), the trainer's files by
@@ -61,6 +67,8 @@ from training.run_folder import (EVAL_FILE, MANIFEST, SYSTEMS, TRAIN_FILE, EvalR
                                  RunManifest, now_iso, write_json)
 
 LABEL_SLACK_TOKENS = 3
+CLEAN_RULE = ("eval examples whose prompt is no exact or near (lexical) copy of a train "
+              "prompt of the run; paraphrases count as clean")
 EVAL_STATUSES = ("pending", "accepted", "needs_work")  # everything but rejected
 
 Progress = Callable[[str, int, int], None]
@@ -198,6 +206,7 @@ def evaluate(run_dir: str | os.PathLike, eval_rows: Sequence[dict[str, Any]],
             **{s: predictions[s][i] for s in SYSTEMS},
             "scores": {s: scores[s][i] for s in SYSTEMS},
             "outcome": "win" if ft > base else "loss" if ft < base else "tie"})
+    contamination = clean_subset(eval_rows, train_rows, scores)
     result = EvalResult(
         run_id=manifest.run_id or run_dir.resolve().name, created_at=now_iso(),
         primary_metric=metric, systems=systems,
@@ -214,9 +223,35 @@ def evaluate(run_dir: str | os.PathLike, eval_rows: Sequence[dict[str, Any]],
                   "snapshot_id": manifest.snapshot_id,
                   "eval_examples": len(eval_rows), "train_examples": len(train_rows)},
         wall_seconds=round(time.perf_counter() - started, 1),
-        wall_seconds_by_system=seconds, examples=examples)
+        wall_seconds_by_system=seconds, examples=examples, contamination=contamination)
     write_json(run_dir / EVAL_FILE, result.to_json())
     return EvalResult.from_json(orjson.loads(orjson.dumps(result.to_json())))  # as stored
+
+
+def clean_subset(eval_rows: Sequence[dict[str, Any]], train_rows: Sequence[dict[str, Any]],
+                 scores: dict[str, Sequence[float]]) -> dict[str, Any]:
+    """The primary metric of each system on the whole eval split and on its clean subset
+    (`CLEAN_RULE`), side by side, from the per-example `scores` ({system: [score per eval
+    row]}): {"rule", "examples", "clean_examples", "copies": [{"id", "train_id", "method",
+    "similarity"}], "primary": {system: {"all", "clean"}}}; "clean" is None when every eval
+    example has a train copy."""
+    from curation.leakage import lexical_copies
+
+    copies = lexical_copies([r["messages"] for r in eval_rows],
+                            [r["messages"] for r in train_rows])
+    clean = [i for i in range(len(eval_rows)) if i not in copies]
+
+    def mean(values: Sequence[float]) -> float | None:
+        return sum(values) / len(values) if values else None
+
+    return {"rule": CLEAN_RULE, "examples": len(eval_rows), "clean_examples": len(clean),
+            "copies": [{"id": eval_rows[i].get("id"),
+                        "train_id": train_rows[c["reference"]].get("id"),
+                        "method": c["method"], "similarity": c["similarity"]}
+                       for i, c in sorted(copies.items())],
+            "primary": {system: {"all": mean(values),
+                                 "clean": mean([values[i] for i in clean])}
+                        for system, values in scores.items()}}
 
 
 @contextlib.contextmanager
@@ -253,5 +288,6 @@ def with_margin(result: EvalResult, margin_points: float) -> EvalResult:
     return dataclasses.replace(result, verdict=decision)
 
 
-__all__ = ["answer_budget", "build_prompt", "eval_rows_from_store", "evaluate", "pick_shots",
-           "train_rows_from_run", "with_margin"]
+__all__ = ["CLEAN_RULE", "answer_budget", "build_prompt", "clean_subset",
+           "eval_rows_from_store", "evaluate", "pick_shots", "train_rows_from_run",
+           "with_margin"]

@@ -22,10 +22,13 @@ Design decisions:
   pass it.
 - Leakage guard: before snapshotting, `launch` asks the core (`curation.leakage`) for eval
   examples that duplicate the set to be trained on, and refuses with `LeakageUnresolved`
-  while an eval example duplicates a train example of the snapshot, since the evaluation
-  would then overstate the model. SMEs resolve it on the Quality page (reject or move one
-  side, or mark "not duplicates"); `allow_leakage=True` is the conscious override, and the
-  manifest records the leaked pairs and who overrode.
+  while an eval example is an exact or near (lexical) copy of a train example of the
+  snapshot, since the evaluation would then overstate the model. SMEs resolve it on the
+  Quality page (reject or move one side, or mark "not duplicates"); `allow_leakage=True` is
+  the conscious override, and the manifest records the leaked pairs and who overrode.
+  Same-meaning matches alone (paraphrases) do not refuse: the manifest lists them under
+  `leakage.paraphrases`, and every evaluation reports its metric without the eval examples
+  that have a train copy beside the whole split (`training.eval`).
 - A run whose process died without writing an ending (SIGKILL, power loss) reads as
   `interrupted`; `resume` starts the trainer again on the same folder and it continues from
   the last checkpoint.
@@ -60,7 +63,7 @@ from curation.auth import User, require
 from curation.errors import (EmptyTrainingSet, InvalidValue, LeakageUnresolved, RunAlreadyActive,
                              RunNotActive, RunNotFound, TrainerNotStarted)
 from curation.exporter import write_snapshot
-from curation.leakage import DEFAULT_TRAIN_FILTER, find_leakage
+from curation.leakage import DEFAULT_TRAIN_FILTER, blocking, find_leakage, paraphrases
 from curation.query import ExampleFilter
 from curation.store import RUN_COLUMNS, Store
 from training.checkpoint import check_checkpoint
@@ -140,7 +143,8 @@ def launch(store: Store, user: User, config: TrainConfig, *,
            progress: Progress | None = None) -> Run:
     """Snapshot what `where` selects (accepted train examples), write it into a new run
     folder and start the trainer process on it. Refused with `LeakageUnresolved` while eval
-    examples duplicate examples of that set, unless `allow_leakage`."""
+    examples are exact or near copies of examples of that set, unless `allow_leakage`;
+    same-meaning matches only are recorded in the manifest, not refused."""
     require(user, "train")
     from training.models import DEFAULT_BASE_MODEL, model_cache
 
@@ -152,14 +156,16 @@ def launch(store: Store, user: User, config: TrainConfig, *,
         config = dataclasses.replace(config, base_model=str(Path(config.base_model).resolve()))
     with launch_lock(runs_dir):
         _refuse_if_active(runs_dir)
-        leaks = find_leakage(store, user, where=where, progress=progress)
+        found = find_leakage(store, user, where=where, progress=progress)
+        leaks, similar = blocking(found), paraphrases(found)
         if leaks and not allow_leakage:
             shown = ", ".join(f"eval #{x['eval_id']} ~ train #{x['train_id']} ({x['method']})"
                               for x in leaks[:3])
             more = f" and {len(leaks) - 3} more" if len(leaks) > 3 else ""
             raise LeakageUnresolved(
                 f"{len(leaks)} eval example{'s' if len(leaks) != 1 else ''} duplicate train "
-                f"examples ({shown}{more}), so the evaluation would overstate the model; "
+                f"examples exactly or nearly ({shown}{more}), so the evaluation would "
+                "overstate the model; "
                 "resolve them on the Quality page (reject or move one side, or mark them not "
                 "duplicates), or train anyway with the override (`--allow-leakage`, or the "
                 "checkbox on the Training page)", leaks)
@@ -180,7 +186,8 @@ def launch(store: Store, user: User, config: TrainConfig, *,
             base_model=config.base_model, config=config.to_dict(),
             model_cache=str(Path(cache).resolve()), created_by=user.name,
             created_at=now_iso(),
-            leakage={"pairs": leaks, "overridden_by": user.name if leaks else None}).to_json())
+            leakage={"pairs": leaks, "overridden_by": user.name if leaks else None,
+                     **({"paraphrases": similar} if similar else {})}).to_json())
         _start(run_dir, cache)
     record_runs(store, runs_dir)
     return read_run(run_dir)

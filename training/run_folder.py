@@ -147,13 +147,19 @@ class RunManifest(_Record):
     model_cache: str | None = None
     created_by: str | None = None
     created_at: str | None = None
-    leakage: dict[str, Any] = field(default_factory=dict)  # {"pairs", "overridden_by"}
+    # {"pairs", "overridden_by", "paraphrases" (same-meaning matches, not refused; if any)}
+    leakage: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def leaked_pairs(self) -> list[dict[str, Any]]:
         """The eval/train pairs that leaked when the run was launched with the override."""
         return self.leakage.get("pairs") or []
+
+    @property
+    def paraphrase_pairs(self) -> list[dict[str, Any]]:
+        """Eval/train pairs that mean the same but are no copy: trained over with a warning."""
+        return self.leakage.get("paraphrases") or []
 
     @property
     def leakage_overridden_by(self) -> str | None:
@@ -229,7 +235,16 @@ class EvalResult(_Record):
     wall_seconds: float | None = None
     wall_seconds_by_system: dict[str, float] = field(default_factory=dict)
     examples: list[dict[str, Any]] = field(default_factory=list)
+    # the primary metric on the whole split and without train copies (`training.eval.
+    # clean_subset`); {} in an eval.json written before it was measured
+    contamination: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        out = super().to_json()
+        if not self.contamination:  # an older result is written back as it was read
+            del out["contamination"]
+        return out
 
     def summary(self) -> dict[str, Any]:
         """The metrics of each system (zero_shot, few_shot, baseline, fine_tuned) and the
@@ -238,7 +253,7 @@ class EvalResult(_Record):
                 **{s: self.systems[s] for s in SYSTEMS}, "baseline": self.baseline,
                 "comparison": self.comparison or None, "outcomes": self.outcomes or None,
                 "verdict": self.verdict, "settings": self.settings or None,
-                "created_at": self.created_at}
+                "contamination": self.contamination or None, "created_at": self.created_at}
 
 
 def read_eval(run_dir: str | os.PathLike) -> EvalResult | None:

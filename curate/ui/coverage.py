@@ -17,6 +17,9 @@ Design decisions:
 - Saving targets runs the coverage check (cheap: counts, no embeddings), whose findings are
   the Review page's Thin labels queue; the Targets section says whether that queue matches
   the store now, with an Update button for when labels changed since.
+- The gap list is `Workspace.gaps`: ranked by shortfall x the fine-tuned model's error rate
+  per label in the latest evaluation (the rule is stated above the table), and "Fill a gap"
+  offers the labels in that order, so the first label offered is the one that hurts most.
 - Data from examples is shown as text only (dataframes, `st.text`, widget values).
 """
 
@@ -35,7 +38,7 @@ import streamlit as st
 from curate.ui.common import flash, one_line, page_path, page_start, plain, workspace
 from curation import SPLITS, CurateError, ExampleFilter
 from curation.checks import load_table
-from curation.checks.coverage import Targets, cluster_prompts, gap_list, get_targets, thin_labels
+from curation.checks.coverage import Targets, cluster_prompts, get_targets, thin_labels
 from curation.errors import WouldDuplicate
 from curation.text import first_turn, turns_text
 
@@ -199,11 +202,19 @@ def _selection(table, clusters, chosen: list[int]) -> None:
 
 # --- gap list and targets ------------------------------------------------------------------
 
-def _gap_section(gaps) -> None:
+def _gap_section(ranked) -> None:
+    gaps = ranked.gaps
     st.header("Gap list", anchor=False)
-    st.caption("Labels ranked by how many examples they lack against their target (train and "
-               "eval together, rejected ones not counted). A label without eval examples "
+    st.caption("The shortfall is how many examples a label lacks against its target (train "
+               "and eval together, rejected ones not counted). A label without eval examples "
                "cannot be evaluated; one without train examples cannot be learned.")
+    source = (f"Error rates from the evaluation of run {plain(ranked.run_id)} "
+              f"({plain(ranked.metric)}, fine-tuned model)." if ranked.run_id else
+              "No run has been evaluated yet, so every label counts as an error rate of 1 "
+              "and the order is the shortfall's.")
+    st.markdown(f":material/sort: {ranked.rule} {source}", help="Few examples and a model "
+                "that fails there: that label comes first. Error rates come from the newest "
+                "run that has an evaluation.")
     if not gaps:
         st.info("No example has a label yet: the gap list is per label.",
                 icon=":material/label_off:")
@@ -212,6 +223,9 @@ def _gap_section(gaps) -> None:
         "Label": [g.label for g in gaps], "Train": [g.train for g in gaps],
         "Eval": [g.eval for g in gaps], "Want": [g.want for g in gaps],
         "Shortfall": [g.shortfall for g in gaps],
+        "Error rate": [None if g.error_rate is None else 100 * g.error_rate for g in gaps],
+        "Scored": [g.scored for g in gaps],
+        "Rank key": [g.rank_key for g in gaps],
         "Train share": [100 * g.train_share for g in gaps],
         "Eval share": [100 * g.eval_share for g in gaps]})
     left, right = st.columns([3, 2], gap="medium")
@@ -225,7 +239,16 @@ def _gap_section(gaps) -> None:
                                                    "from the train share means eval measures "
                                                    "a different mix"),
                          "Shortfall": st.column_config.NumberColumn(
-                             help="Examples still wanted to reach the target")})
+                             help="Examples still wanted to reach the target"),
+                         "Error rate": st.column_config.NumberColumn(
+                             format="%.0f%%", help="The fine-tuned model's error rate (1 − "
+                                                   "its score) on this label's eval examples "
+                                                   "in the latest evaluation; empty: not "
+                                                   "scored (counts as 100%)"),
+                         "Scored": st.column_config.NumberColumn(
+                             help="Eval examples the error rate is measured on"),
+                         "Rank key": st.column_config.NumberColumn(
+                             format="%.2f", help="Shortfall × error rate: the list's order")})
     with right:
         bars = pd.DataFrame({"label": [g.label for g in gaps],
                              "train": [g.train for g in gaps], "eval": [g.eval for g in gaps],
@@ -362,8 +385,8 @@ def _fill_section(gaps) -> None:
     label = st.selectbox("Label", list(shortfall), key="cov_fill_label",
                          format_func=lambda lab: lab + (f" (short by {shortfall[lab]})"
                                                         if shortfall[lab] else ""),
-                         help="Ordered as the gap list: the label most short of its target "
-                              "first.")
+                         help="Ordered as the gap list: the label that hurts most (shortfall "
+                              "× the model's error rate there) first.")
     known = [e for e in store.find(ExampleFilter(label=(label,)), limit=500)
              if e.status != "rejected"]
     known.sort(key=lambda e: e.status != "accepted")
@@ -465,14 +488,14 @@ def _embedding_progress(fraction: float, message: str) -> None:
 
 table = load_table(store, progress=_embedding_progress)
 targets = get_targets(store)
-gaps = gap_list(table, targets)
+ranked = ws.gaps()
 
 map_area = st.container()
 with st.container():
-    _gap_section(gaps)
+    _gap_section(ranked)
 with st.container():
     _targets_section(targets, store.labels())
 with st.container():
-    _fill_section(gaps)
+    _fill_section(ranked.gaps)
 with map_area:
     _map_section(table)

@@ -6,7 +6,8 @@ follows it live (phase, answers, ETA,
 Cancel) in a fragment that re-reads the run folder every POLL_SECONDS: the evaluation goes on
 when the page is left, and any session shows it again (the running one is selected first).
 Then it shows what RUN_DIR/eval.json holds: the scoreboard of the three systems and the
-baseline, the verdict (decided again for another margin by `Workspace.evaluation`), the per-label
+baseline (the primary metric also without the eval examples that copy a train example, side
+by side), the verdict (decided again for another margin by `Workspace.evaluation`), the per-label
 breakdown, and every eval example's answers side by side, filtered by outcome and label.
 Below, any runs can be compared: the settings that differ and their metrics; for two runs,
 what changed in the training data per label beside each label's score (`Workspace.compare_runs`).
@@ -185,11 +186,29 @@ def _scoreboard(result: EvalResult) -> None:
         "Fine-tuned": [_points(systems["fine_tuned"][m]) for m in shown],
         "Fine-tuned − baseline": [round((systems["fine_tuned"][m] - systems[base][m]) * 100, 1)
                                   for m in shown]}, index=names)
+    clean = result.contamination.get("primary")
+    if clean:  # the primary metric without the eval examples that have a train copy
+        name = f"{METRIC_NAMES[primary]}, no train copy"
+        values = [clean[s]["clean"] for s in ("zero_shot", "few_shot", base, "fine_tuned")]
+        table.loc[name] = [_points(v) for v in values] + [
+            None if None in (values[3], values[2]) else round((values[3] - values[2]) * 100, 1)]
     table.index.name = "Metric (points)"
-    styled = table.style.format("{:.1f}").apply(
+    styled = table.style.format("{:.1f}", na_rep="–").apply(
         lambda row: ["font-weight: bold; background-color: rgba(255, 200, 0, 0.18)"
                      if row.name.endswith("(primary)") else "" for _ in row], axis=1)
-    st.dataframe(styled, key="ev_scoreboard", height=38 + 35 * len(shown))
+    st.dataframe(styled, key="ev_scoreboard", height=38 + 35 * len(table))
+    if clean:
+        c = result.contamination
+        st.caption(plain(
+            f"“No train copy”: the {c['clean_examples']} of {c['examples']} {c['rule']}. "
+            + (f"{len(c['copies'])} eval example(s) have one: "
+               + ", ".join(f"#{x['id']} ~ train #{x['train_id']} ({x['method']})"
+                           for x in c["copies"][:5])
+               + (" and more" if len(c["copies"]) > 5 else "") + "."
+               if c["copies"] else "No eval example has one, so both rows agree.")))
+    else:
+        st.caption("This evaluation predates the “no train copy” figure; evaluate again to "
+                   "see the score without eval examples that copy a train example.")
     _bars(result, shown)
 
 

@@ -19,8 +19,10 @@ Design decisions:
   content hashes and the model, parameter counts on the weights' path and modification time;
   the machine's matrix-multiply rate is kept by `training.estimate.MACHINE_RATE` (best of
   several samples, measured again when a few minutes old).
-- Leakage is previewed with `Workspace.leakage` before launch; launching over it
-  needs an explicit tick (`allow_leakage=True`), and the library refuses otherwise.
+- Leakage is previewed with `Workspace.leakage` before launch; launching over an exact or
+  near copy needs an explicit tick (`allow_leakage=True`), and the library refuses
+  otherwise. Same-meaning matches alone (paraphrases) are shown as a warning and never
+  block, as in the library (`curation.leakage.BLOCKING_METHODS`).
 - The run selector's key (`tr_view`) is only ever set before the selector is drawn: code
   that runs after it (Launch) leaves the run to show in `tr_show` for the next run of the
   script, as Streamlit refuses changes to a widget's value once it exists.
@@ -45,7 +47,7 @@ import streamlit as st
 from curate.ui.common import flash, page_path, page_start, plain, show_error, workspace
 from curation import CurateError, Example
 from curation.errors import LeakageUnresolved, RunAlreadyActive
-from curation.leakage import DEFAULT_TRAIN_FILTER
+from curation.leakage import DEFAULT_TRAIN_FILTER, blocking, paraphrases
 from curation.text import duration
 from training.config import TrainConfig, help_text
 from training.estimate import (FLOPS_PER_PARAMETER_TOKEN, MATMUL_SAMPLES, RATE_MAX_AGE,
@@ -251,31 +253,46 @@ def _leakage_section() -> list[dict[str, Any]] | None:
                      icon=":material/warning:")
         return None
     slot.empty()
-    if leaks:
-        _show_leaks(leaks)
-    return leaks
+    if paraphrases(leaks):
+        _show_paraphrases(paraphrases(leaks))
+    if blocking(leaks):
+        _show_leaks(blocking(leaks))
+    return blocking(leaks)
+
+
+def _show_paraphrases(leaks: list[dict[str, Any]]) -> None:
+    with st.container(border=True, key="tr_paraphrases"):
+        st.warning(f"**{len(leaks)} eval example(s) mean the same as a train example** "
+                   "(worded differently, no copy). This does not stop training; the "
+                   "evaluation reports its score with and without the eval examples that "
+                   "have a train copy.", icon=":material/compare_arrows:")
+        _leak_table(leaks, "tr_paraphrase_table")
 
 
 def _show_leaks(leaks: list[dict[str, Any]]) -> None:
     with st.container(border=True, key="tr_leaks"):
         st.warning(f"**{len(leaks)} eval example(s) duplicate train examples of this "
-                   "snapshot.** The model would be evaluated on examples it has trained on, "
-                   "so the evaluation would overstate it. Settle them on the Quality page "
-                   "(usually by rejecting the eval copy), or train anyway.",
-                   icon=":material/join_inner:")
-        st.dataframe(pd.DataFrame({
-            "Eval example": [leak["eval_id"] for leak in leaks],
-            "Train example": [leak["train_id"] for leak in leaks],
-            "Method": [leak["method"] for leak in leaks],
-            "Similarity": [leak["similarity"] for leak in leaks]}),
-            hide_index=True, key="tr_leak_table", height=38 + 35 * min(len(leaks), 6),
-            column_config={"Similarity": st.column_config.ProgressColumn(
-                format="percent", min_value=0.0, max_value=1.0),
-                "Eval example": st.column_config.NumberColumn(format="%d"),
-                "Train example": st.column_config.NumberColumn(format="%d")})
+                   "snapshot** (exact or near copies). The model would be evaluated on "
+                   "examples it has trained on, so the evaluation would overstate it. Settle "
+                   "them on the Quality page (usually by rejecting the eval copy), or train "
+                   "anyway.", icon=":material/join_inner:")
+        _leak_table(leaks, "tr_leak_table")
         if st.button("Settle them on the Quality page", key="tr_to_quality",
                      icon=":material/cleaning_services:"):
             st.switch_page(page_path("quality"), query_params={"check": "leakage"})
+
+
+def _leak_table(leaks: list[dict[str, Any]], key: str) -> None:
+    st.dataframe(pd.DataFrame({
+        "Eval example": [leak["eval_id"] for leak in leaks],
+        "Train example": [leak["train_id"] for leak in leaks],
+        "Method": [leak["method"] for leak in leaks],
+        "Similarity": [leak["similarity"] for leak in leaks]}),
+        hide_index=True, key=key, height=38 + 35 * min(len(leaks), 6),
+        column_config={"Similarity": st.column_config.ProgressColumn(
+            format="percent", min_value=0.0, max_value=1.0),
+            "Eval example": st.column_config.NumberColumn(format="%d"),
+            "Train example": st.column_config.NumberColumn(format="%d")})
 
 
 def _launch(config: TrainConfig, allow_leakage: bool) -> None:
@@ -379,6 +396,9 @@ def _run_view(run_id: str, was_active: bool) -> None:
         st.warning(f"Trained despite {len(leaked)} eval example(s) duplicating train examples "
                    f"(override by {plain(m.leakage_overridden_by)}): "
                    "its evaluation will overstate the model.", icon=":material/join_inner:")
+    if m.paraphrase_pairs:
+        st.caption(f":material/compare_arrows: {len(m.paraphrase_pairs)} eval example(s) "
+                   "meant the same as a train example at launch (paraphrases, not refused).")
     if run.metrics:
         _loss_chart(run)
     data = s.data

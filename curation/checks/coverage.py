@@ -11,6 +11,12 @@ Design decisions:
   the workspace settings. The gap list ranks labels by shortfall and shows the train and eval
   counts, because a label missing from eval cannot be evaluated and one missing from train
   cannot be learned.
+- Ranked by what hurts (`rank_gaps`, stated to people as `RANK_RULE`): the gap list ranks by
+  shortfall x error rate, the error rate being the fine-tuned model's (1 - its primary metric)
+  on the label's eval examples, so "few examples and the model fails there" comes first. A
+  label no evaluation scored counts as an error rate of 1 (nothing shows the model handles
+  it), so with no evaluation at all the order is the plain shortfall order. The error rates
+  are passed in: the core does not read runs (`curate.Workspace.gaps` joins them).
 - One definition of "thin": `gap_list` (over a check's table) and `store_gaps` (counts in
   the store, cheap enough for every Overview load) share `_gaps`, the same examples (not deleted,
   not rejected) and the workspace's targets, so Overview, the Coverage page and the check
@@ -23,6 +29,7 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from datetime import datetime
 
@@ -113,6 +120,39 @@ def _gaps(train: Counter, evals: Counter, targets: Targets) -> list[Gap]:
                 round(train[label] / n_train, 4), round(evals[label] / n_eval, 4))
             for label in labels]
     return sorted(gaps, key=lambda g: (-g.shortfall, g.train + g.eval, g.label))
+
+
+RANK_RULE = ("Ranked by shortfall × error rate, highest first: the error rate is the "
+             "fine-tuned model's (1 − its score) on the label's eval examples in the latest "
+             "evaluation, and a label it did not score counts as 1; ties go to the higher "
+             "error rate, then to the larger shortfall.")
+
+
+@dataclass(frozen=True)
+class RankedGap(Gap):
+    """A label's gap with the model's error rate there and the key it is ranked by."""
+
+    error_rate: float | None  # None: no evaluation scored this label
+    scored: int  # eval examples the error rate is measured on
+    rank_key: float  # shortfall x error rate (1 when not scored)
+
+
+def rank_gaps(gaps: Iterable[Gap], error_rates: Mapping[str, float],
+              scored: Mapping[str, int] | None = None) -> list[RankedGap]:
+    """The gaps ranked by `RANK_RULE`: shortfall x error rate, highest first; a label missing
+    from `error_rates` counts as an error rate of 1. Ties: the higher error rate, then the
+    gap list's own order (larger shortfall, fewer examples, name). `scored` gives the eval
+    examples each rate is measured on."""
+    for label, rate in error_rates.items():
+        if not 0.0 <= rate <= 1.0:
+            raise InvalidValue(f"error rate {rate} of label {label!r} is not in [0, 1]")
+    ranked = [RankedGap(**asdict(g), error_rate=error_rates.get(g.label),
+                        scored=(scored or {}).get(g.label, 0) if g.label in error_rates else 0,
+                        rank_key=round(g.shortfall * error_rates.get(g.label, 1.0), 4))
+              for g in gaps]
+    return sorted(ranked, key=lambda g: (
+        -g.rank_key, -(1.0 if g.error_rate is None else g.error_rate), -g.shortfall,
+        g.train + g.eval, g.label))
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,10 @@ Design decisions:
   the most complete (longest), then the oldest.
 - Pairs an SME marked "not duplicates" are passed in as `ignore_pairs` and never joined (and
   never put in one keeper group).
+- Leakage names each eval example's strongest match (exact, then near, then same-meaning; the
+  closest train example by that method) and the strongest method per train example
+  (`train_methods`): exact and near copies stop a launch, same-meaning ones only warn
+  (`curation.leakage`), so a paraphrase must not hide a copy.
 """
 
 from __future__ import annotations
@@ -189,13 +193,30 @@ def group_findings(table: ExampleTable, pairs: dict[tuple[int, int], float], kin
 
 # --- exact ---------------------------------------------------------------------------------
 
-def exact_pairs(table: ExampleTable, scope: Scope = "conversation") -> dict[tuple[int, int], float]:
-    """Pairs (row a, row b), a < b, of examples equal after normalisation; similarity 1."""
+def exact_groups(table: ExampleTable, scope: Scope = "conversation") -> list[list[int]]:
+    """Rows equal after normalisation, in groups of two or more (row order)."""
     by_text: dict[str, list[int]] = defaultdict(list)
     for i, text in enumerate(_texts(table, scope)):
         by_text[normalize(text)].append(i)
-    return {(rows[0], other): 1.0 for rows in by_text.values() if len(rows) > 1
-            for other in rows[1:]}
+    return [rows for rows in by_text.values() if len(rows) > 1]
+
+
+def exact_pairs(table: ExampleTable, scope: Scope = "conversation") -> dict[tuple[int, int], float]:
+    """Pairs (row a, row b), a < b, of examples equal after normalisation; similarity 1: each
+    group's first row with each of the others (the groups are `exact_groups`)."""
+    return {(rows[0], other): 1.0 for rows in exact_groups(table, scope) for other in rows[1:]}
+
+
+def _eval_train_pairs(table: ExampleTable, groups: list[list[int]]
+                      ) -> dict[tuple[int, int], float]:
+    """Every (eval, train) pair within each group, as (smaller row, larger row): exact
+    duplicates are an equivalence, so each eval copy is a copy of each train one."""
+    pairs = {}
+    for rows in groups:
+        evals = [r for r in rows if table.splits[r] == "eval"]
+        trains = [r for r in rows if table.splits[r] == "train"]
+        pairs.update({(min(e, t), max(e, t)): 1.0 for e in evals for t in trains})
+    return pairs
 
 
 # --- near ----------------------------------------------------------------------------------
@@ -383,20 +404,24 @@ class LeakageCheck:
     description: str = ("Eval examples that are exact, near or same-meaning duplicates of a "
                         "train example. The model will have seen them in training, so the "
                         "evaluation overstates it; keep the train copy and reject the eval "
-                        "one.")
+                        "one. Exact and near copies stop a training launch; same-meaning "
+                        "ones (paraphrases) only warn.")
 
     def run(self, table: ExampleTable, progress: Progress | None = None,
             ignore_pairs: PairSet = frozenset()) -> CheckResult:
         leaks: dict[int, tuple[int, str, float]] = {}  # eval row -> its closest train row
-        leaked_to: dict[int, set[int]] = {}  # eval row -> every train row it duplicates
-        for check in (EXACT, NEAR, SEMANTIC):
-            for (a, b), sim in check.pairs(table, progress).items():
+        leaked_to: dict[int, dict[int, str]] = {}  # eval row -> {train id: strongest method}
+        for check in (EXACT, NEAR, SEMANTIC):  # strongest method first
+            pairs = (_eval_train_pairs(table, exact_groups(table)) if check is EXACT
+                     else check.pairs(table, progress))
+            for (a, b), sim in pairs.items():
                 if (table.ids[a], table.ids[b]) in ignore_pairs:
                     continue
                 for ev, tr in ((a, b), (b, a)):
                     if table.splits[ev] == "eval" and table.splits[tr] == "train":
-                        leaked_to.setdefault(ev, set()).add(table.ids[tr])
-                        if ev not in leaks or leaks[ev][2] < sim:
+                        leaked_to.setdefault(ev, {}).setdefault(table.ids[tr], check.method)
+                        if ev not in leaks or (leaks[ev][1] == check.method
+                                               and leaks[ev][2] < sim):
                             leaks[ev] = (tr, check.method, sim)
         findings = []
         for i in range(len(table)):
@@ -409,8 +434,10 @@ class LeakageCheck:
                                         {"group": sorted([table.ids[i], table.ids[tr]]),
                                          "keeper": table.ids[_keeper(table, [i, tr])],
                                          "train_id": table.ids[tr],
-                                         "train_ids": sorted(leaked_to[i]), "method": method,
-                                         "similarity": round(sim, 4)}))
+                                         "train_ids": sorted(leaked_to[i]),
+                                         "train_methods": {str(t): m for t, m in
+                                                           sorted(leaked_to[i].items())},
+                                         "method": method, "similarity": round(sim, 4)}))
             elif table.splits[i] == "eval":
                 findings.append(Finding(table.ids[i], 1.0, False, "not seen in train"))
         return CheckResult(self.name, findings, {"eval_examples": sum(
