@@ -21,7 +21,8 @@ from curation.store import Store
 if TYPE_CHECKING:
     from curation.checks import Progress
 
-DEFAULT_TRAIN_FILTER = ExampleFilter(status=("accepted",), split=("train",))
+# what a run trains on: never an example that still needs an answer
+DEFAULT_TRAIN_FILTER = ExampleFilter(status=("accepted",), split=("train",), needs_answer=False)
 
 
 def find_leakage(store: Store, user: User, *, where: ExampleFilter = DEFAULT_TRAIN_FILTER,

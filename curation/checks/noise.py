@@ -169,6 +169,7 @@ class OutlierCheck:
 @dataclass
 class MismatchCheck:
     name: str = "answer_mismatch"
+    answered_only: bool = True  # compares each answer with the questions
     title: str = "Answer does not fit the question"
     description: str = ("Answers that match many other questions in the dataset better than "
                         "their own: pasted into the wrong example, truncated, or generic. "
