@@ -195,7 +195,7 @@ with act_col:
             st.error(plain(str(exc)), icon=":material/error:")
         else:
             flash("browse", f"{ACTION_LABELS[action]}: {result.summary()}.",
-                  ":material/done_all:", kind="success", details=dict(result.conflicts))
+                  ":material/done_all:", kind="success", details=result.skipped())
             st.session_state["browse_generation"] = generation + 1
             st.rerun()
 
