@@ -3,7 +3,7 @@
 
 The dataset is imported as pending; then, deterministically, about one example in seven of
 each label moves to the eval split and about two in five of the rest are accepted, so the
-Overview page shows a review in progress. Three new tickets without an answer or a label
+Overview page shows a review in progress. Three new, labelled tickets without an answer
 (`unanswered.jsonl`) come in last, with `--unanswered`: the prompts that need an answer,
 which the Review queue "Needs answer" holds. Every change is an ordinary audited update by the
 acting user (an admin: loading the demo is an import). What is planted in the data

@@ -538,13 +538,22 @@ def parse_mapping(text: str | None, *, unanswered: bool = False) -> dict[str, st
             raise InvalidValue(f"mapping target {target!r} is not one of "
                                f"{', '.join(MAPPING_TARGETS)}")
         mapping[target] = column
-    if mapping and unanswered and "prompt" not in mapping:
+    if mapping:
+        check_mapping(mapping, unanswered=unanswered)
+    return mapping
+
+
+def check_mapping(mapping: dict[str, str], *, unanswered: bool = False) -> None:
+    """InvalidValue unless the mapping names a prompt column and, without `unanswered`, a
+    response column."""
+    from curation.errors import InvalidValue
+
+    if unanswered and "prompt" not in mapping:
         raise InvalidValue("a mapping needs at least prompt=COLUMN")
-    if mapping and not unanswered and not {"prompt", "response"} <= set(mapping):
+    if not unanswered and not {"prompt", "response"} <= set(mapping):
         raise InvalidValue("a mapping needs at least prompt=COLUMN and response=COLUMN (with "
                            "--unanswered, prompt=COLUMN alone imports prompts that need an "
                            "answer)")
-    return mapping
 
 
 # --- output formats --------------------------------------------------------------------------

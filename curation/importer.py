@@ -66,7 +66,7 @@ from curation._files import open_private, private_dir
 from curation.auth import User, require
 from curation.errors import CurateError, InvalidValue, NotUtf8, UnreadableFile
 from curation.formats import (DEFAULT_MAX_FIELD_CHARS, INPUT_FORMATS, RecordError,
-                              detect_format, needs_answer, to_draft)
+                              check_mapping, detect_format, needs_answer, to_draft)
 from curation.query import SPLITS, STATUSES
 from curation.store import Store, utcnow
 
@@ -168,6 +168,7 @@ def import_file(store: Store, path: str | os.PathLike, *, fmt: str = "auto",
     if status not in STATUSES:
         raise InvalidValue(f"status {status!r} is not one of {', '.join(STATUSES)}")
     if mapping:
+        check_mapping(mapping, unanswered=unanswered)
         fmt = "mapped"
     elif fmt == "mapped":
         raise InvalidValue("format 'mapped' needs a column mapping, e.g. prompt=text,"

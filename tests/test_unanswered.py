@@ -335,3 +335,14 @@ def test_review_reject_without_answering_keeps_the_prompt_as_it_is(mixed, monkey
     assert not at.exception and not at.error
     after = mixed.get(target.id)
     assert after.status == "rejected" and after.messages == target.messages
+
+
+def test_import_file_checks_a_mapping_given_directly(empty_store, tmp_path):
+    """A library caller's mapping without a response column is refused (it used to end in a
+    KeyError on the first row), unless unanswered."""
+    path = _csv(tmp_path / "q.csv", [["text"], ["Where is my card?"]])
+    with pytest.raises(InvalidValue, match="response=COLUMN"):
+        import_file(empty_store, path, mapping={"prompt": "text"}, user=ADA)
+    assert empty_store.count() == 0
+    with pytest.raises(InvalidValue, match="prompt=COLUMN"):
+        import_file(empty_store, path, mapping={"label": "text"}, user=ADA, unanswered=True)
