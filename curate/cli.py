@@ -244,15 +244,23 @@ def doctor(db, restore, as_json):
 @click.option("--tag", "tags", multiple=True, help="Tag added to every example (repeatable).")
 @click.option("--max-field-chars", type=int, default=DEFAULT_MAX_FIELD_CHARS,
               show_default=True, help="Longest accepted text field.")
+@click.option("--unanswered", is_flag=True,
+              help="Also import prompts without an answer (a chat ending with a user turn, "
+                   "an empty Alpaca output or completion, a --map without response): stored "
+                   "as pending and 'needs answer', never exported or trained on until "
+                   "answered. Example: curate import questions.csv --map prompt=text "
+                   "--unanswered")
 @actor_option
 @json_option
-def import_(file, db, fmt, mapping, split, status, source, tags, max_field_chars, actor, as_json):
+def import_(file, db, fmt, mapping, split, status, source, tags, max_field_chars, unanswered,
+            actor, as_json):
     """Import examples from JSONL, a JSON array or CSV; bad lines are reported, not fatal.
 
     \b
     Examples:
       curate import data/demo/support_tickets.jsonl --status accepted
       curate import tickets.csv --map prompt=text,response=reply,label=category --split eval
+      curate import questions.csv --map prompt=text,label=category --unanswered
     """
     with _open(db, actor) as workspace:
         bar = None
@@ -267,8 +275,9 @@ def import_(file, db, fmt, mapping, split, status, source, tags, max_field_chars
             bar.update(done - bar.pos)
 
         report, saved = workspace.import_file(
-            file, fmt=fmt, mapping=parse_mapping(mapping), split=split, status=status,
-            source=source, tags=tags, max_field_chars=max_field_chars, progress=progress)
+            file, fmt=fmt, mapping=parse_mapping(mapping, unanswered=unanswered), split=split,
+            status=status, source=source, tags=tags, max_field_chars=max_field_chars,
+            unanswered=unanswered, progress=progress)
         if bar is not None:
             bar.__exit__(None, None, None)
     if as_json:
@@ -316,6 +325,8 @@ def export(out, db, fmt, statuses, splits, labels, name, actor, as_json):
     else:
         if result.note:
             click.echo(result.note)
+        if result.left_out_note:
+            click.echo(result.left_out_note)
         click.echo(f"wrote {result.count:,} examples to {result.path} ({fmt}); snapshot "
                    f"{result.snapshot.id}, manifest {result.manifest_path}")
 

@@ -299,6 +299,11 @@ class Workspace:
         stats = self.store.stats()
         by_status = stats["by_status"]
         found = []
+        unanswered = self.store.count(ExampleFilter(needs_answer=True))
+        if unanswered:
+            found.append(Attention(f"{unanswered:,} prompts need an answer; they are not "
+                                   "exported or trained on until answered (Review page, "
+                                   "queue 'Needs answer').", "review"))
         if by_status.get("pending"):
             found.append(Attention(f"{by_status['pending']:,} examples wait for a first "
                                    "decision (Review page, queue 'Pending first').", "review"))

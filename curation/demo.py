@@ -3,7 +3,9 @@
 
 The dataset is imported as pending; then, deterministically, about one example in seven of
 each label moves to the eval split and about two in five of the rest are accepted, so the
-Overview page shows a review in progress. Every change is an ordinary audited update by the
+Overview page shows a review in progress. Three new, labelled tickets without an answer
+(`unanswered.jsonl`) come in last, with `--unanswered`: the prompts that need an answer,
+which the Review queue "Needs answer" holds. Every change is an ordinary audited update by the
 acting user (an admin: loading the demo is an import). What is planted in the data
 (duplicates, mislabels, a thin label) is listed in `data/README.md`.
 """
@@ -18,6 +20,7 @@ from curation.importer import ImportReport, import_file
 from curation.store import Store
 
 DEMO_FILE = Path(__file__).resolve().parent / "demo_data" / "support_tickets.jsonl"
+UNANSWERED_FILE = DEMO_FILE.with_name("unanswered.jsonl")
 
 
 def load_demo(store: Store, *, user: User, path: Path = DEMO_FILE) -> ImportReport:
@@ -36,6 +39,8 @@ def load_demo(store: Store, *, user: User, path: Path = DEMO_FILE) -> ImportRepo
         elif _fraction(example.external_id or str(example.id)) < 0.4:
             store.update(example.id, base_version=example.version, actor=actor,
                          status="accepted")
+    if path == DEMO_FILE:
+        import_file(store, UNANSWERED_FILE, source="demo", user=user, unanswered=True)
     return report
 
 

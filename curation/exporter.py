@@ -16,6 +16,10 @@ Design decisions:
 - Reuse is said, not silent: when the filters over unchanged data give a snapshot that
   already exists, the export is written from it under its first name, and the result, the
   CLI, the app and the manifest say so (`snapshot_reused`, `note`).
+- Examples that need an answer (imported with `--unanswered`) are never exported: the
+  snapshot leaves them out (`curation.store._snapshots`), and the result and the manifest
+  say how many the filters matched (`left_out`, `left_out_note`), counted when the file is
+  written.
 - Each line carries the example's external id (as `id`), label, tags and a `metadata` object
   (Curate id, version, split, status, source); importing the file again gives back the same
   conversations, labels and tags.
@@ -60,13 +64,25 @@ class ExportResult:
     snapshot_reused: bool = False
     note: str | None = None  # says so when an existing snapshot was reused
     removed_temp_files: tuple[Path, ...] = ()  # leftovers of killed exports, removed
+    left_out: dict[str, int] | None = None  # matched the filters, never exported: by reason
+
+    @property
+    def left_out_note(self) -> str | None:
+        """A sentence on the examples left out, or None when there are none."""
+        n = (self.left_out or {}).get("needs_answer", 0)
+        if not n:
+            return None
+        return (f"{n:,} example{'s' if n != 1 else ''} matching the filters "
+                f"{'need' if n != 1 else 'needs'} an answer and "
+                f"{'were' if n != 1 else 'was'} left out (answer them in Review first)")
 
     def to_dict(self) -> dict[str, Any]:
         return {"path": str(self.path), "manifest": str(self.manifest_path),
                 "format": self.format, "count": self.count, "file_sha256": self.file_sha256,
                 "snapshot_id": self.snapshot.id, "snapshot_hash": self.snapshot.content_hash,
                 "snapshot_name": self.snapshot.name, "snapshot_reused": self.snapshot_reused,
-                "note": self.note}
+                "note": self.note, "left_out": self.left_out,
+                "left_out_note": self.left_out_note}
 
 
 def export_jsonl(store: Store, out_path: str | os.PathLike, *, fmt: str = "openai",
@@ -111,7 +127,7 @@ def write_snapshot(store: Store, snapshot_id: str, out_path: str | os.PathLike, 
             count += 1
     manifest_path = out_path.with_name(out_path.name.removesuffix(".jsonl") + ".manifest.json")
     result = ExportResult(out_path, manifest_path, fmt, count, digest.hexdigest(), snapshot,
-                          note is not None, note, removed)
+                          note is not None, note, removed, store.left_out(snapshot_id))
     manifest = {**result.to_dict(), "filters": snapshot.filters, "snapshot_name": snapshot.name,
                 "exported_at": utcnow().isoformat() + "Z"}
     with _atomic(manifest_path) as f:

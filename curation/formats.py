@@ -15,6 +15,14 @@ Design decisions:
   turns in `history`, as LLaMA-Factory does).
 - Unknown top-level keys are ignored (datasets carry extra columns); unknown keys inside a
   message are refused, because dropping them would silently change what is trained on.
+- Unanswered prompts (`unanswered=True`, `curate import --unanswered`): the conversation may
+  then end with a user turn instead (no assistant turn at all, or a multi-turn conversation
+  whose last user turn waits for its answer): an openai/sharegpt conversation ending with a
+  user turn, an Alpaca record with no or a blank `output`, a prompt with no or a blank
+  `completion`, a mapped row with no response column or an empty cell. Such an example
+  *needs an answer* (`needs_answer`): the shape itself is the mark, so it can never disagree
+  with the text. Without the flag each of these is rejected as before, and the message says
+  that `--unanswered` would keep it.
 """
 
 from __future__ import annotations
@@ -58,6 +66,10 @@ CODES: dict[str, str] = {
     "duplicate_in_file": "The same example (conversation and label, and no other external "
                          "id) appeared earlier in the same file; it is imported once.",
 }
+
+# Appended to a rejection that `--unanswered` would have accepted.
+UNANSWERED_HINT = ("; to keep it as a prompt that needs an answer, import with --unanswered "
+                   "(in the app: tick 'Prompts without an answer')")
 
 _ROLES = ("system", "user", "assistant")
 _SHAREGPT_ROLES = {"system": "system", "human": "user", "user": "user", "gpt": "assistant",
@@ -108,6 +120,11 @@ def content_hash(messages: list[dict[str, str]]) -> str:
         [{"role": m["role"], "content": m["content"]} for m in messages])).hexdigest()
 
 
+def needs_answer(messages: list[dict[str, str]]) -> bool:
+    """Whether a (valid) conversation waits for its answer: it ends with a user turn."""
+    return bool(messages) and messages[-1]["role"] == "user"
+
+
 def search_text(messages: list[dict[str, str]]) -> str:
     """All turns' contents, one after another: what text search and embeddings read."""
     return "\n".join(m["content"] for m in messages)
@@ -116,8 +133,10 @@ def search_text(messages: list[dict[str, str]]) -> str:
 # --- the conversation rule -------------------------------------------------------------------
 
 def check_conversation(messages: Any, max_chars: int = DEFAULT_MAX_FIELD_CHARS,
-                       where: str = "messages") -> list[dict[str, str]]:
-    """Validate a list of {role, content} messages; return it with line endings cleaned."""
+                       where: str = "messages", *, unanswered: bool = False
+                       ) -> list[dict[str, str]]:
+    """Validate a list of {role, content} messages; return it with line endings cleaned.
+    `unanswered`: it may also end with a user turn (a prompt that needs an answer)."""
     if not isinstance(messages, list) or not messages:
         raise RecordError("missing_messages_list", f"`{where}` must be a non-empty list", where)
     cleaned = []
@@ -139,16 +158,18 @@ def check_conversation(messages: Any, max_chars: int = DEFAULT_MAX_FIELD_CHARS,
                               f"{at}.role")
         cleaned.append({"role": role,
                         "content": check_text(content, f"{at}.content", max_chars)})
-    _check_turn_order(cleaned, where)
+    _check_turn_order(cleaned, where, unanswered)
     return cleaned
 
 
-def _check_turn_order(messages: list[dict[str, str]], where: str) -> None:
+def _check_turn_order(messages: list[dict[str, str]], where: str, unanswered: bool) -> None:
     roles = [m["role"] for m in messages]
-    if "assistant" not in roles:
+    if "assistant" not in roles and not unanswered:
         raise RecordError("example_missing_assistant_message",
                           f"`{where}` has no assistant turn", where)
     turns = roles[1:] if roles[0] == "system" else roles
+    if not turns:
+        raise RecordError("invalid_turn_order", f"`{where}` has no user turn", where)
     if "system" in turns:
         i = roles.index("system", 1 if roles[0] == "system" else 0)
         raise RecordError("invalid_turn_order",
@@ -161,7 +182,7 @@ def _check_turn_order(messages: list[dict[str, str]], where: str) -> None:
             raise RecordError("invalid_turn_order",
                               f"{where}[{at}] is {got}; turns must alternate user, assistant",
                               f"{where}[{at}].role")
-    if turns[-1] != "assistant":
+    if turns[-1] != "assistant" and not (unanswered and turns[-1] == "user"):
         raise RecordError("invalid_turn_order",
                           f"`{where}` ends with a {turns[-1]} turn; the last turn must be "
                           "assistant", where)
@@ -261,12 +282,31 @@ def detect_format(record: dict) -> str:
 
 
 def to_draft(record: Any, fmt: str = "auto", mapping: dict[str, str] | None = None,
-             max_chars: int = DEFAULT_MAX_FIELD_CHARS) -> Draft:
-    """Turn one parsed record into a validated Draft, or raise RecordError."""
+             max_chars: int = DEFAULT_MAX_FIELD_CHARS, *, unanswered: bool = False) -> Draft:
+    """Turn one parsed record into a validated Draft, or raise RecordError. `unanswered`:
+    a record without an answer becomes a conversation ending with its user turn.
+
+    Without it, a record refused only for lacking its answer (it would pass with it) gets
+    UNANSWERED_HINT appended to its message: found by validating it again, which costs
+    time on rejected records only."""
+    try:
+        return _to_draft(record, fmt, mapping, max_chars, unanswered)
+    except RecordError as err:
+        if unanswered:
+            raise
+        try:
+            _to_draft(record, fmt, mapping, max_chars, True)
+        except RecordError:
+            raise err from None
+        raise RecordError(err.code, err.message + UNANSWERED_HINT, err.field) from None
+
+
+def _to_draft(record: Any, fmt: str, mapping: dict[str, str] | None, max_chars: int,
+              unanswered: bool) -> Draft:
     if not isinstance(record, dict):
         raise RecordError("data_type", f"the record is {_type_name(record)}, not an object")
     if fmt == "mapped":
-        return from_mapped(record, mapping or {}, max_chars)
+        return from_mapped(record, mapping or {}, max_chars, unanswered)
     if fmt in ("auto", "openai") and "messages" in record:
         draft = _openai_fast(record, max_chars)
         if draft is not None:
@@ -275,7 +315,7 @@ def to_draft(record: Any, fmt: str = "auto", mapping: dict[str, str] | None = No
         fmt = detect_format(record)
     reader = {"openai": from_openai, "alpaca": from_alpaca,
               "prompt_completion": from_prompt_completion, "sharegpt": from_sharegpt}[fmt]
-    return Draft(messages=reader(record, max_chars), **_metadata(record, max_chars))
+    return Draft(messages=reader(record, max_chars, unanswered), **_metadata(record, max_chars))
 
 
 def _openai_fast(record: dict, max_chars: int) -> Draft | None:
@@ -335,18 +375,27 @@ def _encodable(text: str) -> bool:
     return True
 
 
-def from_openai(record: dict, max_chars: int) -> list[dict[str, str]]:
+def _blank(value: Any) -> bool:
+    """No answer given: the value is missing (None) or blank text."""
+    return value is None or (isinstance(value, str) and not value.strip())
+
+
+def from_openai(record: dict, max_chars: int,
+                unanswered: bool = False) -> list[dict[str, str]]:
     if "messages" not in record:
         raise RecordError("missing_messages_list", "no `messages` key", "messages")
-    return check_conversation(record["messages"], max_chars)
+    return check_conversation(record["messages"], max_chars, unanswered=unanswered)
 
 
-def from_alpaca(record: dict, max_chars: int) -> list[dict[str, str]]:
-    for key in ("instruction", "output"):
+def from_alpaca(record: dict, max_chars: int,
+                unanswered: bool = False) -> list[dict[str, str]]:
+    no_answer = unanswered and _blank(record.get("output"))
+    for key in ("instruction",) if no_answer else ("instruction", "output"):
         if key not in record:
             raise RecordError("missing_field", f"Alpaca record has no `{key}`", key)
     instruction = check_text(record["instruction"], "instruction", max_chars)
-    check_text(record["output"], "output", max_chars)
+    if not no_answer:
+        check_text(record["output"], "output", max_chars)
     if record.get("system"):
         check_text(record["system"], "system", max_chars)
     extra_input = record.get("input") or ""
@@ -365,16 +414,26 @@ def from_alpaca(record: dict, max_chars: int) -> list[dict[str, str]]:
                               f"history[{i}]")
         messages += [{"role": "user", "content": pair[0]},
                      {"role": "assistant", "content": pair[1]}]
-    messages += [{"role": "user", "content": prompt},
-                 {"role": "assistant", "content": record["output"]}]
-    return check_conversation(messages, max_chars)
+    messages.append({"role": "user", "content": prompt})
+    if not no_answer:
+        messages.append({"role": "assistant", "content": record["output"]})
+    return check_conversation(messages, max_chars, unanswered=no_answer)
 
 
-def from_prompt_completion(record: dict, max_chars: int) -> list[dict[str, str]]:
-    for key in ("prompt", "completion"):
+def from_prompt_completion(record: dict, max_chars: int,
+                           unanswered: bool = False) -> list[dict[str, str]]:
+    completion = record.get("completion")
+    no_answer = unanswered and (_blank(completion) or completion == [])
+    for key in ("prompt",) if no_answer else ("prompt", "completion"):
         if key not in record:
             raise RecordError("missing_field", f"prompt/completion record has no `{key}`", key)
-    prompt, completion = record["prompt"], record["completion"]
+    prompt = record["prompt"]
+    if no_answer:
+        if isinstance(prompt, list):
+            return check_conversation(prompt, max_chars, "prompt", unanswered=True)
+        check_text(prompt, "prompt", max_chars)
+        return check_conversation([{"role": "user", "content": prompt}], max_chars,
+                                  unanswered=True)
     if isinstance(prompt, list) != isinstance(completion, list):
         raise RecordError("wrong_type", "prompt and completion must both be text or both be "
                                         "message lists", "completion")
@@ -393,7 +452,8 @@ def from_prompt_completion(record: dict, max_chars: int) -> list[dict[str, str]]
                                {"role": "assistant", "content": completion}], max_chars)
 
 
-def from_sharegpt(record: dict, max_chars: int) -> list[dict[str, str]]:
+def from_sharegpt(record: dict, max_chars: int,
+                  unanswered: bool = False) -> list[dict[str, str]]:
     turns = record.get("conversations")
     if not isinstance(turns, list) or not turns:
         raise RecordError("missing_messages_list", "`conversations` must be a non-empty list",
@@ -419,15 +479,18 @@ def from_sharegpt(record: dict, max_chars: int) -> list[dict[str, str]]:
                                                    "system, human or gpt", f"{at}.from")
         check_text(turn["value"], f"{at}.value", max_chars)
         messages.append({"role": role, "content": turn["value"]})
-    return check_conversation(messages, max_chars, "conversations")
+    return check_conversation(messages, max_chars, "conversations", unanswered=unanswered)
 
 
-def from_mapped(record: dict, mapping: dict[str, str], max_chars: int) -> Draft:
+def from_mapped(record: dict, mapping: dict[str, str], max_chars: int,
+                unanswered: bool = False) -> Draft:
     """A CSV row or JSON object with user-named columns (`prompt=text,response=answer,...`).
 
     Every error names the user's column (`query`), never an internal field
     (`messages[0].content`): the mapped texts are checked column by column, and the
     conversation they make (optional system, user, assistant) then meets the turn order rule.
+    `unanswered`: no response column, a record without its key or an empty cell gives a
+    conversation ending with the user turn.
     """
     def column(target: str, required: bool) -> Any:
         name = mapping.get(target)
@@ -448,9 +511,11 @@ def from_mapped(record: dict, mapping: dict[str, str], max_chars: int) -> Draft:
     system = column("system", False)
     if system not in (None, ""):
         messages.append({"role": "system", "content": text("system", system)})
-    prompt, response = column("prompt", True), column("response", True)
-    messages += [{"role": "user", "content": text("prompt", prompt)},
-                 {"role": "assistant", "content": text("response", response)}]
+    prompt = column("prompt", True)
+    response = column("response", not unanswered)
+    messages.append({"role": "user", "content": text("prompt", prompt)})
+    if not (unanswered and _blank(response)):
+        messages.append({"role": "assistant", "content": text("response", response)})
     label, tags, ext = column("label", False), column("tags", False), column("id", False)
     meta = _metadata({"label": label if label != "" else None,
                       "tags": tags,
@@ -458,8 +523,9 @@ def from_mapped(record: dict, mapping: dict[str, str], max_chars: int) -> Draft:
     return Draft(messages=messages, **meta)
 
 
-def parse_mapping(text: str | None) -> dict[str, str]:
-    """`prompt=text,response=answer,label=category` -> {target: column}; targets are checked."""
+def parse_mapping(text: str | None, *, unanswered: bool = False) -> dict[str, str]:
+    """`prompt=text,response=answer,label=category` -> {target: column}; targets are checked.
+    `unanswered`: the response may be left out (prompts that need an answer)."""
     from curation.errors import InvalidValue
 
     mapping: dict[str, str] = {}
@@ -472,9 +538,22 @@ def parse_mapping(text: str | None) -> dict[str, str]:
             raise InvalidValue(f"mapping target {target!r} is not one of "
                                f"{', '.join(MAPPING_TARGETS)}")
         mapping[target] = column
-    if mapping and not {"prompt", "response"} <= set(mapping):
-        raise InvalidValue("a mapping needs at least prompt=COLUMN and response=COLUMN")
+    if mapping:
+        check_mapping(mapping, unanswered=unanswered)
     return mapping
+
+
+def check_mapping(mapping: dict[str, str], *, unanswered: bool = False) -> None:
+    """InvalidValue unless the mapping names a prompt column and, without `unanswered`, a
+    response column."""
+    from curation.errors import InvalidValue
+
+    if unanswered and "prompt" not in mapping:
+        raise InvalidValue("a mapping needs at least prompt=COLUMN")
+    if not unanswered and not {"prompt", "response"} <= set(mapping):
+        raise InvalidValue("a mapping needs at least prompt=COLUMN and response=COLUMN (with "
+                           "--unanswered, prompt=COLUMN alone imports prompts that need an "
+                           "answer)")
 
 
 # --- output formats --------------------------------------------------------------------------

@@ -27,6 +27,11 @@ Design decisions:
 - A file with no records at all (empty, blank lines only, `[]`, a CSV header alone) is an
   error (`UnreadableFile`), whatever its kind. A failed import gives the blocks its rolled-back
   rows took back to the file system (`Store.reclaim_space`).
+- Unanswered prompts (`unanswered=True`, `curate import --unanswered`): records without an
+  answer are imported as conversations ending with their user turn (`curation.formats`), and
+  always as `pending`, whatever `status` says for the answered ones: an example that needs an
+  answer has nothing to accept yet. The report counts them (`needs_answer`). Without the flag
+  they are rejected, and the message says that the flag would keep them.
 - A bad record never aborts the rest: it becomes a `LineError` (line, code, message, field).
   A file that is not UTF-8 is refused whole (`NotUtf8`), since its text cannot be trusted.
 - Fast path: orjson parses the bytes of a line; only a line orjson refuses goes through the
@@ -61,7 +66,7 @@ from curation._files import open_private, private_dir
 from curation.auth import User, require
 from curation.errors import CurateError, InvalidValue, NotUtf8, UnreadableFile
 from curation.formats import (DEFAULT_MAX_FIELD_CHARS, INPUT_FORMATS, RecordError,
-                              detect_format, to_draft)
+                              check_mapping, detect_format, needs_answer, to_draft)
 from curation.query import SPLITS, STATUSES
 from curation.store import Store, utcnow
 
@@ -116,9 +121,13 @@ class ImportReport:
     duplicates_in_file: list[tuple[int, int]] = field(default_factory=list)
     rejected: list[LineError] = field(default_factory=list)
     label_conflicts: list[LabelConflict] = field(default_factory=list)
+    needs_answer: int = 0  # of the imported: prompts without an answer (`unanswered=True`)
 
     def summary(self) -> str:
-        parts = [f"{self.imported:,} imported", f"{len(self.rejected):,} rejected"]
+        imported = f"{self.imported:,} imported"
+        if self.needs_answer:
+            imported += f" ({self.needs_answer:,} of them need an answer, stored as pending)"
+        parts = [imported, f"{len(self.rejected):,} rejected"]
         if self.already_in_store:
             parts.append(f"{len(self.already_in_store):,} already in the store")
         if self.duplicates_in_file:
@@ -147,8 +156,10 @@ def import_file(store: Store, path: str | os.PathLike, *, fmt: str = "auto",
                 mapping: dict[str, str] | None = None, split: str = "train",
                 status: str = "pending", source: str | None = None, tags: tuple[str, ...] = (),
                 user: User, max_field_chars: int = DEFAULT_MAX_FIELD_CHARS,
-                progress: Progress | None = None) -> ImportReport:
-    """Import every valid record of a file in one transaction; report every other one."""
+                unanswered: bool = False, progress: Progress | None = None) -> ImportReport:
+    """Import every valid record of a file in one transaction; report every other one.
+    `unanswered`: records without an answer are imported too, as pending examples that need
+    an answer."""
     require(user, "import")
     if fmt not in INPUT_FORMATS:
         raise InvalidValue(f"format {fmt!r} is not one of {', '.join(INPUT_FORMATS)}")
@@ -157,6 +168,7 @@ def import_file(store: Store, path: str | os.PathLike, *, fmt: str = "auto",
     if status not in STATUSES:
         raise InvalidValue(f"status {status!r} is not one of {', '.join(STATUSES)}")
     if mapping:
+        check_mapping(mapping, unanswered=unanswered)
         fmt = "mapped"
     elif fmt == "mapped":
         raise InvalidValue("format 'mapped' needs a column mapping, e.g. prompt=text,"
@@ -168,7 +180,7 @@ def import_file(store: Store, path: str | os.PathLike, *, fmt: str = "auto",
     report = ImportReport(path=str(path), file_kind=kind)
     total = path.stat().st_size
     job = _Job(str(path), fmt, mapping, max_field_chars,
-               tuple(dict.fromkeys(t for t in tags if t)))
+               tuple(dict.fromkeys(t for t in tags if t)), unanswered)
 
     workers = _Workers(job, _worker_count()) if kind == "jsonl" and \
         total >= PARALLEL_MIN_BYTES and _worker_count() > 1 else None
@@ -211,6 +223,7 @@ class _Job:
     mapping: dict[str, str] | None
     max_chars: int
     extra_tags: tuple[str, ...]
+    unanswered: bool = False
 
 
 @dataclass
@@ -221,6 +234,7 @@ class _Chunk:
     errors: list[LineError]
     columns: tuple[bytes, ...]
     offset: int = 0  # bytes of the file read up to the end of this chunk
+    unanswered: tuple[int, ...] = ()  # lines of the valid rows that need an answer
 
 
 class _Columns:
@@ -234,13 +248,17 @@ class _Columns:
         self.strings: dict[str, list[bytes]] = {name: [] for name in self._STRINGS}
         self.tag_counts = array("i")
         self.tags: list[bytes] = []
+        self.unanswered: list[int] = []  # lines of rows that need an answer
 
     def add(self, line: int, record: Any, job: _Job) -> LineError | None:
         try:
-            draft = to_draft(record, job.fmt, job.mapping, job.max_chars)
+            draft = to_draft(record, job.fmt, job.mapping, job.max_chars,
+                             unanswered=job.unanswered)
         except RecordError as err:
             return LineError(line, err.code, err.message, err.field)
         messages = draft.messages
+        if job.unanswered and needs_answer(messages):
+            self.unanswered.append(line)
         tags = tuple(dict.fromkeys(draft.tags + job.extra_tags)) if job.extra_tags \
             else draft.tags
         self.lines.append(line)
@@ -316,7 +334,7 @@ def _parse_lines(job: _Job, start: int, length: int, first_line: int) -> _Chunk:
                 continue
         if error := columns.add(number, record, job):
             errors.append(error)
-    return _Chunk(records, errors, columns.pack(), start + length)
+    return _Chunk(records, errors, columns.pack(), start + length, tuple(columns.unanswered))
 
 
 def _jsonl_chunks(job: _Job, workers: _Workers | None) -> Iterator[_Chunk]:
@@ -363,10 +381,10 @@ def _record_chunks(job: _Job, kind: str) -> Iterator[_Chunk]:
         if error:
             errors.append(error)
         if count == BATCH_ROWS:
-            yield _Chunk(count, errors, columns.pack(), offset)
+            yield _Chunk(count, errors, columns.pack(), offset, tuple(columns.unanswered))
             columns, errors, count = _Columns(), [], 0
     if count:
-        yield _Chunk(count, errors, columns.pack(), offset)
+        yield _Chunk(count, errors, columns.pack(), offset, tuple(columns.unanswered))
 
 
 # --- worker processes ------------------------------------------------------------------------
@@ -562,11 +580,25 @@ class _Writer:
         id_column = array("q", bytes(8 * n))
         for i, new_id in zip(candidates, store.new_example_ids(len(candidates))):
             id_column[i] = new_id
-        notes = [conflicts[i].message if i in conflicts else "" for i in range(n)]
-        store.insert_examples(table.append_column("id", pa.Array.from_buffers(
-            pa.int64(), n, [None, pa.py_buffer(id_column.tobytes())])).append_column(
-            "label_conflict", pa.array(notes, pa.large_string())), **self.example)
+        notes = pa.array([conflicts[i].message if i in conflicts else "" for i in range(n)],
+                         pa.large_string())
+        unanswered = set(chunk.unanswered)
+        if unanswered and self.example["status"] != "pending":  # those go in as pending
+            rows = {line: i for i, line in enumerate(lines)}
+            pending = array("q", bytes(8 * n))
+            for line in unanswered:
+                i = rows[line]
+                pending[i], id_column[i] = id_column[i], 0
+            self._insert(table, pending, notes, status="pending")
+        self._insert(table, id_column, notes)
         report.imported += len(candidates)
+        report.needs_answer += sum(lines[i] in unanswered for i in candidates)
+
+    def _insert(self, table: pa.Table, ids: array, notes: pa.Array, **override) -> None:
+        """Write the rows of `table` whose id in `ids` is not 0."""
+        self.store.insert_examples(table.append_column("id", pa.Array.from_buffers(
+            pa.int64(), table.num_rows, [None, pa.py_buffer(ids.tobytes())])).append_column(
+            "label_conflict", notes), **{**self.example, **override})
 
 
 def _same(label: str, ext: str, other_label: str, other_ext: str) -> bool:

@@ -28,7 +28,8 @@ from curation.store import Store
 if TYPE_CHECKING:
     from curation.checks import Progress
 
-DEFAULT_TRAIN_FILTER = ExampleFilter(status=("accepted",), split=("train",))
+# what a run trains on: never an example that still needs an answer
+DEFAULT_TRAIN_FILTER = ExampleFilter(status=("accepted",), split=("train",), needs_answer=False)
 BLOCKING_METHODS = ("exact", "near")  # what refuses a launch; "semantic" only warns
 _STRENGTH = {"exact": 0, "near": 1, "semantic": 2}
 

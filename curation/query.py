@@ -21,7 +21,9 @@ SPLITS: tuple[str, ...] = ("train", "eval")
 class ExampleFilter:
     """Which examples to select; an empty filter selects every example not deleted.
 
-    `deleted=True` selects the soft-deleted examples instead (the Browse page's bin)."""
+    `deleted=True` selects the soft-deleted examples instead (the Browse page's bin).
+    `needs_answer`: True selects only the prompts that need an answer (imported with
+    `--unanswered`, not answered yet), False only answered examples, None both."""
 
     status: tuple[str, ...] = ()
     split: tuple[str, ...] = ()
@@ -32,6 +34,7 @@ class ExampleFilter:
     regex: bool = False
     ids: tuple[int, ...] | None = field(default=None)
     deleted: bool = False
+    needs_answer: bool | None = None
 
     def __post_init__(self) -> None:
         for name, allowed in (("status", STATUSES), ("split", SPLITS)):

@@ -80,6 +80,10 @@ register(Queue("all", "All examples", "Every example, in the order it was import
 register(Queue("recent", "Recently changed",
                "Every example, most recently changed first: to check what others did.",
                QueueSource("recent")))
+register(Queue("needs_answer", "Needs answer",
+               "Prompts imported without an answer (`--unanswered`), in import order: write "
+               "the assistant's answer to make them exportable and trainable.",
+               QueueSource("needs_answer")))
 
 
 def findings_queue(name: str, title: str, description: str, checks: tuple[str, ...],

@@ -11,6 +11,10 @@ Design decisions:
   must know why.
 - Bulk actions apply per example on its current version and report what they skipped
   (conflicts, examples already in the wanted state) instead of failing as a whole.
+- A prompt that needs an answer (imported with `--unanswered`) cannot be accepted until it
+  has one: accepting says "this is right to train on", and there is nothing to train on yet.
+  Accepting it together with the edit that writes the answer is one change; bulk accept
+  skips it and says why. Reject and needs-work stay open to it.
 """
 
 from __future__ import annotations
@@ -21,7 +25,8 @@ from typing import Any, Literal
 
 from curation.auth import User, require
 from curation.errors import InvalidValue, VersionConflict
-from curation.store import Example, Store
+from curation.formats import needs_answer
+from curation.store import Example, Store, check_conversation_or_invalid
 
 Decision = Literal["accept", "reject", "needs_work"]
 DECISION_STATUS = {"accept": "accepted", "reject": "rejected", "needs_work": "needs_work"}
@@ -52,6 +57,8 @@ def decide(store: Store, user: User, example_id: int, decision: Decision, *,
         raise InvalidValue(f"{decision.replace('_', ' ')} needs {what}")
     if "deleted" in changes:
         raise InvalidValue("use bulk() to delete")
+    if decision == "accept":
+        _refuse_unanswered(store.get(example_id), changes.get("messages"))
     return store.update(example_id, base_version=base_version, actor=user.name,
                         reason=(reason or "").strip() or None, action=decision,
                         status=DECISION_STATUS[decision], **changes)
@@ -75,6 +82,7 @@ class BulkResult:
     changed: list[int] = field(default_factory=list)
     unchanged: list[int] = field(default_factory=list)
     conflicts: dict[int, str] = field(default_factory=dict)
+    needs_answer: dict[int, str] = field(default_factory=dict)  # not accepted: no answer yet
 
     def summary(self) -> str:
         text = f"{len(self.changed)} changed"
@@ -82,7 +90,13 @@ class BulkResult:
             text += f", {len(self.unchanged)} already so"
         if self.conflicts:
             text += f", {len(self.conflicts)} skipped (changed meanwhile by someone else)"
+        if self.needs_answer:
+            text += f", {len(self.needs_answer)} not accepted (they need an answer first)"
         return text
+
+    def skipped(self) -> dict[int, str]:
+        """Every example left as it was, and why."""
+        return {**self.conflicts, **self.needs_answer}
 
 
 def bulk(store: Store, user: User, ids: list[int], action: str, value: str | None = None,
@@ -98,6 +112,9 @@ def bulk(store: Store, user: User, ids: list[int], action: str, value: str | Non
     result = BulkResult()
     for example_id in ids:
         current = store.get(example_id)
+        if action == "accept" and current.needs_answer:
+            result.needs_answer[example_id] = _NEEDS_ANSWER.format(id=example_id)
+            continue
         changes = _bulk_changes(current, action, (value or "").strip())
         try:
             after = store.update(example_id, base_version=current.version, actor=user.name,
@@ -108,6 +125,18 @@ def bulk(store: Store, user: User, ids: list[int], action: str, value: str | Non
         (result.changed if after.version > current.version else result.unchanged).append(
             example_id)
     return result
+
+
+_NEEDS_ANSWER = ("example #{id} needs an answer before it can be accepted: write the "
+                 "assistant's answer in Review (or reject it)")
+
+
+def _refuse_unanswered(current: Example, messages: list[dict[str, str]] | None) -> None:
+    """InvalidValue when accepting would leave the example without an answer."""
+    if messages is not None:  # the edit saved with the decision (a broken one is refused)
+        messages = check_conversation_or_invalid(messages, unanswered=True)
+    if needs_answer(messages) if messages is not None else current.needs_answer:
+        raise InvalidValue(_NEEDS_ANSWER.format(id=current.id))
 
 
 def _bulk_changes(ex: Example, action: str, value: str) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from streamlit.testing.v1 import AppTest
 from curation import import_file
 from curation.auth import User
 from curation.errors import UploadRejected
+from curation.formats import UNANSWERED_HINT
 from curation.importer import sniff_kind
 from curation.uploads import (discard_upload, export_target, preview_file, remove_stale_uploads,
                               safe_stem, save_upload, suggest_mapping)
@@ -111,7 +112,7 @@ def test_csv_upload_previews_maps_imports_and_reports(page, empty_store, tmp_pat
     assert rejected[["line", "code"]].values.tolist() == [[4, "missing_content"]]
     # the user's column, not an internal field such as messages[1].content
     assert rejected[["message", "field"]].values.tolist() == [
-        ["column `answer` (response) is empty", "answer"]]
+        ["column `answer` (response) is empty" + UNANSWERED_HINT, "answer"]]
     examples = empty_store.find()
     assert [(e.label, e.source) for e in examples] == [("access", "../../etc/passwd.csv"),
                                                        ("billing", "../../etc/passwd.csv")]

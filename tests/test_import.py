@@ -391,7 +391,7 @@ def test_report_dict_and_saved_file(empty_store, tmp_path):
                     "already_in_store": [], "duplicates_in_file": [{"line": 3, "first_line": 1}],
                     "rejected": [{"line": 2, "code": "invalid_json",
                                   "message": report.rejected[0].message, "field": None}],
-                    "label_conflicts": []}
+                    "label_conflicts": [], "needs_answer": 0}
 
 
 # --- JSON arrays -------------------------------------------------------------------------------

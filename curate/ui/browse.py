@@ -7,6 +7,8 @@ Design decisions:
   silently carries over onto different rows after paging, sorting or an action.
 - The role rules live in `curation.review.bulk`, which refuses what the role may not do; the
   page only disables those actions and says which role they need.
+- A prompt imported without an answer shows "(needs an answer)" in the assistant column;
+  the sidebar's Answer filter finds them all.
 - Data is shown as text only: table cells and widget values. Error messages, which can carry
   data (a label, a user name), are escaped before they reach a Markdown-rendering call.
 """
@@ -20,7 +22,8 @@ from dataclasses import replace
 import pandas as pd
 import streamlit as st
 
-from curate.ui.common import filter_form, flash, one_line, page_path, page_start, plain, workspace
+from curate.ui.common import (NEEDS_ANSWER_MARK, filter_form, flash, one_line, page_path,
+                              page_start, plain, workspace)
 from curation import SPLITS, CurateError, Example
 from curation.auth import User, min_role
 from curation.errors import PermissionDenied
@@ -58,7 +61,8 @@ def table(rows: list[Example]) -> pd.DataFrame:
         "Label": [e.label for e in rows],
         "Tags": [list(e.tags) for e in rows],
         "First user turn": [one_line(first_turn(e.messages, "user"), PREVIEW_CHARS) for e in rows],
-        "Assistant turn": [one_line(first_turn(e.messages, "assistant"), PREVIEW_CHARS)
+        "Assistant turn": [f"({NEEDS_ANSWER_MARK})" if e.needs_answer else
+                           one_line(first_turn(e.messages, "assistant"), PREVIEW_CHARS)
                            for e in rows],
         "Version": [e.version for e in rows],
         "Updated by": [e.updated_by for e in rows],
@@ -191,7 +195,7 @@ with act_col:
             st.error(plain(str(exc)), icon=":material/error:")
         else:
             flash("browse", f"{ACTION_LABELS[action]}: {result.summary()}.",
-                  ":material/done_all:", kind="success", details=dict(result.conflicts))
+                  ":material/done_all:", kind="success", details=result.skipped())
             st.session_state["browse_generation"] = generation + 1
             st.rerun()
 

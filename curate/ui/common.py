@@ -144,8 +144,13 @@ def show_error(exc: CurateError) -> None:
     st.error(plain(exc), icon=":material/error:")
 
 
+ANSWER_FILTERS = {"any": None, "needs answer": True, "answered": False}
+NEEDS_ANSWER_MARK = "needs an answer"  # shown beside an example whose last turn is the user's
+
+
 def filter_form(store: Store, key: str, *, with_status: bool = True) -> ExampleFilter:
-    """Filters by status, split, label, source, tag and a text or regex search, in the sidebar."""
+    """Filters by status, split, label, source, tag, answer (any, needs an answer, answered)
+    and a text or regex search, in the sidebar."""
     with st.sidebar:
         st.subheader("Filters")
         search = st.text_input("Search all turns", key=f"{key}_search",
@@ -157,10 +162,16 @@ def filter_form(store: Store, key: str, *, with_status: bool = True) -> ExampleF
         label = st.multiselect("Label", store.labels(), key=f"{key}_label")
         source = st.multiselect("Source", store.sources(), key=f"{key}_source")
         tag = st.multiselect("Tag", store.tags(), key=f"{key}_tag")
+        answer = st.selectbox("Answer", list(ANSWER_FILTERS), key=f"{key}_answer",
+                              help="'Needs answer': prompts imported without an answer "
+                                   "(`--unanswered`), never exported or trained on until "
+                                   "answered.")
+    needs = ANSWER_FILTERS[answer]
     try:
         return ExampleFilter(status=tuple(status), split=tuple(split), label=tuple(label),
-                             source=tuple(source), tag=tuple(tag), search=search, regex=regex)
+                             source=tuple(source), tag=tuple(tag), search=search, regex=regex,
+                             needs_answer=needs)
     except CurateError as exc:
         st.sidebar.error(plain(exc))
         return ExampleFilter(status=tuple(status), split=tuple(split), label=tuple(label),
-                             source=tuple(source), tag=tuple(tag))
+                             source=tuple(source), tag=tuple(tag), needs_answer=needs)

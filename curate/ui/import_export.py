@@ -11,7 +11,11 @@ Design decisions:
 - The import runs only when the button is pressed; its report is kept in the session, saved
   into `<workspace>/import-reports` and offered as a JSON download.
 - Nothing is decided silently: label conflicts (imported) get their own table in the report,
-  and an export that reuses an existing snapshot says so, naming it.
+  and an export that reuses an existing snapshot says so, naming it; so does one that left
+  out examples that need an answer.
+- "Prompts without an answer" (`--unanswered` in the CLI) is a checkbox, off by default:
+  ticked, records with no answer (and a mapping without a response column) come in as
+  pending examples that need an answer, and the report counts them.
 - Everything from the file (names, columns, values, error messages that quote them) is shown
   as text: table cells, widget values, or escaped before it reaches a Markdown call.
 """
@@ -101,6 +105,10 @@ def show_report(done: dict) -> None:
             st.dataframe(pd.DataFrame({"code": codes, "meaning": meanings}), hide_index=True)
     else:
         st.caption("No record was rejected.")
+    if report.get("needs_answer"):
+        st.info(f"{report['needs_answer']:,} imported prompts need an answer: they are stored "
+                "as pending and are not exported or trained on until someone answers them "
+                "(Review page, queue 'Needs answer').", icon=":material/edit_note:")
     conflicts = report.get("label_conflicts", [])
     if conflicts:
         st.warning(f"{len(conflicts):,} imported records have a conversation that is also "
@@ -190,10 +198,19 @@ def import_form(upload) -> None:
                                   "file name.")
     tags = right.text_input("Tags for every imported example", key=f"ie_tags_{fid}",
                             placeholder="comma-separated, e.g. batch-3, from-support")
+    unanswered = st.checkbox(
+        "Prompts without an answer", key=f"ie_unanswered_{fid}",
+        help="Also import records that have no answer yet (a chat ending with a user turn, an "
+             "empty output or completion, no response column). They are stored as pending "
+             "and marked 'needs answer', and are never exported or trained on until someone "
+             "answers them in Review. Same as `curate import --unanswered`.")
 
     problem = None
-    if mapping and not {"prompt", "response"} <= set(mapping):
-        problem = "Choose the prompt and the response columns."
+    if mapping and "prompt" not in mapping:
+        problem = "Choose the prompt column."
+    elif mapping and not unanswered and "response" not in mapping:
+        problem = ("Choose the response column (or tick 'Prompts without an answer' to "
+                   "import prompts alone).")
     elif preview.needs_mapping and not mapping:
         problem = "Map the columns first."
     if problem:
@@ -210,7 +227,8 @@ def import_form(upload) -> None:
     try:
         report, saved_to = ws.import_file(path, fmt=fmt, mapping=mapping or None, split=split,
                                           status=status, source=source.strip() or upload.name,
-                                          tags=split_tags(tags), progress=progress)
+                                          tags=split_tags(tags), unanswered=unanswered,
+                                          progress=progress)
     except CurateError as exc:
         bar.empty()
         say_error(exc, path, upload.name)
@@ -273,6 +291,9 @@ with export_tab:
         if last["note"]:
             st.info(plain(last["note"][0].upper() + last["note"][1:]) + ".",
                     icon=":material/info:")
+        if last.get("left_out_note"):
+            st.info(plain(last["left_out_note"][0].upper() + last["left_out_note"][1:]) + ".",
+                    icon=":material/edit_note:")
         count_col, ids_col = st.columns([1, 5])
         count_col.metric("Examples", f"{last['count']:,}")
         with ids_col:

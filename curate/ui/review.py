@@ -18,6 +18,10 @@ Design decisions:
 - Data from examples is only ever shown as text (widget values, `st.text`, `st.code`,
   dataframes). The few messages that must mix our words with data (errors, the conflict
   warning) go through `_plain`, which escapes Markdown.
+- A prompt imported without an answer (`--unanswered`) carries a "needs an answer" badge and
+  an empty assistant box at its last turn; left empty, that turn is not sent (so deciding on
+  it without answering changes nothing else), and typing an answer there answers it: one
+  edit, after which it can be exported and trained on. The queue "Needs answer" lists them.
 - A queue fed by checks says under the selector which checks feed it, when each last ran,
   and how to run one that never did (`queues.feeds`), so an empty queue is never mistaken
   for a finished one.
@@ -39,7 +43,8 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from curate.ui.common import filter_form, flash, page_path, page_start, plain, workspace
+from curate.ui.common import (NEEDS_ANSWER_MARK, filter_form, flash, page_path, page_start, plain,
+                              workspace)
 from curation import CurateError, ExampleFilter, VersionConflict, queues, review
 from curation.failures import IMPACT, IMPACT_RULE
 from curation.queues import QueueItem
@@ -158,10 +163,13 @@ def _draft(ex: Example) -> tuple[list[dict[str, str]], str | None, list[str]]:
     system_now = S.get(f"{p}_sys", system)
     if system_now.strip():
         messages.append({"role": "system", "content": system_now})
-    for uid in _layout(ex)["pairs"]:
+    order = _layout(ex)["pairs"]
+    for index, uid in enumerate(order):
         user_text, answer = pairs[uid] if uid < len(pairs) else ("", "")
         messages.append({"role": "user", "content": S.get(f"{p}_u{uid}", user_text)})
-        messages.append({"role": "assistant", "content": S.get(f"{p}_a{uid}", answer)})
+        answer = S.get(f"{p}_a{uid}", answer)
+        if not (ex.needs_answer and index == len(order) - 1 and not answer.strip()):
+            messages.append({"role": "assistant", "content": answer})  # else: still unanswered
     kind, value = S.get(f"{p}_label", ("label", ex.label) if ex.label else ("none", None))
     if kind == "new":
         value = S.get(f"{p}_newlabel", "").strip() or ex.label
@@ -298,6 +306,8 @@ def _header(item: QueueItem) -> None:
         top.badge(ex.split, color="blue")
         if ex.deleted:
             top.badge("deleted", color="red", icon=":material/delete:")
+        if ex.needs_answer:
+            top.badge(NEEDS_ANSWER_MARK, color="orange", icon=":material/edit_note:")
         _fields([("External id", ex.external_id or ""), ("Source", ex.source or ""),
                  ("Label", ex.label or ""), ("Tags", ", ".join(ex.tags)),
                  ("Version", str(ex.version)),
@@ -357,8 +367,14 @@ def _conversation(ex: Example) -> None:
                         on_click=_remove_pair, args=(ex, index))
             st.text_area(":material/person: User", user_text, key=f"{p}_u{uid}",
                          height="content", persist_state="session")
+            unanswered = ex.needs_answer and index == len(order) - 1
             st.text_area(":material/smart_toy: Assistant", answer, key=f"{p}_a{uid}",
-                         height="content", persist_state="session")
+                         height="content", persist_state="session",
+                         placeholder="Needs an answer: write the assistant's reply"
+                         if unanswered else None,
+                         help="This prompt was imported without an answer; it is not "
+                              "exported or trained on until this box is filled and saved."
+                         if unanswered else None)
     st.button("Add a user + assistant pair", key=f"{p}_add", icon=":material/add:",
               on_click=_add_pair, args=(ex,))
 

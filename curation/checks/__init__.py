@@ -13,6 +13,7 @@ and are applied on every run, so a dismissed finding does not come back.
 from __future__ import annotations
 
 import hashlib
+from dataclasses import replace
 from typing import Any
 
 import orjson
@@ -73,9 +74,12 @@ def _fingerprint(check_name: str, table: ExampleTable, store: Store) -> str:
 
 def run_check(store: Store, name: str, *, user: User, where: ExampleFilter = ExampleFilter(),
               progress: Progress | None = None, force: bool = False) -> CheckResult:
-    """Run a registered check (or reuse its stored result when its input is unchanged)."""
+    """Run a registered check (or reuse its stored result when its input is unchanged).
+    A check that reads answers (`answered_only`) never sees an example that needs one."""
     require(user, "check")
     check = get_check(name)
+    if getattr(check, "answered_only", False):
+        where = replace(where, needs_answer=False)
     table = load_table(store, where, progress=progress)
     fingerprint = _fingerprint(name, table, store)
     last = store.check_run(name)

@@ -66,7 +66,9 @@ class Check(Protocol):
 
     `run_check` calls `run(table, progress=..., ignore_pairs=...)`: `ignore_pairs` holds the
     example-id pairs (smaller id first) an SME marked "not duplicates", which a check that
-    relates examples must not report together; other checks accept and ignore it."""
+    relates examples must not report together; other checks accept and ignore it.
+    A check with `answered_only = True` (it reads the answers, or it is about what is trained
+    and evaluated) gets only answered examples: never a prompt that still needs an answer."""
 
     name: str
     title: str

@@ -400,6 +400,7 @@ class LeakageCheck:
     """Eval examples duplicated in train: they make evaluation look better than it is."""
 
     name: str = "leakage"
+    answered_only: bool = True  # a prompt that needs an answer is neither trained nor evaluated
     title: str = "Train/eval leakage"
     description: str = ("Eval examples that are exact, near or same-meaning duplicates of a "
                         "train example. The model will have seen them in training, so the "

@@ -65,6 +65,8 @@ def out_of_fold_probabilities(vectors: np.ndarray, labels: list[str], *, folds: 
 @dataclass
 class LabelIssueCheck:
     name: str = "label_issues"
+    answered_only: bool = True  # about what is trained on: a prompt waiting for its answer
+    # (and for its label to be reviewed with it) is neither evidence nor a finding
     title: str = "Likely mislabeled"
     description: str = ("Examples whose label disagrees with what similar examples are "
                         "labelled. A classifier trained on the other examples (never on this "
@@ -169,6 +171,7 @@ class OutlierCheck:
 @dataclass
 class MismatchCheck:
     name: str = "answer_mismatch"
+    answered_only: bool = True  # compares each answer with the questions
     title: str = "Answer does not fit the question"
     description: str = ("Answers that match many other questions in the dataset better than "
                         "their own: pasted into the wrong example, truncated, or generic. "

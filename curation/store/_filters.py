@@ -20,6 +20,8 @@ from curation.errors import InvalidValue
 if TYPE_CHECKING:
     from curation.query import ExampleFilter
 
+# An example that needs an answer: its conversation ends with a user turn (see `_store`).
+NEEDS_ANSWER = "json_extract_string({p}messages, '$[#-1].role') = 'user'"
 _RE2 = duckdb.connect()  # in memory: only compiles patterns
 _RE2_LOCK = threading.Lock()
 
@@ -42,6 +44,8 @@ def where_clause(where: ExampleFilter, alias: str = "") -> tuple[str, list]:
         else:
             clauses.append(f"contains(lower({p}text), lower(?))")
         params.append(where.search)
+    if where.needs_answer is not None:
+        clauses.append(("" if where.needs_answer else "NOT ") + NEEDS_ANSWER.format(p=p))
     if where.ids is not None:
         clauses.append(f"list_contains(?::BIGINT[], {p}id)")
         params.append(list(where.ids))

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from curation.errors import InvalidValue
-from curation.store._filters import where_clause
+from curation.store._filters import NEEDS_ANSWER, where_clause
 
 if TYPE_CHECKING:
     from curation.query import ExampleFilter
@@ -30,13 +30,16 @@ _BUILT_IN = {
     "all": "SELECT id AS example_id, 0 AS rank, NULL AS reason FROM examples",
     "recent": "SELECT id AS example_id, -epoch(updated_at) AS rank, updated_by AS reason "
               "FROM examples",
+    "needs_answer": "SELECT id AS example_id, 0 AS rank, 'needs an answer' AS reason "
+                    f"FROM examples WHERE {NEEDS_ANSWER.format(p='')}",
 }
 
 
 @dataclass(frozen=True)
 class QueueSource:
     """Where a queue's examples come from: a built-in order ("pending": pending, then needs
-    work; "all": import order; "recent": last changed first), or ("findings") the issues the
+    work; "all": import order; "recent": last changed first; "needs_answer": the prompts
+    imported without an answer, in import order), or ("findings") the issues the
     `checks` stored, worst first, less those whose reason starts with `skip_reason` (and, where
     `statuses` is given, of examples in those statuses now)."""
 

@@ -4,19 +4,25 @@ The same filters over unchanged data give back the same snapshot instead of a ne
 id is a hash of the filters and the content). A snapshot reads its examples from every
 version ever stored (`_VERSIONS`: the superseded ones in `example_versions`, the current one
 in `examples`), so it never changes when an example is edited later.
+
+A snapshot holds answered examples only: an example that needs an answer (its conversation
+ends with a user turn, imported with `--unanswered`) is left out whatever the filters say,
+because a snapshot is what export writes and training reads. The filters are stored as given
+(the same filters give the same snapshot id as before), and `left_out` counts what matched
+them but was left out, so the export manifest can say so.
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from curation.errors import SnapshotNotFound
+from curation.errors import InvalidValue, SnapshotNotFound
 from curation.store._filters import where_clause
 
 if TYPE_CHECKING:
@@ -50,8 +56,11 @@ class SnapshotQueries:
         content exists, otherwise created."""
         from curation.store._store import utcnow  # _store mixes this class in
 
+        if where.needs_answer:
+            raise InvalidValue("a snapshot holds answered examples only: examples that need "
+                               "an answer are never exported or trained on")
         filters = orjson.dumps(where.describe(), option=orjson.OPT_SORT_KEYS).decode()
-        condition, params = where_clause(where)
+        condition, params = where_clause(replace(where, needs_answer=False))
         with self.transaction() as cur:
             rows = cur.execute(
                 f"SELECT id, version, content_hash, label, tags, split FROM examples "
@@ -71,6 +80,16 @@ class SnapshotQueries:
                             f"(SELECT id, version FROM examples WHERE {condition})",
                             [snap_id, *params])
         return self.get_snapshot(snap_id)
+
+    def left_out(self, snapshot_id: str) -> dict[str, int]:
+        """What the snapshot's filters select now but a snapshot never holds, by reason:
+        {"needs_answer": N} (N may be 0)."""
+        from curation.query import ExampleFilter
+
+        filters = self.get_snapshot(snapshot_id).filters
+        where = ExampleFilter(**{k: tuple(v) if isinstance(v, list) else v
+                                 for k, v in filters.items()})
+        return {"needs_answer": self.count(replace(where, needs_answer=True))}
 
     def get_snapshot(self, snapshot_id: str) -> Snapshot:
         row = self.cursor().execute(

@@ -22,6 +22,13 @@ Design decisions:
   raise StoreCorrupt, which points to `curate doctor` (`curation.maintenance`). A file longer
   than its block map holds the blocks of a transaction that never committed (a killed import);
   they are given back on open. Before a schema migration the file is backed up.
+- "Needs an answer" is the conversation's shape, not a column: it ends with a user turn
+  (`Example.needs_answer`; in SQL `_filters.NEEDS_ANSWER`), so the mark can never disagree
+  with the text and needs no migration. Only `curate import --unanswered` makes such an
+  example; an edit may keep it unanswered (fix the prompt) and answering it (adding the
+  assistant turn) ends the mark, but an answered example cannot lose its answer by an edit
+  (a revert to a version that had none may). Snapshots, and so export and training, never
+  hold one (`curation.store._snapshots`).
 - DuckDB's memory is capped (`MEMORY_LIMIT`); past it, DuckDB spills to disk. Measured on a
   100,000-example import: peak RSS 1.5 GB uncapped, 0.87 GB capped at 400 MB, same speed.
 """
@@ -45,7 +52,8 @@ import orjson
 from curation._files import private_file, workspace_dir
 from curation.errors import (CurateError, ExampleNotFound, InvalidValue,
                              StoreCorrupt, StoreLocked, StoreUnreadable, VersionConflict)
-from curation.formats import DEFAULT_MAX_FIELD_CHARS, check_conversation, content_hash, search_text
+from curation.formats import (DEFAULT_MAX_FIELD_CHARS, check_conversation, content_hash,
+                              needs_answer, search_text)
 from curation.query import SPLITS, STATUSES, ExampleFilter
 from curation.store import _schema
 from curation.store._embeddings import EmbeddingQueries
@@ -102,6 +110,12 @@ class Example:
     updated_by: str
     updated_at: datetime
     deleted: bool = False
+
+    @property
+    def needs_answer(self) -> bool:
+        """A prompt imported without its answer (`--unanswered`): the last turn is a user
+        turn. It is never exported, trained on or evaluated until someone answers it."""
+        return needs_answer(self.messages)
 
     @classmethod
     def from_row(cls, row: tuple) -> "Example":
@@ -347,12 +361,15 @@ class Store(ExampleInserts, SnapshotQueries, UserQueries, EmbeddingQueries, Find
         one audit event, or nothing:
         a stale `base_version` raises VersionConflict. Changing nothing writes nothing.
         """
-        changes = self._validated(changes)
+        changes = self._validated(changes, unanswered=True)
         try:
             with self.transaction() as cur:
                 current = self._get(cur, example_id)
                 if current.version != base_version:
                     raise self._conflict(current, base_version)
+                if ("messages" in changes and not current.needs_answer
+                        and action != "revert"):  # an answer is never edited away
+                    check_conversation_or_invalid(changes["messages"])
                 diff = {k: v for k, v in changes.items()
                         if v != _field(current, k)}
                 if not diff:
@@ -362,14 +379,18 @@ class Store(ExampleInserts, SnapshotQueries, UserQueries, EmbeddingQueries, Find
         except duckdb.TransactionException:
             raise self._conflict(self.get(example_id), base_version) from None
 
-    def _validated(self, changes: dict[str, Any]) -> dict[str, Any]:
+    def _validated(self, changes: dict[str, Any], *, unanswered: bool = False
+                   ) -> dict[str, Any]:
+        """The changes checked and normalised; `unanswered`: messages may end with a user
+        turn (the caller decides whether that is allowed for this example)."""
         unknown = set(changes) - set(EDITABLE)
         if unknown:
             raise InvalidValue(f"cannot change {', '.join(sorted(unknown))}; editable fields "
                                f"are {', '.join(EDITABLE)}")
         out = dict(changes)
         if "messages" in out:
-            out["messages"] = check_conversation_or_invalid(out["messages"])
+            out["messages"] = check_conversation_or_invalid(out["messages"],
+                                                            unanswered=unanswered)
         if "status" in out and out["status"] not in STATUSES:
             raise InvalidValue(f"status {out['status']!r} is not one of {', '.join(STATUSES)}")
         if "split" in out and out["split"] not in SPLITS:
@@ -436,13 +457,15 @@ def is_damage(exc: BaseException) -> bool:
     return isinstance(exc, duckdb.Error) and bool(_DAMAGE.search(str(exc)))
 
 
-def check_conversation_or_invalid(messages: Any) -> list[dict[str, str]]:
-    """Validate edited messages; a broken rule becomes InvalidExample naming the turn."""
+def check_conversation_or_invalid(messages: Any, *, unanswered: bool = False
+                                  ) -> list[dict[str, str]]:
+    """Validate edited messages; a broken rule becomes InvalidExample naming the turn.
+    `unanswered`: they may end with a user turn (only for an example that needs an answer)."""
     from curation.errors import InvalidExample
     from curation.formats import RecordError
 
     try:
-        return check_conversation(messages, DEFAULT_MAX_FIELD_CHARS)
+        return check_conversation(messages, DEFAULT_MAX_FIELD_CHARS, unanswered=unanswered)
     except RecordError as exc:
         raise InvalidExample(exc.message) from None
 
