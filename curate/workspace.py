@@ -39,10 +39,10 @@ from curation.uploads import IMPORT_REPORTS_DIR
 if TYPE_CHECKING:
     from curation import Example, ExportResult, ImportReport, Snapshot
     from curation.failures import Evidence, Failure
-    from curation.suggestions import Suggestion
     from curation.maintenance import BackupResult
     from curation.queues import QueueItem
     from curation.review import BulkResult
+    from curation.suggestions import Suggestion
     from training.config import EvalConfig, TrainConfig
     from training.evaluate import EvalJob
     from training.launcher import Run

@@ -216,3 +216,32 @@ def test_review_page_shows_the_suggestion_with_its_band(evaluated, model_cache, 
     captions = " ".join(unescaped(c.value) for c in at.caption)
     assert (f"Suggestion of run {result.run_id}, confidence 0.80 (label probability), "
             f"middle band (0.7 to 0.9)") in captions
+
+
+def test_evaluation_page_pre_labels_and_draws_the_reliability_diagram(evaluated,  # noqa: F811
+                                                                      model_cache,
+                                                                      monkeypatch):
+    path, result = evaluated
+    with Store(path) as store:
+        pending = [e.id for e in store.find(ExampleFilter(split=("train",),
+                                                          status=("pending",)))]
+    monkeypatch.setenv("CURATE_DB", str(path))
+    monkeypatch.setenv("CURATE_MODEL_CACHE", str(model_cache))
+    at = AppTest.from_file(str(PROJECT_ROOT / "app.py"), default_timeout=RUN_TIMEOUT)
+    at.session_state["user"] = ADA
+    at.switch_page(page("evaluation")).run()
+    assert not at.exception, at.exception
+    assert "Pre-label and calibration" in [h.value for h in at.header]
+    at.session_state["ev_pl_status"] = ["pending"]
+    at.button(key="ev_prelabel").click().run()
+    assert not at.exception, at.exception
+    with Store(path) as store:
+        made = [SG.current(store, i) for i in pending]
+    assert pending and all(s is not None and s.run_id == result.run_id for s in made)
+    charts = len(at.get("plotly_chart"))
+    at.button(key="ev_calibrate").click().run()
+    assert not at.exception, at.exception
+    bands = next(d.value for d in at.dataframe if "band" in d.value.columns)
+    assert list(bands["band"]) == ["high", "middle", "low"]
+    assert int(bands["examples"].sum()) == len(result.examples)
+    assert len(at.get("plotly_chart")) == charts + 1  # the reliability diagram
