@@ -589,13 +589,16 @@ def predict(run_id, db, statuses, calibration, new_thresholds, actor, as_json):
       curate predict run-20260101-120000 --status pending --status needs_work
       curate predict --calibration --thresholds 0.95,0.8
     """
+    from curation.errors import InvalidValue
+    from curation.suggestions import band_name
+
     with _open(db, actor) as workspace:
         if new_thresholds:
             try:
                 high, low = (float(x) for x in new_thresholds.split(","))
             except ValueError:
-                raise click.BadParameter(f"{new_thresholds!r}: give HIGH,LOW, e.g. 0.9,0.7",
-                                         param_hint="--thresholds") from None
+                raise InvalidValue(f"--thresholds {new_thresholds!r}: give HIGH,LOW, for "
+                                   "example 0.9,0.7") from None
             workspace.set_thresholds(high, low)
         if calibration:
             figures = workspace.calibration(run_id)
@@ -622,13 +625,7 @@ def predict(run_id, db, statuses, calibration, new_thresholds, actor, as_json):
     click.echo(f"Run {result.run_id} pre-labelled {len(result.suggestions)} examples "
                f"(confidence: {result.method}).")
     for name, count in result.bands.items():
-        click.echo(f"  {name:<7} {_suggestion_band(name, high, low):<12} {count:>5}")
-
-
-def _suggestion_band(name: str, high: float, low: float) -> str:
-    from curation.suggestions import band_name
-
-    return band_name(name, high, low)
+        click.echo(f"  {name:<7} {band_name(name, high, low):<12} {count:>5}")
 
 
 @main.group()
