@@ -238,6 +238,8 @@ def test_evaluation_page_pre_labels_and_draws_the_reliability_diagram(evaluated,
     with Store(path) as store:
         made = [SG.current(store, i) for i in pending]
     assert pending and all(s is not None and s.run_id == result.run_id for s in made)
+    said = " ".join(unescaped(m.value) for m in at.success)
+    assert f"Run {result.run_id} pre-labelled {len(pending)} examples (" in said
     charts = len(at.get("plotly_chart"))
     at.button(key="ev_calibrate").click().run()
     assert not at.exception, at.exception

@@ -396,7 +396,7 @@ def _prelabel(run_id: str) -> None:
         if go.form_submit_button("Save thresholds"):
             try:
                 ws.set_thresholds(new_high, new_low)
-                flash(f"Thresholds saved: {new_high:g} and {new_low:g}.")
+                flash("evaluation", f"Thresholds saved: {new_high:g} and {new_low:g}.")
                 st.rerun()
             except CurateError as exc:
                 show_error(exc)
@@ -413,7 +413,8 @@ def _prelabel(run_id: str) -> None:
                                                                  text="pre-labelling"))
             counts = ", ".join(f"{n} {band_name(b, *done.thresholds)}"
                                for b, n in done.bands.items())
-            flash(f"Run {run_id} pre-labelled {len(done.suggestions)} examples ({counts}).")
+            flash("evaluation", f"Run {run_id} pre-labelled {len(done.suggestions)} examples "
+                  f"({counts}).", kind="success")
             st.rerun()
         except CurateError as exc:
             show_error(exc)
