@@ -572,6 +572,73 @@ def failures(run_id, db, k, actor, as_json):
                        + "".join(f"\n      flagged as {flag}" for flag in n.flags))
 
 
+@main.command()
+@click.argument("run_id", metavar="[RUN]", required=False)
+@db_option
+@click.option("--status", "statuses", multiple=True, type=click.Choice(STATUSES),
+              default=("pending",), show_default=True,
+              help="Which train examples to pre-label (repeatable).")
+@click.option("--calibration", is_flag=True,
+              help="Instead of pre-labelling, check the confidence against the run's eval "
+                   "split: expected calibration error, accuracy in each band, reliability bins.")
+@click.option("--thresholds", "new_thresholds", metavar="HIGH,LOW", default=None,
+              help="Store the workspace's confidence thresholds first (default 0.9,0.7).")
+@actor_option
+@json_option
+def predict(run_id, db, statuses, calibration, new_thresholds, actor, as_json):
+    """Pre-label: a run's model answers the selected train examples, with a confidence.
+
+    Each answer is stored as a suggestion beside the example version (shown in Review with
+    its band), never over a person's text. Confidence: for label answers, the answer's
+    probability normalised over the run's known labels; for free text, the mean token
+    probability. Without RUN: the best evaluated run whose verdict is deploy, else the latest
+    evaluated run. Runs in this process, with progress on stderr.
+
+    \b
+    Example:
+      curate predict --json
+      curate predict run-20260101-120000 --status pending --status needs_work
+      curate predict --calibration --thresholds 0.95,0.8
+    """
+    from curation.errors import InvalidValue
+    from curation.suggestions import band_name
+
+    with _open(db, actor) as workspace:
+        if new_thresholds:
+            try:
+                high, low = (float(x) for x in new_thresholds.split(","))
+            except ValueError:
+                raise InvalidValue(f"--thresholds {new_thresholds!r}: give HIGH,LOW, for "
+                                   "example 0.9,0.7") from None
+            workspace.set_thresholds(high, low)
+        if calibration:
+            figures = workspace.calibration(run_id)
+        else:
+            show = _progress_printer(as_json)
+            result = workspace.predict(run_id, status=tuple(statuses), progress=None if
+                                       show is None else lambda d, t: show(d / t, "pre-labelling"))
+    if calibration:
+        if as_json:
+            _print_json(figures)
+            return
+        ece = "-" if figures["ece"] is None else f"{figures['ece']:.3f}"
+        click.echo(f"Run {figures['run_id']}: {figures['examples']} eval examples, confidence "
+                   f"by {figures['method']}; expected calibration error {ece}")
+        for name, b in figures["bands"].items():
+            acc = "-" if b["accuracy"] is None else f"{b['accuracy'] * 100:.0f}%"
+            click.echo(f"  {name:<7} {b['range']:<12} {b['examples']:>5} examples, "
+                       f"accuracy {acc}")
+        return
+    if as_json:
+        _print_json(result.to_dict())
+        return
+    high, low = result.thresholds
+    click.echo(f"Run {result.run_id} pre-labelled {len(result.suggestions)} examples "
+               f"(confidence: {result.method}).")
+    for name, count in result.bands.items():
+        click.echo(f"  {name:<7} {band_name(name, high, low):<12} {count:>5}")
+
+
 @main.group()
 def user():
     """Manage the people who may sign in, and their roles.

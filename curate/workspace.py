@@ -28,6 +28,7 @@ from curation import ExampleFilter, Store, export_jsonl, import_file, queues, re
 from curation.auth import User, add_user, set_role, users
 from curation.checks import CheckResult, Progress, dismiss, keep_one, load_table, run_check
 from curation import failures as _failures
+from curation import suggestions as _suggestions
 from curation.checks.coverage import (RANK_RULE, RankedGap, Targets, get_targets, rank_gaps,
                                       set_targets, store_gaps, thin_labels)
 from curation.embeddings import PACKAGED_MODEL
@@ -41,6 +42,7 @@ if TYPE_CHECKING:
     from curation.maintenance import BackupResult
     from curation.queues import QueueItem
     from curation.review import BulkResult
+    from curation.suggestions import Suggestion
     from training.config import EvalConfig, TrainConfig
     from training.evaluate import EvalJob
     from training.launcher import Run
@@ -80,6 +82,25 @@ class RankedGaps:
     metric: str | None  # the primary metric the error rates are 1 minus
     evaluated_at: str | None
     rule: str = RANK_RULE
+
+
+@dataclass(frozen=True)
+class PredictResult:
+    """What pre-labelling made: the run, how confidence was measured, the suggestions and how
+    many fall in each band of the thresholds."""
+
+    run_id: str
+    method: str
+    suggestions: list
+    bands: dict[str, int]
+    thresholds: tuple[float, float]
+
+    def to_dict(self) -> dict:
+        from dataclasses import asdict
+
+        return {"run_id": self.run_id, "method": self.method,
+                "thresholds": {"high": self.thresholds[0], "low": self.thresholds[1]},
+                "bands": self.bands, "suggestions": [asdict(s) for s in self.suggestions]}
 
 
 @dataclass(frozen=True)
@@ -410,6 +431,82 @@ class Workspace:
     def rank_by_impact(self) -> int:
         """Rank the pending train examples again for the Expected impact queue."""
         return _failures.rank_by_impact(self.store, self.user)
+
+    # --- the model helps curate: suggestions with confidence ---------------------------------
+
+    def predict_run(self) -> str:
+        """The run that pre-labels by default: the best evaluated run whose verdict is deploy
+        (highest fine-tuned primary score, then newest), else the latest evaluated run."""
+        from curation.errors import InvalidValue
+        from training.run_folder import read_eval
+
+        evaluated = [(run, r) for run in self.runs() if (r := read_eval(run.dir))
+                     and r.systems.get("fine_tuned")]
+        deploy = [(run, r) for run, r in evaluated if r.verdict.get("decision") == "deploy"]
+        if deploy:
+            return max(deploy, key=lambda p: (p[1].systems["fine_tuned"]["primary"],
+                                              p[1].created_at or ""))[0].id
+        if evaluated:
+            return max(evaluated, key=lambda p: p[1].created_at or "")[0].id
+        raise InvalidValue("no run has been evaluated yet: evaluate one (`curate eval RUN`) "
+                           "or name the run to pre-label with")
+
+    def predict(self, run_id: str | None = None, *, status: tuple[str, ...] = ("pending",),
+                progress=None) -> PredictResult:
+        """The run's model (default `predict_run()`) answers every train example of these
+        statuses (not deleted), each answer stored with its confidence as a suggestion for
+        that example version; the examples themselves are not changed."""
+        from curation.auth import require
+        from training.predict import predict
+
+        require(self.user, "check")
+        run = self.run(run_id or self.predict_run())
+        examples = self.store.find(ExampleFilter(split=("train",), status=status))
+        rows = [{"id": e.id, "version": e.version, "messages": e.messages} for e in examples
+                if e.messages and any(m["role"] == "user" for m in e.messages)]
+        method, answers = predict(run.dir, rows, progress=progress)
+        made = [_suggestions.Suggestion(a["id"], a["version"], run.id, a["answer"],
+                                        a["confidence"], method) for a in answers]
+        _suggestions.record_suggestions(self.store, self.user, made)
+        high, low = self.thresholds()
+        counts = {b: sum(_suggestions.band(s.confidence, high, low) == b for s in made)
+                  for b in _suggestions.BANDS}
+        return PredictResult(run.id, method, made, counts, (high, low))
+
+    def suggestion(self, example_id: int) -> Suggestion | None:
+        """The model's suggestion for the example's current version, if any."""
+        return _suggestions.current(self.store, example_id)
+
+    def thresholds(self) -> tuple[float, float]:
+        """The workspace's (high, low) confidence thresholds (default 0.9, 0.7)."""
+        return _suggestions.thresholds(self.store)
+
+    def set_thresholds(self, high: float, low: float) -> tuple[float, float]:
+        return _suggestions.set_thresholds(self.store, self.user, high, low)
+
+    def calibration(self, run_id: str | None = None) -> dict:
+        """Confidence checked against the eval split: the run's model scores its own stored
+        eval answers as pre-labelling would, against whether each was right; expected
+        calibration error, the accuracy reached in each band, the reliability bins."""
+        from curation.errors import InvalidValue
+        from training.predict import known_answers, score_answers
+
+        run = self.run(run_id or self.predict_run())
+        result = self.evaluation(run.id)
+        if result is None:
+            raise InvalidValue(f"run {run.id} has not been evaluated: run `curate eval "
+                               f"{run.id}` first")
+        known = {e.id: e for e in self.store.find(ExampleFilter(split=("eval",)))}
+        items = [e for e in result.examples if e.get("id") in known]
+        rows = [{"messages": known[e["id"]].messages} for e in items]
+        confidences = score_answers(run.dir, rows, [e["fine_tuned"] for e in items])
+        correct = [_failures.passed(float(e["scores"]["fine_tuned"]), result.primary_metric)
+                   for e in items]
+        high, low = self.thresholds()
+        figures = _suggestions.calibration(confidences, correct, high=high, low=low)
+        method = "label probability" if known_answers(run.dir)[1] else "mean token probability"
+        return {"run_id": run.id, "metric": result.primary_metric, "method": method,
+                **figures}
 
     def run(self, run_id: str) -> Run:
         """One run, by id (or the path of its folder); `RunNotFound` if there is none."""

@@ -85,7 +85,9 @@ class Evidence:
     summary: str
 
 
-def _passed(score: float, metric: str) -> bool:
+def passed(score: float, metric: str) -> bool:
+    """Whether an eval answer's score counts as right: exact for labels, else at least
+    FREE_TEXT_PASS."""
     return score >= (1.0 if metric == "accuracy" else FREE_TEXT_PASS)
 
 
@@ -96,7 +98,7 @@ def find_failures(run_id: str, metric: str,
     found = []
     for e in examples:
         score = float(e["scores"]["fine_tuned"])
-        if e.get("id") is None or _passed(score, metric):
+        if e.get("id") is None or passed(score, metric):
             continue
         found.append(Failure(
             e["id"], min(max(score, 0.0), 1.0),

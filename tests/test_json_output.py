@@ -60,7 +60,8 @@ def workspace(tmp_path_factory, model_cache):
     return folder
 
 
-CHANGES_THE_STORE = {("import",)}  # run on a copy, so the others see the workspace unchanged
+# run on a copy, so the others see the workspace unchanged
+CHANGES_THE_STORE = {("import",), ("predict",)}
 
 ARGUMENTS = {  # the arguments each --json command needs beyond --db and --json
     ("import",): lambda ws: [str(write_jsonl(ws / "more.jsonl", [
@@ -69,6 +70,7 @@ ARGUMENTS = {  # the arguments each --json command needs beyond --db and --json
     ("eval",): lambda ws: [_only_run(ws)],
     ("compare",): lambda ws: [_only_run(ws), _only_run(ws)],
     ("failures",): lambda ws: [],  # RUN is optional: the latest evaluated run
+    ("predict",): lambda ws: [_only_run(ws), "--status", "accepted"],  # no run is evaluated
     ("backup",): lambda ws: [str(ws / "copy.duckdb")],
 }
 

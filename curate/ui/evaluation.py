@@ -11,6 +11,8 @@ by side), the verdict (decided again for another margin by `Workspace.evaluation
 breakdown, and every eval example's answers side by side, filtered by outcome and label.
 Below, any runs can be compared: the settings that differ and their metrics; for two runs,
 what changed in the training data per label beside each label's score (`Workspace.compare_runs`).
+An evaluated run can pre-label (`Workspace.predict`, as `curate predict`), and its confidence is
+checked against the eval split (`Workspace.calibration`: bands, ECE, a reliability diagram).
 
 Design decisions:
 - Only what eval.json stores is shown; nothing is recomputed but the verdict for a new
@@ -22,6 +24,9 @@ Design decisions:
   the end of an evaluation), so the store's `training_runs` carries each run's evaluation
   summary; the evaluator itself never opens the store.
 - Scores are shown in points (hundredths), as the margin is stated.
+- Pre-label sits here, not on Review: it needs a run and its evaluation (the default run is
+  chosen by verdict), and calibration reads that evaluation. It runs in the session's process
+  with a progress bar (a background process like the evaluator's is future work).
 - Labels and answers are data: shown as text in tables and `st.text`, escaped in chart
   labels (Plotly reads a little HTML) and in Markdown (`plain`).
 """
@@ -373,6 +378,83 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+def _prelabel(run_id: str) -> None:
+    """Pre-label with this run's model, the thresholds, and calibration on the eval split."""
+    from curation.suggestions import band_name
+
+    st.caption("The run's model answers the selected train examples with greedy decoding; "
+               "each answer is stored as a suggestion beside the example (Review shows it), "
+               "never over anyone's text. Confidence: for label answers, the answer's "
+               "probability normalised over the labels the run trained on; for free text, "
+               "the mean probability of the answer's tokens. It runs in this session: stay "
+               "on the page until it ends.")
+    high, low = ws.thresholds()
+    with st.form("ev_thresholds", border=False):
+        left, right, go = st.columns([2, 2, 1], vertical_alignment="bottom")
+        new_high = left.number_input("High threshold", 0.0, 1.0, high, 0.01, key="ev_high")
+        new_low = right.number_input("Low threshold", 0.0, 1.0, low, 0.01, key="ev_low")
+        if go.form_submit_button("Save thresholds"):
+            try:
+                ws.set_thresholds(new_high, new_low)
+                flash("evaluation", f"Thresholds saved: {new_high:g} and {new_low:g}.")
+                st.rerun()
+            except CurateError as exc:
+                show_error(exc)
+    statuses = st.multiselect("Pre-label train examples with status",
+                              ["pending", "needs_work", "accepted", "rejected"],
+                              default=["pending"], key="ev_pl_status")
+    left, right = st.columns(2)
+    if left.button("Pre-label", key="ev_prelabel", icon=":material/smart_toy:",
+                   disabled=not statuses):
+        bar = st.progress(0.0, text="pre-labelling")
+        try:
+            done = ws.predict(run_id, status=tuple(statuses),
+                              progress=lambda d, t: bar.progress(min(d / t, 1.0),
+                                                                 text="pre-labelling"))
+            counts = ", ".join(f"{n} {band_name(b, *done.thresholds)}"
+                               for b, n in done.bands.items())
+            flash("evaluation", f"Run {run_id} pre-labelled {len(done.suggestions)} examples "
+                  f"({counts}).", kind="success")
+            st.rerun()
+        except CurateError as exc:
+            show_error(exc)
+    if right.button("Check calibration on the eval split", key="ev_calibrate"):
+        with st.spinner("Scoring the eval answers..."):
+            try:
+                S["ev_calibration"] = ws.calibration(run_id)
+            except CurateError as exc:
+                show_error(exc)
+    figures = S.get("ev_calibration")
+    if figures and figures["run_id"] == run_id:
+        _calibration(figures)
+
+
+def _calibration(figures: dict[str, Any]) -> None:
+    import plotly.graph_objects as go
+
+    ece = "-" if figures["ece"] is None else f"{figures['ece']:.3f}"
+    st.text(f"{figures['examples']} eval examples, confidence by {figures['method']}: "
+            f"expected calibration error {ece}.")
+    st.dataframe(pd.DataFrame([
+        {"band": name, "confidence": b["range"], "examples": b["examples"],
+         "share": None if b["share"] is None else round(b["share"] * 100, 1),
+         "accuracy": None if b["accuracy"] is None else round(b["accuracy"] * 100, 1)}
+        for name, b in figures["bands"].items()]), hide_index=True, key="ev_bands")
+    bins = [b for b in figures["bins"] if b["examples"]]
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="perfectly calibrated",
+                             line={"dash": "dot", "color": "#bab0ac"}))
+    fig.add_trace(go.Bar(x=[(b["lower"] + b["upper"]) / 2 for b in bins],
+                         y=[b["accuracy"] for b in bins], width=0.09, name="accuracy",
+                         text=[b["examples"] for b in bins], texttemplate="n=%{text}",
+                         marker={"color": "#4c78a8"}))
+    fig.update_layout(height=300, xaxis={"title": "confidence", "range": [0, 1]},
+                      yaxis={"title": "accuracy", "range": [0, 1.05]},
+                      margin={"l": 10, "r": 10, "t": 10, "b": 10},
+                      legend={"orientation": "h", "y": -0.25})
+    st.plotly_chart(fig, key="ev_reliability", config={"displaylogo": False})
+
+
 def _compare(runs: list[Run]) -> None:
     by_id = {r.id: r for r in runs}
     chosen = st.multiselect("Runs to compare", list(by_id), key="ev_compare",
@@ -522,6 +604,8 @@ else:
     _per_label(result)
     st.header("Answers side by side", anchor=False)
     _outputs(result)
+    st.header("Pre-label and calibration", anchor=False)
+    _prelabel(run.id)
 
 st.header("Compare runs", anchor=False)
 _compare(runs)

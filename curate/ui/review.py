@@ -30,6 +30,8 @@ Design decisions:
   from; the evidence is computed on display from cached embeddings, never stored, so it
   follows edits to the training examples. The Expected impact queue states its rule and has
   Rank again, for examples imported since the last evaluation.
+- A model suggestion (`curate predict` or Pre-label on the Evaluation page) for the version
+  shown is shown as text with its confidence and band; it is never put into the edit boxes.
 - Shortcuts are single keys, which Streamlit ignores while a text box has focus; leaving the
   box (Tab) commits its text before the key acts. Reject is `x` because Streamlit reserves `r`
   and `c`; Save is `e`, not Ctrl+S, because a modifier shortcut fires inside a text box before
@@ -342,6 +344,23 @@ def _eval_failure(ex: Example) -> None:
                 st.text(f"flagged as {flag}")
 
 
+def _suggestion(ex: Example) -> None:
+    """The model's suggestion for this version of the example (pre-labelling), as text, with
+    its confidence and the band of the workspace's thresholds it falls in."""
+    from curation.suggestions import band, band_name
+
+    suggestion = ws.suggestion(ex.id)
+    if suggestion is None:
+        return
+    high, low = ws.thresholds()
+    name = band(suggestion.confidence, high, low)
+    with st.container(border=True, key="rv_suggestion"):
+        st.caption(f":material/smart_toy: Suggestion of run {suggestion.run_id}, confidence "
+                   f"{suggestion.confidence:.2f} ({suggestion.method}), {name} band "
+                   f"({band_name(name, high, low)})")
+        st.text(suggestion.answer or "(empty)")
+
+
 def _conversation(ex: Example) -> None:
     p = _prefix(ex)
     system, pairs = _split_turns(ex.messages)
@@ -611,6 +630,7 @@ with left:
 with right:
     _header(item)
     _eval_failure(example)
+    _suggestion(example)
     pending = _changes(example)
     _decision_panel(item, pending)
 _details(example, pending)

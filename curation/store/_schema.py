@@ -175,6 +175,18 @@ MIGRATIONS: list[tuple[str, str]] = [
         UPDATE examples SET content_hash = sha256(messages);
         UPDATE example_versions SET content_hash = sha256(messages);
     """),
+    ("model suggestions (pre-labels) per example version", """
+        CREATE TABLE suggestions (
+            example_id    BIGINT NOT NULL,
+            version       INTEGER NOT NULL,
+            run_id        VARCHAR NOT NULL,
+            answer        VARCHAR NOT NULL,
+            confidence    DOUBLE NOT NULL,
+            method        VARCHAR NOT NULL,
+            created_by    VARCHAR NOT NULL,
+            created_at    TIMESTAMP NOT NULL
+        );
+    """),
 ]
 
 
