@@ -201,6 +201,31 @@ def test_completed_run_is_shown_with_its_curve_and_a_measured_estimate(open_page
 
 # --- launching ------------------------------------------------------------------------------
 
+def test_the_newest_learning_curve_is_plotted_with_its_advice(open_page, trained, tmp_path):
+    """A prepared curve folder (the points of a flat curve) beside the trained run."""
+    from training.curve import CURVE_FILE
+    from training.run_folder import write_json
+
+    store, run = trained
+    folder = run.dir.parent / "curve-20990101-000000-abcd"
+    folder.mkdir()
+    points = [{"fraction": f, "examples": n, "example_ids": list(range(n)), "run_id": run.id,
+               "state": "completed", "metric": "exact_match", "score": score}
+              for f, n, score in ((0.25, 2, 50.0), (0.5, 3, 70.0), (1.0, 6, 71.0))]
+    write_json(folder / CURVE_FILE, {"id": folder.name, "state": "completed",
+                                     "snapshot_id": run.manifest.snapshot_id, "seed": 0,
+                                     "fractions": [0.25, 0.5, 1.0], "points": points})
+    try:
+        at = open_page(store, "training")
+        spec = _chart(at, "tr_curve")
+        assert spec["data"][0]["x"] == [2, 3, 6] and spec["data"][0]["y"] == [50.0, 70.0, 71.0]
+        assert list(_frame(at, "Fraction")["Examples"]) == [2, 3, 6]
+        [advice] = [i for i in _texts(at.info) if "last doubling" in i]
+        assert "unlikely to help much" in advice and "from 3 to 6 examples" in advice
+    finally:
+        shutil.rmtree(folder)
+
+
 def test_launch_from_the_page_with_leakage_override_refusal_and_cancel(open_page, file_store):
     store = file_store()
     train, evals = _tickets(store, EVAL_TICKETS + [TICKETS[0]])  # a train ticket in eval too

@@ -30,6 +30,9 @@ Design decisions:
   is active (`st.fragment(run_every=...)`): training is a process of its own, so closing the
   browser changes nothing, and reopening the page shows the run where it is. When the run
   ends, the whole page reruns so the list and the buttons follow.
+- The learning curve (`training.curve`) is shown, not started, here: `curate curve` runs its
+  three trainings one after another from the command line, and the page plots the newest
+  curve.json (score against examples) with its one-sentence advice.
 """
 
 from __future__ import annotations
@@ -469,6 +472,48 @@ def _runs_table(runs: list[Run]) -> None:
                            help="Has a stored evaluation (the Evaluation page shows it)")})
 
 
+# --- the learning curve ---------------------------------------------------------------------
+
+def _curve_section() -> None:
+    """The newest learning curve (`curate curve` makes one): score against examples and the
+    one-sentence advice."""
+    import plotly.graph_objects as go
+
+    st.subheader("Learning curve", anchor=False)
+    curves = ws.curves()
+    if not curves:
+        st.caption("No learning curve yet. `curate curve` (same settings as `curate train`) "
+                   "trains on nested 25%, 50% and 100% subsets of the accepted train "
+                   "examples, stratified by label, evaluates each run and says here whether "
+                   "more data is likely to help.")
+        return
+    curve = curves[0]
+    scored = [p for p in curve.points if p.get("score") is not None]
+    st.caption(f"Curve {curve.id} · {curve.state} · snapshot {curve.snapshot_id} · the "
+               "fine-tuned model's score on the eval split against the number of train "
+               "examples; made with `curate curve`, which runs the three trainings one after "
+               "another (`curate curve --show` prints it).")
+    if scored:
+        metric = scored[0].get("metric") or "score"
+        fig = go.Figure(go.Scatter(
+            x=[p["examples"] for p in scored], y=[p["score"] for p in scored],
+            mode="lines+markers", name=metric, line={"color": "#4c78a8"},
+            hovertemplate="%{x} examples: %{y:.1f}<extra></extra>"))
+        fig.update_layout(height=260, margin={"l": 10, "r": 10, "t": 10, "b": 10},
+                          xaxis_title="train examples", yaxis_title=f"{metric} (points)")
+        st.plotly_chart(fig, key="tr_curve", config={"displaylogo": False})
+    st.dataframe(pd.DataFrame({
+        "Fraction": [f"{p['fraction']:.0%}" for p in curve.points],
+        "Examples": [p["examples"] for p in curve.points],
+        "Run": [p.get("run_id") or "" for p in curve.points],
+        "State": [p.get("state") for p in curve.points],
+        "Score": [p.get("score") for p in curve.points]}),
+        hide_index=True, key="tr_curve_table")
+    if curve.reason:
+        st.warning(f"The curve {curve.state}: {plain(curve.reason)}")
+    (st.success if curve.advice.startswith("More data is likely") else st.info)(curve.advice)
+
+
 # --- the page ------------------------------------------------------------------------------
 
 st.title("Training")
@@ -500,5 +545,6 @@ if runs:
         _still(view)
     st.subheader("All runs", anchor=False)
     _runs_table(runs)
+    _curve_section()
 
 _new_run(runs)
