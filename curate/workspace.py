@@ -42,8 +42,8 @@ if TYPE_CHECKING:
     from curation.queues import QueueItem
     from curation.review import BulkResult
     from training.config import EvalConfig, TrainConfig
-    from training.evaluate import EvalJob
     from training.curve import Curve
+    from training.evaluate import EvalJob
     from training.launcher import Run
     from training.run_folder import EvalResult
 

@@ -4,6 +4,7 @@ end through the CLI (three tiny runs on 8 examples, each evaluated), and `--show
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -15,7 +16,6 @@ from tests.test_training import TINY_FLAGS, _cli_env
 from training.curve import THRESHOLD_POINTS, advice, list_curves, nested_subsets, read_curve
 from training.launcher import list_runs
 from training.run_folder import TRAIN_FILE
-
 
 # --- pure -------------------------------------------------------------------------------------
 
@@ -78,7 +78,7 @@ def curve_workspace(tmp_path_factory, model_cache):
     result = subprocess.run([sys.executable, "-m", "curate", "curve", "--db",
                              "ws/curate.duckdb", *TINY_FLAGS], cwd=folder,
                             env=_cli_env(model_cache), capture_output=True, text=True,
-                            timeout=900)
+                            timeout=900, check=False)
     assert result.returncode == 0, result.stderr + result.stdout
     return folder, result.stdout
 
@@ -113,7 +113,7 @@ def test_curve_show_json_prints_the_points_and_the_advice(curve_workspace, model
     result = subprocess.run([sys.executable, "-m", "curate", "curve", "--show", "--json",
                              "--db", "ws/curate.duckdb"], cwd=folder,
                             env=_cli_env(model_cache), capture_output=True, text=True,
-                            timeout=120)
+                            timeout=120, check=False)
     assert result.returncode == 0, result.stderr
     document = json.loads(result.stdout)
     curve = read_curve(folder / "ws" / "runs")
@@ -130,6 +130,45 @@ def test_show_without_a_curve_says_how_to_make_one(tmp_path, model_cache):
         read_curve(tmp_path / "ws" / "runs")
     result = subprocess.run([sys.executable, "-m", "curate", "curve", "--show", "--db",
                              "ws/curate.duckdb"], cwd=tmp_path, env=_cli_env(model_cache),
-                            capture_output=True, text=True, timeout=120)
+                            capture_output=True, text=True, timeout=120, check=False)
     assert result.returncode == 1
     assert "no learning curve yet: `curate curve` trains one" in result.stderr
+
+
+def test_a_refused_launch_fails_the_curve_with_its_reason(file_store, model_cache, monkeypatch):
+    """An eval example copying a train example: the first launch is refused before anything
+    trains, and curve.json says why."""
+    from curation.auth import User
+    from curation.errors import LeakageUnresolved
+    from tests.conftest import chat
+    from training.config import TrainConfig
+    from training.curve import run_curve
+
+    monkeypatch.setenv("CURATE_MODEL_CACHE", str(model_cache))
+    store = file_store()
+    for i in range(4):
+        store.add(chat(f"Question {i} about cards", "cards"), actor="t", label="cards",
+                  status="accepted", split="train")
+    store.add(chat("Question 0 about cards", "cards"), actor="t", label="cards",
+              status="accepted", split="eval")
+    runs_dir = store.path.parent / "runs"
+    with pytest.raises(LeakageUnresolved):
+        run_curve(store, User("ada", "admin"), TrainConfig(), runs_dir=runs_dir)
+    curve = read_curve(runs_dir)
+    assert curve.state == "failed" and "duplicate train examples" in curve.reason
+    assert [p["state"] for p in curve.points] == ["waiting"] * 3
+    assert list_runs(runs_dir) == []
+
+
+def test_a_curve_whose_driver_is_gone_reads_as_interrupted(tmp_path):
+    from training.curve import CURVE_FILE
+    from training.run_folder import write_json
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    for name, pid in (("curve-1-dead", dead.pid), ("curve-2-live", os.getpid())):
+        (tmp_path / name).mkdir()
+        write_json(tmp_path / name / CURVE_FILE, {"id": name, "state": "running", "pid": pid})
+    states = {c.id: c.state for c in list_curves(tmp_path)}
+    # this test's own process runs a file named test_curve.py: "curve" is in its command line
+    assert states == {"curve-1-dead": "interrupted", "curve-2-live": "running"}

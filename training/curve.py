@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from curation.auth import User, require
-from curation.errors import CurveNotFound, EmptyTrainingSet, InvalidValue
+from curation.errors import CurateError, CurveNotFound, EmptyTrainingSet, InvalidValue
 from curation.store import Store
 from training.config import EvalConfig, TrainConfig
 from training.processes import process_alive
@@ -184,7 +184,10 @@ def run_curve(store: Store, user: User, config: TrainConfig, *,
                   points=[{"fraction": f, "examples": len(ids), "example_ids": ids,
                            "run_id": None, "state": "waiting", "metric": None, "score": None}
                           for f, ids in subsets.items()])
-    save = lambda c: write_json(folder / CURVE_FILE, c.to_json())  # noqa: E731
+
+    def save(record: Curve) -> None:
+        write_json(folder / CURVE_FILE, record.to_json())
+
     save(curve)
     say(f"curve {curve_id} on snapshot {snapshot.id}: "
         + ", ".join(f"{p['fraction']:.0%} = {p['examples']}" for p in curve.points)
@@ -230,6 +233,9 @@ def run_curve(store: Store, user: User, config: TrainConfig, *,
         curve = _replace(curve, points, state="completed", ended_at=now_iso())
     except _Stop as stop:
         curve = _replace(curve, points, state="failed", ended_at=now_iso(), reason=str(stop))
+    except CurateError as exc:  # a launch refused (leakage, an active run): recorded, raised
+        curve = _replace(curve, points, state="failed", ended_at=now_iso(), reason=str(exc))
+        raise
     except KeyboardInterrupt:
         if "run" in current:
             cancel(user, current["run"])
@@ -258,5 +264,14 @@ def _replace(curve: Curve, points: list[dict[str, Any]], **changes: Any) -> Curv
     return Curve.from_json({**curve.to_json(), "points": [dict(p) for p in points], **changes})
 
 
-__all__ = ["CURVE_FILE", "Curve", "FRACTIONS", "THRESHOLD_POINTS", "advice", "list_curves",
-           "nested_subsets", "read_curve", "run_curve"]
+__all__ = [
+    "CURVE_FILE",
+    "FRACTIONS",
+    "THRESHOLD_POINTS",
+    "Curve",
+    "advice",
+    "list_curves",
+    "nested_subsets",
+    "read_curve",
+    "run_curve",
+]
