@@ -437,6 +437,21 @@ class Workspace:
         return run_curve(self.store, self.user, config, runs_dir=self.runs_dir,
                          allow_leakage=allow_leakage, on_run=on_run, on_event=on_event)
 
+    def start_learning_curve(self, config: TrainConfig, *,
+                             allow_leakage: bool = False) -> Curve:
+        """The same as `learning_curve`, driven by a thread of this process (the app's
+        server: closing the browser does not stop it); returns once it has begun."""
+        from training.curve import start_curve
+
+        return start_curve(self.store, self.user, config, runs_dir=self.runs_dir,
+                           allow_leakage=allow_leakage)
+
+    def cancel_curve(self, curve_id: str) -> None:
+        """Stop a learning curve driven by this process, with its run or evaluation."""
+        from training.curve import cancel_curve
+
+        cancel_curve(self.user, self.runs_dir, curve_id)
+
     def curves(self) -> list[Curve]:
         """The learning curves, newest first, read from their folders."""
         from training.curve import list_curves

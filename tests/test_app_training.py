@@ -226,6 +226,47 @@ def test_the_newest_learning_curve_is_plotted_with_its_advice(open_page, trained
         shutil.rmtree(folder)
 
 
+def test_learning_curve_button_starts_the_driver_and_cancel_stops_it(open_page, file_store):
+    """The button starts the curve in the app's process: its first run trains on the 25%
+    subset while the page shows the curve live; Cancel stops the run and the curve."""
+    from training.curve import list_curves
+
+    store = file_store()
+    _tickets(store)
+    runs_dir = store.path.parent / "runs"
+    at = open_page(store, "training")
+    for key, value in {"tr_r": 2, "tr_batch_size": 2, "tr_max_seq_length": 64,
+                       "tr_epochs": 30, "tr_learning_rate": 1e-3}.items():  # still training
+        at.number_input(key=key).set_value(value)                         # when cancelled
+    _run(at)
+    at.button(key="tr_curve_start").click()
+    _run(at)
+    try:
+        [curve] = list_curves(runs_dir)
+        assert curve.state == "running"
+        # 6 tickets, 2 in each of 3 labels: at least one of each label, then all
+        assert [p["examples"] for p in curve.points] == [3, 3, 6]
+        _wait_for(lambda: list_curves(runs_dir)[0].points[0]["run_id"], timeout=120,
+                  what="the first run of the curve")
+        [run] = list_runs(runs_dir)
+        assert run.manifest.examples == 3 and run.manifest.extra["curve"]["id"] == curve.id
+        assert at.button(key="tr_curve_start").disabled  # one curve at a time
+        _run(at)
+        assert _frame(at, "Fraction")["State"].iloc[0] == "training"
+        at.button(key="tr_curve_cancel").click()
+        _run(at)
+        _wait_for(lambda: list_curves(runs_dir)[0].state == "cancelled", timeout=60,
+                  what="the curve to be cancelled")
+        assert read_run(run.dir).state == "cancelled"
+        assert len(list_runs(runs_dir)) == 1  # no further point was launched
+        _run(at)
+        assert list(_frame(at, "Fraction")["State"]) == ["cancelled", "waiting", "waiting"]
+    finally:
+        for started in list_runs(runs_dir):
+            if started.active:
+                cancel(admin("t"), started.dir, timeout=5)
+
+
 def test_launch_from_the_page_with_leakage_override_refusal_and_cancel(open_page, file_store):
     store = file_store()
     train, evals = _tickets(store, EVAL_TICKETS + [TICKETS[0]])  # a train ticket in eval too

@@ -7,13 +7,21 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import orjson
 import pytest
 
 from curation.errors import CurveNotFound, InvalidValue
 from tests.test_training import TINY_FLAGS, _cli_env
-from training.curve import THRESHOLD_POINTS, advice, list_curves, nested_subsets, read_curve
+from training.curve import (
+    STALE_SECONDS,
+    THRESHOLD_POINTS,
+    advice,
+    list_curves,
+    nested_subsets,
+    read_curve,
+)
 from training.launcher import list_runs
 from training.run_folder import TRAIN_FILE
 
@@ -166,9 +174,13 @@ def test_a_curve_whose_driver_is_gone_reads_as_interrupted(tmp_path):
 
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    for name, pid in (("curve-1-dead", dead.pid), ("curve-2-live", os.getpid())):
+    now = time.time()
+    for name, pid, beat in (("curve-1-dead", dead.pid, now), ("curve-2-live", os.getpid(), now),
+                            ("curve-3-silent", os.getpid(), now - STALE_SECONDS - 1)):
         (tmp_path / name).mkdir()
-        write_json(tmp_path / name / CURVE_FILE, {"id": name, "state": "running", "pid": pid})
+        write_json(tmp_path / name / CURVE_FILE, {"id": name, "state": "running", "pid": pid,
+                                                  "heartbeat": beat})
     states = {c.id: c.state for c in list_curves(tmp_path)}
-    # this test's own process runs a file named test_curve.py: "curve" is in its command line
-    assert states == {"curve-1-dead": "interrupted", "curve-2-live": "running"}
+    # a dead driver, and a live process whose driver thread stopped beating
+    assert states == {"curve-1-dead": "interrupted", "curve-2-live": "running",
+                      "curve-3-silent": "interrupted"}

@@ -17,11 +17,14 @@ Design decisions:
   recording `curve` (id and fraction). It is then evaluated by the ordinary evaluation
   process (`training.evaluate`, all three systems, since that is what evaluation is); the
   curve uses the fine-tuned model's primary metric, in points.
-- The driver (`run_curve`) runs in the calling process (the CLI), one point after another,
-  waiting on the background trainer and evaluator. It is not a background process of its
-  own: closing the terminal stops the sequence after the step in flight (curve.json then says
-  `running` with no live driver; it reads as `interrupted`). Cancel (Ctrl-C) stops the
-  current run and marks the curve cancelled.
+- The driver (`run_curve`) goes one point after another, waiting on the background trainer
+  and evaluator, in the calling process: the CLI's (`curate curve`), or a thread of the app's
+  server process (`start_curve`, the Training page's button), so closing the browser does not
+  stop it, stopping the app or the terminal does. It is not a process of its own: curve.json
+  keeps the driver's pid and a heartbeat (rewritten every few seconds); a `running` curve
+  whose process is gone or whose heartbeat is older than STALE_SECONDS reads as
+  `interrupted`. Cancel (Ctrl-C in the CLI, `cancel_curve` from the page) stops the run or
+  evaluation in flight and marks the curve cancelled.
 - The advice (`advice`, pure) reads the slope of the last doubling: the gain in points from
   the second-largest to the largest subset. At or above `THRESHOLD_POINTS` (2 points) more
   data of the same kind is likely to help; below it, cleaner data or a different approach is
@@ -34,6 +37,8 @@ import math
 import os
 import random
 import secrets
+import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -50,6 +55,9 @@ from training.run_folder import _Record, now_iso, read_eval, read_json, write_js
 FRACTIONS = (0.25, 0.5, 1.0)
 THRESHOLD_POINTS = 2.0  # gain of the last doubling (points) from which more data is advised
 CURVE_FILE = "curve.json"
+HEARTBEAT_SECONDS = 5.0
+STALE_SECONDS = 300.0  # a launch can take minutes (the leakage check, the trainer starting)
+_STOPS: dict[str, threading.Event] = {}  # curve id -> its stop, for drivers in this process
 
 
 def nested_subsets(rows: Iterable[tuple[int, str | None]], fractions: Sequence[float] = FRACTIONS,
@@ -109,6 +117,7 @@ class Curve(_Record):
     ended_at: str | None = None
     reason: str | None = None
     pid: int | None = None
+    heartbeat: float | None = None  # time.time() of the driver's last sign of life
     # per fraction: fraction, examples, example_ids, run_id, state, metric, score (points)
     points: list[dict[str, Any]] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
@@ -134,11 +143,16 @@ def list_curves(runs_dir: str | os.PathLike) -> list[Curve]:
     curves = []
     for path in sorted(found, key=lambda p: p.name, reverse=True):
         curve = Curve.from_json(read_json(path / CURVE_FILE))
-        if curve.state == "running" and not (curve.pid and process_alive(curve.pid, b"curve")):
+        if curve.state == "running" and not _driver_alive(curve):
             curve = _replace(curve, curve.points, state="interrupted",
                              reason="its driver (`curate curve`) is no longer running")
         curves.append(curve)
     return curves
+
+
+def _driver_alive(curve: Curve) -> bool:
+    return bool(curve.pid) and process_alive(curve.pid, b"") and \
+        time.time() - (curve.heartbeat or 0) < STALE_SECONDS
 
 
 def read_curve(runs_dir: str | os.PathLike, curve_id: str | None = None) -> Curve:
@@ -156,14 +170,17 @@ def run_curve(store: Store, user: User, config: TrainConfig, *,
               eval_config: EvalConfig = EvalConfig(),
               fractions: Sequence[float] = FRACTIONS,
               on_run: Callable[[Curve, dict[str, Any]], None] | None = None,
-              on_event: Callable[[str], None] | None = None) -> Curve:
+              on_event: Callable[[str], None] | None = None,
+              stop: threading.Event | None = None,
+              on_start: Callable[[Curve], None] | None = None) -> Curve:
     """Train and evaluate one run per fraction on nested subsets of one snapshot, in this
     process, recording each step in curve.json; the finished curve. `on_run(curve, point)` is
     called once each run has started (to follow it), `on_event(line)` for progress lines.
-    Ctrl-C (KeyboardInterrupt) cancels the run or evaluation in flight and the curve."""
+    Ctrl-C (KeyboardInterrupt), or setting `stop`, cancels the run or evaluation in flight
+    and the curve; `on_start(curve)` is called once curve.json is written."""
     require(user, "train")
     from training.evaluate import cancel_eval, read_eval_job, start_eval, wait_eval
-    from training.launcher import DEFAULT_TRAIN_FILTER, cancel, launch, wait
+    from training.launcher import DEFAULT_TRAIN_FILTER, cancel, launch, read_run, wait
 
     say = on_event or (lambda line: None)
     where = where or DEFAULT_TRAIN_FILTER
@@ -180,15 +197,19 @@ def run_curve(store: Store, user: User, config: TrainConfig, *,
     curve = Curve(id=curve_id, state="running", snapshot_id=snapshot.id,
                   snapshot_hash=snapshot.content_hash, seed=config.seed,
                   fractions=sorted(subsets), config=config.to_dict(), created_by=user.name,
-                  created_at=now_iso(), pid=os.getpid(),
+                  created_at=now_iso(), pid=os.getpid(), heartbeat=time.time(),
                   points=[{"fraction": f, "examples": len(ids), "example_ids": ids,
                            "run_id": None, "state": "waiting", "metric": None, "score": None}
                           for f, ids in subsets.items()])
 
     def save(record: Curve) -> None:
-        write_json(folder / CURVE_FILE, record.to_json())
+        write_json(folder / CURVE_FILE, {**record.to_json(), "heartbeat": time.time()})
 
     save(curve)
+    stop = stop or threading.Event()
+    _STOPS[curve_id] = stop
+    if on_start:
+        on_start(curve)
     say(f"curve {curve_id} on snapshot {snapshot.id}: "
         + ", ".join(f"{p['fraction']:.0%} = {p['examples']}" for p in curve.points)
         + " examples")
@@ -207,7 +228,8 @@ def run_curve(store: Store, user: User, config: TrainConfig, *,
             say(f"{point['fraction']:.0%} ({point['examples']} examples): run {run.id}")
             if on_run:
                 on_run(curve, point)
-            run = wait(run.dir)
+            run = _waiting(lambda d=run.dir: wait(d, timeout=HEARTBEAT_SECONDS),
+                           lambda r: r.active, stop, folder)
             if run.state != "completed":
                 point.update(state=run.state)
                 raise _Stop(f"run {run.id} {run.state}: {run.status.reason or 'see its log'}")
@@ -215,7 +237,8 @@ def run_curve(store: Store, user: User, config: TrainConfig, *,
             save(_replace(curve, points))
             start_eval(store, user, run.dir, eval_config)
             current = {"eval": run.dir}
-            job = wait_eval(run.dir)
+            job = _waiting(lambda d=run.dir: wait_eval(d, timeout=HEARTBEAT_SECONDS),
+                           lambda j: j is not None and j.active, stop, folder)
             current = {}
             result = read_eval(run.dir)
             if job is None or job.state != "completed" or result is None:
@@ -231,13 +254,13 @@ def run_curve(store: Store, user: User, config: TrainConfig, *,
             say(f"{point['fraction']:.0%} ({point['examples']} examples): "
                 f"{point['metric']} {point['score']}")
         curve = _replace(curve, points, state="completed", ended_at=now_iso())
-    except _Stop as stop:
-        curve = _replace(curve, points, state="failed", ended_at=now_iso(), reason=str(stop))
+    except _Stop as failed:
+        curve = _replace(curve, points, state="failed", ended_at=now_iso(), reason=str(failed))
     except CurateError as exc:  # a launch refused (leakage, an active run): recorded, raised
         curve = _replace(curve, points, state="failed", ended_at=now_iso(), reason=str(exc))
         raise
-    except KeyboardInterrupt:
-        if "run" in current:
+    except (KeyboardInterrupt, _Cancelled) as stopped:
+        if "run" in current and read_run(current["run"]).active:
             cancel(user, current["run"])
         if "eval" in current and (job := read_eval_job(current["eval"])) and job.active:
             cancel_eval(user, current["eval"])
@@ -246,14 +269,74 @@ def run_curve(store: Store, user: User, config: TrainConfig, *,
                 point["state"] = "cancelled"
         curve = _replace(curve, points, state="cancelled", ended_at=now_iso(),
                          reason="cancelled by request")
-        save(curve)
-        raise
+        if isinstance(stopped, KeyboardInterrupt):
+            save(curve)
+            raise
     finally:
+        _STOPS.pop(curve_id, None)
         if curve.state == "running":  # an unexpected error: say so in the record
             curve = _replace(curve, points, state="failed", ended_at=now_iso(),
                              reason="the driver stopped with an error")
         save(curve)
     return curve
+
+
+def _waiting(poll: Callable[[], Any], still: Callable[[Any], bool], stop: threading.Event,
+             folder: Path) -> Any:
+    """Call `poll` (which waits a few seconds) until `still` is false of what it returns,
+    beating the heart of curve.json in between; `_Cancelled` once `stop` is set."""
+    while True:
+        value = poll()
+        if stop.is_set():
+            raise _Cancelled
+        if not still(value):
+            return value
+        record = read_json(folder / CURVE_FILE)
+        write_json(folder / CURVE_FILE, {**record, "heartbeat": time.time()})
+
+
+def start_curve(store: Store, user: User, config: TrainConfig, *,
+                runs_dir: str | os.PathLike, allow_leakage: bool = False,
+                timeout: float = 600.0) -> Curve:
+    """`run_curve` in a thread of this process (the app's server); returns once curve.json
+    is written. A refusal before that (no examples) is raised here; one after it (leakage,
+    an active run) is recorded in curve.json as the curve's failure."""
+    require(user, "train")
+    started, failure = threading.Event(), []
+    holder: list[Curve] = []
+
+    def go() -> None:
+        try:
+            run_curve(store, user, config, runs_dir=runs_dir, allow_leakage=allow_leakage,
+                      on_start=lambda c: (holder.append(c), started.set()))
+        except Exception as exc:  # noqa: BLE001  reported to the caller or kept in curve.json
+            failure.append(exc)
+        finally:
+            started.set()
+
+    threading.Thread(target=go, name="curate-curve", daemon=True).start()
+    started.wait(timeout)
+    if not holder:
+        raise failure[0] if failure else InvalidValue("the learning curve did not start")
+    return holder[0]
+
+
+def cancel_curve(user: User, runs_dir: str | os.PathLike, curve_id: str) -> None:
+    """Stop a curve driven by this process: its run or evaluation in flight is cancelled and
+    the curve ends as cancelled."""
+    require(user, "train")
+    curve = read_curve(runs_dir, curve_id)
+    if curve.state != "running":
+        raise InvalidValue(f"learning curve {curve_id} is {curve.state}, not running")
+    stop = _STOPS.get(curve_id)
+    if stop is None:
+        raise InvalidValue(f"learning curve {curve_id} is driven by another process (pid "
+                           f"{curve.pid}); stop it there (Ctrl-C)")
+    stop.set()
+
+
+class _Cancelled(Exception):
+    """The curve's stop was set."""
 
 
 class _Stop(Exception):
@@ -270,8 +353,10 @@ __all__ = [
     "THRESHOLD_POINTS",
     "Curve",
     "advice",
+    "cancel_curve",
     "list_curves",
     "nested_subsets",
     "read_curve",
     "run_curve",
+    "start_curve",
 ]

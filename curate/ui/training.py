@@ -30,9 +30,11 @@ Design decisions:
   is active (`st.fragment(run_every=...)`): training is a process of its own, so closing the
   browser changes nothing, and reopening the page shows the run where it is. When the run
   ends, the whole page reruns so the list and the buttons follow.
-- The learning curve (`training.curve`) is shown, not started, here: `curate curve` runs its
-  three trainings one after another from the command line, and the page plots the newest
-  curve.json (score against examples) with its one-sentence advice.
+- The learning curve (`training.curve`): the "Learning curve" button starts its driver in a
+  thread of the app's server (`Workspace.start_learning_curve`), which launches, waits for
+  and evaluates the three runs one after another; closing the browser does not stop it,
+  stopping the app does. The page shows the newest curve.json live (a fragment, like a run)
+  with Cancel, then its plot (score against examples) and one-sentence advice.
 """
 
 from __future__ import annotations
@@ -346,8 +348,18 @@ def _new_run(runs: list[Run]) -> None:
                     "workspace.")
     elif leaks and not allow:
         row.caption("Tick “Train anyway” above, or settle the leaks first.")
+    curve_running = any(c.state == "running" for c in ws.curves())
+    curve_clicked = row.button(
+        "Learning curve", key="tr_curve_start", icon=":material/show_chart:",
+        disabled=blocked or bool(active) or curve_running,
+        help="Train and evaluate on nested 25%, 50% and 100% subsets of the snapshot "
+             "(stratified by label, these settings and seed), one after another, then say "
+             "whether more data is likely to help: a gain of at least 2 points from 50% to "
+             "100% says yes, less says cleaner data or a different approach is the lever.")
     if clicked and config is not None:
         _launch(config, allow)
+    if curve_clicked and config is not None:
+        _start_curve(config, allow)
 
 
 # --- one run, live -------------------------------------------------------------------------
@@ -475,24 +487,34 @@ def _runs_table(runs: list[Run]) -> None:
 # --- the learning curve ---------------------------------------------------------------------
 
 def _curve_section() -> None:
-    """The newest learning curve (`curate curve` makes one): score against examples and the
-    one-sentence advice."""
-    import plotly.graph_objects as go
-
-    st.subheader("Learning curve", anchor=False)
+    """The newest learning curve: live while it runs (with Cancel), then its plot (score
+    against examples) and the one-sentence advice."""
     curves = ws.curves()
     if not curves:
-        st.caption("No learning curve yet. `curate curve` (same settings as `curate train`) "
-                   "trains on nested 25%, 50% and 100% subsets of the accepted train "
-                   "examples, stratified by label, evaluates each run and says here whether "
-                   "more data is likely to help.")
         return
-    curve = curves[0]
+    st.subheader("Learning curve", anchor=False)
+    if curves[0].state == "running":
+        _curve_live(curves[0].id)
+    else:
+        _curve_view(curves[0].id, was_running=False)
+
+
+@st.fragment(run_every=POLL_SECONDS)
+def _curve_live(curve_id: str) -> None:
+    _curve_view(curve_id, was_running=True)
+
+
+def _curve_view(curve_id: str, was_running: bool) -> None:
+    import plotly.graph_objects as go
+
+    curve = ws.curve(curve_id)
+    if was_running and curve.state != "running":
+        st.rerun(scope="app")  # it ended: the runs and the buttons follow
     scored = [p for p in curve.points if p.get("score") is not None]
-    st.caption(f"Curve {curve.id} · {curve.state} · snapshot {curve.snapshot_id} · the "
-               "fine-tuned model's score on the eval split against the number of train "
-               "examples; made with `curate curve`, which runs the three trainings one after "
-               "another (`curate curve --show` prints it).")
+    st.caption(plain(
+        f"Curve {curve.id} · {curve.state} · snapshot {curve.snapshot_id} · the fine-tuned "
+        "model's score on the eval split against the number of train examples, on nested "
+        "subsets stratified by label (`curate curve --show` prints it)."))
     if scored:
         metric = scored[0].get("metric") or "score"
         fig = go.Figure(go.Scatter(
@@ -509,9 +531,32 @@ def _curve_section() -> None:
         "State": [p.get("state") for p in curve.points],
         "Score": [p.get("score") for p in curve.points]}),
         hide_index=True, key="tr_curve_table")
+    if curve.state == "running":
+        if st.button("Cancel the curve", key="tr_curve_cancel", icon=":material/stop_circle:"):
+            try:
+                ws.cancel_curve(curve.id)
+            except CurateError as exc:
+                show_error(exc)
+                return
+            flash("training", f"Learning curve {curve.id} is being cancelled.",
+                  ":material/block:")
+            st.rerun(scope="app")
+        return
     if curve.reason:
         st.warning(f"The curve {curve.state}: {plain(curve.reason)}")
     (st.success if curve.advice.startswith("More data is likely") else st.info)(curve.advice)
+
+
+def _start_curve(config: TrainConfig, allow_leakage: bool) -> None:
+    try:
+        curve = ws.start_learning_curve(config, allow_leakage=allow_leakage)
+    except CurateError as exc:
+        show_error(exc)
+        return
+    flash("training", f"Learning curve {curve.id} started: "
+          + ", ".join(f"{p['examples']} examples" for p in curve.points)
+          + ", trained and evaluated one after another.", ":material/show_chart:")
+    st.rerun()
 
 
 # --- the page ------------------------------------------------------------------------------
@@ -545,6 +590,6 @@ if runs:
         _still(view)
     st.subheader("All runs", anchor=False)
     _runs_table(runs)
-    _curve_section()
+_curve_section()
 
 _new_run(runs)
