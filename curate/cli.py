@@ -862,7 +862,8 @@ def curve(db, show, curve_id, allow_leakage, as_json, actor, **settings):
     (50% to 100%): 2 points or more means more data is likely to help, less means cleaner
     data or a different approach is the lever. The runs go one after another while this
     command runs (progress on stderr with --json); Ctrl-C cancels the run in flight and the
-    curve. The record is runs/curve-<id>/curve.json; the Training page plots it.
+    curve. The record is runs/curve-<id>/curve.json; the Training page plots it (its
+    Learning curve button does the same as this command, driven by the app).
 
     \b
     Example:

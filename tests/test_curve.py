@@ -14,14 +14,8 @@ import pytest
 
 from curation.errors import CurveNotFound, InvalidValue
 from tests.test_training import TINY_FLAGS, _cli_env
-from training.curve import (
-    STALE_SECONDS,
-    THRESHOLD_POINTS,
-    advice,
-    list_curves,
-    nested_subsets,
-    read_curve,
-)
+from training.curve import (STALE_SECONDS, THRESHOLD_POINTS, advice, list_curves,
+                            nested_subsets, read_curve)
 from training.launcher import list_runs
 from training.run_folder import TRAIN_FILE
 
