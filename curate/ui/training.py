@@ -343,11 +343,6 @@ def _new_run(runs: list[Run]) -> None:
     row = st.container(horizontal=True, vertical_alignment="center")
     clicked = row.button("Launch training", key="tr_launch", type="primary",
                          icon=":material/rocket_launch:", disabled=blocked)
-    if active:
-        row.caption(f"Run {plain(active.id)} is {active.state}: one run at a time per "
-                    "workspace.")
-    elif leaks and not allow:
-        row.caption("Tick “Train anyway” above, or settle the leaks first.")
     curve_running = any(c.state == "running" for c in ws.curves())
     curve_clicked = row.button(
         "Learning curve", key="tr_curve_start", icon=":material/show_chart:",
@@ -356,6 +351,11 @@ def _new_run(runs: list[Run]) -> None:
              "(stratified by label, these settings and seed), one after another, then say "
              "whether more data is likely to help: a gain of at least 2 points from 50% to "
              "100% says yes, less says cleaner data or a different approach is the lever.")
+    if active:
+        row.caption(f"Run {plain(active.id)} is {active.state}: one run at a time per "
+                    "workspace.")
+    elif leaks and not allow:
+        row.caption("Tick “Train anyway” above, or settle the leaks first.")
     if clicked and config is not None:
         _launch(config, allow)
     if curve_clicked and config is not None:
