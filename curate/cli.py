@@ -919,6 +919,86 @@ def train(db, resume_id, detach, then_eval, allow_leakage, actor, **settings):
 
 @main.command()
 @db_option
+@_train_setting_options
+@click.option("--show", is_flag=True, help="Print the newest learning curve (or --id's) and "
+                                           "its advice; trains nothing.")
+@click.option("--id", "curve_id", default=None, metavar="CURVE",
+              help="With --show: the curve to print (default: the newest).")
+@click.option("--allow-leakage", is_flag=True,
+              help="Train even though eval examples are exact or near copies of train "
+                   "examples (as `curate train --allow-leakage`).")
+@json_option
+@actor_option
+def curve(db, show, curve_id, allow_leakage, as_json, actor, **settings):
+    """Learning curve: train on nested 25%, 50% and 100% subsets of one snapshot and say
+    whether more data is likely to help.
+
+    Each subset is stratified by label (each label's examples in a fixed order seeded by
+    --seed; the first 25% of each label, then the first 50%, then all) and trained with the
+    same settings as an ordinary run, then evaluated; the curve is the fine-tuned model's
+    score against the number of examples. The advice reads the gain of the last doubling
+    (50% to 100%): 2 points or more means more data is likely to help, less means cleaner
+    data or a different approach is the lever. The runs go one after another while this
+    command runs (progress on stderr with --json); Ctrl-C cancels the run in flight and the
+    curve. The record is runs/curve-<id>/curve.json; the Training page plots it (its
+    Learning curve button does the same as this command, driven by the app).
+
+    \b
+    Example:
+      curate curve --epochs 2
+      curate curve --show --json
+    """
+    from training.config import TrainConfig
+
+    if show:
+        with _open(db, actor) as workspace:
+            found = workspace.curve(curve_id)
+    else:
+        if curve_id:
+            raise CurateError("--id picks the curve to print; use it with --show")
+        config = TrainConfig(**{k: v for k, v in settings.items() if v is not None})
+
+        def say(line: str) -> None:
+            click.echo(line, err=as_json)
+
+        def follow(_curve, point) -> None:
+            import time
+
+            shown = 0
+            while True:
+                run = workspace.run(point["run_id"])
+                for m in run.metrics[shown:]:
+                    say(f"  step {m['step']:>5}/{m.get('total_steps', '?')}  loss "
+                        f"{m['loss']:.4f}  ETA {duration(m['eta_seconds'])}")
+                shown = len(run.metrics)
+                if not run.active:
+                    return
+                time.sleep(1.0)
+
+        with _open(db, actor) as workspace:
+            try:
+                found = workspace.learning_curve(config, allow_leakage=allow_leakage,
+                                                 on_run=follow, on_event=say)
+            except KeyboardInterrupt:
+                raise CurateError("learning curve cancelled; the runs so far stay in "
+                                  "`curate runs`") from None
+            finally:
+                workspace.record_runs()
+    if as_json:
+        _print_json(found.to_dict())
+        return
+    click.echo(f"curve {found.id} ({found.state}) on snapshot {found.snapshot_id}")
+    for p in found.points:
+        score = "-" if p["score"] is None else f"{p['score']:.1f}"
+        click.echo(f"  {p['fraction']:>4.0%}  {p['examples']:>6} examples  "
+                   f"{p['metric'] or 'score'} {score:>6}  {p['run_id'] or ''} ({p['state']})")
+    if found.reason:
+        click.echo(f"  {found.reason}")
+    click.echo(found.advice)
+
+
+@main.command()
+@db_option
 @json_option
 def runs(db, as_json):
     """List the training runs, newest first, with state, progress and loss.

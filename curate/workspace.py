@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     from curation.review import BulkResult
     from curation.suggestions import Suggestion
     from training.config import EvalConfig, TrainConfig
+    from training.curve import Curve
     from training.evaluate import EvalJob
     from training.launcher import Run
     from training.run_folder import EvalResult
@@ -527,6 +528,43 @@ class Workspace:
         from training.launcher import launch
 
         return launch(self.store, self.user, config, allow_leakage=allow_leakage)
+
+    def learning_curve(self, config: TrainConfig, *, allow_leakage: bool = False,
+                       on_run=None, on_event=None) -> Curve:
+        """Train and evaluate on nested 25%, 50% and 100% subsets of one snapshot of the
+        accepted train examples, one run after another in this process (`training.curve`);
+        the finished curve with its points and advice."""
+        from training.curve import run_curve
+
+        return run_curve(self.store, self.user, config, runs_dir=self.runs_dir,
+                         allow_leakage=allow_leakage, on_run=on_run, on_event=on_event)
+
+    def start_learning_curve(self, config: TrainConfig, *,
+                             allow_leakage: bool = False) -> Curve:
+        """The same as `learning_curve`, driven by a thread of this process (the app's
+        server: closing the browser does not stop it); returns once it has begun."""
+        from training.curve import start_curve
+
+        return start_curve(self.store, self.user, config, runs_dir=self.runs_dir,
+                           allow_leakage=allow_leakage)
+
+    def cancel_curve(self, curve_id: str) -> None:
+        """Stop a learning curve driven by this process, with its run or evaluation."""
+        from training.curve import cancel_curve
+
+        cancel_curve(self.user, self.runs_dir, curve_id)
+
+    def curves(self) -> list[Curve]:
+        """The learning curves, newest first, read from their folders."""
+        from training.curve import list_curves
+
+        return list_curves(self.runs_dir)
+
+    def curve(self, curve_id: str | None = None) -> Curve:
+        """One learning curve by id, or the newest; `CurveNotFound` if there is none."""
+        from training.curve import read_curve
+
+        return read_curve(self.runs_dir, curve_id)
 
     def resume(self, run_id: str) -> Run:
         """Continue an interrupted, failed or cancelled run from its last checkpoint."""

@@ -6,7 +6,7 @@ so `import curation` stays fast.
 """
 
 from curation.auth import User
-from curation.errors import (BadCheckpoint, CurateError, EmptyTrainingSet,
+from curation.errors import (BadCheckpoint, CurateError, CurveNotFound, EmptyTrainingSet,
                              EvaluationAlreadyActive, EvaluationNotActive, ExampleNotFound,
                              InvalidExample, InvalidValue, LeakageUnresolved, ModelUnavailable,
                              NotUtf8, PermissionDenied, RunAlreadyActive, RunNotActive,
@@ -25,7 +25,7 @@ __all__ = [
     "SnapshotNotFound", "ExampleNotFound", "InvalidExample", "InvalidValue", "VersionConflict",
     "NotUtf8", "UnreadableFile", "UploadRejected", "WouldDuplicate", "PermissionDenied",
     "UnknownUser", "TooManySignIns", "LeakageUnresolved", "RunAlreadyActive", "RunNotFound",
-    "TrainerNotStarted", "RunNotActive", "EmptyTrainingSet", "BadCheckpoint",
+    "CurveNotFound", "TrainerNotStarted", "RunNotActive", "EmptyTrainingSet", "BadCheckpoint",
     "EvaluationAlreadyActive", "EvaluationNotActive", "ModelUnavailable",
     "ExportResult", "export_jsonl", "write_snapshot", "ImportReport", "LineError",
     "import_file", "SPLITS", "STATUSES", "ExampleFilter", "Example", "Snapshot", "Store",

@@ -127,6 +127,10 @@ class RunNotFound(CurateError):
     """No run folder has the given id."""
 
 
+class CurveNotFound(CurateError):
+    """No learning curve folder has the given id (or there is none yet)."""
+
+
 class TrainerNotStarted(CurateError):
     """The trainer process exited before it took the run over; the run is marked failed."""
 

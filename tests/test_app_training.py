@@ -201,6 +201,72 @@ def test_completed_run_is_shown_with_its_curve_and_a_measured_estimate(open_page
 
 # --- launching ------------------------------------------------------------------------------
 
+def test_the_newest_learning_curve_is_plotted_with_its_advice(open_page, trained, tmp_path):
+    """A prepared curve folder (the points of a flat curve) beside the trained run."""
+    from training.curve import CURVE_FILE
+    from training.run_folder import write_json
+
+    store, run = trained
+    folder = run.dir.parent / "curve-20990101-000000-abcd"
+    folder.mkdir()
+    points = [{"fraction": f, "examples": n, "example_ids": list(range(n)), "run_id": run.id,
+               "state": "completed", "metric": "exact_match", "score": score}
+              for f, n, score in ((0.25, 2, 50.0), (0.5, 3, 70.0), (1.0, 6, 71.0))]
+    write_json(folder / CURVE_FILE, {"id": folder.name, "state": "completed",
+                                     "snapshot_id": run.manifest.snapshot_id, "seed": 0,
+                                     "fractions": [0.25, 0.5, 1.0], "points": points})
+    try:
+        at = open_page(store, "training")
+        spec = _chart(at, "tr_curve")
+        assert spec["data"][0]["x"] == [2, 3, 6] and spec["data"][0]["y"] == [50.0, 70.0, 71.0]
+        assert list(_frame(at, "Fraction")["Examples"]) == [2, 3, 6]
+        [advice] = [i for i in _texts(at.info) if "last doubling" in i]
+        assert "unlikely to help much" in advice and "from 3 to 6 examples" in advice
+    finally:
+        shutil.rmtree(folder)
+
+
+def test_learning_curve_button_starts_the_driver_and_cancel_stops_it(open_page, file_store):
+    """The button starts the curve in the app's process: its first run trains on the 25%
+    subset while the page shows the curve live; Cancel stops the run and the curve."""
+    from training.curve import list_curves
+
+    store = file_store()
+    _tickets(store)
+    runs_dir = store.path.parent / "runs"
+    at = open_page(store, "training")
+    for key, value in {"tr_r": 2, "tr_batch_size": 2, "tr_max_seq_length": 64,
+                       "tr_epochs": 30, "tr_learning_rate": 1e-3}.items():  # still training
+        at.number_input(key=key).set_value(value)                         # when cancelled
+    _run(at)
+    at.button(key="tr_curve_start").click()
+    _run(at)
+    try:
+        [curve] = list_curves(runs_dir)
+        assert curve.state == "running"
+        # 6 tickets, 2 in each of 3 labels: at least one of each label, then all
+        assert [p["examples"] for p in curve.points] == [3, 3, 6]
+        _wait_for(lambda: list_curves(runs_dir)[0].points[0]["run_id"], timeout=120,
+                  what="the first run of the curve")
+        [run] = list_runs(runs_dir)
+        assert run.manifest.examples == 3 and run.manifest.extra["curve"]["id"] == curve.id
+        assert at.button(key="tr_curve_start").disabled  # one curve at a time
+        _run(at)
+        assert _frame(at, "Fraction")["State"].iloc[0] == "training"
+        at.button(key="tr_curve_cancel").click()
+        _run(at)
+        _wait_for(lambda: list_curves(runs_dir)[0].state == "cancelled", timeout=60,
+                  what="the curve to be cancelled")
+        assert read_run(run.dir).state == "cancelled"
+        assert len(list_runs(runs_dir)) == 1  # no further point was launched
+        _run(at)
+        assert list(_frame(at, "Fraction")["State"]) == ["cancelled", "waiting", "waiting"]
+    finally:
+        for started in list_runs(runs_dir):
+            if started.active:
+                cancel(admin("t"), started.dir, timeout=5)
+
+
 def test_launch_from_the_page_with_leakage_override_refusal_and_cancel(open_page, file_store):
     store = file_store()
     train, evals = _tickets(store, EVAL_TICKETS + [TICKETS[0]])  # a train ticket in eval too

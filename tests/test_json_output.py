@@ -72,7 +72,23 @@ ARGUMENTS = {  # the arguments each --json command needs beyond --db and --json
     ("failures",): lambda ws: [],  # RUN is optional: the latest evaluated run
     ("predict",): lambda ws: [_only_run(ws), "--status", "accepted"],  # no run is evaluated
     ("backup",): lambda ws: [str(ws / "copy.duckdb")],
+    ("curve",): lambda ws: ["--show", "--id", _curve(ws)],  # a prepared one: no training
 }
+
+
+def _curve(ws) -> str:
+    """A learning curve folder made of the one run (as `curate curve` writes it)."""
+    from training.curve import CURVE_FILE
+    from training.run_folder import write_json
+
+    folder = ws / "ws" / "runs" / "curve-20990101-000000-json"
+    folder.mkdir(exist_ok=True)
+    points = [{"fraction": f, "examples": n, "example_ids": list(range(n)),
+               "run_id": _only_run(ws), "state": "completed", "metric": "token_f1",
+               "score": score} for f, n, score in ((0.5, 3, 40.0), (1.0, 7, 55.0))]
+    write_json(folder / CURVE_FILE, {"id": folder.name, "state": "completed", "seed": 0,
+                                     "fractions": [0.5, 1.0], "points": points})
+    return folder.name
 
 
 def _only_run(ws) -> str:
@@ -112,6 +128,9 @@ def test_json_output_is_one_document_and_nothing_else(workspace, words, model_ca
     if words == ("compare",):  # a run against itself: its snapshot unchanged, scores equal
         assert document["data"]["totals"]["unchanged"] == 7  # the accepted train examples left
         assert all(row["score_change"] in (None, 0) for row in document["per_label"])
+    if words == ("curve",):
+        assert [p["score"] for p in document["points"]] == [40.0, 55.0]
+        assert document["advice"].startswith("More data is likely to help")
     if words == ("stats",):
         assert document["by_label"]["null"] == 3  # two train, one eval; none deleted
         assert document["by_split"] == {"train": 7, "eval": 2}

@@ -51,6 +51,7 @@ import os
 import secrets
 import subprocess
 import time
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -140,11 +141,15 @@ def default_runs_dir(db_path: str | os.PathLike) -> Path:
 def launch(store: Store, user: User, config: TrainConfig, *,
            where: ExampleFilter = DEFAULT_TRAIN_FILTER,
            runs_dir: str | os.PathLike | None = None, allow_leakage: bool = False,
-           progress: Progress | None = None) -> Run:
+           progress: Progress | None = None, snapshot_id: str | None = None,
+           keep_ids: Collection[int] | None = None,
+           extra: dict[str, Any] | None = None) -> Run:
     """Snapshot what `where` selects (accepted train examples), write it into a new run
     folder and start the trainer process on it. Refused with `LeakageUnresolved` while eval
     examples are exact or near copies of examples of that set, unless `allow_leakage`;
-    same-meaning matches only are recorded in the manifest, not refused."""
+    same-meaning matches only are recorded in the manifest, not refused. A learning curve
+    (`training.curve`) passes `snapshot_id` (train on that existing snapshot), `keep_ids`
+    (only those of its examples) and `extra` (kept in the manifest, e.g. `curve`)."""
     require(user, "train")
     from training.models import DEFAULT_BASE_MODEL, model_cache
 
@@ -169,7 +174,8 @@ def launch(store: Store, user: User, config: TrainConfig, *,
                 "resolve them on the Quality page (reject or move one side, or mark them not "
                 "duplicates), or train anyway with the override (`--allow-leakage`, or the "
                 "checkbox on the Training page)", leaks)
-        snapshot = store.snapshot(where, actor=user.name)
+        snapshot = store.get_snapshot(snapshot_id) if snapshot_id else \
+            store.snapshot(where, actor=user.name)
         if snapshot.count == 0:
             raise EmptyTrainingSet(f"nothing to train on: snapshot {snapshot.id} has no "
                                    f"examples ({_describe(where)}); accept some train "
@@ -178,19 +184,40 @@ def launch(store: Store, user: User, config: TrainConfig, *,
         run_dir = runs_dir / run_id
         run_dir.mkdir(mode=0o700)
         export = write_snapshot(store, snapshot.id, run_dir / TRAIN_FILE, user=user)
+        count, sha = export.count, export.file_sha256
+        if keep_ids is not None:
+            count, sha = _keep_only(run_dir / TRAIN_FILE, set(keep_ids))
+            extra = {**(extra or {}), "subset_ids": sorted(keep_ids)}
         cache = model_cache(store)
         write_json(run_dir / MANIFEST, RunManifest(
             run_id=run_id, snapshot_id=snapshot.id, snapshot_hash=snapshot.content_hash,
             snapshot_name=snapshot.name, filters=snapshot.filters,
-            examples=export.count, train_file_sha256=export.file_sha256,
+            examples=count, train_file_sha256=sha,
             base_model=config.base_model, config=config.to_dict(),
             model_cache=str(Path(cache).resolve()), created_by=user.name,
             created_at=now_iso(),
             leakage={"pairs": leaks, "overridden_by": user.name if leaks else None,
-                     **({"paraphrases": similar} if similar else {})}).to_json())
+                     **({"paraphrases": similar} if similar else {})},
+            extra=extra or {}).to_json())
         _start(run_dir, cache)
     record_runs(store, runs_dir)
     return read_run(run_dir)
+
+
+def _keep_only(train_file: Path, keep: set[int]) -> tuple[int, str]:
+    """Cut a run's train file to the examples in `keep` (by their `curate_id`); the lines
+    left and the file's new sha256."""
+    import hashlib
+
+    lines = [line for line in train_file.read_bytes().splitlines(keepends=True)
+             if orjson.loads(line)["metadata"]["curate_id"] in keep]
+    if not lines:
+        raise EmptyTrainingSet(f"none of the {len(keep)} chosen examples is in the snapshot")
+    data = b"".join(lines)
+    tmp = train_file.with_name(train_file.name + ".tmp")
+    tmp.write_bytes(data)
+    tmp.replace(train_file)
+    return len(lines), hashlib.sha256(data).hexdigest()
 
 
 def resume(store: Store, user: User, run_id: str, *,

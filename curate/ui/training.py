@@ -30,6 +30,11 @@ Design decisions:
   is active (`st.fragment(run_every=...)`): training is a process of its own, so closing the
   browser changes nothing, and reopening the page shows the run where it is. When the run
   ends, the whole page reruns so the list and the buttons follow.
+- The learning curve (`training.curve`): the "Learning curve" button starts its driver in a
+  thread of the app's server (`Workspace.start_learning_curve`), which launches, waits for
+  and evaluates the three runs one after another; closing the browser does not stop it,
+  stopping the app does. The page shows the newest curve.json live (a fragment, like a run)
+  with Cancel, then its plot (score against examples) and one-sentence advice.
 """
 
 from __future__ import annotations
@@ -338,6 +343,14 @@ def _new_run(runs: list[Run]) -> None:
     row = st.container(horizontal=True, vertical_alignment="center")
     clicked = row.button("Launch training", key="tr_launch", type="primary",
                          icon=":material/rocket_launch:", disabled=blocked)
+    curve_running = any(c.state == "running" for c in ws.curves())
+    curve_clicked = row.button(
+        "Learning curve", key="tr_curve_start", icon=":material/show_chart:",
+        disabled=blocked or bool(active) or curve_running,
+        help="Train and evaluate on nested 25%, 50% and 100% subsets of the snapshot "
+             "(stratified by label, these settings and seed), one after another, then say "
+             "whether more data is likely to help: a gain of at least 2 points from 50% to "
+             "100% says yes, less says cleaner data or a different approach is the lever.")
     if active:
         row.caption(f"Run {plain(active.id)} is {active.state}: one run at a time per "
                     "workspace.")
@@ -345,6 +358,8 @@ def _new_run(runs: list[Run]) -> None:
         row.caption("Tick “Train anyway” above, or settle the leaks first.")
     if clicked and config is not None:
         _launch(config, allow)
+    if curve_clicked and config is not None:
+        _start_curve(config, allow)
 
 
 # --- one run, live -------------------------------------------------------------------------
@@ -469,6 +484,81 @@ def _runs_table(runs: list[Run]) -> None:
                            help="Has a stored evaluation (the Evaluation page shows it)")})
 
 
+# --- the learning curve ---------------------------------------------------------------------
+
+def _curve_section() -> None:
+    """The newest learning curve: live while it runs (with Cancel), then its plot (score
+    against examples) and the one-sentence advice."""
+    curves = ws.curves()
+    if not curves:
+        return
+    st.subheader("Learning curve", anchor=False)
+    if curves[0].state == "running":
+        _curve_live(curves[0].id)
+    else:
+        _curve_view(curves[0].id, was_running=False)
+
+
+@st.fragment(run_every=POLL_SECONDS)
+def _curve_live(curve_id: str) -> None:
+    _curve_view(curve_id, was_running=True)
+
+
+def _curve_view(curve_id: str, was_running: bool) -> None:
+    import plotly.graph_objects as go
+
+    curve = ws.curve(curve_id)
+    if was_running and curve.state != "running":
+        st.rerun(scope="app")  # it ended: the runs and the buttons follow
+    scored = [p for p in curve.points if p.get("score") is not None]
+    st.caption(plain(
+        f"Curve {curve.id} · {curve.state} · snapshot {curve.snapshot_id} · the fine-tuned "
+        "model's score on the eval split against the number of train examples, on nested "
+        "subsets stratified by label (`curate curve --show` prints it)."))
+    if scored:
+        metric = scored[0].get("metric") or "score"
+        fig = go.Figure(go.Scatter(
+            x=[p["examples"] for p in scored], y=[p["score"] for p in scored],
+            mode="lines+markers", name=metric, line={"color": "#4c78a8"},
+            hovertemplate="%{x} examples: %{y:.1f}<extra></extra>"))
+        fig.update_layout(height=260, margin={"l": 10, "r": 10, "t": 10, "b": 10},
+                          xaxis_title="train examples", yaxis_title=f"{metric} (points)")
+        st.plotly_chart(fig, key="tr_curve", config={"displaylogo": False})
+    st.dataframe(pd.DataFrame({
+        "Fraction": [f"{p['fraction']:.0%}" for p in curve.points],
+        "Examples": [p["examples"] for p in curve.points],
+        "Run": [p.get("run_id") or "" for p in curve.points],
+        "State": [p.get("state") for p in curve.points],
+        "Score": [p.get("score") for p in curve.points]}),
+        hide_index=True, key="tr_curve_table")
+    if curve.state == "running":
+        if st.button("Cancel the curve", key="tr_curve_cancel", icon=":material/stop_circle:"):
+            try:
+                ws.cancel_curve(curve.id)
+            except CurateError as exc:
+                show_error(exc)
+                return
+            flash("training", f"Learning curve {curve.id} is being cancelled.",
+                  ":material/block:")
+            st.rerun(scope="app")
+        return
+    if curve.reason:
+        st.warning(f"The curve {curve.state}: {plain(curve.reason)}")
+    (st.success if curve.advice.startswith("More data is likely") else st.info)(curve.advice)
+
+
+def _start_curve(config: TrainConfig, allow_leakage: bool) -> None:
+    try:
+        curve = ws.start_learning_curve(config, allow_leakage=allow_leakage)
+    except CurateError as exc:
+        show_error(exc)
+        return
+    flash("training", f"Learning curve {curve.id} started: "
+          + ", ".join(f"{p['examples']} examples" for p in curve.points)
+          + ", trained and evaluated one after another.", ":material/show_chart:")
+    st.rerun()
+
+
 # --- the page ------------------------------------------------------------------------------
 
 st.title("Training")
@@ -500,5 +590,6 @@ if runs:
         _still(view)
     st.subheader("All runs", anchor=False)
     _runs_table(runs)
+_curve_section()
 
 _new_run(runs)
