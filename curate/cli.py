@@ -639,6 +639,104 @@ def predict(run_id, db, statuses, calibration, new_thresholds, actor, as_json):
         click.echo(f"  {name:<7} {band_name(name, high, low):<12} {count:>5}")
 
 
+@main.command()
+@click.argument("run_id", metavar="[RUN]", required=False)
+@db_option
+@click.option("--qa-share", type=click.FloatRange(0, 1), default=0.05, show_default=True,
+              help="Share of the auto-accepted band sent to the QA sample queue.")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Seed of the QA sample: the same band and seed give the same sample.")
+@click.option("--undo", "undo_run", metavar="RUN", default=None,
+              help="Instead of routing, put back to pending every example RUN auto-accepted "
+                   "that nobody has changed since.")
+@click.option("--status", "show_status", is_flag=True,
+              help="Instead of routing, show the last routing and the auto band's measured "
+                   "precision (QA sample reviewed so far, and the eval split).")
+@actor_option
+@json_option
+def route(run_id, db, qa_share, seed, undo_run, show_status, actor, as_json):
+    """Route pre-labelled examples by confidence (after `curate predict`).
+
+    Each pending train example with the run's suggestion for its current version goes by
+    the workspace's thresholds (see `curate predict --thresholds`): at or above the high one
+    it is accepted with the model's answer, audited as `model:RUN` (a seeded QA sample of
+    them goes to the "QA sample" review queue); between the two, to the "Model suggestions"
+    queue, where m accepts the suggestion; below the low one, it stays pending without a
+    suggestion. A confident answer that differs from the example's own answer is never
+    written over it: it goes to Model suggestions. Without RUN: the run `curate predict`
+    uses by default.
+
+    \b
+    Example:
+      curate predict && curate route --json
+      curate route run-20260101-120000 --qa-share 0.1 --seed 7
+      curate route --status
+      curate route --undo run-20260101-120000
+    """
+    with _open(db, actor) as workspace:
+        if undo_run:
+            reverted = workspace.revert_auto_accepts(undo_run)
+            if as_json:
+                _print_json({"run_id": undo_run, "reverted": reverted})
+            else:
+                click.echo(f"Put {len(reverted)} auto-accepted examples of run {undo_run} "
+                           "back to pending.")
+            return
+        if show_status:
+            status = workspace.routing_status()
+            if as_json:
+                _print_json(status)
+            elif status is None:
+                click.echo("Nothing has been routed yet: run `curate predict`, then "
+                           "`curate route`.")
+            else:
+                _echo_routing_status(status)
+            return
+        show = _progress_printer(as_json)
+        result = workspace.route(run_id, qa_share=qa_share, seed=seed, progress=None if
+                                 show is None else lambda d, t: show(d / t, "auto-accepting"))
+    if as_json:
+        _print_json(result.to_dict())
+        return
+    shares = result.shares()
+    high, low = result.thresholds
+
+    def part(n: int, share: float | None) -> str:
+        return f"{n} ({share:.0%})" if share is not None else str(n)
+
+    click.echo(f"Routed {result.routed} examples pre-labelled by run {result.run_id} "
+               f"(thresholds {high:g} and {low:g}):")
+    click.echo(f"  auto-accepted {part(len(result.auto_accepted), shares['auto_accepted'])}, "
+               f"{len(result.qa_sample)} of them in the QA sample (seed {result.seed})")
+    click.echo(f"  to Model suggestions "
+               f"{part(len(result.suggested) + len(result.disagreed), shares['review'])}"
+               + (f", {len(result.disagreed)} of them confident but different from the "
+                  "stored answer" if result.disagreed else ""))
+    click.echo(f"  left to people {part(len(result.left), shares['left'])}")
+
+
+def _echo_routing_status(status: dict) -> None:
+    high, low = status["thresholds"]["high"], status["thresholds"]["low"]
+    n = status["routed"]
+    shares = status["shares"]
+
+    def pct(share):
+        return "-" if share is None else f"{share:.0%}"
+
+    click.echo(f"Last routing: run {status['run_id']}, {n} examples, thresholds {high:g} and "
+               f"{low:g}, by {status['run_by']} at {status['run_at']:%Y-%m-%d %H:%M} UTC")
+    click.echo(f"  auto-accepted {status['auto']} ({pct(shares['auto_accepted'])}), to Model "
+               f"suggestions {status['middle'] + status['disagreed']} ({pct(shares['review'])}), "
+               f"left to people {status['low']} ({pct(shares['left'])})")
+    qa = status["qa"]
+    click.echo(f"  QA sample: {qa['reviewed']} of {qa['sampled']} reviewed"
+               + (f", precision {qa['precision']:.1%}" if qa["precision"] is not None else ""))
+    ev = status["eval"]
+    click.echo("  on the eval split: " + (
+        f"{ev['examples']} answers at confidence {ev['range']}, accuracy "
+        f"{pct(ev['accuracy'])}" if ev else "not checked yet (`curate predict --calibration`)"))
+
+
 @main.group()
 def user():
     """Manage the people who may sign in, and their roles.

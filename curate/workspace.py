@@ -24,10 +24,11 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from curation import ExampleFilter, Store, export_jsonl, import_file, queues, review
+from curation import CurateError, ExampleFilter, Store, export_jsonl, import_file, queues, review
 from curation.auth import User, add_user, set_role, users
 from curation.checks import CheckResult, Progress, dismiss, keep_one, load_table, run_check
 from curation import failures as _failures
+from curation import routing as _routing
 from curation import suggestions as _suggestions
 from curation.checks.coverage import (RANK_RULE, RankedGap, Targets, get_targets, rank_gaps,
                                       set_targets, store_gaps, thin_labels)
@@ -42,6 +43,7 @@ if TYPE_CHECKING:
     from curation.maintenance import BackupResult
     from curation.queues import QueueItem
     from curation.review import BulkResult
+    from curation.routing import Routing
     from curation.suggestions import Suggestion
     from training.config import EvalConfig, TrainConfig
     from training.curve import Curve
@@ -212,9 +214,12 @@ class Workspace:
 
     def decide(self, example_id: int, decision: str, *, base_version: int,
                reason: str | None = None, **changes) -> Example:
-        """Accept, reject or send back an example (with any pending edits)."""
-        return review.decide(self.store, self.user, example_id, decision,
-                             base_version=base_version, reason=reason, **changes)
+        """Accept, reject or send back an example (with any pending edits); on an example of
+        the QA sample this also records whether the model's answer was right."""
+        after = review.decide(self.store, self.user, example_id, decision,
+                              base_version=base_version, reason=reason, **changes)
+        _routing.note_review(self.store, self.user, example_id, decision, after)
+        return after
 
     def edit(self, example_id: int, *, base_version: int, reason: str | None = None,
              **changes) -> Example:
@@ -485,29 +490,83 @@ class Workspace:
     def set_thresholds(self, high: float, low: float) -> tuple[float, float]:
         return _suggestions.set_thresholds(self.store, self.user, high, low)
 
-    def calibration(self, run_id: str | None = None) -> dict:
+    def calibration(self, run_id: str | None = None, *, cached_only: bool = False
+                    ) -> dict | None:
         """Confidence checked against the eval split: the run's model scores its own stored
         eval answers as pre-labelling would, against whether each was right; expected
-        calibration error, the accuracy reached in each band, the reliability bins."""
+        calibration error, the accuracy reached in each band (for the thresholds now), the
+        reliability bins. The scores are kept in the run folder for its evaluation, so they
+        are computed once; with `cached_only`, None when they have not been."""
         from curation.errors import InvalidValue
         from training.predict import known_answers, score_answers
+        from training.run_folder import read_calibration, write_calibration
 
         run = self.run(run_id or self.predict_run())
         result = self.evaluation(run.id)
         if result is None:
             raise InvalidValue(f"run {run.id} has not been evaluated: run `curate eval "
                                f"{run.id}` first")
-        known = {e.id: e for e in self.store.find(ExampleFilter(split=("eval",)))}
-        items = [e for e in result.examples if e.get("id") in known]
-        rows = [{"messages": known[e["id"]].messages} for e in items]
-        confidences = score_answers(run.dir, rows, [e["fine_tuned"] for e in items])
-        correct = [_failures.passed(float(e["scores"]["fine_tuned"]), result.primary_metric)
-                   for e in items]
+        scored = read_calibration(run.dir, result.created_at)
+        if scored is None:
+            if cached_only:
+                return None
+            known = {e.id: e for e in self.store.find(ExampleFilter(split=("eval",)))}
+            items = [e for e in result.examples if e.get("id") in known]
+            rows = [{"messages": known[e["id"]].messages} for e in items]
+            confidences = score_answers(run.dir, rows, [e["fine_tuned"] for e in items])
+            correct = [_failures.passed(float(e["scores"]["fine_tuned"]),
+                                        result.primary_metric) for e in items]
+            method = (_suggestions.LABEL_METHOD if known_answers(run.dir)[1]
+                      else _suggestions.TEXT_METHOD)
+            scored = {"evaluated_at": result.created_at, "method": method,
+                      "ids": [e["id"] for e in items], "confidences": confidences,
+                      "correct": correct}
+            write_calibration(run.dir, scored)
         high, low = self.thresholds()
-        figures = _suggestions.calibration(confidences, correct, high=high, low=low)
-        method = "label probability" if known_answers(run.dir)[1] else "mean token probability"
-        return {"run_id": run.id, "metric": result.primary_metric, "method": method,
+        figures = _suggestions.calibration(scored["confidences"], scored["correct"],
+                                           high=high, low=low)
+        return {"run_id": run.id, "metric": result.primary_metric, "method": scored["method"],
                 **figures}
+
+    # --- routing on confidence -------------------------------------------------------------
+
+    def route(self, run_id: str | None = None, *, qa_share: float = _routing.DEFAULT_QA_SHARE,
+              seed: int = 0, progress=None) -> Routing:
+        """Route the pending train examples the run (default `predict_run()`) pre-labelled:
+        auto-accept the high band as `model:<run>` (a seeded QA sample of it to the QA sample
+        queue), the middle band to Model suggestions, the low band left to people."""
+        run_id = run_id or self.predict_run()
+        return _routing.route(self.store, self.user, run_id, qa_share=qa_share, seed=seed,
+                              progress=progress)
+
+    def accept_suggestion(self, example_id: int, *, base_version: int,
+                          reason: str | None = None, **changes) -> Example:
+        """Accept the example with the model's suggestion as its answer (one change)."""
+        after = _routing.accept_suggestion(self.store, self.user, example_id,
+                                           base_version=base_version, reason=reason, **changes)
+        _routing.note_review(self.store, self.user, example_id, "accept", after)
+        return after
+
+    def revert_auto_accepts(self, run_id: str, ids: list[int] | None = None) -> list[int]:
+        """Undo the run's auto-accepts nobody has changed since; the ids reverted."""
+        return _routing.revert_auto_accepts(self.store, self.user, run_id, ids)
+
+    def routing_status(self) -> dict | None:
+        """The last routing (run, thresholds, counts and shares per band, who and when), the
+        auto band's precision measured on the QA sample reviewed so far, and its accuracy on
+        the eval split (from the run's calibration, None until it is checked); None before
+        any routing."""
+        last = _routing.last_routing(self.store)
+        if last is None:
+            return None
+        try:
+            figures = self.calibration(last["run_id"], cached_only=True)
+        except CurateError:  # the run folder or its evaluation is gone
+            figures = None
+        high = figures and figures["bands"]["high"]
+        return {**last, "qa": _routing.qa_precision(self.store),
+                "eval": high and {"examples": high["examples"], "accuracy": high["accuracy"],
+                                  "range": high["range"]}}
 
     def run(self, run_id: str) -> Run:
         """One run, by id (or the path of its folder); `RunNotFound` if there is none."""

@@ -4,8 +4,8 @@ A run's model answers examples (`training.predict`); each answer is stored here 
 suggestion for that example version with its confidence, beside the example and never in it.
 The confidence falls in a band by the workspace's two thresholds (default 0.9 and 0.7, the
 seeds' production rule: above the high one straight through, between them a person reviews,
-below it the full human workflow). This module only records and describes: routing on the
-bands is a later step.
+below it the full human workflow). This module records and describes; `curation.routing` acts on
+the bands.
 
 Design decisions:
 - Thresholds are workspace settings (`predict_thresholds`, "high,low"), set by a reviewer
@@ -29,6 +29,8 @@ from curation.store import Store
 
 THRESHOLDS_KEY = "predict_thresholds"
 DEFAULT_THRESHOLDS = (0.9, 0.7)
+LABEL_METHOD = "label probability"  # closed set: the answer's share over the known labels
+TEXT_METHOD = "mean token probability"  # free text
 BINS = 10
 BANDS = ("high", "middle", "low")
 
@@ -42,7 +44,7 @@ class Suggestion:
     run_id: str
     answer: str
     confidence: float
-    method: str  # "label probability" (closed set) or "mean token probability" (free text)
+    method: str  # LABEL_METHOD (closed set) or TEXT_METHOD (free text)
 
 
 def thresholds(store: Store) -> tuple[float, float]:
@@ -128,5 +130,6 @@ def calibration(confidences: Sequence[float], correct: Sequence[bool], *,
             "thresholds": {"high": high, "low": low}, "bands": bands, "bins": table}
 
 
-__all__ = ["BANDS", "DEFAULT_THRESHOLDS", "Suggestion", "band", "band_name", "calibration",
-           "current", "record_suggestions", "set_thresholds", "thresholds"]
+__all__ = ["BANDS", "DEFAULT_THRESHOLDS", "LABEL_METHOD", "TEXT_METHOD", "Suggestion", "band",
+           "band_name", "calibration", "current", "record_suggestions", "set_thresholds",
+           "thresholds"]

@@ -61,7 +61,7 @@ def workspace(tmp_path_factory, model_cache):
 
 
 # run on a copy, so the others see the workspace unchanged
-CHANGES_THE_STORE = {("import",), ("predict",)}
+CHANGES_THE_STORE = {("import",), ("predict",), ("route",)}
 
 ARGUMENTS = {  # the arguments each --json command needs beyond --db and --json
     ("import",): lambda ws: [str(write_jsonl(ws / "more.jsonl", [
@@ -71,6 +71,7 @@ ARGUMENTS = {  # the arguments each --json command needs beyond --db and --json
     ("compare",): lambda ws: [_only_run(ws), _only_run(ws)],
     ("failures",): lambda ws: [],  # RUN is optional: the latest evaluated run
     ("predict",): lambda ws: [_only_run(ws), "--status", "accepted"],  # no run is evaluated
+    ("route",): lambda ws: [_only_run(ws)],  # no run is evaluated: name it
     ("backup",): lambda ws: [str(ws / "copy.duckdb")],
     ("curve",): lambda ws: ["--show", "--id", _curve(ws)],  # a prepared one: no training
 }

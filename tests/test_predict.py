@@ -247,3 +247,41 @@ def test_evaluation_page_pre_labels_and_draws_the_reliability_diagram(evaluated,
     assert list(bands["band"]) == ["high", "middle", "low"]
     assert int(bands["examples"].sum()) == len(result.examples)
     assert len(at.get("plotly_chart")) == charts + 1  # the reliability diagram
+
+
+def test_evaluation_page_routes_the_suggestions_and_shows_the_bands(evaluated,  # noqa: F811
+                                                                     model_cache,
+                                                                     monkeypatch):
+    """After the page pre-labelled and checked calibration (the test above): Route, then the
+    share in each band and the auto band's accuracy on the eval split, from the kept scores."""
+    path, result = evaluated
+    with Store(path) as store:
+        waiting = store.routable_suggestions(result.run_id)
+    assert waiting, "nothing pre-labelled to route"
+    monkeypatch.setenv("CURATE_DB", str(path))
+    monkeypatch.setenv("CURATE_MODEL_CACHE", str(model_cache))
+    at = AppTest.from_file(str(PROJECT_ROOT / "app.py"), default_timeout=RUN_TIMEOUT)
+    at.session_state["user"] = ADA
+    at.switch_page(page("evaluation")).run()
+    assert not at.exception, at.exception
+    assert "Route by confidence" in [h.value for h in at.header]
+    assert f"{len(waiting):,} pending train examples have this run's suggestion" in \
+        " ".join(t.value for t in at.text)
+    at.button(key="FormSubmitter:ev_route-Route").click().run()
+    assert not at.exception, at.exception
+    said = " ".join(unescaped(m.value) for m in at.success)
+    assert f"Routed {len(waiting)} examples: " in said
+    with Workspace.open(path, ADA) as ws:
+        status = ws.routing_status()
+    assert status["routed"] == len(waiting) and status["run_id"] == result.run_id
+    assert status["auto"] + status["middle"] + status["disagreed"] + status["low"] == \
+        len(waiting)
+    # calibration was checked above and kept in the run folder: the eval figure is there
+    assert status["eval"] is not None and status["eval"]["range"] == ">= 0.9"
+    shares = [c for c in at.get("plotly_chart") if "ev_routing_shares" in c.proto.id]
+    assert len(shares) == 1 and "Auto-accepted: " in shares[0].proto.spec
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Auto band precision, QA sample"] == "—"  # nothing reviewed yet
+    expected = status["eval"]["accuracy"]
+    assert metrics["Auto band accuracy, eval split"] == \
+        ("—" if expected is None else f"{expected:.1%}")

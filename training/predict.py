@@ -28,12 +28,11 @@ import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from curation.suggestions import LABEL_METHOD, TEXT_METHOD
 from training import metrics as M
 from training.eval import _merged, answer_budget, build_prompt, train_rows_from_run
 from training.generate import END_OF_TURN, generate
 
-LABEL_METHOD = "label probability"
-TEXT_METHOD = "mean token probability"
 BATCH = 16
 MAX_NEW_TOKENS = 128
 

@@ -2,7 +2,8 @@
 
 A run is a folder, `runs/<run id>/`: the launcher writes `manifest.json` and `train.jsonl`,
 the trainer `status.json`, `metrics.jsonl`, `trainer.log`, `checkpoints/` and `adapter/`,
-an evaluation `eval_request.json`, `eval_status.json`, `eval.log` and `eval.json`. Those
+an evaluation `eval_request.json`, `eval_status.json`, `eval.log` and `eval.json`, and a
+calibration check `calibration.json`. Those
 files are the interface between the processes; this module is the one place that names them
 and says what is in them.
 
@@ -37,6 +38,7 @@ MANIFEST, TRAIN_FILE, STATUS, METRICS, LOG = ("manifest.json", "train.jsonl", "s
 CHECKPOINTS, ADAPTER, PID_FILE = "checkpoints", "adapter", "trainer.pid"
 RUN_FILES = (MANIFEST, TRAIN_FILE, STATUS, METRICS, LOG, CHECKPOINTS, ADAPTER)
 EVAL_FILE = "eval.json"
+CALIBRATION_FILE = "calibration.json"  # the eval answers' confidences, per evaluation
 EVAL_REQUEST, EVAL_STATUS, EVAL_PID, EVAL_LOG = ("eval_request.json", "eval_status.json",
                                                  "eval.pid", "eval.log")
 SYSTEMS = ("zero_shot", "few_shot", "fine_tuned")
@@ -262,8 +264,23 @@ def read_eval(run_dir: str | os.PathLike) -> EvalResult | None:
     return EvalResult.from_json(value) if value else None
 
 
-__all__ = ["ADAPTER", "CHECKPOINTS", "EVAL_FILE", "EVAL_LOG", "EVAL_PID", "EVAL_REQUEST",
-           "EVAL_STATUS", "EvalResult", "EvalStatus", "LOG", "MANIFEST", "METRICS", "PID_FILE",
-           "RUN_FILES", "RunManifest", "RunStatus", "STATUS", "SYSTEMS", "TRAIN_FILE",
-           "checkpoint_dirs", "now_iso", "read_eval", "read_json", "read_metrics",
-           "update_json", "update_status", "write_json"]
+def write_calibration(run_dir: str | os.PathLike, scored: dict[str, Any]) -> None:
+    """Keep the eval answers' confidences ({"evaluated_at", "method", "ids", "confidences",
+    "correct"}) of the evaluation made at `evaluated_at`."""
+    write_json(Path(run_dir) / CALIBRATION_FILE, scored)
+
+
+def read_calibration(run_dir: str | os.PathLike, evaluated_at: str | None
+                     ) -> dict[str, Any] | None:
+    """The kept confidences, if they belong to the evaluation made at `evaluated_at` (an
+    evaluation made since makes them stale: None)."""
+    value = read_json(Path(run_dir) / CALIBRATION_FILE)
+    return value if value and value.get("evaluated_at") == evaluated_at else None
+
+
+__all__ = ["ADAPTER", "CALIBRATION_FILE", "CHECKPOINTS", "EVAL_FILE", "EVAL_LOG", "EVAL_PID",
+           "EVAL_REQUEST", "EVAL_STATUS", "EvalResult", "EvalStatus", "LOG", "MANIFEST",
+           "METRICS", "PID_FILE", "RUN_FILES", "RunManifest", "RunStatus", "STATUS", "SYSTEMS",
+           "TRAIN_FILE", "checkpoint_dirs", "now_iso", "read_calibration", "read_eval",
+           "read_json", "read_metrics", "update_json", "update_status", "write_calibration",
+           "write_json"]

@@ -13,6 +13,9 @@ Below, any runs can be compared: the settings that differ and their metrics; for
 what changed in the training data per label beside each label's score (`Workspace.compare_runs`).
 An evaluated run can pre-label (`Workspace.predict`, as `curate predict`), and its confidence is
 checked against the eval split (`Workspace.calibration`: bands, ECE, a reliability diagram).
+Its suggestions are then routed by the thresholds (`Workspace.route`, as `curate route`): the
+page shows the share in each band, the auto band's precision on the QA sample reviewed so far
+and on the eval split, links to the two review queues, and undoes the auto-accepts.
 
 Design decisions:
 - Only what eval.json stores is shown; nothing is recomputed but the verdict for a new
@@ -455,6 +458,107 @@ def _calibration(figures: dict[str, Any]) -> None:
     st.plotly_chart(fig, key="ev_reliability", config={"displaylogo": False})
 
 
+def _routing(run_id: str) -> None:
+    """Route this run's suggestions by the thresholds, the last routing's bands and the auto
+    band's measured precision, links to the two queues, and undo."""
+    from curation.routing import DEFAULT_QA_SHARE, QA_SAMPLE, SUGGESTIONS
+    from curation.suggestions import band, band_name
+
+    high, low = ws.thresholds()
+    st.caption(f"Each pending train example with this run's suggestion goes by the thresholds: "
+               f"{band_name('high', high, low)} it is accepted with the model's answer (audited "
+               f"as model:{run_id}, reversible) and a random QA sample of those goes to people "
+               f"to measure precision; {band_name('middle', high, low)} it goes to the Model "
+               f"suggestions queue (m accepts); {band_name('low', high, low)} it stays with "
+               "people, without a suggestion. A confident answer that differs from the "
+               "example's own answer never replaces it: it goes to Model suggestions.")
+    waiting = store.routable_suggestions(run_id)
+    bands = [band(conf, high, low) for *_, conf, _ in waiting]
+    st.text(f"{len(waiting):,} pending train examples have this run's suggestion: "
+            + ", ".join(f"{bands.count(b):,} {band_name(b, high, low)}"
+                        for b in ("high", "middle", "low")) + ".")
+    with st.form("ev_route", border=False):
+        share, seed, go = st.columns([2, 2, 1], vertical_alignment="bottom")
+        qa_share = share.number_input("QA sample share", 0.0, 1.0, DEFAULT_QA_SHARE, 0.01,
+                                      key="ev_qa_share",
+                                      help="Share of the auto-accepted examples people check.")
+        qa_seed = seed.number_input("Seed", 0, 2**31 - 1, 0, 1, key="ev_qa_seed",
+                                    help="The same examples and seed give the same sample.")
+        if go.form_submit_button("Route", icon=":material/alt_route:",
+                                 disabled=not waiting or not user.can("decide")):
+            bar = st.progress(0.0, text="auto-accepting")
+            try:
+                done = ws.route(run_id, qa_share=float(qa_share), seed=int(qa_seed),
+                                progress=lambda d, t: bar.progress(d / t,
+                                                                   text="auto-accepting"))
+                flash("evaluation", f"Routed {done.routed:,} examples: "
+                      f"{len(done.auto_accepted):,} auto-accepted "
+                      f"({len(done.qa_sample):,} in the QA sample), "
+                      f"{len(done.suggested) + len(done.disagreed):,} to Model suggestions, "
+                      f"{len(done.left):,} left to people.", kind="success")
+                st.rerun()
+            except CurateError as exc:
+                show_error(exc)
+    status = ws.routing_status()
+    if status is None:
+        st.caption("Nothing routed yet.")
+        return
+    _routing_status(status)
+    links = st.container(horizontal=True)
+    links.page_link(page_path("review"), label="Review Model suggestions",
+                    icon=":material/smart_toy:", query_params={"queue": SUGGESTIONS})
+    links.page_link(page_path("review"), label="Review the QA sample",
+                    icon=":material/fact_check:", query_params={"queue": QA_SAMPLE})
+    with st.popover("Undo auto-accepts", icon=":material/undo:",
+                    disabled=not user.can("revert")):
+        st.caption(f"Puts every example run {status['run_id']} auto-accepted that nobody has "
+                   "changed since back to pending, with its previous answer: audited as a "
+                   "revert by you.")
+        if st.button(f"Undo the auto-accepts of {status['run_id']}", key="ev_unroute",
+                     type="primary"):
+            try:
+                undone = ws.revert_auto_accepts(status["run_id"])
+                flash("evaluation", f"{len(undone):,} auto-accepted examples are pending again.",
+                      kind="success")
+                st.rerun()
+            except CurateError as exc:
+                show_error(exc)
+
+
+def _routing_status(status: dict[str, Any]) -> None:
+    import plotly.graph_objects as go
+
+    shares = status["shares"]
+    parts = [("Auto-accepted", status["auto"], shares["auto_accepted"], "#54a24b"),
+             ("Model suggestions", status["middle"] + status["disagreed"], shares["review"],
+              "#f58518"),
+             ("Left to people", status["low"], shares["left"], "#bab0ac")]
+    st.caption(plain(f"Last routing: run {status['run_id']}, {status['routed']:,} examples, by "
+                     f"{status['run_by']} at {status['run_at']:%Y-%m-%d %H:%M} UTC."))
+    fig = go.Figure()
+    for name, count, share, colour in parts:
+        fig.add_trace(go.Bar(y=["routed"], x=[(share or 0) * 100], orientation="h", name=name,
+                             marker={"color": colour}, text=f"{name}: {count:,}",
+                             textposition="inside", insidetextanchor="middle",
+                             hovertemplate=f"{name}: {count:,} (%{{x:.0f}}%)<extra></extra>"))
+    fig.update_layout(barmode="stack", height=120, showlegend=False,
+                      xaxis={"title": "share of the routed examples (%)", "range": [0, 100]},
+                      yaxis={"visible": False}, margin={"l": 10, "r": 10, "t": 10, "b": 10})
+    st.plotly_chart(fig, key="ev_routing_shares", config={"displaylogo": False})
+    qa, ev = status["qa"], status["eval"]
+    left, right = st.columns(2)
+    left.metric("Auto band precision, QA sample",
+                "—" if qa["precision"] is None else f"{qa['precision']:.1%}",
+                help="Share of the reviewed QA sample whose model answer people accepted as is.")
+    left.caption(f"{qa['reviewed']:,} of {qa['sampled']:,} sampled examples reviewed.")
+    right.metric("Auto band accuracy, eval split",
+                 "—" if not ev or ev["accuracy"] is None else f"{ev['accuracy']:.1%}",
+                 help="Accuracy of the fine-tuned answers at the auto band's confidence on "
+                      "the eval split (from the calibration check).")
+    right.caption(f"{ev['examples']:,} eval answers at confidence {ev['range']}." if ev else
+                  "Check calibration on the eval split (above) to measure it.")
+
+
 def _compare(runs: list[Run]) -> None:
     by_id = {r.id: r for r in runs}
     chosen = st.multiselect("Runs to compare", list(by_id), key="ev_compare",
@@ -606,6 +710,8 @@ else:
     _outputs(result)
     st.header("Pre-label and calibration", anchor=False)
     _prelabel(run.id)
+    st.header("Route by confidence", anchor=False)
+    _routing(run.id)
 
 st.header("Compare runs", anchor=False)
 _compare(runs)

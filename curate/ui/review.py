@@ -32,6 +32,12 @@ Design decisions:
   Rank again, for examples imported since the last evaluation.
 - A model suggestion (`curate predict` or Pre-label on the Evaluation page) for the version
   shown is shown as text with its confidence and band; it is never put into the edit boxes.
+  Accept suggestion (m) accepts the example with it as the answer (and label), together with
+  the pending edits, as one change. Below the low threshold no answer is offered (routing
+  leaves those examples to people).
+- On an example of the QA sample (the model's auto-accepted band), Accept confirms the
+  model's answer and any other decision or an edited answer marks it wrong
+  (`Workspace.decide` records the verdict); the queue's reason says so.
 - Shortcuts are single keys, which Streamlit ignores while a text box has focus; leaving the
   box (Tab) commits its text before the key acts. Reject is `x` because Streamlit reserves `r`
   and `c`; Save is `e`, not Ctrl+S, because a modifier shortcut fires inside a text box before
@@ -50,10 +56,11 @@ from curate.ui.common import (NEEDS_ANSWER_MARK, filter_form, flash, page_path, 
 from curation import CurateError, ExampleFilter, VersionConflict, queues, review
 from curation.failures import IMPACT, IMPACT_RULE
 from curation.queues import QueueItem
+from curation.suggestions import LABEL_METHOD
 from curation.store import Example
 
 SHORTCUTS = {"accept": "a", "reject": "x", "needs_work": "n", "skip": "s", "next": "j",
-             "previous": "k", "save": "e"}
+             "previous": "k", "save": "e", "accept_suggestion": "m"}
 DECISION_WORDS = {"accept": "Accepted", "reject": "Rejected", "needs_work": "Sent back"}
 STATUS_BADGE = {"pending": "gray", "accepted": "green", "rejected": "red", "needs_work": "orange"}
 S = st.session_state
@@ -222,7 +229,7 @@ def _act(kind: str, decision: str | None = None, to_version: int | None = None) 
     ex = item.example
     op = {"kind": kind, "decision": decision, "to_version": to_version,
           "reason": S.get(f"{_prefix(ex)}_reason", ""),
-          "changes": _changes(ex) if kind in ("decide", "edit") else {}}
+          "changes": _changes(ex) if kind in ("decide", "edit", "suggestion") else {}}
     if kind == "edit" and not op["changes"]:
         flash("review", "Nothing to save: no edits.", ":material/info:")
         return
@@ -237,6 +244,9 @@ def _submit(op: dict[str, Any], base_version: int) -> None:
         if op["kind"] == "decide":
             after = ws.decide(ex.id, op["decision"], base_version=base_version,
                               reason=op["reason"], **op["changes"])
+        elif op["kind"] == "suggestion":
+            after = ws.accept_suggestion(ex.id, base_version=base_version,
+                                         reason=op["reason"], **op["changes"])
         elif op["kind"] == "edit":
             after = ws.edit(ex.id, base_version=base_version, **op["changes"])
         else:
@@ -250,7 +260,7 @@ def _submit(op: dict[str, Any], base_version: int) -> None:
         return
     S.rvq_conflict = None
     _forget(ex)
-    if op["kind"] == "decide":
+    if op["kind"] in ("decide", "suggestion"):
         flash("review", f"{DECISION_WORDS[op['decision']]} #{ex.id} (version "
               f"{after.version})", ":material/check_circle:")
         _next()
@@ -346,7 +356,8 @@ def _eval_failure(ex: Example) -> None:
 
 def _suggestion(ex: Example) -> None:
     """The model's suggestion for this version of the example (pre-labelling), as text, with
-    its confidence and the band of the workspace's thresholds it falls in."""
+    its confidence and band, and Accept suggestion (m); below the low threshold the answer
+    is not offered, only the fact that the model was unsure."""
     from curation.suggestions import band, band_name
 
     suggestion = ws.suggestion(ex.id)
@@ -354,11 +365,24 @@ def _suggestion(ex: Example) -> None:
         return
     high, low = ws.thresholds()
     name = band(suggestion.confidence, high, low)
+    if name == "low":
+        st.caption(f":material/smart_toy: The answer of run {suggestion.run_id} has confidence "
+                   f"{suggestion.confidence:.2f}, below the low threshold {low:g}, so it is not "
+                   "suggested.")
+        return
     with st.container(border=True, key="rv_suggestion"):
         st.caption(f":material/smart_toy: Suggestion of run {suggestion.run_id}, confidence "
                    f"{suggestion.confidence:.2f} ({suggestion.method}), {name} band "
                    f"({band_name(name, high, low)})")
         st.text(suggestion.answer or "(empty)")
+        if ex.status == "pending" or ex.status == "needs_work":
+            st.button("Accept suggestion", key="rv_accept_suggestion",
+                      icon=":material/done_all:", shortcut=SHORTCUTS["accept_suggestion"],
+                      disabled=not user.can("decide"), on_click=_act,
+                      args=("suggestion", "accept"),
+                      help="Accept the example with this answer"
+                           + (" and label" if suggestion.method == LABEL_METHOD else "")
+                           + ", with your other edits: one change.")
 
 
 def _conversation(ex: Example) -> None:
@@ -452,7 +476,7 @@ def _decision_panel(item: QueueItem, changes: dict[str, Any]) -> None:
         row.button("Next", key="rv_next", icon=":material/chevron_right:", width="stretch",
                    icon_position="right", shortcut=SHORTCUTS["next"], on_click=_next)
         st.caption("Shortcuts: a accept · x reject · n needs work · s skip · j next · "
-                   "k previous · e save edit")
+                   "k previous · e save edit · m accept the model's suggestion")
         error = S.get("rvq_error")
         if error and error[0] == ex.id:
             st.error(plain(error[1]), icon=":material/error:")

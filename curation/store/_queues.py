@@ -41,12 +41,14 @@ class QueueSource:
     work; "all": import order; "recent": last changed first; "needs_answer": the prompts
     imported without an answer, in import order), or ("findings") the issues the
     `checks` stored, worst first, less those whose reason starts with `skip_reason` (and, where
-    `statuses` is given, of examples in those statuses now)."""
+    `statuses` is given, of examples in those statuses now; with `undecided`, of examples
+    nobody has recorded a decision on for those checks yet)."""
 
     kind: str
     checks: tuple[str, ...] = ()
     skip_reason: str = ""
     statuses: tuple[str, ...] = ()
+    undecided: bool = False
 
     def __post_init__(self) -> None:
         if self.kind not in (*_BUILT_IN, "findings"):
@@ -63,9 +65,12 @@ def _source(source: QueueSource) -> tuple[str, list]:
            f"FROM findings WHERE is_issue AND check_name IN ({names}) "
            "AND (? = '' OR NOT starts_with(reason, ?)) AND (len(?::VARCHAR[]) = 0 OR "
            "example_id IN (SELECT id FROM examples WHERE list_contains(?::VARCHAR[], status))) "
+           "AND (NOT ? OR example_id::VARCHAR NOT IN (SELECT subject FROM finding_decisions "
+           "WHERE list_contains(?::VARCHAR[], check_name))) "
            "GROUP BY example_id")
     statuses = list(source.statuses)
-    return sql, [*source.checks, source.skip_reason, source.skip_reason, statuses, statuses]
+    return sql, [*source.checks, source.skip_reason, source.skip_reason, statuses, statuses,
+                 source.undecided, list(source.checks)]
 
 
 class QueueQueries:

@@ -45,3 +45,19 @@ class SuggestionQueries:
         return self.cursor().execute(
             "SELECT count(DISTINCT s.example_id) FROM suggestions s JOIN examples e "
             "ON e.id = s.example_id AND e.version = s.version").fetchone()[0]
+
+    def routable_suggestions(self, run_id: str) -> list[tuple[int, int, str, float, str]]:
+        """(example_id, version, answer, confidence, method) of the run's suggestion for each
+        pending train example (not deleted) whose current version it answers, by id."""
+        return self.cursor().execute(
+            "SELECT s.example_id, s.version, s.answer, s.confidence, s.method "
+            "FROM suggestions s JOIN examples e ON e.id = s.example_id "
+            "AND e.version = s.version WHERE s.run_id = ? AND e.status = 'pending' "
+            "AND e.split = 'train' AND NOT e.deleted ORDER BY s.example_id",
+            [run_id]).fetchall()
+
+    def last_changed_by(self, actor: str) -> list[tuple[int, int]]:
+        """(example_id, version) of the examples whose current version `actor` wrote, by id."""
+        return self.cursor().execute(
+            "SELECT id, version FROM examples WHERE updated_by = ? ORDER BY id",
+            [actor]).fetchall()
