@@ -589,9 +589,9 @@ def predict(run_id, db, statuses, calibration, new_thresholds, actor, as_json):
     """Pre-label: a run's model answers the selected train examples, with a confidence.
 
     Each answer is stored as a suggestion beside the example version (shown in Review with
-    its band), never over a person's text. Confidence: for label answers, the answer's
-    probability normalised over the run's known labels; for free text, the mean token
-    probability. Without RUN: the best evaluated run whose verdict is deploy, else the latest
+    its band), never over a person's text. For label answers, the answer is the most
+    probable of the run's known labels and its confidence that probability, normalised over
+    the labels; for free text, a greedy answer and the mean probability of its tokens. Without RUN: the best evaluated run whose verdict is deploy, else the latest
     evaluated run. Runs in this process, with progress on stderr.
 
     \b
@@ -885,7 +885,7 @@ def app(db, port, address, browser, single_user, unsafe_network):
     url = f"http://{'localhost' if address in LOOPBACK_ADDRESSES else host}:{port}"
     env = {**os.environ, "CURATE_DB": str((db or default_db_path()).resolve()),
            "CURATE_SINGLE_USER": "1" if single_user else "0", "CURATE_LISTEN": f"{host}:{port}"}
-    main_script = files("curate.ui").joinpath("main.py")
+    main_script = files("curate.ui.entry").joinpath("curate_app.py")
     command = [sys.executable, "-m", "streamlit", "run", str(main_script), *_streamlit_settings(),
                "--server.port", str(port), "--server.address", address,
                "--server.headless", "true"]

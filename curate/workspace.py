@@ -492,13 +492,14 @@ class Workspace:
 
     def calibration(self, run_id: str | None = None, *, cached_only: bool = False
                     ) -> dict | None:
-        """Confidence checked against the eval split: the run's model scores its own stored
-        eval answers as pre-labelling would, against whether each was right; expected
-        calibration error, the accuracy reached in each band (for the thresholds now), the
+        """Confidence checked against the eval split: the run's model answers the eval
+        examples as pre-labelling would (for free text: its stored eval answers, scored),
+        against whether each answer is right; expected calibration error, the accuracy reached in each band (for the thresholds now), the
         reliability bins. The scores are kept in the run folder for its evaluation, so they
         are computed once; with `cached_only`, None when they have not been."""
         from curation.errors import InvalidValue
-        from training.predict import known_answers, score_answers
+        from training.metrics import exact_match
+        from training.predict import eval_confidences
         from training.run_folder import read_calibration, write_calibration
 
         run = self.run(run_id or self.predict_run())
@@ -513,11 +514,13 @@ class Workspace:
             known = {e.id: e for e in self.store.find(ExampleFilter(split=("eval",)))}
             items = [e for e in result.examples if e.get("id") in known]
             rows = [{"messages": known[e["id"]].messages} for e in items]
-            confidences = score_answers(run.dir, rows, [e["fine_tuned"] for e in items])
-            correct = [_failures.passed(float(e["scores"]["fine_tuned"]),
-                                        result.primary_metric) for e in items]
-            method = (_suggestions.LABEL_METHOD if known_answers(run.dir)[1]
-                      else _suggestions.TEXT_METHOD)
+            method, answers, confidences = eval_confidences(
+                run.dir, rows, [e["fine_tuned"] for e in items])
+            if method == _suggestions.LABEL_METHOD:  # the predicted label against the reference
+                correct = [exact_match(a, e["reference"]) == 1.0 for a, e in zip(answers, items)]
+            else:  # the evaluation's own answer, as it was scored
+                correct = [_failures.passed(float(e["scores"]["fine_tuned"]),
+                                            result.primary_metric) for e in items]
             scored = {"evaluated_at": result.created_at, "method": method,
                       "ids": [e["id"] for e in items], "confidences": confidences,
                       "correct": correct}

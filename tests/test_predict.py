@@ -26,7 +26,8 @@ from curation.store import _schema
 from tests.conftest import PROJECT_ROOT, admin, chat, page, unescaped
 from tests.test_failures import evaluated  # noqa: F401 (the module's evaluated tiny run)
 from tests.test_training import RUN_TIMEOUT
-from training.predict import confidence, continuation_logprobs, normalise
+from training.predict import (confidence, continuation_logprobs, known_answers,
+                              most_probable_label, normalise, predict)
 
 ADA = admin("ada")
 
@@ -57,6 +58,9 @@ def test_confidence_of_labels_sums_to_one_and_prefers_what_the_model_prefers(bas
     assert totals[0] > totals[1]  # the model prefers banana ...
     assert conf["banana"] > 0.5 > conf["quartz xylophone"]  # ... and so does its confidence
     assert confidence(model, tokenizer, prompt, "cherry", labels) == 0.0  # not a known label
+    # the closed-set answer is the most probable label, with that confidence
+    assert most_probable_label(model, tokenizer, prompt, labels) == ("banana", conf["banana"])
+    assert most_probable_label(model, tokenizer, prompt, list(reversed(labels)))[0] == "banana"
     # free text: the mean token probability, in (0, 1], higher for the likelier answer
     liked = confidence(model, tokenizer, prompt, "banana", [])
     odd = confidence(model, tokenizer, prompt, "quartz xylophone", [])
@@ -155,6 +159,7 @@ def test_predict_stores_suggestions_and_calibration_reads_the_eval_split(evaluat
         pending = ws.store.find(ExampleFilter(split=("train",), status=("pending",)))
         before = {e.id: e.messages for e in pending}
         done = ws.predict(status=("pending",))
+        labels = set(known_answers(ws.run(result.run_id).dir)[1])
         assert done.run_id == result.run_id and done.method == "label probability"
         assert sorted(s.example_id for s in done.suggestions) == sorted(before)
         assert sum(done.bands.values()) == len(before)
@@ -162,9 +167,17 @@ def test_predict_stores_suggestions_and_calibration_reads_the_eval_split(evaluat
             assert 0 <= s.confidence <= 1
             assert ws.suggestion(s.example_id) == s
             assert ws.store.get(s.example_id).messages == before[s.example_id]
+        for s in done.suggestions:  # a closed set: the answer is always a known label
+            assert s.answer in labels
         figures = ws.calibration()
+        eval_rows = [{"id": e.id, "version": e.version, "messages": e.messages}
+                     for e in ws.store.find(ExampleFilter(split=("eval",)))]
+        _, again = predict(ws.run(result.run_id).dir, eval_rows)
     assert figures["examples"] == len(result.examples)
-    right = sum(e["scores"]["fine_tuned"] >= 1 for e in result.examples)
+    # calibration judges what pre-labelling answers on the eval split, not the evaluation's
+    # generated answers
+    references = {e["id"]: e["reference"] for e in result.examples}
+    right = sum(a["answer"] == references[a["id"]] for a in again)
     assert figures["accuracy"] == right / len(result.examples)
     assert sum(b["examples"] for b in figures["bands"].values()) == len(result.examples)
     assert 0 <= figures["ece"] <= 1

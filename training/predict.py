@@ -1,20 +1,22 @@
 """Pre-labelling: a run's model answers examples, each answer with a confidence.
 
-`predict(run_dir, rows)` answers each row's prompt with greedy decoding through the one
-generation loop (`training.generate`, the model from `training.models.load_run_model`, the
-adapter merged as in evaluation) and scores how sure the model is of that answer.
-`score_answers` scores given answers (the eval split's stored fine-tuned answers, for
-calibration) the same way, without generating.
+`predict(run_dir, rows)` answers each row's prompt with the run's model (from
+`training.models.load_run_model`, the adapter merged as in evaluation) and says how sure the
+model is of that answer. `eval_confidences` gives the same answers and confidences for the
+eval split, for calibration.
 
 Design decisions:
 - Closed set (the run's answers are labels: `training.metrics.primary_metric` of its train
   answers says "accuracy", as evaluation decides): every known label (the distinct answers the
   run trained on) is scored as a continuation of the prompt, its tokens and the end of turn;
-  the confidence is the answer's share of a softmax over the labels' total log-probabilities
-  (`normalise`), so the confidences of all labels sum to 1. An answer that is no known label
-  gets 0: it cannot be trusted as a label.
-- Free text: the mean probability of the answer's tokens (and its end of turn) under the
-  model; an empty answer is scored on its end of turn alone.
+  the answer is the most probable label and its confidence the label's share of a softmax over
+  the labels' total log-probabilities (`normalise`), so the confidences of all labels sum to 1.
+  Nothing is generated: the answer is always a known label (a greedy answer can be a
+  fragment, or empty from a weak model), and scoring the labels is all the work.
+- Free text: greedy decoding through the one generation loop (`training.generate`), and the
+  confidence is the mean probability of the answer's tokens (and its end of turn); an empty
+  answer is scored on its end of turn alone. Calibration scores the evaluation's own greedy
+  answers the same way.
 - Prompt and continuation are tokenized apart and joined, as generation appends its tokens to
   the prompt's; each prompt's continuations run as one right-padded batch.
 - It runs in the calling process (the CLI, or the app's session), with `progress(done,
@@ -30,7 +32,7 @@ from typing import Any
 
 from curation.suggestions import LABEL_METHOD, TEXT_METHOD
 from training import metrics as M
-from training.eval import _merged, answer_budget, build_prompt, train_rows_from_run
+from training.eval import _merged, build_prompt, train_rows_from_run
 from training.generate import END_OF_TURN, generate
 
 BATCH = 16
@@ -85,17 +87,33 @@ def continuation_logprobs(model, tokenizer, prompt: list[dict[str, str]],
     return out
 
 
+def label_probabilities(model, tokenizer, prompt: list[dict[str, str]],
+                        labels: Sequence[str]) -> dict[str, float]:
+    """Each label's probability after `prompt`, normalised over `labels`."""
+    totals = continuation_logprobs(model, tokenizer, prompt, list(labels))
+    return normalise({lab: sum(t) for lab, t in zip(labels, totals)})
+
+
 def confidence(model, tokenizer, prompt: list[dict[str, str]], answer: str,
                labels: Sequence[str]) -> float:
     """How sure the model is of `answer` after `prompt`: its probability normalised over
-    `labels` (closed set), or its mean token probability (free text: `labels` empty)."""
+    `labels` (closed set; 0 for an answer that is no label), or its mean token probability
+    (free text: `labels` empty)."""
     if labels:
         if answer not in labels:
             return 0.0
-        totals = continuation_logprobs(model, tokenizer, prompt, list(labels))
-        return normalise({lab: sum(t) for lab, t in zip(labels, totals)})[answer]
+        return label_probabilities(model, tokenizer, prompt, labels)[answer]
     (tokens,) = continuation_logprobs(model, tokenizer, prompt, [answer])
     return sum(math.exp(t) for t in tokens) / len(tokens)
+
+
+def most_probable_label(model, tokenizer, prompt: list[dict[str, str]],
+                        labels: Sequence[str]) -> tuple[str, float]:
+    """The closed-set answer: the most probable label and its normalised probability (ties
+    go to the label first in sorted order)."""
+    probs = label_probabilities(model, tokenizer, prompt, labels)
+    best = max(sorted(probs), key=lambda lab: probs[lab])
+    return best, probs[best]
 
 
 def _load(run_dir, device):
@@ -108,17 +126,31 @@ def _load(run_dir, device):
 def predict(run_dir: str | os.PathLike, rows: Sequence[dict[str, Any]], *,
             progress: Callable[[int, int], None] | None = None,
             device: str | None = None) -> tuple[str, list[dict[str, Any]]]:
-    """Each row ({"id", "version", "messages"}) answered greedily by the run's model with
-    its confidence: (method, [{"id", "version", "answer", "confidence"}]) in row order."""
+    """Each row ({"id", "version", "messages"}) answered by the run's model with its
+    confidence: (method, [{"id", "version", "answer", "confidence"}]) in row order."""
     metric, labels = known_answers(run_dir)
     method = LABEL_METHOD if labels else TEXT_METHOD
     if not rows:
         return method, []
     model, tokenizer = _load(run_dir, device)
     prompts = [build_prompt(r["messages"], None) for r in rows]
-    budget = answer_budget(tokenizer, labels, metric, MAX_NEW_TOKENS) if labels \
-        else MAX_NEW_TOKENS
-    total, done = 2 * len(rows), 0
+    with _merged(model):
+        answered = _answer(model, tokenizer, prompts, labels, progress)
+    return method, [{"id": r["id"], "version": r["version"], "answer": a, "confidence": c}
+                    for r, (a, c) in zip(rows, answered)]
+
+
+def _answer(model, tokenizer, prompts: list, labels: list[str],
+            progress: Callable[[int, int], None] | None) -> list[tuple[str, float]]:
+    """(answer, confidence) per prompt: the most probable label, or greedy text scored."""
+    out: list[tuple[str, float]] = []
+    if labels:
+        for prompt in prompts:
+            out.append(most_probable_label(model, tokenizer, prompt, labels))
+            if progress:
+                progress(len(out), len(prompts))
+        return out
+    total, done = 2 * len(prompts), 0
 
     def tick(n: int) -> None:
         nonlocal done
@@ -126,28 +158,33 @@ def predict(run_dir: str | os.PathLike, rows: Sequence[dict[str, Any]], *,
         if progress:
             progress(done, total)
 
-    with _merged(model):
-        answers = generate(model, tokenizer, prompts, max_new_tokens=budget, batch_size=BATCH,
-                           on_batch=tick)
-        out = []
-        for row, prompt, answer in zip(rows, prompts, answers):
-            out.append({"id": row["id"], "version": row["version"], "answer": answer,
-                        "confidence": confidence(model, tokenizer, prompt, answer, labels)})
-            tick(1)
-    return method, out
+    answers = generate(model, tokenizer, prompts, max_new_tokens=MAX_NEW_TOKENS,
+                       batch_size=BATCH, on_batch=tick)
+    for prompt, answer in zip(prompts, answers):
+        out.append((answer, confidence(model, tokenizer, prompt, answer, [])))
+        tick(1)
+    return out
 
 
-def score_answers(run_dir: str | os.PathLike, rows: Sequence[dict[str, Any]],
-                  answers: Sequence[str], *, device: str | None = None) -> list[float]:
-    """The confidence of given answers to the rows' prompts, as `predict` scores its own."""
+def eval_confidences(run_dir: str | os.PathLike, rows: Sequence[dict[str, Any]],
+                     answers: Sequence[str], *, device: str | None = None
+                     ) -> tuple[str, list[str], list[float]]:
+    """What pre-labelling would answer to the eval rows, with its confidence, for
+    calibration: (method, answers, confidences). Closed set: the most probable label,
+    predicted afresh; free text: the evaluation's own greedy `answers`, scored."""
     _, labels = known_answers(run_dir)
+    method = LABEL_METHOD if labels else TEXT_METHOD
     if not rows:
-        return []
+        return method, [], []
     model, tokenizer = _load(run_dir, device)
+    prompts = [build_prompt(r["messages"], None) for r in rows]
     with _merged(model):
-        return [confidence(model, tokenizer, build_prompt(r["messages"], None), a, labels)
-                for r, a in zip(rows, answers)]
+        if labels:
+            answered = _answer(model, tokenizer, prompts, labels, None)
+            return method, [a for a, _ in answered], [c for _, c in answered]
+        return method, list(answers), [confidence(model, tokenizer, p, a, [])
+                                       for p, a in zip(prompts, answers)]
 
 
-__all__ = ["LABEL_METHOD", "TEXT_METHOD", "confidence", "continuation_logprobs",
-           "known_answers", "normalise", "predict", "score_answers"]
+__all__ = ["confidence", "continuation_logprobs", "eval_confidences", "known_answers",
+           "label_probabilities", "most_probable_label", "normalise", "predict"]

@@ -385,12 +385,13 @@ def _prelabel(run_id: str) -> None:
     """Pre-label with this run's model, the thresholds, and calibration on the eval split."""
     from curation.suggestions import band_name
 
-    st.caption("The run's model answers the selected train examples with greedy decoding; "
-               "each answer is stored as a suggestion beside the example (Review shows it), "
-               "never over anyone's text. Confidence: for label answers, the answer's "
-               "probability normalised over the labels the run trained on; for free text, "
-               "the mean probability of the answer's tokens. It runs in this session: stay "
-               "on the page until it ends.")
+    st.caption("The run's model answers the selected train examples; each answer is stored "
+               "as a suggestion beside the example (Review shows it), never over anyone's "
+               "text. For label answers, the answer is the most probable of the labels the run "
+               "trained on and its confidence that probability, normalised over those labels; "
+               "for free text, the answer is generated greedily and its confidence is the "
+               "mean probability of its tokens. It runs in this session: stay on the page "
+               "until it ends.")
     high, low = ws.thresholds()
     with st.form("ev_thresholds", border=False):
         left, right, go = st.columns([2, 2, 1], vertical_alignment="bottom")

@@ -1,6 +1,8 @@
 """Curate's Streamlit entry point: sign-in, then page navigation over the workspace.
 
-`curate app` runs this file from wherever the package is installed; in a checkout,
+`curate app` runs `run_app()` through `curate/ui/entry/curate_app.py`, a script alone in
+its folder (Streamlit puts that folder first on sys.path, where a page module such as
+`training.py` would shadow the package of the same name); in a checkout,
 `streamlit run app.py` runs the same `run_app()`. Pages are named by absolute path
 (`page_path`), so navigation works from either entry script.
 The workspace is the DuckDB file named by $CURATE_DB (`curate app --db PATH` sets it).
@@ -124,7 +126,3 @@ def run_app() -> None:
         if not is_damage(exc):
             raise
         st.error(plain(store_error(store.path, exc)), icon=":material/error:")
-
-
-if __name__ == "__main__":
-    run_app()

@@ -84,6 +84,10 @@ def test_single_user_refuses_a_network_address_without_the_loud_flag(tmp_path):
     assert "Traceback" not in result.stderr
 
 
+PAGES = ("Overview", "Review", "Browse", "Quality", "Coverage", "Import / Export", "Training",
+         "Evaluation")
+
+
 def test_a_pip_installed_copy_serves_the_app(tmp_path, browser):
     """`pip install .` (not editable) into a folder of its own; the app runs from there."""
     site = tmp_path / "site"
@@ -110,6 +114,13 @@ def test_a_pip_installed_copy_serves_the_app(tmp_path, browser):
         assert f"127.0.0.1:{server.port}" in banner.inner_text()
         page.get_by_role("link", name="Review").click()
         page.get_by_role("textbox", name="Assistant").first.wait_for(timeout=30_000)
+        # every page opens: in the real app a page module could shadow a package of the same
+        # name (curate/ui/training.py hid `training`), which AppTest's process never shows
+        for name in PAGES:
+            page.get_by_role("link", name=name, exact=True).click()
+            page.get_by_role("heading", name=name, exact=True).wait_for(timeout=60_000)
+            page.wait_for_load_state("networkidle")
+            assert page.get_by_text("This app has encountered an error").count() == 0, name
         page.close()
     finally:
         server.stop()
