@@ -334,6 +334,16 @@ class Workspace:
         if by_status.get("pending"):
             found.append(Attention(f"{by_status['pending']:,} examples wait for a first "
                                    "decision (Review page, queue 'Pending first').", "review"))
+        suggested = queues.queue_size(self.store, _routing.SUGGESTIONS)
+        if suggested:
+            found.append(Attention(f"{suggested:,} model suggestions wait for a person: one key "
+                                   "(m) accepts each (Review page, queue 'Model suggestions').",
+                                   "review"))
+        qa = queues.queue_size(self.store, _routing.QA_SAMPLE)
+        if qa:
+            found.append(Attention(f"{qa:,} auto-accepted examples of the QA sample wait for a "
+                                   "check: they measure the auto band's precision (Review "
+                                   "page, queue 'QA sample').", "review"))
         if by_status.get("needs_work"):
             found.append(Attention(f"{by_status['needs_work']:,} examples were sent back as "
                                    "needs work.", "review"))

@@ -105,6 +105,10 @@ def test_routing_sends_known_confidences_to_the_right_places(file_store):
     assert [it.example.id for it in qa] == done.qa_sample
     last = R.last_routing(store)
     assert last["run_id"] == RUN and last["auto"] == 4 and last["run_by"] == "ada"
+    said = [a.message for a in Workspace(store, ADA).needs_attention()]
+    assert "3 model suggestions wait for a person: one key (m) accepts each (Review page, " \
+        "queue 'Model suggestions')." in said
+    assert any(m.startswith("1 auto-accepted examples of the QA sample wait") for m in said)
 
 
 def test_thresholds_of_the_workspace_move_the_bands(file_store):
