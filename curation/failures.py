@@ -269,20 +269,18 @@ def rank_by_impact(store: Store, user: User) -> int:
 
 
 def _register_queues() -> None:
-    from curation.queues import FEED_TITLES, Queue, register
-    from curation.store import QueueSource
+    from curation.queues import register_stored
 
-    FEED_TITLES[FAILURES] = "Eval failures of the latest evaluated run"
-    FEED_TITLES[IMPACT] = "Ranking by expected impact"
     how = "`curate failures`, or open the Evaluation page after an evaluation"
-    register(Queue(FAILURES, "Eval failures",
-                   "Eval examples the fine-tuned model of the latest evaluated run got wrong "
-                   "(for free text: shared less than half the reference's words), worst "
-                   "first, with the model's answer, the reference and the nearest training "
-                   "examples as evidence.", QueueSource("findings", (FAILURES,)),
-                   (FAILURES,), how))
-    register(Queue(IMPACT, "Expected impact", IMPACT_RULE,
-                   QueueSource("findings", (IMPACT,), statuses=("pending",)), (IMPACT,), how))
+    register_stored(FAILURES, "Eval failures",
+                    "Eval examples the fine-tuned model of the latest evaluated run got wrong "
+                    "(for free text: shared less than half the reference's words), worst "
+                    "first, with the model's answer, the reference and the nearest training "
+                    "examples as evidence.",
+                    feed_title="Eval failures of the latest evaluated run", how_to_run=how)
+    register_stored(IMPACT, "Expected impact", IMPACT_RULE,
+                    feed_title="Ranking by expected impact", how_to_run=how,
+                    statuses=("pending",))
 
 
 _register_queues()

@@ -86,6 +86,16 @@ register(Queue("needs_answer", "Needs answer",
                QueueSource("needs_answer")))
 
 
+def register_stored(name: str, title: str, description: str, *, feed_title: str,
+                    how_to_run: str, **source) -> Queue:
+    """Register a queue fed by a stored source that is not a check (eval failures, routing):
+    its findings are stored under `name`, which feeds the queue; `feed_title` says what
+    stored them, `source` holds `QueueSource` options (statuses, undecided)."""
+    FEED_TITLES[name] = feed_title
+    return register(Queue(name, title, description, QueueSource("findings", (name,), **source),
+                          (name,), how_to_run))
+
+
 def findings_queue(name: str, title: str, description: str, checks: tuple[str, ...],
                    how_to_run: str, *, skip_reason: str = "") -> Queue:
     """A queue of the examples these checks flagged (less the findings whose reason starts

@@ -282,24 +282,21 @@ def last_routing(store: Store) -> dict[str, Any] | None:
 
 
 def _register_queues() -> None:
-    from curation.queues import FEED_TITLES, Queue, register
-    from curation.store import QueueSource
+    from curation.queues import register_stored
 
-    FEED_TITLES[SUGGESTIONS] = "Routing of the model's suggestions"
-    FEED_TITLES[QA_SAMPLE] = "QA sample of the auto-accepted band"
     how = "`curate route`, or Route on the Evaluation page after pre-labelling"
-    register(Queue(SUGGESTIONS, "Model suggestions",
-                   "Pending examples whose model suggestion falls between the thresholds "
-                   "(or is confident but differs from the stored answer), most confident "
-                   "first: press m to accept the suggestion.",
-                   QueueSource("findings", (SUGGESTIONS,), statuses=("pending",)),
-                   (SUGGESTIONS,), how))
-    register(Queue(QA_SAMPLE, "QA sample",
-                   "A seeded random sample of the examples the model auto-accepted: Accept "
-                   "if the answer is right, correct or reject it if not; the share right is "
-                   "the measured precision of the auto-accept band.",
-                   QueueSource("findings", (QA_SAMPLE,), statuses=("accepted",),
-                               undecided=True), (QA_SAMPLE,), how))
+    register_stored(SUGGESTIONS, "Model suggestions",
+                    "Pending examples whose model suggestion falls between the thresholds "
+                    "(or is confident but differs from the stored answer), most confident "
+                    "first: press m to accept the suggestion.",
+                    feed_title="Routing of the model's suggestions", how_to_run=how,
+                    statuses=("pending",))
+    register_stored(QA_SAMPLE, "QA sample",
+                    "A seeded random sample of the examples the model auto-accepted: Accept "
+                    "if the answer is right, correct or reject it if not; the share right is "
+                    "the measured precision of the auto-accept band.",
+                    feed_title="QA sample of the auto-accepted band", how_to_run=how,
+                    statuses=("accepted",), undecided=True)
 
 
 _register_queues()

@@ -231,6 +231,17 @@ def test_review_page_shows_the_suggestion_with_its_band(evaluated, model_cache, 
             f"middle band (0.7 to 0.9)") in captions
 
 
+def evaluation_page(path, model_cache, monkeypatch) -> AppTest:
+    """The Evaluation page on the workspace at `path`, run once as the admin."""
+    monkeypatch.setenv("CURATE_DB", str(path))
+    monkeypatch.setenv("CURATE_MODEL_CACHE", str(model_cache))
+    at = AppTest.from_file(str(PROJECT_ROOT / "app.py"), default_timeout=RUN_TIMEOUT)
+    at.session_state["user"] = ADA
+    at.switch_page(page("evaluation")).run()
+    assert not at.exception, at.exception
+    return at
+
+
 def test_evaluation_page_pre_labels_and_draws_the_reliability_diagram(evaluated,  # noqa: F811
                                                                       model_cache,
                                                                       monkeypatch):
@@ -238,12 +249,7 @@ def test_evaluation_page_pre_labels_and_draws_the_reliability_diagram(evaluated,
     with Store(path) as store:
         pending = [e.id for e in store.find(ExampleFilter(split=("train",),
                                                           status=("pending",)))]
-    monkeypatch.setenv("CURATE_DB", str(path))
-    monkeypatch.setenv("CURATE_MODEL_CACHE", str(model_cache))
-    at = AppTest.from_file(str(PROJECT_ROOT / "app.py"), default_timeout=RUN_TIMEOUT)
-    at.session_state["user"] = ADA
-    at.switch_page(page("evaluation")).run()
-    assert not at.exception, at.exception
+    at = evaluation_page(path, model_cache, monkeypatch)
     assert "Pre-label and calibration" in [h.value for h in at.header]
     at.session_state["ev_pl_status"] = ["pending"]
     at.button(key="ev_prelabel").click().run()
@@ -271,12 +277,7 @@ def test_evaluation_page_routes_the_suggestions_and_shows_the_bands(evaluated,  
     with Store(path) as store:
         waiting = store.routable_suggestions(result.run_id)
     assert waiting, "nothing pre-labelled to route"
-    monkeypatch.setenv("CURATE_DB", str(path))
-    monkeypatch.setenv("CURATE_MODEL_CACHE", str(model_cache))
-    at = AppTest.from_file(str(PROJECT_ROOT / "app.py"), default_timeout=RUN_TIMEOUT)
-    at.session_state["user"] = ADA
-    at.switch_page(page("evaluation")).run()
-    assert not at.exception, at.exception
+    at = evaluation_page(path, model_cache, monkeypatch)
     assert "Route by confidence" in [h.value for h in at.header]
     assert f"{len(waiting):,} pending train examples have this run's suggestion" in \
         " ".join(t.value for t in at.text)
