@@ -325,31 +325,22 @@ class Workspace:
         """What the team should do next, most pressing first (empty: nothing)."""
         stats = self.store.stats()
         by_status = stats["by_status"]
-        found = []
-        unanswered = self.store.count(ExampleFilter(needs_answer=True))
-        if unanswered:
-            found.append(Attention(f"{unanswered:,} prompts need an answer; they are not "
-                                   "exported or trained on until answered (Review page, "
-                                   "queue 'Needs answer').", "review"))
-        if by_status.get("pending"):
-            found.append(Attention(f"{by_status['pending']:,} examples wait for a first "
-                                   "decision (Review page, queue 'Pending first').", "review"))
-        suggested = queues.queue_size(self.store, _routing.SUGGESTIONS)
-        if suggested:
-            found.append(Attention(f"{suggested:,} model suggestions wait for a person: one key "
-                                   "(m) accepts each (Review page, queue 'Model suggestions').",
-                                   "review"))
-        qa = queues.queue_size(self.store, _routing.QA_SAMPLE)
-        if qa:
-            found.append(Attention(f"{qa:,} auto-accepted examples of the QA sample wait for a "
-                                   "check: they measure the auto band's precision (Review "
-                                   "page, queue 'QA sample').", "review"))
-        if by_status.get("needs_work"):
-            found.append(Attention(f"{by_status['needs_work']:,} examples were sent back as "
-                                   "needs work.", "review"))
-        unlabelled = stats["by_label"].get(None, 0)
-        if unlabelled:
-            found.append(Attention(f"{unlabelled:,} examples have no label.", "browse"))
+        counted = [  # (how many, what to say of them, the page where it is done)
+            (self.store.count(ExampleFilter(needs_answer=True)),
+             "{n:,} prompts need an answer; they are not exported or trained on until "
+             "answered (Review page, queue 'Needs answer').", "review"),
+            (by_status.get("pending", 0), "{n:,} examples wait for a first decision (Review "
+             "page, queue 'Pending first').", "review"),
+            (queues.queue_size(self.store, _routing.SUGGESTIONS),
+             "{n:,} model suggestions wait for a person: one key (m) accepts each (Review "
+             "page, queue 'Model suggestions').", "review"),
+            (queues.queue_size(self.store, _routing.QA_SAMPLE),
+             "{n:,} auto-accepted examples of the QA sample wait for a check: they measure "
+             "the auto band's precision (Review page, queue 'QA sample').", "review"),
+            (by_status.get("needs_work", 0), "{n:,} examples were sent back as needs work.",
+             "review"),
+            (stats["by_label"].get(None, 0), "{n:,} examples have no label.", "browse")]
+        found = [Attention(text.format(n=n), page) for n, text, page in counted if n]
         if stats["total"] and "eval" not in stats["by_split"]:
             found.append(Attention("No example is in the eval split: hold some out to "
                                    "evaluate training.", "browse"))
