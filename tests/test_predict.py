@@ -299,3 +299,27 @@ def test_evaluation_page_routes_the_suggestions_and_shows_the_bands(evaluated,  
     expected = status["eval"]["accuracy"]
     assert metrics["Auto band accuracy, eval split"] == \
         ("—" if expected is None else f"{expected:.1%}")
+
+
+def test_scoring_with_the_prompt_cache_matches_a_plain_forward_of_each_continuation(base):
+    """The prompt runs once and its cache is copied for the continuations: each token's
+    log-probability is what one whole forward of prompt + continuation gives."""
+    import torch
+
+    from training.generate import END_OF_TURN
+
+    model, tokenizer = base
+    prompt = [{"role": "system", "content": "Answer with one intent label."},
+              {"role": "user", "content": "My card still has not arrived."}]
+    continuations = ["card_arrival", "billing", "a much longer free text answer here"]
+    fast = continuation_logprobs(model, tokenizer, prompt, continuations)
+    text = tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
+    head = tokenizer(text, add_special_tokens=False)["input_ids"]
+    for tail_text, got in zip(continuations, fast):
+        tail = tokenizer(tail_text + END_OF_TURN, add_special_tokens=False)["input_ids"]
+        with torch.inference_mode():
+            logits = model(input_ids=torch.tensor([head + tail])).logits[0]
+        logp = torch.log_softmax(logits.float(), dim=-1)
+        plain = [float(logp[len(head) - 1 + j, t]) for j, t in enumerate(tail)]
+        assert len(got) == len(plain)
+        assert max(abs(a - b) for a, b in zip(got, plain)) < 1e-3, (tail_text, got, plain)

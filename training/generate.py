@@ -69,8 +69,8 @@ def generate(model, tokenizer, prompts: Sequence[list[dict[str, str]]], *,
         prefix = None
         if shared >= MIN_SHARED_PREFIX:
             out = model(input_ids=torch.tensor([ids[0][:shared]], device=device),
-                        use_cache=True, **_forward_names(model)[1])
-            prefix = _cache_of(out)
+                        use_cache=True, **forward_names(model)[1])
+            prefix = cache_of(out)
         else:
             shared = 0
         for start in range(0, len(order), batch_size):
@@ -121,7 +121,7 @@ def _sampler(sampling: Sampling, rng):
     return pick
 
 
-def _forward_names(model) -> tuple[str, dict[str, int]]:
+def forward_names(model) -> tuple[str, dict[str, int]]:
     """The forward argument that takes the key/value cache (`cache` in transformers 5.x,
     `past_key_values` before) and the option computing only the last position's logits."""
     import inspect
@@ -132,7 +132,7 @@ def _forward_names(model) -> tuple[str, dict[str, int]]:
     return ("cache" if "cache" in params else "past_key_values"), dict(list(last.items())[:1])
 
 
-def _cache_of(output):
+def cache_of(output):
     cache = getattr(output, "cache", None)
     return cache if cache is not None else output.past_key_values
 
@@ -145,7 +145,7 @@ def _decode(model, rows: list[list[int]], cache, shared: int, *, max_new_tokens:
     generation does. Returns each row's new tokens up to (not including) its end of turn."""
     import torch
 
-    cache_arg, last_only = _forward_names(model)
+    cache_arg, last_only = forward_names(model)
     n, width = len(rows), max(len(r) for r in rows)
     input_ids = torch.full((n, width), pad, dtype=torch.long)
     mask = torch.zeros((n, shared + width), dtype=torch.long)
@@ -161,7 +161,7 @@ def _decode(model, rows: list[list[int]], cache, shared: int, *, max_new_tokens:
     for _ in range(max_new_tokens):
         out = model(input_ids=input_ids, attention_mask=mask, position_ids=positions,
                     use_cache=True, **last_only, **{cache_arg: cache})
-        cache = _cache_of(out)
+        cache = cache_of(out)
         token = pick(out.logits[:, -1])
         token = torch.where(done, torch.full_like(token, stops[0]), token)
         new.append(token)
@@ -176,4 +176,5 @@ def _decode(model, rows: list[list[int]], cache, shared: int, *, max_new_tokens:
             for row in tokens]
 
 
-__all__ = ["END_OF_TURN", "Sampling", "generate", "shared_prefix_length"]
+__all__ = ["END_OF_TURN", "Sampling", "cache_of", "forward_names", "generate",
+           "shared_prefix_length"]

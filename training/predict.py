@@ -18,7 +18,9 @@ Design decisions:
   answer is scored on its end of turn alone. Calibration scores the evaluation's own greedy
   answers the same way.
 - Prompt and continuation are tokenized apart and joined, as generation appends its tokens to
-  the prompt's; each prompt's continuations run as one right-padded batch.
+  the prompt's. The prompt runs once and its key/value cache is copied for its continuations
+  (as generation shares a prefix), which run as one right-padded batch: the labels are a few
+  tokens each, so scoring ten of them costs little more than the prompt.
 - It runs in the calling process (the CLI, or the app's session), with `progress(done,
   total)` after each step; torch is imported inside the functions.
 """
@@ -33,7 +35,7 @@ from typing import Any
 from curation.suggestions import LABEL_METHOD, TEXT_METHOD
 from training import metrics as M
 from training.eval import _merged, build_prompt, train_rows_from_run
-from training.generate import END_OF_TURN, generate
+from training.generate import END_OF_TURN, cache_of, forward_names, generate
 
 BATCH = 16
 MAX_NEW_TOKENS = 128
@@ -61,30 +63,35 @@ def known_answers(run_dir: str | os.PathLike) -> tuple[str, list[str]]:
 def continuation_logprobs(model, tokenizer, prompt: list[dict[str, str]],
                           continuations: Sequence[str]) -> list[list[float]]:
     """The log-probability of each token of each continuation (followed by the end of turn)
-    after the chat prompt."""
+    after the chat prompt. The prompt runs once; its key/value cache is copied for the
+    continuations, which run as one right-padded batch."""
     import torch
 
     text = tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
     head = tokenizer(text, add_special_tokens=False)["input_ids"]
     tails = [tokenizer(c + END_OF_TURN, add_special_tokens=False)["input_ids"]
              for c in continuations]
-    width = len(head) + max(len(t) for t in tails)
+    width = max(len(t) for t in tails)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     ids = torch.full((len(tails), width), pad, dtype=torch.long)
-    mask = torch.zeros((len(tails), width), dtype=torch.long)
+    mask = torch.zeros((len(tails), len(head) + width), dtype=torch.long)
+    mask[:, :len(head)] = 1
     for k, tail in enumerate(tails):
-        row = head + tail
-        ids[k, :len(row)] = torch.tensor(row)
-        mask[k, :len(row)] = 1
+        ids[k, :len(tail)] = torch.tensor(tail)
+        mask[k, len(head):len(head) + len(tail)] = 1
     device = next(model.parameters()).device
+    cache_arg, last_only = forward_names(model)
     with torch.inference_mode():
-        logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
+        out = model(input_ids=torch.tensor([head], device=device), use_cache=True, **last_only)
+        first = torch.log_softmax(out.logits[0, -1].float(), dim=-1)  # each first token
+        cache = cache_of(out)
+        cache.batch_repeat_interleave(len(tails))
+        logits = model(input_ids=ids.to(device), attention_mask=mask.to(device),
+                       **{cache_arg: cache}).logits
         logp = torch.log_softmax(logits.float(), dim=-1)
-    out = []
-    for k, tail in enumerate(tails):
-        positions = range(len(head) - 1, len(head) - 1 + len(tail))
-        out.append([float(logp[k, p, t]) for p, t in zip(positions, tail)])
-    return out
+    return [[float(first[tail[0]])] + [float(logp[k, j - 1, tail[j]])
+                                       for j in range(1, len(tail))]
+            for k, tail in enumerate(tails)]
 
 
 def label_probabilities(model, tokenizer, prompt: list[dict[str, str]],
