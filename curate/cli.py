@@ -698,6 +698,11 @@ def route(run_id, db, qa_share, seed, undo_run, show_status, actor, as_json):
     if as_json:
         _print_json(result.to_dict())
         return
+    if not result.routed:
+        click.echo(f"Nothing to route: no pending train example has a suggestion of run "
+                   f"{result.run_id} for its current version (run `curate predict "
+                   f"{result.run_id}` first).")
+        return
     shares = result.shares()
     high, low = result.thresholds
 

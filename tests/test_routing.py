@@ -231,6 +231,8 @@ def test_cli_route_json_and_undo(tmp_path):
     assert undone == {"run_id": RUN, "reverted": ids[:2]}
     with Store(path) as store:
         assert [store.get(i).status for i in ids] == ["pending"] * 4
+    assert "Nothing to route: no pending train example has a suggestion of run other-run" in \
+        cli("other-run").stdout
 
 
 def test_review_page_accepts_a_suggestion_with_one_key(tmp_path, monkeypatch):
