@@ -323,7 +323,7 @@ def main() -> None:
                  if "recovered_share" in intervals else ""))
     else:
         print(f"  recovered share NOT MEANINGFUL: the drop ({drop:+.1f} points) is below "
-              f"{args.min_drop:g} points, within what a rerun on the same data moves")
+              f"{args.min_drop:g} points: too small to divide by (noise over noise)")
     at_random = len(review.looked) * len(flipped) / len(train_rows)
     print(f"  looked at {len(review.looked)} examples = {reviewed_share:.1%} of train; found "
           f"{len(found)} of {len(flipped)} flipped ({review.by_source(found)}); "
