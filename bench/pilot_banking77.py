@@ -34,8 +34,9 @@ systems (and in the training examples): it asks for the intent label only.
 
 The data set is not part of Curate; without ../shared/datasets/banking77 the script stops
 with a message saying where it expects it. `choose`, `write_jsonl`, `reject_leakage` and
-`follow_run` are shared with bench/noise_recovery.py, so both use the same data. `--set NAME=VALUE` changes a TrainConfig setting
-for experiments; the acceptance figures are for the defaults.
+`follow_run` are shared with bench/noise_recovery.py, so both use the same data.
+`--set NAME=VALUE` changes a TrainConfig setting for experiments; the acceptance figures are
+for the defaults.
 """
 
 from __future__ import annotations
