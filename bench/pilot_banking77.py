@@ -17,7 +17,8 @@ What it does, through the same library calls the app and the CLI make:
    prints how many, and which.
 4. Launches the default pilot run, `training.launcher.launch(store, admin, TrainConfig())`
    (what `curate train` and the Training page call; `launch` refuses leakage, so it passing
-   also checks step 3), waits for it with `training.launcher.wait`, printing progress.
+   also checks step 3), waits for it with `training.launcher.wait`, printing progress
+   (`follow_run`).
 5. Evaluates it as `curate eval` does: `training.eval.evaluate` on the store's eval rows
    (rejected ones left out) with the run's accepted train rows as the source of shots: the
    base model zero-shot, few-shot with `--shots` (default 10: one example of every intent, so
@@ -32,8 +33,10 @@ The system prompt is what a user would write for this task and is the same for a
 systems (and in the training examples): it asks for the intent label only.
 
 The data set is not part of Curate; without ../shared/datasets/banking77 the script stops
-with a message saying where it expects it. `--set NAME=VALUE` changes a TrainConfig setting
-for experiments; the acceptance figures are for the defaults.
+with a message saying where it expects it. `choose`, `write_jsonl`, `reject_leakage` and
+`follow_run` are shared with bench/noise_recovery.py, so both use the same data.
+`--set NAME=VALUE` changes a TrainConfig setting for experiments; the acceptance figures are
+for the defaults.
 """
 
 from __future__ import annotations
@@ -60,8 +63,8 @@ TARGET_POINTS = 40.0
 ACTOR = "pilot"
 
 
-def load_csv(name: str) -> list[tuple[str, str]]:
-    path = DATA / name
+def load_csv(name: str, data: Path = DATA) -> list[tuple[str, str]]:
+    path = data / name
     if not path.is_file():
         sys.exit(f"this benchmark needs the Banking77 data set at {path} (train.csv and "
                  "test.csv, CSV text,category; see docs/benchmarks.md); it is not part of "
@@ -70,10 +73,10 @@ def load_csv(name: str) -> list[tuple[str, str]]:
         return [(r["text"], r["category"]) for r in csv.DictReader(f)]
 
 
-def choose(seed: int, intents: int, per_intent: int):
+def choose(seed: int, intents: int, per_intent: int, data: Path = DATA):
     """(intents, train rows, eval rows): a seeded choice of intents, `per_intent` training
-    queries of each, and every test query of them."""
-    train, test = load_csv("train.csv"), load_csv("test.csv")
+    queries of each, and every test query of them (from the Banking77 folder `data`)."""
+    train, test = load_csv("train.csv", data), load_csv("test.csv", data)
     by_intent: dict[str, list[str]] = defaultdict(list)
     for text, label in train:
         by_intent[label].append(text)
@@ -92,6 +95,37 @@ def write_jsonl(path: Path, rows: list[tuple[str, str]], prefix: str) -> None:
                 {"role": "system", "content": SYSTEM_PROMPT},
                 {"role": "user", "content": text},
                 {"role": "assistant", "content": label}], "label": label}) + "\n")
+
+
+def reject_leakage(store, user) -> list[dict]:
+    """Reject every eval example that duplicates a train example (`find_leakage`: exact, near
+    and same-meaning duplicates) in the store, with the reason, so that the evaluation only
+    counts queries the model has not seen; the leaks."""
+    from curation.leakage import find_leakage
+
+    leaks = find_leakage(store, user)
+    for leak in leaks:
+        example = store.get(leak["eval_id"])
+        store.update(example.id, base_version=example.version, actor=user.name,
+                     status="rejected", reason=f"leakage: {leak['method']} duplicate of "
+                     f"train #{leak['train_id']} (similarity {leak['similarity']:.2f})")
+    return leaks
+
+
+def follow_run(run):
+    """Wait for a launched run to end, printing its progress about once a minute; the run."""
+    from training.launcher import wait
+
+    last_shown = 0.0
+    while True:
+        run = wait(run.dir, timeout=30)
+        if not run.active:
+            return run
+        if run.last and time.perf_counter() - last_shown > 60:
+            last_shown = time.perf_counter()
+            print(f"  step {run.last['step']}/{run.total_steps} loss {run.last['loss']:.3f}"
+                  f" {run.last['tokens_per_second']:.0f} tok/s ETA "
+                  f"{run.last['eta_seconds']:.0f} s", flush=True)
 
 
 def parse_settings(pairs: list[str]) -> dict:
@@ -124,10 +158,9 @@ def main() -> None:
     from curation import import_file
     from curation.auth import User
     from curation.store import Store
-    from curation.leakage import find_leakage
     from training.config import EvalConfig, TrainConfig
     from training.eval import eval_rows_from_store, evaluate, train_rows_from_run
-    from training.launcher import launch, wait
+    from training.launcher import launch
 
     config = TrainConfig(**parse_settings(args.settings))
     if args.out:
@@ -152,12 +185,7 @@ def main() -> None:
             print(f"import {split}: {report.summary()}")
 
         began = time.perf_counter()
-        leaks = find_leakage(store, admin)
-        for leak in leaks:
-            example = store.get(leak["eval_id"])
-            store.update(example.id, base_version=example.version, actor=ACTOR,
-                         status="rejected", reason=f"leakage: {leak['method']} duplicate of "
-                         f"train #{leak['train_id']} (similarity {leak['similarity']:.2f})")
+        leaks = reject_leakage(store, admin)
         times["leakage_check"] = time.perf_counter() - began
         by_method = defaultdict(int)
         for leak in leaks:
@@ -171,17 +199,7 @@ def main() -> None:
 
         print(f"training: {config.to_dict()}")
         began = time.perf_counter()
-        run = launch(store, admin, config)
-        last_shown = 0.0
-        while True:
-            run = wait(run.dir, timeout=30)
-            if not run.active:
-                break
-            if run.last and time.perf_counter() - last_shown > 60:
-                last_shown = time.perf_counter()
-                print(f"  step {run.last['step']}/{run.total_steps} loss {run.last['loss']:.3f}"
-                      f" {run.last['tokens_per_second']:.0f} tok/s ETA "
-                      f"{run.last['eta_seconds']:.0f} s", flush=True)
+        run = follow_run(launch(store, admin, config))
         times["training"] = time.perf_counter() - began
         if run.state != "completed":
             sys.exit(f"run {run.id} {run.state}: {run.status.reason}")
