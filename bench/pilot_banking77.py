@@ -31,9 +31,13 @@ What it does, through the same library calls the app and the CLI make:
 The system prompt is what a user would write for this task and is the same for all three
 systems (and in the training examples): it asks for the intent label only.
 
-The data set is not part of Curate; without ../shared/datasets/banking77 the script stops
-with a message saying where it expects it. `--set NAME=VALUE` changes a TrainConfig setting
-for experiments; the acceptance figures are for the defaults.
+The data set is not part of Curate; without ../shared/datasets/banking77 (or `--data DIR`)
+the script stops with a message saying where it expects it. `--set NAME=VALUE` changes a
+TrainConfig setting for experiments; the acceptance figures are for the defaults.
+
+Steps 1 to 3 and the options that choose the data are `build_pilot` and `add_pilot_options`,
+which the other benches on this pilot (bench/learning_curve_banking77.py) import, so they all
+build the same workspace.
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -60,8 +65,8 @@ TARGET_POINTS = 40.0
 ACTOR = "pilot"
 
 
-def load_csv(name: str) -> list[tuple[str, str]]:
-    path = DATA / name
+def load_csv(name: str, data: Path = DATA) -> list[tuple[str, str]]:
+    path = data / name
     if not path.is_file():
         sys.exit(f"this benchmark needs the Banking77 data set at {path} (train.csv and "
                  "test.csv, CSV text,category; see docs/benchmarks.md); it is not part of "
@@ -70,10 +75,10 @@ def load_csv(name: str) -> list[tuple[str, str]]:
         return [(r["text"], r["category"]) for r in csv.DictReader(f)]
 
 
-def choose(seed: int, intents: int, per_intent: int):
+def choose(seed: int, intents: int, per_intent: int, data: Path = DATA):
     """(intents, train rows, eval rows): a seeded choice of intents, `per_intent` training
     queries of each, and every test query of them."""
-    train, test = load_csv("train.csv"), load_csv("test.csv")
+    train, test = load_csv("train.csv", data), load_csv("test.csv", data)
     by_intent: dict[str, list[str]] = defaultdict(list)
     for text, label in train:
         by_intent[label].append(text)
@@ -105,69 +110,110 @@ def parse_settings(pairs: list[str]) -> dict:
     return values
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def add_pilot_options(parser: argparse.ArgumentParser) -> None:
+    """The options that choose the pilot's data, its workspace, its settings and the result
+    file; shared by the benches built on the pilot."""
     parser.add_argument("--out", type=Path, help="workspace folder to create and keep "
                                                  "(default: a temporary folder, removed)")
+    parser.add_argument("--data", type=Path, default=DATA,
+                        help=f"folder with Banking77's train.csv and test.csv (default {DATA})")
     parser.add_argument("--seed", type=int, default=77, help="choice of intents and queries")
     parser.add_argument("--intents", type=int, default=10)
     parser.add_argument("--per-intent", type=int, default=50)
-    parser.add_argument("--shots", type=int, default=10, help="few-shot examples")
-    parser.add_argument("--margin", type=float, default=5.0, help="deploy margin, points")
     parser.add_argument("--set", dest="settings", action="append", default=[],
                         metavar="NAME=VALUE", help="change a TrainConfig setting (experiments)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
-    args = parser.parse_args()
 
-    intents, train_rows, eval_rows = choose(args.seed, args.intents, args.per_intent)
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch, as the CLI's eval
+
+def fresh_workspace(out: Path | None, prefix: str) -> Path:
+    """`out` if it is new or empty, else a new temporary folder named with `prefix`."""
+    if out:
+        if out.exists() and any(out.iterdir()):
+            sys.exit(f"{out} is not empty; the pilot needs a fresh workspace")
+        out.mkdir(parents=True, exist_ok=True)
+        return out
+    return Path(tempfile.mkdtemp(prefix=prefix))
+
+
+@dataclass(frozen=True)
+class Pilot:
+    """The pilot's data as imported: the intents, the rows and the rejected leaked eval
+    examples (the store's leakage records)."""
+
+    intents: list[str]
+    train_rows: list[tuple[str, str]]
+    eval_rows: list[tuple[str, str]]
+    leaks: list[dict]
+    leakage_seconds: float
+
+    @property
+    def eval_examples(self) -> int:
+        """Eval examples left after the leaked ones are rejected."""
+        return len(self.eval_rows) - len(self.leaks)
+
+
+def build_pilot(store, workspace: Path, admin, args: argparse.Namespace) -> Pilot:
+    """Steps 1 to 3: choose the data (`args` from `add_pilot_options`), write it as chat
+    examples into `workspace`, import it into `store` and reject the leaked eval examples,
+    printing what it does."""
     from curation import import_file
-    from curation.auth import User
-    from curation.store import Store
     from curation.leakage import find_leakage
-    from training.config import EvalConfig, TrainConfig
-    from training.eval import eval_rows_from_store, evaluate, train_rows_from_run
-    from training.launcher import launch, wait
 
-    config = TrainConfig(**parse_settings(args.settings))
-    if args.out:
-        if args.out.exists() and any(args.out.iterdir()):
-            sys.exit(f"{args.out} is not empty; the pilot needs a fresh workspace")
-        workspace = args.out
-    else:
-        workspace = Path(tempfile.mkdtemp(prefix="pilot-banking77-"))
-    workspace.mkdir(parents=True, exist_ok=True)
+    intents, train_rows, eval_rows = choose(args.seed, args.intents, args.per_intent,
+                                            args.data)
     print(f"intents (seed {args.seed}): {', '.join(intents)}")
     print(f"workspace {workspace}; model cache "
           f"{os.environ.get('CURATE_MODEL_CACHE') or workspace / 'models'}")
     write_jsonl(workspace / "banking77-train.jsonl", train_rows, "train")
     write_jsonl(workspace / "banking77-test.jsonl", eval_rows, "test")
+    for name, split in (("banking77-train.jsonl", "train"), ("banking77-test.jsonl", "eval")):
+        report = import_file(store, workspace / name, split=split, status="accepted",
+                             user=admin)
+        print(f"import {split}: {report.summary()}")
+
+    began = time.perf_counter()
+    leaks = find_leakage(store, admin)
+    for leak in leaks:
+        example = store.get(leak["eval_id"])
+        store.update(example.id, base_version=example.version, actor=admin.name,
+                     status="rejected", reason=f"leakage: {leak['method']} duplicate of "
+                     f"train #{leak['train_id']} (similarity {leak['similarity']:.2f})")
+    seconds = time.perf_counter() - began
+    by_method = defaultdict(int)
+    for leak in leaks:
+        by_method[leak["method"]] += 1
+    print(f"leakage: {len(leaks)} eval examples duplicate train examples "
+          f"({dict(by_method) or 'none'}); rejected them, so {len(eval_rows) - len(leaks)} "
+          f"of {len(eval_rows)} eval examples remain ({seconds:.0f} s)")
+    for leak in leaks[:5]:
+        print(f"  eval {store.get(leak['eval_id']).messages[1]['content']!r} ~ train "
+              f"{store.get(leak['train_id']).messages[1]['content']!r} ({leak['method']})")
+    return Pilot(intents, train_rows, eval_rows, leaks, seconds)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_pilot_options(parser)
+    parser.add_argument("--shots", type=int, default=10, help="few-shot examples")
+    parser.add_argument("--margin", type=float, default=5.0, help="deploy margin, points")
+    args = parser.parse_args()
+
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch, as the CLI's eval
+    from curation.auth import User
+    from curation.store import Store
+    from training.config import EvalConfig, TrainConfig
+    from training.eval import eval_rows_from_store, evaluate, train_rows_from_run
+    from training.launcher import launch, wait
+
+    config = TrainConfig(**parse_settings(args.settings))
+    workspace = fresh_workspace(args.out, "pilot-banking77-")
     admin = User(ACTOR, "admin")
     times: dict[str, float] = {}
     store = Store(workspace / "curate.duckdb")
     try:
-        for name, split in (("banking77-train.jsonl", "train"), ("banking77-test.jsonl", "eval")):
-            report = import_file(store, workspace / name, split=split, status="accepted",
-                                 user=admin)
-            print(f"import {split}: {report.summary()}")
-
-        began = time.perf_counter()
-        leaks = find_leakage(store, admin)
-        for leak in leaks:
-            example = store.get(leak["eval_id"])
-            store.update(example.id, base_version=example.version, actor=ACTOR,
-                         status="rejected", reason=f"leakage: {leak['method']} duplicate of "
-                         f"train #{leak['train_id']} (similarity {leak['similarity']:.2f})")
-        times["leakage_check"] = time.perf_counter() - began
-        by_method = defaultdict(int)
-        for leak in leaks:
-            by_method[leak["method"]] += 1
-        print(f"leakage: {len(leaks)} eval examples duplicate train examples "
-              f"({dict(by_method) or 'none'}); rejected them, so {len(eval_rows) - len(leaks)} "
-              f"of {len(eval_rows)} eval examples remain ({times['leakage_check']:.0f} s)")
-        for leak in leaks[:5]:
-            print(f"  eval {store.get(leak['eval_id']).messages[1]['content']!r} ~ train "
-                  f"{store.get(leak['train_id']).messages[1]['content']!r} ({leak['method']})")
+        pilot = build_pilot(store, workspace, admin, args)
+        intents, train_rows, leaks = pilot.intents, pilot.train_rows, pilot.leaks
+        times["leakage_check"] = pilot.leakage_seconds
 
         print(f"training: {config.to_dict()}")
         began = time.perf_counter()
