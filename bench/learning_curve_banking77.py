@@ -91,10 +91,10 @@ def curve_svg(points: list[dict], title: str, baseline_label: str = "baseline") 
         return top + plot_h * (1 - fraction)
 
     def label_y(value: float, other: float | None) -> float:
-        """Where a point's value goes: on the side away from the other line, inside the
-        plot."""
+        """Where a point's value goes: on the side away from the other line, clear of the
+        legend and the x axis."""
         above = other is None or value >= other
-        if above and y(value) - 9 < top + 12 or not above and y(value) + 19 > top + plot_h - 4:
+        if above and y(value) - 9 < top - 8 or not above and y(value) + 19 > top + plot_h - 4:
             above = not above
         return y(value) - 9 if above else y(value) + 19
 
@@ -147,10 +147,23 @@ def curve_svg(points: list[dict], title: str, baseline_label: str = "baseline") 
         out.append(f'<circle cx="{px:.1f}" cy="{y(p["accuracy"]):.1f}" r="4.5" '
                    'fill="#1f6fb4"/>')
         ly = label_y(p["accuracy"], p.get("baseline_accuracy"))
-        out.append(f'<text x="{px:.1f}" y="{ly:.1f}" text-anchor="middle" '
+        # above-left or below-right of the point: clear of a rising line's two segments
+        lx, anchor = (px - 6, "end") if ly < y(p["accuracy"]) else (px + 6, "start")
+        out.append(f'<text x="{lx:.1f}" y="{ly:.1f}" text-anchor="{anchor}" '
                    f'font-weight="bold" fill="#1f6fb4">{p["accuracy"] * 100:.1f}</text>')
     out.append("</svg>")
     return "\n".join(out) + "\n"
+
+
+def pilot_plot(points: list[dict], intents: int, eval_examples: int) -> str:
+    """The SVG of the pilot's curve (`points` as `point_figures` gives them), its baseline
+    named by system and shots."""
+    systems = sorted({(p["baseline_system"] or "").replace("_", "-") for p in points} - {""})
+    shots = sorted({p["shots"] for p in points if p["baseline_system"] == "few_shot"})
+    detail = ", ".join(systems) + (f", {'/'.join(map(str, shots))} shots" if shots else "")
+    return curve_svg(points, f"Learning curve: Banking77 pilot ({intents} intents, "
+                             f"{eval_examples} eval examples)",
+                     f"best prompt-only baseline ({detail})")
 
 
 def main() -> None:
@@ -191,11 +204,7 @@ def main() -> None:
     print(f"whole curve (with building the workspace): {total / 60:.1f} min")
     print(curve.advice)
     if args.svg:
-        systems = sorted({p["baseline_system"] for p in points} - {None})
-        args.svg.write_text(curve_svg(
-            points, f"Learning curve: Banking77 pilot ({len(pilot.intents)} intents, "
-                    f"{pilot.eval_examples} eval examples)",
-            f"best prompt-only baseline ({', '.join(systems).replace('_', '-')})"))
+        args.svg.write_text(pilot_plot(points, len(pilot.intents), pilot.eval_examples))
         print(f"plot: {args.svg}")
     if args.json:
         args.json.write_text(json.dumps({
