@@ -48,28 +48,25 @@ def seconds_between(start: str | None, end: str | None) -> float | None:
 
 
 def point_figures(workspace, point: dict) -> dict:
-    """One curve point with its evaluation's figures and its wall times, read from the run
-    folder (manifest, status, eval.json and eval_status.json)."""
+    """One evaluated curve point with its evaluation's figures and its wall times, read from
+    the run folder (manifest, status, eval.json and eval_status.json)."""
     from training.evaluate import read_eval_job
     from training.run_folder import read_eval
 
     run = workspace.run(point["run_id"])
     result, job = read_eval(run.dir), read_eval_job(run.dir)
-    fine = result.systems["fine_tuned"] if result else {}
-    base = result.baseline if result else {}
     training = seconds_between(run.manifest.created_at, run.status.ended_at)
-    evaluation = seconds_between(job.status.requested_at, job.status.ended_at) if job else None
+    evaluation = seconds_between(job.status.requested_at, job.status.ended_at)
     return {"fraction": point["fraction"], "examples": point["examples"],
-            "run_id": point["run_id"], "state": point["state"], "metric": point["metric"],
-            "score": point["score"], "accuracy": fine.get("accuracy"),
-            "macro_f1": fine.get("macro_f1"), "baseline_system": base.get("system"),
-            "baseline_accuracy": base.get("accuracy"),
-            "eval_examples": result.settings.get("eval_examples") if result else None,
-            "shots": result.settings.get("shots") if result else None,
-            "steps": run.last.get("step"),
+            "run_id": point["run_id"], "steps": run.last.get("step"),
+            "metric": point["metric"], "score": point["score"],
+            "accuracy": result.systems["fine_tuned"]["accuracy"],
+            "macro_f1": result.systems["fine_tuned"].get("macro_f1"),
+            "baseline_system": result.baseline["system"],
+            "baseline_accuracy": result.baseline["accuracy"],
+            "eval_examples": result.settings["eval_examples"], "shots": result.settings["shots"],
             "seconds": {"training": training, "evaluation": evaluation,
-                        "total": None if None in (training, evaluation)
-                        else training + evaluation}}
+                        "total": training + evaluation}}
 
 
 def curve_svg(points: list[dict], title: str, baseline_label: str = "baseline") -> str:
@@ -187,10 +184,11 @@ def main() -> None:
             config, on_event=lambda line: print(f"[{time.perf_counter() - began:5.0f} s] "
                                                 f"{line}", flush=True))
         workspace.record_runs()
+        if curve.state != "completed":
+            sys.exit(f"learning curve {curve.id} {curve.state}: {curve.reason} (workspace "
+                     f"{folder} kept)")
         points = [point_figures(workspace, p) for p in curve.points]
     total = time.perf_counter() - began
-    if curve.state != "completed":
-        sys.exit(f"learning curve {curve.id} {curve.state}: {curve.reason}")
 
     print(f"\nlearning curve {curve.id} on {pilot.eval_examples} eval examples "
           f"({len(pilot.leaks)} leaked ones rejected):")
@@ -198,8 +196,9 @@ def main() -> None:
           f" {'training':>8} {'eval':>6} {'total':>6}")
     for p in points:
         s = p["seconds"]
+        f1 = "-" if p["macro_f1"] is None else f"{p['macro_f1'] * 100:.1f}"
         print(f"  {p['fraction']:>6.0%} {p['examples']:>8} {p['accuracy'] * 100:>8.1f} "
-              f"{p['macro_f1'] * 100:>8.1f} {p['baseline_accuracy'] * 100:>8.1f} "
+              f"{f1:>8} {p['baseline_accuracy'] * 100:>8.1f} "
               f"{s['training']:>7.0f}s {s['evaluation']:>5.0f}s {s['total']:>5.0f}s")
     print(f"whole curve (with building the workspace): {total / 60:.1f} min")
     print(curve.advice)
