@@ -17,8 +17,7 @@ What it does, through the same library calls the app and the CLI make:
    prints how many, and which.
 4. Launches the default pilot run, `training.launcher.launch(store, admin, TrainConfig())`
    (what `curate train` and the Training page call; `launch` refuses leakage, so it passing
-   also checks step 3), waits for it with `training.launcher.wait`, printing progress
-   (`follow_run`).
+   also checks step 3), waits for it with `training.launcher.wait`, printing progress.
 5. Evaluates it as `curate eval` does: `training.eval.evaluate` on the store's eval rows
    (rejected ones left out) with the run's accepted train rows as the source of shots: the
    base model zero-shot, few-shot with `--shots` (default 10: one example of every intent, so
@@ -32,11 +31,14 @@ What it does, through the same library calls the app and the CLI make:
 The system prompt is what a user would write for this task and is the same for all three
 systems (and in the training examples): it asks for the intent label only.
 
-The data set is not part of Curate; without ../shared/datasets/banking77 the script stops
-with a message saying where it expects it. `choose`, `write_jsonl`, `reject_leakage` and
-`follow_run` are shared with bench/noise_recovery.py, so both use the same data.
-`--set NAME=VALUE` changes a TrainConfig setting for experiments; the acceptance figures are
-for the defaults.
+The data set is not part of Curate; without ../shared/datasets/banking77 (or `--data DIR`)
+the script stops with a message saying where it expects it. `--set NAME=VALUE` changes a
+TrainConfig setting for experiments; the acceptance figures are for the defaults.
+
+Steps 1 to 3 and the options that choose the data are `build_pilot` and `add_pilot_options`,
+which the other benches on this pilot (bench/learning_curve_banking77.py) import, so they all
+build the same workspace; bench/noise_recovery.py and bench/routing.py share `choose`,
+`write_jsonl`, `reject_leakage` and `follow_run`.
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -75,7 +78,7 @@ def load_csv(name: str, data: Path = DATA) -> list[tuple[str, str]]:
 
 def choose(seed: int, intents: int, per_intent: int, data: Path = DATA):
     """(intents, train rows, eval rows): a seeded choice of intents, `per_intent` training
-    queries of each, and every test query of them (from the Banking77 folder `data`)."""
+    queries of each, and every test query of them."""
     train, test = load_csv("train.csv", data), load_csv("test.csv", data)
     by_intent: dict[str, list[str]] = defaultdict(list)
     for text, label in train:
@@ -95,6 +98,59 @@ def write_jsonl(path: Path, rows: list[tuple[str, str]], prefix: str) -> None:
                 {"role": "system", "content": SYSTEM_PROMPT},
                 {"role": "user", "content": text},
                 {"role": "assistant", "content": label}], "label": label}) + "\n")
+
+
+def parse_settings(pairs: list[str]) -> dict:
+    from training.config import TrainConfig, default
+
+    values = {}
+    for pair in pairs:
+        name, _, raw = pair.partition("=")
+        kind = type(default(name)) if name in TrainConfig.__dataclass_fields__ else str
+        values[name] = kind(raw)
+    return values
+
+
+def add_pilot_options(parser: argparse.ArgumentParser) -> None:
+    """The options that choose the pilot's data, its workspace, its settings and the result
+    file; shared by the benches built on the pilot."""
+    parser.add_argument("--out", type=Path, help="workspace folder to create and keep "
+                                                 "(default: a temporary folder, removed)")
+    parser.add_argument("--data", type=Path, default=DATA,
+                        help=f"folder with Banking77's train.csv and test.csv (default {DATA})")
+    parser.add_argument("--seed", type=int, default=77, help="choice of intents and queries")
+    parser.add_argument("--intents", type=int, default=10)
+    parser.add_argument("--per-intent", type=int, default=50)
+    parser.add_argument("--set", dest="settings", action="append", default=[],
+                        metavar="NAME=VALUE", help="change a TrainConfig setting (experiments)")
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+
+
+def fresh_workspace(out: Path | None, prefix: str) -> Path:
+    """`out` if it is new or empty, else a new temporary folder named with `prefix`."""
+    if out:
+        if out.exists() and any(out.iterdir()):
+            sys.exit(f"{out} is not empty; the pilot needs a fresh workspace")
+        out.mkdir(parents=True, exist_ok=True)
+        return out
+    return Path(tempfile.mkdtemp(prefix=prefix))
+
+
+@dataclass(frozen=True)
+class Pilot:
+    """The pilot's data as imported: the intents, the rows and the rejected leaked eval
+    examples (the store's leakage records)."""
+
+    intents: list[str]
+    train_rows: list[tuple[str, str]]
+    eval_rows: list[tuple[str, str]]
+    leaks: list[dict]
+    leakage_seconds: float
+
+    @property
+    def eval_examples(self) -> int:
+        """Eval examples left after the leaked ones are rejected."""
+        return len(self.eval_rows) - len(self.leaks)
 
 
 def reject_leakage(store, user) -> list[dict]:
@@ -128,34 +184,47 @@ def follow_run(run):
                   f"{run.last['eta_seconds']:.0f} s", flush=True)
 
 
-def parse_settings(pairs: list[str]) -> dict:
-    from training.config import TrainConfig, default
+def build_pilot(store, workspace: Path, admin, args: argparse.Namespace) -> Pilot:
+    """Steps 1 to 3: choose the data (`args` from `add_pilot_options`), write it as chat
+    examples into `workspace`, import it into `store` and reject the leaked eval examples,
+    printing what it does."""
+    from curation import import_file
 
-    values = {}
-    for pair in pairs:
-        name, _, raw = pair.partition("=")
-        kind = type(default(name)) if name in TrainConfig.__dataclass_fields__ else str
-        values[name] = kind(raw)
-    return values
+    intents, train_rows, eval_rows = choose(args.seed, args.intents, args.per_intent,
+                                            args.data)
+    print(f"intents (seed {args.seed}): {', '.join(intents)}")
+    print(f"workspace {workspace}; model cache "
+          f"{os.environ.get('CURATE_MODEL_CACHE') or workspace / 'models'}")
+    write_jsonl(workspace / "banking77-train.jsonl", train_rows, "train")
+    write_jsonl(workspace / "banking77-test.jsonl", eval_rows, "test")
+    for name, split in (("banking77-train.jsonl", "train"), ("banking77-test.jsonl", "eval")):
+        report = import_file(store, workspace / name, split=split, status="accepted",
+                             user=admin)
+        print(f"import {split}: {report.summary()}")
+
+    began = time.perf_counter()
+    leaks = reject_leakage(store, admin)
+    seconds = time.perf_counter() - began
+    by_method = defaultdict(int)
+    for leak in leaks:
+        by_method[leak["method"]] += 1
+    print(f"leakage: {len(leaks)} eval examples duplicate train examples "
+          f"({dict(by_method) or 'none'}); rejected them, so {len(eval_rows) - len(leaks)} "
+          f"of {len(eval_rows)} eval examples remain ({seconds:.0f} s)")
+    for leak in leaks[:5]:
+        print(f"  eval {store.get(leak['eval_id']).messages[1]['content']!r} ~ train "
+              f"{store.get(leak['train_id']).messages[1]['content']!r} ({leak['method']})")
+    return Pilot(intents, train_rows, eval_rows, leaks, seconds)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, help="workspace folder to create and keep "
-                                                 "(default: a temporary folder, removed)")
-    parser.add_argument("--seed", type=int, default=77, help="choice of intents and queries")
-    parser.add_argument("--intents", type=int, default=10)
-    parser.add_argument("--per-intent", type=int, default=50)
+    add_pilot_options(parser)
     parser.add_argument("--shots", type=int, default=10, help="few-shot examples")
     parser.add_argument("--margin", type=float, default=5.0, help="deploy margin, points")
-    parser.add_argument("--set", dest="settings", action="append", default=[],
-                        metavar="NAME=VALUE", help="change a TrainConfig setting (experiments)")
-    parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
 
-    intents, train_rows, eval_rows = choose(args.seed, args.intents, args.per_intent)
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch, as the CLI's eval
-    from curation import import_file
     from curation.auth import User
     from curation.store import Store
     from training.config import EvalConfig, TrainConfig
@@ -163,39 +232,14 @@ def main() -> None:
     from training.launcher import launch
 
     config = TrainConfig(**parse_settings(args.settings))
-    if args.out:
-        if args.out.exists() and any(args.out.iterdir()):
-            sys.exit(f"{args.out} is not empty; the pilot needs a fresh workspace")
-        workspace = args.out
-    else:
-        workspace = Path(tempfile.mkdtemp(prefix="pilot-banking77-"))
-    workspace.mkdir(parents=True, exist_ok=True)
-    print(f"intents (seed {args.seed}): {', '.join(intents)}")
-    print(f"workspace {workspace}; model cache "
-          f"{os.environ.get('CURATE_MODEL_CACHE') or workspace / 'models'}")
-    write_jsonl(workspace / "banking77-train.jsonl", train_rows, "train")
-    write_jsonl(workspace / "banking77-test.jsonl", eval_rows, "test")
+    workspace = fresh_workspace(args.out, "pilot-banking77-")
     admin = User(ACTOR, "admin")
     times: dict[str, float] = {}
     store = Store(workspace / "curate.duckdb")
     try:
-        for name, split in (("banking77-train.jsonl", "train"), ("banking77-test.jsonl", "eval")):
-            report = import_file(store, workspace / name, split=split, status="accepted",
-                                 user=admin)
-            print(f"import {split}: {report.summary()}")
-
-        began = time.perf_counter()
-        leaks = reject_leakage(store, admin)
-        times["leakage_check"] = time.perf_counter() - began
-        by_method = defaultdict(int)
-        for leak in leaks:
-            by_method[leak["method"]] += 1
-        print(f"leakage: {len(leaks)} eval examples duplicate train examples "
-              f"({dict(by_method) or 'none'}); rejected them, so {len(eval_rows) - len(leaks)} "
-              f"of {len(eval_rows)} eval examples remain ({times['leakage_check']:.0f} s)")
-        for leak in leaks[:5]:
-            print(f"  eval {store.get(leak['eval_id']).messages[1]['content']!r} ~ train "
-                  f"{store.get(leak['train_id']).messages[1]['content']!r} ({leak['method']})")
+        pilot = build_pilot(store, workspace, admin, args)
+        intents, train_rows, leaks = pilot.intents, pilot.train_rows, pilot.leaks
+        times["leakage_check"] = pilot.leakage_seconds
 
         print(f"training: {config.to_dict()}")
         began = time.perf_counter()
