@@ -45,7 +45,7 @@ import shutil
 import sys
 import tempfile
 import time
-from collections import Counter, defaultdict
+from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -88,7 +88,7 @@ def write_prompts(path: Path, rows: list[tuple[str, str]]) -> dict[str, str]:
     return truth
 
 
-def follow_run(ws, run):
+def follow_run(run):
     """Wait for the run to end, printing its progress about once a minute."""
     from training.launcher import wait
 
@@ -169,13 +169,14 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
 
-    pilot.DATA = args.data  # pilot.load_csv reads it
+    pilot.DATA = args.data  # pilot.load_csv reads it when called
     intents, train_rows, eval_rows = pilot.choose(args.seed, args.intents, args.per_intent)
     extra, left = unlabelled_rows(intents, train_rows, args.unlabelled, args.seed)
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch, as the CLI's eval
     from curate import Workspace
     from curation.auth import User
     from curation.routing import model_actor
+    from curation.suggestions import calibration as calibration_of
     from training.config import EvalConfig, TrainConfig
     from training.run_folder import read_calibration
 
@@ -214,7 +215,7 @@ def main() -> None:
 
         print(f"training: {config.to_dict()}")
         began = time.perf_counter()
-        run = follow_run(ws, ws.launch(config))
+        run = follow_run(ws.launch(config))
         times["training"] = time.perf_counter() - began
         if run.state != "completed":
             sys.exit(f"run {run.id} {run.state}: {run.status.reason}")
@@ -280,7 +281,6 @@ def main() -> None:
         calibrated = read_calibration(run.dir, result.created_at)
         contexts = {"routed": sweep(routed_conf, routed_ok),
                     "eval": sweep(calibrated["confidences"], calibrated["correct"])}
-        from curation.suggestions import calibration as calibration_of
         routed_ece = calibration_of(routed_conf, routed_ok)["ece"]
     finally:
         ws.close()
