@@ -588,11 +588,12 @@ def failures(run_id, db, k, actor, as_json):
 def predict(run_id, db, statuses, calibration, new_thresholds, actor, as_json):
     """Pre-label: a run's model answers the selected train examples, with a confidence.
 
-    Each answer is stored as a suggestion beside the example version (shown in Review with
-    its band), never over a person's text. For label answers, the answer is the most
-    probable of the run's known labels and its confidence that probability, normalised over
-    the labels; for free text, a greedy answer and the mean probability of its tokens. Without RUN: the best evaluated run whose verdict is deploy, else the latest
-    evaluated run. Runs in this process, with progress on stderr.
+    Each answer is stored as a suggestion beside the example version (shown in Review with its
+    band), never over a person's text. For label answers, the answer is the most probable of the
+    run's known labels and its confidence that probability, normalised over the labels; for free
+    text, a greedy answer and the mean probability of its tokens. Without RUN: the best evaluated
+    run whose verdict is deploy, else the latest evaluated run. Runs in this process, with progress
+    on stderr.
 
     \b
     Example:

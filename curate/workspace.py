@@ -493,11 +493,11 @@ class Workspace:
 
     def calibration(self, run_id: str | None = None, *, cached_only: bool = False
                     ) -> dict | None:
-        """Confidence checked against the eval split: the run's model answers the eval
-        examples as pre-labelling would (for free text: its stored eval answers, scored),
-        against whether each answer is right; expected calibration error, the accuracy reached in each band (for the thresholds now), the
-        reliability bins. The scores are kept in the run folder for its evaluation, so they
-        are computed once; with `cached_only`, None when they have not been."""
+        """Confidence checked against the eval split: the run's model answers the eval examples as
+        pre-labelling would (for free text: its stored eval answers, scored), against whether each
+        answer is right; expected calibration error, the accuracy reached in each band (for the
+        thresholds now), the reliability bins. The scores are kept in the run folder for its
+        evaluation, so they are computed once; with `cached_only`, None when they have not been."""
         from curation.errors import InvalidValue
         from training.metrics import exact_match
         from training.predict import eval_confidences

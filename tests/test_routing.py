@@ -9,7 +9,6 @@ model that makes real suggestions is tested in `tests.test_predict`.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -34,10 +33,11 @@ def prompt(text: str) -> list[dict[str, str]]:
     return [{"role": "user", "content": text}]
 
 
-def seed_workspace(store: Store, confidences: list[float], *, answered: dict[int, str] = {}
-                   ) -> list[int]:
+def seed_workspace(store: Store, confidences: list[float], *,
+                   answered: dict[int, str] | None = None) -> list[int]:
     """Pending train prompts imported without answers (or with the given answer and label
     at those indexes), each with a suggestion of RUN at the given confidence; their ids."""
+    answered = answered or {}
     records = [{"messages": chat(f"question {k}", answered[k]), "label": answered[k]}
                if k in answered else {"messages": prompt(f"question {k}")}
                for k in range(len(confidences))]

@@ -135,7 +135,7 @@ def predict(run_dir: str | os.PathLike, rows: Sequence[dict[str, Any]], *,
             device: str | None = None) -> tuple[str, list[dict[str, Any]]]:
     """Each row ({"id", "version", "messages"}) answered by the run's model with its
     confidence: (method, [{"id", "version", "answer", "confidence"}]) in row order."""
-    metric, labels = known_answers(run_dir)
+    _, labels = known_answers(run_dir)
     method = LABEL_METHOD if labels else TEXT_METHOD
     if not rows:
         return method, []

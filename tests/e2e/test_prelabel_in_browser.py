@@ -24,8 +24,8 @@ ADA = admin("ada")
 PROMPTS = ["Ticket: my new card has still not arrived", "Ticket: why was I billed twice?"]
 
 
-def test_pre_label_route_and_accept_a_suggestion_with_one_key(  # noqa: F811
-        browser, app_server, evaluated, model_cache, monkeypatch, tmp_path):
+def test_pre_label_route_and_accept_a_suggestion_with_one_key(
+        browser, app_server, evaluated, model_cache, monkeypatch, tmp_path):  # noqa: F811
     path, result = evaluated
     monkeypatch.setenv("CURATE_MODEL_CACHE", str(model_cache))
     with Store(path) as store:
