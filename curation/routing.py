@@ -49,6 +49,7 @@ from curation.suggestions import LABEL_METHOD, band, band_name, current, thresho
 
 SUGGESTIONS = "model_suggestions"  # the Model suggestions queue's findings source
 QA_SAMPLE = "qa_sample"  # the QA sample queue's findings source
+QUEUES = (SUGGESTIONS, QA_SAMPLE)  # the review queues a routing feeds
 DEFAULT_QA_SHARE = 0.05
 MODEL_ACTOR = "model:"  # + run id: who auto-accepted
 
@@ -301,6 +302,7 @@ def _register_queues() -> None:
 
 _register_queues()
 
-__all__ = ["DEFAULT_QA_SHARE", "QA_SAMPLE", "Routing", "SUGGESTIONS", "accept_suggestion",
-           "agrees", "answer_of", "last_routing", "model_actor", "note_review", "qa_precision",
-           "qa_sample", "revert_auto_accepts", "route", "with_answer"]
+__all__ = ["DEFAULT_QA_SHARE", "QA_SAMPLE", "QUEUES", "Routing", "SUGGESTIONS",
+           "accept_suggestion", "agrees", "answer_of", "last_routing", "model_actor",
+           "note_review", "qa_precision", "qa_sample", "revert_auto_accepts", "route",
+           "with_answer"]
