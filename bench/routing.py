@@ -43,7 +43,6 @@ import os
 import random
 import shutil
 import sys
-import tempfile
 import time
 from collections import Counter
 from pathlib import Path
@@ -86,21 +85,6 @@ def write_prompts(path: Path, rows: list[tuple[str, str]]) -> dict[str, str]:
                 {"role": "system", "content": pilot.SYSTEM_PROMPT},
                 {"role": "user", "content": text}]}) + "\n")
     return truth
-
-
-def follow_run(run):
-    """Wait for the run to end, printing its progress about once a minute."""
-    from training.launcher import wait
-
-    shown = 0.0
-    while True:
-        run = wait(run.dir, timeout=30)
-        if not run.active:
-            return run
-        if run.last and time.perf_counter() - shown > 60:
-            shown = time.perf_counter()
-            print(f"  step {run.last['step']}/{run.total_steps} loss {run.last['loss']:.3f} "
-                  f"ETA {run.last['eta_seconds']:.0f} s", flush=True)
 
 
 def follow_evaluation(ws, run_id: str):
@@ -182,13 +166,7 @@ def main() -> None:
     from training.run_folder import read_calibration
 
     config = TrainConfig(**pilot.parse_settings(args.settings))
-    if args.out:
-        if args.out.exists() and any(args.out.iterdir()):
-            sys.exit(f"{args.out} is not empty; the bench needs a fresh workspace")
-        folder = args.out
-    else:
-        folder = Path(tempfile.mkdtemp(prefix="routing-banking77-"))
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = pilot.fresh_workspace(args.out, "routing-banking77-")
     print(f"intents (seed {args.seed}): {', '.join(intents)}")
     print(f"workspace {folder}; model cache "
           f"{os.environ.get('CURATE_MODEL_CACHE') or folder / 'models'}")
@@ -216,7 +194,7 @@ def main() -> None:
 
         print(f"training: {config.to_dict()}")
         began = time.perf_counter()
-        run = follow_run(ws.launch(config))
+        run = pilot.follow_run(ws.launch(config))
         times["training"] = time.perf_counter() - began
         if run.state != "completed":
             sys.exit(f"run {run.id} {run.state}: {run.status.reason}")
