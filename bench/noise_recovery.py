@@ -16,11 +16,14 @@ CLI and the pages make:
 3. Oracle SME, in the noisy workspace, within a review budget of `--budget` (20%) of the
    train examples. It looks ONLY at what Curate shows, in this order, and every example it
    looks at counts against the budget whether or not it was wrong:
-   a. the `label_issues` check's findings (`run_checks`), worst first (lowest label
-      quality, then id); a flagged eval example is looked at and counted too;
+   a. the Labels to double-check queue after `run_checks(["label_issues"])`: every example
+      the check scored, lowest label quality first (the flagged ones, then those below the
+      flag line), as an SME works down it: until `--stop-after` (10) labels in a row were
+      right;
    b. the Eval failures queue of the noisy run (`failures`, worst first, then id): for each
       failure the nearest training examples of its evidence (`failure_evidence`, 3, most
-      similar first), those not looked at already.
+      similar first), those not looked at already;
+   c. with budget left, back to the Labels to double-check queue where it stopped.
    The oracle knows the true labels: a flipped example gets its true label and answer back
    through `decide(..., "accept", label=..., messages=...)`, the Review page's step, so the
    fix is versioned and audited under the oracle's name; a flagged example whose label is
@@ -67,6 +70,7 @@ TARGET_RECOVERED = 0.80
 TARGET_BUDGET = 0.20
 ORACLE = "oracle"
 EVIDENCE_K = 3
+LABEL_QUEUE = "label_quality"  # Labels to double-check
 BOOTSTRAP = 2000
 
 
@@ -133,6 +137,7 @@ class OracleReview:
     looked: dict[int, str] = field(default_factory=dict)  # example id -> source
     fixed: dict[int, str] = field(default_factory=dict)  # example id -> source
     flagged: int = 0  # label-issue findings
+    queue_first_pass: int = 0  # looked at in the queue before the eval failures
     failures: int = 0  # eval failures of the noisy run
     failures_opened: int = 0  # of them, whose evidence the oracle went through
 
@@ -140,7 +145,7 @@ class OracleReview:
         return dict(Counter(which.values()))
 
 
-def oracle_review(store, truth: dict[str, str], budget: int) -> OracleReview:
+def oracle_review(store, truth: dict[str, str], budget: int, stop_after: int) -> OracleReview:
     """Look at what Curate shows, in the order of the module docstring, until `budget`
     examples were looked at; give every wrong label its true one back. The oracle is a
     reviewer (an SME) of its own; `truth` maps an example's external id to its true label."""
@@ -150,38 +155,53 @@ def oracle_review(store, truth: dict[str, str], budget: int) -> OracleReview:
     ws = Workspace(store, User(ORACLE, "reviewer"))
     review = OracleReview(budget)
     (check,) = ws.run_checks(["label_issues"])
-    issues = sorted(check.issues, key=lambda f: (f.score, f.example_id))
-    review.flagged = len(issues)
-    print(f"  label_issues: {len(issues)} flagged ({check.summary})")
+    review.flagged = len(check.issues)
+    print(f"  label_issues: {review.flagged} flagged ({check.summary})")
 
-    def look(example_id: int, source: str) -> None:
-        if example_id in review.looked or len(review.looked) >= budget:
-            return
+    def look(example_id: int, source: str) -> bool:
+        """Whether the example's label was wrong (and is now fixed)."""
         review.looked[example_id] = source
         example = ws.store.get(example_id)
         right = truth[example.external_id]
         if example.label == right:
-            if source == "label_issues":
+            if source == LABEL_QUEUE:
                 ws.dismiss("label_issues", [example_id], "label_ok")
-            return
+            return False
         messages = [dict(m, content=right) if m["role"] == "assistant" else m
                     for m in example.messages]
         ws.decide(example_id, "accept", base_version=example.version, label=right,
                   messages=messages, reason=f"oracle: the label was {example.label!r}, "
                   f"the true intent is {right!r} (found by {source})")
         review.fixed[example_id] = source
+        return True
 
-    for finding in issues:
-        look(finding.example_id, "label_issues")
+    def work_down_queue(stop_after: int | None) -> None:
+        """Next in the queue until the budget is spent, the queue is, or `stop_after`
+        right labels in a row. A fixed or dismissed example leaves the queue, so the head is
+        the next one to look at, less those looked at from other sources."""
+        right_in_a_row, after = 0, None
+        while len(review.looked) < budget and (stop_after is None
+                                               or right_in_a_row < stop_after):
+            items = ws.upcoming(LABEL_QUEUE, after=after, limit=1)
+            if not items:
+                return
+            after = items[0].position
+            if items[0].example.id in review.looked:
+                continue
+            right_in_a_row = 0 if look(items[0].example.id, LABEL_QUEUE) else right_in_a_row + 1
+
+    work_down_queue(stop_after)
+    review.queue_first_pass = len(review.looked)
     failures = ws.failures()
     review.failures = len(failures)
     for failure in failures:
         if len(review.looked) >= budget:
             break
         review.failures_opened += 1
-        evidence = ws.failure_evidence(failure, k=EVIDENCE_K)
-        for neighbour in evidence.neighbours:
-            look(neighbour.example_id, "eval_failure_evidence")
+        for neighbour in ws.failure_evidence(failure, k=EVIDENCE_K).neighbours:
+            if neighbour.example_id not in review.looked and len(review.looked) < budget:
+                look(neighbour.example_id, "eval_failure_evidence")
+    work_down_queue(None)
     return review
 
 
@@ -227,6 +247,9 @@ def main() -> None:
                         help="share of the train labels flipped (default 0.1)")
     parser.add_argument("--budget", type=float, default=TARGET_BUDGET,
                         help="review budget, as a share of the train examples (default 0.2)")
+    parser.add_argument("--stop-after", type=int, default=10,
+                        help="right labels in a row after which the oracle leaves the Labels "
+                             "to double-check queue for the eval failures (default 10)")
     parser.add_argument("--min-drop", type=float, default=2.0,
                         help="points of drop below which the recovered share is not "
                              "meaningful (default 2)")
@@ -282,12 +305,13 @@ def main() -> None:
         external["noisy"] = {e.id: e.external_id for e in ws.store.find()}
         print(f"\n3. oracle review of what Curate shows, up to {budget} examples")
         began = time.perf_counter()
-        review = oracle_review(ws.store, truth, budget)
+        review = oracle_review(ws.store, truth, budget, args.stop_after)
         times["review"] = time.perf_counter() - began
         flipped_ids = {i for i, ext in external["noisy"].items()
                        if ext.startswith("train-") and int(ext[6:]) - 1 in flipped}
         found = {i: s for i, s in review.fixed.items() if i in flipped_ids}
-        print(f"  looked at {len(review.looked)} ({review.by_source(review.looked)}), fixed "
+        print(f"  looked at {len(review.looked)} ({review.by_source(review.looked)}; "
+              f"{review.queue_first_pass} in the queue's first pass), fixed "
               f"{len(review.fixed)} ({review.by_source(review.fixed)}); evidence of "
               f"{review.failures_opened} of {review.failures} eval failures opened "
               f"({times['review']:.0f} s)")
@@ -357,6 +381,7 @@ def main() -> None:
             "flipped_found_at_random_expected": round(at_random, 1),
             "flipped_found_by_source": review.by_source(found),
             "label_issues_flagged": review.flagged, "eval_failures_noisy": review.failures,
+            "queue_first_pass": review.queue_first_pass, "stop_after": args.stop_after,
             "eval_failures_opened": review.failures_opened,
             "seconds": {k: round(v, 1) for k, v in times.items()}}, indent=2))
     if not args.out:

@@ -255,11 +255,13 @@ def test_leakage_is_explained_as_eval_example_and_train_twin(quality_page, noisy
     assert {"eval example", "train twin"} <= {c.value for c in at.caption}
 
 
-def test_pointer_opens_the_flagged_queue_in_review(quality_page, noisy):
+@pytest.mark.parametrize(("button", "queue"), [("q_review_flagged", "flagged"),
+                                                ("q_review_label_quality", "label_quality")])
+def test_pointers_open_the_label_queues_in_review(quality_page, noisy, button, queue):
     at = quality_page(noisy)
-    click(at, "q_review_flagged")
+    click(at, button)
     assert at.title[0].value == "Review"
-    assert at.selectbox(key="rv_queue").value == "flagged"
+    assert at.selectbox(key="rv_queue").value == queue
 
 
 def test_a_link_naming_a_check_opens_its_findings(monkeypatch, noisy):

@@ -290,3 +290,35 @@ def test_a_findings_queue_reads_only_its_checks_issues_less_the_skipped_reasons(
     assert [i.example.id for i in after_c] == [b]
     with pytest.raises(InvalidValue, match="queue source"):
         QueueSource("everything")
+
+
+def test_labels_to_double_check_go_on_past_the_flag_line(seeded_store):
+    """The label_quality queue: every example the label-issue check scored, flagged or not,
+    lowest score first; an edited example and a dismissed one leave it."""
+    from types import SimpleNamespace as Found
+
+    import curation.checks  # noqa: F401  (registers the findings queues)
+    from curation.auth import User
+    from curation.checks import dismiss
+    from curation.queues import queue_size, upcoming
+    from curation.review import decide
+    from curation.store import utcnow
+
+    a, b, c, d = seeded_store.example_ids()[:4]
+    seeded_store.save_check_run("label_issues", [
+        Found(example_id=a, score=0.9, is_issue=False, reason="label agrees", details={}),
+        Found(example_id=b, score=0.05, is_issue=True, reason="similar say 'x'", details={}),
+        Found(example_id=c, score=0.3, is_issue=False, reason="label agrees", details={}),
+        Found(example_id=d, score=0.2, is_issue=True, reason="similar say 'y'", details={})],
+        {i: 1 for i in (a, b, c, d)}, fingerprint="f", summary={}, run_by="t",
+        run_at=utcnow())
+    items = upcoming(seeded_store, "label_quality", limit=10)
+    assert [(i.example.id, i.rank, i.reason) for i in items] == [
+        (b, 0.05, "similar say 'x'"), (d, 0.2, "similar say 'y'"),
+        (c, 0.3, "not flagged (score 0.30)"), (a, 0.9, "not flagged (score 0.90)")]
+    assert [i.example.id for i in upcoming(seeded_store, "flagged", limit=10)] == [b, d]
+    reviewer = User("sme", "reviewer")
+    decide(seeded_store, reviewer, b, "accept", base_version=1, label="access")
+    dismiss(seeded_store, reviewer, "label_issues", [c], "label_ok")
+    assert [i.example.id for i in upcoming(seeded_store, "label_quality", limit=10)] == [d, a]
+    assert queue_size(seeded_store, "label_quality") == 2

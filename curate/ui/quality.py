@@ -422,10 +422,14 @@ with st.container(border=True):
     row = st.container(horizontal=True, vertical_alignment="center")
     row.markdown(":material/flag: Examples flagged by the label-issue, outlier and "
                  "answer-mismatch checks wait in the Review page's **Flagged as noisy** "
-                 "queue, most severe first.")
+                 "queue, most severe first; **Labels to double-check** goes on past the "
+                 "label-issue flags, lowest label quality first, where missed mislabels sit.")
     if row.button("Review the flagged examples", key="q_review_flagged",
                   icon=":material/rate_review:"):
         st.switch_page(page_path("review"), query_params={"queue": "flagged"})
+    if row.button("Double-check labels", key="q_review_label_quality",
+                  icon=":material/fact_check:"):
+        st.switch_page(page_path("review"), query_params={"queue": "label_quality"})
 
 st.header("Findings", anchor=False)
 if st.query_params.get("check") in CHECKS:  # a link from another page: ?check=leakage

@@ -26,7 +26,7 @@ from curation.checks._contract import (REGISTRY, Check, CheckResult, ExampleTabl
                                        Progress, get_check, register)
 from curation.errors import InvalidValue
 from curation.query import ExampleFilter
-from curation.store import Store, utcnow
+from curation.store import QueueSource, Store, utcnow
 
 __all__ = ["REGISTRY", "Check", "CheckResult", "ExampleTable", "Finding", "get_check", "register",
            "load_table", "run_check", "stored_findings", "dismiss", "dismissed_pairs",
@@ -168,7 +168,7 @@ def keep_one(store: Store, user: User, group: list[int], keeper: int) -> list[in
 
 def _register_queues() -> None:
     """Review queues over the stored findings, worst first, with the finding as the reason."""
-    from curation.queues import findings_queue, register as register_queue
+    from curation.queues import Queue, findings_queue, register as register_queue
 
     register_queue(findings_queue(
         "flagged", "Flagged as noisy",
@@ -176,6 +176,15 @@ def _register_queues() -> None:
         "does not fit, most severe first. The reason is shown beside each.",
         ("label_issues", "outliers", "answer_mismatch"),
         "`curate noise`, or Run on the Quality page"))
+    register_queue(Queue(
+        "label_quality", "Labels to double-check",
+        "Every example the Likely mislabeled check scored, lowest label quality first: the "
+        "flagged ones, then those just below the flag line, where the mislabels the check "
+        "missed sit. Keep going while you still find wrong labels. An example leaves the "
+        "queue once it is edited or its finding dismissed.",
+        QueueSource("findings", ("label_issues",), scored=True, undecided=True,
+                    unchanged=True),
+        ("label_issues",), "`curate noise`, or Run on the Quality page"))
     register_queue(findings_queue(
         "duplicates", "Duplicates",
         "Examples in a duplicate group that are not its suggested keeper (of a train/eval "

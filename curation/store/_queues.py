@@ -42,13 +42,17 @@ class QueueSource:
     imported without an answer, in import order), or ("findings") the issues the
     `checks` stored, worst first, less those whose reason starts with `skip_reason` (and, where
     `statuses` is given, of examples in those statuses now; with `undecided`, of examples
-    nobody has recorded a decision on for those checks yet)."""
+    nobody has recorded a decision on for those checks yet). With `scored`, every example the
+    checks scored comes in, flagged or not (lowest score first); with `unchanged`, only
+    examples not edited since they were scored."""
 
     kind: str
     checks: tuple[str, ...] = ()
     skip_reason: str = ""
     statuses: tuple[str, ...] = ()
     undecided: bool = False
+    scored: bool = False
+    unchanged: bool = False
 
     def __post_init__(self) -> None:
         if self.kind not in (*_BUILT_IN, "findings"):
@@ -61,16 +65,18 @@ def _source(source: QueueSource) -> tuple[str, list]:
     if source.kind != "findings":
         return _BUILT_IN[source.kind], []
     names = ", ".join("?" * len(source.checks)) or "NULL"
-    sql = ("SELECT example_id, min(score) AS rank, string_agg(reason, '; ') AS reason "
-           f"FROM findings WHERE is_issue AND check_name IN ({names}) "
+    sql = ("SELECT example_id, min(score) AS rank, string_agg(CASE WHEN is_issue THEN reason "
+           "ELSE printf('not flagged (score %.2f)', score) END, '; ') AS reason "
+           f"FROM findings f WHERE (? OR is_issue) AND check_name IN ({names}) "
            "AND (? = '' OR NOT starts_with(reason, ?)) AND (len(?::VARCHAR[]) = 0 OR "
            "example_id IN (SELECT id FROM examples WHERE list_contains(?::VARCHAR[], status))) "
            "AND (NOT ? OR example_id::VARCHAR NOT IN (SELECT subject FROM finding_decisions "
            "WHERE list_contains(?::VARCHAR[], check_name))) "
+           "AND (NOT ? OR version = (SELECT version FROM examples WHERE id = f.example_id)) "
            "GROUP BY example_id")
     statuses = list(source.statuses)
-    return sql, [*source.checks, source.skip_reason, source.skip_reason, statuses, statuses,
-                 source.undecided, list(source.checks)]
+    return sql, [source.scored, *source.checks, source.skip_reason, source.skip_reason,
+                 statuses, statuses, source.undecided, list(source.checks), source.unchanged]
 
 
 class QueueQueries:
