@@ -13,9 +13,9 @@ Design decisions:
   from the account on every resume, so a changed role applies on the next reload and a
   removed account cannot resume.
 - No password ever reaches the browser's storage: the browser holds the token only.
-- Saved views are rows `(owner, page, name, params)` where params are the page's URL query
-  parameters (filters, queue, sort), the same state a shared link carries. Each person sees
-  and changes only their own; saving a name again replaces it.
+- Saved views are rows `(owner, page, name, params)` where params are the values of the
+  page's URL-bound widgets by key (filters, queue, sort), the state a shared link carries.
+  Each person sees and changes only their own; saving a name again replaces it.
 """
 
 from __future__ import annotations
@@ -114,7 +114,7 @@ def open_sessions(store: Store, user: User) -> list[dict]:
 
 @dataclass(frozen=True)
 class SavedView:
-    """A person's named page state: the query parameters of `page` (filters, queue, sort)."""
+    """A person's named page state: `page`'s bound widget values by key (filters, queue...)."""
 
     page: str
     name: str
@@ -145,7 +145,7 @@ def _clean_params(params: dict) -> dict[str, str | list[str]]:
 
 def save_view(store: Store, user: User, page: str, name: str,
               params: dict[str, str | list[str]]) -> SavedView:
-    """Save (or replace) `user`'s view `name` of `page`."""
+    """Save (or replace) `user`'s view `name` of `page`: widget key -> text or list of text."""
     require(user, "view")
     _check_page(page)
     name = " ".join(str(name).split())

@@ -17,8 +17,10 @@ Design decisions:
 - Page state lives in the URL through Streamlit's `bind="query-params"`: each filter,
   the queue and Browse's sort and page size are bound widgets, so their values are query
   parameters that a reload or a shared link restores, and `persist_state="session"` keeps
-  them across page switches. Review's position is `?id=N`, as before.
-- A saved view is the page's bound query parameters under a name (`curation.sessions`);
+  them across page switches. A parameter is named by its widget's key (`?review_label=...`);
+  a select box's value is its shown text (`?rv_queue=All+examples`). Review's position is
+  `?id=N`, as before.
+- A saved view is the page's bound widget values under a name (`curation.sessions`);
   opening one sets those widgets' values (a bound widget is changed through session state,
   never `st.query_params`), so it behaves exactly like opening its link.
 """
