@@ -8,7 +8,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from curation.auth import User, add_user
-from curation.sessions import save_view, saved_views
+from curation.sessions import end_session, resume_session, save_view, saved_views
 from tests.conftest import PROJECT_ROOT, admin, page
 
 RITA = User("rita", "reviewer")
@@ -94,3 +94,34 @@ def test_a_saved_view_is_saved_and_opened_per_person(open_page, seeded_store):
     assert at.sidebar.multiselect(key="review_label").value == ["access"]
     assert at.selectbox(key="rv_queue").value == "all"
     assert seeded_store.get(shown_id(at)).label == "access"
+
+
+def test_sign_in_starts_a_session_and_sign_out_revokes_it(monkeypatch, seeded_store):
+    add_user(seeded_store, admin("setup"), "rita", "reviewer", password="long-enough-1")
+    monkeypatch.setenv("CURATE_DB", str(seeded_store.path))
+    monkeypatch.delenv("CURATE_SINGLE_USER", raising=False)
+    at = AppTest.from_file(str(PROJECT_ROOT / "app.py"), default_timeout=30).run()
+    at.text_input[0].input("rita")
+    at.text_input[1].input("long-enough-1")
+    at.button[0].click().run()
+    assert not at.exception, at.exception
+    assert at.title[0].value == "Overview"
+    sessions = "SELECT user_name, revoked_at IS NULL FROM sessions"
+    assert seeded_store.cursor().execute(sessions).fetchall() == [("rita", True)]
+    token = at.session_state["curate_session"][0]
+    assert resume_session(seeded_store, token) == RITA
+
+    end_session(seeded_store, token)  # signed out in another tab: this one follows
+    at.run()
+    assert at.title[0].value == "Sign in to Curate"
+    assert "signed out" in at.info[0].value
+    at.run()  # and stays so: the tab's user went with its session
+    assert at.title[0].value == "Sign in to Curate"
+
+    at.text_input[0].input("rita")
+    at.text_input[1].input("long-enough-1")
+    at.button[0].click().run()
+    assert at.title[0].value == "Overview"
+    at.sidebar.button[0].click().run()  # Sign out
+    assert at.title[0].value == "Sign in to Curate"
+    assert seeded_store.cursor().execute(sessions).fetchall() == [("rita", False)] * 2

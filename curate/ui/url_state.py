@@ -77,7 +77,7 @@ def resume(store: Store) -> User | None:
     try:
         user = resume_session(store, token)
     except CurateError as exc:
-        S.curate_session = None
+        S.curate_session = S.user = None  # the tab's sign-in ends with its session
         S.curate_session_ended = str(exc)
         return None
     if not S.get("curate_session"):
