@@ -283,6 +283,10 @@ class Workspace:
     def delete_view(self, page: str, name: str) -> None:
         _sessions.delete_view(self.store, self.user, page, name)
 
+    def end_sessions(self, name: str) -> int:
+        """Sign every app session of account `name` out (admins); how many were open."""
+        return _sessions.end_user_sessions(self.store, self.user, name)
+
     # --- checks ---------------------------------------------------------------------------
 
     def run_checks(self, names: list[str], *, progress: Progress | None = None,

@@ -5,8 +5,10 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from click.testing import CliRunner
 
-from curation import InvalidValue, PermissionDenied, SessionInvalid, UnknownUser, User
+from curate.cli import main
+from curation import InvalidValue, Store, PermissionDenied, SessionInvalid, UnknownUser, User
 from curation.auth import add_user, set_role
 from curation.sessions import (SESSION_HOURS, delete_view, end_session, end_user_sessions,
                                open_sessions, resume_session, save_view, saved_views,
@@ -137,3 +139,16 @@ def test_a_saved_view_is_checked(people):
     with pytest.raises(InvalidValue, match="at most 80"):
         save_view(people, rita, "review", "x" * 81, {})
     assert saved_views(people, rita) == []
+
+
+def test_curate_user_sign_out_ends_every_session_of_the_account(people):
+    token = start_session(people, User("rita", "reviewer")).token
+    other = start_session(people, User("ann", "annotator")).token
+    people.close()  # the CLI opens the file itself
+    result = CliRunner().invoke(main, ["user", "sign-out", "rita", "--db", str(people.path)])
+    assert result.exit_code == 0, result.output
+    assert result.output.strip() == "signed out 1 open session of rita"
+    with Store(people.path) as store:
+        with pytest.raises(SessionInvalid, match="signed out"):
+            resume_session(store, token)
+        assert resume_session(store, other).name == "ann"
