@@ -32,6 +32,7 @@ from datetime import datetime
 from urllib.parse import urlsplit
 
 import streamlit as st
+from streamlit.errors import StreamlitAPIException
 
 from curate.ui.common import plain
 from curation import CurateError, Store
@@ -109,8 +110,8 @@ def sign_out(store: Store) -> None:
 
 
 def ended_reason() -> str | None:
-    """Why the last session stopped (expired, signed out elsewhere), once; '' after our own
-    sign-out."""
+    """Why this tab's last session stopped (expired, signed out elsewhere), shown on the
+    sign-in page; '' after this tab's own sign-out, None when none stopped."""
     return S.get("curate_session_ended")
 
 
@@ -136,8 +137,10 @@ def follow_link(pages: list) -> None:
     for page in pages:
         if page.url_path == path:
             st.switch_page(page, query_params=params)
-    if params:
+    try:  # a page this role may not open: its parameters on the default page
         st.query_params.from_dict(params)
+    except StreamlitAPIException:
+        pass  # a parameter bound to a widget or reserved: the link's parameters are dropped
 
 
 # --- saved views ----------------------------------------------------------------------------

@@ -96,9 +96,12 @@ def test_a_deep_link_opened_signed_out_lands_on_its_example_after_sign_in(
         browser, workspace, app_server, tickets):
     server = app_server(workspace(tickets))
     page = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
-    page.goto(f"{server.url}/review?id=4")
+    page.goto(f"{server.url}/review?review_label=access&id=4")
     sign_in_page(page)
     fill_sign_in(page, "ravi")
     signed_in_as(page, "ravi")
     wait_for_text_box(page, "Answer 4.")
     assert "/review" in page.url and "id=4" in page.url
+    page.keyboard.press("j")  # the link's filter came through too: access is 2, 4, 6
+    wait_for_text_box(page, "Answer 6.")
+    assert "review_label=access" in page.url
