@@ -817,6 +817,22 @@ def user_set_role(name, role, db):
     click.echo(f"user {changed.name} is now {changed.role}")
 
 
+@user.command("sign-out")
+@click.argument("name")
+@db_option
+def user_sign_out(name, db):
+    """Sign every app session of an account out (a lost laptop, someone who left): their
+    session cookies stop working at their next click.
+
+    \b
+    Example:
+      curate user sign-out alice
+    """
+    with _open(db) as workspace:
+        ended = workspace.end_sessions(name)
+    click.echo(f"signed out {ended} open session{'s' * (ended != 1)} of {name}")
+
+
 LOOPBACK_ADDRESSES = ("127.0.0.1", "localhost", "::1")
 
 

@@ -29,6 +29,7 @@ from curation.auth import User, add_user, set_role, users
 from curation.checks import CheckResult, Progress, dismiss, keep_one, load_table, run_check
 from curation import failures as _failures
 from curation import routing as _routing
+from curation import sessions as _sessions
 from curation import suggestions as _suggestions
 from curation.checks.coverage import (RANK_RULE, RankedGap, Targets, get_targets, rank_gaps,
                                       set_targets, store_gaps, thin_labels)
@@ -44,6 +45,7 @@ if TYPE_CHECKING:
     from curation.queues import QueueItem
     from curation.review import BulkResult
     from curation.routing import Routing
+    from curation.sessions import SavedView
     from curation.suggestions import Suggestion
     from training.config import EvalConfig, TrainConfig
     from training.curve import Curve
@@ -267,6 +269,23 @@ class Workspace:
 
     def set_role(self, name: str, role: str) -> User:
         return set_role(self.store, self.user, name, role)
+
+    # --- saved views (curation.sessions) ---------------------------------------------------
+
+    def saved_views(self, page: str | None = None) -> list[SavedView]:
+        """This user's own saved views (of one page, or all)."""
+        return _sessions.saved_views(self.store, self.user, page)
+
+    def save_view(self, page: str, name: str, params: dict) -> SavedView:
+        """Save (or replace) this user's view `name` of `page`: its URL query parameters."""
+        return _sessions.save_view(self.store, self.user, page, name, params)
+
+    def delete_view(self, page: str, name: str) -> None:
+        _sessions.delete_view(self.store, self.user, page, name)
+
+    def end_sessions(self, name: str) -> int:
+        """Sign every app session of account `name` out (admins); how many were open."""
+        return _sessions.end_user_sessions(self.store, self.user, name)
 
     # --- checks ---------------------------------------------------------------------------
 

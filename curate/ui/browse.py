@@ -2,6 +2,8 @@
 
 Design decisions:
 - Never the whole store: one page of rows (`Store.find(limit, offset)`) and `Store.count`.
+- Filters, sort, page size and page are query parameters (`curate.ui.url_state`): a reload,
+  a page switch or a shared link shows the same rows; saved views name them per person.
 - The table's widget key carries a digest of the filters, sort, page and a counter that every
   bulk action bumps. A new key is a new table in the browser, so a row selection never
   silently carries over onto different rows after paging, sorting or an action.
@@ -22,8 +24,9 @@ from dataclasses import replace
 import pandas as pd
 import streamlit as st
 
-from curate.ui.common import (NEEDS_ANSWER_MARK, filter_form, flash, one_line, page_path,
-                              page_start, plain, workspace)
+from curate.ui.common import (NEEDS_ANSWER_MARK, filter_form, filter_keys, flash, one_line,
+                              page_path, page_start, plain, workspace)
+from curate.ui.url_state import saved_views_panel
 from curation import SPLITS, CurateError, Example
 from curation.auth import User, min_role
 from curation.errors import PermissionDenied
@@ -83,11 +86,16 @@ ws = workspace("view")
 store, user = ws.store, ws.user
 st.title("Browse")
 
+KEEP = {"bind": "query-params", "persist_state": "session"}  # in the URL, across pages
 where = filter_form(store, "browse")
 with st.sidebar:
-    in_bin = st.toggle("Show deleted (the bin)", key="browse_deleted",
+    in_bin = st.toggle("Show deleted (the bin)", key="browse_deleted", **KEEP,
                        help="Deleted examples are kept, out of queues and exports; an admin "
                             "can restore them from here.")
+saved_views_panel(ws, "browse", {**filter_keys("browse"), "browse_deleted": False,
+                                 "browse_sort": next(iter(SORT_COLUMNS)),
+                                 "browse_direction": "Ascending",
+                                 "browse_page_size": PAGE_SIZES[0]})
 if in_bin:
     where = replace(where, deleted=True)
     st.caption("The bin: deleted examples. They are in no queue and no export until restored.")
@@ -96,10 +104,10 @@ page_start("browse", ws, empty_hint="")
 
 sort_col, dir_col, size_col = st.columns([2, 2, 1], vertical_alignment="bottom")
 sort = sort_col.selectbox("Sort by", list(SORT_COLUMNS), format_func=SORT_COLUMNS.get,
-                          key="browse_sort")
+                          key="browse_sort", **KEEP)
 descending = dir_col.radio("Direction", ["Ascending", "Descending"], horizontal=True,
-                           key="browse_direction") == "Descending"
-page_size = size_col.selectbox("Rows per page", PAGE_SIZES, key="browse_page_size")
+                           key="browse_direction", **KEEP) == "Descending"
+page_size = size_col.selectbox("Rows per page", PAGE_SIZES, key="browse_page_size", **KEEP)
 order_by = ("-" if descending else "") + sort
 
 view = hashlib.sha1(repr((where, order_by, page_size)).encode()).hexdigest()[:12]
@@ -118,8 +126,13 @@ if total == 0:
     st.stop()
 
 num_pages = max(1, math.ceil(total / page_size))
-# A new filter, sort or page size is a new pagination widget, which starts at page 1.
-page = min(st.pagination(num_pages, key=f"browse_page_{view}") if num_pages > 1 else 1,
+# A new filter, sort or page size starts at page 1; a reload or a link keeps `?browse_page=N`.
+if st.session_state.get("browse_view") not in (None, view):
+    st.session_state["browse_page"] = 1
+st.session_state["browse_view"] = view
+if st.session_state.get("browse_page", 1) > num_pages:
+    st.session_state["browse_page"] = num_pages
+page = min(st.pagination(num_pages, key="browse_page", **KEEP) if num_pages > 1 else 1,
            num_pages)
 offset = (page - 1) * page_size
 rows = store.find(where, order_by=order_by, limit=page_size, offset=offset)

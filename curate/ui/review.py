@@ -7,6 +7,8 @@ Design decisions:
 - Position is the queue's keyset cursor `(rank, id)`, kept in session state with the current
   and the prefetched next item. After a decision the page shows the prefetched example at once
   and fetches one more; `?id=N` opens an example directly and the URL follows the current one.
+  The queue and the filters are query parameters too (`curate.ui.url_state`), so a reload
+  or a shared link opens the same example in the same queue with the same filters.
 - The example shown is the version that was loaded, not re-read on every rerun: its version is
   the `base_version` of every change, so a change made meanwhile by someone else surfaces as a
   `VersionConflict` (with their diff and an explicit choice) instead of being overwritten.
@@ -51,8 +53,9 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from curate.ui.common import (NEEDS_ANSWER_MARK, filter_form, flash, page_path, page_start, plain,
-                              workspace)
+from curate.ui.common import (NEEDS_ANSWER_MARK, filter_form, filter_keys, flash, page_path,
+                              page_start, plain, workspace)
+from curate.ui.url_state import saved_views_panel
 from curation import CurateError, ExampleFilter, VersionConflict, queues, review
 from curation.failures import IMPACT, IMPACT_RULE
 from curation.queues import QueueItem
@@ -581,10 +584,13 @@ if st.query_params.get("queue") in queues.REGISTRY:  # a link from another page:
     S.rv_queue = st.query_params.pop("queue")
 top = st.container(horizontal=True, vertical_alignment="bottom")
 queue = top.selectbox("Queue", list(queues.REGISTRY), key="rv_queue", width=280,
+                      bind="query-params", persist_state="session",
                       format_func=lambda name: queues.REGISTRY[name].title,
                       help="\n\n".join(f"**{q.title}**: {q.description}"
                                        for q in queues.REGISTRY.values()))
 where = filter_form(store, "review")
+saved_views_panel(ws, "review", {"rv_queue": next(iter(queues.REGISTRY)),
+                                 **filter_keys("review")})
 if S.get("rvq_ctx") != (queue, where):
     S.rvq_ctx = (queue, where)
     _first()

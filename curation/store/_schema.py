@@ -187,6 +187,22 @@ MIGRATIONS: list[tuple[str, str]] = [
             created_at    TIMESTAMP NOT NULL
         );
     """),
+    ("sign-in sessions and saved views per person", """
+        CREATE TABLE sessions (
+            token_hash    VARCHAR PRIMARY KEY,
+            user_name     VARCHAR NOT NULL,
+            created_at    TIMESTAMP NOT NULL,
+            expires_at    TIMESTAMP NOT NULL,
+            revoked_at    TIMESTAMP
+        );
+        CREATE TABLE saved_views (
+            owner         VARCHAR NOT NULL,
+            page          VARCHAR NOT NULL,
+            name          VARCHAR NOT NULL,
+            params        VARCHAR NOT NULL,
+            saved_at      TIMESTAMP NOT NULL
+        );
+    """),
 ]
 
 

@@ -63,6 +63,7 @@ from curation.store._inserts import ExampleInserts
 from curation.store._maintenance import FILE_HEADERS, MaintenanceQueries
 from curation.store._queues import QueueQueries
 from curation.store._runs import RunQueries
+from curation.store._sessions import SessionQueries
 from curation.store._suggestions import SuggestionQueries
 from curation.store._snapshots import SnapshotQueries
 from curation.store._users import UserQueries
@@ -127,7 +128,7 @@ class Example:
 
 
 class Store(ExampleInserts, SnapshotQueries, UserQueries, EmbeddingQueries, FindingQueries,
-            QueueQueries, RunQueries, MaintenanceQueries, SuggestionQueries):
+            QueueQueries, RunQueries, MaintenanceQueries, SuggestionQueries, SessionQueries):
     """The workspace's examples, their history and snapshots, and (mixed in) every other
     table's queries."""
 
