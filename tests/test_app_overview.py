@@ -33,8 +33,8 @@ def test_overview_shows_counts_from_the_store(app_on, seeded_store):
     assert metrics["Examples"] == "6"
     assert metrics["Accepted"] == "1" and metrics["Pending"] == "5"
     assert [s.value for s in at.subheader] == [
-        "Needs attention", "By status", "By split", "Decisions per person per day, last 14 days",
-        "By label", "By source"]
+        "Needs attention", "By status", "By split", "By label", "By source",
+        "Decisions per person per day, last 14 days"]
     attention = " ".join(t.value for t in at.text)
     assert "5 examples wait for a first decision" in attention
     assert "3 label(s) are under their coverage target: access (2 of 20)" in attention

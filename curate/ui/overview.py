@@ -62,20 +62,21 @@ left, right = st.columns(2)
 with left:
     _bar("status", by_status)
     _bar("split", stats["by_split"])
-    st.subheader("Decisions per person per day, last 14 days")
-    per_day = pd.DataFrame(ws.decisions_per_day(14), columns=["day", "person", "decisions"])
-    if per_day.empty:
-        st.text("No decisions in the last 14 days.")
-    else:  # days along x, one colour per person: names sit in the legend, never cut off
-        per_day["day"] = pd.to_datetime(per_day["day"])
-        st.bar_chart(per_day, x="day", y="decisions", color="person", stack=True, height=280,
-                     x_label="day (UTC)", y_label="decisions")
-        totals = per_day.groupby("person", as_index=False)["decisions"].sum()
-        st.dataframe(totals.sort_values(["decisions", "person"], ascending=[False, True]),
-                     hide_index=True, column_config={"person": st.column_config.TextColumn(
-                         "person", width="large")})
-    st.caption("Accept, reject and needs work by people; the system's own actors (the "
-               "command line's import, the model's auto-accepts) are left out.")
 with right:
     _bar("label", stats["by_label"])
     _bar("source", stats["by_source"])
+
+st.subheader("Decisions per person per day, last 14 days")
+per_day = pd.DataFrame(ws.decisions_per_day(14), columns=["day", "person", "decisions"])
+if per_day.empty:
+    st.text("No decisions in the last 14 days.")
+else:  # days along x, one colour per person: names sit in the legend, never cut off
+    per_day["day"] = [f"{day:%Y-%m-%d}" for day in per_day["day"]]  # a bar per day, ISO order
+    st.bar_chart(per_day, x="day", y="decisions", color="person", stack=True, height=280,
+                 x_label="day (UTC)", y_label="decisions")
+    totals = per_day.groupby("person", as_index=False)["decisions"].sum()
+    st.dataframe(totals.sort_values(["decisions", "person"], ascending=[False, True]),
+                 hide_index=True, column_config={"person": st.column_config.TextColumn(
+                     "person", width="large")})
+st.caption("Accept, reject and needs work by people; the system's own actors (the "
+           "command line's import, the model's auto-accepts) are left out.")

@@ -473,7 +473,9 @@ def _label_and_tags(ex: Example) -> None:
                                 placeholder="type the new label")
     keyed = store.labels()[:LABEL_KEYS]
     if keyed:
-        keys = label_column.container(horizontal=True, gap="small", key="rv_label_keys")
+        keys = st.container(horizontal=True, gap="small", vertical_alignment="center",
+                            key="rv_label_keys")
+        keys.caption("Label keys", width="content")
         for number, label in enumerate(keyed, start=1):
             keys.button(plain(label), key=f"rv_label_{number}", shortcut=str(number),
                         type="tertiary", on_click=_set_label, args=(ex, label),
