@@ -140,3 +140,20 @@ def test_decisions_per_day_leave_out_the_system_actors(seeded_store):
     rows = decisions_per_day(seeded_store)
     today = datetime.utcnow().date()
     assert rows == [(today, "ravi", 1), (today, "rita", 2)]
+
+
+def test_migration_adds_batches_to_an_older_workspace(tmp_path, monkeypatch):
+    from curation.store import Store, _schema
+
+    mine = next(i for i, (name, _) in enumerate(_schema.MIGRATIONS) if "bulk batches" in name)
+    path = tmp_path / "older.duckdb"
+    monkeypatch.setattr(_schema, "MIGRATIONS", _schema.MIGRATIONS[:mine])
+    with Store(path) as store:
+        ex = store.add(chat("q", "a"), actor="t")
+    monkeypatch.undo()
+    with Store(path) as store:
+        assert store.schema_version() == len(_schema.MIGRATIONS)
+        result = review.bulk(store, RITA, [ex.id], "accept")
+        assert store.get(ex.id).status == "accepted"
+        assert undo_batch(store, RITA, result.batch).restored == [ex.id]
+        assert store.get(ex.id).status == "pending"
