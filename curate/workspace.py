@@ -30,8 +30,8 @@ from curation.checks import CheckResult, Progress, dismiss, keep_one, load_table
 from curation import failures as _failures
 from curation import progress as _progress
 from curation import routing as _routing
-from curation import undo as _undo
 from curation import suggestions as _suggestions
+from curation import undo as _undo
 from curation.checks.coverage import (RANK_RULE, RankedGap, Targets, get_targets, rank_gaps,
                                       set_targets, store_gaps, thin_labels)
 from curation.embeddings import PACKAGED_MODEL

@@ -55,10 +55,10 @@ def _held(source: QueueSource) -> QueueSource:
     return QueueSource("all")
 
 
-def queue_progress(store: Store, queue: str, actor: str,
-                   where: ExampleFilter = ExampleFilter(), *,
-                   now: datetime | None = None) -> QueueProgress:
+def queue_progress(store: Store, queue: str, actor: str, where: ExampleFilter | None = None,
+                   *, now: datetime | None = None) -> QueueProgress:
     """How many examples of `queue` (within `where`) `actor` decided today, of how many."""
+    where = where or ExampleFilter()
     source = get_queue(queue).source
     done, total = store.queue_progress(source, _held(source), where, replace(where, status=()),
                                        actor=actor, since=start_of_day(now),

@@ -3,13 +3,14 @@ on real DuckDB files."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 import pytest
 
 from curation import ExampleFilter, InvalidValue, PermissionDenied, VersionConflict, review
 from curation.auth import User
 from curation.progress import decisions_per_day, queue_progress
+from curation.store import utcnow
 from curation.undo import last_batch, undo_batch, undo_change
 from tests.conftest import chat
 
@@ -125,7 +126,7 @@ def test_progress_counts_my_decisions_today_in_the_queue(seeded_store):
     billing = ExampleFilter(label=("billing",), status=("pending",))
     assert queue_progress(seeded_store, "pending", "rita", billing).text() == (
         "1 of 2 done in this queue today")
-    tomorrow = datetime.utcnow() + timedelta(days=1)
+    tomorrow = utcnow() + timedelta(days=1)
     assert queue_progress(seeded_store, "pending", "rita", now=tomorrow).done == 0
 
 
@@ -138,7 +139,7 @@ def test_decisions_per_day_leave_out_the_system_actors(seeded_store):
     seeded_store.update(ids[4], base_version=1, actor="cli:root", status="accepted")
     seeded_store.update(ids[5], base_version=1, actor="model:run-1", status="accepted")
     rows = decisions_per_day(seeded_store)
-    today = datetime.utcnow().date()
+    today = utcnow().date()
     assert rows == [(today, "ravi", 1), (today, "rita", 2)]
 
 

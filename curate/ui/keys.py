@@ -8,7 +8,9 @@ page (`st.html(unsafe_allow_javascript=True)`, which runs in the page's own docu
 listens to focus and keys on the document:
 - while a field has focus, a hint at the bottom of the window says that shortcuts are paused
   and how to leave the field; it shows only on a page that calls `shortcut_help()` (the
-  script looks for the marker element it renders), so other pages are left alone;
+  script looks for the marker element it renders), so other pages are left alone; besides
+  focus events it looks again every 300 ms, since the page can rerun (and its marker be
+  re-rendered) under a field that keeps the focus, such as a sidebar filter after Enter;
 - `Esc` in a field leaves it (blur): Streamlit commits the field's text on blur, so no
   typing is lost, and the next key is a shortcut again;
 - `Ctrl+Enter` in a field leaves it first (so Streamlit commits the text) and then, a moment
@@ -49,6 +51,7 @@ _SCRIPT = """
   const update = () => {
     hint.style.display = marker() && editable(doc.activeElement) ? "block" : "none";
   };
+  setInterval(update, 300);  // the page may rerun under a focused field (marker comes, goes)
   doc.addEventListener("focusin", update, true);
   doc.addEventListener("focusout", () => setTimeout(update, 0), true);
   doc.addEventListener("keydown", (event) => {

@@ -61,9 +61,9 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from curate.ui.keys import shortcut_help
 from curate.ui.common import (ERROR_ICON, NEEDS_ANSWER_MARK, filter_form, flash, page_path,
                               page_start, plain, workspace)
+from curate.ui.keys import shortcut_help
 from curation import CurateError, ExampleFilter, VersionConflict, queues, review
 from curation.failures import IMPACT, IMPACT_RULE
 from curation.queues import QueueItem

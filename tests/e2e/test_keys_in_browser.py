@@ -83,3 +83,28 @@ def test_paused_hint_esc_ctrl_enter_label_keys_and_undo(browser, workspace, app_
         assert example.status == "pending" and example.label == "billing"
         assert example.messages[-1]["content"] == "Typed answer a"
         assert example.version == 4
+
+
+def test_after_a_filter_is_touched_the_hint_shows_and_esc_brings_the_keys_back(
+        browser, workspace, app_server, tickets):
+    """The focus stays in a sidebar filter after it is used, which pauses every shortcut:
+    the page says so, and Esc gives the keys back."""
+    server = app_server(workspace(tickets))
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    sign_in(page, server, "rita")
+    page.get_by_role("link", name="Review").click()
+    page.get_by_role("heading", name="Example #1").wait_for(timeout=30_000)
+    search = page.get_by_role("textbox", name="Search all turns")
+    search.fill("invoice")
+    search.press("Enter")
+    page.wait_for_timeout(1500)
+    page.locator(HINT).wait_for(state="visible", timeout=5_000)
+    page.keyboard.press("j")  # typed into the search box, not a shortcut
+    page.wait_for_timeout(1000)
+    assert search.input_value() == "invoicej"
+    assert page.get_by_role("heading", name="Example #1").is_visible()
+    search.fill("invoice")
+    page.keyboard.press("Escape")
+    page.locator(HINT).wait_for(state="hidden", timeout=5_000)
+    page.keyboard.press("j")
+    page.get_by_role("heading", name="Example #2").wait_for(timeout=30_000)
