@@ -48,11 +48,12 @@ def start_of_day(now: datetime | None = None) -> datetime:
     return datetime(now.year, now.month, now.day)
 
 
-def _held(source: QueueSource) -> QueueSource:
-    """The source without its status conditions: what the queue held before decisions."""
+def _held(source: QueueSource) -> QueueSource | None:
+    """The source without its status conditions: what the queue held before decisions
+    (None: any example, for the built-in queues)."""
     if source.kind == "findings":
         return replace(source, statuses=(), undecided=False)
-    return QueueSource("all")
+    return None
 
 
 def queue_progress(store: Store, queue: str, actor: str, where: ExampleFilter | None = None,

@@ -158,3 +158,21 @@ def test_migration_adds_batches_to_an_older_workspace(tmp_path, monkeypatch):
         assert store.get(ex.id).status == "accepted"
         assert undo_batch(store, RITA, result.batch).restored == [ex.id]
         assert store.get(ex.id).status == "pending"
+
+
+def test_progress_in_a_findings_queue_counts_only_its_examples(seeded_store):
+    from curation.checks import run_check
+    from curation.checks.coverage import Targets, set_targets
+
+    set_targets(seeded_store, User("ada", "admin"), Targets(default_min=2, per_label={"bugs": 3}))
+    run_check(seeded_store, "coverage", user=User("ada", "admin"))
+    bugs = [e.id for e in seeded_store.find(ExampleFilter(label=("bugs",)))]
+    billing = seeded_store.find(ExampleFilter(label=("billing",)))[0].id
+    assert queue_progress(seeded_store, "coverage", "rita").text() == (
+        "0 of 2 done in this queue today")
+    review.decide(seeded_store, RITA, bugs[0], "accept", base_version=1)
+    review.decide(seeded_store, RITA, billing, "accept", base_version=1)  # not in this queue
+    assert queue_progress(seeded_store, "coverage", "rita").text() == (
+        "1 of 2 done in this queue today")
+    assert queue_progress(seeded_store, "pending", "rita").text() == (
+        "2 of 6 done in this queue today")

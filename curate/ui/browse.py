@@ -221,8 +221,11 @@ with act_col:
                           key="browse_confirm_apply"):
                 st.session_state["browse_confirm"] = None
                 try:
-                    result = ws.bulk_matching(where, action, expected=confirm["n"],
-                                              value=confirm["value"], reason=confirm["reason"])
+                    with st.spinner(f"{ACTION_LABELS[action]}: {rows_text(confirm['n'])}, one "
+                                    "by one…"):
+                        result = ws.bulk_matching(where, action, expected=confirm["n"],
+                                                  value=confirm["value"],
+                                                  reason=confirm["reason"])
                 except CurateError as exc:
                     st.error(plain(str(exc)), icon=":material/error:")
                 else:

@@ -22,29 +22,32 @@ if TYPE_CHECKING:
 class ProgressQueries:
     """Counts over `events` for progress (mixed into `Store`)."""
 
-    def queue_progress(self, source: QueueSource, held: QueueSource, where: ExampleFilter,
-                       done_where: ExampleFilter, *, actor: str, since: datetime,
-                       decisions: Sequence[str]) -> tuple[int, int]:
+    def queue_progress(self, source: QueueSource, held: QueueSource | None,
+                       where: ExampleFilter, done_where: ExampleFilter, *, actor: str,
+                       since: datetime, decisions: Sequence[str]) -> tuple[int, int]:
         """(done, total): done, the examples `done_where` selects whose latest event by
         `actor` since `since` is one of `decisions` and that `held` holds (the queue
-        source without its status conditions) or `source` holds; total, those plus the
-        examples `where` selects that are in `source` and not done."""
+        source without its status conditions; None: any example) or `source` holds; total,
+        those plus the examples `where` selects that are in `source` and not done."""
         queue_sql, queue_params = _source(source)
-        held_sql, held_params = _source(held)
         condition, params = where_clause(where, "e")
         done_condition, done_params = where_clause(done_where, "e")
+        member, member_params = "", []
+        if held is not None:
+            held_sql, member_params = _source(held)
+            member = (f" AND (d.example_id IN (SELECT example_id FROM ({held_sql}) h) "
+                      "OR d.example_id IN (SELECT example_id FROM q))")
         done, left = self.cursor().execute(
             "WITH mine AS (SELECT example_id, arg_max(action, id) AS last FROM events "
             "WHERE actor = ? AND occurred_at >= ? AND example_id IS NOT NULL "
             "GROUP BY example_id), "
             "done AS (SELECT example_id FROM mine WHERE list_contains(?::VARCHAR[], last)), "
-            f"q AS ({queue_sql}), h AS ({held_sql}) "
+            f"q AS ({queue_sql}) "
             "SELECT (SELECT count(*) FROM done d JOIN examples e ON e.id = d.example_id "
-            f"WHERE {done_condition} AND (d.example_id IN (SELECT example_id FROM h) "
-            "OR d.example_id IN (SELECT example_id FROM q))), "
+            f"WHERE {done_condition}{member}), "
             "(SELECT count(*) FROM q JOIN examples e ON e.id = q.example_id "
             f"WHERE {condition} AND q.example_id NOT IN (SELECT example_id FROM done))",
-            [actor, since, list(decisions), *queue_params, *held_params, *done_params,
+            [actor, since, list(decisions), *queue_params, *done_params, *member_params,
              *params]).fetchone()
         return done, done + left
 
