@@ -250,6 +250,10 @@ class Workspace:
         """Take back the change that made `version` (the exact version before comes back)."""
         return _undo.undo_change(self.store, self.user, example_id, version)
 
+    def last_change(self) -> tuple[int, int, str] | None:
+        """This person's latest decision or edit today that still stands (not a batch's)."""
+        return _undo.last_change(self.store, self.user)
+
     def undo_batch(self, batch_id: str) -> _undo.UndoResult:
         """Take back a whole bulk batch, example by example."""
         return _undo.undo_batch(self.store, self.user, batch_id)

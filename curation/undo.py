@@ -19,17 +19,23 @@ Design decisions:
   needs the revert right as well (reviewers may revert anyone's example anyway).
 - The Review page keeps the person's own changes of the session as a stack of
   (id, version) pairs (session state, not stored): `u` undoes the latest, then the one
-  before; this module does not need to know about sessions.
+  before; this module does not need to know about sessions. When the stack is empty (a new
+  session: the browser was reloaded), `last_change` reads the audit instead: the person's
+  latest decision or edit of today that still stands (the example is still at the version it
+  made) and that no bulk batch wrote (a batch is undone as a whole, on Browse).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from curation.auth import User, require
 from curation.errors import ExampleNotFound, InvalidValue, VersionConflict
 from curation.review import BULK_PERMISSION
 from curation.store import Example, Store, utcnow
+
+UNDOABLE = ("accept", "reject", "needs_work", "edit")  # what `last_change` finds in the audit
 
 # the right each audited action needed: an undo of it needs the same
 ACTION_PERMISSION = {"accept": "decide", "reject": "decide", "needs_work": "decide",
@@ -110,3 +116,11 @@ def last_batch(store: Store, user: User) -> dict | None:
     """The person's latest bulk batch, if it is not undone yet (what Browse offers to undo)."""
     latest = store.batches(user.name, limit=1)
     return latest[0] if latest and latest[0]["undone_at"] is None else None
+
+
+def last_change(store: Store, user: User, *, now=None) -> tuple[int, int, str] | None:
+    """(example id, version, action) of the person's latest decision or edit today (UTC)
+    that still stands and is not part of a bulk batch: what `u` undoes after a reload."""
+    now = now or utcnow()
+    return store.latest_standing_change(user.name, datetime(now.year, now.month, now.day),
+                                        UNDOABLE)

@@ -430,3 +430,15 @@ def test_label_keys_1_to_9_set_the_label_of_the_draft(review_page, seeded_store)
     click(at, "rv_save")
     assert seeded_store.get(first.id).label == "bugs"
     assert decisions(seeded_store, first.id)[-1]["after"] == {"label": "bugs"}
+
+
+def test_after_a_reload_u_undoes_my_latest_decision_from_the_audit(review_page, seeded_store):
+    first = seeded_store.find()[0]
+    review.decide(seeded_store, RITA, first.id, "reject", base_version=1, reason="off")
+    at = review_page(seeded_store)  # a new session: nothing on the page's own stack
+    assert not at.button(key="rv_undo").disabled
+    assert "reject of #1" in at.button(key="rv_undo").help
+    click(at, "rv_undo")
+    assert shown_id(at) == first.id
+    assert seeded_store.get(first.id).status == "pending"
+    assert decisions(seeded_store, first.id)[-1]["action"] == "revert"

@@ -176,3 +176,21 @@ def test_progress_in_a_findings_queue_counts_only_its_examples(seeded_store):
         "1 of 2 done in this queue today")
     assert queue_progress(seeded_store, "pending", "rita").text() == (
         "2 of 6 done in this queue today")
+
+
+def test_last_change_is_my_latest_standing_decision_or_edit_not_a_batchs(seeded_store):
+    from curation.undo import last_change
+
+    ids = [e.id for e in seeded_store.find()]
+    assert last_change(seeded_store, RITA) is None
+    review.decide(seeded_store, RITA, ids[0], "accept", base_version=1)
+    edited = review.edit(seeded_store, RITA, ids[1], base_version=1, label="bugs")
+    review.decide(seeded_store, RAVI, ids[2], "accept", base_version=1)  # not mine
+    review.bulk(seeded_store, RITA, [ids[3]], "accept")  # a batch: undone on Browse
+    assert last_change(seeded_store, RITA) == (ids[1], edited.version, "edit")
+    undo_change(seeded_store, RITA, ids[1], edited.version)
+    assert last_change(seeded_store, RITA) == (ids[0], 2, "accept")  # the one before
+    review.edit(seeded_store, RAVI, ids[0], base_version=2, tags=["x"])  # no longer stands
+    assert last_change(seeded_store, RITA) is None
+    assert last_change(seeded_store, RAVI) == (ids[0], 3, "edit")
+    assert last_change(seeded_store, RAVI, now=utcnow() + timedelta(days=1)) is None

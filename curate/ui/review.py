@@ -47,7 +47,8 @@ Design decisions:
 - Undo (`u`) takes back the person's own latest change made on this page in this session
   (a stack of (id, version) in session state; `curation.undo`): the exact version before
   comes back as a new version, audited as a revert, and the page shows that example. Pressed
-  again, it takes back the change before.
+  again, it takes back the change before. With an empty stack (after a reload) it takes
+  back their latest decision or edit of today that still stands, read from the audit.
 - Label keys `1`-`9` set the label of the draft to one of the workspace's first nine labels
   (alphabetical, listed beside the label box); a decision or Save saves it, as for the box.
 - Progress above the example: this person's decisions today in this queue, of how many
@@ -311,11 +312,12 @@ def _rank() -> None:
 def _undo() -> None:
     """Take back my latest change on this page (`u`) and show the example as it is again."""
     stack = S.get("rvq_undo") or []
-    if not stack:
-        flash("review", "Nothing to undo: you made no change on this page in this session.",
+    last = stack.pop() if stack else ws.last_change()  # after a reload: from the audit
+    if last is None:
+        flash("review", "Nothing to undo: no decision or edit of yours today still stands.",
               ":material/info:")
         return
-    example_id, version, what = stack.pop()
+    example_id, version, what = last
     try:
         restored = ws.undo(example_id, version)
     except CurateError as exc:
@@ -522,13 +524,13 @@ def _decision_panel(item: QueueItem, changes: dict[str, Any]) -> None:
                    on_click=_previous)
         row.button("Next", key="rv_next", icon=":material/chevron_right:", width="stretch",
                    icon_position="right", shortcut=SHORTCUTS["next"], on_click=_next)
-        undo = S.get("rvq_undo") or []
+        undo = (S.get("rvq_undo") or [None])[-1] or ws.last_change()
         st.button("Undo my last change", key="rv_undo", icon=":material/undo:",
                   width="stretch", shortcut=SHORTCUTS["undo"], on_click=_undo,
-                  disabled=not undo,
-                  help=(f"Take back your {undo[-1][2].replace('_', ' ')} of #{undo[-1][0]}: "
-                        "the version before comes back, audited as a revert."
-                        if undo else "You made no change on this page in this session."))
+                  disabled=undo is None,
+                  help=(f"Take back your {undo[2].replace('_', ' ')} of #{undo[0]}: the "
+                        "version before comes back, audited as a revert."
+                        if undo else "No decision or edit of yours today still stands."))
         st.caption("Shortcuts: a accept · x reject · n needs work · s skip · j next · "
                    "k previous · e save edit · m accept the model's suggestion · u undo · "
                    "1-9 label · Esc leave a text box · Ctrl+Enter save the edit")
@@ -691,7 +693,8 @@ if item is None:
     row.button("Previous", key="rv_prev", icon=":material/chevron_left:",
                shortcut=SHORTCUTS["previous"], on_click=_previous, disabled=S.rvq_pos is None)
     row.button("Undo my last change", key="rv_undo", icon=":material/undo:",
-               shortcut=SHORTCUTS["undo"], on_click=_undo, disabled=not S.get("rvq_undo"))
+               shortcut=SHORTCUTS["undo"], on_click=_undo,
+               disabled=not S.get("rvq_undo") and ws.last_change() is None)
     st.stop()
 
 example = item.example

@@ -13,6 +13,7 @@ stay as they are.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -67,6 +68,19 @@ class BatchQueries:
     def mark_batch_undone(self, batch_id: str, actor: str, now: datetime) -> None:
         self.cursor().execute("UPDATE batches SET undone_by = ?, undone_at = ? WHERE id = ?",
                               [actor, now, batch_id])
+
+    def latest_standing_change(self, actor: str, since: datetime, actions: Sequence[str]
+                               ) -> tuple[int, int, str] | None:
+        """(example id, version, action) of `actor`'s latest event since `since` among
+        `actions` that nothing has followed (the example is still at that version) and that
+        no bulk batch wrote; None if there is none."""
+        return self.cursor().execute(
+            "SELECT ev.example_id, ev.version, ev.action FROM events ev JOIN examples e "
+            "ON e.id = ev.example_id AND e.version = ev.version WHERE ev.actor = ? "
+            "AND ev.occurred_at >= ? AND list_contains(?::VARCHAR[], ev.action) "
+            "AND NOT EXISTS (SELECT 1 FROM batch_events b WHERE b.example_id = ev.example_id "
+            "AND b.version = ev.version) ORDER BY ev.id DESC LIMIT 1",
+            [actor, since, list(actions)]).fetchone()
 
     def event_at(self, example_id: int, version: int) -> dict[str, Any] | None:
         """The audit event that made `version` of an example (action, actor, when, fields
