@@ -28,9 +28,11 @@ from curation import CurateError, ExampleFilter, Store, export_jsonl, import_fil
 from curation.auth import User, add_user, set_role, users
 from curation.checks import CheckResult, Progress, dismiss, keep_one, load_table, run_check
 from curation import failures as _failures
+from curation import progress as _progress
 from curation import routing as _routing
 from curation import sessions as _sessions
 from curation import suggestions as _suggestions
+from curation import undo as _undo
 from curation.checks.coverage import (RANK_RULE, RankedGap, Targets, get_targets, rank_gaps,
                                       set_targets, store_gaps, thin_labels)
 from curation.embeddings import PACKAGED_MODEL
@@ -238,6 +240,38 @@ class Workspace:
              reason: str | None = None) -> BulkResult:
         """One action on many examples, each on its current version."""
         return review.bulk(self.store, self.user, ids, action, value, reason)
+
+    def bulk_matching(self, where: ExampleFilter, action: str, *, expected: int,
+                      value: str | None = None, reason: str | None = None) -> BulkResult:
+        """One action on every example the filter selects (the count the person confirmed
+        must still hold), as one batch."""
+        return review.bulk_matching(self.store, self.user, where, action, expected=expected,
+                                    value=value, reason=reason)
+
+    def undo(self, example_id: int, version: int) -> Example:
+        """Take back the change that made `version` (the exact version before comes back)."""
+        return _undo.undo_change(self.store, self.user, example_id, version)
+
+    def last_change(self) -> tuple[int, int, str] | None:
+        """This person's latest decision or edit today that still stands (not a batch's)."""
+        return _undo.last_change(self.store, self.user)
+
+    def undo_batch(self, batch_id: str) -> _undo.UndoResult:
+        """Take back a whole bulk batch, example by example."""
+        return _undo.undo_batch(self.store, self.user, batch_id)
+
+    def last_batch(self) -> dict | None:
+        """This person's latest bulk batch, if not undone yet."""
+        return _undo.last_batch(self.store, self.user)
+
+    def queue_progress(self, queue: str, where: ExampleFilter = ExampleFilter()
+                       ) -> _progress.QueueProgress:
+        """This person's decisions today in a queue, of how many (`curation.progress`)."""
+        return _progress.queue_progress(self.store, queue, self.user.name, where)
+
+    def decisions_per_day(self, days: int = 14) -> list:
+        """(UTC day, person, decisions) over the last `days` days, people only."""
+        return _progress.decisions_per_day(self.store, days)
 
     def keep_one(self, group: list[int], keeper: int) -> list[int]:
         """Reject every member of a duplicate group but `keeper`; the rejected ids."""

@@ -203,6 +203,24 @@ MIGRATIONS: list[tuple[str, str]] = [
             saved_at      TIMESTAMP NOT NULL
         );
     """),
+    ("bulk batches: one id per bulk action, beside each event it wrote, for undo", """
+        CREATE TABLE batches (
+            id            VARCHAR PRIMARY KEY,
+            action        VARCHAR NOT NULL,
+            value         VARCHAR,
+            reason        VARCHAR,
+            scope         VARCHAR NOT NULL,
+            actor         VARCHAR NOT NULL,
+            created_at    TIMESTAMP NOT NULL,
+            undone_by     VARCHAR,
+            undone_at     TIMESTAMP
+        );
+        CREATE TABLE batch_events (
+            batch_id      VARCHAR NOT NULL,
+            example_id    BIGINT NOT NULL,
+            version       INTEGER NOT NULL
+        );
+    """),
 ]
 
 
