@@ -59,6 +59,8 @@ from curation.store import _schema
 from curation.store._embeddings import EmbeddingQueries
 from curation.store._filters import where_clause
 from curation.store._findings import FindingQueries
+from curation.store._guidelines import CURRENT_GUIDELINES, EVENT_COLUMNS, GuidelineQueries
+from curation.store._comments import CommentQueries
 from curation.store._inserts import ExampleInserts
 from curation.store._maintenance import FILE_HEADERS, MaintenanceQueries
 from curation.store._queues import QueueQueries
@@ -127,7 +129,8 @@ class Example:
 
 
 class Store(ExampleInserts, SnapshotQueries, UserQueries, EmbeddingQueries, FindingQueries,
-            QueueQueries, RunQueries, MaintenanceQueries, SuggestionQueries):
+            QueueQueries, RunQueries, MaintenanceQueries, SuggestionQueries, GuidelineQueries,
+            CommentQueries):
     """The workspace's examples, their history and snapshots, and (mixed in) every other
     table's queries."""
 
@@ -431,7 +434,8 @@ class Store(ExampleInserts, SnapshotQueries, UserQueries, EmbeddingQueries, Find
             raise self._conflict(self._get(cur, current.id), current.version)
         before = {k: _jsonable(_field(current, k)) for k in diff}
         changed = {k: _jsonable(v) for k, v in diff.items()}
-        cur.execute("INSERT INTO events VALUES (nextval('event_id_seq'), ?, ?, ?, ?, ?, ?, ?, ?)",
+        cur.execute(f"INSERT INTO events ({EVENT_COLUMNS}) VALUES (nextval('event_id_seq'), "
+                    f"?, ?, ?, ?, ?, ?, ?, ?, ({CURRENT_GUIDELINES}))",
                     [current.id, action, actor, now, version, orjson.dumps(before).decode(),
                      orjson.dumps(changed).decode(), reason])
         return after
