@@ -149,8 +149,9 @@ NEEDS_ANSWER_MARK = "needs an answer"  # shown beside an example whose last turn
 
 
 def filter_form(store: Store, key: str, *, with_status: bool = True) -> ExampleFilter:
-    """Filters by status, split, label, source, tag, answer (any, needs an answer, answered)
-    and a text or regex search, in the sidebar."""
+    """Filters by status, split, label, source, tag, answer (any, needs an answer, answered),
+    a text or regex search, comment text and "decided under older guidelines", in the
+    sidebar."""
     with st.sidebar:
         st.subheader("Filters")
         search = st.text_input("Search all turns", key=f"{key}_search",
@@ -166,12 +167,19 @@ def filter_form(store: Store, key: str, *, with_status: bool = True) -> ExampleF
                               help="'Needs answer': prompts imported without an answer "
                                    "(`--unanswered`), never exported or trained on until "
                                    "answered.")
+        comment = st.text_input("Comment contains", key=f"{key}_comment",
+                                placeholder="text in a comment; * for any comment")
+        older = st.toggle("Decided under older guidelines", key=f"{key}_older_guidelines",
+                          help="Examples whose latest decision was made under an earlier "
+                               "version of the guidelines (or before there were any): what a "
+                               "change of the guidelines may affect.")
     needs = ANSWER_FILTERS[answer]
     try:
         return ExampleFilter(status=tuple(status), split=tuple(split), label=tuple(label),
                              source=tuple(source), tag=tuple(tag), search=search, regex=regex,
-                             needs_answer=needs)
+                             needs_answer=needs, comment=comment, older_guidelines=older)
     except CurateError as exc:
         st.sidebar.error(plain(exc))
         return ExampleFilter(status=tuple(status), split=tuple(split), label=tuple(label),
-                             source=tuple(source), tag=tuple(tag), needs_answer=needs)
+                             source=tuple(source), tag=tuple(tag), needs_answer=needs,
+                             comment=comment, older_guidelines=older)
