@@ -5,9 +5,10 @@ Everyone reads; admins edit (`edit_guidelines`, checked again in `curation.guide
 Design decisions:
 - The current version is rendered as Markdown after `safe_markdown` (no raw HTML, no image
   fetched); older versions and the diff are shown as code (text), never rendered.
-- The editor's widget key carries the version it was opened on, and the save names that
-  version (`base_version`): if another admin saved meanwhile, the save is refused with who
-  and when, and the editor opens on their version after a reload; nothing is overwritten.
+- The editor remembers the version it was opened on (its widget key carries it) and the
+  save names that version (`base_version`): if another admin saved meanwhile, the page says
+  so and the save is refused with who and when; "Load version N" discards the draft and
+  opens theirs. Nothing is overwritten.
 - After a change, the page counts the decided examples that were decided under an older
   version and opens Review on them (the "All examples" queue with the "Decided under older
   guidelines" filter), so the re-check starts from here.
@@ -106,22 +107,43 @@ with history_tab:
             hide_index=True, key="gl_history_table")
         numbers = [g.version for g in versions]
         row = st.container(horizontal=True)
-        new = row.selectbox("Compare version", numbers, key="gl_diff_new", width=180)
+        # keyed by the latest version: a new version starts the comparison over at it
+        new = row.selectbox("Compare version", numbers, key=f"gl_diff_new_{numbers[0]}",
+                            width=180)
         old = row.selectbox("with the earlier version", [0] + numbers[::-1], width=220,
-                            index=max(0, min(new - 1, len(numbers))), key="gl_diff_old",
+                            index=max(0, min(new - 1, len(numbers))),
+                            key=f"gl_diff_old_{numbers[0]}_{new}",
                             format_func=lambda v: f"{v}" if v else "0 (no guidelines)")
         diff = ws.guidelines_diff(old, new)
         st.code("\n".join(diff) or "(the same text)", language="diff", wrap_lines=True)
-        shown = st.selectbox("Read an earlier version as text", numbers, key="gl_show_version")
+        shown = st.selectbox("Read an earlier version as text", numbers,
+                             key=f"gl_show_version_{numbers[0]}")
         st.code(ws.guidelines(shown).text, language="markdown", wrap_lines=True)
+
+def _load_current(latest: int, draft_key: str) -> None:
+    """Discard the draft and edit the current version."""
+    S.pop(draft_key, None)
+    S.gl_base = latest
+
 
 if edit_tab:
     with edit_tab[0]:
-        base = current.version if current else 0
+        latest = current.version if current else 0
+        if S.get("gl_base") is None or S.gl_base > latest:
+            S.gl_base = latest
+        base = S.gl_base  # the version this draft was opened on: what the save is based on
         key = f"gl_edit_v{base}"
-        text = st.text_area("Guidelines (Markdown)", current.text if current else "", key=key,
-                            height=400, help="Markdown. Raw HTML is shown as text and images "
-                                             "are not loaded.")
+        opened = ws.guidelines(base) if base else None
+        if base != latest:
+            st.warning(plain(f"You are editing version {base}; {current.saved_by} saved "
+                             f"version {latest} since. Saving is refused until you load it."),
+                       icon=":material/sync_problem:")
+            st.button(f"Load version {latest} (discard my draft)", key="gl_load_latest",
+                      icon=":material/refresh:", on_click=_load_current, args=(latest, key))
+        text = st.text_area("Guidelines (Markdown)", opened.text if opened else "", key=key,
+                            height=400, persist_state="session",
+                            help="Markdown. Raw HTML is shown as text and images are not "
+                                 "loaded.")
         note = st.text_input("What changed (optional, kept with the version)", key="gl_note")
         if st.toggle("Preview", key="gl_preview"):
             with st.container(border=True, key="gl_preview_box"):
@@ -134,6 +156,8 @@ if edit_tab:
                 show_error(exc)
             else:
                 S.pop("gl_note", None)
+                S.pop(key, None)
+                S.gl_base = saved.version
                 flash("guidelines", f"Guidelines version {saved.version} saved.",
                       kind="success")
                 st.rerun()
