@@ -57,7 +57,8 @@ def beside(ws: Workspace, ex: Example, label: str | None) -> None:
     if label:
         meaning = ws.label_descriptions().get(label)
         with st.container(border=True, key="rv_label_description"):
-            st.caption(plain(f"Label {label}"))
+            st.caption(":material/label: What the chosen label means")
+            st.text(label)  # data: as text, never Markdown
             if meaning is None:
                 st.caption("No description of this label yet (an admin adds one on the "
                            "Guidelines page).")
