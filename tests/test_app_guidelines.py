@@ -77,15 +77,22 @@ def test_a_stale_save_is_refused_and_keeps_the_other_admins_text(open_page, seed
 
 
 def test_an_admin_describes_a_label(open_page, seeded_store):
+    guidelines.set_label_description(seeded_store, ADA, "access", "Sign-in problems.",
+                                     "I cannot log in")
     at = open_page(seeded_store, "guidelines")
-    at.selectbox(key="gl_label").set_value("billing")
-    at.text_area(key="gl_label_description").set_value("Invoices and charges.")
-    at.text_area(key="gl_label_example").set_value("Why was I charged twice?")
-    at.button[[b.label for b in at.button].index("Save description")].click().run()
+    at.selectbox(key="gl_label").set_value("billing").run()
+    at.text_area(key="gl_label_description_billing").set_value("Invoices and charges.")
+    at.text_area(key="gl_label_example_billing").set_value("Why was I charged twice?")
+    at.button(key="gl_label_save").click().run()
     assert not at.exception, at.exception
     described = guidelines.label_descriptions(seeded_store)["billing"]
     assert (described.description, described.example, described.updated_by) == (
         "Invoices and charges.", "Why was I charged twice?", "ada")
+    table = at.dataframe[0].value
+    assert list(table["means"]) == ["Sign-in problems.", "Invoices and charges.", ""]
+    at.selectbox(key="gl_label").set_value("access").run()  # opens prefilled with its text
+    assert at.text_area(key="gl_label_description_access").value == "Sign-in problems."
+    assert at.text_area(key="gl_label_example_access").value == "I cannot log in"
 
 
 def test_review_shows_the_guidelines_collapsed_and_the_labels_meaning(open_page, seeded_store):

@@ -172,7 +172,8 @@ def filter_form(store: Store, key: str, *, with_status: bool = True) -> ExampleF
         older = st.toggle("Decided under older guidelines", key=f"{key}_older_guidelines",
                           help="Examples whose latest decision was made under an earlier "
                                "version of the guidelines (or before there were any): what a "
-                               "change of the guidelines may affect.")
+                               "change of the guidelines may affect. In Review, pick the "
+                               "All examples queue.")
     needs = ANSWER_FILTERS[answer]
     try:
         return ExampleFilter(status=tuple(status), split=tuple(split), label=tuple(label),

@@ -75,17 +75,20 @@ with labels_tab:
     else:
         st.caption("No labels in this workspace yet.")
     if can_edit:
-        with st.form("gl_label_form", clear_on_submit=False):
+        with st.container(border=True, key="gl_label_editor"):
             st.caption("Describe a label: what it means and one example. An empty "
                        "description removes it.")
             label = st.selectbox("Label", labels, index=None, accept_new_options=True,
                                  placeholder="Choose a label or type one", key="gl_label")
             known = described.get(label) if label else None
-            description = st.text_area("What it means", key="gl_label_description",
-                                       placeholder=known.description if known else "")
-            example = st.text_area("One example", key="gl_label_example",
-                                   placeholder=(known.example or "") if known else "")
-            if st.form_submit_button("Save description", icon=":material/save:"):
+            # keyed by label: choosing another label opens its own text, prefilled
+            description = st.text_area("What it means", known.description if known else "",
+                                       key=f"gl_label_description_{label}",
+                                       disabled=not label)
+            example = st.text_area("One example", (known.example or "") if known else "",
+                                   key=f"gl_label_example_{label}", disabled=not label)
+            if st.button("Save description", key="gl_label_save", icon=":material/save:",
+                         disabled=not label):
                 try:
                     saved = ws.set_label_description(label or "", description, example)
                 except CurateError as exc:
