@@ -56,11 +56,11 @@ from curation.formats import (DEFAULT_MAX_FIELD_CHARS, check_conversation, conte
                               needs_answer, search_text)
 from curation.query import SPLITS, STATUSES, ExampleFilter
 from curation.store import _schema
+from curation.store._comments import CommentQueries
 from curation.store._embeddings import EmbeddingQueries
 from curation.store._filters import where_clause
 from curation.store._findings import FindingQueries
 from curation.store._guidelines import CURRENT_GUIDELINES, EVENT_COLUMNS, GuidelineQueries
-from curation.store._comments import CommentQueries
 from curation.store._inserts import ExampleInserts
 from curation.store._maintenance import FILE_HEADERS, MaintenanceQueries
 from curation.store._queues import QueueQueries
