@@ -112,11 +112,12 @@ def save(store: Store, user: User, text: str, *, note: str | None = None,
     version, now_current = store.add_guidelines_version(
         text, user.name, utcnow(), (note or "").strip() or None, if_current=base_version)
     if not version:
-        theirs = get(store, now_current)
-        raise InvalidValue(f"the guidelines were changed by {theirs.saved_by} at "
-                           f"{theirs.saved_at:%Y-%m-%d %H:%M:%S} UTC (now version "
-                           f"{now_current}; you edited version {base_version}). Reload them "
-                           "and apply your change again.")
+        theirs = store.guidelines_row(now_current)  # None: still being saved by the other
+        who = (f"by {theirs[1]} at {theirs[2]:%Y-%m-%d %H:%M:%S} UTC" if theirs
+               else "by another admin at the same moment")
+        yours = f"; you edited version {base_version}" if base_version is not None else ""
+        raise InvalidValue(f"the guidelines were changed {who} (now version {now_current}"
+                           f"{yours}). Reload them and apply your change again.")
     return get(store, version)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -247,3 +248,32 @@ def test_cli_sets_shows_and_lists_versions_as_json(tmp_path):
         (2, "ada", "kinder"), (1, "ada", "first")]
     missing = _curate("guidelines", "show", *db, "--version", "9", cwd=tmp_path)
     assert missing.returncode == 1 and "no version 9" in missing.stderr
+
+
+def test_two_admins_saving_at_once_make_one_version_each_or_a_refusal(empty_store):
+    """Concurrent saves from threads of one process (the app's sessions): no version number
+    is given twice and no DuckDB error escapes; a refused save names who saved."""
+    import threading
+
+    guidelines.save(empty_store, ADA, "v1")
+    outcomes, barrier = [], threading.Barrier(4)
+
+    def save(i):
+        barrier.wait()
+        try:
+            outcomes.append(guidelines.save(empty_store, User(f"admin{i}", "admin"),
+                                            f"text {i}", base_version=1).version)
+        except InvalidValue as exc:
+            outcomes.append(str(exc))
+
+    threads = [threading.Thread(target=save, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    saved = [o for o in outcomes if isinstance(o, int)]
+    assert saved == [2] and len(outcomes) == 4
+    assert all(re.search(r"changed by (admin\d at [^(]+|another admin at the same moment) \(now "
+                         r"version 2; you edited version 1\)", o)
+               for o in outcomes if isinstance(o, str)), outcomes
+    assert [g.version for g in guidelines.history(empty_store)] == [2, 1]

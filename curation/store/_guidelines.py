@@ -22,6 +22,8 @@ from __future__ import annotations
 
 from datetime import datetime
 
+import duckdb
+
 EVENT_COLUMNS = ("id, example_id, action, actor, occurred_at, version, before, after, reason, "
                  "guidelines_version")
 # The guidelines version in force now (NULL when there are none), as a scalar subquery.
@@ -57,14 +59,19 @@ class GuidelineQueries:
                                note: str | None, *, if_current: int | None = None
                                ) -> tuple[int, int]:
         """Store `text` as the next version; (new version, 0), or (0, the current version)
-        without writing anything when `if_current` is given and is not the current one."""
-        with self.transaction() as cur:
-            current = cur.execute("SELECT coalesce(max(version), 0) FROM guidelines"
-                                  ).fetchone()[0]
-            if if_current is not None and if_current != current:
-                return 0, current
-            cur.execute("INSERT INTO guidelines VALUES (?, ?, ?, ?, ?)",
-                        [current + 1, text, saved_by, saved_at, note])
+        without writing anything when `if_current` is given and is not the current one, or
+        when another session saves the same version number at the same moment."""
+        try:
+            with self.transaction() as cur:
+                current = cur.execute("SELECT coalesce(max(version), 0) FROM guidelines"
+                                      ).fetchone()[0]
+                if if_current is not None and if_current != current:
+                    return 0, current
+                cur.execute("INSERT INTO guidelines VALUES (?, ?, ?, ?, ?)",
+                            [current + 1, text, saved_by, saved_at, note])
+        except (duckdb.ConstraintException, duckdb.TransactionException):
+            # another session is saving the same version number (maybe not committed yet)
+            return 0, current + 1
         return current + 1, 0
 
     def last_decision_row(self, example_id: int) -> tuple | None:
