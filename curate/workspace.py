@@ -384,6 +384,9 @@ class Workspace:
              "the auto band's precision (Review page, queue 'QA sample').", "review"),
             (by_status.get("needs_work", 0), "{n:,} examples were sent back as needs work.",
              "review"),
+            (self.store.count(ExampleFilter(older_guidelines=True)), "{n:,} examples were "
+             "decided under older guidelines: re-check what the change affects (Guidelines "
+             "page, Re-check them in Review).", "guidelines"),
             (stats["by_label"].get(None, 0), "{n:,} examples have no label.", "browse")]
         found = [Attention(text.format(n=n), page) for n, text, page in counted if n]
         if stats["total"] and "eval" not in stats["by_split"]:

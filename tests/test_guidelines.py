@@ -277,3 +277,15 @@ def test_two_admins_saving_at_once_make_one_version_each_or_a_refusal(empty_stor
                          r"version 2; you edited version 1\)", o)
                for o in outcomes if isinstance(o, str)), outcomes
     assert [g.version for g in guidelines.history(empty_store)] == [2, 1]
+
+
+def test_needs_attention_names_the_decisions_under_older_guidelines(empty_store):
+    from curate.workspace import Workspace
+
+    first, _ = _two_examples(empty_store)
+    review.decide(empty_store, RITA, first, "accept", base_version=1)
+    ws = Workspace(empty_store, RITA)
+    assert not [a for a in ws.needs_attention() if a.page == "guidelines"]
+    guidelines.save(empty_store, ADA, "v1")
+    [said] = [a for a in ws.needs_attention() if a.page == "guidelines"]
+    assert said.message.startswith("1 examples were decided under older guidelines")
