@@ -151,3 +151,19 @@ def test_browse_finds_examples_by_comment_text(open_page, seeded_store):
     at.sidebar.text_input(key="browse_comment").input("refund").run()
     [table] = at.dataframe
     assert list(table.value["Id"]) == [second.id]
+
+
+def test_recheck_opens_review_on_the_decisions_under_older_guidelines(open_page, seeded_store):
+    first, second = seeded_store.find()[:2]
+    review.decide(seeded_store, RITA, first.id, "accept", base_version=1)
+    guidelines.save(seeded_store, ADA, "v1")
+    review.decide(seeded_store, RITA, second.id, "reject", base_version=1, reason="no")
+    at = open_page(seeded_store, "guidelines", RITA)
+    assert any("1 decided examples were decided under older guidelines" in w.value
+               for w in at.warning)
+    at.button(key="gl_recheck").click().run()
+    assert not at.exception, at.exception
+    assert at.sidebar.toggle(key="review_older_guidelines").value is True
+    assert at.selectbox(key="rv_queue").value == "all"
+    [head] = [s.value for s in at.subheader if s.value.startswith("Example #")]
+    assert head == f"Example #{first.id}"
