@@ -833,6 +833,82 @@ def user_sign_out(name, db):
     click.echo(f"signed out {ended} open session{'s' * (ended != 1)} of {name}")
 
 
+@main.group()
+def guidelines():
+    """Show, set and list the versions of the workspace's review guidelines (Markdown).
+
+    \b
+    Example:
+      curate guidelines set guidelines.md && curate guidelines show
+    """
+
+
+@guidelines.command("show")
+@db_option
+@click.option("--version", "version", type=click.IntRange(min=1), default=None,
+              help="A saved version; default the current one.")
+@json_option
+def guidelines_show(db, version, as_json):
+    """Print the guidelines (the Markdown text as saved).
+
+    \b
+    Example:
+      curate guidelines show --version 2 --json
+    """
+    with _open(db) as workspace:
+        shown = workspace.guidelines(version)
+    if as_json:
+        _print_json(shown.to_dict() if shown else {"version": 0, "text": ""})
+        return
+    if shown is None:
+        click.echo("no guidelines yet: an admin writes them on the Guidelines page, or with "
+                   "`curate guidelines set FILE`", err=True)
+        return
+    click.echo(shown.text, nl=not shown.text.endswith("\n"))
+
+
+@guidelines.command("set")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@db_option
+@click.option("--note", default=None, help="What changed, kept with the version.")
+@actor_option
+def guidelines_set(file, db, note, actor):
+    """Save a Markdown file as the next version of the guidelines (as an admin).
+
+    \b
+    Example:
+      curate guidelines set guidelines.md --note "refunds: ask for the order number"
+    """
+    try:
+        text = file.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise click.ClickException(f"{file} is not UTF-8 text") from None
+    with _open(db, actor) as workspace:
+        saved = workspace.save_guidelines(text, note=note)
+    click.echo(f"guidelines version {saved.version} saved by {saved.saved_by}")
+
+
+@guidelines.command("history")
+@db_option
+@json_option
+def guidelines_history(db, as_json):
+    """List the versions of the guidelines, newest first: who saved each, when, and why.
+
+    \b
+    Example:
+      curate guidelines history --json
+    """
+    with _open(db) as workspace:
+        versions = workspace.guidelines_history()
+    if as_json:
+        _print_json([{k: v for k, v in g.to_dict().items() if k != "text"}
+                     | {"chars": len(g.text)} for g in versions])
+        return
+    for g in versions:
+        click.echo(f"{g.version:>4}  {g.saved_at:%Y-%m-%d %H:%M}  {g.saved_by:<16} "
+                   f"{g.note or ''}")
+
+
 LOOPBACK_ADDRESSES = ("127.0.0.1", "localhost", "::1")
 
 

@@ -27,8 +27,10 @@ from typing import TYPE_CHECKING
 from curation import CurateError, ExampleFilter, Store, export_jsonl, import_file, queues, review
 from curation.auth import User, add_user, set_role, users
 from curation.checks import CheckResult, Progress, dismiss, keep_one, load_table, run_check
+from curation import comments as _comments
 from curation import failures as _failures
 from curation import progress as _progress
+from curation import guidelines as _guidelines
 from curation import routing as _routing
 from curation import sessions as _sessions
 from curation import suggestions as _suggestions
@@ -42,6 +44,8 @@ from curation.uploads import IMPORT_REPORTS_DIR
 
 if TYPE_CHECKING:
     from curation import Example, ExportResult, ImportReport, Snapshot
+    from curation.comments import Comment
+    from curation.guidelines import DecidedUnder, Guidelines, LabelDescription
     from curation.failures import Evidence, Failure
     from curation.maintenance import BackupResult
     from curation.queues import QueueItem
@@ -321,6 +325,47 @@ class Workspace:
         """Sign every app session of account `name` out (admins); how many were open."""
         return _sessions.end_user_sessions(self.store, self.user, name)
 
+    # --- guidelines, label descriptions, comments -----------------------------------------
+
+    def guidelines(self, version: int | None = None) -> Guidelines | None:
+        """One version of the guidelines (default the current one; None: none yet)."""
+        return _guidelines.get(self.store, version)
+
+    def guidelines_history(self) -> list[Guidelines]:
+        """Every version of the guidelines, newest first."""
+        return _guidelines.history(self.store)
+
+    def save_guidelines(self, text: str, *, note: str | None = None,
+                        base_version: int | None = None) -> Guidelines:
+        """Save the guidelines as a new version (admins)."""
+        return _guidelines.save(self.store, self.user, text, note=note,
+                                base_version=base_version)
+
+    def guidelines_diff(self, old: int, new: int) -> list[str]:
+        """What changed from guidelines version `old` to `new`, as unified diff lines."""
+        return _guidelines.diff(self.store, old, new)
+
+    def decided_under(self, example_id: int) -> DecidedUnder | None:
+        """An example's latest decision and the guidelines version it was made under."""
+        return _guidelines.decided_under(self.store, example_id)
+
+    def label_descriptions(self) -> dict[str, LabelDescription]:
+        return _guidelines.label_descriptions(self.store)
+
+    def set_label_description(self, label: str, description: str,
+                              example: str | None = None) -> LabelDescription | None:
+        """Say what a label means, with one example (admins); empty removes it."""
+        return _guidelines.set_label_description(self.store, self.user, label, description,
+                                                 example)
+
+    def comments(self, example_id: int) -> list[Comment]:
+        """The comment thread of one example, oldest first."""
+        return _comments.comments(self.store, example_id)
+
+    def add_comment(self, example_id: int, text: str) -> Comment:
+        """Add a comment to an example's thread (any role)."""
+        return _comments.add_comment(self.store, self.user, example_id, text)
+
     # --- checks ---------------------------------------------------------------------------
 
     def run_checks(self, names: list[str], *, progress: Progress | None = None,
@@ -392,6 +437,9 @@ class Workspace:
              "the auto band's precision (Review page, queue 'QA sample').", "review"),
             (by_status.get("needs_work", 0), "{n:,} examples were sent back as needs work.",
              "review"),
+            (self.store.count(ExampleFilter(older_guidelines=True)), "{n:,} examples were "
+             "decided under older guidelines: re-check what the change affects (Guidelines "
+             "page, Re-check them in Review).", "guidelines"),
             (stats["by_label"].get(None, 0), "{n:,} examples have no label.", "browse")]
         found = [Attention(text.format(n=n), page) for n, text, page in counted if n]
         if stats["total"] and "eval" not in stats["by_split"]:

@@ -23,7 +23,11 @@ class ExampleFilter:
 
     `deleted=True` selects the soft-deleted examples instead (the Browse page's bin).
     `needs_answer`: True selects only the prompts that need an answer (imported with
-    `--unanswered`, not answered yet), False only answered examples, None both."""
+    `--unanswered`, not answered yet), False only answered examples, None both.
+    `comment`: examples with a comment containing this text (any case; `*`: any comment).
+    `older_guidelines`: decided examples (accepted, rejected, needs work) whose latest
+    decision was made under an earlier guidelines version than the current one, or before
+    there were guidelines (`curation.guidelines`)."""
 
     status: tuple[str, ...] = ()
     split: tuple[str, ...] = ()
@@ -35,6 +39,8 @@ class ExampleFilter:
     ids: tuple[int, ...] | None = field(default=None)
     deleted: bool = False
     needs_answer: bool | None = None
+    comment: str = ""
+    older_guidelines: bool = False
 
     def __post_init__(self) -> None:
         for name, allowed in (("status", STATUSES), ("split", SPLITS)):

@@ -119,6 +119,7 @@ def run_app() -> None:
                     default=True),
             st.Page(page_path("review"), title="Review", icon=":material/rate_review:"),
             st.Page(page_path("browse"), title="Browse", icon=":material/table_rows:"),
+            st.Page(page_path("guidelines"), title="Guidelines", icon=":material/menu_book:"),
         ],
         "Quality": [
             st.Page(page_path("quality"), title="Quality", icon=":material/cleaning_services:"),

@@ -40,6 +40,8 @@ Design decisions:
 - On an example of the QA sample (the model's auto-accepted band), Accept confirms the
   model's answer and any other decision or an edited answer marks it wrong
   (`Workspace.decide` records the verdict); the queue's reason says so.
+- The guidelines (collapsed), the chosen label's description and the comment thread come
+  from `review_guidelines`, so this page only places them.
 - Shortcuts are single keys, which Streamlit ignores while a text box has focus; leaving the
   box (Tab) commits its text before the key acts. Reject is `x` because Streamlit reserves `r`
   and `c`; Save is `e`, not Ctrl+S, because a modifier shortcut fires inside a text box before
@@ -64,6 +66,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
+from curate.ui import review_guidelines
 from curate.ui.common import (ERROR_ICON, NEEDS_ANSWER_MARK, filter_form, filter_keys, flash,
                               page_path, page_start, plain, workspace)
 from curate.ui.keys import shortcut_help
@@ -719,11 +722,13 @@ left, right = st.columns([3, 2], gap="medium")
 with left:
     _label_and_tags(example)
     _conversation(example)
+    review_guidelines.comments(ws, example)
 with right:
     _header(item)
     _eval_failure(example)
     _suggestion(example)
     pending = _changes(example)
     _decision_panel(item, pending)
+    review_guidelines.beside(ws, example, _draft(example)[1])
 _details(example, pending)
 shortcut_help("rv_save")

@@ -15,6 +15,8 @@ Layout, one module per concern:
   `_suggestions` (model suggestions per example version), `_sessions` (sign-in
   sessions and saved views), `_batches` (bulk batches and
   single events, for undo), `_progress` (decisions today in a queue, per person per day),
+  `_guidelines` (guidelines versions, label descriptions, the guidelines version of each
+  event), `_comments` (comment threads),
   `_maintenance` (copies, checkpoints, free space, probing a damaged file).
 
 Each concern's queries are a mixin class of `Store`, so callers write `store.findings(name)`

@@ -220,6 +220,32 @@ MIGRATIONS: list[tuple[str, str]] = [
             example_id    BIGINT NOT NULL,
             version       INTEGER NOT NULL
         );
+        );
+    """),
+    ("guidelines versions, label descriptions, comments; guidelines version of each event", """
+        CREATE TABLE guidelines (
+            version       INTEGER PRIMARY KEY,
+            text          VARCHAR NOT NULL,
+            saved_by      VARCHAR NOT NULL,
+            saved_at      TIMESTAMP NOT NULL,
+            note          VARCHAR
+        );
+        CREATE TABLE label_descriptions (
+            label         VARCHAR PRIMARY KEY,
+            description   VARCHAR NOT NULL,
+            example       VARCHAR,
+            updated_by    VARCHAR NOT NULL,
+            updated_at    TIMESTAMP NOT NULL
+        );
+        CREATE SEQUENCE comment_id_seq START 1;
+        CREATE TABLE comments (
+            id            BIGINT NOT NULL,
+            example_id    BIGINT NOT NULL,
+            author        VARCHAR NOT NULL,
+            created_at    TIMESTAMP NOT NULL,
+            text          VARCHAR NOT NULL
+        );
+        ALTER TABLE events ADD COLUMN guidelines_version INTEGER;
     """),
 ]
 

@@ -57,9 +57,11 @@ from curation.formats import (DEFAULT_MAX_FIELD_CHARS, check_conversation, conte
 from curation.query import SPLITS, STATUSES, ExampleFilter
 from curation.store import _schema
 from curation.store._batches import BatchQueries
+from curation.store._comments import CommentQueries
 from curation.store._embeddings import EmbeddingQueries
 from curation.store._filters import where_clause
 from curation.store._findings import FindingQueries
+from curation.store._guidelines import CURRENT_GUIDELINES, EVENT_COLUMNS, GuidelineQueries
 from curation.store._inserts import ExampleInserts
 from curation.store._maintenance import FILE_HEADERS, MaintenanceQueries
 from curation.store._progress import ProgressQueries
@@ -131,7 +133,7 @@ class Example:
 
 class Store(ExampleInserts, SnapshotQueries, UserQueries, EmbeddingQueries, FindingQueries,
             QueueQueries, RunQueries, MaintenanceQueries, SuggestionQueries, SessionQueries,
-            BatchQueries, ProgressQueries):
+            BatchQueries, ProgressQueries, GuidelineQueries, CommentQueries):
     """The workspace's examples, their history and snapshots, and (mixed in) every other
     table's queries."""
 
@@ -439,7 +441,8 @@ class Store(ExampleInserts, SnapshotQueries, UserQueries, EmbeddingQueries, Find
             raise self._conflict(self._get(cur, current.id), current.version)
         before = {k: _jsonable(_field(current, k)) for k in diff}
         changed = {k: _jsonable(v) for k, v in diff.items()}
-        cur.execute("INSERT INTO events VALUES (nextval('event_id_seq'), ?, ?, ?, ?, ?, ?, ?, ?)",
+        cur.execute(f"INSERT INTO events ({EVENT_COLUMNS}) VALUES (nextval('event_id_seq'), "
+                    f"?, ?, ?, ?, ?, ?, ?, ?, ({CURRENT_GUIDELINES}))",
                     [current.id, action, actor, now, version, orjson.dumps(before).decode(),
                      orjson.dumps(changed).decode(), reason])
         return after
