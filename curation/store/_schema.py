@@ -220,7 +220,6 @@ MIGRATIONS: list[tuple[str, str]] = [
             example_id    BIGINT NOT NULL,
             version       INTEGER NOT NULL
         );
-        );
     """),
     ("guidelines versions, label descriptions, comments; guidelines version of each event", """
         CREATE TABLE guidelines (
