@@ -187,6 +187,23 @@ MIGRATIONS: list[tuple[str, str]] = [
             created_at    TIMESTAMP NOT NULL
         );
     """),
+    ("independent review decisions (overlap for agreement)", """
+        CREATE TABLE review_votes (
+            example_id    BIGINT NOT NULL,
+            round         INTEGER NOT NULL,
+            reviewer      VARCHAR NOT NULL,
+            decision      VARCHAR NOT NULL
+                          CHECK (decision IN ('accept', 'reject', 'needs_work')),
+            label         VARCHAR,
+            reason        VARCHAR,
+            version       INTEGER NOT NULL,
+            decided_at    TIMESTAMP NOT NULL,
+            state         VARCHAR NOT NULL
+                          CHECK (state IN ('open', 'disputed', 'agreed', 'adjudicated')),
+            settled_by    VARCHAR,
+            settled_at    TIMESTAMP
+        );
+    """),
 ]
 
 

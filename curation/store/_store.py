@@ -56,6 +56,7 @@ from curation.formats import (DEFAULT_MAX_FIELD_CHARS, check_conversation, conte
                               needs_answer, search_text)
 from curation.query import SPLITS, STATUSES, ExampleFilter
 from curation.store import _schema
+from curation.store._agreement import AgreementQueries
 from curation.store._embeddings import EmbeddingQueries
 from curation.store._filters import where_clause
 from curation.store._findings import FindingQueries
@@ -127,7 +128,8 @@ class Example:
 
 
 class Store(ExampleInserts, SnapshotQueries, UserQueries, EmbeddingQueries, FindingQueries,
-            QueueQueries, RunQueries, MaintenanceQueries, SuggestionQueries):
+            QueueQueries, RunQueries, MaintenanceQueries, SuggestionQueries,
+            AgreementQueries):
     """The workspace's examples, their history and snapshots, and (mixed in) every other
     table's queries."""
 
