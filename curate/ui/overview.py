@@ -2,13 +2,15 @@
 
 What needs attention comes from `Workspace.needs_attention` (the CLI's and the pages' one
 definition): thin labels are counted against the workspace's coverage targets, and the line
-says when the Thin labels queue is out of date and how to update it.
+says when the Thin labels queue is out of date and how to update it. The Agreement section
+(`overview_agreement`) sets the review overlap and shows kappa.
 """
 
 import pandas as pd
 import streamlit as st
 
 from curate.ui.common import workspace
+from curate.ui.overview_agreement import agreement_section
 from curation import STATUSES
 
 ws = workspace("view")
@@ -44,6 +46,8 @@ with st.container(border=True):
         st.text(f"• {item.message}")
     if not attention:
         st.text("• Nothing: every example is decided.")
+
+agreement_section(ws)  # overlap for agreement: the setting (admins) and kappa
 
 
 def _bar(title: str, counts: dict) -> None:

@@ -38,6 +38,10 @@ Design decisions:
 - On an example of the QA sample (the model's auto-accepted band), Accept confirms the
   model's answer and any other decision or an edited answer marks it wrong
   (`Workspace.decide` records the verdict); the queue's reason says so.
+- With overlap (N independent decisions per example), the queue is read through
+  `Workspace.serving_filter` (each reviewer is served only what they have not decided yet),
+  and `review_adjudication` shows the round's progress, or to an adjudicator the disputed
+  decisions side by side.
 - Shortcuts are single keys, which Streamlit ignores while a text box has focus; leaving the
   box (Tab) commits its text before the key acts. Reject is `x` because Streamlit reserves `r`
   and `c`; Save is `e`, not Ctrl+S, because a modifier shortcut fires inside a text box before
@@ -53,6 +57,7 @@ import streamlit as st
 
 from curate.ui.common import (NEEDS_ANSWER_MARK, filter_form, flash, page_path, page_start, plain,
                               workspace)
+from curate.ui.review_adjudication import decision_note, round_panel
 from curation import CurateError, ExampleFilter, VersionConflict, queues, review
 from curation.failures import IMPACT, IMPACT_RULE
 from curation.queues import QueueItem
@@ -261,8 +266,9 @@ def _submit(op: dict[str, Any], base_version: int) -> None:
     S.rvq_conflict = None
     _forget(ex)
     if op["kind"] in ("decide", "suggestion"):
-        flash("review", f"{DECISION_WORDS[op['decision']]} #{ex.id} (version "
-              f"{after.version})", ":material/check_circle:")
+        flash("review", decision_note(ws, ex, after)
+              or f"{DECISION_WORDS[op['decision']]} #{ex.id} (version {after.version})",
+              ":material/check_circle:")
         _next()
     else:
         what = ("Saved" if op["kind"] == "edit"
@@ -584,7 +590,7 @@ queue = top.selectbox("Queue", list(queues.REGISTRY), key="rv_queue", width=280,
                       format_func=lambda name: queues.REGISTRY[name].title,
                       help="\n\n".join(f"**{q.title}**: {q.description}"
                                        for q in queues.REGISTRY.values()))
-where = filter_form(store, "review")
+where = ws.serving_filter(queue, filter_form(store, "review"))  # overlap: blind, N people
 if S.get("rvq_ctx") != (queue, where):
     S.rvq_ctx = (queue, where)
     _first()
@@ -653,6 +659,7 @@ with left:
     _conversation(example)
 with right:
     _header(item)
+    round_panel(ws, example)
     _eval_failure(example)
     _suggestion(example)
     pending = _changes(example)
