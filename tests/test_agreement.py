@@ -15,8 +15,17 @@ from sklearn.metrics import cohen_kappa_score
 from curate.cli import main
 from curate.workspace import Workspace
 from curation import ExampleFilter, InvalidValue, PermissionDenied, queues, review
-from curation.agreement import (ADJUDICATION, cohen_kappa, figures, fleiss_kappa, overlap,
-                                progress, serving_filter, set_overlap, votes)
+from curation.agreement import (
+    ADJUDICATION,
+    cohen_kappa,
+    figures,
+    fleiss_kappa,
+    overlap,
+    progress,
+    serving_filter,
+    set_overlap,
+    votes,
+)
 from curation.auth import User
 
 ADA = User("ada", "admin")
@@ -234,7 +243,7 @@ def test_figures_match_scikit_learn_per_pair_and_fleiss_overall(file_store):
     for pair in result.pairs:
         assert pair.items == 12
         assert pair.kappa == pytest.approx(cohen_kappa_score(given[pair.a], given[pair.b]))
-    verdicts = sorted(set(sum(given.values(), [])))
+    verdicts = sorted({v for votes_ in given.values() for v in votes_})
     table = [[sum(given[n][i] == c for n in given) for c in verdicts] for i in range(12)]
     assert result.fleiss == pytest.approx(fleiss_kappa(table))
     by_label = {x.label: x for x in result.labels}
@@ -245,7 +254,7 @@ def test_figures_match_scikit_learn_per_pair_and_fleiss_overall(file_store):
     assert by_label["a"].items == len(touched)
     assert by_label["a"].all_agree == pytest.approx(sum(r[1] == 3 for r in touched)
                                                     / len(touched))
-    assert result.in_adjudication == sum(len(set(given[n][i] for n in given)) > 1
+    assert result.in_adjudication == sum(len({given[n][i] for n in given}) > 1
                                          for i in range(12))
 
 

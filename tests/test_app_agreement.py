@@ -11,7 +11,11 @@ from curation import ExampleFilter, review
 from curation.agreement import overlap, set_overlap
 from curation.auth import User
 from tests.conftest import PROJECT_ROOT, page, unescaped
-from tests.test_app_review import click, review_page, shown_id  # noqa: F401 (fixture)
+from tests.test_app_review import (
+    click,
+    review_page,  # noqa: F401  (the fixture)
+    shown_id,
+)
 
 ADA = User("ada", "admin")
 RITA, BOB = User("rita", "reviewer"), User("bob", "reviewer")
@@ -35,7 +39,7 @@ def overlap2(seeded_store):
 
 
 def test_a_decision_is_a_blind_vote_and_the_next_reviewer_still_gets_the_example(
-        review_page, overlap2):
+        review_page, overlap2):  # noqa: F811
     store = overlap2
     first, second = store.find(ExampleFilter(split=("train",)))[:2]
     at = review_page(store, RITA)
@@ -54,8 +58,8 @@ def test_a_decision_is_a_blind_vote_and_the_next_reviewer_still_gets_the_example
     assert f"Accepted #{first.id}" in unescaped(bob.toast[0].value)
 
 
-def test_adjudication_view_shows_the_decisions_side_by_side_and_settles(review_page,
-                                                                         overlap2):
+def test_adjudication_view_shows_the_decisions_side_by_side_and_settles(
+        review_page, overlap2):  # noqa: F811
     store = overlap2
     first = store.find(ExampleFilter(split=("train",)))[0]
     vote(store, RITA, first.id, "accept", label="refunds", reason="asks for money back")
@@ -79,7 +83,7 @@ def test_adjudication_view_shows_the_decisions_side_by_side_and_settles(review_p
     assert "Nothing left in this queue" in " ".join(s.value for s in at.success)
 
 
-def test_a_reviewer_opening_a_disputed_example_cannot_settle_it(review_page, overlap2):
+def test_a_reviewer_opening_a_disputed_example_cannot_settle_it(review_page, overlap2):  # noqa: F811
     store = overlap2
     first = store.find(ExampleFilter(split=("train",)))[0]
     vote(store, RITA, first.id, "accept")
@@ -120,10 +124,11 @@ def test_overview_admin_sets_overlap_and_sees_kappa(overview, seeded_store):
         for example_id, label in zip(ids, given[user.name]):
             vote(store, user, example_id, "accept", label=label)
     at = overview(store, ADA)
-    [pairs] = [d.value for d in at.dataframe if "Cohen's kappa" in d.value.columns]
-    assert pairs.iloc[0]["Cohen's kappa"] == pytest.approx(
-        cohen_kappa_score([f"accept · {x}" for x in given["bob"]],
-                          [f"accept · {x}" for x in given["rita"]]))
+    [pairs] = [t.value for t in at.table if "Cohen's kappa" in t.value.columns]
+    expected = cohen_kappa_score([f"accept · {x}" for x in given["bob"]],
+                                 [f"accept · {x}" for x in given["rita"]])
+    assert pairs.iloc[0]["Cohen's kappa"] == f"{expected:.3f}"
+    assert (pairs.iloc[0]["reviewer"], pairs.iloc[0]["with"]) == ("bob", "rita")
     assert {m.label: m.value for m in at.metric}["In adjudication"] == "1"
 
 

@@ -5,9 +5,10 @@ independent decisions each train example needs; everyone sees the agreement figu
 examples with overlap: Cohen's kappa per reviewer pair, Fleiss' kappa over all reviewers and
 per label (one-vs-rest), as `curate agreement` computes them (definitions: docs/review.md).
 
-Design decisions: reviewer names and labels are data, shown in dataframes (text); the section
-is hidden from non-admins while overlap is 1 and nothing was decided with overlap, so a team
-that does not use it sees nothing new.
+Design decisions: reviewer names and labels are data, shown in tables (text): the pairs, few,
+as a plain table whose figures can be read and copied, the labels, many, as a dataframe. The
+section is hidden from non-admins while overlap is 1 and nothing was decided with overlap, so
+a team that does not use it sees nothing new.
 """
 
 from __future__ import annotations
@@ -74,13 +75,12 @@ def agreement_section(ws: Workspace) -> None:
                                "a decision's category is its decision and label together.")
         columns[3].metric("In adjudication", f"{figures.in_adjudication:,}")
         st.caption("Cohen's kappa per reviewer pair (on the examples both decided)")
-        st.dataframe(pd.DataFrame(
-            [{"reviewer": p.a, "with": p.b, "examples": p.items, "agree": p.observed,
-              "Cohen's kappa": p.kappa} for p in figures.pairs],
+        st.table(pd.DataFrame(
+            [{"reviewer": p.a, "with": p.b, "examples": f"{p.items:,}",
+              "agree": f"{p.observed:.0%}", "Cohen's kappa": _kappa(p.kappa)}
+             for p in figures.pairs],
             columns=["reviewer", "with", "examples", "agree", "Cohen's kappa"]),
-            hide_index=True, key="ov_agreement_pairs",
-            column_config={"agree": st.column_config.NumberColumn(format="percent"),
-                           "Cohen's kappa": st.column_config.NumberColumn(format="%.3f")})
+            hide_index=True)
         st.caption("Per label: Fleiss' kappa with the label one-vs-rest; agree is the share "
                    "of the examples where someone gave the label on which everyone did")
         st.dataframe(pd.DataFrame(
