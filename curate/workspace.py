@@ -368,6 +368,8 @@ class Workspace:
              "the auto band's precision (Review page, queue 'QA sample').", "review"),
             (by_status.get("needs_work", 0), "{n:,} examples were sent back as needs work.",
              "review"),
+            (self.store.disputed_count(), "{n:,} examples wait for an admin to settle their "
+             "disagreeing decisions (Review page, queue 'Adjudication').", "review"),
             (stats["by_label"].get(None, 0), "{n:,} examples have no label.", "browse")]
         found = [Attention(text.format(n=n), page) for n, text, page in counted if n]
         if stats["total"] and "eval" not in stats["by_split"]:

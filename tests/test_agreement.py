@@ -166,6 +166,8 @@ def test_disagreement_goes_to_adjudication_and_an_admin_settles_it(overlap2):
     assert after.status == "pending" and after.version == 1
     assert served(store, ADA, ADJUDICATION) == [first]
     assert served(store, RITA, ADJUDICATION) == []  # reviewers cannot adjudicate
+    assert "1 examples wait for an admin to settle" in " ".join(
+        a.message for a in Workspace(store, ADA).needs_attention())
     assert first not in served(store, CARL)  # no third vote: it waits for the adjudicator
     assert progress(store, CARL, first).disputed
     with pytest.raises(PermissionDenied, match="'adjudicate' needs the admin role"):
