@@ -64,13 +64,26 @@ def test_two_reviewers_disagree_and_kappa_is_scikit_learns(browser, workspace, a
     row = table.locator("tr").filter(has_text="ravi")
     assert f"{expected:.3f}" in row.inner_text()
     assert expected == pytest.approx(0.2)
+
+    adjudicator.get_by_role("link", name="Review").click()  # the admin settles ticket 2
+    adjudicator.get_by_text("Nothing left in this queue").wait_for(timeout=30_000)
+    adjudicator.locator(".st-key-rv_queue").get_by_role("combobox").click()
+    adjudicator.get_by_role("option").filter(has_text="Adjudication").click()
+    panel = adjudicator.locator(".st-key-rv_adjudication")
+    panel.wait_for(timeout=30_000)
+    for shown in ("rita", "ravi", "accept", "reject", "not a billing question"):
+        assert panel.get_by_text(shown, exact=True).count() >= 1, shown
+    adjudicator.evaluate("document.activeElement.blur()")  # out of the queue's select box
+    adjudicator.keyboard.press("a")
+    wait_for_text_box(adjudicator, "Original answer 4.")
     server.stop()
     with Store(db) as store:
         assert [store.get(i).status for i in (1, 2, 3, 4)] == [
-            "accepted", "pending", "rejected", "pending"]
-        assert {v["example_id"] for v in store.unsettled_votes(2) + store.unsettled_votes(4)
-                if v["state"] == "disputed"} == {2, 4}
-        events = [(e["action"], e["actor"]) for i in (1, 3) for e in store.history(i)
+            "accepted", "accepted", "rejected", "pending"]
+        assert [v["state"] for v in store.unsettled_votes(4)] == ["disputed", "disputed"]
+        events = [(e["action"], e["actor"]) for i in (1, 2, 3) for e in store.history(i)
                   if e["action"] != "create"]
-        assert events == [("accept", "ravi"), ("reject", "ravi")]
+        assert events == [("accept", "ravi"), ("accept", "ada"), ("reject", "ravi")]
+        assert store.history(2)[-1]["reason"] == (
+            "adjudicated (rita: accept · billing; ravi: reject · billing)")
         assert len(store.rated_rounds()) == 8  # every decision recorded
