@@ -23,7 +23,8 @@ reviewer decides blind: the status, the label and the history show nothing of it
 Design decisions:
 - A vote records a decision and a label only. Edits to the conversation, tags or split are
   refused with a vote ("save the edit first"): an edit is visible to the other reviewers and
-  is an ordinary audited change, so it is kept apart from the blind decision.
+  is an ordinary audited change, so it is kept apart from the blind decision. (So is Accept
+  suggestion where the model's answer would change the conversation.)
 - Only undecided train examples take votes. Changing an accepted or rejected example, eval
   examples, and bulk actions are direct decisions as before: they are corrections by people
   who see the result, not independent judgements.
@@ -128,7 +129,7 @@ def decide(store: Store, user: User, current: Example, decision: str, *, base_ve
     if any(v["state"] == "disputed" for v in unsettled):
         return _adjudicate(store, user, current, decision, base_version=base_version,
                            reason=reason, changes=changes, votes=unsettled)
-    edits = sorted(set(changes) - {"label"})
+    edits = sorted(k for k, v in changes.items() if k != "label" and _changed(current, k, v))
     if edits:
         raise InvalidValue(f"example #{current.id} needs {overlap(store)} independent "
                            f"decisions: a decision records only the decision and the label. "
@@ -139,6 +140,11 @@ def decide(store: Store, user: User, current: Example, decision: str, *, base_ve
     if len(votes) >= overlap(store):
         _settle(store, user, current.id, votes)
     return store.get(current.id)
+
+
+def _changed(current: Example, name: str, value: Any) -> bool:
+    now = getattr(current, name, None)
+    return (tuple(value) != now) if name == "tags" else value != now
 
 
 def _verdict(vote: dict[str, Any]) -> str:

@@ -156,6 +156,9 @@ def test_an_edit_with_a_vote_is_refused(overlap2):
         review.decide(store, RITA, first.id, "accept", base_version=first.version,
                       tags=["new"])
     assert progress(store, RITA, first.id) is None
+    unchanged = review.decide(store, RITA, first.id, "accept", base_version=first.version,
+                              tags=list(first.tags), messages=first.messages)
+    assert unchanged.version == first.version and progress(store, RITA, first.id).recorded == 1
 
 
 def test_disagreement_goes_to_adjudication_and_an_admin_settles_it(overlap2):
