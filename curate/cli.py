@@ -360,6 +360,73 @@ def stats(db, as_json):
 
 
 @main.command()
+@click.argument("n", type=int, required=False)
+@db_option
+@actor_option
+def overlap(n, db, actor):
+    """Show or set how many independent decisions each train example needs (default 1).
+
+    With N > 1 a reviewer's decision on an undecided train example is one blind vote; the
+    example is served to N different reviewers, decided when all N agree (same decision and
+    label) and sent to the Adjudication queue when they disagree. Setting N settles or
+    disputes the open rounds that now have N decisions.
+
+    \b
+    Example:
+      curate overlap 2
+    """
+    with _open(db, actor) as workspace:
+        if n is None:
+            n = workspace.overlap()
+            click.echo(f"Each train example needs {n} independent decision{'s' * (n > 1)}.")
+            return
+        outcome = workspace.set_overlap(n)
+    click.echo(f"Each train example now needs {n} independent decision{'s' * (n > 1)}.")
+    if outcome["agreed"] or outcome["disputed"]:
+        click.echo(f"{len(outcome['agreed']):,} examples decided by their agreeing decisions, "
+                   f"{len(outcome['disputed']):,} sent to the Adjudication queue.")
+
+
+@main.command()
+@db_option
+@json_option
+def agreement(db, as_json):
+    """Agreement on the examples with overlap: Cohen's kappa per reviewer pair, Fleiss' kappa.
+
+    Computed on every round of two or more independent decisions; a decision's category is
+    its decision and label together. Per label: Fleiss' kappa with the label one-vs-rest, and
+    the share of the items touching the label where every decision gave it (docs/review.md).
+
+    \b
+    Example:
+      curate agreement --json
+    """
+    with _open(db) as workspace:
+        result = workspace.agreement()
+    if as_json:
+        _print_json(result.to_dict())
+        return
+
+    def k(value):
+        return "-" if value is None else f"{value:.3f}"
+
+    click.echo(f"Overlap {result.overlap}; {result.items:,} examples with two or more "
+               f"decisions by {len(result.reviewers)} reviewers; {result.in_adjudication:,} "
+               "in adjudication.")
+    if not result.items:
+        click.echo("No example has two decisions yet: set `curate overlap 2` and review.")
+        return
+    click.echo(f"All decisions agree on {result.observed:.0%}; Fleiss' kappa {k(result.fleiss)}")
+    click.echo(f"\n{'reviewers':<40} {'items':>6} {'agree':>6} {'kappa':>7}")
+    for p in result.pairs:
+        click.echo(f"{p.a + ' / ' + p.b:<40} {p.items:>6} {p.observed:>6.0%} {k(p.kappa):>7}")
+    click.echo(f"\n{'label':<40} {'items':>6} {'agree':>6} {'kappa':>7}")
+    for lab in result.labels:
+        click.echo(f"{lab.label or '(no label)':<40} {lab.items:>6} {lab.all_agree:>6.0%} "
+                   f"{k(lab.kappa):>7}")
+
+
+@main.command()
 @db_option
 @json_option
 def snapshots(db, as_json):

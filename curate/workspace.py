@@ -28,6 +28,7 @@ from curation import CurateError, ExampleFilter, Store, export_jsonl, import_fil
 from curation.auth import User, add_user, set_role, users
 from curation.checks import CheckResult, Progress, dismiss, keep_one, load_table, run_check
 from curation import comments as _comments
+from curation import agreement as _agreement
 from curation import failures as _failures
 from curation import progress as _progress
 from curation import guidelines as _guidelines
@@ -228,6 +229,34 @@ class Workspace:
                               base_version=base_version, reason=reason, **changes)
         _routing.note_review(self.store, self.user, example_id, decision, after)
         return after
+
+    # --- overlap for agreement (curation.agreement) ---------------------------------------
+
+    def overlap(self) -> int:
+        """How many independent decisions each train example needs (default 1)."""
+        return _agreement.overlap(self.store)
+
+    def set_overlap(self, n: int) -> dict:
+        """Set N (admins); open rounds that now have N decisions are settled or disputed."""
+        return _agreement.set_overlap(self.store, self.user, n)
+
+    def serving_filter(self, queue: str, where: ExampleFilter = ExampleFilter()
+                       ) -> ExampleFilter:
+        """The filter as this user reads the queue: with overlap, only the examples still
+        open to their independent decision."""
+        return _agreement.serving_filter(self.store, self.user, queue, where)
+
+    def votes(self, example_id: int) -> list[_agreement.Vote]:
+        """An example's unsettled independent decisions, side by side (adjudicators)."""
+        return _agreement.votes(self.store, self.user, example_id)
+
+    def vote_progress(self, example_id: int) -> _agreement.VoteProgress | None:
+        """How many decisions an example's round has, without saying which."""
+        return _agreement.progress(self.store, self.user, example_id)
+
+    def agreement(self) -> _agreement.Agreement:
+        """Cohen's kappa per reviewer pair, Fleiss' kappa overall and per label."""
+        return _agreement.figures(self.store)
 
     def edit(self, example_id: int, *, base_version: int, reason: str | None = None,
              **changes) -> Example:
@@ -440,6 +469,8 @@ class Workspace:
             (self.store.count(ExampleFilter(older_guidelines=True)), "{n:,} examples were "
              "decided under older guidelines: re-check what the change affects (Guidelines "
              "page, Re-check them in Review).", "guidelines"),
+            (self.store.disputed_count(), "{n:,} examples wait for an admin to settle their "
+             "disagreeing decisions (Review page, queue 'Adjudication').", "review"),
             (stats["by_label"].get(None, 0), "{n:,} examples have no label.", "browse")]
         found = [Attention(text.format(n=n), page) for n, text, page in counted if n]
         if stats["total"] and "eval" not in stats["by_split"]:

@@ -27,7 +27,11 @@ class ExampleFilter:
     `comment`: examples with a comment containing this text (any case; `*`: any comment).
     `older_guidelines`: decided examples (accepted, rejected, needs work) whose latest
     decision was made under an earlier guidelines version than the current one, or before
-    there were guidelines (`curation.guidelines`)."""
+    there were guidelines (`curation.guidelines`).
+    `open_to`: a reviewer's name: with overlap (`curation.agreement`), only the examples still
+    open to their independent decision (not in adjudication, not decided by them in the
+    current round, not already holding the workspace's N decisions). It is a serving
+    condition, not a criterion of the data: `describe()` leaves it out."""
 
     status: tuple[str, ...] = ()
     split: tuple[str, ...] = ()
@@ -41,6 +45,7 @@ class ExampleFilter:
     needs_answer: bool | None = None
     comment: str = ""
     older_guidelines: bool = False
+    open_to: str | None = None
 
     def __post_init__(self) -> None:
         for name, allowed in (("status", STATUSES), ("split", SPLITS)):
@@ -55,5 +60,6 @@ class ExampleFilter:
     def describe(self) -> dict:
         """The non-empty criteria, as stored with snapshots and export manifests."""
         return {k: (list(v) if isinstance(v, tuple) else v)
-                for k, v in asdict(self).items() if v not in ((), "", False, None)}
+                for k, v in asdict(self).items()
+                if v not in ((), "", False, None) and k != "open_to"}
 

@@ -18,6 +18,9 @@ Design decisions:
   has one: accepting says "this is right to train on", and there is nothing to train on yet.
   Accepting it together with the edit that writes the answer is one change; bulk accept
   skips it and says why. Reject and needs-work stay open to it.
+- With overlap (a workspace needing N > 1 independent decisions per example), `decide` on an
+  undecided train example records one blind vote, or settles a disputed one: the rules are
+  in `curation.agreement`, the one branch into it is here.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import secrets
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from curation import agreement
 from curation.auth import User, require
 from curation.errors import InvalidValue, VersionConflict
 from curation.formats import needs_answer
@@ -63,8 +67,12 @@ def decide(store: Store, user: User, example_id: int, decision: Decision, *,
         raise InvalidValue(f"{decision.replace('_', ' ')} needs {what}")
     if "deleted" in changes:
         raise InvalidValue("use bulk() to delete")
+    current = store.get(example_id)
     if decision == "accept":
-        _refuse_unanswered(store.get(example_id), changes.get("messages"))
+        _refuse_unanswered(current, changes.get("messages"))
+    if agreement.applies(store, current):  # overlap: a blind vote, or settling a dispute
+        return agreement.decide(store, user, current, decision, base_version=base_version,
+                                reason=(reason or "").strip() or None, changes=changes)
     return store.update(example_id, base_version=base_version, actor=user.name,
                         reason=(reason or "").strip() or None, action=decision,
                         status=DECISION_STATUS[decision], **changes)

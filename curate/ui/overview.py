@@ -7,12 +7,14 @@ says when the Thin labels queue is out of date and how to update it.
 Decisions per person per day (`curation.progress.decisions_per_day`) are a stacked bar per
 UTC day with one colour per person, so names are in the legend and never cut off on an axis;
 the system's own actors (the CLI's import, the model's auto-accepts) are left out.
+The Agreement section (`overview_agreement`) sets the review overlap and shows kappa.
 """
 
 import pandas as pd
 import streamlit as st
 
 from curate.ui.common import workspace
+from curate.ui.overview_agreement import agreement_section
 from curation import STATUSES
 
 ws = workspace("view")
@@ -48,6 +50,8 @@ with st.container(border=True):
         st.text(f"• {item.message}")
     if not attention:
         st.text("• Nothing: every example is decided.")
+
+agreement_section(ws)  # overlap for agreement: the setting (admins) and kappa
 
 
 def _bar(title: str, counts: dict) -> None:

@@ -42,6 +42,10 @@ Design decisions:
   (`Workspace.decide` records the verdict); the queue's reason says so.
 - The guidelines (collapsed), the chosen label's description and the comment thread come
   from `review_guidelines`, so this page only places them.
+- With overlap (N independent decisions per example), the queue is read through
+  `Workspace.serving_filter` (each reviewer is served only what they have not decided yet),
+  and `review_adjudication` shows the round's progress, or to an adjudicator the disputed
+  decisions side by side.
 - Shortcuts are single keys, which Streamlit ignores while a text box has focus; leaving the
   box (Tab) commits its text before the key acts. Reject is `x` because Streamlit reserves `r`
   and `c`; Save is `e`, not Ctrl+S, because a modifier shortcut fires inside a text box before
@@ -70,6 +74,7 @@ from curate.ui import review_guidelines
 from curate.ui.common import (ERROR_ICON, NEEDS_ANSWER_MARK, filter_form, filter_keys, flash,
                               page_path, page_start, plain, workspace)
 from curate.ui.keys import shortcut_help
+from curate.ui.review_adjudication import decision_note, round_panel
 from curate.ui.url_state import saved_views_panel
 from curation import CurateError, ExampleFilter, VersionConflict, queues, review
 from curation.failures import IMPACT, IMPACT_RULE
@@ -282,8 +287,9 @@ def _submit(op: dict[str, Any], base_version: int) -> None:
     if after.version > ex.version:  # a change was written: `u` can take it back
         S.setdefault("rvq_undo", []).append((ex.id, after.version, op["decision"] or op["kind"]))
     if op["kind"] in ("decide", "suggestion"):
-        flash("review", f"{DECISION_WORDS[op['decision']]} #{ex.id} (version "
-              f"{after.version})", ":material/check_circle:")
+        flash("review", decision_note(ws, ex, after)
+              or f"{DECISION_WORDS[op['decision']]} #{ex.id} (version {after.version})",
+              ":material/check_circle:")
         _next()
     else:
         what = ("Saved" if op["kind"] == "edit"
@@ -648,7 +654,7 @@ queue = top.selectbox("Queue", list(queues.REGISTRY), key="rv_queue", width=280,
                       format_func=lambda name: queues.REGISTRY[name].title,
                       help="\n\n".join(f"**{q.title}**: {q.description}"
                                        for q in queues.REGISTRY.values()))
-where = filter_form(store, "review")
+where = ws.serving_filter(queue, filter_form(store, "review"))  # overlap: blind, N people
 saved_views_panel(ws, "review", {"rv_queue": next(iter(queues.REGISTRY)),
                                  **filter_keys("review")})
 if S.get("rvq_ctx") != (queue, where):
@@ -725,6 +731,7 @@ with left:
     review_guidelines.comments(ws, example)
 with right:
     _header(item)
+    round_panel(ws, example)
     _eval_failure(example)
     _suggestion(example)
     pending = _changes(example)

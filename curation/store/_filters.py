@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import duckdb
 
 from curation.errors import InvalidValue
+from curation.store._agreement import OPEN_TO
 
 if TYPE_CHECKING:
     from curation.query import ExampleFilter
@@ -61,6 +62,9 @@ def where_clause(where: ExampleFilter, alias: str = "") -> tuple[str, list]:
         params.append(where.comment.strip())
     if where.older_guidelines:
         clauses.append(OLDER_GUIDELINES.format(p=p))
+    if where.open_to is not None:
+        clauses.append(OPEN_TO.format(p=p))
+        params.append(where.open_to)
     if where.ids is not None:
         clauses.append(f"list_contains(?::BIGINT[], {p}id)")
         params.append(list(where.ids))

@@ -246,6 +246,23 @@ MIGRATIONS: list[tuple[str, str]] = [
         );
         ALTER TABLE events ADD COLUMN guidelines_version INTEGER;
     """),
+    ("independent review decisions (overlap for agreement)", """
+        CREATE TABLE review_votes (
+            example_id    BIGINT NOT NULL,
+            round         INTEGER NOT NULL,
+            reviewer      VARCHAR NOT NULL,
+            decision      VARCHAR NOT NULL
+                          CHECK (decision IN ('accept', 'reject', 'needs_work')),
+            label         VARCHAR,
+            reason        VARCHAR,
+            version       INTEGER NOT NULL,
+            decided_at    TIMESTAMP NOT NULL,
+            state         VARCHAR NOT NULL
+                          CHECK (state IN ('open', 'disputed', 'agreed', 'adjudicated')),
+            settled_by    VARCHAR,
+            settled_at    TIMESTAMP
+        );
+    """),
 ]
 
 

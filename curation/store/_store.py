@@ -58,6 +58,7 @@ from curation.query import SPLITS, STATUSES, ExampleFilter
 from curation.store import _schema
 from curation.store._batches import BatchQueries
 from curation.store._comments import CommentQueries
+from curation.store._agreement import AgreementQueries
 from curation.store._embeddings import EmbeddingQueries
 from curation.store._filters import where_clause
 from curation.store._findings import FindingQueries
@@ -133,7 +134,7 @@ class Example:
 
 class Store(ExampleInserts, SnapshotQueries, UserQueries, EmbeddingQueries, FindingQueries,
             QueueQueries, RunQueries, MaintenanceQueries, SuggestionQueries, SessionQueries,
-            BatchQueries, ProgressQueries, GuidelineQueries, CommentQueries):
+            BatchQueries, ProgressQueries, GuidelineQueries, CommentQueries, AgreementQueries):
     """The workspace's examples, their history and snapshots, and (mixed in) every other
     table's queries."""
 
