@@ -208,7 +208,8 @@ def test_a_workspace_from_before_the_migration_gains_the_tables(tmp_path):
     con = duckdb.connect(str(path))
     con.execute("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name VARCHAR "
                 "NOT NULL, applied_at TIMESTAMP)")
-    for version, (name, sql) in enumerate(_schema.MIGRATIONS[:-1], start=1):
+    ours = next(n for n, (name, _) in enumerate(_schema.MIGRATIONS) if "guidelines" in name)
+    for version, (name, sql) in enumerate(_schema.MIGRATIONS[:ours], start=1):
         con.execute(sql)
         con.execute("INSERT INTO schema_migrations VALUES (?, ?, now())", [version, name])
     con.execute("INSERT INTO events VALUES (nextval('event_id_seq'), 1, 'accept', 'old', "
