@@ -109,3 +109,24 @@ def plant_train_eval_pairs(store: Store) -> dict[str, tuple[int, int]]:
                  "Do you integrate with Slack?"):
         store.add(chat(text, "Let me check."), actor="planter", label="other")
     return ids
+
+
+def open_app_page(monkeypatch, store: Store, name: str, user: User, **query: str):
+    """Page `name` of the app on `store` as `user`, with query parameters, after its first
+    run in AppTest (which raised nothing)."""
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv("CURATE_DB", str(store.path))
+    at = AppTest.from_file(str(PROJECT_ROOT / "app.py"), default_timeout=30)
+    at.session_state["user"] = user
+    at.query_params.update(query)
+    at.switch_page(page(name)).run()
+    assert not at.exception, at.exception
+    return at
+
+
+def shown_id(at) -> int:
+    """The id of the example the Review page shows."""
+    [head] = [s.value for s in at.subheader if s.value.startswith("Example #")]
+    return int(head.removeprefix("Example #"))
+

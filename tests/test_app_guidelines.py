@@ -9,7 +9,7 @@ from streamlit.testing.v1 import AppTest
 
 from curation import comments, guidelines, review
 from curation.auth import User
-from tests.conftest import PROJECT_ROOT, page
+from tests.conftest import open_app_page
 
 ADA, RITA, ANN = User("ada", "admin"), User("rita", "reviewer"), User("ann", "annotator")
 HOSTILE = ("# House rules\nAnswer **politely**.\n<script>alert('x')</script>\n"
@@ -18,16 +18,11 @@ HOSTILE = ("# House rules\nAnswer **politely**.\n<script>alert('x')</script>\n"
 
 @pytest.fixture
 def open_page(monkeypatch):
-    def run(store, name: str, user: User = ADA, **query: str) -> AppTest:
-        monkeypatch.setenv("CURATE_DB", str(store.path))
-        at = AppTest.from_file(str(PROJECT_ROOT / "app.py"), default_timeout=30)
-        at.session_state["user"] = user
-        at.query_params.update(query)
-        at.switch_page(page(name)).run()
-        assert not at.exception, at.exception
-        return at
+    """Open page `name` as `user` on `store`, with query parameters."""
+    def open_(store, name: str, user: User = ADA, **query: str) -> AppTest:
+        return open_app_page(monkeypatch, store, name, user, **query)
 
-    return run
+    return open_
 
 
 def markdown_of(at: AppTest) -> str:

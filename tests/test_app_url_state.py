@@ -9,7 +9,7 @@ from streamlit.testing.v1 import AppTest
 
 from curation.auth import User, add_user
 from curation.sessions import end_session, resume_session, save_view, saved_views
-from tests.conftest import PROJECT_ROOT, admin, page
+from tests.conftest import PROJECT_ROOT, admin, open_app_page, shown_id
 
 RITA = User("rita", "reviewer")
 
@@ -17,21 +17,12 @@ RITA = User("rita", "reviewer")
 @pytest.fixture
 def open_page(monkeypatch):
     """Open page `name` as `user` on `store`, with query parameters."""
-    def open_(store, name: str, user: User = RITA, **query) -> AppTest:
-        monkeypatch.setenv("CURATE_DB", str(store.path))
-        at = AppTest.from_file(str(PROJECT_ROOT / "app.py"), default_timeout=30)
-        at.session_state["user"] = user
-        at.query_params.update(query)
-        at.switch_page(page(name)).run()
-        assert not at.exception, at.exception
-        return at
+    def open_(store, name: str, user: User = RITA, **query: str) -> AppTest:
+        return open_app_page(monkeypatch, store, name, user, **query)
 
     return open_
 
-
-def shown_id(at: AppTest) -> int:
-    [head] = [s.value for s in at.subheader if s.value.startswith("Example #")]
-    return int(head.removeprefix("Example #"))
+    return open_
 
 
 def test_review_filters_and_queue_are_bound_to_query_parameters(open_page, seeded_store):
