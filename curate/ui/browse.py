@@ -48,6 +48,14 @@ ACTION_LABELS = {"accept": "Accept", "reject": "Reject", "set_label": "Set label
                  "delete": "Delete (move to the bin)", "restore": "Restore from the bin"}
 
 
+
+def _applied(action: str, result, generation: int) -> None:
+    """After a bulk action: say what it did, refresh the table's selection, rerun."""
+    flash("browse", f"{ACTION_LABELS[action]}: {result.summary()}.", ":material/done_all:",
+          kind="success", details=result.skipped())
+    st.session_state["browse_generation"] = generation + 1
+    st.rerun()
+
 def needed_role(action: str) -> str:
     """The lowest role that may apply a bulk action, as `curation.review.bulk` checks it."""
     return min_role(BULK_PERMISSION[action])
@@ -242,10 +250,7 @@ with act_col:
                 except CurateError as exc:
                     st.error(plain(str(exc)), icon=":material/error:")
                 else:
-                    flash("browse", f"{ACTION_LABELS[action]}: {result.summary()}.",
-                          ":material/done_all:", kind="success", details=result.skipped())
-                    st.session_state["browse_generation"] = generation + 1
-                    st.rerun()
+                    _applied(action, result, generation)
             if row.button("Cancel", key="browse_confirm_cancel"):
                 st.session_state["browse_confirm"] = None
                 st.rerun()
@@ -258,10 +263,7 @@ with act_col:
         except CurateError as exc:
             st.error(plain(str(exc)), icon=":material/error:")
         else:
-            flash("browse", f"{ACTION_LABELS[action]}: {result.summary()}.",
-                  ":material/done_all:", kind="success", details=result.skipped())
-            st.session_state["browse_generation"] = generation + 1
-            st.rerun()
+            _applied(action, result, generation)
 
     batch = ws.last_batch()
     if batch:
