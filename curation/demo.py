@@ -3,7 +3,10 @@
 
 The dataset is imported as pending; then, deterministically, about one example in seven of
 each label moves to the eval split and about two in five of the rest are accepted, so the
-Overview page shows a review in progress. Three new, labelled tickets without an answer
+Overview page shows a review in progress. The review guidelines (`guidelines.md`) and a
+description of each label (`label_descriptions.json`) are saved first, so the decisions are
+made under them and the Guidelines page has something to show. Three new, labelled tickets
+without an answer
 (`unanswered.jsonl`) come in last, with `--unanswered`: the prompts that need an answer,
 which the Review queue "Needs answer" holds. Every change is an ordinary audited update by the
 acting user (an admin: loading the demo is an import). What is planted in the data
@@ -13,19 +16,29 @@ acting user (an admin: loading the demo is an import). What is planted in the da
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
+from curation import guidelines
 from curation.auth import User
 from curation.importer import ImportReport, import_file
 from curation.store import Store
 
 DEMO_FILE = Path(__file__).resolve().parent / "demo_data" / "support_tickets.jsonl"
 UNANSWERED_FILE = DEMO_FILE.with_name("unanswered.jsonl")
+GUIDELINES_FILE = DEMO_FILE.with_name("guidelines.md")
+LABEL_DESCRIPTIONS_FILE = DEMO_FILE.with_name("label_descriptions.json")
 
 
 def load_demo(store: Store, *, user: User, path: Path = DEMO_FILE) -> ImportReport:
     """Import the demo dataset and bring it to a realistic mid-review state (an import:
     `user` must be an admin)."""
+    if path == DEMO_FILE and guidelines.current(store) is None:
+        guidelines.save(store, user, GUIDELINES_FILE.read_text(encoding="utf-8"),
+                        note="the demo's guidelines")
+        labels = json.loads(LABEL_DESCRIPTIONS_FILE.read_text(encoding="utf-8"))
+        for label, (description, example) in labels.items():
+            guidelines.set_label_description(store, user, label, description, example)
     report = import_file(store, path, source="demo", user=user)
     actor = user.name
     created = store.find()

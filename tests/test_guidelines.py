@@ -290,3 +290,15 @@ def test_needs_attention_names_the_decisions_under_older_guidelines(empty_store)
     guidelines.save(empty_store, ADA, "v1")
     [said] = [a for a in ws.needs_attention() if a.page == "guidelines"]
     assert said.message.startswith("1 examples were decided under older guidelines")
+
+
+def test_the_demo_comes_with_guidelines_and_label_descriptions_it_was_reviewed_under(tmp_path):
+    from curation.demo import load_demo
+
+    with Store(tmp_path / "demo.duckdb") as store:
+        load_demo(store, user=ADA)
+        assert guidelines.current(store).version == 1
+        assert "security_incident" in guidelines.current(store).text
+        assert set(guidelines.label_descriptions(store)) == set(store.labels())
+        assert store.count(ExampleFilter(status=("accepted",))) > 100
+        assert store.count(ExampleFilter(older_guidelines=True)) == 0
