@@ -28,6 +28,7 @@ from curation import CurateError, ExampleFilter, Store, export_jsonl, import_fil
 from curation.auth import User, add_user, set_role, users
 from curation.checks import CheckResult, Progress, dismiss, keep_one, load_table, run_check
 from curation import failures as _failures
+from curation import leases as _leases
 from curation import routing as _routing
 from curation import suggestions as _suggestions
 from curation.checks.coverage import (RANK_RULE, RankedGap, Targets, get_targets, rank_gaps,
@@ -40,6 +41,7 @@ from curation.uploads import IMPORT_REPORTS_DIR
 if TYPE_CHECKING:
     from curation import Example, ExportResult, ImportReport, Snapshot
     from curation.failures import Evidence, Failure
+    from curation.leases import Lease
     from curation.maintenance import BackupResult
     from curation.queues import QueueItem
     from curation.review import BulkResult
@@ -219,7 +221,38 @@ class Workspace:
         after = review.decide(self.store, self.user, example_id, decision,
                               base_version=base_version, reason=reason, **changes)
         _routing.note_review(self.store, self.user, example_id, decision, after)
+        _leases.release(self.store, self.user, example_id)
         return after
+
+    # work distribution: leases on a queue's examples, submissions (curation.leases)
+
+    def claim_next(self, queue: str, where: ExampleFilter = ExampleFilter(), *,
+                   after: tuple[float, int] | None = None) -> QueueItem | None:
+        """The next example of a queue nobody else holds, leased to this user (or None)."""
+        return _leases.claim_next(self.store, self.user, queue, where, after=after)
+
+    def hold(self, example_id: int, queue: str | None = None) -> Lease:
+        """Lease (or renew) an example for this user if it is free; the live lease on it."""
+        return _leases.hold(self.store, self.user, example_id, queue)
+
+    def release(self, example_id: int | None = None) -> int:
+        """Release this user's lease on an example (all of them if None): a skip."""
+        return _leases.release(self.store, self.user, example_id)
+
+    def leases(self) -> list[Lease]:
+        """Who holds which example, until when (admins)."""
+        return _leases.leases(self.store, self.user)
+
+    def set_lease_minutes(self, minutes: float) -> float:
+        """How long a lease lasts without renewal (admins)."""
+        return _leases.set_lease_minutes(self.store, self.user, minutes)
+
+    def submit(self, example_id: int, *, base_version: int, reason: str | None = None,
+               **changes) -> Example:
+        """Submit an example for review with the pending edits (annotators): it moves to the
+        Submitted queue, where a reviewer decides on it."""
+        return _leases.submit(self.store, self.user, example_id, base_version=base_version,
+                              reason=reason, **changes)
 
     def edit(self, example_id: int, *, base_version: int, reason: str | None = None,
              **changes) -> Example:
@@ -549,6 +582,7 @@ class Workspace:
         after = _routing.accept_suggestion(self.store, self.user, example_id,
                                            base_version=base_version, reason=reason, **changes)
         _routing.note_review(self.store, self.user, example_id, "accept", after)
+        _leases.release(self.store, self.user, example_id)
         return after
 
     def revert_auto_accepts(self, run_id: str, ids: list[int] | None = None) -> list[int]:

@@ -12,7 +12,8 @@ Layout, one module per concern:
 - `_filters`: an `ExampleFilter` (`curation.query`) as a WHERE clause.
 - `_users`, `_embeddings`, `_findings` (check runs, findings, decisions, coverage counts),
   `_queues` (review queue sources and paging), `_runs` (recorded training runs),
-  `_suggestions` (model suggestions per example version),
+  `_suggestions` (model suggestions per example version), `_leases` (review leases, and
+  submissions for review),
   `_maintenance` (copies, checkpoints, free space, probing a damaged file).
 
 Each concern's queries are a mixin class of `Store`, so callers write `store.findings(name)`

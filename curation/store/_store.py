@@ -60,6 +60,7 @@ from curation.store._embeddings import EmbeddingQueries
 from curation.store._filters import where_clause
 from curation.store._findings import FindingQueries
 from curation.store._inserts import ExampleInserts
+from curation.store._leases import LeaseQueries
 from curation.store._maintenance import FILE_HEADERS, MaintenanceQueries
 from curation.store._queues import QueueQueries
 from curation.store._runs import RunQueries
@@ -127,7 +128,7 @@ class Example:
 
 
 class Store(ExampleInserts, SnapshotQueries, UserQueries, EmbeddingQueries, FindingQueries,
-            QueueQueries, RunQueries, MaintenanceQueries, SuggestionQueries):
+            QueueQueries, RunQueries, MaintenanceQueries, SuggestionQueries, LeaseQueries):
     """The workspace's examples, their history and snapshots, and (mixed in) every other
     table's queries."""
 

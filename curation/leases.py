@@ -1,0 +1,194 @@
+"""Work distribution: each person walking a queue gets their own next example, under a lease.
+
+A lease says "this person is working on this example until this time" (the workspace setting
+`review_lease_minutes`, 5 minutes by default). `claim_next` hands out the next example of a
+queue that nobody else holds a live lease on and leases it in the same step; `hold` renews
+the lease while the person works on it (the Review page calls it on every rerun for the
+example, and for an example opened by link, which it leases too if it is free); a decision,
+a submission, a skip (`release`) or moving on to the next example releases it, and a lease
+nobody renews simply expires: an expired row is ignored, and replaced by the next claim.
+`leases` lists who holds what, for admins (Overview, `curate leases`).
+
+Design decisions:
+- The lease is taken by one atomic upsert on the `leases` table's primary key
+  (`Store.take_lease`): of two people claiming the same example at the same instant, on two
+  threads or cursors of the one connection, exactly one gets it; the other moves on to the
+  next free example. No lock is held between reading the queue and taking the lease.
+- `claim_next` reads the queue through its normal source (`queues.upcoming`, with the
+  person's filters and position), so whatever decides what a queue serves (its source, an
+  overlap filter) applies unchanged. It asks for one more row than there are live leases held
+  by others, so the first free example is among them whatever the others hold, and skips the
+  leased ones. If the example changed between the read and the lease (someone decided it just
+  before releasing it), it is checked to be still in the queue, or released and passed over.
+- One person holds one example at a time: claiming the next one releases the others they
+  hold (a second browser tab of the same person shares their lease).
+- Leases are workspace state, not audit: taking and renewing one writes no event. Times are
+  naive UTC, as every timestamp in the store; `now` is injectable for tests.
+- Submit for review: a person who may edit but not decide (an annotator) records their work
+  with `submit`, one audited change (action `submit`, their edits included; a new version even
+  without edits, so it counts as their progress in the audit). It also stores a finding of the
+  stored source `submitted` on that new version, which feeds the **Submitted** queue: a
+  findings queue with `unchanged=True`, so an example leaves it as soon as anyone changes it
+  (a reviewer's decision, as usual; or a further edit, which needs a new submission). No new
+  status: `pending`/`needs_work` keep meaning what they meant, and a reviewer who sends the
+  example back (needs work) puts it back in the Pending queue for annotators.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from curation import queues
+from curation.auth import User, require
+from curation.errors import InvalidValue
+from curation.query import ExampleFilter
+from curation.queues import QueueItem
+from curation.store import Example, Store, utcnow
+
+LEASE_SETTING = "review_lease_minutes"
+DEFAULT_LEASE_MINUTES = 5.0
+SUBMITTED = "submitted"  # the Submitted queue, and the stored source that feeds it
+_MAX_ROUNDS = 20  # claim attempts before giving up on a queue everyone is racing for
+
+
+@dataclass(frozen=True)
+class Lease:
+    """Who holds an example, from which queue, since when and until when (UTC)."""
+
+    example_id: int
+    holder: str
+    queue: str | None
+    acquired_at: datetime
+    expires_at: datetime
+
+    def held_by(self, user: User) -> bool:
+        return self.holder == user.name
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"example_id": self.example_id, "holder": self.holder, "queue": self.queue,
+                "acquired_at": self.acquired_at.isoformat(timespec="seconds"),
+                "expires_at": self.expires_at.isoformat(timespec="seconds")}
+
+
+def lease_minutes(store: Store) -> float:
+    """How long a lease lasts without renewal (the workspace setting, default 5 minutes)."""
+    value = store.setting(LEASE_SETTING)
+    return float(value) if value is not None else DEFAULT_LEASE_MINUTES
+
+
+def set_lease_minutes(store: Store, user: User, minutes: float) -> float:
+    """Set how long a lease lasts without renewal (admins; between 0.5 and 240 minutes)."""
+    require(user, "manage_users")
+    if not 0.5 <= minutes <= 240:
+        raise InvalidValue(f"a lease lasts between 0.5 and 240 minutes, not {minutes:g}")
+    store.set_setting(LEASE_SETTING, f"{minutes:g}")
+    return minutes
+
+
+def claim_next(store: Store, user: User, queue: str, where: ExampleFilter = ExampleFilter(),
+               *, after: tuple[float, int] | None = None,
+               now: datetime | None = None) -> QueueItem | None:
+    """The next example of `queue` (within `where`, after position `after`) that nobody else
+    holds a live lease on, leased to `user`; None when there is none. `user`'s other leases
+    are released."""
+    require(user, "edit")
+    now = now or utcnow()
+    until = now + timedelta(minutes=lease_minutes(store))
+    store.drop_expired(now)
+    for _ in range(_MAX_ROUNDS):
+        others = store.leased_by_others(user.name, now)
+        items = queues.upcoming(store, queue, where, after=after, limit=others + 1)
+        taken = store.leased_ids([i.example.id for i in items], user.name, now)
+        free = [i for i in items if i.example.id not in taken]
+        if not free and len(items) <= others:  # the rest of the queue is leased, or empty
+            store.drop_leases(user.name)
+            return None
+        for item in free:
+            if not store.take_lease(item.example.id, user.name, queue, now, until):
+                continue  # someone claimed it in the same instant
+            fresh = _still_in_queue(store, queue, where, item)
+            if fresh is None:
+                store.drop_leases(user.name, example_id=item.example.id)
+                continue
+            store.drop_leases(user.name, keep=item.example.id)
+            return fresh
+    return None
+
+
+def _still_in_queue(store: Store, queue: str, where: ExampleFilter,
+                    item: QueueItem) -> QueueItem | None:
+    """The item as it is now, or None if it left the queue between the read and the lease."""
+    if store.get(item.example.id).version == item.example.version:
+        return item
+    found = queues.upcoming(store, queue, dataclasses.replace(where, ids=(item.example.id,)),
+                            limit=1)
+    return found[0] if found else None
+
+
+def hold(store: Store, user: User, example_id: int, queue: str | None = None, *,
+         now: datetime | None = None) -> Lease:
+    """Lease `example_id` to `user` if it is free (or renew their lease) and return the live
+    lease: theirs, or the one someone else holds (then nothing changes)."""
+    require(user, "edit")
+    now = now or utcnow()
+    store.take_lease(example_id, user.name, queue, now,
+                     now + timedelta(minutes=lease_minutes(store)))
+    lease = holder(store, example_id, now=now)
+    if lease is None:  # taken and released again in between: try once more
+        store.take_lease(example_id, user.name, queue, now,
+                         now + timedelta(minutes=lease_minutes(store)))
+        lease = holder(store, example_id, now=now)
+    return lease or Lease(example_id, user.name, queue, now, now)
+
+
+def holder(store: Store, example_id: int, *, now: datetime | None = None) -> Lease | None:
+    """The live lease on an example, or None if nobody holds it."""
+    row = store.lease_row(example_id)
+    if row is None or row[4] <= (now or utcnow()):
+        return None
+    return Lease(*row)
+
+
+def release(store: Store, user: User, example_id: int | None = None) -> int:
+    """Release `user`'s lease on `example_id` (all of their leases if None); how many."""
+    require(user, "edit")
+    return store.drop_leases(user.name, example_id=example_id)
+
+
+def leases(store: Store, user: User, *, now: datetime | None = None) -> list[Lease]:
+    """Every live lease, by holder: who holds what, until when (admins)."""
+    require(user, "manage_users")
+    return [Lease(*row) for row in store.live_lease_rows(now or utcnow())]
+
+
+def submit(store: Store, user: User, example_id: int, *, base_version: int,
+           reason: str | None = None, now: datetime | None = None, **changes: Any) -> Example:
+    """Submit an example for review with the pending edits: one audited change (action
+    `submit`) that puts it in the Submitted queue, and releases `user`'s lease on it."""
+    require(user, "edit")
+    if "status" in changes or "deleted" in changes:
+        raise InvalidValue("a submission carries edits, not a status: a reviewer decides")
+    after = store.record_submission(example_id, base_version=base_version, actor=user.name,
+                                    reason=(reason or "").strip() or None, changes=changes,
+                                    source=SUBMITTED, now=now or utcnow())
+    store.drop_leases(user.name, example_id=example_id)
+    return after
+
+
+def _register_queue() -> None:
+    queues.register_stored(
+        SUBMITTED, "Submitted",
+        "Examples annotators submitted for review (with their edits), oldest first: accept, "
+        "reject or send back as usual. An example leaves this queue when anyone changes it.",
+        feed_title="Submit for review (annotators)",
+        how_to_run="Submit for review on the Review page (annotators)", unchanged=True)
+
+
+_register_queue()
+
+__all__ = ["DEFAULT_LEASE_MINUTES", "LEASE_SETTING", "Lease", "SUBMITTED", "claim_next",
+           "hold", "holder", "lease_minutes", "leases", "release", "set_lease_minutes",
+           "submit"]
