@@ -243,6 +243,10 @@ class Workspace:
         """Who holds which example, until when (admins)."""
         return _leases.leases(self.store, self.user)
 
+    def lease_minutes(self) -> float:
+        """How long a lease lasts without renewal."""
+        return _leases.lease_minutes(self.store)
+
     def set_lease_minutes(self, minutes: float) -> float:
         """How long a lease lasts without renewal (admins)."""
         return _leases.set_lease_minutes(self.store, self.user, minutes)
