@@ -61,3 +61,28 @@ def test_an_annotator_submits_for_review_and_a_reviewer_gets_it(review_page, see
     click(rita, "rv_accept")
     assert seeded_store.get(first.id).status == "accepted"
     assert queues.queue_size(seeded_store, leases.SUBMITTED) == 0
+
+
+def _overview(monkeypatch, store, user: User):
+    from streamlit.testing.v1 import AppTest
+
+    from tests.conftest import PROJECT_ROOT
+
+    monkeypatch.setenv("CURATE_DB", str(store.path))
+    at = AppTest.from_file(str(PROJECT_ROOT / "app.py"), default_timeout=30)
+    at.session_state["user"] = user
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def test_overview_shows_admins_who_holds_what(monkeypatch, seeded_store):
+    first = seeded_store.find()[0]
+    leases.claim_next(seeded_store, RITA, "pending")
+    at = _overview(monkeypatch, seeded_store, User("ada", "admin"))
+    [frame] = [d.value for d in at.dataframe if "who" in d.value.columns]
+    assert list(frame["who"]) == ["rita"] and list(frame["example"]) == [first.id]
+    assert list(frame["queue"]) == ["pending"]
+    assert any(s.value == "Who is working on what" for s in at.subheader)
+    reviewer = _overview(monkeypatch, seeded_store, ROB)  # not for reviewers
+    assert not any(s.value == "Who is working on what" for s in reviewer.subheader)

@@ -1,4 +1,5 @@
-"""Overview: progress at a glance, reviewer activity, and what needs attention next.
+"""Overview: progress at a glance, reviewer activity, what needs attention next, and (for
+admins) who holds which example of a review queue (`curate/ui/review_leases.py`).
 
 What needs attention comes from `Workspace.needs_attention` (the CLI's and the pages' one
 definition): thin labels are counted against the workspace's coverage targets, and the line
@@ -8,6 +9,7 @@ says when the Thin labels queue is out of date and how to update it.
 import pandas as pd
 import streamlit as st
 
+from curate.ui import review_leases
 from curate.ui.common import workspace
 from curation import STATUSES
 
@@ -68,3 +70,5 @@ with left:
 with right:
     _bar("label", stats["by_label"])
     _bar("source", stats["by_source"])
+
+review_leases.leases_table(ws)  # admins: who holds which example

@@ -54,3 +54,22 @@ def submit_button(ws: Workspace, on_click: Callable, *, key_suffix: str = "") ->
               icon=":material/send:", width="stretch", on_click=on_click, args=("submit",),
               help="Save your edits and send the example to the Submitted queue, where a "
                    "reviewer accepts, rejects or sends it back. Counts as your progress.")
+
+
+def leases_table(ws: Workspace) -> None:
+    """Who holds which example of which queue, until when: for admins, on Overview."""
+    if not ws.user.can("manage_users"):
+        return
+    held = ws.leases()
+    with st.container(border=True):
+        st.subheader("Who is working on what", anchor=False)
+        st.caption(f"Live review leases: a lease lasts {ws.lease_minutes():g} minutes unless "
+                   "renewed, and a decision, skip or submission releases it "
+                   "(`curate leases --minutes N` changes the length).")
+        if not held:
+            st.text("Nobody holds a lease now.")
+            return
+        st.dataframe([{"who": lease.holder, "example": lease.example_id,
+                       "queue": lease.queue or "(opened by link)",
+                       "since (UTC)": lease.acquired_at, "until (UTC)": lease.expires_at}
+                      for lease in held], hide_index=True, key="ov_leases")
