@@ -16,9 +16,10 @@ Design decisions:
   next free example. No lock is held between reading the queue and taking the lease.
 - `claim_next` reads the queue through its normal source (`queues.upcoming`, with the
   person's filters and position), so whatever decides what a queue serves (its source, an
-  overlap filter) applies unchanged. It asks for one more row than there are live leases held
-  by others, so the first free example is among them whatever the others hold, and skips the
-  leased ones. If the example changed between the read and the lease (someone decided it just
+  overlap filter) applies unchanged. It asks for a few more rows (`_SPARE`) than there are
+  live leases held by others, so free examples are among them whatever the others hold, skips
+  the leased ones, and who loses the race for the first free one tries the next at once
+  instead of reading the queue again. If the example changed between the read and the lease (someone decided it just
   before releasing it), it is checked to be still in the queue, or released and passed over.
 - One person holds one example at a time: claiming the next one releases the others they
   hold (a second browser tab of the same person shares their lease).
@@ -52,6 +53,7 @@ LEASE_SETTING = "review_lease_minutes"
 DEFAULT_LEASE_MINUTES = 5.0
 SUBMITTED = "submitted"  # the Submitted queue, and the stored source that feeds it
 _MAX_ROUNDS = 20  # claim attempts before giving up on a queue everyone is racing for
+_SPARE = 4  # free candidates read beyond the first: who loses a race tries the next at once
 
 
 @dataclass(frozen=True)
@@ -97,25 +99,35 @@ def claim_next(store: Store, user: User, queue: str, where: ExampleFilter = Exam
     require(user, "edit")
     now = now or utcnow()
     until = now + timedelta(minutes=lease_minutes(store))
-    store.drop_expired(now)
     for _ in range(_MAX_ROUNDS):
-        others = store.leased_by_others(user.name, now)
-        items = queues.upcoming(store, queue, where, after=after, limit=others + 1)
-        taken = store.leased_ids([i.example.id for i in items], user.name, now)
+        others, mine, expired = store.lease_counts(user.name, now)
+        if expired:
+            store.drop_expired(now)
+        items = queues.upcoming(store, queue, where, after=after, limit=others + 1 + _SPARE)
+        taken = store.leased_ids([i.example.id for i in items], user.name, now) \
+            if others else set()
         free = [i for i in items if i.example.id not in taken]
-        if not free and len(items) <= others:  # the rest of the queue is leased, or empty
-            store.drop_leases(user.name)
+        if not free and len(items) < others + 1 + _SPARE:  # the rest is leased, or empty
+            if mine:
+                store.drop_leases(user.name)
             return None
         for item in free:
-            if not store.take_lease(item.example.id, user.name, queue, now, until):
+            if _held_by_other(store, item.example.id, user, now):
+                continue  # claimed since the queue was read: a read is cheaper than a write
+            if not store.take_lease(item.example.id, user.name, queue, now, until,
+                                    release_others=bool(mine)):
                 continue  # someone claimed it in the same instant
+            mine = 0  # released together with the take
             fresh = _still_in_queue(store, queue, where, item)
-            if fresh is None:
-                store.drop_leases(user.name, example_id=item.example.id)
-                continue
-            store.drop_leases(user.name, keep=item.example.id)
-            return fresh
+            if fresh is not None:
+                return fresh
+            store.drop_leases(user.name, example_id=item.example.id)
     return None
+
+
+def _held_by_other(store: Store, example_id: int, user: User, now: datetime) -> bool:
+    row = store.lease_row(example_id)
+    return row is not None and row[1] != user.name and row[4] > now
 
 
 def _still_in_queue(store: Store, queue: str, where: ExampleFilter,
