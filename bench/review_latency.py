@@ -73,9 +73,9 @@ sys.path.insert(0, str(ROOT))
 
 from curation import ExampleFilter, Store, import_file  # noqa: E402
 from curation.auth import User  # noqa: E402
+from curation.leases import claim_next  # noqa: E402
 from curation.queues import upcoming  # noqa: E402
 from curation.review import decide  # noqa: E402
-from curation.leases import claim_next  # noqa: E402
 
 SEED = 20261123
 TARGET_MS = 100.0

@@ -21,6 +21,10 @@ Design decisions:
   in-flight ids, held for microseconds, no lock around the database work) and one whose lease
   was committed since its read (a point read before the write): claimers spread over the
   next free examples instead of racing for the first; the primary key settles what is left.
+- The queue and its leases are read in one transaction (one snapshot). Read apart, a slow
+  queue read could list an example that someone decided and released meanwhile, which then
+  looked free: measured, nearly every claim under 8 busy reviewers took such a stale example
+  first and had to let it go.
 - `claim_next` reads the queue through its normal source (`queues.upcoming`, with the
   person's filters and position), so whatever decides what a queue serves (its source, an
   overlap filter) applies unchanged. It asks for a few more rows (`_SPARE`) than there are
@@ -110,21 +114,22 @@ def claim_next(store: Store, user: User, queue: str, where: ExampleFilter = Exam
     now = now or utcnow()
     until = now + timedelta(minutes=lease_minutes(store))
     for _ in range(_MAX_ROUNDS):
-        others, mine, expired = store.lease_counts(user.name, now)
+        with store.transaction():  # one snapshot: the queue and its leases as of one instant
+            others, mine, expired = store.lease_counts(user.name, now)
+            limit = others + 1 + _SPARE + len(_IN_FLIGHT)
+            items = queues.upcoming(store, queue, where, after=after, limit=limit)
+            taken = store.leased_ids([i.example.id for i in items], user.name, now) \
+                if others else set()
         if expired:
             store.drop_expired(now)
-        limit = others + 1 + _SPARE + len(_IN_FLIGHT)
-        items = queues.upcoming(store, queue, where, after=after, limit=limit)
-        taken = store.leased_ids([i.example.id for i in items], user.name, now) \
-            if others else set()
         free = [i for i in items if i.example.id not in taken]
         if not free and len(items) < limit:  # the rest of the queue is leased, or empty
             if mine:
                 store.drop_leases(user.name)
             return None
         for item in free:
-            if not _take(store, user, item.example.id, queue, now, until, bool(mine)):
-                continue  # someone claimed it in the same instant
+            if not _take(store, user, item, queue, now, until, bool(mine)):
+                continue  # someone claimed or decided it since the read
             mine = 0  # released together with the take
             fresh = _still_in_queue(store, queue, where, item)
             if fresh is not None:
@@ -133,19 +138,23 @@ def claim_next(store: Store, user: User, queue: str, where: ExampleFilter = Exam
     return None
 
 
-def _take(store: Store, user: User, example_id: int, queue: str, now: datetime,
+def _take(store: Store, user: User, item: QueueItem, queue: str, now: datetime,
           until: datetime, release_others: bool) -> bool:
-    """Lease one example unless another thread of this process is leasing it right now or
-    someone holds it (both cheap to see); the primary key settles any race left."""
+    """Lease one example unless another thread of this process is leasing it right now,
+    someone holds it or it changed since the queue was read (all cheap to see: no write);
+    the primary key settles any race left."""
+    example_id = item.example.id
     key = (str(store.path), example_id)
     with _IN_FLIGHT_GUARD:
         if key in _IN_FLIGHT:
             return False
         _IN_FLIGHT.add(key)
     try:
-        row = store.lease_row(example_id)
-        if row is not None and row[1] != user.name and row[4] > now:
+        version, holder, expires_at = store.version_and_lease(example_id)
+        if holder is not None and holder != user.name and expires_at > now:
             return False  # taken since the queue was read
+        if version != item.example.version:
+            return False  # decided (and released) since the queue was read
         return store.take_lease(example_id, user.name, queue, now, until,
                                 release_others=release_others)
     finally:
@@ -156,7 +165,7 @@ def _take(store: Store, user: User, example_id: int, queue: str, now: datetime,
 def _still_in_queue(store: Store, queue: str, where: ExampleFilter,
                     item: QueueItem) -> QueueItem | None:
     """The item as it is now, or None if it left the queue between the read and the lease."""
-    if store.get(item.example.id).version == item.example.version:
+    if store.version_and_lease(item.example.id)[0] == item.example.version:
         return item
     found = queues.upcoming(store, queue, dataclasses.replace(where, ids=(item.example.id,)),
                             limit=1)

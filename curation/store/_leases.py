@@ -70,6 +70,14 @@ class LeaseQueries:
         return self.cursor().execute(f"SELECT {', '.join(LEASE_COLUMNS)} FROM leases "
                                      "WHERE example_id = ?", [example_id]).fetchone()
 
+    def version_and_lease(self, example_id: int) -> tuple:
+        """(the example's current version or None, the lease's holder and expiry or None):
+        one point read, what a claim checks just before and after it writes its lease."""
+        return self.cursor().execute(
+            "SELECT (SELECT version FROM examples WHERE id = $1), "
+            "(SELECT holder FROM leases WHERE example_id = $1), "
+            "(SELECT expires_at FROM leases WHERE example_id = $1)", [example_id]).fetchone()
+
     def live_lease_rows(self, now: datetime, *, holder: str | None = None) -> list[tuple]:
         """Every lease not expired at `now` (only `holder`'s, if given), by holder and age."""
         return self.cursor().execute(
