@@ -43,7 +43,9 @@ Design decisions:
   findings queue with `unchanged=True`, so an example leaves it as soon as anyone changes it
   (a reviewer's decision, as usual; or a further edit, which needs a new submission). No new
   status: `pending`/`needs_work` keep meaning what they meant, and a reviewer who sends the
-  example back (needs work) puts it back in the Pending queue for annotators.
+  example back (needs work) puts it back in the Pending queue for annotators. Until then,
+  `claim_next` serves a submitted example to no one who cannot decide, in any queue: it
+  waits for a reviewer (reviewers meet it in Submitted, and in the other queues too).
 """
 
 from __future__ import annotations
@@ -118,11 +120,16 @@ def claim_next(store: Store, user: User, queue: str, where: ExampleFilter = Exam
             others, mine, expired = store.lease_counts(user.name, now)
             limit = others + 1 + _SPARE + len(_IN_FLIGHT)
             items = queues.upcoming(store, queue, where, after=after, limit=limit)
-            taken = store.leased_ids([i.example.id for i in items], user.name, now) \
-                if others else set()
+            ids = [i.example.id for i in items]
+            taken = store.leased_ids(ids, user.name, now) if others else set()
+            if not user.can("decide") and queue != SUBMITTED:  # done, awaiting a reviewer
+                taken |= store.awaiting_review(ids, SUBMITTED)
         if expired:
             store.drop_expired(now)
         free = [i for i in items if i.example.id not in taken]
+        if not free and len(items) == limit and len(taken) > others:
+            after = items[-1].position  # a run of submitted examples: walk past it
+            continue
         if not free and len(items) < limit:  # the rest of the queue is leased, or empty
             if mine:
                 store.drop_leases(user.name)

@@ -223,6 +223,21 @@ def test_a_reviewer_decides_a_submitted_example_and_it_leaves_the_queue(seeded_s
     assert seeded_store.get(ex.id).status == "needs_work"  # back to the annotators
 
 
+def test_a_submitted_example_waits_for_a_reviewer_not_another_annotator(seeded_store):
+    first, second = seeded_store.find()[:2]
+    leases.submit(seeded_store, ANN, first.id, base_version=first.version)
+    other = User("otto", "annotator")
+    assert leases.claim_next(seeded_store, other, "pending").example.id == second.id
+    assert leases.claim_next(seeded_store, RITA, "pending").example.id == first.id
+
+
+def test_an_annotator_walks_past_a_run_of_submitted_examples(many_store):
+    for ex in many_store.find()[:20]:
+        leases.submit(many_store, ANN, ex.id, base_version=ex.version)
+    got = leases.claim_next(many_store, User("otto", "annotator"), "pending")
+    assert got.example.id == many_store.find()[20].id
+
+
 def test_submit_on_a_stale_version_writes_nothing(seeded_store):
     ex = seeded_store.find()[0]
     seeded_store.update(ex.id, base_version=ex.version, actor="other", label="x")

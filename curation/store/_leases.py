@@ -148,9 +148,11 @@ class LeaseQueries:
         except duckdb.TransactionException:
             raise self._conflict(self.get(example_id), base_version) from None
 
-    def submissions_by(self, since: datetime) -> list[tuple[str, int]]:
-        """(actor, examples submitted) since `since`, by actor."""
-        return self.cursor().execute(
-            "SELECT actor, count(DISTINCT example_id) FROM events WHERE action = 'submit' "
-            "AND occurred_at >= ? GROUP BY actor ORDER BY actor", [since]).fetchall()
-
+    def awaiting_review(self, ids: list[int], source: str) -> set[int]:
+        """Which of `ids` are submitted for review (a finding of `source` on their current
+        version)."""
+        rows = self.cursor().execute(
+            "SELECT f.example_id FROM findings f JOIN examples e ON e.id = f.example_id "
+            "AND e.version = f.version WHERE f.check_name = ? AND "
+            "list_contains(?::BIGINT[], f.example_id)", [source, list(ids)]).fetchall()
+        return {r[0] for r in rows}
