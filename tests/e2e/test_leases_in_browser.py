@@ -16,7 +16,7 @@ from tests.conftest import admin, chat, write_jsonl
 from tests.e2e.conftest import PASSWORD, sign_in
 
 pytestmark = pytest.mark.browser
-# the acceptance run is 60 each: CURATE_E2E_DECISIONS=60 (about 15 minutes here)
+# the acceptance run is 60 each: CURATE_E2E_DECISIONS=60 (1.5-2 minutes here)
 DECISIONS_EACH = int(os.environ.get("CURATE_E2E_DECISIONS", "8"))
 REVIEWERS = ("rita", "ravi", "rosa")
 HEADING = re.compile(r"^Example #\d+$")
@@ -24,7 +24,7 @@ HEADING = re.compile(r"^Example #\d+$")
 
 def shown_id(page) -> int:
     heading = page.get_by_role("heading", name=HEADING).first
-    heading.wait_for(timeout=30_000)
+    heading.wait_for(timeout=60_000)
     return int(heading.inner_text().removeprefix("Example #"))
 
 
