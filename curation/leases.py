@@ -4,8 +4,9 @@ A lease says "this person is working on this example until this time" (the works
 `review_lease_minutes`, 5 minutes by default). `claim_next` hands out the next example of a
 queue that nobody else holds a live lease on and leases it in the same step; `hold` renews
 the lease while the person works on it (the Review page calls it on every rerun for the
-example, and for an example opened by link, which it leases too if it is free); a decision,
-a submission, a skip (`release`) or moving on to the next example releases it, and a lease
+example, and for an example opened by link, which it leases too if it is free; it writes
+only once less than half of the lease is left, so most reruns cost a read); a decision, a
+submission, a skip (`release`) or moving on to the next example releases it, and a lease
 nobody renews simply expires: an expired row is ignored, and replaced by the next claim.
 `leases` lists who holds what, for admins (Overview, `curate leases`).
 
@@ -181,18 +182,21 @@ def _still_in_queue(store: Store, queue: str, where: ExampleFilter,
 
 def hold(store: Store, user: User, example_id: int, queue: str | None = None, *,
          now: datetime | None = None) -> Lease:
-    """Lease `example_id` to `user` if it is free (or renew their lease) and return the live
-    lease: theirs, or the one someone else holds (then nothing changes)."""
+    """Lease `example_id` to `user` if it is free (or renew their lease once less than half of
+    it is left) and return the live lease: theirs, or the one someone else holds (then
+    nothing changes)."""
     require(user, "edit")
     now = now or utcnow()
-    store.take_lease(example_id, user.name, queue, now,
-                     now + timedelta(minutes=lease_minutes(store)))
-    lease = holder(store, example_id, now=now)
-    if lease is None:  # taken and released again in between: try once more
-        store.take_lease(example_id, user.name, queue, now,
-                         now + timedelta(minutes=lease_minutes(store)))
+    length = timedelta(minutes=lease_minutes(store))
+    for _ in range(2):  # a second try if it was released between the write and the read
         lease = holder(store, example_id, now=now)
-    return lease or Lease(example_id, user.name, queue, now, now)
+        if lease is not None and (not lease.held_by(user) or lease.expires_at - now > length / 2):
+            return lease  # someone else's, or mine and fresh: a read, no write
+        store.take_lease(example_id, user.name, queue, now, now + length)
+        lease = holder(store, example_id, now=now)
+        if lease is not None:
+            return lease
+    return Lease(example_id, user.name, queue, now, now)
 
 
 def holder(store: Store, example_id: int, *, now: datetime | None = None) -> Lease | None:
