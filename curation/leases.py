@@ -244,6 +244,17 @@ def _register_queue() -> None:
 
 _register_queue()
 
-__all__ = ["DEFAULT_LEASE_MINUTES", "LEASE_SETTING", "Lease", "SUBMITTED", "claim_next",
-           "hold", "holder", "lease_minutes", "leases", "release", "set_lease_minutes",
-           "submit"]
+__all__ = [
+    "DEFAULT_LEASE_MINUTES",
+    "LEASE_SETTING",
+    "SUBMITTED",
+    "Lease",
+    "claim_next",
+    "hold",
+    "holder",
+    "lease_minutes",
+    "leases",
+    "release",
+    "set_lease_minutes",
+    "submit",
+]
