@@ -138,6 +138,15 @@ def test_hold_renews_my_lease_and_leaves_someone_elses(seeded_store):
     assert leases.holder(seeded_store, item.example.id, now=later).holder == "rita"
 
 
+def test_hold_writes_only_once_less_than_half_of_the_lease_is_left(seeded_store):
+    now = utcnow()
+    item = leases.claim_next(seeded_store, RITA, "pending", now=now)
+    early = leases.hold(seeded_store, RITA, item.example.id, now=now + timedelta(minutes=2))
+    assert early.expires_at == now + timedelta(minutes=5)  # more than half left: unchanged
+    late = leases.hold(seeded_store, RITA, item.example.id, now=now + timedelta(minutes=3))
+    assert late.expires_at == now + timedelta(minutes=8)
+
+
 def test_an_example_opened_by_link_is_leased_if_free(seeded_store):
     ex = seeded_store.find()[3]
     assert leases.hold(seeded_store, ROB, ex.id).holder == "rob"
