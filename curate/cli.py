@@ -360,6 +360,73 @@ def stats(db, as_json):
 
 
 @main.command()
+@click.argument("n", type=int, required=False)
+@db_option
+@actor_option
+def overlap(n, db, actor):
+    """Show or set how many independent decisions each train example needs (default 1).
+
+    With N > 1 a reviewer's decision on an undecided train example is one blind vote; the
+    example is served to N different reviewers, decided when all N agree (same decision and
+    label) and sent to the Adjudication queue when they disagree. Setting N settles or
+    disputes the open rounds that now have N decisions.
+
+    \b
+    Example:
+      curate overlap 2
+    """
+    with _open(db, actor) as workspace:
+        if n is None:
+            n = workspace.overlap()
+            click.echo(f"Each train example needs {n} independent decision{'s' * (n > 1)}.")
+            return
+        outcome = workspace.set_overlap(n)
+    click.echo(f"Each train example now needs {n} independent decision{'s' * (n > 1)}.")
+    if outcome["agreed"] or outcome["disputed"]:
+        click.echo(f"{len(outcome['agreed']):,} examples decided by their agreeing decisions, "
+                   f"{len(outcome['disputed']):,} sent to the Adjudication queue.")
+
+
+@main.command()
+@db_option
+@json_option
+def agreement(db, as_json):
+    """Agreement on the examples with overlap: Cohen's kappa per reviewer pair, Fleiss' kappa.
+
+    Computed on every round of two or more independent decisions; a decision's category is
+    its decision and label together. Per label: Fleiss' kappa with the label one-vs-rest, and
+    the share of the items touching the label where every decision gave it (docs/review.md).
+
+    \b
+    Example:
+      curate agreement --json
+    """
+    with _open(db) as workspace:
+        result = workspace.agreement()
+    if as_json:
+        _print_json(result.to_dict())
+        return
+
+    def k(value):
+        return "-" if value is None else f"{value:.3f}"
+
+    click.echo(f"Overlap {result.overlap}; {result.items:,} examples with two or more "
+               f"decisions by {len(result.reviewers)} reviewers; {result.in_adjudication:,} "
+               "in adjudication.")
+    if not result.items:
+        click.echo("No example has two decisions yet: set `curate overlap 2` and review.")
+        return
+    click.echo(f"All decisions agree on {result.observed:.0%}; Fleiss' kappa {k(result.fleiss)}")
+    click.echo(f"\n{'reviewers':<40} {'items':>6} {'agree':>6} {'kappa':>7}")
+    for p in result.pairs:
+        click.echo(f"{p.a + ' / ' + p.b:<40} {p.items:>6} {p.observed:>6.0%} {k(p.kappa):>7}")
+    click.echo(f"\n{'label':<40} {'items':>6} {'agree':>6} {'kappa':>7}")
+    for lab in result.labels:
+        click.echo(f"{lab.label or '(no label)':<40} {lab.items:>6} {lab.all_agree:>6.0%} "
+                   f"{k(lab.kappa):>7}")
+
+
+@main.command()
 @db_option
 @json_option
 def snapshots(db, as_json):
@@ -815,6 +882,98 @@ def user_set_role(name, role, db):
     with _open(db) as workspace:
         changed = workspace.set_role(name, role)
     click.echo(f"user {changed.name} is now {changed.role}")
+
+
+@user.command("sign-out")
+@click.argument("name")
+@db_option
+def user_sign_out(name, db):
+    """Sign every app session of an account out (a lost laptop, someone who left): their
+    session cookies stop working at their next click.
+
+    \b
+    Example:
+      curate user sign-out alice
+    """
+    with _open(db) as workspace:
+        ended = workspace.end_sessions(name)
+    click.echo(f"signed out {ended} open session{'s' * (ended != 1)} of {name}")
+
+
+@main.group()
+def guidelines():
+    """Show, set and list the versions of the workspace's review guidelines (Markdown).
+
+    \b
+    Example:
+      curate guidelines set guidelines.md && curate guidelines show
+    """
+
+
+@guidelines.command("show")
+@db_option
+@click.option("--version", "version", type=click.IntRange(min=1), default=None,
+              help="A saved version; default the current one.")
+@json_option
+def guidelines_show(db, version, as_json):
+    """Print the guidelines (the Markdown text as saved).
+
+    \b
+    Example:
+      curate guidelines show --version 2 --json
+    """
+    with _open(db) as workspace:
+        shown = workspace.guidelines(version)
+    if as_json:
+        _print_json(shown.to_dict() if shown else {"version": 0, "text": ""})
+        return
+    if shown is None:
+        click.echo("no guidelines yet: an admin writes them on the Guidelines page, or with "
+                   "`curate guidelines set FILE`", err=True)
+        return
+    click.echo(shown.text, nl=not shown.text.endswith("\n"))
+
+
+@guidelines.command("set")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@db_option
+@click.option("--note", default=None, help="What changed, kept with the version.")
+@actor_option
+def guidelines_set(file, db, note, actor):
+    """Save a Markdown file as the next version of the guidelines (as an admin).
+
+    \b
+    Example:
+      curate guidelines set guidelines.md --note "refunds: ask for the order number"
+    """
+    try:
+        text = file.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise click.ClickException(f"{file} is not UTF-8 text") from None
+    with _open(db, actor) as workspace:
+        saved = workspace.save_guidelines(text, note=note)
+    click.echo(f"guidelines version {saved.version} saved by {saved.saved_by}")
+
+
+@guidelines.command("history")
+@db_option
+@json_option
+def guidelines_history(db, as_json):
+    """List the versions of the guidelines, newest first: who saved each, when, and why.
+
+    \b
+    Example:
+      curate guidelines history --json
+    """
+    with _open(db) as workspace:
+        versions = workspace.guidelines_history()
+    if as_json:
+        _print_json([{k: v for k, v in g.to_dict().items() if k != "text"}
+                     | {"chars": len(g.text)} for g in versions])
+        return
+    for g in versions:
+        click.echo(f"{g.version:>4}  {g.saved_at:%Y-%m-%d %H:%M}  {g.saved_by:<16} "
+                   f"{g.note or ''}")
 
 
 @main.command()

@@ -27,10 +27,16 @@ from typing import TYPE_CHECKING
 from curation import CurateError, ExampleFilter, Store, export_jsonl, import_file, queues, review
 from curation.auth import User, add_user, set_role, users
 from curation.checks import CheckResult, Progress, dismiss, keep_one, load_table, run_check
+from curation import comments as _comments
+from curation import agreement as _agreement
 from curation import failures as _failures
+from curation import progress as _progress
+from curation import guidelines as _guidelines
 from curation import leases as _leases
 from curation import routing as _routing
+from curation import sessions as _sessions
 from curation import suggestions as _suggestions
+from curation import undo as _undo
 from curation.checks.coverage import (RANK_RULE, RankedGap, Targets, get_targets, rank_gaps,
                                       set_targets, store_gaps, thin_labels)
 from curation.embeddings import PACKAGED_MODEL
@@ -40,12 +46,15 @@ from curation.uploads import IMPORT_REPORTS_DIR
 
 if TYPE_CHECKING:
     from curation import Example, ExportResult, ImportReport, Snapshot
+    from curation.comments import Comment
+    from curation.guidelines import DecidedUnder, Guidelines, LabelDescription
     from curation.failures import Evidence, Failure
     from curation.leases import Lease
     from curation.maintenance import BackupResult
     from curation.queues import QueueItem
     from curation.review import BulkResult
     from curation.routing import Routing
+    from curation.sessions import SavedView
     from curation.suggestions import Suggestion
     from training.config import EvalConfig, TrainConfig
     from training.curve import Curve
@@ -224,6 +233,34 @@ class Workspace:
         _leases.release(self.store, self.user, example_id)
         return after
 
+    # --- overlap for agreement (curation.agreement) ---------------------------------------
+
+    def overlap(self) -> int:
+        """How many independent decisions each train example needs (default 1)."""
+        return _agreement.overlap(self.store)
+
+    def set_overlap(self, n: int) -> dict:
+        """Set N (admins); open rounds that now have N decisions are settled or disputed."""
+        return _agreement.set_overlap(self.store, self.user, n)
+
+    def serving_filter(self, queue: str, where: ExampleFilter = ExampleFilter()
+                       ) -> ExampleFilter:
+        """The filter as this user reads the queue: with overlap, only the examples still
+        open to their independent decision."""
+        return _agreement.serving_filter(self.store, self.user, queue, where)
+
+    def votes(self, example_id: int) -> list[_agreement.Vote]:
+        """An example's unsettled independent decisions, side by side (adjudicators)."""
+        return _agreement.votes(self.store, self.user, example_id)
+
+    def vote_progress(self, example_id: int) -> _agreement.VoteProgress | None:
+        """How many decisions an example's round has, without saying which."""
+        return _agreement.progress(self.store, self.user, example_id)
+
+    def agreement(self) -> _agreement.Agreement:
+        """Cohen's kappa per reviewer pair, Fleiss' kappa overall and per label."""
+        return _agreement.figures(self.store)
+
     # work distribution: leases on a queue's examples, submissions (curation.leases)
 
     def claim_next(self, queue: str, where: ExampleFilter = ExampleFilter(), *,
@@ -274,6 +311,38 @@ class Workspace:
         """One action on many examples, each on its current version."""
         return review.bulk(self.store, self.user, ids, action, value, reason)
 
+    def bulk_matching(self, where: ExampleFilter, action: str, *, expected: int,
+                      value: str | None = None, reason: str | None = None) -> BulkResult:
+        """One action on every example the filter selects (the count the person confirmed
+        must still hold), as one batch."""
+        return review.bulk_matching(self.store, self.user, where, action, expected=expected,
+                                    value=value, reason=reason)
+
+    def undo(self, example_id: int, version: int) -> Example:
+        """Take back the change that made `version` (the exact version before comes back)."""
+        return _undo.undo_change(self.store, self.user, example_id, version)
+
+    def last_change(self) -> tuple[int, int, str] | None:
+        """This person's latest decision or edit today that still stands (not a batch's)."""
+        return _undo.last_change(self.store, self.user)
+
+    def undo_batch(self, batch_id: str) -> _undo.UndoResult:
+        """Take back a whole bulk batch, example by example."""
+        return _undo.undo_batch(self.store, self.user, batch_id)
+
+    def last_batch(self) -> dict | None:
+        """This person's latest bulk batch, if not undone yet."""
+        return _undo.last_batch(self.store, self.user)
+
+    def queue_progress(self, queue: str, where: ExampleFilter = ExampleFilter()
+                       ) -> _progress.QueueProgress:
+        """This person's decisions today in a queue, of how many (`curation.progress`)."""
+        return _progress.queue_progress(self.store, queue, self.user.name, where)
+
+    def decisions_per_day(self, days: int = 14) -> list:
+        """(UTC day, person, decisions) over the last `days` days, people only."""
+        return _progress.decisions_per_day(self.store, days)
+
     def keep_one(self, group: list[int], keeper: int) -> list[int]:
         """Reject every member of a duplicate group but `keeper`; the rejected ids."""
         return keep_one(self.store, self.user, group, keeper)
@@ -304,6 +373,64 @@ class Workspace:
 
     def set_role(self, name: str, role: str) -> User:
         return set_role(self.store, self.user, name, role)
+
+    # --- saved views (curation.sessions) ---------------------------------------------------
+
+    def saved_views(self, page: str | None = None) -> list[SavedView]:
+        """This user's own saved views (of one page, or all)."""
+        return _sessions.saved_views(self.store, self.user, page)
+
+    def save_view(self, page: str, name: str, params: dict) -> SavedView:
+        """Save (or replace) this user's view `name` of `page`: its URL query parameters."""
+        return _sessions.save_view(self.store, self.user, page, name, params)
+
+    def delete_view(self, page: str, name: str) -> None:
+        _sessions.delete_view(self.store, self.user, page, name)
+
+    def end_sessions(self, name: str) -> int:
+        """Sign every app session of account `name` out (admins); how many were open."""
+        return _sessions.end_user_sessions(self.store, self.user, name)
+
+    # --- guidelines, label descriptions, comments -----------------------------------------
+
+    def guidelines(self, version: int | None = None) -> Guidelines | None:
+        """One version of the guidelines (default the current one; None: none yet)."""
+        return _guidelines.get(self.store, version)
+
+    def guidelines_history(self) -> list[Guidelines]:
+        """Every version of the guidelines, newest first."""
+        return _guidelines.history(self.store)
+
+    def save_guidelines(self, text: str, *, note: str | None = None,
+                        base_version: int | None = None) -> Guidelines:
+        """Save the guidelines as a new version (admins)."""
+        return _guidelines.save(self.store, self.user, text, note=note,
+                                base_version=base_version)
+
+    def guidelines_diff(self, old: int, new: int) -> list[str]:
+        """What changed from guidelines version `old` to `new`, as unified diff lines."""
+        return _guidelines.diff(self.store, old, new)
+
+    def decided_under(self, example_id: int) -> DecidedUnder | None:
+        """An example's latest decision and the guidelines version it was made under."""
+        return _guidelines.decided_under(self.store, example_id)
+
+    def label_descriptions(self) -> dict[str, LabelDescription]:
+        return _guidelines.label_descriptions(self.store)
+
+    def set_label_description(self, label: str, description: str,
+                              example: str | None = None) -> LabelDescription | None:
+        """Say what a label means, with one example (admins); empty removes it."""
+        return _guidelines.set_label_description(self.store, self.user, label, description,
+                                                 example)
+
+    def comments(self, example_id: int) -> list[Comment]:
+        """The comment thread of one example, oldest first."""
+        return _comments.comments(self.store, example_id)
+
+    def add_comment(self, example_id: int, text: str) -> Comment:
+        """Add a comment to an example's thread (any role)."""
+        return _comments.add_comment(self.store, self.user, example_id, text)
 
     # --- checks ---------------------------------------------------------------------------
 
@@ -376,6 +503,11 @@ class Workspace:
              "the auto band's precision (Review page, queue 'QA sample').", "review"),
             (by_status.get("needs_work", 0), "{n:,} examples were sent back as needs work.",
              "review"),
+            (self.store.count(ExampleFilter(older_guidelines=True)), "{n:,} examples were "
+             "decided under older guidelines: re-check what the change affects (Guidelines "
+             "page, Re-check them in Review).", "guidelines"),
+            (self.store.disputed_count(), "{n:,} examples wait for an admin to settle their "
+             "disagreeing decisions (Review page, queue 'Adjudication').", "review"),
             (stats["by_label"].get(None, 0), "{n:,} examples have no label.", "browse")]
         found = [Attention(text.format(n=n), page) for n, text, page in counted if n]
         if stats["total"] and "eval" not in stats["by_split"]:

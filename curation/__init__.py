@@ -10,10 +10,10 @@ from curation.errors import (BadCheckpoint, CurateError, CurveNotFound, EmptyTra
                              EvaluationAlreadyActive, EvaluationNotActive, ExampleNotFound,
                              InvalidExample, InvalidValue, LeakageUnresolved, ModelUnavailable,
                              NotUtf8, PermissionDenied, RunAlreadyActive, RunNotActive,
-                             RunNotFound, SchemaTooNew, SnapshotNotFound, StoreCorrupt,
-                             StoreLocked, StoreUnreadable, TooManySignIns, TrainerNotStarted,
-                             UnknownUser, UnreadableFile, UploadRejected, VersionConflict,
-                             WouldDuplicate)
+                             RunNotFound, SchemaTooNew, SessionInvalid, SnapshotNotFound,
+                             StoreCorrupt, StoreLocked, StoreUnreadable, TooManySignIns,
+                             TrainerNotStarted, UnknownUser, UnreadableFile, UploadRejected,
+                             VersionConflict, WouldDuplicate)
 from curation.exporter import ExportResult, export_jsonl, write_snapshot
 from curation.importer import ImportReport, LineError, import_file
 from curation.query import SPLITS, STATUSES, ExampleFilter
@@ -24,7 +24,7 @@ __all__ = [
     "CurateError", "StoreLocked", "StoreCorrupt", "StoreUnreadable", "SchemaTooNew",
     "SnapshotNotFound", "ExampleNotFound", "InvalidExample", "InvalidValue", "VersionConflict",
     "NotUtf8", "UnreadableFile", "UploadRejected", "WouldDuplicate", "PermissionDenied",
-    "UnknownUser", "TooManySignIns", "LeakageUnresolved", "RunAlreadyActive", "RunNotFound",
+    "UnknownUser", "TooManySignIns", "SessionInvalid", "LeakageUnresolved", "RunAlreadyActive", "RunNotFound",
     "CurveNotFound", "TrainerNotStarted", "RunNotActive", "EmptyTrainingSet", "BadCheckpoint",
     "EvaluationAlreadyActive", "EvaluationNotActive", "ModelUnavailable",
     "ExportResult", "export_jsonl", "write_snapshot", "ImportReport", "LineError",

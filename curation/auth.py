@@ -3,7 +3,9 @@
 Design decisions:
 - Three roles, each including the one before: annotator (edit, propose), reviewer (also
   accept, reject, needs work, revert, run the checks, set coverage targets), admin (also
-  import, export, delete, manage users, train, back up and repair the workspace).
+  import, export, delete, manage users, train, back up and repair the workspace, edit the
+  guidelines and label descriptions, set the review overlap and settle disputed examples in
+  adjudication). Every role may comment on examples.
 - Every mutating core function takes the acting `User` (right after the store, or first when
   it has none; keyword-only where an `actor=` name used to be) and calls `require(user,
   action)` itself, so a forged request or a script that bypasses the page's hidden buttons is
@@ -42,6 +44,8 @@ _MINIMUM_ROLE = {
     "check": "reviewer", "set_targets": "reviewer",
     "import": "admin", "export": "admin", "delete": "admin", "manage_users": "admin",
     "train": "admin", "maintain": "admin",
+    "comment": "annotator", "edit_guidelines": "admin",
+    "set_overlap": "admin", "adjudicate": "admin",  # overlap for agreement (curation.agreement)
 }
 ACTIONS: tuple[str, ...] = tuple(_MINIMUM_ROLE)
 MIN_PASSWORD_CHARS = 8

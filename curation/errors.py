@@ -107,6 +107,10 @@ class TooManySignIns(CurateError):
         self.retry_after = retry_after
 
 
+class SessionInvalid(CurateError):
+    """A sign-in session token is unknown, tampered with, expired or signed out."""
+
+
 # --- checks ---------------------------------------------------------------------------------
 
 class LeakageUnresolved(CurateError):

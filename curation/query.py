@@ -23,7 +23,15 @@ class ExampleFilter:
 
     `deleted=True` selects the soft-deleted examples instead (the Browse page's bin).
     `needs_answer`: True selects only the prompts that need an answer (imported with
-    `--unanswered`, not answered yet), False only answered examples, None both."""
+    `--unanswered`, not answered yet), False only answered examples, None both.
+    `comment`: examples with a comment containing this text (any case; `*`: any comment).
+    `older_guidelines`: decided examples (accepted, rejected, needs work) whose latest
+    decision was made under an earlier guidelines version than the current one, or before
+    there were guidelines (`curation.guidelines`).
+    `open_to`: a reviewer's name: with overlap (`curation.agreement`), only the examples still
+    open to their independent decision (not in adjudication, not decided by them in the
+    current round, not already holding the workspace's N decisions). It is a serving
+    condition, not a criterion of the data: `describe()` leaves it out."""
 
     status: tuple[str, ...] = ()
     split: tuple[str, ...] = ()
@@ -35,6 +43,9 @@ class ExampleFilter:
     ids: tuple[int, ...] | None = field(default=None)
     deleted: bool = False
     needs_answer: bool | None = None
+    comment: str = ""
+    older_guidelines: bool = False
+    open_to: str | None = None
 
     def __post_init__(self) -> None:
         for name, allowed in (("status", STATUSES), ("split", SPLITS)):
@@ -49,5 +60,6 @@ class ExampleFilter:
     def describe(self) -> dict:
         """The non-empty criteria, as stored with snapshots and export manifests."""
         return {k: (list(v) if isinstance(v, tuple) else v)
-                for k, v in asdict(self).items() if v not in ((), "", False, None)}
+                for k, v in asdict(self).items()
+                if v not in ((), "", False, None) and k != "open_to"}
 

@@ -84,6 +84,10 @@ register(Queue("needs_answer", "Needs answer",
                "Prompts imported without an answer (`--unanswered`), in import order: write "
                "the assistant's answer to make them exportable and trainable.",
                QueueSource("needs_answer")))
+register(Queue("adjudication", "Adjudication",
+               "Examples whose independent decisions disagree (overlap for agreement, "
+               "`curate overlap`), oldest first: an admin sees every decision side by side "
+               "and settles it.", QueueSource("adjudication")))
 
 
 def register_stored(name: str, title: str, description: str, *, feed_title: str,

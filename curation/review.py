@@ -10,23 +10,33 @@ Design decisions:
 - Reject needs a reason and needs-work a comment: the annotator who picks the example up next
   must know why.
 - Bulk actions apply per example on its current version and report what they skipped
-  (conflicts, examples already in the wanted state) instead of failing as a whole.
+  (conflicts, examples already in the wanted state) instead of failing as a whole. Each bulk
+  action is one batch (its id recorded beside every event it wrote), which
+  `curation.undo.undo_batch` takes back as a whole. `bulk_matching` applies one to every
+  example a filter selects, after checking that the count the person confirmed still holds.
 - A prompt that needs an answer (imported with `--unanswered`) cannot be accepted until it
   has one: accepting says "this is right to train on", and there is nothing to train on yet.
   Accepting it together with the edit that writes the answer is one change; bulk accept
   skips it and says why. Reject and needs-work stay open to it.
+- With overlap (a workspace needing N > 1 independent decisions per example), `decide` on an
+  undecided train example records one blind vote, or settles a disputed one: the rules are
+  in `curation.agreement`, the one branch into it is here.
 """
 
 from __future__ import annotations
 
 import difflib
+import json
+import secrets
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from curation import agreement
 from curation.auth import User, require
 from curation.errors import InvalidValue, VersionConflict
 from curation.formats import needs_answer
-from curation.store import Example, Store, check_conversation_or_invalid
+from curation.query import ExampleFilter
+from curation.store import Example, Store, check_conversation_or_invalid, utcnow
 
 Decision = Literal["accept", "reject", "needs_work"]
 DECISION_STATUS = {"accept": "accepted", "reject": "rejected", "needs_work": "needs_work"}
@@ -57,8 +67,12 @@ def decide(store: Store, user: User, example_id: int, decision: Decision, *,
         raise InvalidValue(f"{decision.replace('_', ' ')} needs {what}")
     if "deleted" in changes:
         raise InvalidValue("use bulk() to delete")
+    current = store.get(example_id)
     if decision == "accept":
-        _refuse_unanswered(store.get(example_id), changes.get("messages"))
+        _refuse_unanswered(current, changes.get("messages"))
+    if agreement.applies(store, current):  # overlap: a blind vote, or settling a dispute
+        return agreement.decide(store, user, current, decision, base_version=base_version,
+                                reason=(reason or "").strip() or None, changes=changes)
     return store.update(example_id, base_version=base_version, actor=user.name,
                         reason=(reason or "").strip() or None, action=decision,
                         status=DECISION_STATUS[decision], **changes)
@@ -83,6 +97,7 @@ class BulkResult:
     unchanged: list[int] = field(default_factory=list)
     conflicts: dict[int, str] = field(default_factory=dict)
     needs_answer: dict[int, str] = field(default_factory=dict)  # not accepted: no answer yet
+    batch: str | None = None  # the batch id: `curation.undo.undo_batch` takes it back
 
     def summary(self) -> str:
         text = f"{len(self.changed)} changed"
@@ -100,8 +115,9 @@ class BulkResult:
 
 
 def bulk(store: Store, user: User, ids: list[int], action: str, value: str | None = None,
-         reason: str | None = None) -> BulkResult:
-    """Apply one action to many examples, each on its current version."""
+         reason: str | None = None, *, scope: str | None = None) -> BulkResult:
+    """Apply one action to many examples, each on its current version, as one batch;
+    `scope` says which rows were meant (kept with the batch; default "N selected")."""
     if action not in BULK_ACTIONS:
         raise InvalidValue(f"bulk action {action!r} is not one of {', '.join(BULK_ACTIONS)}")
     require(user, BULK_PERMISSION[action])
@@ -109,7 +125,10 @@ def bulk(store: Store, user: User, ids: list[int], action: str, value: str | Non
         raise InvalidValue(f"{action.replace('_', ' ')} needs a value")
     if action == "reject" and not (reason or "").strip():
         raise InvalidValue("reject needs a reason")
-    result = BulkResult()
+    result = BulkResult(batch=f"b{utcnow():%Y%m%d%H%M%S}-{secrets.token_hex(4)}")
+    store.create_batch(result.batch, action=action, value=(value or "").strip() or None,
+                       reason=reason, scope=scope or f"{len(ids)} selected", actor=user.name,
+                       now=utcnow())
     for example_id in ids:
         current = store.get(example_id)
         if action == "accept" and current.needs_answer:
@@ -118,13 +137,29 @@ def bulk(store: Store, user: User, ids: list[int], action: str, value: str | Non
         changes = _bulk_changes(current, action, (value or "").strip())
         try:
             after = store.update(example_id, base_version=current.version, actor=user.name,
-                                 reason=reason, **changes)
+                                 reason=reason, batch=result.batch, **changes)
         except VersionConflict as exc:
             result.conflicts[example_id] = str(exc)
             continue
         (result.changed if after.version > current.version else result.unchanged).append(
             example_id)
     return result
+
+
+def bulk_matching(store: Store, user: User, where: ExampleFilter, action: str, *,
+                  expected: int, value: str | None = None, reason: str | None = None
+                  ) -> BulkResult:
+    """Apply one action to every example `where` selects (not only a page of them), as one
+    batch. `expected` is the count the person confirmed: if the filter now selects a different
+    number, nothing is changed and InvalidValue says so, for them to confirm again."""
+    ids = store.example_ids(where)
+    if len(ids) != expected:
+        raise InvalidValue(f"{len(ids):,} examples match the filter now, not the {expected:,} "
+                           "you confirmed (someone changed some meanwhile): nothing was "
+                           "changed; confirm again with the new count")
+    scope = f"all {len(ids)} matching " + (json.dumps(where.describe(), ensure_ascii=False)
+                                           if where.describe() else "(no filter)")
+    return bulk(store, user, ids, action, value, reason, scope=scope)
 
 
 _NEEDS_ANSWER = ("example #{id} needs an answer before it can be accepted: write the "

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from curation import import_file
+from curation import ExampleFilter, import_file
 from curation.auth import User
 from curation.errors import PermissionDenied
 from curation.review import bulk
@@ -210,3 +210,45 @@ def test_an_empty_workspace_says_so(browse, empty_store):
     at = browse(empty_store)
     assert not at.dataframe
     assert "no examples yet" in at.info[0].value
+
+
+def test_bulk_on_all_matching_rows_asks_with_the_count_then_undo_the_batch(browse,
+                                                                          sixty_store):
+    at = browse(sixty_store)
+    at.sidebar.multiselect(key="browse_label").set_value(["alpha"]).run()
+    assert rows_caption(at) == "Rows 1–20 of 20"
+    at.selectbox(key="browse_page_size").set_value(25).run()
+    at.sidebar.multiselect(key="browse_label").set_value(["alpha", "zeta"]).run()
+    assert rows_caption(at) == "Rows 1–25 of 40"  # more than one page
+    at.radio(key="browse_scope").set_value("matching").run()
+    at.selectbox(key="browse_action_live").set_value("accept").run()
+    assert at.button(key="browse_apply").label == "Accept: all 40 rows matching…"
+    at.button(key="browse_apply").click().run()
+    assert not at.exception
+    warning = unescaped(at.warning[0].value)
+    assert "all 40 rows" in warning and "label = ['alpha', 'zeta']" in warning
+    assert sixty_store.count(ExampleFilter(status=("accepted",))) == 0  # not yet
+    assert at.button(key="browse_confirm_apply").label == "Confirm: accept 40 rows"
+    at.button(key="browse_confirm_apply").click().run()
+    assert unescaped(at.success[0].value) == "Accept: 40 changed."
+    assert sixty_store.count(ExampleFilter(status=("accepted",))) == 40
+    assert sixty_store.count(ExampleFilter(status=("accepted",), label=("mid",))) == 0
+    assert any("Your last bulk action: Accept (all 40 matching" in unescaped(c.value)
+               for c in at.caption)
+    at.button(key="browse_undo_batch").click().run()
+    assert not at.exception
+    assert unescaped(at.success[0].value).startswith("Undone: 40 restored")
+    assert sixty_store.count(ExampleFilter(status=("accepted",))) == 0
+    events = sixty_store.history(1)
+    assert [e["action"] for e in events] == ["create", "accept", "revert"]
+    assert "browse_undo_batch" not in [b.key for b in at.button]  # undone: nothing to offer
+
+
+def test_cancel_of_all_matching_changes_nothing(browse, seeded_store):
+    at = browse(seeded_store)
+    at.radio(key="browse_scope").set_value("matching").run()
+    at.selectbox(key="browse_action_live").set_value("accept").run()
+    at.button(key="browse_apply").click().run()
+    at.button(key="browse_confirm_cancel").click().run()
+    assert not at.warning
+    assert seeded_store.count(ExampleFilter(status=("accepted",))) == 0

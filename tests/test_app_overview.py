@@ -33,8 +33,8 @@ def test_overview_shows_counts_from_the_store(app_on, seeded_store):
     assert metrics["Examples"] == "6"
     assert metrics["Accepted"] == "1" and metrics["Pending"] == "5"
     assert [s.value for s in at.subheader] == [
-        "Needs attention", "By status", "By split", "Reviewer activity, last 7 days", "By label",
-        "By source"]
+        "Needs attention", "By status", "By split", "By label", "By source",
+        "Decisions per person per day, last 14 days"]
     attention = " ".join(t.value for t in at.text)
     assert "5 examples wait for a first decision" in attention
     assert "3 label(s) are under their coverage target: access (2 of 20)" in attention
@@ -92,3 +92,17 @@ def test_single_user_mode_says_so(monkeypatch, seeded_store):
     at = AppTest.from_file(str(PROJECT_ROOT / "app.py"), default_timeout=30).run()
     assert "Single-user mode" in at.sidebar.warning[0].value
     assert at.session_state["user"].role == "admin"
+
+
+def test_decisions_per_person_per_day_leave_out_the_import_actor(app_on, seeded_store):
+    ids = [e.id for e in seeded_store.find()]
+    seeded_store.update(ids[0], base_version=1, actor="a-reviewer-with-a-long-name",
+                        status="accepted")
+    seeded_store.update(ids[1], base_version=1, actor="a-reviewer-with-a-long-name",
+                        status="rejected")
+    seeded_store.update(ids[2], base_version=1, actor="cli:root", status="accepted")
+    at = app_on(seeded_store)
+    assert not at.exception
+    [totals] = [d.value for d in at.dataframe if "person" in d.value.columns]
+    assert totals.to_dict("records") == [
+        {"person": "a-reviewer-with-a-long-name", "decisions": 2}]

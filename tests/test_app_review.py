@@ -365,9 +365,10 @@ def test_every_queue_is_fed_by_its_checks_on_the_demo_data(review_page, tmp_path
     from curation.failures import QUEUES  # fed by an evaluation: tests/test_failures.py
     from curation.routing import QUEUES as ROUTED  # fed by routing: tests/test_routing.py
     from curation.leases import SUBMITTED  # fed by annotators' submissions: test_leases.py
+    from curation.agreement import ADJUDICATION  # fed by disagreements: test_agreement.py
 
     fed_by_checks = {name: q for name, q in REGISTRY.items()
-                     if name not in (*QUEUES, *ROUTED, SUBMITTED)}
+                     if name not in (*QUEUES, *ROUTED, ADJUDICATION, SUBMITTED)}
     with Store(db) as store:
         for name, queue in fed_by_checks.items():
             assert queue_size(store, name) > 0, name
@@ -385,3 +386,62 @@ def test_every_queue_is_fed_by_its_checks_on_the_demo_data(review_page, tmp_path
                 captions = " ".join(unescaped(c.value) for c in at.caption)
                 assert captions.count("last run") == len(queue.checks), (name, captions)
                 assert "never run" not in captions
+
+
+def test_u_undoes_my_last_decision_and_shows_the_example_again(review_page, seeded_store):
+    first, second = seeded_store.find()[:2]
+    at = review_page(seeded_store)
+    assert at.button(key="rv_undo").disabled  # nothing to undo yet
+    assert at.button(key="rv_undo").proto.shortcut == "u"
+    turns(at, "Assistant")[0].input("A better answer.").run()
+    click(at, "rv_accept")
+    assert shown_id(at) == second.id
+    assert any("1 of 6 done in this queue today" in p.proto.text for p in at.get("progress"))
+    click(at, "rv_undo")
+    assert shown_id(at) == first.id  # the restored example is shown
+    restored = seeded_store.get(first.id)
+    assert restored.status == "pending" and restored.version == 3
+    assert restored.messages == seeded_store.version(first.id, 1)["messages"]
+    assert turns(at, "Assistant")[0].value == "answer 0"
+    event = decisions(seeded_store, first.id)[-1]
+    assert event["action"] == "revert" and event["actor"] == "rita"
+    assert "Undone: accept" in unescaped(at.toast[0].value)
+    assert any("0 of 6 done in this queue today" in p.proto.text for p in at.get("progress"))
+    assert at.button(key="rv_undo").disabled  # the stack is empty again
+
+
+def test_undo_after_someone_else_changed_it_is_refused(review_page, seeded_store):
+    first = seeded_store.find()[0]
+    at = review_page(seeded_store)
+    click(at, "rv_accept")
+    seeded_store.update(first.id, base_version=2, actor="ravi", label="bugs")
+    click(at, "rv_undo")
+    assert "Could not undo accept" in unescaped(at.error[0].value)
+    assert "ravi" in unescaped(at.error[0].value)
+    assert seeded_store.get(first.id).label == "bugs"
+
+
+def test_label_keys_1_to_9_set_the_label_of_the_draft(review_page, seeded_store):
+    first = seeded_store.find()[0]  # billing
+    at = review_page(seeded_store)
+    keys = [at.button(key=f"rv_label_{n}") for n in (1, 2, 3)]
+    assert [b.label for b in keys] == ["access", "billing", "bugs"]  # alphabetical
+    assert [b.proto.shortcut for b in keys] == ["1", "2", "3"]
+    click(at, "rv_label_3")
+    assert at.selectbox(key=f"rv_e{first.id}_v1_label").value == ("label", "bugs")
+    assert any("Unsaved edits to label" in c.value for c in at.caption)
+    click(at, "rv_save")
+    assert seeded_store.get(first.id).label == "bugs"
+    assert decisions(seeded_store, first.id)[-1]["after"] == {"label": "bugs"}
+
+
+def test_after_a_reload_u_undoes_my_latest_decision_from_the_audit(review_page, seeded_store):
+    first = seeded_store.find()[0]
+    review.decide(seeded_store, RITA, first.id, "reject", base_version=1, reason="off")
+    at = review_page(seeded_store)  # a new session: nothing on the page's own stack
+    assert not at.button(key="rv_undo").disabled
+    assert "reject of #1" in at.button(key="rv_undo").help
+    click(at, "rv_undo")
+    assert shown_id(at) == first.id
+    assert seeded_store.get(first.id).status == "pending"
+    assert decisions(seeded_store, first.id)[-1]["action"] == "revert"

@@ -132,6 +132,10 @@ def test_json_output_is_one_document_and_nothing_else(workspace, words, model_ca
     if words == ("curve",):
         assert [p["score"] for p in document["points"]] == [40.0, 55.0]
         assert document["advice"].startswith("More data is likely to help")
+    if words == ("guidelines", "show"):  # none written yet: version 0, no text
+        assert document == {"version": 0, "text": ""}
+    if words == ("guidelines", "history"):
+        assert document == []
     if words == ("stats",):
         assert document["by_label"]["null"] == 3  # two train, one eval; none deleted
         assert document["by_split"] == {"train": 7, "eval": 2}

@@ -140,7 +140,7 @@ def test_migration_adds_suggestions_to_an_older_workspace(tmp_path, monkeypatch)
         ).fetchone() == (0,)
     monkeypatch.undo()
     with Store(path) as store:
-        assert store.schema_version() == len(_schema.MIGRATIONS) >= 7  # later ones add more
+        assert store.schema_version() == len(_schema.MIGRATIONS) > 6  # later ones may follow
         assert store.get(ex.id).messages == chat("q", "a")
         assert SG.current(store, ex.id) is None
         SG.record_suggestions(store, ADA, [SG.Suggestion(ex.id, 1, "r", "a", 0.5, "m")])

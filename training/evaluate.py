@@ -45,7 +45,7 @@ from training.config import EvalConfig
 from training.eval import eval_rows_from_store
 from training.launcher import launch_lock, list_runs, read_run
 from training.processes import (EXIT_CANCELLED, Cancelled, process_alive, raise_on_sigterm,
-                                spawn, stop_group)
+                                spawn, stop_job)
 from training.run_folder import (EVAL_LOG, EVAL_PID, EVAL_REQUEST, EVAL_STATUS, SYSTEMS,
                                  EvalResult, EvalStatus, now_iso, read_json, update_json,
                                  write_json)
@@ -185,12 +185,7 @@ def cancel_eval(user: User, run_dir: str | os.PathLike, *, timeout: float = 30.0
     if job is None or not job.active:
         raise EvaluationNotActive(f"run {run_dir.name} has no evaluation running"
                                   + (f" (the last one {job.state})" if job else ""))
-    deadline = time.monotonic() + 5
-    while job.state == "queued" and not job.pid and time.monotonic() < deadline:
-        time.sleep(0.1)  # the launcher is about to record the evaluator's pid
-        job = read_eval_job(run_dir)
-    if job.pid:
-        stop_group(job.pid, timeout)
+    stop_job(lambda: read_eval_job(run_dir), lambda job: job.state == "queued", timeout)
     if EvalStatus.read(run_dir / EVAL_STATUS).state != "cancelled":
         _update(run_dir, state="cancelled", ended_at=now_iso(), eta_seconds=None,
                 reason="cancelled by request")

@@ -69,7 +69,7 @@ from curation.query import ExampleFilter
 from curation.store import RUN_COLUMNS, Store
 from training.checkpoint import check_checkpoint
 from training.config import TrainConfig
-from training.processes import exited, process_alive, spawn, stop_group
+from training.processes import exited, process_alive, spawn, stop_job
 from training.run_folder import (LOG, MANIFEST, PID_FILE, STATUS, TRAIN_FILE, RunManifest,
                                  RunStatus, checkpoint_dirs, now_iso, read_eval, read_json,
                                  read_metrics, update_status, write_json)
@@ -324,12 +324,7 @@ def cancel(user: User, run_dir: str | os.PathLike, *, timeout: float = 30.0) -> 
     run = read_run(run_dir)
     if run.state in ENDED_STATES and run.state != "interrupted":
         raise RunNotActive(f"run {run.id} has already ended ({run.state})")
-    deadline = time.monotonic() + 5
-    while run.state == "starting" and not run.pid and time.monotonic() < deadline:
-        time.sleep(0.1)  # the launcher is about to record the trainer's pid
-        run = read_run(run_dir)
-    if run.pid:
-        stop_group(run.pid, timeout)
+    stop_job(lambda: read_run(run_dir), lambda run: run.state == "starting", timeout)
     if RunStatus.read(Path(run_dir) / STATUS).state != "cancelled":
         update_status(Path(run_dir), state="cancelled", ended_at=now_iso(),
                       reason="cancelled by request")

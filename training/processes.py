@@ -26,7 +26,9 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from curation._files import open_private
 
@@ -140,6 +142,18 @@ def stop_group(pgid: int, timeout: float) -> None:
     if not wait_group_gone(pgid, timeout):
         signal_group(pgid, signal.SIGKILL)
         wait_group_gone(pgid, 10.0)
+
+
+def stop_job(read: Callable[[], Any], starting: Callable[[Any], bool], timeout: float) -> None:
+    """Stop a job (a run, an evaluation) read by `read()`: a job still `starting` gets 5 s
+    for its launcher to record the pid, then its process group is stopped (`stop_group`)."""
+    job = read()
+    deadline = time.monotonic() + 5
+    while starting(job) and not job.pid and time.monotonic() < deadline:
+        time.sleep(0.1)
+        job = read()
+    if job.pid:
+        stop_group(job.pid, timeout)
 
 
 def signal_group(pgid: int, sig: int) -> None:

@@ -2,6 +2,8 @@
 
 Design decisions:
 - Never the whole store: one page of rows (`Store.find(limit, offset)`) and `Store.count`.
+- Filters, sort, page size and page are query parameters (`curate.ui.url_state`): a reload,
+  a page switch or a shared link shows the same rows; saved views name them per person.
 - The table's widget key carries a digest of the filters, sort, page and a counter that every
   bulk action bumps. A new key is a new table in the browser, so a row selection never
   silently carries over onto different rows after paging, sorting or an action.
@@ -9,6 +11,12 @@ Design decisions:
   page only disables those actions and says which role they need.
 - A prompt imported without an answer shows "(needs an answer)" in the assistant column;
   the sidebar's Answer filter finds them all.
+- A bulk action applies to the selected rows or to all N rows matching the filters (every
+  page). "All matching" asks first, showing N and the filters; on confirmation the core
+  checks that the filters still select N (`review.bulk_matching`) and changes nothing if not.
+  Every bulk action is one batch; the person's latest batch is offered for undo under the
+  action (`curation.undo.undo_batch`: each example back to its version before, audited;
+  examples changed since are left alone and listed).
 - Data is shown as text only: table cells and widget values. Error messages, which can carry
   data (a label, a user name), are escaped before they reach a Markdown-rendering call.
 """
@@ -22,8 +30,9 @@ from dataclasses import replace
 import pandas as pd
 import streamlit as st
 
-from curate.ui.common import (NEEDS_ANSWER_MARK, filter_form, flash, one_line, page_path,
-                              page_start, plain, workspace)
+from curate.ui.common import (NEEDS_ANSWER_MARK, filter_form, filter_keys, flash, one_line,
+                              page_path, page_start, plain, workspace)
+from curate.ui.url_state import saved_views_panel
 from curation import SPLITS, CurateError, Example
 from curation.auth import User, min_role
 from curation.errors import PermissionDenied
@@ -83,11 +92,16 @@ ws = workspace("view")
 store, user = ws.store, ws.user
 st.title("Browse")
 
+KEEP = {"bind": "query-params", "persist_state": "session"}  # in the URL, across pages
 where = filter_form(store, "browse")
 with st.sidebar:
-    in_bin = st.toggle("Show deleted (the bin)", key="browse_deleted",
+    in_bin = st.toggle("Show deleted (the bin)", key="browse_deleted", **KEEP,
                        help="Deleted examples are kept, out of queues and exports; an admin "
                             "can restore them from here.")
+saved_views_panel(ws, "browse", {**filter_keys("browse"), "browse_deleted": False,
+                                 "browse_sort": next(iter(SORT_COLUMNS)),
+                                 "browse_direction": "Ascending",
+                                 "browse_page_size": PAGE_SIZES[0]})
 if in_bin:
     where = replace(where, deleted=True)
     st.caption("The bin: deleted examples. They are in no queue and no export until restored.")
@@ -96,10 +110,10 @@ page_start("browse", ws, empty_hint="")
 
 sort_col, dir_col, size_col = st.columns([2, 2, 1], vertical_alignment="bottom")
 sort = sort_col.selectbox("Sort by", list(SORT_COLUMNS), format_func=SORT_COLUMNS.get,
-                          key="browse_sort")
+                          key="browse_sort", **KEEP)
 descending = dir_col.radio("Direction", ["Ascending", "Descending"], horizontal=True,
-                           key="browse_direction") == "Descending"
-page_size = size_col.selectbox("Rows per page", PAGE_SIZES, key="browse_page_size")
+                           key="browse_direction", **KEEP) == "Descending"
+page_size = size_col.selectbox("Rows per page", PAGE_SIZES, key="browse_page_size", **KEEP)
 order_by = ("-" if descending else "") + sort
 
 view = hashlib.sha1(repr((where, order_by, page_size)).encode()).hexdigest()[:12]
@@ -118,8 +132,13 @@ if total == 0:
     st.stop()
 
 num_pages = max(1, math.ceil(total / page_size))
-# A new filter, sort or page size is a new pagination widget, which starts at page 1.
-page = min(st.pagination(num_pages, key=f"browse_page_{view}") if num_pages > 1 else 1,
+# A new filter, sort or page size starts at page 1; a reload or a link keeps `?browse_page=N`.
+if st.session_state.get("browse_view") not in (None, view):
+    st.session_state["browse_page"] = 1
+st.session_state["browse_view"] = view
+if st.session_state.get("browse_page", 1) > num_pages:
+    st.session_state["browse_page"] = num_pages
+page = min(st.pagination(num_pages, key="browse_page", **KEEP) if num_pages > 1 else 1,
            num_pages)
 offset = (page - 1) * page_size
 rows = store.find(where, order_by=order_by, limit=page_size, offset=offset)
@@ -145,6 +164,13 @@ with act_col:
     st.subheader("Bulk action")
     st.caption(f"{len(selected_ids)} of {rows_text(len(rows))} on this page selected. Tick "
                "rows in the table's left margin, or select all.")
+    scope = st.radio("Apply to", ["selected", "matching"], horizontal=True, key="browse_scope",
+                     format_func=lambda s: (f"Selected rows ({len(selected_ids)})"
+                                            if s == "selected" else
+                                            f"All {rows_text(total)} matching the filters"),
+                     help="All matching: every row of every page that the filters select, "
+                          "after a confirmation that shows how many.")
+    everything = scope == "matching"
     actions = ["restore"] if in_bin else [a for a in BULK_ACTIONS if a != "restore"]
     action = st.selectbox(
         "Action", actions, key=f"browse_action_{'bin' if in_bin else 'live'}",
@@ -176,7 +202,7 @@ with act_col:
     if not allowed:
         missing = (f"Your role ({user.role}) cannot do this: "
                    f"{ACTION_LABELS[action].lower()} needs the {needed_role(action)} role.")
-    elif not selected_ids:
+    elif not selected_ids and not everything:
         missing = "Select at least one row."
     elif action in ("set_label", "add_tag", "remove_tag", "move_split") and not (value or
                                                                                  "").strip():
@@ -185,8 +211,46 @@ with act_col:
         missing = "Rejecting needs a reason, for the annotator who picks the examples up next."
     if missing:
         st.caption(missing)
-    if st.button(f"{ACTION_LABELS[action]}: {len(selected_ids)} selected", type="primary",
-                 key="browse_apply", disabled=missing is not None):
+    if everything:
+        if st.button(f"{ACTION_LABELS[action]}: all {rows_text(total)} matching…",
+                     type="primary", key="browse_apply", disabled=missing is not None):
+            st.session_state["browse_confirm"] = {"action": action, "value": value,
+                                                  "reason": reason or None, "n": total,
+                                                  "where": where}
+        confirm = st.session_state.get("browse_confirm")
+        if confirm and ((confirm["action"], confirm["where"], confirm["value"],
+                         confirm["reason"]) != (action, where, value, reason or None)):
+            confirm = st.session_state["browse_confirm"] = None  # the form changed: ask again
+        if confirm:
+            filters = where.describe()
+            st.warning(f"{ACTION_LABELS[action]}: **all {rows_text(confirm['n'])}** matching "
+                       + (plain(", ".join(f"{k} = {v}" for k, v in filters.items()))
+                          if filters else "(no filter: every example)")
+                       + ", on every page, not only this one. You can undo the whole batch "
+                       "afterwards.", icon=":material/warning:")
+            row = st.container(horizontal=True)
+            if row.button(f"Confirm: {ACTION_LABELS[action].lower()} "
+                          f"{rows_text(confirm['n'])}", type="primary",
+                          key="browse_confirm_apply"):
+                st.session_state["browse_confirm"] = None
+                try:
+                    with st.spinner(f"{ACTION_LABELS[action]}: {rows_text(confirm['n'])}, one "
+                                    "by one…"):
+                        result = ws.bulk_matching(where, action, expected=confirm["n"],
+                                                  value=confirm["value"],
+                                                  reason=confirm["reason"])
+                except CurateError as exc:
+                    st.error(plain(str(exc)), icon=":material/error:")
+                else:
+                    flash("browse", f"{ACTION_LABELS[action]}: {result.summary()}.",
+                          ":material/done_all:", kind="success", details=result.skipped())
+                    st.session_state["browse_generation"] = generation + 1
+                    st.rerun()
+            if row.button("Cancel", key="browse_confirm_cancel"):
+                st.session_state["browse_confirm"] = None
+                st.rerun()
+    elif st.button(f"{ACTION_LABELS[action]}: {len(selected_ids)} selected", type="primary",
+                   key="browse_apply", disabled=missing is not None):
         try:
             result = ws.bulk(selected_ids, action, value, reason or None)
         except PermissionDenied as exc:
@@ -198,6 +262,26 @@ with act_col:
                   ":material/done_all:", kind="success", details=result.skipped())
             st.session_state["browse_generation"] = generation + 1
             st.rerun()
+
+    batch = ws.last_batch()
+    if batch:
+        with st.container(border=True):
+            st.caption(f"Your last bulk action: {ACTION_LABELS.get(batch['action'], '')} "
+                       f"({plain(batch['scope'])}), {batch['changed']:,} changed, "
+                       f"{batch['created_at']:%Y-%m-%d %H:%M} UTC")
+            if st.button("Undo this batch", key="browse_undo_batch", icon=":material/undo:",
+                         help="Every example the batch changed goes back to its version "
+                              "before, audited as a revert; examples changed since are left "
+                              "as they are."):
+                try:
+                    undone = ws.undo_batch(batch["id"])
+                except CurateError as exc:
+                    st.error(plain(str(exc)), icon=":material/error:")
+                else:
+                    flash("browse", f"Undone: {undone.summary()}.", ":material/undo:",
+                          kind="success", details=undone.skipped)
+                    st.session_state["browse_generation"] = generation + 1
+                    st.rerun()
 
 with open_col:
     st.subheader("Open in Review")

@@ -149,29 +149,52 @@ NEEDS_ANSWER_MARK = "needs an answer"  # shown beside an example whose last turn
 
 
 def filter_form(store: Store, key: str, *, with_status: bool = True) -> ExampleFilter:
-    """Filters by status, split, label, source, tag, answer (any, needs an answer, answered)
-    and a text or regex search, in the sidebar."""
+    """Filters by status, split, label, source, tag, answer (any, needs an answer, answered),
+    a text or regex search, comment text and "decided under older guidelines", in the
+    sidebar. Each is bound to a query parameter named by its key (`?review_label=billing`)
+    and kept across page switches (`curate.ui.url_state`)."""
+    keep = {"bind": "query-params", "persist_state": "session"}
     with st.sidebar:
         st.subheader("Filters")
         search = st.text_input("Search all turns", key=f"{key}_search",
-                               placeholder="substring, or a regular expression")
-        regex = st.toggle("Regular expression", key=f"{key}_regex")
-        status = (st.multiselect("Status", STATUSES, key=f"{key}_status")
+                               placeholder="substring, or a regular expression", **keep)
+        regex = st.toggle("Regular expression", key=f"{key}_regex", **keep)
+        status = (st.multiselect("Status", STATUSES, key=f"{key}_status", **keep)
                   if with_status else [])
-        split = st.multiselect("Split", SPLITS, key=f"{key}_split")
-        label = st.multiselect("Label", store.labels(), key=f"{key}_label")
-        source = st.multiselect("Source", store.sources(), key=f"{key}_source")
-        tag = st.multiselect("Tag", store.tags(), key=f"{key}_tag")
+        split = st.multiselect("Split", SPLITS, key=f"{key}_split", **keep)
+        label = st.multiselect("Label", store.labels(), key=f"{key}_label", **keep)
+        source = st.multiselect("Source", store.sources(), key=f"{key}_source", **keep)
+        tag = st.multiselect("Tag", store.tags(), key=f"{key}_tag", **keep)
         answer = st.selectbox("Answer", list(ANSWER_FILTERS), key=f"{key}_answer",
                               help="'Needs answer': prompts imported without an answer "
                                    "(`--unanswered`), never exported or trained on until "
-                                   "answered.")
+                                   "answered.", **keep)
+        comment = st.text_input("Comment contains", key=f"{key}_comment",
+                                placeholder="text in a comment; * for any comment", **keep)
+        older = st.toggle("Decided under older guidelines", key=f"{key}_older_guidelines",
+                          help="Examples whose latest decision was made under an earlier "
+                               "version of the guidelines (or before there were any): what a "
+                               "change of the guidelines may affect. In Review, pick the "
+                               "All examples queue.", **keep)
     needs = ANSWER_FILTERS[answer]
     try:
         return ExampleFilter(status=tuple(status), split=tuple(split), label=tuple(label),
                              source=tuple(source), tag=tuple(tag), search=search, regex=regex,
-                             needs_answer=needs)
+                             needs_answer=needs, comment=comment, older_guidelines=older)
     except CurateError as exc:
         st.sidebar.error(plain(exc))
         return ExampleFilter(status=tuple(status), split=tuple(split), label=tuple(label),
-                             source=tuple(source), tag=tuple(tag), needs_answer=needs)
+                             source=tuple(source), tag=tuple(tag), needs_answer=needs,
+                             comment=comment, older_guidelines=older)
+
+
+def filter_keys(key: str, *, with_status: bool = True) -> dict[str, object]:
+    """The widget keys of `filter_form(store, key)` with their values when nothing is
+    filtered: what a saved view records and restores."""
+    keys: dict[str, object] = {f"{key}_search": "", f"{key}_regex": False}
+    if with_status:
+        keys[f"{key}_status"] = []
+    keys.update({f"{key}_{name}": [] for name in ("split", "label", "source", "tag")})
+    keys[f"{key}_answer"] = next(iter(ANSWER_FILTERS))
+    keys.update({f"{key}_comment": "", f"{key}_older_guidelines": False})
+    return keys

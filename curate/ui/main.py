@@ -11,7 +11,10 @@ Sign-in, in order of precedence:
 - OpenID Connect via `st.login` when the workspace's `.streamlit/secrets.toml` has an [auth]
   section; the e-mail address the provider returns must belong to a user of the workspace;
 - otherwise local accounts (`curate user add NAME --role ROLE`). There are no default accounts.
-  Failed sign-ins are throttled per name and per client address (`curation.auth`).
+  Failed sign-ins are throttled per name and per client address (`curation.auth`). A local
+  sign-in starts a session (`curation.sessions`) kept in a cookie, so a reload stays signed
+  in for 12 hours; Sign out revokes it server-side (`curate.ui.url_state`). A link opened while
+  signed out (`/review?id=430`) is followed after the sign-in.
 Pages live in `curate/ui/` and stay thin: they gather input, call `curation`, and render the result.
 """
 
@@ -21,6 +24,7 @@ import duckdb
 import streamlit as st
 
 import curation.checks  # noqa: F401  (registers the quality review queues)
+from curate.ui import url_state
 from curate.ui.common import get_store, listen_address, page_path, plain, single_user_mode
 from curation import CurateError
 from curation._files import private_umask
@@ -44,7 +48,11 @@ def _client() -> str:
 
 
 def _sign_in_form(store) -> None:
+    url_state.remember_link()
+    url_state.clear_cookie()
     st.title("Sign in to Curate")
+    if url_state.ended_reason():
+        st.info(plain(url_state.ended_reason()), icon=":material/logout:")
     if not users(store):
         st.warning("This workspace has no accounts yet. An admin creates one with "
                    "`curate user add NAME --role admin`, or starts the app with "
@@ -56,6 +64,7 @@ def _sign_in_form(store) -> None:
         if st.form_submit_button("Sign in", type="primary"):
             try:
                 st.session_state.user = sign_in(store, name, password, client=_client())
+                url_state.start(store, st.session_state.user)
                 st.rerun()
             except CurateError as exc:
                 st.error(plain(exc))
@@ -65,8 +74,8 @@ def _sign_in_form(store) -> None:
 def _authenticate(store) -> User:
     if single_user_mode():
         return User("local", "admin")
-    if st.session_state.get("user") is not None:
-        return st.session_state.user
+    if st.session_state.get("user") is not None and not st.session_state.get("curate_session"):
+        return st.session_state.user  # signed in with the identity provider
     if _oidc_configured():
         if not st.user.is_logged_in:
             st.title("Sign in to Curate")
@@ -78,6 +87,9 @@ def _authenticate(store) -> User:
             st.error(plain(exc))
             st.button("Sign out", on_click=st.logout)
             st.stop()
+    user = url_state.resume(store)  # this tab's session, checked on every run, or the cookie's
+    if user is not None:
+        return user
     _sign_in_form(store)
 
 
@@ -95,6 +107,7 @@ def run_app() -> None:
         else:
             st.caption(f"Signed in as **{plain(user.name)}** ({user.role})")
             if st.button("Sign out", icon=":material/logout:"):
+                url_state.sign_out(store)
                 st.session_state.user = None
                 if _oidc_configured():
                     st.logout()
@@ -106,6 +119,7 @@ def run_app() -> None:
                     default=True),
             st.Page(page_path("review"), title="Review", icon=":material/rate_review:"),
             st.Page(page_path("browse"), title="Browse", icon=":material/table_rows:"),
+            st.Page(page_path("guidelines"), title="Guidelines", icon=":material/menu_book:"),
         ],
         "Quality": [
             st.Page(page_path("quality"), title="Quality", icon=":material/cleaning_services:"),
@@ -120,8 +134,13 @@ def run_app() -> None:
             st.Page(page_path("training"), title="Training", icon=":material/model_training:"),
             st.Page(page_path("evaluation"), title="Evaluation", icon=":material/scoreboard:"),
         ]
+    navigation = st.navigation(pages)
+    url_state.follow_link([p for group in pages.values() for p in group])
+    if not single_user_mode():
+        with st.sidebar:
+            url_state.keep_cookie()
     try:
-        st.navigation(pages).run()
+        navigation.run()
     except duckdb.Error as exc:  # damage that a page's query found after the file opened
         if not is_damage(exc):
             raise

@@ -4,6 +4,11 @@ admins) who holds which example of a review queue (`curate/ui/review_leases.py`)
 What needs attention comes from `Workspace.needs_attention` (the CLI's and the pages' one
 definition): thin labels are counted against the workspace's coverage targets, and the line
 says when the Thin labels queue is out of date and how to update it.
+
+Decisions per person per day (`curation.progress.decisions_per_day`) are a stacked bar per
+UTC day with one colour per person, so names are in the legend and never cut off on an axis;
+the system's own actors (the CLI's import, the model's auto-accepts) are left out.
+The Agreement section (`overview_agreement`) sets the review overlap and shows kappa.
 """
 
 import pandas as pd
@@ -11,6 +16,7 @@ import streamlit as st
 
 from curate.ui import review_leases
 from curate.ui.common import workspace
+from curate.ui.overview_agreement import agreement_section
 from curation import STATUSES
 
 ws = workspace("view")
@@ -47,6 +53,8 @@ with st.container(border=True):
     if not attention:
         st.text("• Nothing: every example is decided.")
 
+agreement_section(ws)  # overlap for agreement: the setting (admins) and kappa
+
 
 def _bar(title: str, counts: dict) -> None:
     frame = pd.DataFrame({title: [str(k) if k is not None else "(none)" for k in counts],
@@ -60,15 +68,23 @@ left, right = st.columns(2)
 with left:
     _bar("status", by_status)
     _bar("split", stats["by_split"])
-    st.subheader("Reviewer activity, last 7 days")
-    activity = pd.DataFrame(store.activity(days=7), columns=["reviewer", "action", "count"])
-    if activity.empty:
-        st.text("No edits or decisions in the last 7 days.")
-    else:
-        st.bar_chart(activity, x="reviewer", y="count", color="action", horizontal=True,
-                     height=max(160, 40 * activity["reviewer"].nunique()))
 with right:
     _bar("label", stats["by_label"])
     _bar("source", stats["by_source"])
+
+st.subheader("Decisions per person per day, last 14 days")
+per_day = pd.DataFrame(ws.decisions_per_day(14), columns=["day", "person", "decisions"])
+if per_day.empty:
+    st.text("No decisions in the last 14 days.")
+else:  # days along x, one colour per person: names sit in the legend, never cut off
+    per_day["day"] = [f"{day:%Y-%m-%d}" for day in per_day["day"]]  # a bar per day, ISO order
+    st.bar_chart(per_day, x="day", y="decisions", color="person", stack=True, height=280,
+                 x_label="day (UTC)", y_label="decisions")
+    totals = per_day.groupby("person", as_index=False)["decisions"].sum()
+    st.dataframe(totals.sort_values(["decisions", "person"], ascending=[False, True]),
+                 hide_index=True, column_config={"person": st.column_config.TextColumn(
+                     "person", width="large")})
+st.caption("Accept, reject and needs work by people; the system's own actors (the "
+           "command line's import, the model's auto-accepts) are left out.")
 
 review_leases.leases_table(ws)  # admins: who holds which example

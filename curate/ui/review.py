@@ -10,6 +10,8 @@ Design decisions:
   get the same example (`curation.leases`; the page's lease widgets and Submit for review live
   in `curate/ui/review_leases.py`). `?id=N` opens an example directly (leased too if free) and
   the URL follows the current one.
+  The queue and the filters are query parameters too (`curate.ui.url_state`), so a reload
+  or a shared link opens the same example in the same queue with the same filters.
 - The example shown is the version that was loaded, not re-read on every rerun: its version is
   the `base_version` of every change, so a change made meanwhile by someone else surfaces as a
   `VersionConflict` (with their diff and an explicit choice) instead of being overwritten.
@@ -41,10 +43,27 @@ Design decisions:
 - On an example of the QA sample (the model's auto-accepted band), Accept confirms the
   model's answer and any other decision or an edited answer marks it wrong
   (`Workspace.decide` records the verdict); the queue's reason says so.
+- The guidelines (collapsed), the chosen label's description and the comment thread come
+  from `review_guidelines`, so this page only places them.
+- With overlap (N independent decisions per example), the queue is read through
+  `Workspace.serving_filter` (each reviewer is served only what they have not decided yet),
+  and `review_adjudication` shows the round's progress, or to an adjudicator the disputed
+  decisions side by side.
 - Shortcuts are single keys, which Streamlit ignores while a text box has focus; leaving the
   box (Tab) commits its text before the key acts. Reject is `x` because Streamlit reserves `r`
   and `c`; Save is `e`, not Ctrl+S, because a modifier shortcut fires inside a text box before
-  the box has sent its text, and would save without the last typing.
+  the box has sent its text, and would save without the last typing. `curate.ui.keys` adds
+  the "shortcuts paused" hint while a field has focus, `Esc` to leave it and `Ctrl+Enter`,
+  which leaves the field first and then clicks Save.
+- Undo (`u`) takes back the person's own latest change made on this page in this session
+  (a stack of (id, version) in session state; `curation.undo`): the exact version before
+  comes back as a new version, audited as a revert, and the page shows that example. Pressed
+  again, it takes back the change before. With an empty stack (after a reload) it takes
+  back their latest decision or edit of today that still stands, read from the audit.
+- Label keys `1`-`9` set the label of the draft to one of the workspace's first nine labels
+  (alphabetical, listed beside the label box); a decision or Save saves it, as for the box.
+- Progress above the example: this person's decisions today in this queue, of how many
+  (`curation.progress` defines it).
 """
 
 from __future__ import annotations
@@ -54,9 +73,12 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from curate.ui import review_leases
-from curate.ui.common import (NEEDS_ANSWER_MARK, filter_form, flash, page_path, page_start, plain,
-                              workspace)
+from curate.ui import review_guidelines, review_leases
+from curate.ui.common import (ERROR_ICON, NEEDS_ANSWER_MARK, filter_form, filter_keys, flash,
+                              page_path, page_start, plain, workspace)
+from curate.ui.keys import shortcut_help
+from curate.ui.review_adjudication import decision_note, round_panel
+from curate.ui.url_state import saved_views_panel
 from curation import CurateError, ExampleFilter, VersionConflict, queues, review
 from curation.failures import IMPACT, IMPACT_RULE
 from curation.queues import QueueItem
@@ -64,7 +86,8 @@ from curation.suggestions import LABEL_METHOD
 from curation.store import Example
 
 SHORTCUTS = {"accept": "a", "reject": "x", "needs_work": "n", "skip": "s", "next": "j",
-             "previous": "k", "save": "e", "accept_suggestion": "m"}
+             "previous": "k", "save": "e", "accept_suggestion": "m", "undo": "u"}
+LABEL_KEYS = 9  # 1-9 set one of the first nine labels
 DECISION_WORDS = {"accept": "Accepted", "reject": "Rejected", "needs_work": "Sent back",
                   "submit": "Submitted for review"}
 STATUS_BADGE = {"pending": "gray", "accepted": "green", "rejected": "red", "needs_work": "orange"}
@@ -267,9 +290,12 @@ def _submit(op: dict[str, Any], base_version: int) -> None:
         return
     S.rvq_conflict = None
     _forget(ex)
+    if after.version > ex.version:  # a change was written: `u` can take it back
+        S.setdefault("rvq_undo", []).append((ex.id, after.version, op["decision"] or op["kind"]))
     if op["kind"] in ("decide", "suggestion", "submit"):
-        flash("review", f"{DECISION_WORDS[op['decision'] or op['kind']]} #{ex.id} (version "
-              f"{after.version})", ":material/check_circle:")
+        flash("review", decision_note(ws, ex, after)
+              or f"{DECISION_WORDS[op['decision'] or op['kind']]} #{ex.id} (version "
+                 f"{after.version})", ":material/check_circle:")
         _next()
     else:
         what = ("Saved" if op["kind"] == "edit"
@@ -299,6 +325,31 @@ def _rank() -> None:
     """Rank the pending examples again by expected impact, and start the queue over."""
     flash("review", f"{ws.rank_by_impact():,} pending examples ranked by expected impact.")
     _first()
+
+
+def _undo() -> None:
+    """Take back my latest change on this page (`u`) and show the example as it is again."""
+    stack = S.get("rvq_undo") or []
+    last = stack.pop() if stack else ws.last_change()  # after a reload: from the audit
+    if last is None:
+        flash("review", "Nothing to undo: no decision or edit of yours today still stands.",
+              ":material/info:")
+        return
+    example_id, version, what = last
+    try:
+        restored = ws.undo(example_id, version)
+    except CurateError as exc:
+        flash("review", f"Could not undo {what.replace('_', ' ')} of #{example_id}: {exc}",
+              ERROR_ICON)
+        return
+    flash("review", f"Undone: {what.replace('_', ' ')} of #{example_id}; it is back as it "
+          f"was before (now version {restored.version})", ":material/undo:")
+    _open(example_id)
+
+
+def _set_label(ex: Example, label: str) -> None:
+    """A label key (1-9): choose this label in the draft's label box."""
+    S[f"{_prefix(ex)}_label"] = ("label", label)
 
 
 def _skip() -> None:
@@ -441,6 +492,15 @@ def _label_and_tags(ex: Example) -> None:
     if choice and choice[0] == "new":
         label_column.text_input("New label", key=f"{p}_newlabel", persist_state="session",
                                 placeholder="type the new label")
+    keyed = store.labels()[:LABEL_KEYS]
+    if keyed:
+        keys = st.container(horizontal=True, gap="small", vertical_alignment="center",
+                            key="rv_label_keys")
+        keys.caption("Label keys", width="content")
+        for number, label in enumerate(keyed, start=1):
+            keys.button(plain(label), key=f"rv_label_{number}", shortcut=str(number),
+                        type="tertiary", on_click=_set_label, args=(ex, label),
+                        help=f"Key {number}: set this label (saved with a decision or Save)")
     chosen = S.get(f"{p}_tags", list(ex.tags))
     tags_column.multiselect("Tags", sorted(set(store.tags()) | set(ex.tags) | set(chosen)),
                             default=list(ex.tags), key=f"{p}_tags", accept_new_options=True,
@@ -483,8 +543,16 @@ def _decision_panel(item: QueueItem, changes: dict[str, Any]) -> None:
                    on_click=_previous)
         row.button("Next", key="rv_next", icon=":material/chevron_right:", width="stretch",
                    icon_position="right", shortcut=SHORTCUTS["next"], on_click=_next)
+        undo = (S.get("rvq_undo") or [None])[-1] or ws.last_change()
+        st.button("Undo my last change", key="rv_undo", icon=":material/undo:",
+                  width="stretch", shortcut=SHORTCUTS["undo"], on_click=_undo,
+                  disabled=undo is None,
+                  help=(f"Take back your {undo[2].replace('_', ' ')} of #{undo[0]}: the "
+                        "version before comes back, audited as a revert."
+                        if undo else "No decision or edit of yours today still stands."))
         st.caption("Shortcuts: a accept · x reject · n needs work · s skip · j next · "
-                   "k previous · e save edit · m accept the model's suggestion")
+                   "k previous · e save edit · m accept the model's suggestion · u undo · "
+                   "1-9 label · Esc leave a text box · Ctrl+Enter save the edit")
         error = S.get("rvq_error")
         if error and error[0] == ex.id:
             st.error(plain(error[1]), icon=":material/error:")
@@ -589,10 +657,13 @@ if st.query_params.get("queue") in queues.REGISTRY:  # a link from another page:
     S.rv_queue = st.query_params.pop("queue")
 top = st.container(horizontal=True, vertical_alignment="bottom")
 queue = top.selectbox("Queue", list(queues.REGISTRY), key="rv_queue", width=280,
+                      bind="query-params", persist_state="session",
                       format_func=lambda name: queues.REGISTRY[name].title,
                       help="\n\n".join(f"**{q.title}**: {q.description}"
                                        for q in queues.REGISTRY.values()))
-where = filter_form(store, "review")
+where = ws.serving_filter(queue, filter_form(store, "review"))  # overlap: blind, N people
+saved_views_panel(ws, "review", {"rv_queue": next(iter(queues.REGISTRY)),
+                                 **filter_keys("review")})
 if S.get("rvq_ctx") != (queue, where):
     S.rvq_ctx = (queue, where)
     _first()
@@ -607,6 +678,8 @@ if linked and linked != S.get("rvq_linked"):
 
 size = queues.queue_size(store, queue, where)
 top.markdown(f"**{size:,}** in queue" + (" (with your filters)" if where.describe() else ""))
+progress = ws.queue_progress(queue, where)
+st.progress(progress.done / progress.total if progress.total else 0.0, text=progress.text())
 feeds = queues.feeds(store, queue)
 never = [f.title for f in feeds if f.run_at is None]
 if feeds:
@@ -641,6 +714,9 @@ if item is None:
                on_click=_first, disabled=not size)
     row.button("Previous", key="rv_prev", icon=":material/chevron_left:",
                shortcut=SHORTCUTS["previous"], on_click=_previous, disabled=S.rvq_pos is None)
+    row.button("Undo my last change", key="rv_undo", icon=":material/undo:",
+               shortcut=SHORTCUTS["undo"], on_click=_undo,
+               disabled=not S.get("rvq_undo") and ws.last_change() is None)
     st.stop()
 
 example = item.example
@@ -660,11 +736,15 @@ left, right = st.columns([3, 2], gap="medium")
 with left:
     _label_and_tags(example)
     _conversation(example)
+    review_guidelines.comments(ws, example)
 with right:
     _header(item)
+    round_panel(ws, example)
     _eval_failure(example)
     _suggestion(example)
     pending = _changes(example)
     _decision_panel(item, pending)
     review_leases.submit_button(ws, _act)
+    review_guidelines.beside(ws, example, _draft(example)[1])
 _details(example, pending)
+shortcut_help("rv_save")

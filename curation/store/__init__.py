@@ -12,8 +12,13 @@ Layout, one module per concern:
 - `_filters`: an `ExampleFilter` (`curation.query`) as a WHERE clause.
 - `_users`, `_embeddings`, `_findings` (check runs, findings, decisions, coverage counts),
   `_queues` (review queue sources and paging), `_runs` (recorded training runs),
-  `_suggestions` (model suggestions per example version), `_leases` (review leases, and
-  submissions for review),
+  `_suggestions` (model suggestions per example version), `_sessions` (sign-in
+  sessions and saved views), `_batches` (bulk batches and
+  single events, for undo), `_progress` (decisions today in a queue, per person per day),
+  `_guidelines` (guidelines versions, label descriptions, the guidelines version of each
+  event), `_comments` (comment threads),
+  `_agreement` (independent review decisions for overlap and adjudication),
+  `_leases` (review leases, and submissions for review),
   `_maintenance` (copies, checkpoints, free space, probing a damaged file).
 
 Each concern's queries are a mixin class of `Store`, so callers write `store.findings(name)`

@@ -16,12 +16,20 @@ from typing import TYPE_CHECKING
 import duckdb
 
 from curation.errors import InvalidValue
+from curation.store._agreement import OPEN_TO
 
 if TYPE_CHECKING:
     from curation.query import ExampleFilter
 
 # An example that needs an answer: its conversation ends with a user turn (see `_store`).
 NEEDS_ANSWER = "json_extract_string({p}messages, '$[#-1].role') = 'user'"
+# Decided under older guidelines: the example's latest decision event (`_guidelines`) was
+# written under an earlier guidelines version than the current one (NULL: before any).
+OLDER_GUIDELINES = (
+    "{p}status IN ('accepted', 'rejected', 'needs_work') AND {p}id IN (SELECT example_id "
+    "FROM events WHERE action IN ('accept', 'reject', 'needs_work') GROUP BY example_id "
+    "HAVING arg_max(coalesce(guidelines_version, 0), id) < "
+    "(SELECT coalesce(max(version), 0) FROM guidelines))")
 _RE2 = duckdb.connect()  # in memory: only compiles patterns
 _RE2_LOCK = threading.Lock()
 
@@ -46,6 +54,17 @@ def where_clause(where: ExampleFilter, alias: str = "") -> tuple[str, list]:
         params.append(where.search)
     if where.needs_answer is not None:
         clauses.append(("" if where.needs_answer else "NOT ") + NEEDS_ANSWER.format(p=p))
+    if where.comment.strip() == "*":
+        clauses.append(f"{p}id IN (SELECT example_id FROM comments)")
+    elif where.comment.strip():
+        clauses.append(f"{p}id IN (SELECT example_id FROM comments "
+                       "WHERE contains(lower(text), lower(?)))")
+        params.append(where.comment.strip())
+    if where.older_guidelines:
+        clauses.append(OLDER_GUIDELINES.format(p=p))
+    if where.open_to is not None:
+        clauses.append(OPEN_TO.format(p=p))
+        params.append(where.open_to)
     if where.ids is not None:
         clauses.append(f"list_contains(?::BIGINT[], {p}id)")
         params.append(list(where.ids))

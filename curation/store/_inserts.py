@@ -100,7 +100,8 @@ class ExampleInserts:
             [source, split, status, actor, now, actor, now, *row_params]).fetchall()
         event = [source, split, status]
         cur.execute(
-            "INSERT INTO events SELECT nextval('event_id_seq'), id, 'create', ?, ?, 1, "
+            "INSERT INTO events (id, example_id, action, actor, occurred_at, version, before, "
+            "after, reason) SELECT nextval('event_id_seq'), id, 'create', ?, ?, 1, "
             "NULL, CASE WHEN label_conflict = '' THEN event ELSE json_merge_patch(event, "
             "json_object('label_conflict', label_conflict)) END::VARCHAR, ? FROM "
             f"(SELECT *, CASE WHEN line IS NULL THEN {_APP_EVENT} ELSE {_FILE_EVENT} "

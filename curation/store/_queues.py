@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from curation.errors import InvalidValue
+from curation.store._agreement import ADJUDICATION
 from curation.store._filters import NEEDS_ANSWER, where_clause
 
 if TYPE_CHECKING:
@@ -32,6 +33,7 @@ _BUILT_IN = {
               "FROM examples",
     "needs_answer": "SELECT id AS example_id, 0 AS rank, 'needs an answer' AS reason "
                     f"FROM examples WHERE {NEEDS_ANSWER.format(p='')}",
+    "adjudication": ADJUDICATION,
 }
 
 
@@ -39,7 +41,8 @@ _BUILT_IN = {
 class QueueSource:
     """Where a queue's examples come from: a built-in order ("pending": pending, then needs
     work; "all": import order; "recent": last changed first; "needs_answer": the prompts
-    imported without an answer, in import order), or ("findings") the issues the
+    imported without an answer, in import order; "adjudication": the examples whose
+    independent decisions disagree, oldest first), or ("findings") the issues the
     `checks` stored, worst first, less those whose reason starts with `skip_reason` (and, where
     `statuses` is given, of examples in those statuses now; with `undecided`, of examples
     nobody has recorded a decision on for those checks yet). With `scored`, every example the

@@ -187,6 +187,82 @@ MIGRATIONS: list[tuple[str, str]] = [
             created_at    TIMESTAMP NOT NULL
         );
     """),
+    ("sign-in sessions and saved views per person", """
+        CREATE TABLE sessions (
+            token_hash    VARCHAR PRIMARY KEY,
+            user_name     VARCHAR NOT NULL,
+            created_at    TIMESTAMP NOT NULL,
+            expires_at    TIMESTAMP NOT NULL,
+            revoked_at    TIMESTAMP
+        );
+        CREATE TABLE saved_views (
+            owner         VARCHAR NOT NULL,
+            page          VARCHAR NOT NULL,
+            name          VARCHAR NOT NULL,
+            params        VARCHAR NOT NULL,
+            saved_at      TIMESTAMP NOT NULL
+        );
+    """),
+    ("bulk batches: one id per bulk action, beside each event it wrote, for undo", """
+        CREATE TABLE batches (
+            id            VARCHAR PRIMARY KEY,
+            action        VARCHAR NOT NULL,
+            value         VARCHAR,
+            reason        VARCHAR,
+            scope         VARCHAR NOT NULL,
+            actor         VARCHAR NOT NULL,
+            created_at    TIMESTAMP NOT NULL,
+            undone_by     VARCHAR,
+            undone_at     TIMESTAMP
+        );
+        CREATE TABLE batch_events (
+            batch_id      VARCHAR NOT NULL,
+            example_id    BIGINT NOT NULL,
+            version       INTEGER NOT NULL
+        );
+    """),
+    ("guidelines versions, label descriptions, comments; guidelines version of each event", """
+        CREATE TABLE guidelines (
+            version       INTEGER PRIMARY KEY,
+            text          VARCHAR NOT NULL,
+            saved_by      VARCHAR NOT NULL,
+            saved_at      TIMESTAMP NOT NULL,
+            note          VARCHAR
+        );
+        CREATE TABLE label_descriptions (
+            label         VARCHAR PRIMARY KEY,
+            description   VARCHAR NOT NULL,
+            example       VARCHAR,
+            updated_by    VARCHAR NOT NULL,
+            updated_at    TIMESTAMP NOT NULL
+        );
+        CREATE SEQUENCE comment_id_seq START 1;
+        CREATE TABLE comments (
+            id            BIGINT NOT NULL,
+            example_id    BIGINT NOT NULL,
+            author        VARCHAR NOT NULL,
+            created_at    TIMESTAMP NOT NULL,
+            text          VARCHAR NOT NULL
+        );
+        ALTER TABLE events ADD COLUMN guidelines_version INTEGER;
+    """),
+    ("independent review decisions (overlap for agreement)", """
+        CREATE TABLE review_votes (
+            example_id    BIGINT NOT NULL,
+            round         INTEGER NOT NULL,
+            reviewer      VARCHAR NOT NULL,
+            decision      VARCHAR NOT NULL
+                          CHECK (decision IN ('accept', 'reject', 'needs_work')),
+            label         VARCHAR,
+            reason        VARCHAR,
+            version       INTEGER NOT NULL,
+            decided_at    TIMESTAMP NOT NULL,
+            state         VARCHAR NOT NULL
+                          CHECK (state IN ('open', 'disputed', 'agreed', 'adjudicated')),
+            settled_by    VARCHAR,
+            settled_at    TIMESTAMP
+        );
+    """),
     ("review leases: who holds which example of a queue, until when", """
         CREATE TABLE leases (
             example_id    BIGINT PRIMARY KEY,

@@ -56,14 +56,20 @@ from curation.formats import (DEFAULT_MAX_FIELD_CHARS, check_conversation, conte
                               needs_answer, search_text)
 from curation.query import SPLITS, STATUSES, ExampleFilter
 from curation.store import _schema
+from curation.store._batches import BatchQueries
+from curation.store._comments import CommentQueries
+from curation.store._agreement import AgreementQueries
 from curation.store._embeddings import EmbeddingQueries
 from curation.store._filters import where_clause
 from curation.store._findings import FindingQueries
+from curation.store._guidelines import CURRENT_GUIDELINES, EVENT_COLUMNS, GuidelineQueries
 from curation.store._inserts import ExampleInserts
 from curation.store._leases import LeaseQueries
 from curation.store._maintenance import FILE_HEADERS, MaintenanceQueries
+from curation.store._progress import ProgressQueries
 from curation.store._queues import QueueQueries
 from curation.store._runs import RunQueries
+from curation.store._sessions import SessionQueries
 from curation.store._suggestions import SuggestionQueries
 from curation.store._snapshots import SnapshotQueries
 from curation.store._users import UserQueries
@@ -128,7 +134,9 @@ class Example:
 
 
 class Store(ExampleInserts, SnapshotQueries, UserQueries, EmbeddingQueries, FindingQueries,
-            QueueQueries, RunQueries, MaintenanceQueries, SuggestionQueries, LeaseQueries):
+            QueueQueries, RunQueries, MaintenanceQueries, SuggestionQueries, SessionQueries,
+            BatchQueries, ProgressQueries, GuidelineQueries, CommentQueries, AgreementQueries,
+            LeaseQueries):
     """The workspace's examples, their history and snapshots, and (mixed in) every other
     table's queries."""
 
@@ -356,12 +364,13 @@ class Store(ExampleInserts, SnapshotQueries, UserQueries, EmbeddingQueries, Find
         return self.get(new_id)
 
     def update(self, example_id: int, *, base_version: int, actor: str, reason: str | None = None,
-               action: str | None = None, **changes: Any) -> Example:
+               action: str | None = None, batch: str | None = None, **changes: Any) -> Example:
         """Change fields of an example that is still at `base_version`.
 
         Writes the new version, moves the one it replaces into `example_versions` and writes
         one audit event, or nothing:
         a stale `base_version` raises VersionConflict. Changing nothing writes nothing.
+        `batch`: the bulk batch the change belongs to (recorded in the same transaction).
         """
         changes = self._validated(changes, unanswered=True)
         try:
@@ -376,8 +385,11 @@ class Store(ExampleInserts, SnapshotQueries, UserQueries, EmbeddingQueries, Find
                         if v != _field(current, k)}
                 if not diff:
                     return current
-                return self._write(cur, current, diff, actor, reason,
-                                   action or _action_for(diff))
+                after = self._write(cur, current, diff, actor, reason,
+                                    action or _action_for(diff))
+                if batch is not None:
+                    self._add_to_batch(cur, batch, example_id, after.version)
+                return after
         except duckdb.TransactionException:
             raise self._conflict(self.get(example_id), base_version) from None
 
@@ -432,7 +444,8 @@ class Store(ExampleInserts, SnapshotQueries, UserQueries, EmbeddingQueries, Find
             raise self._conflict(self._get(cur, current.id), current.version)
         before = {k: _jsonable(_field(current, k)) for k in diff}
         changed = {k: _jsonable(v) for k, v in diff.items()}
-        cur.execute("INSERT INTO events VALUES (nextval('event_id_seq'), ?, ?, ?, ?, ?, ?, ?, ?)",
+        cur.execute(f"INSERT INTO events ({EVENT_COLUMNS}) VALUES (nextval('event_id_seq'), "
+                    f"?, ?, ?, ?, ?, ?, ?, ?, ({CURRENT_GUIDELINES}))",
                     [current.id, action, actor, now, version, orjson.dumps(before).decode(),
                      orjson.dumps(changed).decode(), reason])
         return after
