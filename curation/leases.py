@@ -47,6 +47,11 @@ Design decisions:
   example back (needs work) puts it back in the Pending queue for annotators. Until then,
   `claim_next` serves a submitted example to no one who cannot decide, in any queue: it
   waits for a reviewer (reviewers meet it in Submitted, and in the other queues too).
+- With overlap (N independent decisions per example, `curation.agreement`), the queue is
+  served blind per person (`where.open_to`) and an example leased by one reviewer is passed
+  over by the others for now, behind their position; so a claim that finds nothing after the
+  position starts over from the head of the queue, where what the others have since decided
+  waits for this reviewer's own decision.
 """
 
 from __future__ import annotations
@@ -112,10 +117,20 @@ def claim_next(store: Store, user: User, queue: str, where: ExampleFilter = Exam
                now: datetime | None = None) -> QueueItem | None:
     """The next example of `queue` (within `where`, after position `after`) that nobody else
     holds a live lease on, leased to `user`; None when there is none. `user`'s other leases
-    are released."""
+    are released. A queue served blind per person (overlap: `where.open_to`) starts over
+    from its head when nothing is left after `after`."""
     require(user, "edit")
     now = now or utcnow()
     until = now + timedelta(minutes=lease_minutes(store))
+    item = _claim(store, user, queue, where, after, now, until)
+    if item is None and after is not None and where.open_to:
+        item = _claim(store, user, queue, where, None, now, until)
+    return item
+
+
+def _claim(store: Store, user: User, queue: str, where: ExampleFilter,
+           after: tuple[float, int] | None, now: datetime, until: datetime
+           ) -> QueueItem | None:
     for _ in range(_MAX_ROUNDS):
         with store.transaction():  # one snapshot: the queue and its leases as of one instant
             others, mine, expired = store.lease_counts(user.name, now)

@@ -285,3 +285,32 @@ def test_cli_sets_the_lease_length(empty_store):
     assert "3 minutes" in result.output
     with Workspace.open(path, admin("a")) as ws:
         assert leases.lease_minutes(ws.store) == 3
+
+
+def test_with_overlap_each_reviewer_comes_back_for_what_the_other_held(seeded_store):
+    """Overlap 2: both reviewers decide every train example, blind, working at the same time;
+    an example passed over while the other held it is served again from the queue's head."""
+    from curation.agreement import set_overlap
+
+    set_overlap(seeded_store, ADA, 2)
+    train = ExampleFilter(split=("train",))
+    wss = {"rita": Workspace(seeded_store, RITA), "rob": Workspace(seeded_store, ROB)}
+    seen: dict[str, list[int]] = {name: [] for name in wss}
+    position: dict[str, tuple | None] = dict.fromkeys(wss)
+    for _ in range(10):
+        claimed = {}
+        for name, ws in wss.items():  # both claim before either decides: leases overlap
+            item = ws.claim_next("pending", ws.serving_filter("pending", train),
+                                 after=position[name])
+            if item is not None:
+                claimed[name] = item
+        if not claimed:
+            break
+        assert len({i.example.id for i in claimed.values()}) == len(claimed)
+        for name, item in claimed.items():
+            wss[name].decide(item.example.id, "accept", base_version=item.example.version)
+            seen[name].append(item.example.id)
+            position[name] = item.position
+    every = seeded_store.example_ids(train)
+    assert sorted(seen["rita"]) == every and sorted(seen["rob"]) == every
+    assert seeded_store.counts_by("status", train) == {"accepted": 4}
