@@ -3,6 +3,8 @@ plain DuckDB statements on the same table, in the same run.
 
     .venv/bin/python bench/review_latency.py [--rows 100000] [--iterations 300] [--warmup 20]
                                              [--label shipping] [--profile] [--keep DIR]
+                                             [--reviewers 8] [--steps 40] [--rounds 2]
+                                             [--only-concurrent]
 
 What it does:
 - Setup (timed separately, not part of the benchmark): writes N distinct chat examples
@@ -30,6 +32,18 @@ What it does:
   line: next-example p95 and save p95 against the 100 ms target, and the next/baseline p50
   ratio.
 
+Concurrent reviewers (after the above; `--only-concurrent` runs only this part): `--reviewers`
+threads (8), each a reviewer with its own cursor, work the same filtered queue at once, each
+taking `--steps` examples (40) per phase and deciding each one (`Workspace.decide`, accept,
+not timed; a `VersionConflict` is counted), walking forward from the head of the queue:
+    (e) leased next example: `leases.claim_next(store, reviewer, "pending", where,
+        after=position)`: the next example nobody else holds, leased to the reviewer;
+    (f) baseline: the unleased next example, `queues.upcoming(..., after=position, limit=2)`
+        as before leases, where every reviewer is served the head of the queue.
+Phases alternate (e f f e ... for `--rounds` 2); the first 2 steps of each reviewer in a phase
+are warm-up. Prints p50/p95 wall ms of each, the version conflicts and the examples served to
+two reviewers at once in each phase, the p95 ratio and the verdict against 100 ms.
+
 `--profile` also prints, afterwards: EXPLAIN ANALYZE of the exact query `upcoming()` runs and of
 the row read `decide()` runs (captured from the cursor), the time of each statement of a save
 (median of 50 saves), the WAL bytes a save writes and what one CHECKPOINT costs, and a cProfile
@@ -50,6 +64,7 @@ import shutil
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -58,6 +73,7 @@ sys.path.insert(0, str(ROOT))
 
 from curation import ExampleFilter, Store, import_file  # noqa: E402
 from curation.auth import User  # noqa: E402
+from curation.leases import claim_next  # noqa: E402
 from curation.queues import upcoming  # noqa: E402
 from curation.review import decide  # noqa: E402
 
@@ -271,6 +287,108 @@ def bench_writes(store: Store, user: User, label: str, other_label: str, iterati
     return times, cpu_times
 
 
+# --- concurrent reviewers: leased next example against the unleased one ------------------
+
+CONCURRENT_WARMUP = 2  # steps of each reviewer in each phase that are not recorded
+
+
+def concurrent_phase(store: Store, where: ExampleFilter, people: list[User], steps: int,
+                     leased: bool) -> tuple[list[float], int, int]:
+    """All `people` work the filtered pending queue at once, `steps` examples each: time the
+    next-example call of each step (leased or not), decide each example. Returns (wall ms of
+    the recorded steps, version conflicts, examples served to two people at once)."""
+    from curate.workspace import Workspace
+    from curation import VersionConflict
+
+    times: list[float] = []
+    conflicts = 0
+    holding: dict[int, str] = {}  # example id -> who has it on screen now
+    doubled: set[int] = set()
+    lock = threading.Lock()
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(len(people))
+
+    def work(person: User) -> None:
+        nonlocal conflicts
+        ws = Workspace(store, person)
+        position = None
+        try:
+            barrier.wait()
+            for step in range(steps):
+                t0 = time.perf_counter()
+                if leased:
+                    item = claim_next(store, person, "pending", where, after=position)
+                else:
+                    items = upcoming(store, "pending", where, after=position, limit=2)
+                    item = items[0] if items else None
+                wall = ms(time.perf_counter() - t0)
+                if item is None:
+                    raise RuntimeError("the filtered queue ran out: use a larger --rows")
+                with lock:
+                    if step >= CONCURRENT_WARMUP:
+                        times.append(wall)
+                    if holding.get(item.example.id, person.name) != person.name:
+                        doubled.add(item.example.id)
+                    holding[item.example.id] = person.name
+                position = item.position
+                try:
+                    ws.decide(item.example.id, "accept", base_version=item.example.version)
+                except VersionConflict:
+                    with lock:
+                        conflicts += 1
+                with lock:
+                    if holding.get(item.example.id) == person.name:
+                        del holding[item.example.id]
+        except BaseException as exc:  # noqa: BLE001  (re-raised below)
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(p,)) for p in people]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+    return times, conflicts, len(doubled)
+
+
+def bench_concurrent(store: Store, label: str, reviewers: int, steps: int,
+                     rounds: int) -> dict[str, dict]:
+    """(e) leased and (f) unleased next example under `reviewers` concurrent reviewers, in
+    alternating phases: {"leased"/"unleased": {"times", "conflicts", "doubled"}}."""
+    where = ExampleFilter(label=(label,))
+    people = [User(f"reviewer{i + 1}", "reviewer") for i in range(reviewers)]
+    out = {k: {"times": [], "conflicts": 0, "doubled": 0} for k in ("leased", "unleased")}
+    for r in range(rounds):
+        order = ("leased", "unleased") if r % 2 == 0 else ("unleased", "leased")
+        for kind in order:
+            times, conflicts, doubled = concurrent_phase(store, where, people, steps,
+                                                         kind == "leased")
+            out[kind]["times"] += times
+            out[kind]["conflicts"] += conflicts
+            out[kind]["doubled"] += doubled
+            print(f"  round {r + 1}, {kind:>8}: p50 {pct(times, 50):7.1f} ms, p95 "
+                  f"{pct(times, 95):7.1f} ms, {conflicts} version conflicts, {doubled} "
+                  f"examples served to two reviewers at once")
+    return out
+
+
+def print_concurrent(result: dict[str, dict], reviewers: int) -> tuple[float, float]:
+    """The table of (e) and (f); returns (leased p95, p95 ratio leased / unleased)."""
+    names = {"leased": f"(e) leased next: leases.claim_next, {reviewers} reviewers",
+             "unleased": f"(f) baseline: queues.upcoming, {reviewers} reviewers"}
+    print()
+    print(f"{'measurement (wall ms)':<56}{'n':>5}{'p50':>9}{'p95':>9}{'mean':>9}{'max':>9}"
+          f"{'conflicts':>11}{'doubled':>9}")
+    for key in ("leased", "unleased"):
+        v = result[key]["times"]
+        print(f"{names[key]:<56}{len(v):>5}{pct(v, 50):>9.2f}{pct(v, 95):>9.2f}"
+              f"{statistics.fmean(v):>9.2f}{max(v):>9.2f}{result[key]['conflicts']:>11}"
+              f"{result[key]['doubled']:>9}")
+    leased_p95 = pct(result["leased"]["times"], 95)
+    return leased_p95, leased_p95 / pct(result["unleased"]["times"], 95)
+
+
 # --- profiling -------------------------------------------------------------------------------
 
 class _TimingCursor:
@@ -406,6 +524,14 @@ def main() -> None:
     ap.add_argument("--profile", action="store_true",
                     help="also print EXPLAIN ANALYZE of the SQL and a cProfile of each")
     ap.add_argument("--keep", type=Path, help="build the store in this folder and keep it")
+    ap.add_argument("--reviewers", type=int, default=8,
+                    help="concurrent reviewers (threads) for the leased next-example path")
+    ap.add_argument("--steps", type=int, default=40,
+                    help="examples each concurrent reviewer takes per phase")
+    ap.add_argument("--rounds", type=int, default=2,
+                    help="rounds of the two concurrent phases (leased, unleased), alternating")
+    ap.add_argument("--only-concurrent", action="store_true",
+                    help="measure only the concurrent reviewers (e) and (f)")
     args = ap.parse_args()
 
     import duckdb
@@ -424,28 +550,46 @@ def main() -> None:
             size = store.cursor().execute(
                 "SELECT count(*) FROM examples WHERE status IN ('pending', 'needs_work') "
                 "AND label = ?", [args.label]).fetchone()[0]
-            needed = args.warmup + args.iterations + 2 + (400 if args.profile else 0)
+            needed = (0 if args.only_concurrent else
+                      args.warmup + args.iterations + 2 + (400 if args.profile else 0))
+            needed += 2 * args.rounds * args.reviewers * args.steps  # each decides its own
             print(f"setup: the filtered queue holds {size:,} examples (needs >= {needed:,})")
             if size < needed:
                 raise SystemExit("the filtered queue is too short: use a larger --rows")
 
-            times, cpu = bench_reads(store, args.label, args.iterations, args.warmup)
-            write_times, write_cpu = bench_writes(store, user, args.label, other_label,
-                                                  args.iterations, args.warmup)
-            times |= write_times
-            cpu |= write_cpu
+            stats = None
+            if not args.only_concurrent:
+                times, cpu = bench_reads(store, args.label, args.iterations, args.warmup)
+                write_times, write_cpu = bench_writes(store, user, args.label, other_label,
+                                                      args.iterations, args.warmup)
+                times |= write_times
+                cpu |= write_cpu
+            print(f"\nconcurrent: {args.reviewers} reviewers, {args.steps} examples each per "
+                  f"phase, {args.rounds} rounds")
+            concurrent = bench_concurrent(store, args.label, args.reviewers, args.steps,
+                                          args.rounds)
             load_after = os.getloadavg()
             print(f"\nload average (1/5/15 min) before the measurements: "
                   f"{' '.join(f'{x:.2f}' for x in load_before)}; after: "
                   f"{' '.join(f'{x:.2f}' for x in load_after)} ({os.cpu_count()} CPUs)")
-            stats = print_table(times, cpu)
-            if args.profile:
+            if not args.only_concurrent:
+                stats = print_table(times, cpu)
+            leased_p95, leased_ratio = print_concurrent(concurrent, args.reviewers)
+            if args.profile and not args.only_concurrent:
                 profile(store, db, user, args.label)
+
+        print()
+        print(f"ratio (p95): leased next example / unleased next example, {args.reviewers} "
+              f"reviewers: {leased_ratio:.2f}")
+        print(f"leased next-example p95 under {args.reviewers} concurrent reviewers: "
+              f"{leased_p95:.1f} ms ({'meets' if leased_p95 < TARGET_MS else 'MISSES'} the "
+              f"target < {TARGET_MS:.0f} ms)")
+        if stats is None:
+            return
 
         next_p95, save_p95 = stats["next"][1], stats["save"][1]
         ratio = stats["next"][0] / stats["next_baseline"][0]
         save_ratio = stats["save"][0] / stats["save_baseline"][0]
-        print()
         print(f"ratios (p50): next example / baseline read {ratio:.1f}; "
               f"save / baseline write {save_ratio:.1f}")
         print(f"next-example {'meets' if next_p95 < TARGET_MS else 'MISSES'} the target; "

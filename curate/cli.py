@@ -976,6 +976,39 @@ def guidelines_history(db, as_json):
                    f"{g.note or ''}")
 
 
+@main.command()
+@db_option
+@click.option("--minutes", type=float, default=None,
+              help="Set how long a lease lasts without renewal (default 5 minutes).")
+@json_option
+def leases(db, minutes, as_json):
+    """Who holds which example of a review queue, and until when (leases, UTC).
+
+    Each person walking a queue in Review gets their own example, leased to them while they
+    work on it; a decision, a skip or the timeout releases it.
+
+    \b
+    Example:
+      curate leases --json
+      curate leases --minutes 10
+    """
+    with _open(db) as workspace:
+        if minutes is not None:
+            workspace.set_lease_minutes(minutes)
+        held = workspace.leases()
+        length = workspace.lease_minutes()
+    if as_json:
+        _print_json([lease.to_dict() for lease in held])
+        return
+    if minutes is not None:
+        click.echo(f"a lease now lasts {minutes:g} minutes without renewal")
+    if not held:
+        click.echo(f"nobody holds a lease (a lease lasts {length:g} minutes)")
+    for lease in held:
+        click.echo(f"{lease.holder:<20} #{lease.example_id:<8} {lease.queue or '':<16} "
+                   f"since {lease.acquired_at:%H:%M:%S}, until {lease.expires_at:%H:%M:%S} UTC")
+
+
 LOOPBACK_ADDRESSES = ("127.0.0.1", "localhost", "::1")
 
 

@@ -32,6 +32,7 @@ from curation import agreement as _agreement
 from curation import failures as _failures
 from curation import progress as _progress
 from curation import guidelines as _guidelines
+from curation import leases as _leases
 from curation import routing as _routing
 from curation import sessions as _sessions
 from curation import suggestions as _suggestions
@@ -48,6 +49,7 @@ if TYPE_CHECKING:
     from curation.comments import Comment
     from curation.guidelines import DecidedUnder, Guidelines, LabelDescription
     from curation.failures import Evidence, Failure
+    from curation.leases import Lease
     from curation.maintenance import BackupResult
     from curation.queues import QueueItem
     from curation.review import BulkResult
@@ -228,6 +230,7 @@ class Workspace:
         after = review.decide(self.store, self.user, example_id, decision,
                               base_version=base_version, reason=reason, **changes)
         _routing.note_review(self.store, self.user, example_id, decision, after)
+        _leases.release(self.store, self.user, example_id)
         return after
 
     # --- overlap for agreement (curation.agreement) ---------------------------------------
@@ -257,6 +260,40 @@ class Workspace:
     def agreement(self) -> _agreement.Agreement:
         """Cohen's kappa per reviewer pair, Fleiss' kappa overall and per label."""
         return _agreement.figures(self.store)
+
+    # work distribution: leases on a queue's examples, submissions (curation.leases)
+
+    def claim_next(self, queue: str, where: ExampleFilter = ExampleFilter(), *,
+                   after: tuple[float, int] | None = None) -> QueueItem | None:
+        """The next example of a queue nobody else holds, leased to this user (or None)."""
+        return _leases.claim_next(self.store, self.user, queue, where, after=after)
+
+    def hold(self, example_id: int, queue: str | None = None) -> Lease:
+        """Lease (or renew) an example for this user if it is free; the live lease on it."""
+        return _leases.hold(self.store, self.user, example_id, queue)
+
+    def release(self, example_id: int | None = None) -> int:
+        """Release this user's lease on an example (all of them if None): a skip."""
+        return _leases.release(self.store, self.user, example_id)
+
+    def leases(self) -> list[Lease]:
+        """Who holds which example, until when (admins)."""
+        return _leases.leases(self.store, self.user)
+
+    def lease_minutes(self) -> float:
+        """How long a lease lasts without renewal."""
+        return _leases.lease_minutes(self.store)
+
+    def set_lease_minutes(self, minutes: float) -> float:
+        """How long a lease lasts without renewal (admins)."""
+        return _leases.set_lease_minutes(self.store, self.user, minutes)
+
+    def submit(self, example_id: int, *, base_version: int, reason: str | None = None,
+               **changes) -> Example:
+        """Submit an example for review with the pending edits (annotators): it moves to the
+        Submitted queue, where a reviewer decides on it."""
+        return _leases.submit(self.store, self.user, example_id, base_version=base_version,
+                              reason=reason, **changes)
 
     def edit(self, example_id: int, *, base_version: int, reason: str | None = None,
              **changes) -> Example:
@@ -681,6 +718,7 @@ class Workspace:
         after = _routing.accept_suggestion(self.store, self.user, example_id,
                                            base_version=base_version, reason=reason, **changes)
         _routing.note_review(self.store, self.user, example_id, "accept", after)
+        _leases.release(self.store, self.user, example_id)
         return after
 
     def revert_auto_accepts(self, run_id: str, ids: list[int] | None = None) -> list[int]:

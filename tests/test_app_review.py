@@ -364,11 +364,11 @@ def test_every_queue_is_fed_by_its_checks_on_the_demo_data(review_page, tmp_path
         assert result.exit_code == 0, result.output
     from curation.failures import QUEUES  # fed by an evaluation: tests/test_failures.py
     from curation.routing import QUEUES as ROUTED  # fed by routing: tests/test_routing.py
-
+    from curation.leases import SUBMITTED  # fed by annotators' submissions: test_leases.py
     from curation.agreement import ADJUDICATION  # fed by disagreements: test_agreement.py
 
     fed_by_checks = {name: q for name, q in REGISTRY.items()
-                     if name not in (*QUEUES, *ROUTED, ADJUDICATION)}
+                     if name not in (*QUEUES, *ROUTED, ADJUDICATION, SUBMITTED)}
     with Store(db) as store:
         for name, queue in fed_by_checks.items():
             assert queue_size(store, name) > 0, name

@@ -1,4 +1,5 @@
-"""Overview: progress at a glance, reviewer activity, and what needs attention next.
+"""Overview: progress at a glance, reviewer activity, what needs attention next, and (for
+admins) who holds which example of a review queue (`curate/ui/review_leases.py`).
 
 What needs attention comes from `Workspace.needs_attention` (the CLI's and the pages' one
 definition): thin labels are counted against the workspace's coverage targets, and the line
@@ -13,6 +14,7 @@ The Agreement section (`overview_agreement`) sets the review overlap and shows k
 import pandas as pd
 import streamlit as st
 
+from curate.ui import review_leases
 from curate.ui.common import workspace
 from curate.ui.overview_agreement import agreement_section
 from curation import STATUSES
@@ -84,3 +86,5 @@ else:  # days along x, one colour per person: names sit in the legend, never cut
                      "person", width="large")})
 st.caption("Accept, reject and needs work by people; the system's own actors (the "
            "command line's import, the model's auto-accepts) are left out.")
+
+review_leases.leases_table(ws)  # admins: who holds which example

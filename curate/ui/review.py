@@ -5,8 +5,11 @@ The page only gathers input and calls `curation.queues` (what comes next) and
 
 Design decisions:
 - Position is the queue's keyset cursor `(rank, id)`, kept in session state with the current
-  and the prefetched next item. After a decision the page shows the prefetched example at once
-  and fetches one more; `?id=N` opens an example directly and the URL follows the current one.
+  item. The next example comes from `Workspace.claim_next`: the first one after the position
+  that nobody else holds a lease on, leased to this person, so two people in one queue never
+  get the same example (`curation.leases`; the page's lease widgets and Submit for review live
+  in `curate/ui/review_leases.py`). `?id=N` opens an example directly (leased too if free) and
+  the URL follows the current one.
   The queue and the filters are query parameters too (`curate.ui.url_state`), so a reload
   or a shared link opens the same example in the same queue with the same filters.
 - The example shown is the version that was loaded, not re-read on every rerun: its version is
@@ -70,7 +73,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from curate.ui import review_guidelines
+from curate.ui import review_guidelines, review_leases
 from curate.ui.common import (ERROR_ICON, NEEDS_ANSWER_MARK, filter_form, filter_keys, flash,
                               page_path, page_start, plain, workspace)
 from curate.ui.keys import shortcut_help
@@ -85,7 +88,8 @@ from curation.store import Example
 SHORTCUTS = {"accept": "a", "reject": "x", "needs_work": "n", "skip": "s", "next": "j",
              "previous": "k", "save": "e", "accept_suggestion": "m", "undo": "u"}
 LABEL_KEYS = 9  # 1-9 set one of the first nine labels
-DECISION_WORDS = {"accept": "Accepted", "reject": "Rejected", "needs_work": "Sent back"}
+DECISION_WORDS = {"accept": "Accepted", "reject": "Rejected", "needs_work": "Sent back",
+                  "submit": "Submitted for review"}
 STATUS_BADGE = {"pending": "gray", "accepted": "green", "rejected": "red", "needs_work": "orange"}
 S = st.session_state
 ws = workspace("view")
@@ -108,9 +112,9 @@ def _show(current: QueueItem | None, nxt: QueueItem | None, in_queue: bool = Tru
 
 def _first() -> None:
     queue, where = _ctx()
-    items = ws.upcoming(queue, where, limit=2)
-    _show(items[0] if items else None, items[1] if len(items) > 1 else None)
-    if not items:
+    item = ws.claim_next(queue, where)  # leased to this user: nobody else is served it
+    _show(item, None)
+    if item is None:
         S.rvq_pos = None
 
 
@@ -118,13 +122,8 @@ def _next() -> None:
     queue, where = _ctx()
     if S.rvq_pos is None:  # an example opened by link, outside the queue: start the queue
         _first()
-    elif S.rvq_next is not None:
-        nxt = S.rvq_next
-        more = ws.upcoming(queue, where, after=nxt.position, limit=1)
-        _show(nxt, more[0] if more else None)
     else:
-        items = ws.upcoming(queue, where, after=S.rvq_pos, limit=2)
-        _show(items[0] if items else None, items[1] if len(items) > 1 else None)
+        _show(ws.claim_next(queue, where, after=S.rvq_pos), None)
 
 
 def _previous() -> None:
@@ -251,9 +250,13 @@ def _add_pair(ex: Example) -> None:
 def _act(kind: str, decision: str | None = None, to_version: int | None = None) -> None:
     item: QueueItem = S.rvq_cur
     ex = item.example
+    if (refused := review_leases.refusal(ws, ex.id)) is not None:
+        S.rvq_error = (ex.id, refused)
+        return
     op = {"kind": kind, "decision": decision, "to_version": to_version,
           "reason": S.get(f"{_prefix(ex)}_reason", ""),
-          "changes": _changes(ex) if kind in ("decide", "edit", "suggestion") else {}}
+          "changes": _changes(ex) if kind in ("decide", "edit", "suggestion", "submit")
+          else {}}
     if kind == "edit" and not op["changes"]:
         flash("review", "Nothing to save: no edits.", ":material/info:")
         return
@@ -273,6 +276,9 @@ def _submit(op: dict[str, Any], base_version: int) -> None:
                                          reason=op["reason"], **op["changes"])
         elif op["kind"] == "edit":
             after = ws.edit(ex.id, base_version=base_version, **op["changes"])
+        elif op["kind"] == "submit":
+            after = ws.submit(ex.id, base_version=base_version, reason=op["reason"],
+                              **op["changes"])
         else:
             after = ws.revert(ex.id, op["to_version"], base_version=base_version)
     except VersionConflict as exc:
@@ -286,10 +292,10 @@ def _submit(op: dict[str, Any], base_version: int) -> None:
     _forget(ex)
     if after.version > ex.version:  # a change was written: `u` can take it back
         S.setdefault("rvq_undo", []).append((ex.id, after.version, op["decision"] or op["kind"]))
-    if op["kind"] in ("decide", "suggestion"):
+    if op["kind"] in ("decide", "suggestion", "submit"):
         flash("review", decision_note(ws, ex, after)
-              or f"{DECISION_WORDS[op['decision']]} #{ex.id} (version {after.version})",
-              ":material/check_circle:")
+              or f"{DECISION_WORDS[op['decision'] or op['kind']]} #{ex.id} (version "
+                 f"{after.version})", ":material/check_circle:")
         _next()
     else:
         what = ("Saved" if op["kind"] == "edit"
@@ -348,6 +354,7 @@ def _set_label(ex: Example, label: str) -> None:
 
 def _skip() -> None:
     flash("review", f"Skipped #{S.rvq_cur.example.id}", ":material/skip_next:")
+    ws.release(S.rvq_cur.example.id)
     _next()
 
 
@@ -716,6 +723,7 @@ example = item.example
 if st.query_params.get("id") != str(example.id):
     st.query_params["id"] = str(example.id)
 S.rvq_linked = str(example.id)
+review_leases.show_lease(ws, example.id, queue if S.rvq_pos is not None else None)
 if S.rvq_pos is None:
     st.caption(":material/link: Opened by link; this example is not in the queue. Next goes "
                "to the start of the queue.")
@@ -736,6 +744,7 @@ with right:
     _suggestion(example)
     pending = _changes(example)
     _decision_panel(item, pending)
+    review_leases.submit_button(ws, _act)
     review_guidelines.beside(ws, example, _draft(example)[1])
 _details(example, pending)
 shortcut_help("rv_save")

@@ -18,6 +18,7 @@ Layout, one module per concern:
   `_guidelines` (guidelines versions, label descriptions, the guidelines version of each
   event), `_comments` (comment threads),
   `_agreement` (independent review decisions for overlap and adjudication),
+  `_leases` (review leases, and submissions for review),
   `_maintenance` (copies, checkpoints, free space, probing a damaged file).
 
 Each concern's queries are a mixin class of `Store`, so callers write `store.findings(name)`

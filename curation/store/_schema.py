@@ -263,6 +263,15 @@ MIGRATIONS: list[tuple[str, str]] = [
             settled_at    TIMESTAMP
         );
     """),
+    ("review leases: who holds which example of a queue, until when", """
+        CREATE TABLE leases (
+            example_id    BIGINT PRIMARY KEY,
+            holder        VARCHAR NOT NULL,
+            queue         VARCHAR,
+            acquired_at   TIMESTAMP NOT NULL,
+            expires_at    TIMESTAMP NOT NULL
+        );
+    """),
 ]
 
 

@@ -64,6 +64,7 @@ from curation.store._filters import where_clause
 from curation.store._findings import FindingQueries
 from curation.store._guidelines import CURRENT_GUIDELINES, EVENT_COLUMNS, GuidelineQueries
 from curation.store._inserts import ExampleInserts
+from curation.store._leases import LeaseQueries
 from curation.store._maintenance import FILE_HEADERS, MaintenanceQueries
 from curation.store._progress import ProgressQueries
 from curation.store._queues import QueueQueries
@@ -134,7 +135,8 @@ class Example:
 
 class Store(ExampleInserts, SnapshotQueries, UserQueries, EmbeddingQueries, FindingQueries,
             QueueQueries, RunQueries, MaintenanceQueries, SuggestionQueries, SessionQueries,
-            BatchQueries, ProgressQueries, GuidelineQueries, CommentQueries, AgreementQueries):
+            BatchQueries, ProgressQueries, GuidelineQueries, CommentQueries, AgreementQueries,
+            LeaseQueries):
     """The workspace's examples, their history and snapshots, and (mixed in) every other
     table's queries."""
 

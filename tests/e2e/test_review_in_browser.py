@@ -79,11 +79,14 @@ def test_two_reviewers_saving_the_same_example_get_a_conflict_not_a_lost_update(
         pages[name] = context.new_page()
         sign_in(pages[name], server, name)
         open_review(pages[name])
-    edit_answer_and_press(pages["rita"], "Rita's answer.", "a")
-    wait_for_text_box(pages["rita"], "Original answer 2.")
-
     ravi = pages["ravi"]
-    edit_answer_and_press(ravi, "Ravi's answer.", "a")
+    wait_for_text_box(ravi, "Original answer 2.")  # rita holds the first one (a lease)
+    ravi.keyboard.press("k")  # back to it: readable, with who holds it
+    ravi.get_by_text(re.compile(r"rita is working on example #1")).wait_for(timeout=30_000)
+    edit_answer_and_press(pages["rita"], "Rita's answer.", "a")
+    wait_for_text_box(pages["rita"], "Original answer 3.")  # ravi holds the second
+
+    edit_answer_and_press(ravi, "Ravi's answer.", "a")  # on the version rita replaced
     conflict = ravi.get_by_text(re.compile(r"was changed by rita"))
     conflict.wait_for(timeout=30_000)
     assert ravi.get_by_text("Rita's answer.").count() >= 1  # what the other person changed
