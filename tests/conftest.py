@@ -130,3 +130,13 @@ def shown_id(at) -> int:
     [head] = [s.value for s in at.subheader if s.value.startswith("Example #")]
     return int(head.removeprefix("Example #"))
 
+
+@pytest.fixture
+def review_page(monkeypatch):
+    """Open the Review page as `user` (default a reviewer, rita) on `store`, optionally with
+    query parameters."""
+    def open_page(store: Store, user: User = User("rita", "reviewer"), **query: str):
+        return open_app_page(monkeypatch, store, "review", user, **query)
+
+    return open_page
+

@@ -11,11 +11,8 @@ from curation import ExampleFilter, review
 from curation.agreement import overlap, set_overlap
 from curation.auth import User
 from tests.conftest import PROJECT_ROOT, page, unescaped
-from tests.test_app_review import (
-    click,
-    review_page,  # noqa: F401  (the fixture)
-    shown_id,
-)
+from tests.conftest import shown_id
+from tests.test_app_review import click
 
 ADA = User("ada", "admin")
 RITA, BOB = User("rita", "reviewer"), User("bob", "reviewer")
@@ -39,7 +36,7 @@ def overlap2(seeded_store):
 
 
 def test_a_decision_is_a_blind_vote_and_the_next_reviewer_still_gets_the_example(
-        review_page, overlap2):  # noqa: F811
+        review_page, overlap2):
     store = overlap2
     first, second = store.find(ExampleFilter(split=("train",)))[:2]
     at = review_page(store, RITA)
@@ -59,7 +56,7 @@ def test_a_decision_is_a_blind_vote_and_the_next_reviewer_still_gets_the_example
 
 
 def test_adjudication_view_shows_the_decisions_side_by_side_and_settles(
-        review_page, overlap2):  # noqa: F811
+        review_page, overlap2):
     store = overlap2
     first = store.find(ExampleFilter(split=("train",)))[0]
     vote(store, RITA, first.id, "accept", label="refunds", reason="asks for money back")
@@ -83,7 +80,7 @@ def test_adjudication_view_shows_the_decisions_side_by_side_and_settles(
     assert "Nothing left in this queue" in " ".join(s.value for s in at.success)
 
 
-def test_a_reviewer_opening_a_disputed_example_cannot_settle_it(review_page, overlap2):  # noqa: F811
+def test_a_reviewer_opening_a_disputed_example_cannot_settle_it(review_page, overlap2):
     store = overlap2
     first = store.find(ExampleFilter(split=("train",)))[0]
     vote(store, RITA, first.id, "accept")

@@ -9,30 +9,10 @@ from streamlit.testing.v1 import AppTest
 from curation import import_file, review
 from curation.auth import User
 from curation.errors import PermissionDenied
-from tests.conftest import unescaped, PROJECT_ROOT, admin, page, chat, write_jsonl
+from tests.conftest import admin, chat, shown_id, unescaped, write_jsonl
 
 RITA = User("rita", "reviewer")
 ANN = User("ann", "annotator")
-
-
-@pytest.fixture
-def review_page(monkeypatch):
-    """Open the Review page as `user` on `store`, optionally with query parameters."""
-    def open_page(store, user: User = RITA, **query: str) -> AppTest:
-        monkeypatch.setenv("CURATE_DB", str(store.path))
-        at = AppTest.from_file(str(PROJECT_ROOT / "app.py"), default_timeout=30)
-        at.session_state["user"] = user
-        at.query_params.update(query)
-        at.switch_page(page("review")).run()  # the page's url path is its file name
-        assert not at.exception, at.exception
-        return at
-
-    return open_page
-
-
-def shown_id(at: AppTest) -> int:
-    [head] = [s.value for s in at.subheader if s.value.startswith("Example #")]
-    return int(head.removeprefix("Example #"))
 
 
 def turns(at: AppTest, role: str) -> list:

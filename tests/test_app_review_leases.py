@@ -5,9 +5,8 @@ from __future__ import annotations
 
 from curation import leases, queues
 from curation.auth import User
-from tests.conftest import unescaped
-from tests.test_app_review import ANN, RITA, click, shown_id
-from tests.test_app_review import review_page  # noqa: F401  (the fixture)
+from tests.conftest import shown_id, unescaped
+from tests.test_app_review import ANN, RITA, click
 
 ROB = User("rob", "reviewer")
 
