@@ -162,3 +162,14 @@ def test_recheck_opens_review_on_the_decisions_under_older_guidelines(open_page,
     assert at.selectbox(key="rv_queue").value == "all"
     [head] = [s.value for s in at.subheader if s.value.startswith("Example #")]
     assert head == f"Example #{first.id}"
+
+
+def test_review_history_names_the_guidelines_version_of_each_event(open_page, seeded_store):
+    first = seeded_store.find()[0]
+    guidelines.save(seeded_store, ADA, "v1")
+    review.decide(seeded_store, RITA, first.id, "accept", base_version=1)
+    assert [e["guidelines_version"] for e in seeded_store.history(first.id)] == [None, 1]
+    at = open_page(seeded_store, "review", RITA, id=str(first.id))
+    [history] = [d.value for d in at.dataframe if "guidelines" in d.value.columns]
+    assert list(history["guidelines"]) == ["none", "v1"]
+    assert list(history["action"]) == ["create", "accept"]

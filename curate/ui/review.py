@@ -602,6 +602,8 @@ def _history_rows(example_id: int) -> pd.DataFrame:
             for k in after) if before else "created"
         rows.append({"when": event["at"], "who": event["actor"], "action": event["action"],
                      "version": event["version"], "reason": event["reason"] or "",
+                     "guidelines": (f"v{event['guidelines_version']}"
+                                    if event["guidelines_version"] else "none"),
                      "before → after": change})
     return pd.DataFrame(rows)
 

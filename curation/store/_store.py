@@ -277,11 +277,14 @@ class Store(ExampleInserts, SnapshotQueries, UserQueries, EmbeddingQueries, Find
                 **{f"by_{c}": self.counts_by(c) for c in ("status", "split", "label", "source")}}
 
     def history(self, example_id: int) -> list[dict[str, Any]]:
-        """The audit events of one example, oldest first."""
+        """The audit events of one example, oldest first, each with the guidelines version
+        in force when it was written (None: before there were guidelines)."""
         rows = self.cursor().execute(
-            "SELECT id, action, actor, occurred_at, version, before, after, reason FROM events "
-            "WHERE example_id = ? ORDER BY id", [example_id]).fetchall()
-        keys = ("id", "action", "actor", "at", "version", "before", "after", "reason")
+            "SELECT id, action, actor, occurred_at, version, before, after, reason, "
+            "guidelines_version FROM events WHERE example_id = ? ORDER BY id",
+            [example_id]).fetchall()
+        keys = ("id", "action", "actor", "at", "version", "before", "after", "reason",
+                "guidelines_version")
         events = [dict(zip(keys, r)) for r in rows]
         for e in events:
             e["before"] = orjson.loads(e["before"]) if e["before"] else None
