@@ -319,8 +319,13 @@ class Workspace:
                                     value=value, reason=reason)
 
     def undo(self, example_id: int, version: int) -> Example:
-        """Take back the change that made `version` (the exact version before comes back)."""
-        return _undo.undo_change(self.store, self.user, example_id, version)
+        """Take back the change that made `version` (the exact version before comes back); a
+        QA verdict that this change recorded is taken back with it."""
+        event = self.store.event_at(example_id, version)
+        restored = _undo.undo_change(self.store, self.user, example_id, version)
+        if event and event["action"] in ("accept", "reject", "needs_work"):
+            _routing.forget_review(self.store, event["actor"], example_id)
+        return restored
 
     def last_change(self) -> tuple[int, int, str] | None:
         """This person's latest decision or edit today that still stands (not a batch's)."""

@@ -264,6 +264,12 @@ def note_review(store: Store, user: User, example_id: int, decision: str,
     return verdict
 
 
+def forget_review(store: Store, reviewer: str, example_id: int) -> bool:
+    """Take back the QA verdict `reviewer` recorded on `example_id` (their decision on it was
+    undone), so the example is back in the QA sample queue; whether there was one."""
+    return store.remove_finding_decisions(QA_SAMPLE, [str(example_id)], decided_by=reviewer) > 0
+
+
 def qa_precision(store: Store) -> dict[str, Any]:
     """{"sampled", "reviewed", "correct", "precision"} of the QA sample (precision None
     until one is reviewed)."""
@@ -303,6 +309,6 @@ def _register_queues() -> None:
 _register_queues()
 
 __all__ = ["DEFAULT_QA_SHARE", "QA_SAMPLE", "QUEUES", "Routing", "SUGGESTIONS",
-           "accept_suggestion", "agrees", "answer_of", "last_routing", "model_actor",
-           "note_review", "qa_precision", "qa_sample", "revert_auto_accepts", "route",
+           "accept_suggestion", "agrees", "answer_of", "forget_review", "last_routing",
+           "model_actor", "note_review", "qa_precision", "qa_sample", "revert_auto_accepts", "route",
            "with_answer"]

@@ -186,6 +186,13 @@ def test_qa_reviews_measure_the_precision_of_the_auto_band(file_store):
     status = ws.routing_status()
     assert status["qa"]["precision"] == 1 / 3 and status["run_id"] == RUN
     assert status["eval"] is None  # the run folder is not here: no calibration to read
+    # undoing the rejection takes its verdict back: the example waits in the queue again
+    ws.undo(ids[2], current(ids[2]).version)
+    assert current(ids[2]).status == "accepted"
+    assert R.qa_precision(store) == {"sampled": 4, "reviewed": 2, "correct": 1,
+                                     "precision": 1 / 2}
+    assert {it.example.id for it in queues.upcoming(store, R.QA_SAMPLE, limit=9)} == {
+        ids[2], ids[3]}
 
 
 def test_accepting_a_suggestion_is_one_audited_change_by_the_person(file_store):

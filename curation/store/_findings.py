@@ -88,6 +88,14 @@ class FindingQueries:
             tx.executemany("INSERT INTO finding_decisions VALUES (?, ?, ?, ?, ?)",
                            [[name, s, decision, decided_by, decided_at] for s in subjects])
 
+    def remove_finding_decisions(self, name: str, subjects: list[str], *,
+                                 decided_by: str) -> int:
+        """Delete `decided_by`'s decisions on these subjects of check `name`; how many."""
+        return len(self.cursor().execute(
+            "DELETE FROM finding_decisions WHERE check_name = ? AND decided_by = ? AND "
+            "list_contains(?::VARCHAR[], subject) RETURNING subject",
+            [name, decided_by, list(subjects)]).fetchall())
+
     def finding_decisions(self, decision: str | None = None, *, check: str | None = None,
                           exclude: str | None = None) -> list[tuple[str, str, str]]:
         """(subject, decision, decided by) of the decisions of one kind (`decision`), or of
