@@ -884,6 +884,29 @@ def user_set_role(name, role, db):
     click.echo(f"user {changed.name} is now {changed.role}")
 
 
+@user.command("sessions")
+@db_option
+@json_option
+def user_sessions(db, as_json):
+    """List who is signed in to the app now (sessions not signed out or expired), newest
+    first.
+
+    \b
+    Example:
+      curate user sessions --json
+    """
+    with _open(db) as workspace:
+        open_ = workspace.open_sessions()
+    if as_json:
+        _print_json(open_)
+        return
+    if not open_:
+        click.echo("nobody is signed in", err=True)
+    for row in open_:
+        click.echo(f"{row['user']:<20} since {row['started']:%Y-%m-%d %H:%M} UTC, until "
+                   f"{row['expires']:%Y-%m-%d %H:%M} UTC")
+
+
 @user.command("sign-out")
 @click.argument("name")
 @db_option

@@ -392,6 +392,11 @@ class Workspace:
     def delete_view(self, page: str, name: str) -> None:
         _sessions.delete_view(self.store, self.user, page, name)
 
+    def open_sessions(self) -> list[dict]:
+        """Who is signed in to the app now: user, started, expires (UTC), newest first
+        (admins)."""
+        return _sessions.open_sessions(self.store, self.user)
+
     def end_sessions(self, name: str) -> int:
         """Sign every app session of account `name` out (admins); how many were open."""
         return _sessions.end_user_sessions(self.store, self.user, name)

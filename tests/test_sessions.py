@@ -152,3 +152,36 @@ def test_curate_user_sign_out_ends_every_session_of_the_account(people):
         with pytest.raises(SessionInvalid, match="signed out"):
             resume_session(store, token)
         assert resume_session(store, other).name == "ann"
+
+
+def test_curate_user_sessions_lists_who_is_signed_in_as_json(people):
+    import json
+
+    start_session(people, User("rita", "reviewer"))
+    ended = start_session(people, User("ann", "annotator")).token
+    end_session(people, ended)
+    people.close()
+    result = CliRunner().invoke(main, ["user", "sessions", "--json", "--db", str(people.path)])
+    assert result.exit_code == 0, result.output
+    [row] = json.loads(result.output)
+    assert row["user"] == "rita" and row["expires"] > row["started"]
+
+
+def test_an_admin_sees_who_is_signed_in_on_overview(seeded_store, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    from tests.conftest import PROJECT_ROOT
+
+    add_user(seeded_store, admin("setup"), "rita", "reviewer", password=PASSWORD)
+    start_session(seeded_store, User("rita", "reviewer"))
+    monkeypatch.setenv("CURATE_DB", str(seeded_store.path))
+    at = AppTest.from_file(str(PROJECT_ROOT / "app.py"), default_timeout=30)
+    at.session_state["user"] = User("ada", "admin")
+    at.run()
+    assert not at.exception, at.exception
+    [table] = [d.value for d in at.dataframe if "since (UTC)" in d.value.columns
+               and "example" not in d.value.columns]
+    assert list(table["who"]) == ["rita"]
+    at.session_state["user"] = User("rita", "reviewer")
+    at.run()
+    assert not [d for d in at.dataframe if "since (UTC)" in d.value.columns]

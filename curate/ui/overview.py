@@ -15,7 +15,7 @@ import pandas as pd
 import streamlit as st
 
 from curate.ui import review_leases
-from curate.ui.common import workspace
+from curate.ui.common import single_user_mode, workspace
 from curate.ui.overview_agreement import agreement_section
 from curation import STATUSES
 
@@ -88,3 +88,15 @@ st.caption("Accept, reject and needs work by people; the system's own actors (th
            "command line's import, the model's auto-accepts) are left out.")
 
 review_leases.leases_table(ws)  # admins: who holds which example
+if ws.user.can("manage_users") and not single_user_mode():
+    with st.container(border=True):
+        st.subheader("Signed in", anchor=False)
+        signed_in = ws.open_sessions()
+        st.caption("App sessions not signed out or expired (12 hours from sign-in). "
+                   "`curate user sign-out NAME` ends every session of an account.")
+        if signed_in:
+            st.dataframe([{"who": row["user"], "since (UTC)": row["started"],
+                           "until (UTC)": row["expires"]} for row in signed_in],
+                         hide_index=True, key="ov_sessions")
+        else:
+            st.text("Nobody is signed in with a password session now.")
