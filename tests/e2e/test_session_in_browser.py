@@ -4,6 +4,7 @@ filters, queue and position in the URL, in a real browser."""
 from __future__ import annotations
 
 import re
+import time
 
 import pytest
 
@@ -42,8 +43,16 @@ def fill_sign_in(page, name: str) -> None:
     page.get_by_role("button", name="Sign in").click()
 
 
-def session_cookie(page) -> dict | None:
-    return next((c for c in page.context.cookies() if c["name"] == "curate_session"), None)
+def session_cookie(page, timeout: float = 30.0) -> dict | None:
+    """The session cookie, once the page's script has set it (it runs just after the page
+    that says who is signed in is drawn), or None after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        cookie = next((c for c in page.context.cookies() if c["name"] == "curate_session"),
+                      None)
+        if cookie is not None or time.monotonic() > deadline:
+            return cookie
+        page.wait_for_timeout(200)
 
 
 def test_a_reload_keeps_the_person_signed_in_on_the_same_example_with_the_same_filters(
