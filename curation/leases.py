@@ -58,7 +58,8 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-from dataclasses import dataclass
+import weakref
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -76,6 +77,10 @@ _MAX_ROUNDS = 20  # claim attempts before giving up on a queue everyone is racin
 _SPARE = 4  # free candidates read beyond the first: who loses a race tries the next at once
 _IN_FLIGHT: set[tuple[str, int]] = set()  # (database file, example id) being leased now
 _IN_FLIGHT_GUARD = threading.Lock()
+_WINDOW_ROWS = 48  # queue rows one shared window reads (beyond the examples others hold)
+_WINDOW_SECONDS = 2.0  # how long a window serves claims before the queue is read again
+_WINDOW_SOURCES = ("pending", "needs_answer")  # leaving these queues changes the version
+_PASSED_OVER = ""  # a window's holder for an example lost to a race or changed since its read
 
 
 @dataclass(frozen=True)
@@ -95,6 +100,52 @@ class Lease:
         return {"example_id": self.example_id, "holder": self.holder, "queue": self.queue,
                 "acquired_at": self.acquired_at.isoformat(timespec="seconds"),
                 "expires_at": self.expires_at.isoformat(timespec="seconds")}
+
+
+@dataclass
+class _Window:
+    """A stretch of a queue read once and shared by every claimer in this process: the
+    items after `start`, who held which of them, and the lease length, as of `read_at`."""
+
+    start: tuple[float, int] | None
+    items: list[QueueItem]
+    holders: dict[int, str]  # example id -> holder; claims through the window add theirs
+    minutes: float
+    arrivals: int  # `Store.arrivals` when it was read
+    read_at: datetime  # the claim's `now` (UTC) when it was read
+    complete: bool  # the queue ends within the window
+    guard: threading.Lock = field(default_factory=threading.Lock)
+
+    def serves(self, store: Store, after: tuple[float, int] | None, now: datetime) -> bool:
+        """Whether a claim after `after` at `now` can be served from this window."""
+        return (timedelta(0) <= now - self.read_at < timedelta(seconds=_WINDOW_SECONDS)
+                and store.arrivals == self.arrivals
+                and (self.start is None or (after is not None and after >= self.start))
+                and (self.complete or after is None or after < self.items[-1].position))
+
+    def reserve(self, user: User, after: tuple[float, int] | None) -> QueueItem | None:
+        """The first item after `after` nobody else holds or is taking, marked as `user`'s:
+        a claimer that loses it in the database does not hand it to anyone else."""
+        with self.guard:
+            for item in self.items:
+                if after is not None and item.position <= after:
+                    continue
+                if self.holders.get(item.example.id, user.name) != user.name:
+                    continue
+                self.holders[item.example.id] = user.name
+                return item
+        return None
+
+    def pass_over(self, item: QueueItem) -> None:
+        """Nobody takes `item` from this window: someone else won it in the database, or it
+        changed since the window was read."""
+        with self.guard:
+            self.holders[item.example.id] = _PASSED_OVER
+
+
+# per Store object (its `arrivals` count is its own), then per (queue, filter)
+_WINDOWS: weakref.WeakKeyDictionary[Store, dict[tuple, _Window]] = weakref.WeakKeyDictionary()
+_WINDOWS_GUARD = threading.Lock()
 
 
 def lease_minutes(store: Store) -> float:
@@ -121,11 +172,61 @@ def claim_next(store: Store, user: User, queue: str, where: ExampleFilter = Exam
     from its head when nothing is left after `after`."""
     require(user, "edit")
     now = now or utcnow()
+    if _windowed(queue, where, user):
+        return _claim_from_window(store, user, queue, where, after, now)
     until = now + timedelta(minutes=lease_minutes(store))
     item = _claim(store, user, queue, where, after, now, until)
     if item is None and after is not None and where.open_to:
         item = _claim(store, user, queue, where, None, now, until)
     return item
+
+
+def _windowed(queue: str, where: ExampleFilter, user: User) -> bool:
+    """Whether claims on this queue can be served from a shared window: an example leaves the
+    queue only by a change of version, which the lease write checks (a built-in status queue
+    with filters on the example's own fields), and the claimer may take what it lists."""
+    return (queues.get_queue(queue).source.kind in _WINDOW_SOURCES and user.can("decide")
+            and not (where.comment or where.older_guidelines or where.open_to))
+
+
+def _claim_from_window(store: Store, user: User, queue: str, where: ExampleFilter,
+                       after: tuple[float, int] | None, now: datetime) -> QueueItem | None:
+    windows = _WINDOWS.setdefault(store, {})
+    key = (queue, where)
+    for _ in range(_MAX_ROUNDS):
+        window = windows.get(key)
+        if window is None or not window.serves(store, after, now):
+            with _WINDOWS_GUARD:  # one claimer reads it; the others wait for that read
+                window = windows.get(key)
+                if window is None or not window.serves(store, after, now):
+                    window = windows[key] = _read_window(store, queue, where, after, now)
+        until = now + timedelta(minutes=window.minutes)
+        while (item := window.reserve(user, after)) is not None:
+            if store.take_lease_at_version(item.example.id, item.example.version, user.name,
+                                           queue, now, until):
+                return item
+            window.pass_over(item)
+        if window.complete:
+            store.drop_leases(user.name)
+            return None
+        # everything listed after `after` is taken: read on from the window's end
+        after = max(after, window.items[-1].position) if after else window.items[-1].position
+    return None
+
+
+def _read_window(store: Store, queue: str, where: ExampleFilter,
+                 after: tuple[float, int] | None, now: datetime) -> _Window:
+    """Read the queue after `after`, with every live lease, in one snapshot."""
+    arrivals = store.arrivals
+    with store.transaction():
+        holders, expired = store.live_holders(now)
+        minutes = lease_minutes(store)
+        limit = _WINDOW_ROWS + len(holders)
+        items = queues.upcoming(store, queue, where, after=after, limit=limit)
+    if expired:
+        store.drop_expired(now)
+    return _Window(after, items, holders, minutes, arrivals, now,
+                   complete=len(items) < limit)
 
 
 def _claim(store: Store, user: User, queue: str, where: ExampleFilter,

@@ -90,6 +90,7 @@ class ExampleInserts:
                     status: str, actor: str, now: datetime, reason: str | None) -> None:
         """The two statements every new example goes through, reading the relation `rows`
         (with `row_params`, when it holds parameters)."""
+        self._note_arrival()
         cur = self.cursor()
         cur.execute(
             "INSERT INTO examples (id, external_id, messages, text, label, tags, source, "

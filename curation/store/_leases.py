@@ -32,13 +32,15 @@ import duckdb
 
 _EPOCH = datetime(1970, 1, 1)
 LEASE_COLUMNS = ("example_id", "holder", "queue", "acquired_at", "expires_at")
-_TAKE = ("INSERT INTO leases VALUES (?, ?, ?, ?, ?) ON CONFLICT (example_id) DO UPDATE SET "
-         "holder = excluded.holder, queue = coalesce(excluded.queue, leases.queue), "
-         "acquired_at = CASE WHEN leases.holder = excluded.holder AND leases.expires_at > "
-         "excluded.acquired_at THEN leases.acquired_at ELSE excluded.acquired_at END, "
-         "expires_at = excluded.expires_at "
-         "WHERE leases.holder = excluded.holder OR leases.expires_at <= excluded.acquired_at "
-         "RETURNING holder")
+_ON_CONFLICT = (
+    " ON CONFLICT (example_id) DO UPDATE SET "
+    "holder = excluded.holder, queue = coalesce(excluded.queue, leases.queue), "
+    "acquired_at = CASE WHEN leases.holder = excluded.holder AND leases.expires_at > "
+    "excluded.acquired_at THEN leases.acquired_at ELSE excluded.acquired_at END, "
+    "expires_at = excluded.expires_at "
+    "WHERE leases.holder = excluded.holder OR leases.expires_at <= excluded.acquired_at "
+    "RETURNING holder")
+_TAKE = "INSERT INTO leases VALUES (?, ?, ?, ?, ?)" + _ON_CONFLICT
 
 
 class LeaseQueries:
@@ -64,6 +66,34 @@ class LeaseQueries:
             return won
         except (duckdb.ConstraintException, duckdb.TransactionException):
             return False  # another claimer took it in the same instant
+
+    def take_lease_at_version(self, example_id: int, version: int, holder: str,
+                              queue: str | None, now: datetime, until: datetime) -> bool:
+        """Lease `example_id` to `holder` as `take_lease` does, but only while the example is
+        still at `version`, and release the holder's other leases: one transaction, one
+        commit. (The version is read in the transaction, not in the upsert: an
+        `INSERT ... SELECT ... ON CONFLICT` reading `examples` deadlocked DuckDB 2.0 under
+        concurrent claims.) Whether `holder` holds it now; never raises on a lost race."""
+        try:
+            with self.transaction() as tx:
+                now_at = tx.execute("SELECT version FROM examples WHERE id = ?",
+                                    [example_id]).fetchone()
+                if now_at is None or now_at[0] != version:
+                    return False
+                rows = tx.execute(_TAKE, [example_id, holder, queue, now, until]).fetchall()
+                won = bool(rows) and rows[0][0] == holder
+                if won:
+                    tx.execute("DELETE FROM leases WHERE holder = ? AND example_id <> ?",
+                               [holder, example_id])
+            return won
+        except (duckdb.ConstraintException, duckdb.TransactionException):
+            return False  # another claimer took it in the same instant
+
+    def live_holders(self, now: datetime) -> tuple[dict[int, str], int]:
+        """({example id: holder} of every live lease at `now`, how many leases expired)."""
+        rows = self.cursor().execute("SELECT example_id, holder, expires_at > ? FROM leases",
+                                     [now]).fetchall()
+        return {r[0]: r[1] for r in rows if r[2]}, sum(1 for r in rows if not r[2])
 
     def lease_row(self, example_id: int) -> tuple | None:
         """(example_id, holder, queue, acquired_at, expires_at) of an example, live or not."""

@@ -158,6 +158,8 @@ class Store(ExampleInserts, SnapshotQueries, UserQueries, EmbeddingQueries, Find
         for own in (self.path, self.path.with_name(self.path.name + ".wal")):
             private_file(own)
         self._local = threading.local()
+        self._arrivals = 0  # see `arrivals`
+        self._arrivals_guard = threading.Lock()
         try:
             _schema.migrate(self.cursor(), utcnow(), before=self._backup_before_migration)
             if size_check:
@@ -167,6 +169,17 @@ class Store(ExampleInserts, SnapshotQueries, UserQueries, EmbeddingQueries, Find
             if isinstance(exc, duckdb.Error):
                 raise store_error(self.path, exc) from None
             raise
+
+    @property
+    def arrivals(self) -> int:
+        """How many writes through this Store may have put an example into a review queue
+        (new examples, and changes that leave an example open: pending or needs work). A
+        claim's cached queue window (`curation.leases`) is read again when this moved."""
+        return self._arrivals
+
+    def _note_arrival(self) -> None:
+        with self._arrivals_guard:
+            self._arrivals += 1
 
     def _backup_before_migration(self, version: int) -> None:
         from curation.maintenance import backup_before_migration
@@ -425,6 +438,8 @@ class Store(ExampleInserts, SnapshotQueries, UserQueries, EmbeddingQueries, Find
         now, version = utcnow(), current.version + 1
         after = dataclasses.replace(current, **diff, version=version, updated_by=actor,
                                     updated_at=now)
+        if after.status not in ("accepted", "rejected"):
+            self._note_arrival()
         if "messages" in diff:
             after = dataclasses.replace(after, content_hash=content_hash(after.messages))
         columns = {k: _jsonable(v) for k, v in diff.items()}
