@@ -204,6 +204,12 @@ def import_form(upload) -> None:
              "empty output or completion, no response column). They are stored as pending "
              "and marked 'needs answer', and are never exported or trained on until someone "
              "answers them in Review. Same as `curate import --unanswered`.")
+    drop_media = st.checkbox(
+        "Drop images, video and audio", key=f"ie_drop_media_{fid}",
+        help="Records with `images`, `videos` or `audios` (or image/audio content parts) are "
+             "refused by default, because Curate keeps text only. Tick this to import their "
+             "text instead: the media and the `<image>`/`<video>`/`<audio>` placeholders are "
+             "removed. Same as `curate import --drop-media`.")
 
     problem = None
     if mapping and "prompt" not in mapping:
@@ -228,7 +234,7 @@ def import_form(upload) -> None:
         report, saved_to = ws.import_file(path, fmt=fmt, mapping=mapping or None, split=split,
                                           status=status, source=source.strip() or upload.name,
                                           tags=split_tags(tags), unanswered=unanswered,
-                                          progress=progress)
+                                          progress=progress, drop_media=drop_media)
     except CurateError as exc:
         bar.empty()
         say_error(exc, path, upload.name)
