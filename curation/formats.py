@@ -124,7 +124,7 @@ def content_hash(messages: list[dict[str, Any]]) -> str:
     variants) is the exact-duplicates check's job, shown to the SME. The bytes hashed are those
     of the `messages` column, so a migration can compute it in SQL: `sha256(messages)`.
     """
-    return hashlib.sha256(orjson.dumps(messages)).hexdigest()
+    return hashlib.sha256(orjson.dumps([_messages.canonical(m) for m in messages])).hexdigest()
 
 
 def needs_answer(messages: list[dict[str, str]]) -> bool:

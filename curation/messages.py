@@ -107,6 +107,18 @@ def is_rich(messages: list[dict[str, Any]]) -> bool:
                or m.get("role") not in ("system", "user", "assistant") for m in messages)
 
 
+def canonical(message: dict[str, Any]) -> dict[str, Any]:
+    """The message with its keys in stored order: role, content, then the others sorted
+    (what `check_message` returns, so the hash of a stored conversation is that of its
+    `messages` column whatever order a file gave the keys in)."""
+    if len(message) == 2 and "content" in message:
+        return {"role": message["role"], "content": message["content"]}
+    out = {"role": message["role"]}
+    if "content" in message:
+        out["content"] = message["content"]
+    return {**out, **{k: message[k] for k in sorted(message) if k not in out}}
+
+
 def split_conversation(messages: list[dict[str, Any]]) -> tuple[list[dict[str, Any]],
                                                                 dict[str, Any]]:
     """The messages without the conversation-level keys, and those keys (`tools`, ...) as an
@@ -128,8 +140,8 @@ def strip_media_placeholders(text: str) -> str:
 
 def check_message(message: dict, at: str, index: int, max_chars: int, check_text,
                   error, *, drop_media: bool = False) -> dict[str, Any]:
-    """One message validated and cleaned, its keys kept in their order (role and content
-    first). `check_text(value, where, max_chars, required=)` and `error(code, message,
+    """One message validated and cleaned, in `canonical` key order (role, content, then the
+    others sorted). `check_text(value, where, max_chars, required=)` and `error(code, message,
     field)` come from `curation.formats`, so codes and messages stay one set."""
     role = message["role"]
     if role not in ROLES:
@@ -152,7 +164,7 @@ def check_message(message: dict, at: str, index: int, max_chars: int, check_text
         out["content"] = _check_content(message["content"], f"{at}.content", max_chars,
                                         check_text, error, required=not calls,
                                         drop_media=drop_media)
-    for key, value in message.items():
+    for key, value in sorted(message.items()):
         if key in out:
             continue
         where = f"{at}.{key}"
@@ -183,10 +195,8 @@ def _check_content(content: Any, where: str, max_chars: int, check_text, error, 
                    required: bool, drop_media: bool) -> Any:
     if content is None and not required:
         return None
-    if isinstance(content, str):
+    if not isinstance(content, list):  # text, or the error check_text gives a non-text
         return check_text(content, where, max_chars, required=required)
-    if not isinstance(content, list):
-        raise error("wrong_type", f"{where} must be text or a list of text parts", where)
     parts = []
     for k, part in enumerate(content):
         at = f"{where}[{k}]"
