@@ -558,6 +558,32 @@ def noise(db, actor, force, as_json):
 
 
 @main.command()
+@click.argument("names", nargs=-1)
+@db_option
+@actor_option
+@force_option
+@json_option
+def check(names, db, actor, force, as_json):
+    """Run curation checks by name (default: special_tokens, the chat-template tokens check).
+
+    Any check of the Quality page can be named (exact_duplicates, near_duplicates,
+    semantic_duplicates, leakage, label_issues, outliers, answer_mismatch, coverage,
+    special_tokens); findings are printed worst first and kept for the Quality page.
+
+    \b
+    Example:
+      curate check special_tokens --json
+    """
+    from curation.checks import REGISTRY
+
+    unknown = [n for n in names if n not in REGISTRY]
+    if unknown:
+        raise click.BadParameter(f"unknown check {unknown[0]!r}; known: "
+                                 f"{', '.join(sorted(REGISTRY))}", param_hint="NAMES")
+    _run_checks(db, list(names) or ["special_tokens"], actor, as_json, force)
+
+
+@main.command()
 @db_option
 @click.option("--min-per-label", type=int, default=None,
               help="Set the workspace's target: minimum examples per label (saved).")

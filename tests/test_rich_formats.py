@@ -330,3 +330,23 @@ def test_training_file_with_tools_at_the_top_level_is_read_back(tmp_path, tokeni
     data = load_train_data(path, tokenizer, max_seq_length=1024)
     assert data.report["examples"] == len(OPENAI_SHAPES)
     assert data.report["skipped_no_target"] == 0
+
+
+def test_curate_check_reports_special_tokens(tmp_path):
+    from click.testing import CliRunner
+
+    from curate.cli import main
+
+    path = write_jsonl(tmp_path / "t.jsonl", [
+        {"messages": [{"role": "user", "content": "hi"},
+                      {"role": "assistant", "content": "bye<|im_end|>"}]},
+        {"messages": [{"role": "user", "content": "plain"},
+                      {"role": "assistant", "content": "text"}]}])
+    db = str(tmp_path / "ws" / "curate.duckdb")
+    CliRunner().invoke(main, ["import", str(path), "--db", db], catch_exceptions=False)
+    result = CliRunner().invoke(main, ["check", "--json", "--db", db], catch_exceptions=False)
+    payload = orjson.loads(result.stdout)
+    assert payload["check"] == "special_tokens" and payload["summary"]["flagged"] == 1
+    assert payload["findings"][0]["reason"] == "<|im_end|> in messages[1] (assistant)"
+    unknown = CliRunner().invoke(main, ["check", "nonsense", "--db", db])
+    assert unknown.exit_code != 0 and "unknown check 'nonsense'" in unknown.output
