@@ -23,6 +23,9 @@ Design decisions:
 - Data from examples is only ever shown as text (widget values, `st.text`, `st.code`,
   dataframes). The few messages that must mix our words with data (errors, the conflict
   warning) go through `_plain`, which escapes Markdown.
+- A conversation with tool calls, tool replies, text parts, names or weights is shown turn
+  by turn by `review_rich` (texts editable, the tool structure read-only, said on the page)
+  instead of the pair editor, and its draft is the stored messages with the edited texts.
 - A prompt imported without an answer (`--unanswered`) carries a "needs an answer" badge and
   an empty assistant box at its last turn; left empty, that turn is not sent (so deciding on
   it without answering changes nothing else), and typing an answer there answers it: one
