@@ -3,6 +3,8 @@ weights: shown turn by turn and readably, texts editable, the tool structure kep
 
 from __future__ import annotations
 
+import random
+
 import orjson
 from streamlit.testing.v1 import AppTest
 
@@ -74,3 +76,29 @@ def test_text_parts_and_weights_are_shown_and_edited_as_parts(review_page, file_
     assert shown_id(at) == weighted.id
     assert any("weight 0: context only, not trained on" in unescaped(c.value)
                for c in at.caption)
+
+
+def _texts(messages) -> list[str]:
+    from curation.messages import message_text
+
+    return [message_text(m) for m in messages if message_text(m)]
+
+
+def test_every_documented_shape_displays_in_review(review_page, file_store, tmp_path):
+    from tests.test_rich_formats import glaive_row
+
+    store = file_store()
+    rows = list(OPENAI_SHAPES.values()) + [glaive_row(1, random.Random(0))]
+    report = import_file(store, write_jsonl(tmp_path / "all.jsonl", rows), user=admin("ada"))
+    assert report.rejected == [] and report.imported == len(rows)
+    for example in store.find():
+        at = review_page(store, id=str(example.id))
+        assert not at.exception, (example.messages, at.exception)
+        assert shown_id(at) == example.id
+        shown = [t.value for t in at.text_area] + [c.value for c in at.code]
+        parts = [p for m in example.messages if isinstance(m.get("content"), list)
+                 for p in m["content"]]
+        expected = [p["text"] for p in parts] if parts else _texts(example.messages)
+        assert all(any(text in value for value in shown) for text in expected), example.id
+        calls = [c["function"]["name"] for m in example.messages for c in m.get("tool_calls", [])]
+        assert all(any(value.startswith(name + "(") for value in shown) for name in calls)
