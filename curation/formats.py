@@ -15,6 +15,14 @@ Design decisions:
   turns in `history`, as LLaMA-Factory does).
 - Unknown top-level keys are ignored (datasets carry extra columns); unknown keys inside a
   message are refused, because dropping them would silently change what is trained on.
+- OpenAI's fine-tuning extras (tool calls and `tool` replies, a top-level `tools` list, text
+  parts, `weight`, `name`, the `developer` role) are accepted and kept as given, the
+  conversation's `tools` on its first stored message (no migration: `curation.messages`
+  states the rules and why). LLaMA-Factory's ShareGPT tool turns (`function_call`,
+  `observation`, a `tools` column) are stored as those same OpenAI tool calls.
+- Media are refused, not dropped: a record with `images`/`videos`/`audios` (or an image part)
+  is `unsupported_modality` unless the import drops media on purpose (`drop_media`), which
+  also removes the `<image>`/`<video>`/`<audio>` placeholders from the texts.
 - Unanswered prompts (`unanswered=True`, `curate import --unanswered`): the conversation may
   then end with a user turn instead (no assistant turn at all, or a multi-turn conversation
   whose last user turn waits for its answer): an openai/sharegpt conversation ending with a
