@@ -102,3 +102,21 @@ def test_every_documented_shape_displays_in_review(review_page, file_store, tmp_
         assert all(any(text in value for value in shown) for text in expected), example.id
         calls = [c["function"]["name"] for m in example.messages for c in m.get("tool_calls", [])]
         assert all(any(value.startswith(name + "(") for value in shown) for name in calls)
+
+
+def test_an_unanswered_tool_conversation_is_answered_in_its_own_box(review_page, file_store,
+                                                                    tmp_path):
+    record = {"messages": [{"role": "user", "content": "Weather in Oslo?", "name": "bob"}],
+              "tools": OPENAI_SHAPES["tool_calls"]["tools"]}
+    store = file_store()
+    report = import_file(store, write_jsonl(tmp_path / "q.jsonl", [record]),
+                         user=admin("ada"), unanswered=True)
+    assert report.needs_answer == 1
+    example = store.find()[0]
+    at = review_page(store)
+    at.text_area(key=f"rv_e{example.id}_v1_answer").input("Cold, probably.").run()
+    at.button(key="rv_accept").click().run()
+    assert not at.exception, at.exception
+    after = store.get(example.id)
+    assert after.messages[-1] == {"role": "assistant", "content": "Cold, probably."}
+    assert after.messages[0]["tools"] and not after.needs_answer

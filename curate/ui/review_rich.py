@@ -76,6 +76,14 @@ def conversation(ex: Example, prefix: str) -> None:
                 st.caption(":material/call_made: Tool call"
                            + (f" {plain(call_id)}" if call_id else "") + " (read-only)")
                 st.code(f"{name}({pretty_arguments(arguments)})", language="python")
+    if ex.needs_answer:
+        with st.container(border=True, key="rv_turn_answer"):
+            st.caption(f"{_ICONS['assistant']} Assistant")
+            st.text_area("Assistant answer", "", key=f"{prefix}_answer", height="content",
+                         persist_state="session", label_visibility="collapsed",
+                         placeholder="Needs an answer: write the assistant's reply",
+                         help="This prompt was imported without an answer; it is not "
+                              "exported or trained on until this box is filled and saved.")
 
 
 def draft(ex: Example, prefix: str) -> list[dict[str, Any]]:
@@ -90,4 +98,7 @@ def draft(ex: Example, prefix: str) -> list[dict[str, Any]]:
                 {**part, "text": st.session_state.get(f"{prefix}_m{i}_p{k}", part["text"])}
                 for k, part in enumerate(content)]}
         out.append(m)
+    answer = st.session_state.get(f"{prefix}_answer", "") if ex.needs_answer else ""
+    if answer.strip():
+        out.append({"role": "assistant", "content": answer})
     return out
