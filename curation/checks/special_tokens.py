@@ -65,8 +65,8 @@ class SpecialTokenCheck:
     name: str = "special_tokens"
     title: str = "Chat-template tokens in the text"
     description: str = ("Turns whose text contains a chat template's special token, such as "
-                        "<|im_end|>, <|im_start|>, </s> or <|endoftext|> (or another special "
-                        "token of the base model). In training the template takes it for a "
+                        "`<|im_end|>`, `<|im_start|>`, `</s>` or `<|endoftext|>` (or another "
+                        "special token of the base model). In training the template takes it for a "
                         "real end of turn, so the model learns a conversation nobody wrote; "
                         "OpenAI refuses such files. Remove or rewrite the token.")
 
