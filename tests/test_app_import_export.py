@@ -325,6 +325,7 @@ def test_media_rows_are_refused_unless_drop_media_is_ticked(page, empty_store):
     body = orjson.dumps(llava) + b"\n"
     at = page(empty_store)
     at.file_uploader[0].set_value(("llava.jsonl", body, "application/jsonl")).run()
+    assert any("unless you tick 'Drop images, video and audio'" in c.value for c in at.caption)
     at.button(key="ie_import").click().run()
     assert empty_store.count() == 0
     assert metrics(at)["Rejected"] == "1"

@@ -13,6 +13,9 @@ Design decisions:
 - Nothing is decided silently: label conflicts (imported) get their own table in the report,
   and an export that reuses an existing snapshot says so, naming it; so does one that left
   out examples that need an answer.
+- "Drop images, video and audio" (`--drop-media`) is a checkbox, off by default: records with
+  media are refused unless someone chooses to keep their text alone; a file with `images`,
+  `videos` or `audios` columns says so above the Import button.
 - "Prompts without an answer" (`--unanswered` in the CLI) is a checkbox, off by default:
   ticked, records with no answer (and a mapping without a response column) come in as
   pending examples that need an answer, and the report counts them.
@@ -210,6 +213,11 @@ def import_form(upload) -> None:
              "refused by default, because Curate keeps text only. Tick this to import their "
              "text instead: the media and the `<image>`/`<video>`/`<audio>` placeholders are "
              "removed. Same as `curate import --drop-media`.")
+    media = [k for k in ("images", "videos", "audios") if k in preview.columns]
+    if media and not drop_media:
+        st.caption(f":material/image: The file has {', '.join(media)}: those records will be "
+                   "rejected (unsupported_modality) unless you tick 'Drop images, video and "
+                   "audio'.")
 
     problem = None
     if mapping and "prompt" not in mapping:
