@@ -306,16 +306,16 @@ def test_weight_zero_turns_are_masked_with_the_packaged_tokenizer(tokenizer):
 
 
 def test_tool_calls_train_through_the_template_as_text(tokenizer):
-    from training.data import encode, read_conversations
+    from training.data import encode
 
     messages = to_draft(OPENAI_SHAPES["tool_calls"]).messages
     item = encode(tokenizer, messages, max_seq_length=1024)
     text = tokenizer.decode(item.input_ids)
     assert text.startswith("<|im_start|>system\n<tools>\n" + orjson.dumps(WEATHER_TOOL).decode())
     assert '<|im_start|>tool\n{"temp_c": 18}<|im_end|>' in text
+    call = '{"name":"get_weather","arguments":{"city":"San Francisco"}}'
     assert _trained_texts(tokenizer, item) == [
-        '<tool_call>\n{"name":"get_weather","arguments":{"city":"San Francisco"}}\n'
-        "</tool_call><|im_end|>",
+        f"<tool_call>\n{call}\n</tool_call><|im_end|>",
         "It is 18 °C in San Francisco.<|im_end|>"]
     parts = encode(tokenizer, to_draft(OPENAI_SHAPES["text_parts"]).messages, 512)
     assert _trained_texts(tokenizer, parts) == ["Seven.<|im_end|>"]
