@@ -250,10 +250,15 @@ def doctor(db, restore, as_json):
                    "as pending and 'needs answer', never exported or trained on until "
                    "answered. Example: curate import questions.csv --map prompt=text "
                    "--unanswered")
+@click.option("--drop-media", is_flag=True,
+              help="Import records with images, videos or audio (`images`/`videos`/`audios`, "
+                   "image content parts) as their text only, `<image>`-style placeholders "
+                   "removed; without it they are refused (unsupported_modality). Example: "
+                   "curate import llava.json --drop-media")
 @actor_option
 @json_option
 def import_(file, db, fmt, mapping, split, status, source, tags, max_field_chars, unanswered,
-            actor, as_json):
+            drop_media, actor, as_json):
     """Import examples from JSONL, a JSON array or CSV; bad lines are reported, not fatal.
 
     \b
@@ -277,7 +282,7 @@ def import_(file, db, fmt, mapping, split, status, source, tags, max_field_chars
         report, saved = workspace.import_file(
             file, fmt=fmt, mapping=parse_mapping(mapping, unanswered=unanswered), split=split,
             status=status, source=source, tags=tags, max_field_chars=max_field_chars,
-            unanswered=unanswered, progress=progress)
+            unanswered=unanswered, progress=progress, drop_media=drop_media)
         if bar is not None:
             bar.__exit__(None, None, None)
     if as_json:
@@ -550,6 +555,32 @@ def noise(db, actor, force, as_json):
       curate noise --json
     """
     _run_checks(db, ["label_issues", "outliers", "answer_mismatch"], actor, as_json, force)
+
+
+@main.command()
+@click.argument("names", nargs=-1)
+@db_option
+@actor_option
+@force_option
+@json_option
+def check(names, db, actor, force, as_json):
+    """Run curation checks by name (default: special_tokens, the chat-template tokens check).
+
+    Any check of the Quality page can be named (exact_duplicates, near_duplicates,
+    semantic_duplicates, leakage, label_issues, outliers, answer_mismatch, coverage,
+    special_tokens); findings are printed worst first and kept for the Quality page.
+
+    \b
+    Example:
+      curate check special_tokens --json
+    """
+    from curation.checks import REGISTRY
+
+    unknown = [n for n in names if n not in REGISTRY]
+    if unknown:
+        raise click.BadParameter(f"unknown check {unknown[0]!r}; known: "
+                                 f"{', '.join(sorted(REGISTRY))}", param_hint="NAMES")
+    _run_checks(db, list(names) or ["special_tokens"], actor, as_json, force)
 
 
 @main.command()

@@ -15,6 +15,14 @@ Design decisions:
   turns in `history`, as LLaMA-Factory does).
 - Unknown top-level keys are ignored (datasets carry extra columns); unknown keys inside a
   message are refused, because dropping them would silently change what is trained on.
+- OpenAI's fine-tuning extras (tool calls and `tool` replies, a top-level `tools` list, text
+  parts, `weight`, `name`, the `developer` role) are accepted and kept as given, the
+  conversation's `tools` on its first stored message (no migration: `curation.messages`
+  states the rules and why). LLaMA-Factory's ShareGPT tool turns (`function_call`,
+  `observation`, a `tools` column) are stored as those same OpenAI tool calls.
+- Media are refused, not dropped: a record with `images`/`videos`/`audios` (or an image part)
+  is `unsupported_modality` unless the import drops media on purpose (`drop_media`), which
+  also removes the `<image>`/`<video>`/`<audio>` placeholders from the texts.
 - Unanswered prompts (`unanswered=True`, `curate import --unanswered`): the conversation may
   then end with a user turn instead (no assistant turn at all, or a multi-turn conversation
   whose last user turn waits for its answer): an openai/sharegpt conversation ending with a
@@ -34,6 +42,8 @@ from typing import Any, Literal
 
 import orjson
 
+from curation import messages as _messages
+
 InputFormat = Literal["auto", "openai", "alpaca", "prompt_completion", "sharegpt", "mapped"]
 OutputFormat = Literal["openai", "alpaca", "prompt_completion"]
 INPUT_FORMATS: tuple[str, ...] = ("auto", "openai", "alpaca", "prompt_completion", "sharegpt",
@@ -51,9 +61,11 @@ CODES: dict[str, str] = {
                       "(messages, instruction/output, prompt/completion, conversations).",
     "missing_messages_list": "`messages` (or `conversations`) is missing, not a list, or empty.",
     "message_missing_key": "A message lacks its role or its content key.",
-    "message_unrecognized_key": "A message has a key other than its role and content.",
-    "unrecognized_role": "A role other than system, user or assistant "
-                         "(ShareGPT: system, human, gpt).",
+    "message_unrecognized_key": "A message has a key its role does not take (OpenAI's: role, "
+                                "content, name; assistant: weight, tool_calls, "
+                                "function_call; tool: tool_call_id).",
+    "unrecognized_role": "A role other than system, developer, user, assistant or tool "
+                         "(ShareGPT: system, human, gpt, function_call, observation).",
     "missing_content": "A message or required field is empty or only whitespace.",
     "example_missing_assistant_message": "The conversation has no assistant turn.",
     "invalid_turn_order": "The system turn is not first, or user and assistant turns do not "
@@ -63,6 +75,9 @@ CODES: dict[str, str] = {
     "field_too_long": "A text field is longer than the configured maximum.",
     "nan_value": "The record contains NaN or Infinity, which is not valid JSON.",
     "lone_surrogate": "A string contains a lone UTF-16 surrogate (an invalid character).",
+    "unsupported_modality": "The record carries images, videos or audio (`images`, `videos`, "
+                            "`audios`, or a non-text content part); Curate keeps text only. "
+                            "Import with --drop-media to keep the text without the media.",
     "duplicate_in_file": "The same example (conversation and label, and no other external "
                          "id) appeared earlier in the same file; it is imported once.",
 }
@@ -107,8 +122,9 @@ def clean_text(text: str) -> str:
     return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
-def content_hash(messages: list[dict[str, str]]) -> str:
-    """SHA-256 of the conversation exactly as stored: the JSON of its {role, content} messages.
+def content_hash(messages: list[dict[str, Any]]) -> str:
+    """SHA-256 of the conversation exactly as stored: the JSON of its messages (every key: a
+    tool call or a weight is part of what is trained on).
 
     No Unicode normalisation, no trimming: texts that differ in any character are different
     conversations (a tokenizer sees them differently, and Curate never changes a text), so an
@@ -116,8 +132,7 @@ def content_hash(messages: list[dict[str, str]]) -> str:
     variants) is the exact-duplicates check's job, shown to the SME. The bytes hashed are those
     of the `messages` column, so a migration can compute it in SQL: `sha256(messages)`.
     """
-    return hashlib.sha256(orjson.dumps(
-        [{"role": m["role"], "content": m["content"]} for m in messages])).hexdigest()
+    return hashlib.sha256(orjson.dumps([_messages.canonical(m) for m in messages])).hexdigest()
 
 
 def needs_answer(messages: list[dict[str, str]]) -> bool:
@@ -125,41 +140,54 @@ def needs_answer(messages: list[dict[str, str]]) -> bool:
     return bool(messages) and messages[-1]["role"] == "user"
 
 
-def search_text(messages: list[dict[str, str]]) -> str:
-    """All turns' contents, one after another: what text search and embeddings read."""
-    return "\n".join(m["content"] for m in messages)
+def search_text(messages: list[dict[str, Any]]) -> str:
+    """All turns' texts, one after another (text parts joined, each tool call as
+    `name(arguments)`): what text search and embeddings read."""
+    return _messages.search_text(messages)
 
 
 # --- the conversation rule -------------------------------------------------------------------
 
 def check_conversation(messages: Any, max_chars: int = DEFAULT_MAX_FIELD_CHARS,
-                       where: str = "messages", *, unanswered: bool = False
-                       ) -> list[dict[str, str]]:
-    """Validate a list of {role, content} messages; return it with line endings cleaned.
-    `unanswered`: it may also end with a user turn (a prompt that needs an answer)."""
+                       where: str = "messages", *, unanswered: bool = False,
+                       drop_media: bool = False) -> list[dict[str, Any]]:
+    """Validate a list of messages; return it with line endings cleaned.
+    `unanswered`: it may also end with a user turn (a prompt that needs an answer).
+
+    Plain {role, content} text turns follow the conversation rule above; messages with tool
+    calls, tool replies, content parts, `weight` or `name` (OpenAI's fine-tuning extras) are
+    checked and kept as given by `curation.messages` (see there for their rules).
+    `drop_media`: image/audio/file content parts are removed instead of refused."""
     if not isinstance(messages, list) or not messages:
         raise RecordError("missing_messages_list", f"`{where}` must be a non-empty list", where)
-    cleaned = []
+    cleaned, rich = [], False
     for i, message in enumerate(messages):
         at = f"{where}[{i}]"
         if not isinstance(message, dict):
             raise RecordError("wrong_type", f"{at} must be an object with role and content", at)
-        for key in ("role", "content"):
-            if key not in message:
-                raise RecordError("message_missing_key", f"{at} has no `{key}`", f"{at}.{key}")
-        extra = sorted(set(message) - {"role", "content"})
-        if extra:
-            raise RecordError("message_unrecognized_key",
-                              f"{at} has unrecognized key(s) {', '.join(extra)}", at)
-        role, content = message["role"], message["content"]
-        if role not in _ROLES:
-            raise RecordError("unrecognized_role",
-                              f"{at}.role is {role!r}; expected system, user or assistant",
-                              f"{at}.role")
-        cleaned.append({"role": role,
-                        "content": check_text(content, f"{at}.content", max_chars)})
-    _check_turn_order(cleaned, where, unanswered)
+        if "role" not in message:
+            raise RecordError("message_missing_key", f"{at} has no `role`", f"{at}.role")
+        role, content = message["role"], message.get("content")
+        if (len(message) == 2 and "content" in message and role in _ROLES
+                and isinstance(content, str)):
+            cleaned.append({"role": role,
+                            "content": check_text(content, f"{at}.content", max_chars)})
+            continue
+        rich = True
+        if not isinstance(role, str):
+            raise RecordError("unrecognized_role", f"{at}.role is {role!r}; expected system, "
+                              "developer, user, assistant or tool", f"{at}.role")
+        cleaned.append(_messages.check_message(message, at, i, max_chars, _check_text_kw,
+                                               RecordError, drop_media=drop_media))
+    if rich:
+        _messages.check_tool_turns(cleaned, where, unanswered, RecordError)
+    else:
+        _check_turn_order(cleaned, where, unanswered)
     return cleaned
+
+
+def _check_text_kw(value: Any, where: str, max_chars: int, *, required: bool = True) -> str:
+    return check_text(value, where, max_chars, required=required)
 
 
 def _check_turn_order(messages: list[dict[str, str]], where: str, unanswered: bool) -> None:
@@ -282,27 +310,32 @@ def detect_format(record: dict) -> str:
 
 
 def to_draft(record: Any, fmt: str = "auto", mapping: dict[str, str] | None = None,
-             max_chars: int = DEFAULT_MAX_FIELD_CHARS, *, unanswered: bool = False) -> Draft:
+             max_chars: int = DEFAULT_MAX_FIELD_CHARS, *, unanswered: bool = False,
+             drop_media: bool = False) -> Draft:
     """Turn one parsed record into a validated Draft, or raise RecordError. `unanswered`:
     a record without an answer becomes a conversation ending with its user turn.
 
     Without it, a record refused only for lacking its answer (it would pass with it) gets
     UNANSWERED_HINT appended to its message: found by validating it again, which costs
-    time on rejected records only."""
+    time on rejected records only.
+
+    `drop_media`: a record with `images`/`videos`/`audios` (or image/audio content parts) is
+    imported without them, its `<image>`/`<video>`/`<audio>` placeholders removed; without it
+    such a record is refused as `unsupported_modality`."""
     try:
-        return _to_draft(record, fmt, mapping, max_chars, unanswered)
+        return _to_draft(record, fmt, mapping, max_chars, unanswered, drop_media)
     except RecordError as err:
-        if unanswered:
+        if unanswered or err.code == "unsupported_modality":
             raise
         try:
-            _to_draft(record, fmt, mapping, max_chars, True)
+            _to_draft(record, fmt, mapping, max_chars, True, drop_media)
         except RecordError:
             raise err from None
         raise RecordError(err.code, err.message + UNANSWERED_HINT, err.field) from None
 
 
 def _to_draft(record: Any, fmt: str, mapping: dict[str, str] | None, max_chars: int,
-              unanswered: bool) -> Draft:
+              unanswered: bool, drop_media: bool = False) -> Draft:
     if not isinstance(record, dict):
         raise RecordError("data_type", f"the record is {_type_name(record)}, not an object")
     if fmt == "mapped":
@@ -311,11 +344,45 @@ def _to_draft(record: Any, fmt: str, mapping: dict[str, str] | None, max_chars: 
         draft = _openai_fast(record, max_chars)
         if draft is not None:
             return draft
+    media = _media(record, drop_media)
     if fmt == "auto":
         fmt = detect_format(record)
     reader = {"openai": from_openai, "alpaca": from_alpaca,
               "prompt_completion": from_prompt_completion, "sharegpt": from_sharegpt}[fmt]
-    return Draft(messages=reader(record, max_chars, unanswered), **_metadata(record, max_chars))
+    if fmt in ("openai", "sharegpt"):
+        messages = reader(record, max_chars, unanswered, drop_media=drop_media)
+    else:
+        messages = reader(record, max_chars, unanswered)
+    if media:
+        messages = _drop_placeholders(messages, max_chars, unanswered)
+    return Draft(messages=messages, **_metadata(record, max_chars))
+
+
+def _media(record: dict, drop_media: bool) -> bool:
+    """Whether the record carries media (`images`, `videos`, `audios`, non-empty) to drop;
+    unsupported_modality when it does and `drop_media` is off."""
+    found = [k for k in _messages.MEDIA_KEYS if record.get(k) not in (None, "", [], {})]
+    if found and not drop_media:
+        raise RecordError("unsupported_modality", f"the record has {' and '.join(found)}; "
+                          "Curate keeps text only (import with --drop-media to keep the text "
+                          "and drop the media)", found[0])
+    return bool(found)
+
+
+def _drop_placeholders(messages: list[dict[str, Any]], max_chars: int,
+                       unanswered: bool) -> list[dict[str, Any]]:
+    """The conversation with its media placeholders removed, checked again (a turn that was
+    only `<image>` is now empty: missing_content)."""
+    out = []
+    for m in messages:
+        content = m.get("content")
+        if isinstance(content, str):
+            m = {**m, "content": _messages.strip_media_placeholders(content)}
+        elif isinstance(content, list):
+            m = {**m, "content": [{**p, "text": _messages.strip_media_placeholders(p["text"])}
+                                  if p.get("type") == "text" else p for p in content]}
+        out.append(m)
+    return check_conversation(out, max_chars, unanswered=unanswered)
 
 
 def _openai_fast(record: dict, max_chars: int) -> Draft | None:
@@ -327,7 +394,8 @@ def _openai_fast(record: dict, max_chars: int) -> Draft | None:
     about twice as fast, which matters on an import of many records.
     """
     messages = record["messages"]
-    if type(messages) is not list or not messages:
+    if type(messages) is not list or not messages or any(
+            k in record for k in _messages.CONVERSATION_KEYS + _messages.MEDIA_KEYS):
         return None
     cleaned, roles = [], []
     for message in messages:
@@ -380,11 +448,23 @@ def _blank(value: Any) -> bool:
     return value is None or (isinstance(value, str) and not value.strip())
 
 
-def from_openai(record: dict, max_chars: int,
-                unanswered: bool = False) -> list[dict[str, str]]:
+def from_openai(record: dict, max_chars: int, unanswered: bool = False, *,
+                drop_media: bool = False) -> list[dict[str, Any]]:
+    """OpenAI chat: `messages`, with the top-level `tools` / `functions` /
+    `parallel_tool_calls` kept on the first message (see `curation.messages`)."""
     if "messages" not in record:
         raise RecordError("missing_messages_list", "no `messages` key", "messages")
-    return check_conversation(record["messages"], max_chars, unanswered=unanswered)
+    messages = record["messages"]
+    top = {k: record[k] for k in _messages.CONVERSATION_KEYS
+           if k in record and record[k] is not None}
+    if top and isinstance(messages, list) and messages and isinstance(messages[0], dict):
+        both = sorted(set(top) & set(messages[0]))
+        if both:
+            raise RecordError("wrong_type", f"`{both[0]}` is given both at the top level and in "
+                              "messages[0]; keep one", both[0])
+        messages = [{**messages[0], **top}, *messages[1:]]
+    return check_conversation(messages, max_chars, unanswered=unanswered,
+                              drop_media=drop_media)
 
 
 def from_alpaca(record: dict, max_chars: int,
@@ -452,16 +532,24 @@ def from_prompt_completion(record: dict, max_chars: int,
                                {"role": "assistant", "content": completion}], max_chars)
 
 
-def from_sharegpt(record: dict, max_chars: int,
-                  unanswered: bool = False) -> list[dict[str, str]]:
+def from_sharegpt(record: dict, max_chars: int, unanswered: bool = False, *,
+                  drop_media: bool = False) -> list[dict[str, Any]]:
+    """ShareGPT `conversations` (`from`/`value`), with LLaMA-Factory's tool turns: a
+    `function_call` turn (its value the JSON `{"name", "arguments"}`, or a list of them)
+    becomes an assistant turn with OpenAI `tool_calls` (ids `call_<turn>_<k>`, arguments as
+    JSON text), an `observation` turn a `tool` reply to the call(s) before it, and a `tools`
+    column (JSON text or a list of function definitions) the conversation's `tools`. Stored
+    so, the conversation exports as valid OpenAI fine-tuning data and trains through the same
+    path as OpenAI tool calls; the turn texts are kept exactly."""
     turns = record.get("conversations")
     if not isinstance(turns, list) or not turns:
         raise RecordError("missing_messages_list", "`conversations` must be a non-empty list",
                           "conversations")
-    messages = []
+    messages: list[dict[str, Any]] = []
     if record.get("system"):
         check_text(record["system"], "system", max_chars)
         messages.append({"role": "system", "content": record["system"]})
+    calls: list[str] = []  # ids of the last function_call turn's calls not yet answered
     for i, turn in enumerate(turns):
         at = f"conversations[{i}]"
         if not isinstance(turn, dict):
@@ -473,13 +561,71 @@ def from_sharegpt(record: dict, max_chars: int,
         if extra:
             raise RecordError("message_unrecognized_key",
                               f"{at} has unrecognized key(s) {', '.join(extra)}", at)
-        role = _SHAREGPT_ROLES.get(turn["from"]) if isinstance(turn["from"], str) else None
+        source = turn["from"] if isinstance(turn["from"], str) else None
+        role = _SHAREGPT_ROLES.get(source) if source else None
+        if source == "function_call":
+            message = _sharegpt_call(turn["value"], at, i, max_chars)
+            calls = [c["id"] for c in message["tool_calls"]]
+            messages.append(message)
+            continue
+        if source == "observation":
+            check_text(turn["value"], f"{at}.value", max_chars)
+            call_id = calls.pop(0) if len(calls) > 1 else calls[0] if calls else f"call_{i}"
+            messages.append({"role": "tool", "content": turn["value"], "tool_call_id": call_id})
+            continue
         if role is None:
             raise RecordError("unrecognized_role", f"{at}.from is {turn['from']!r}; expected "
-                                                   "system, human or gpt", f"{at}.from")
+                                                   "system, human, gpt, function_call or "
+                                                   "observation", f"{at}.from")
         check_text(turn["value"], f"{at}.value", max_chars)
         messages.append({"role": role, "content": turn["value"]})
-    return check_conversation(messages, max_chars, "conversations", unanswered=unanswered)
+    tools = _sharegpt_tools(record.get("tools"))
+    if tools:
+        messages[0] = {**messages[0], "tools": tools}
+    return check_conversation(messages, max_chars, "conversations", unanswered=unanswered,
+                              drop_media=drop_media)
+
+
+def _sharegpt_call(value: Any, at: str, turn: int, max_chars: int) -> dict[str, Any]:
+    """An assistant turn with `tool_calls` from a ShareGPT `function_call` turn's value."""
+    check_text(value, f"{at}.value", max_chars)
+    try:
+        parsed = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        raise RecordError("wrong_type", f'{at} is a function_call whose value is not JSON '
+                          '{"name": ..., "arguments": ...}', f"{at}.value") from None
+    parsed = parsed if isinstance(parsed, list) else [parsed]
+    tool_calls = []
+    for k, call in enumerate(parsed):
+        if not (isinstance(call, dict) and isinstance(call.get("name"), str)
+                and call["name"].strip()):
+            raise RecordError("wrong_type", f'{at} is a function_call without a "name"',
+                              f"{at}.value")
+        arguments = call.get("arguments", {})
+        if not isinstance(arguments, str):
+            arguments = orjson.dumps(arguments).decode()
+        tool_calls.append({"id": f"call_{turn}_{k}", "type": "function",
+                           "function": {"name": call["name"], "arguments": arguments}})
+    return {"role": "assistant", "content": None, "tool_calls": tool_calls}
+
+
+def _sharegpt_tools(value: Any) -> list[dict[str, Any]]:
+    """The `tools` column as OpenAI tools: JSON text or a list of function definitions (each
+    wrapped as `{"type": "function", "function": ...}` unless it already is a tool)."""
+    if value in (None, "", []):
+        return []
+    if isinstance(value, str):
+        try:
+            value = orjson.loads(value)
+        except orjson.JSONDecodeError:
+            raise RecordError("wrong_type", "`tools` is not JSON (a list of function "
+                              "definitions)", "tools") from None
+    if isinstance(value, dict):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(t, dict) for t in value):
+        raise RecordError("wrong_type", "`tools` must be a list of function definitions", "tools")
+    return [t if "type" in t and "function" in t else {"type": "function", "function": t}
+            for t in value]
 
 
 def from_mapped(record: dict, mapping: dict[str, str], max_chars: int,
@@ -571,7 +717,8 @@ def _common(external_id: str | None, label: str | None, tags: tuple[str, ...] | 
 
 def to_openai(messages: list[dict[str, str]], *, external_id=None, label=None, tags=(),
               metadata=None) -> dict[str, Any]:
-    return {"messages": messages, **_common(external_id, label, tags, metadata or {})}
+    messages, top = _messages.split_conversation(messages)  # `tools` back at the top level
+    return {"messages": messages, **top, **_common(external_id, label, tags, metadata or {})}
 
 
 def to_alpaca(messages: list[dict[str, str]], *, external_id=None, label=None, tags=(),

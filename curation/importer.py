@@ -66,7 +66,8 @@ from curation._files import open_private, private_dir
 from curation.auth import User, require
 from curation.errors import CurateError, InvalidValue, NotUtf8, UnreadableFile
 from curation.formats import (DEFAULT_MAX_FIELD_CHARS, INPUT_FORMATS, RecordError,
-                              check_mapping, detect_format, needs_answer, to_draft)
+                              check_mapping, detect_format, needs_answer, search_text,
+                              to_draft)
 from curation.query import SPLITS, STATUSES
 from curation.store import Store, utcnow
 
@@ -156,10 +157,13 @@ def import_file(store: Store, path: str | os.PathLike, *, fmt: str = "auto",
                 mapping: dict[str, str] | None = None, split: str = "train",
                 status: str = "pending", source: str | None = None, tags: tuple[str, ...] = (),
                 user: User, max_field_chars: int = DEFAULT_MAX_FIELD_CHARS,
-                unanswered: bool = False, progress: Progress | None = None) -> ImportReport:
+                unanswered: bool = False, progress: Progress | None = None,
+                drop_media: bool = False) -> ImportReport:
     """Import every valid record of a file in one transaction; report every other one.
     `unanswered`: records without an answer are imported too, as pending examples that need
-    an answer."""
+    an answer. `drop_media`: records with images, videos or audio are imported as their text
+    (media and `<image>`-style placeholders removed) instead of refused
+    (`unsupported_modality`)."""
     require(user, "import")
     if fmt not in INPUT_FORMATS:
         raise InvalidValue(f"format {fmt!r} is not one of {', '.join(INPUT_FORMATS)}")
@@ -180,7 +184,7 @@ def import_file(store: Store, path: str | os.PathLike, *, fmt: str = "auto",
     report = ImportReport(path=str(path), file_kind=kind)
     total = path.stat().st_size
     job = _Job(str(path), fmt, mapping, max_field_chars,
-               tuple(dict.fromkeys(t for t in tags if t)), unanswered)
+               tuple(dict.fromkeys(t for t in tags if t)), unanswered, drop_media)
 
     workers = _Workers(job, _worker_count()) if kind == "jsonl" and \
         total >= PARALLEL_MIN_BYTES and _worker_count() > 1 else None
@@ -224,6 +228,7 @@ class _Job:
     max_chars: int
     extra_tags: tuple[str, ...]
     unanswered: bool = False
+    drop_media: bool = False
 
 
 @dataclass
@@ -253,7 +258,7 @@ class _Columns:
     def add(self, line: int, record: Any, job: _Job) -> LineError | None:
         try:
             draft = to_draft(record, job.fmt, job.mapping, job.max_chars,
-                             unanswered=job.unanswered)
+                             unanswered=job.unanswered, drop_media=job.drop_media)
         except RecordError as err:
             return LineError(line, err.code, err.message, err.field)
         messages = draft.messages
@@ -264,9 +269,9 @@ class _Columns:
         self.lines.append(line)
         s = self.strings
         s["external_id"].append((draft.external_id or "").encode())
-        blob = orjson.dumps(messages)  # {role, content} dicts: its hash is content_hash()
+        blob = orjson.dumps(messages)  # as stored: its hash is content_hash()
         s["messages"].append(blob)
-        s["text"].append("\n".join([m["content"] for m in messages]).encode())
+        s["text"].append(search_text(messages).encode())
         s["label"].append((draft.label or "").encode())
         s["content_hash"].append(hashlib.sha256(blob).hexdigest().encode())
         self.tag_counts.append(len(tags))

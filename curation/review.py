@@ -35,6 +35,7 @@ from curation import agreement
 from curation.auth import User, require
 from curation.errors import InvalidValue, VersionConflict
 from curation.formats import needs_answer
+from curation.messages import message_text, tool_calls
 from curation.query import ExampleFilter
 from curation.store import Example, Store, check_conversation_or_invalid, utcnow
 
@@ -193,7 +194,8 @@ def diff_lines(before: list[dict[str, str]], after: list[dict[str, str]]) -> lis
         lines = []
         for i, m in enumerate(messages):
             lines.append(f"[{i}] {m['role']}")
-            lines += [f"    {line}" for line in m["content"].split("\n")]
+            lines += [f"    {line}" for line in message_text(m).split("\n")]
+            lines += [f"    -> {name}({args})" for _, name, args in tool_calls(m)]
         return lines
 
     return list(difflib.unified_diff(render(before), render(after), "original", "current",

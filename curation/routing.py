@@ -43,6 +43,7 @@ from typing import Any
 from curation.auth import User, require
 from curation.checks._contract import Finding
 from curation.errors import InvalidValue
+from curation.messages import message_text
 from curation.query import ExampleFilter
 from curation.store import Example, Store, utcnow
 from curation.suggestions import LABEL_METHOD, band, band_name, current, thresholds
@@ -92,7 +93,7 @@ class Routing:
 
 def answer_of(messages: Sequence[dict[str, str]]) -> str | None:
     """The last assistant turn's text, or None when the conversation ends with a prompt."""
-    return messages[-1]["content"] if messages and messages[-1]["role"] == "assistant" \
+    return message_text(messages[-1]) if messages and messages[-1]["role"] == "assistant" \
         else None
 
 

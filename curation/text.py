@@ -10,15 +10,18 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+from curation.messages import message_text
+
 
 def turns_text(messages: Sequence[dict], role: str = "user", sep: str = "\n") -> str:
-    """The contents of every turn of `role`, in order, joined by `sep`."""
-    return sep.join(m["content"] for m in messages if m["role"] == role)
+    """The texts of every turn of `role`, in order, joined by `sep` (text parts joined by a
+    newline; an assistant turn that only calls tools adds "")."""
+    return sep.join(message_text(m) for m in messages if m["role"] == role)
 
 
 def first_turn(messages: Sequence[dict], role: str) -> str:
     """The content of the first turn of `role` ("" if there is none)."""
-    return next((m["content"] for m in messages if m["role"] == role), "")
+    return next((message_text(m) for m in messages if m["role"] == role), "")
 
 
 def duration(seconds: float | None) -> str:

@@ -316,3 +316,25 @@ def test_export_of_unchanged_data_says_the_snapshot_was_reused(page, seeded_stor
     shown = at.info[0].value.replace("\\", "").replace("\u2060", "")
     assert shown == (f"Same content as snapshot ux-openai ({snapshot.id}): reused; it keeps "
                      "its name, not 'again'.")
+
+
+def test_media_rows_are_refused_unless_drop_media_is_ticked(page, empty_store):
+    llava = {"messages": [{"role": "user", "content": "<image>\nWhat is in the picture?"},
+                          {"role": "assistant", "content": "A cat on a mat."}],
+             "images": ["cat.png"]}
+    body = orjson.dumps(llava) + b"\n"
+    at = page(empty_store)
+    at.file_uploader[0].set_value(("llava.jsonl", body, "application/jsonl")).run()
+    assert any("unless you tick 'Drop images, video and audio'" in c.value for c in at.caption)
+    at.button(key="ie_import").click().run()
+    assert empty_store.count() == 0
+    assert metrics(at)["Rejected"] == "1"
+    assert "unsupported_modality" in table_with(at, "field")["code"].tolist()
+    at = page(empty_store)
+    at.file_uploader[0].set_value(("llava2.jsonl", body, "application/jsonl")).run()
+    at.checkbox(key=next(c.key for c in at.checkbox
+                         if c.label == "Drop images, video and audio")).check().run()
+    at.button(key="ie_import").click().run()
+    assert not at.exception, at.exception
+    [example] = empty_store.find()
+    assert example.messages[0]["content"] == "What is in the picture?"

@@ -322,3 +322,15 @@ def test_run_all_also_runs_coverage_which_feeds_the_thin_labels_queue(quality_pa
     click(at, "q_run_all")
     assert all(last_run(store, name) for name in REGISTRY)
     assert queue_size(store, "coverage") == len(store.find())  # every label is under 20
+
+
+def test_special_tokens_findings_name_the_token_and_turn(quality_page, empty_store):
+    bad = empty_store.add([{"role": "user", "content": "Say bye"},
+                           {"role": "assistant", "content": "Bye<|im_end|>"}], actor="t")
+    empty_store.add([{"role": "user", "content": "Say hi"},
+                     {"role": "assistant", "content": "Hi"}], actor="t")
+    at = quality_page(empty_store)
+    click(at, "q_run_special_tokens")
+    table = next(d.value for d in at.dataframe if "Reason" in d.value.columns)
+    assert table["Id"].tolist() == [bad.id]
+    assert table["Reason"].tolist() == ["<|im_end|> in messages[1] (assistant)"]

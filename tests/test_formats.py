@@ -163,13 +163,13 @@ CASES = [
     Case("message_missing_key", {"messages": [U("q"), {"content": "a"}]}, "messages[1].role"),
     Case("message_missing_key", {"conversations": [{"from": "human"}]},
          "conversations[0].value"),
-    Case("message_unrecognized_key", {"messages": [{**U("q"), "name": "bob"}, A("a")]},
+    Case("message_unrecognized_key", {"messages": [{**U("q"), "mood": "bob"}, A("a")]},
          "messages[0]"),
     Case("message_unrecognized_key",
          {"conversations": [{"from": "human", "value": "q", "weight": 1}]}, "conversations[0]"),
     Case("unrecognized_role", {"messages": [U("q"), {"role": "bot", "content": "a"}]},
          "messages[1].role"),
-    Case("unrecognized_role", {"messages": [{"role": "tool", "content": "q"}, A("a")]},
+    Case("unrecognized_role", {"messages": [{"role": "observation", "content": "q"}, A("a")]},
          "messages[0].role"),
     Case("unrecognized_role", {"conversations": [{"from": "human", "value": "q"},
                                                  {"from": "bot", "value": "a"}]},
@@ -220,6 +220,37 @@ CASES = [
     Case("nan_value", {"messages": [U("q"), {"role": "assistant", "content": float("-inf")}]},
          "messages[1].content"),
     Case("lone_surrogate", {"messages": [U("caf\ud800"), A("a")]}, "messages[0].content"),
+    # OpenAI's fine-tuning extras, broken (tests/test_rich_formats.py has the valid shapes)
+    Case("unsupported_modality", {"messages": [U("<image>q"), A("a")], "images": ["a.png"]},
+         "images"),
+    Case("unsupported_modality", {"conversations": [{"from": "human", "value": "<audio>q"},
+                                                    {"from": "gpt", "value": "a"}],
+                                  "audios": ["a.wav"]}, "audios"),
+    Case("unsupported_modality", {"messages": [
+        {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]},
+        A("a")]}, "messages[0].content[0]"),
+    Case("message_unrecognized_key", {"messages": [{**U("q"), "weight": 1}, A("a")]},
+         "messages[0].weight"),
+    Case("wrong_type", {"messages": [U("q"), {**A("a"), "weight": 2}]}, "messages[1].weight"),
+    Case("message_missing_key", {"messages": [U("q"), {"role": "assistant", "tool_calls": [
+        {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]},
+        {"role": "tool", "content": "1"}, A("a")]}, "messages[2].tool_call_id"),
+    Case("invalid_turn_order", {"messages": [U("q"), {"role": "assistant", "tool_calls": [
+        {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]},
+        {"role": "tool", "tool_call_id": "c2", "content": "1"}, A("a")]},
+         "messages[2].tool_call_id"),
+    Case("invalid_turn_order", {"messages": [U("q"), {"role": "assistant", "tool_calls": [
+        {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]},
+        U("q2"), A("a")]}, "messages[2].role"),
+    Case("invalid_turn_order", {"messages": [U("q"), {"role": "assistant", "tool_calls": [
+        {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]},
+        {"role": "tool", "tool_call_id": "c1", "content": "1"}]}, "messages"),
+    Case("message_missing_key", {"messages": [U("q"), {"role": "assistant", "tool_calls": [
+        {"id": "c1", "type": "function", "function": {"arguments": "{}"}}]}]},
+         "messages[1].tool_calls[0].function.name"),
+    Case("wrong_type", {"conversations": [{"from": "human", "value": "q"},
+                                          {"from": "function_call", "value": "not json"}]},
+         "conversations[1].value"),
 ]
 
 

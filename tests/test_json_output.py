@@ -73,6 +73,7 @@ ARGUMENTS = {  # the arguments each --json command needs beyond --db and --json
     ("predict",): lambda ws: [_only_run(ws), "--status", "accepted"],  # no run is evaluated
     ("route",): lambda ws: [_only_run(ws)],  # no run is evaluated: name it
     ("backup",): lambda ws: [str(ws / "copy.duckdb")],
+    ("check",): lambda ws: ["special_tokens"],
     ("curve",): lambda ws: ["--show", "--id", _curve(ws)],  # a prepared one: no training
 }
 

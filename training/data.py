@@ -15,6 +15,15 @@ Design decisions:
   comparing token lists of prefixes. `return_assistant_tokens_mask` is not used: it needs a
   `{% generation %}` block that SmolLM2's template (like most) lacks. A template that does not
   render prefixes as prefixes of the whole is refused with a clear message.
+- Tool calls, tool replies, content parts and `weight` (OpenAI's extras, kept by the store,
+  see `curation.messages`): `weight: 0` assistant turns are context, masked from the loss
+  like user turns; the other assistant turns (tool calls included) are trained on. A
+  template that supports tools (its source mentions `tool_calls`) gets the messages and
+  `tools=` as they are; SmolLM2's (and any other text-only template) gets them rendered as
+  text, Hermes/Qwen style (`to_text_messages`; docs/formats.md states the rendering):
+  tools listed in the system turn between `<tools>` tags, each call as
+  `<tool_call>{"name", "arguments"}</tool_call>` after the turn's text, replies as `tool`
+  turns, `developer` as `system`, text parts joined by newlines.
 - Truncation keeps the start (the prompt) and cuts the end; a conversation left with no
   assistant token is skipped and counted.
 - Batches by length: examples are sorted by length and cut into batches of `batch_size`
@@ -33,6 +42,7 @@ from typing import Any
 import orjson
 
 from curation.errors import EmptyTrainingSet, InvalidValue
+from curation.messages import CONVERSATION_KEYS, is_rich, message_text, split_conversation
 
 IGNORE_INDEX = -100
 
@@ -76,26 +86,104 @@ def read_conversations(path: str | Path) -> list[list[dict[str, str]]]:
             messages = record.get("messages") if isinstance(record, dict) else None
             if (not isinstance(messages, list) or not messages
                     or not all(isinstance(m, dict) and isinstance(m.get("role"), str)
-                               and isinstance(m.get("content"), str) for m in messages)):
+                               and isinstance(m.get("content"), (str, list, type(None)))
+                               for m in messages)):
                 raise InvalidValue(f"{path.name} line {number} has no valid `messages` list "
-                                   "(role and content strings)")
+                                   "(role strings, text content)")
+            top = {k: record[k] for k in CONVERSATION_KEYS if k in record}
+            if top:  # the export lifts the conversation's tools to the top level
+                messages = [{**messages[0], **top}, *messages[1:]]
             conversations.append(messages)
     return conversations
 
 
-def _render(tokenizer, messages: list[dict[str, str]], *, generation_prompt: bool) -> str:
+def supports_tools(tokenizer) -> bool:
+    """Whether the tokenizer's chat template renders tool calls itself."""
+    template = getattr(tokenizer, "chat_template", None) or ""
+    return isinstance(template, str) and "tool_calls" in template
+
+
+def to_text_messages(messages: list[dict[str, Any]]) -> list[dict[str, str]]:
+    """A conversation with tool calls, tool replies and text parts as plain {role, content}
+    text turns, for a chat template without tool support (see the module docstring)."""
+    messages, top = split_conversation(messages)
+    out = []
+    for m in messages:
+        role = "system" if m["role"] == "developer" else m["role"]
+        text = message_text(m)
+        calls = [orjson.dumps({"name": (c.get("function") or {}).get("name"),
+                               "arguments": _arguments(c.get("function") or {})}).decode()
+                 for c in m.get("tool_calls") or []]
+        if isinstance(m.get("function_call"), dict):
+            calls.append(orjson.dumps({"name": m["function_call"].get("name"),
+                                       "arguments": _arguments(m["function_call"])}).decode())
+        parts = [text] if text else []
+        parts += [f"<tool_call>\n{call}\n</tool_call>" for call in calls]
+        out.append({"role": role, "content": "\n".join(parts)})
+    tools = (top.get("tools") or []) + [{"type": "function", "function": f}
+                                        for f in top.get("functions") or []]
+    if tools:
+        block = "<tools>\n" + "\n".join(orjson.dumps(t).decode() for t in tools) + "\n</tools>"
+        if out[0]["role"] == "system":
+            out[0] = {"role": "system", "content": f"{out[0]['content']}\n\n{block}"
+                      if out[0]["content"] else block}
+        else:
+            out.insert(0, {"role": "system", "content": block})
+    return out
+
+
+def _arguments(function: dict[str, Any]) -> Any:
+    """Arguments as the JSON value they hold (text that is not JSON stays text)."""
+    arguments = function.get("arguments", "")
+    if isinstance(arguments, str):
+        try:
+            return orjson.loads(arguments)
+        except orjson.JSONDecodeError:
+            return arguments
+    return arguments
+
+
+def template_input(tokenizer, messages: list[dict[str, Any]]
+                   ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The messages (and keyword arguments, e.g. `tools=`) to give `apply_chat_template`."""
+    if not is_rich(messages):
+        return messages, {}
+    if supports_tools(tokenizer):
+        plain, top = split_conversation(messages)
+        plain = [{k: v for k, v in m.items() if k != "weight"} for m in plain]
+        return plain, ({"tools": top["tools"]} if top.get("tools") else {})
+    return to_text_messages(messages), {}
+
+
+def render_chat(tokenizer, messages: list[dict[str, Any]], *,
+                generation_prompt: bool) -> str:
+    """The conversation as the chat template renders it (tool turns as `template_input`
+    gives them)."""
+    messages, kwargs = template_input(tokenizer, messages)
     return tokenizer.apply_chat_template(messages, tokenize=False,
-                                         add_generation_prompt=generation_prompt)
+                                         add_generation_prompt=generation_prompt, **kwargs)
+
+
+def _render(tokenizer, messages: list[dict[str, str]], *, generation_prompt: bool) -> str:
+    return render_chat(tokenizer, messages, generation_prompt=generation_prompt)
 
 
 def assistant_spans(tokenizer, messages: list[dict[str, str]]) -> tuple[str, list[tuple[int, int]]]:
     """The rendered conversation and the (start, end) character spans of the assistant's
-    turns, each ending after the end-of-turn token."""
+    turns that are trained on (not `weight: 0`), each ending after the end-of-turn token."""
+    if is_rich(messages) and not supports_tools(tokenizer):
+        # rendered as text turns: the same turns, one more (a system turn) when the tools
+        # needed one; `weight` is read from the original messages
+        shift = len(to_text_messages(messages)) - len(messages)
+        weights = [None] * shift + [m.get("weight") for m in messages]
+        messages = to_text_messages(messages)
+    else:
+        weights = [m.get("weight") for m in messages]
     text = _render(tokenizer, messages, generation_prompt=False)
     eos = tokenizer.eos_token or ""
     spans = []
     for i, message in enumerate(messages):
-        if message["role"] != "assistant":
+        if message["role"] != "assistant" or weights[i] == 0:
             continue
         if i == 0:
             raise InvalidValue("a conversation cannot start with an assistant turn")

@@ -17,7 +17,7 @@ from __future__ import annotations
 import random
 
 from curation.errors import InvalidValue
-from curation.text import turns_text
+from curation.text import first_turn, turns_text
 from curation.query import ExampleFilter
 from curation.store import Example, Store
 from training.generate import Sampling, generate
@@ -39,7 +39,7 @@ def draft_examples(store: Store, label: str, *, count: int = 3, shots: int = 4,
 
     model, tokenizer = load_model(store.setting("base_model"), model_cache(store))
     rng = random.Random(seed)
-    system = next((m["content"] for m in examples[0].messages if m["role"] == "system"), None)
+    system = first_turn(examples[0].messages, "system") or None
     asks = [ask_for_question(label, rng.sample(examples, min(shots, len(examples))))
             for _ in range(count)]
     questions = [q for q in _sampled(model, tokenizer, asks, QUESTION_TOKENS, seed) if q]

@@ -107,7 +107,9 @@ def token_lengths(base_model: str, conversations: Sequence[list[dict[str, str]]]
 
     source, kwargs = tokenizer_source(base_model, cache_dir)
     tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
-    texts = [tokenizer.apply_chat_template(messages, tokenize=False)
+    from training.data import render_chat
+
+    texts = [render_chat(tokenizer, messages, generation_prompt=False)
              for messages in conversations]
     return [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
 

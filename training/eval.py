@@ -59,6 +59,7 @@ from typing import Any
 import orjson
 
 from curation.errors import InvalidValue
+from curation.messages import message_text
 from curation.query import ExampleFilter
 from training import metrics as M
 from training.config import EvalConfig
@@ -163,7 +164,7 @@ def evaluate(run_dir: str | os.PathLike, eval_rows: Sequence[dict[str, Any]],
         "few_shot": [build_prompt(r["messages"], system_prompt, chosen) for r in eval_rows],
         "fine_tuned": [build_prompt(r["messages"], system_prompt) for r in eval_rows],
     }
-    references = [r["messages"][-1]["content"] for r in eval_rows]
+    references = [message_text(r["messages"][-1]) for r in eval_rows]
     metric = M.primary_metric(references)
     new_tokens = answer_budget(tokenizer, references, metric, max_new_tokens)
     total, done = len(eval_rows) * len(SYSTEMS), 0

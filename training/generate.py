@@ -49,8 +49,9 @@ def generate(model, tokenizer, prompts: Sequence[list[dict[str, str]]], *,
     and their key/value cache reused. `on_batch(n)` is called after each batch of n."""
     import torch
 
-    texts = [tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True)
-             for p in prompts]
+    from training.data import render_chat
+
+    texts = [render_chat(tokenizer, p, generation_prompt=True) for p in prompts]
     ids = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
     order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
     stop = tokenizer.convert_tokens_to_ids(END_OF_TURN)

@@ -32,6 +32,7 @@ import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from curation.messages import message_text
 from curation.suggestions import LABEL_METHOD, TEXT_METHOD
 from training import metrics as M
 from training.eval import _merged, build_prompt, train_rows_from_run
@@ -54,7 +55,7 @@ def normalise(logprobs: dict[str, float]) -> dict[str, float]:
 def known_answers(run_dir: str | os.PathLike) -> tuple[str, list[str]]:
     """The run's primary metric, decided as evaluation decides it from its train answers, and
     its known labels (the distinct train answers; empty for free text)."""
-    answers = [r["messages"][-1]["content"] for r in train_rows_from_run(run_dir)
+    answers = [message_text(r["messages"][-1]) for r in train_rows_from_run(run_dir)
                if r["messages"] and r["messages"][-1]["role"] == "assistant"]
     metric = M.primary_metric(answers) if answers else "token_f1"
     return metric, sorted(set(answers)) if metric == "accuracy" else []
@@ -67,7 +68,9 @@ def continuation_logprobs(model, tokenizer, prompt: list[dict[str, str]],
     continuations, which run as one right-padded batch."""
     import torch
 
-    text = tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
+    from training.data import render_chat
+
+    text = render_chat(tokenizer, prompt, generation_prompt=True)
     head = tokenizer(text, add_special_tokens=False)["input_ids"]
     tails = [tokenizer(c + END_OF_TURN, add_special_tokens=False)["input_ids"]
              for c in continuations]

@@ -459,9 +459,8 @@ def _drafts(label: str) -> None:
                 st.text_area("System prompt", first_turn(messages, "system"), key=f"{p}_sys",
                              height=68)
                 st.text_area("User message", turns_text(messages), key=f"{p}_user")
-                st.text_area("Assistant answer", next(
-                    (m["content"] for m in messages if m["role"] == "assistant"), ""),
-                    key=f"{p}_answer")
+                st.text_area("Assistant answer", first_turn(messages, "assistant"),
+                             key=f"{p}_answer")
                 if draft.get("error"):
                     st.warning(plain(draft["error"]), icon=":material/content_copy:")
                     if draft.get("duplicate"):

@@ -13,6 +13,9 @@ Design decisions:
 - Nothing is decided silently: label conflicts (imported) get their own table in the report,
   and an export that reuses an existing snapshot says so, naming it; so does one that left
   out examples that need an answer.
+- "Drop images, video and audio" (`--drop-media`) is a checkbox, off by default: records with
+  media are refused unless someone chooses to keep their text alone; a file with `images`,
+  `videos` or `audios` columns says so above the Import button.
 - "Prompts without an answer" (`--unanswered` in the CLI) is a checkbox, off by default:
   ticked, records with no answer (and a mapping without a response column) come in as
   pending examples that need an answer, and the report counts them.
@@ -204,6 +207,17 @@ def import_form(upload) -> None:
              "empty output or completion, no response column). They are stored as pending "
              "and marked 'needs answer', and are never exported or trained on until someone "
              "answers them in Review. Same as `curate import --unanswered`.")
+    drop_media = st.checkbox(
+        "Drop images, video and audio", key=f"ie_drop_media_{fid}",
+        help="Records with `images`, `videos` or `audios` (or image/audio content parts) are "
+             "refused by default, because Curate keeps text only. Tick this to import their "
+             "text instead: the media and the `<image>`/`<video>`/`<audio>` placeholders are "
+             "removed. Same as `curate import --drop-media`.")
+    media = [k for k in ("images", "videos", "audios") if k in preview.columns]
+    if media and not drop_media:
+        st.caption(f":material/image: The file has {', '.join(media)}: those records will be "
+                   "rejected (unsupported_modality) unless you tick 'Drop images, video and "
+                   "audio'.")
 
     problem = None
     if mapping and "prompt" not in mapping:
@@ -228,7 +242,7 @@ def import_form(upload) -> None:
         report, saved_to = ws.import_file(path, fmt=fmt, mapping=mapping or None, split=split,
                                           status=status, source=source.strip() or upload.name,
                                           tags=split_tags(tags), unanswered=unanswered,
-                                          progress=progress)
+                                          progress=progress, drop_media=drop_media)
     except CurateError as exc:
         bar.empty()
         say_error(exc, path, upload.name)

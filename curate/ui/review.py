@@ -23,6 +23,9 @@ Design decisions:
 - Data from examples is only ever shown as text (widget values, `st.text`, `st.code`,
   dataframes). The few messages that must mix our words with data (errors, the conflict
   warning) go through `_plain`, which escapes Markdown.
+- A conversation with tool calls, tool replies, text parts, names or weights is shown turn
+  by turn by `review_rich` (texts editable, the tool structure read-only, said on the page)
+  instead of the pair editor, and its draft is the stored messages with the edited texts.
 - A prompt imported without an answer (`--unanswered`) carries a "needs an answer" badge and
   an empty assistant box at its last turn; left empty, that turn is not sent (so deciding on
   it without answering changes nothing else), and typing an answer there answers it: one
@@ -73,7 +76,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from curate.ui import review_guidelines, review_leases
+from curate.ui import review_guidelines, review_leases, review_rich
 from curate.ui.common import (ERROR_ICON, NEEDS_ANSWER_MARK, filter_form, filter_keys, flash,
                               page_path, page_start, plain, workspace)
 from curate.ui.keys import shortcut_help
@@ -81,6 +84,7 @@ from curate.ui.review_adjudication import decision_note, round_panel
 from curate.ui.url_state import saved_views_panel
 from curation import CurateError, ExampleFilter, VersionConflict, queues, review
 from curation.failures import IMPACT, IMPACT_RULE
+from curation.messages import is_rich
 from curation.queues import QueueItem
 from curation.suggestions import LABEL_METHOD
 from curation.store import Example
@@ -190,6 +194,16 @@ def _label_text(option: tuple[str, str | None]) -> str:
 def _draft(ex: Example) -> tuple[list[dict[str, str]], str | None, list[str]]:
     """Messages, label and tags as they stand in the widgets (or as stored, if untouched)."""
     p = _prefix(ex)
+    messages = review_rich.draft(ex, p) if is_rich(ex.messages) else _pairs_draft(ex, p)
+    kind, value = S.get(f"{p}_label", ("label", ex.label) if ex.label else ("none", None))
+    if kind == "new":
+        value = S.get(f"{p}_newlabel", "").strip() or ex.label
+    tags = list(S.get(f"{p}_tags", list(ex.tags)))
+    return messages, value, tags
+
+
+def _pairs_draft(ex: Example, p: str) -> list[dict[str, str]]:
+    """The messages of a plain text chat as they stand in the pair editor."""
     system, pairs = _split_turns(ex.messages)
     messages = []
     system_now = S.get(f"{p}_sys", system)
@@ -202,11 +216,7 @@ def _draft(ex: Example) -> tuple[list[dict[str, str]], str | None, list[str]]:
         answer = S.get(f"{p}_a{uid}", answer)
         if not (ex.needs_answer and index == len(order) - 1 and not answer.strip()):
             messages.append({"role": "assistant", "content": answer})  # else: still unanswered
-    kind, value = S.get(f"{p}_label", ("label", ex.label) if ex.label else ("none", None))
-    if kind == "new":
-        value = S.get(f"{p}_newlabel", "").strip() or ex.label
-    tags = list(S.get(f"{p}_tags", list(ex.tags)))
-    return messages, value, tags
+    return messages
 
 
 def _changes(ex: Example) -> dict[str, Any]:
@@ -446,6 +456,9 @@ def _suggestion(ex: Example) -> None:
 
 def _conversation(ex: Example) -> None:
     p = _prefix(ex)
+    if is_rich(ex.messages):  # tool calls, text parts, weights: turn by turn
+        review_rich.conversation(ex, p)
+        return
     system, pairs = _split_turns(ex.messages)
     st.text_area("System prompt", system, key=f"{p}_sys", height="content",
                  persist_state="session", placeholder="No system prompt",

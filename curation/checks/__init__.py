@@ -22,6 +22,7 @@ from curation.auth import User, require
 from curation.checks import duplicates as _duplicates  # noqa: F401  (registers the checks)
 from curation.checks import coverage as _coverage  # noqa: F401
 from curation.checks import noise as _noise  # noqa: F401
+from curation.checks import special_tokens as _special_tokens  # noqa: F401
 from curation.checks._contract import (REGISTRY, Check, CheckResult, ExampleTable, Finding,
                                        Progress, get_check, register)
 from curation.errors import InvalidValue

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from curation.errors import InvalidValue
+from curation.messages import search_text
 from curation.text import turns_text
 
 Progress = Callable[[float, str], None]
@@ -104,7 +105,7 @@ class ExampleTable:
         return turns_text(self.messages[i], "assistant")
 
     def text(self, i: int) -> str:
-        return "\n".join(m["content"] for m in self.messages[i])
+        return search_text(self.messages[i])
 
 
 REGISTRY: dict[str, Check] = {}

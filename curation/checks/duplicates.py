@@ -51,6 +51,7 @@ import numpy as np
 
 from curation.checks._contract import (CheckResult, ExampleTable, Finding, PairSet, Progress,
                                        register)
+from curation.messages import search_text
 
 if TYPE_CHECKING:
     from curation.store import Example
@@ -101,7 +102,7 @@ def keeper_key(split: str, status: str, version: int, length: int, example_id: i
 def suggest_keeper(examples: Iterable[Example]) -> int:
     """The id of the example to keep among duplicates, by the one keeper rule."""
     return min(examples, key=lambda e: keeper_key(
-        e.split, e.status, e.version, len("\n".join(m["content"] for m in e.messages)),
+        e.split, e.status, e.version, len(search_text(e.messages)),
         e.id)).id
 
 
