@@ -6,8 +6,9 @@ so `import curation` stays fast.
 """
 
 from curation.auth import User
-from curation.errors import (BadCheckpoint, CurateError, CurveNotFound, EmptyTrainingSet,
-                             EvaluationAlreadyActive, EvaluationNotActive, ExampleNotFound,
+from curation.errors import (BadCheckpoint, BulkConflict, CurateError, CurveNotFound,
+                             EmptyTrainingSet, EvaluationAlreadyActive, EvaluationNotActive,
+                             ExampleNotFound,
                              InvalidExample, InvalidValue, LeakageUnresolved, ModelUnavailable,
                              NotUtf8, PermissionDenied, RunAlreadyActive, RunNotActive,
                              RunNotFound, SchemaTooNew, SessionInvalid, SnapshotNotFound,
@@ -23,8 +24,9 @@ __all__ = [
     # errors (curation/errors.py), grouped as there
     "CurateError", "StoreLocked", "StoreCorrupt", "StoreUnreadable", "SchemaTooNew",
     "SnapshotNotFound", "ExampleNotFound", "InvalidExample", "InvalidValue", "VersionConflict",
-    "NotUtf8", "UnreadableFile", "UploadRejected", "WouldDuplicate", "PermissionDenied",
-    "UnknownUser", "TooManySignIns", "SessionInvalid", "LeakageUnresolved", "RunAlreadyActive", "RunNotFound",
+    "BulkConflict", "NotUtf8", "UnreadableFile", "UploadRejected", "WouldDuplicate",
+    "PermissionDenied", "UnknownUser", "TooManySignIns", "SessionInvalid", "LeakageUnresolved",
+    "RunAlreadyActive", "RunNotFound",
     "CurveNotFound", "TrainerNotStarted", "RunNotActive", "EmptyTrainingSet", "BadCheckpoint",
     "EvaluationAlreadyActive", "EvaluationNotActive", "ModelUnavailable",
     "ExportResult", "export_jsonl", "write_snapshot", "ImportReport", "LineError",

@@ -73,6 +73,11 @@ class VersionConflict(CurateError):
         )
 
 
+class BulkConflict(CurateError):
+    """Someone changed some of the examples of a bulk action while it was being written;
+    nothing of it was written."""
+
+
 class NotUtf8(CurateError):
     """An input file is not valid UTF-8 text."""
 

@@ -9,11 +9,14 @@ Design decisions:
   the decision), so "edit the answer, press a" leaves a single audit row.
 - Reject needs a reason and needs-work a comment: the annotator who picks the example up next
   must know why.
-- Bulk actions apply per example on its current version and report what they skipped
-  (conflicts, examples already in the wanted state) instead of failing as a whole. Each bulk
-  action is one batch (its id recorded beside every event it wrote), which
-  `curation.undo.undo_batch` takes back as a whole. `bulk_matching` applies one to every
-  example a filter selects, after checking that the count the person confirmed still holds.
+- A bulk action is one set-based write (`Store.bulk_write`: one transaction however many
+  examples, so all 100,000 matching rows take seconds, not minutes), on each example's
+  current version; it reports the examples already in the wanted state and those it left
+  out. If someone changes one of them during the write, nothing is written and it is tried
+  once more on the new versions. Each bulk action is one batch (its id recorded beside every
+  event it wrote), which `curation.undo.undo_batch` takes back as a whole. `bulk_matching`
+  applies one to every example a filter selects, after checking that the count the person
+  confirmed still holds.
 - A prompt that needs an answer (imported with `--unanswered`) cannot be accepted until it
   has one: accepting says "this is right to train on", and there is nothing to train on yet.
   Accepting it together with the edit that writes the answer is one change; bulk accept
@@ -33,7 +36,7 @@ from typing import Any, Literal
 
 from curation import agreement
 from curation.auth import User, require
-from curation.errors import InvalidValue, VersionConflict
+from curation.errors import BulkConflict, InvalidValue
 from curation.formats import needs_answer
 from curation.messages import message_text, tool_calls
 from curation.query import ExampleFilter
@@ -92,11 +95,10 @@ def revert(store: Store, user: User, example_id: int, to_version: int, *,
 
 @dataclass
 class BulkResult:
-    """How a bulk action went: changed ids, unchanged ids, and conflicts by id."""
+    """How a bulk action went: changed ids, unchanged ids, and what was left out, by id."""
 
     changed: list[int] = field(default_factory=list)
     unchanged: list[int] = field(default_factory=list)
-    conflicts: dict[int, str] = field(default_factory=dict)
     needs_answer: dict[int, str] = field(default_factory=dict)  # not accepted: no answer yet
     batch: str | None = None  # the batch id: `curation.undo.undo_batch` takes it back
 
@@ -104,15 +106,13 @@ class BulkResult:
         text = f"{len(self.changed)} changed"
         if self.unchanged:
             text += f", {len(self.unchanged)} already so"
-        if self.conflicts:
-            text += f", {len(self.conflicts)} skipped (changed meanwhile by someone else)"
         if self.needs_answer:
             text += f", {len(self.needs_answer)} not accepted (they need an answer first)"
         return text
 
     def skipped(self) -> dict[int, str]:
         """Every example left as it was, and why."""
-        return {**self.conflicts, **self.needs_answer}
+        return dict(self.needs_answer)
 
 
 def bulk(store: Store, user: User, ids: list[int], action: str, value: str | None = None,
@@ -130,20 +130,18 @@ def bulk(store: Store, user: User, ids: list[int], action: str, value: str | Non
     store.create_batch(result.batch, action=action, value=(value or "").strip() or None,
                        reason=reason, scope=scope or f"{len(ids)} selected", actor=user.name,
                        now=utcnow())
-    for example_id in ids:
-        current = store.get(example_id)
-        if action == "accept" and current.needs_answer:
-            result.needs_answer[example_id] = _NEEDS_ANSWER.format(id=example_id)
-            continue
-        changes = _bulk_changes(current, action, (value or "").strip())
+    for attempt in range(2):  # once more on the new versions if someone got in the way
         try:
-            after = store.update(example_id, base_version=current.version, actor=user.name,
-                                 reason=reason, batch=result.batch, **changes)
-        except VersionConflict as exc:
-            result.conflicts[example_id] = str(exc)
-            continue
-        (result.changed if after.version > current.version else result.unchanged).append(
-            example_id)
+            changed, unchanged, unanswered = store.bulk_write(
+                ids, action, (value or "").strip() or None, actor=user.name, reason=reason,
+                batch=result.batch, now=utcnow())
+            break
+        except BulkConflict:
+            if attempt:
+                raise
+    result.changed.extend(changed)
+    result.unchanged.extend(unchanged)
+    result.needs_answer.update({i: _NEEDS_ANSWER.format(id=i) for i in unanswered})
     return result
 
 

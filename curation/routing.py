@@ -311,5 +311,5 @@ _register_queues()
 
 __all__ = ["DEFAULT_QA_SHARE", "QA_SAMPLE", "QUEUES", "Routing", "SUGGESTIONS",
            "accept_suggestion", "agrees", "answer_of", "forget_review", "last_routing",
-           "model_actor", "note_review", "qa_precision", "qa_sample", "revert_auto_accepts", "route",
-           "with_answer"]
+           "model_actor", "note_review", "qa_precision", "qa_sample", "revert_auto_accepts",
+           "route", "with_answer"]

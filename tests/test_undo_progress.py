@@ -12,7 +12,8 @@ from curation.auth import User
 from curation.progress import decisions_per_day, queue_progress
 from curation.store import utcnow
 from curation.undo import last_batch, undo_batch, undo_change
-from tests.conftest import chat
+from curation.importer import import_file
+from tests.conftest import admin, chat
 
 RITA = User("rita", "reviewer")
 RAVI = User("ravi", "reviewer")
@@ -194,3 +195,51 @@ def test_last_change_is_my_latest_standing_decision_or_edit_not_a_batchs(seeded_
     assert last_change(seeded_store, RITA) is None
     assert last_change(seeded_store, RAVI) == (ids[0], 3, "edit")
     assert last_change(seeded_store, RAVI, now=utcnow() + timedelta(days=1)) is None
+
+
+@pytest.mark.parametrize("action, value", [
+    ("accept", None), ("reject", None), ("set_label", "b"), ("add_tag", "new"),
+    ("remove_tag", "t1"), ("move_split", "eval"), ("delete", None), ("restore", None)])
+def test_a_set_based_bulk_write_records_what_one_update_per_example_records(file_store, action,
+                                                                             value):
+    """The same action, applied per example with `Store.update` on one store and as a bulk
+    action on its twin, leaves the same examples, versions, superseded rows and events."""
+    per_example, bulk_store = file_store("one.duckdb"), file_store("bulk.duckdb")
+    for store in (per_example, bulk_store):
+        for i in range(12):
+            label = "a" if i % 3 else "b"  # some already have the label set_label sets
+            tags = ["t1", "new"] if i % 4 == 0 else ["t1"]
+            ex = store.add(chat(f"q{i}", f"a{i}"), actor="setup", label=label, tags=tags)
+            if i % 5 == 0:
+                store.update(ex.id, base_version=1, actor="setup", status="accepted")
+            if i % 6 == 0:
+                store.update(ex.id, base_version=store.get(ex.id).version, actor="setup",
+                             deleted=True)
+        prompt = store.path.parent / "prompt.jsonl"
+        prompt.write_text('{"messages": [{"role": "user", "content": "unanswered"}]}\n')
+        import_file(store, prompt, unanswered=True, user=admin("setup"))
+    ids = per_example.example_ids(ExampleFilter()) + per_example.example_ids(
+        ExampleFilter(deleted=True))
+    for example_id in ids:
+        current = per_example.get(example_id)
+        if action == "accept" and current.needs_answer:
+            continue
+        per_example.update(example_id, base_version=current.version, actor="rita",
+                           reason="bulk", **review._bulk_changes(current, action, value or ""))
+    result = review.bulk(bulk_store, admin("rita"), ids, action, value, reason="bulk")
+    assert result.changed and len(result.changed) + len(result.unchanged) + len(
+        result.needs_answer) == len(ids)
+    unanswered = {i for i in ids if per_example.get(i).needs_answer}
+    assert len(unanswered) == 1
+    assert set(result.needs_answer) == (unanswered if action == "accept" else set())
+
+    def state(store):
+        rows = {i: (store.get(i).version, *(getattr(store.get(i), f) for f in
+                                            (*FIELDS, "deleted", "updated_by"))) for i in ids}
+        events = [(i, e["action"], e["actor"], e["version"], e["before"],
+                   e["after"], e["reason"]) for i in ids for e in store.history(i)]
+        superseded = {i: store.version(i, 1) for i in ids if store.get(i).version > 1}
+        return rows, events, {i: {k: v[k] for k in FIELDS} for i, v in superseded.items()}
+
+    assert state(bulk_store) == state(per_example)
+    assert bulk_store.batch(result.batch)["changed"] == len(result.changed)

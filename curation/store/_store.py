@@ -57,6 +57,7 @@ from curation.formats import (DEFAULT_MAX_FIELD_CHARS, check_conversation, conte
 from curation.query import SPLITS, STATUSES, ExampleFilter
 from curation.store import _schema
 from curation.store._batches import BatchQueries
+from curation.store._bulk import SUPERSEDED_COLUMNS, BulkQueries
 from curation.store._comments import CommentQueries
 from curation.store._agreement import AgreementQueries
 from curation.store._embeddings import EmbeddingQueries
@@ -136,7 +137,7 @@ class Example:
 class Store(ExampleInserts, SnapshotQueries, UserQueries, EmbeddingQueries, FindingQueries,
             QueueQueries, RunQueries, MaintenanceQueries, SuggestionQueries, SessionQueries,
             BatchQueries, ProgressQueries, GuidelineQueries, CommentQueries, AgreementQueries,
-            LeaseQueries):
+            LeaseQueries, BulkQueries):
     """The workspace's examples, their history and snapshots, and (mixed in) every other
     table's queries."""
 
@@ -449,8 +450,7 @@ class Store(ExampleInserts, SnapshotQueries, UserQueries, EmbeddingQueries, Find
         columns |= {"version": version, "updated_by": actor, "updated_at": now}
         assignments = ", ".join(f"{name} = ?" for name in columns)
         superseded = cur.execute(
-            "INSERT INTO example_versions SELECT id, version, messages, label, tags, split, "
-            "status, content_hash, updated_by, updated_at FROM examples "
+            f"INSERT INTO example_versions SELECT {SUPERSEDED_COLUMNS} FROM examples "
             "WHERE id = ? AND version = ? RETURNING version",
             [current.id, current.version]).fetchall()
         if not superseded:
