@@ -65,7 +65,8 @@ import pyarrow as pa
 from curation._files import open_private, private_dir
 from curation.auth import User, require
 from curation.errors import CurateError, InvalidValue, NotUtf8, UnreadableFile
-from curation.formats import (DEFAULT_MAX_FIELD_CHARS, INPUT_FORMATS, RecordError,
+from curation.formats import (DEFAULT_ALPACA_SEPARATOR, DEFAULT_MAX_FIELD_CHARS, INPUT_FORMATS,
+                              RecordError,
                               check_mapping, detect_format, needs_answer, to_draft)
 from curation.query import SPLITS, STATUSES
 from curation.store import Store, utcnow
@@ -156,10 +157,11 @@ def import_file(store: Store, path: str | os.PathLike, *, fmt: str = "auto",
                 mapping: dict[str, str] | None = None, split: str = "train",
                 status: str = "pending", source: str | None = None, tags: tuple[str, ...] = (),
                 user: User, max_field_chars: int = DEFAULT_MAX_FIELD_CHARS,
-                unanswered: bool = False, progress: Progress | None = None) -> ImportReport:
+                unanswered: bool = False, progress: Progress | None = None,
+                alpaca_separator: str = DEFAULT_ALPACA_SEPARATOR) -> ImportReport:
     """Import every valid record of a file in one transaction; report every other one.
     `unanswered`: records without an answer are imported too, as pending examples that need
-    an answer."""
+    an answer. `alpaca_separator` joins an Alpaca `instruction` and a non-blank `input`."""
     require(user, "import")
     if fmt not in INPUT_FORMATS:
         raise InvalidValue(f"format {fmt!r} is not one of {', '.join(INPUT_FORMATS)}")
@@ -180,7 +182,7 @@ def import_file(store: Store, path: str | os.PathLike, *, fmt: str = "auto",
     report = ImportReport(path=str(path), file_kind=kind)
     total = path.stat().st_size
     job = _Job(str(path), fmt, mapping, max_field_chars,
-               tuple(dict.fromkeys(t for t in tags if t)), unanswered)
+               tuple(dict.fromkeys(t for t in tags if t)), unanswered, alpaca_separator)
 
     workers = _Workers(job, _worker_count()) if kind == "jsonl" and \
         total >= PARALLEL_MIN_BYTES and _worker_count() > 1 else None
@@ -224,6 +226,7 @@ class _Job:
     max_chars: int
     extra_tags: tuple[str, ...]
     unanswered: bool = False
+    alpaca_separator: str = DEFAULT_ALPACA_SEPARATOR
 
 
 @dataclass
@@ -253,7 +256,7 @@ class _Columns:
     def add(self, line: int, record: Any, job: _Job) -> LineError | None:
         try:
             draft = to_draft(record, job.fmt, job.mapping, job.max_chars,
-                             unanswered=job.unanswered)
+                             unanswered=job.unanswered, alpaca_separator=job.alpaca_separator)
         except RecordError as err:
             return LineError(line, err.code, err.message, err.field)
         messages = draft.messages
