@@ -65,7 +65,8 @@ def test_export_writes_jsonl_manifest_and_reuses_the_snapshot(run, tickets, tmp_
     out = tmp_path / "out" / "curated.jsonl"
     first = json.loads(run("export", str(out), "--json", "--label", "billing").output)
     lines = [json.loads(line) for line in out.read_text().splitlines()]
-    assert first["count"] == 1 and lines[0]["id"] == "t1" and lines[0]["label"] == "billing"
+    assert first["count"] == 1 and lines[0]["curate"]["external_id"] == "t1"
+    assert lines[0]["curate"]["label"] == "billing" and "label" not in lines[0]
     manifest = json.loads((out.parent / "curated.manifest.json").read_text())
     assert manifest["snapshot_id"] == first["snapshot_id"]
     assert manifest["filters"] == {"label": ["billing"], "status": ["accepted"]}
