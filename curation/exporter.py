@@ -106,6 +106,8 @@ def export_jsonl(store: Store, out_path: str | os.PathLike, *, fmt: str = "opena
     `plain`: without Curate's fields (the `curate` object)."""
     require(user, "export")
     _check_format(fmt)
+    if llama_factory_entry(fmt, Path(out_path).name) is not None:
+        _read_dataset_info(Path(out_path).parent / DATASET_INFO)  # before the snapshot
     started = utcnow()
     snapshot = store.snapshot(where, actor=user.name, name=snapshot_name)
     note = None
