@@ -2,7 +2,8 @@
 
 Every input format is turned into one shape, a `Draft`: the conversation as chat messages
 (`[{"role": ..., "content": ...}]`) plus the metadata we keep (external id, label, tags).
-Export goes the other way, one function per format. `docs/formats.md` is the spec; the
+Export goes the other way, one function per format, with Curate's fields under one `curate`
+key (or none: `plain`), see the output section. `docs/formats.md` is the spec; the
 round-trip tests hold the two directions to it.
 
 Design decisions:
@@ -332,10 +333,10 @@ def _to_draft(record: Any, fmt: str, mapping: dict[str, str] | None, max_chars: 
             return draft
     if fmt == "auto":
         fmt = detect_format(record)
-    if fmt == "alpaca":
+    if fmt == "alpaca":  # the one reader with an option of its own
         messages = from_alpaca(record, max_chars, unanswered, separator=alpaca_separator)
         return Draft(messages=messages, **_metadata(record, max_chars))
-    reader = {"openai": from_openai,
+    reader = {"openai": from_openai, "alpaca": from_alpaca,
               "prompt_completion": from_prompt_completion, "sharegpt": from_sharegpt}[fmt]
     return Draft(messages=reader(record, max_chars, unanswered), **_metadata(record, max_chars))
 
@@ -586,7 +587,7 @@ def check_mapping(mapping: dict[str, str], *, unanswered: bool = False) -> None:
                            "answer)")
 
 
-# --- output formats ---------------------------------------------------------------------------
+# --- output formats --------------------------------------------------------------------------
 #
 # Curate's own fields ride under one key, `curate`, never at top level: TRL reserves `label`
 # (KTO) and refuses `{"messages", "label"}`, and `metadata` is no key of OpenAI's schema.
