@@ -139,11 +139,14 @@ def write_snapshot(store: Store, snapshot_id: str, out_path: str | os.PathLike, 
     digest, count = hashlib.sha256(), 0
     with _atomic(out_path) as f:
         for row in store.snapshot_rows(snapshot_id):
-            record = writer(row["messages"], external_id=row["external_id"], label=row["label"],
-                            tags=row["tags"],
-                            metadata={"curate_id": row["id"], "version": row["version"],
-                                      "split": row["split"], "status": row["status"],
-                                      "source": row["source"]}, plain=plain)
+            try:
+                record = writer(row["messages"], external_id=row["external_id"],
+                                label=row["label"], tags=row["tags"],
+                                metadata={"curate_id": row["id"], "version": row["version"],
+                                          "split": row["split"], "status": row["status"],
+                                          "source": row["source"]}, plain=plain)
+            except InvalidValue as exc:  # a turn the format cannot hold: nothing is written
+                raise InvalidValue(f"example #{row['id']}: {exc}") from None
             line = orjson.dumps(record) + b"\n"
             f.write(line)
             digest.update(line)

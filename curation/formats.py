@@ -620,7 +620,23 @@ def _common(external_id: str | None, label: str | None, tags: tuple[str, ...] | 
                          **metadata}}
 
 
-def _system_and_turns(messages: list[dict[str, str]]) -> tuple[str | None, list[dict]]:
+def _system_and_turns(messages: list[dict[str, str]],
+                      fmt: str) -> tuple[str | None, list[dict]]:
+    """The system text (or None) and the other turns of a text-only conversation. Formats
+    whose turns are text (alpaca, bedrock, vertex) refuse anything else (a tool call, a
+    `tool` or `developer` turn, content parts, a per-message `weight` or `name`) with
+    InvalidValue, rather than drop it: the openai export keeps such turns as they are."""
+    for i, m in enumerate(messages):
+        role = m.get("role")
+        if (set(m) != {"role", "content"} or not isinstance(m["content"], str)
+                or role not in ("system", "user", "assistant") or (role == "system" and i > 0)):
+            from curation.errors import InvalidValue
+
+            what = ", ".join(sorted(set(m) - {"role", "content"})) or (
+                "content that is not text" if not isinstance(m.get("content"), str)
+                else f"a {role} turn")
+            raise InvalidValue(f"turn {i} ({role}) has {what}, which the {fmt} export cannot "
+                               "hold (it writes text turns only); export as openai instead")
     if messages[0]["role"] == "system":
         return messages[0]["content"], messages[1:]
     return None, messages
@@ -636,7 +652,7 @@ def to_alpaca(messages: list[dict[str, str]], *, external_id=None, label=None, t
     """`system` and `history` are always written ("" and [] when there are none):
     LLaMA-Factory fails with KeyError('history') on a file where no row has them. `input` is
     "": the last user turn is `instruction` exactly as stored, whatever separator joined it."""
-    system, turns = _system_and_turns(messages)
+    system, turns = _system_and_turns(messages, "alpaca")
     pairs = [[turns[i]["content"], turns[i + 1]["content"]] for i in range(0, len(turns), 2)]
     out: dict[str, Any] = {"instruction": pairs[-1][0], "input": "", "output": pairs[-1][1],
                            "system": system or "", "history": pairs[:-1]}
@@ -653,7 +669,7 @@ def to_bedrock(messages: list[dict[str, str]], *, external_id=None, label=None, 
                metadata=None, plain: bool = False) -> dict[str, Any]:
     """Amazon Bedrock's conversation format (`bedrock-conversation-2024`, Nova fine-tuning):
     `system` (only when there is a system turn) and `messages` of text content blocks."""
-    system, turns = _system_and_turns(messages)
+    system, turns = _system_and_turns(messages, "bedrock")
     out: dict[str, Any] = {"schemaVersion": BEDROCK_SCHEMA_VERSION}
     if system is not None:
         out["system"] = [{"text": system}]
@@ -665,7 +681,7 @@ def to_vertex(messages: list[dict[str, str]], *, external_id=None, label=None, t
               metadata=None, plain: bool = False) -> dict[str, Any]:
     """Vertex AI Gemini supervised tuning: `systemInstruction` (only when there is a system
     turn) and `contents`, whose roles are `user` and `model`, each with text `parts`."""
-    system, turns = _system_and_turns(messages)
+    system, turns = _system_and_turns(messages, "vertex")
     out: dict[str, Any] = {}
     if system is not None:
         out["systemInstruction"] = {"role": "system", "parts": [{"text": system}]}

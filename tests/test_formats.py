@@ -563,3 +563,18 @@ def test_fast_openai_path_takes_the_common_shape():
               "tags": ["a", " b", "a", ""], "other": 1}
     assert _openai_fast(record, 100) == Draft(messages=chat("q", "a", system="s"), label="l",
                                               tags=("a", "b"), external_id="x-1")
+
+
+@pytest.mark.parametrize("fmt", ["alpaca", "bedrock", "vertex"])
+@pytest.mark.parametrize("turn", [
+    {"role": "assistant", "content": None,
+     "tool_calls": [{"id": "c1", "type": "function",
+                     "function": {"name": "refund", "arguments": "{}"}}]},
+    {"role": "assistant", "content": [{"type": "text", "text": "a"}]},
+    {"role": "assistant", "content": "a", "weight": 0},
+    {"role": "tool", "content": "42"},
+], ids=["tool_call", "content_parts", "weight", "tool_role"])
+def test_text_only_formats_refuse_turns_they_cannot_hold(fmt, turn):
+    with pytest.raises(InvalidValue, match=f"the {fmt} export cannot hold"):
+        WRITERS[fmt]([U("q"), turn], plain=True)
+    assert WRITERS["openai"]([U("q"), turn], plain=True) == {"messages": [U("q"), turn]}
