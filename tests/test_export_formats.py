@@ -203,3 +203,19 @@ def test_vertex_export_follows_gemini_tuning_schema(curated, tmp_path):
 
 def test_round_trip_formats_are_the_readable_ones():
     assert set(ROUND_TRIP_FORMATS) == set(OUTPUT_FORMATS) - {"bedrock", "vertex"}
+
+
+def test_a_runs_train_rows_are_read_from_the_curate_object_and_from_older_files(curated,
+                                                                                 tmp_path):
+    from training.eval import train_rows_from_run
+    from training.run_folder import TRAIN_FILE
+
+    result = export_jsonl(curated, tmp_path / "run" / TRAIN_FILE, user=ADA)
+    rows = train_rows_from_run(result.path.parent)
+    assert [(r["id"], r["label"]) for r in rows] == [(e.id, e.label) for e in curated.find()]
+    old = tmp_path / "old"  # a run folder written before the `curate` object
+    old.mkdir()
+    (old / TRAIN_FILE).write_bytes(orjson.dumps(
+        {"messages": chat("q", "a"), "label": "billing",
+         "metadata": {"curate_id": 7, "status": "accepted"}}) + b"\n")
+    assert [(r["id"], r["label"]) for r in train_rows_from_run(old)] == [(7, "billing")]
