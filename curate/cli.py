@@ -14,6 +14,7 @@ import contextlib
 import functools
 import getpass
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -29,7 +30,8 @@ from curate.workspace import Workspace
 from curation import CurateError, ExampleFilter, default_db_path
 from curation._files import private_umask
 from curation.auth import ROLES, User
-from curation.formats import DEFAULT_MAX_FIELD_CHARS, INPUT_FORMATS, OUTPUT_FORMATS, parse_mapping
+from curation.formats import (DEFAULT_ALPACA_SEPARATOR, DEFAULT_MAX_FIELD_CHARS, INPUT_FORMATS,
+                              OUTPUT_FORMATS, parse_mapping)
 from curation.query import SPLITS, STATUSES
 from curation.store import is_damage, store_error
 from curation.text import duration
@@ -123,6 +125,13 @@ def _print_json(value) -> None:
     text = orjson.dumps(value, default=_json_default, option=orjson.OPT_INDENT_2
                         | orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY).decode()
     click.echo(text, file=_json_out)
+
+
+def unescape_separator(text: str) -> str:
+    """A separator typed on the command line: `\\n`, `\\t` and `\\\\` become newline, tab and
+    backslash; every other character stays as it is."""
+    return re.sub(r"\\([nt\\])", lambda m: {"n": "\n", "t": "\t", "\\": "\\"}[m.group(1)],
+                  text)
 
 
 class _Group(click.Group):
@@ -255,10 +264,15 @@ def doctor(db, restore, as_json):
                    "image content parts) as their text only, `<image>`-style placeholders "
                    "removed; without it they are refused (unsupported_modality). Example: "
                    "curate import llava.json --drop-media")
+@click.option("--alpaca-separator", default=DEFAULT_ALPACA_SEPARATOR.encode(
+                  "unicode_escape").decode(), show_default=True, metavar="TEXT",
+              help="Joins an Alpaca instruction and a non-blank input into the user turn; "
+                   "\\n and \\t are read as newline and tab. Default: one newline, as "
+                   "LLaMA-Factory joins them; '\\n\\n' was Curate's before.")
 @actor_option
 @json_option
 def import_(file, db, fmt, mapping, split, status, source, tags, max_field_chars, unanswered,
-            drop_media, actor, as_json):
+            drop_media, alpaca_separator, actor, as_json):
     """Import examples from JSONL, a JSON array or CSV; bad lines are reported, not fatal.
 
     \b
@@ -282,7 +296,8 @@ def import_(file, db, fmt, mapping, split, status, source, tags, max_field_chars
         report, saved = workspace.import_file(
             file, fmt=fmt, mapping=parse_mapping(mapping, unanswered=unanswered), split=split,
             status=status, source=source, tags=tags, max_field_chars=max_field_chars,
-            unanswered=unanswered, progress=progress, drop_media=drop_media)
+            unanswered=unanswered, progress=progress, drop_media=drop_media,
+            alpaca_separator=unescape_separator(alpaca_separator))
         if bar is not None:
             bar.__exit__(None, None, None)
     if as_json:
@@ -311,18 +326,28 @@ def import_(file, db, fmt, mapping, split, status, source, tags, max_field_chars
               help="Repeatable; default both.")
 @click.option("--label", "labels", multiple=True, help="Repeatable; default all labels.")
 @click.option("--name", default=None, help="Name of the snapshot if a new one is made.")
+@click.option("--plain", is_flag=True,
+              help="Leave Curate's fields (the `curate` object: id, label, tags, version, "
+                   "split, status, source) out: only the format's own keys, for uploads to "
+                   "OpenAI, Bedrock or Vertex AI. Re-importing such a file loses them.")
 @actor_option
 @json_option
-def export(out, db, fmt, statuses, splits, labels, name, actor, as_json):
+def export(out, db, fmt, statuses, splits, labels, name, plain, actor, as_json):
     """Export a snapshot of the curated set to JSONL, with a manifest beside it.
 
+    Formats: openai, alpaca, prompt_completion, bedrock (Amazon Bedrock conversation),
+    vertex (Vertex AI Gemini tuning). openai and alpaca also get their entry in the
+    folder's LLaMA-Factory dataset_info.json.
+
     \b
-    Example:
+    Examples:
       curate export curated.jsonl --split train --format openai
+      curate export upload.jsonl --format openai --plain
+      curate export nova.jsonl --format bedrock --plain
     """
     where = ExampleFilter(status=tuple(statuses), split=tuple(splits), label=tuple(labels))
     with _open(db, actor) as workspace:
-        result = workspace.export(out, fmt=fmt, where=where, name=name)
+        result = workspace.export(out, fmt=fmt, where=where, name=name, plain=plain)
     for leftover in result.removed_temp_files:
         click.echo(f"removed {leftover}, left by an export that was killed", err=True)
     if as_json:
@@ -332,8 +357,12 @@ def export(out, db, fmt, statuses, splits, labels, name, actor, as_json):
             click.echo(result.note)
         if result.left_out_note:
             click.echo(result.left_out_note)
-        click.echo(f"wrote {result.count:,} examples to {result.path} ({fmt}); snapshot "
-                   f"{result.snapshot.id}, manifest {result.manifest_path}")
+        click.echo(f"wrote {result.count:,} examples to {result.path} ({fmt}"
+                   f"{', plain' if plain else ''}); snapshot {result.snapshot.id}, manifest "
+                   f"{result.manifest_path}")
+        if result.dataset_info:
+            click.echo(f"LLaMA-Factory: dataset {result.dataset_name!r} in "
+                       f"{result.dataset_info}")
 
 
 @main.command()

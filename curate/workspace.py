@@ -184,11 +184,11 @@ class Workspace:
 
     def export(self, out: str | os.PathLike, *, fmt: str = "openai",
                where: ExampleFilter = ExampleFilter(status=("accepted",)),
-               name: str | None = None) -> ExportResult:
+               name: str | None = None, plain: bool = False) -> ExportResult:
         """Export a snapshot of the examples `where` selects to `out` (a new snapshot only
-        when the content changed)."""
+        when the content changed); `plain`: without Curate's fields."""
         return export_jsonl(self.store, out, fmt=fmt, where=where, user=self.user,
-                            snapshot_name=name)
+                            snapshot_name=name, plain=plain)
 
     def load_demo(self) -> ImportReport:
         """Load the demo support-ticket dataset."""

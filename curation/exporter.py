@@ -20,9 +20,17 @@ Design decisions:
   snapshot leaves them out (`curation.store._snapshots`), and the result and the manifest
   say how many the filters matched (`left_out`, `left_out_note`), counted when the file is
   written.
-- Each line carries the example's external id (as `id`), label, tags and a `metadata` object
-  (Curate id, version, split, status, source); importing the file again gives back the same
-  conversations, labels and tags.
+- Each line carries Curate's fields under one key, `curate` (external id, label, tags, Curate
+  id, version, split, status, source), never at top level: TRL reserves `label` and OpenAI's
+  schema has no `metadata`. Importing the file again gives back the same conversations,
+  external ids, labels and tags. `plain=True` leaves the object out: only the keys the
+  format's consumer documents (for uploads to OpenAI, Bedrock or Vertex AI).
+- LLaMA-Factory reads a dataset through a `dataset_info.json` in its folder. An openai or
+  alpaca export adds (or replaces) its entry there, named after the file, so the folder is a
+  ready LLaMA-Factory `dataset_dir`; the other entries are kept. The file is read before the
+  export is written (one that is not a JSON object refuses the export: nothing is written),
+  and rewritten atomically under a lock on the folder, so two exports into one folder both
+  keep their entries. The manifest names the file and the entry.
 """
 
 from __future__ import annotations
@@ -41,7 +49,7 @@ import orjson
 from curation._files import private_dir
 from curation.auth import User, require
 from curation.errors import InvalidValue
-from curation.formats import OUTPUT_FORMATS, WRITERS
+from curation.formats import OUTPUT_FORMATS, WRITERS, llama_factory_entry
 from curation.query import ExampleFilter
 from curation.store import Snapshot, Store, utcnow
 
@@ -49,6 +57,7 @@ DEFAULT_EXPORT_FILTER = ExampleFilter(status=("accepted",))
 TEMP_SUFFIX = ".curate-export-{pid}-{token}.tmp"
 STALE_TEMP_SECONDS = 60  # a free temp file of a live pid (reused by another process) is stale
 _TEMP_NAME = re.compile(r"^\..+\.curate-export-(\d+)-[0-9a-f]{8}\.tmp$")
+DATASET_INFO = "dataset_info.json"  # LLaMA-Factory's list of the datasets in a folder
 
 
 @dataclass(frozen=True)
@@ -65,6 +74,9 @@ class ExportResult:
     note: str | None = None  # says so when an existing snapshot was reused
     removed_temp_files: tuple[Path, ...] = ()  # leftovers of killed exports, removed
     left_out: dict[str, int] | None = None  # matched the filters, never exported: by reason
+    plain: bool = False  # Curate's fields left out
+    dataset_info: Path | None = None  # the LLaMA-Factory dataset_info.json holding its entry
+    dataset_name: str | None = None  # the name of that entry
 
     @property
     def left_out_note(self) -> str | None:
@@ -82,15 +94,20 @@ class ExportResult:
                 "snapshot_id": self.snapshot.id, "snapshot_hash": self.snapshot.content_hash,
                 "snapshot_name": self.snapshot.name, "snapshot_reused": self.snapshot_reused,
                 "note": self.note, "left_out": self.left_out,
-                "left_out_note": self.left_out_note}
+                "left_out_note": self.left_out_note, "plain": self.plain,
+                "dataset_info": str(self.dataset_info) if self.dataset_info else None,
+                "dataset_name": self.dataset_name}
 
 
 def export_jsonl(store: Store, out_path: str | os.PathLike, *, fmt: str = "openai",
                  where: ExampleFilter = DEFAULT_EXPORT_FILTER, user: User,
-                 snapshot_name: str | None = None) -> ExportResult:
-    """Snapshot what `where` selects (accepted examples by default) and write it as JSONL."""
+                 snapshot_name: str | None = None, plain: bool = False) -> ExportResult:
+    """Snapshot what `where` selects (accepted examples by default) and write it as JSONL.
+    `plain`: without Curate's fields (the `curate` object)."""
     require(user, "export")
     _check_format(fmt)
+    if llama_factory_entry(fmt, Path(out_path).name) is not None:
+        _read_dataset_info(Path(out_path).parent / DATASET_INFO)  # before the snapshot
     started = utcnow()
     snapshot = store.snapshot(where, actor=user.name, name=snapshot_name)
     note = None
@@ -98,41 +115,90 @@ def export_jsonl(store: Store, out_path: str | os.PathLike, *, fmt: str = "opena
         note = f"same content as snapshot {snapshot.name} ({snapshot.id}): reused"
         if snapshot_name and snapshot_name.strip() != snapshot.name:
             note += f"; it keeps its name, not {snapshot_name.strip()!r}"
-    return write_snapshot(store, snapshot.id, out_path, user=user, fmt=fmt, note=note)
+    return write_snapshot(store, snapshot.id, out_path, user=user, fmt=fmt, note=note,
+                          plain=plain)
 
 
 def write_snapshot(store: Store, snapshot_id: str, out_path: str | os.PathLike, *,
-                   user: User, fmt: str = "openai", note: str | None = None) -> ExportResult:
-    """Write an existing snapshot as JSONL plus `<name>.manifest.json`, both atomically.
+                   user: User, fmt: str = "openai", note: str | None = None,
+                   plain: bool = False) -> ExportResult:
+    """Write an existing snapshot as JSONL plus `<name>.manifest.json`, both atomically, and
+    (openai, alpaca) its entry in the folder's LLaMA-Factory `dataset_info.json`.
     `note` (set by `export_jsonl` when it reused a snapshot) goes into the result and the
-    manifest."""
+    manifest; `plain`: without Curate's fields."""
     require(user, "export")
     _check_format(fmt)
     snapshot = store.get_snapshot(snapshot_id)
     out_path = Path(out_path)
     private_dir(out_path.parent, tighten=False)
+    entry = llama_factory_entry(fmt, out_path.name)
+    if entry is not None:
+        _read_dataset_info(out_path.parent / DATASET_INFO)  # refused before anything is written
     removed = remove_stale_temp_files(out_path.parent)
     writer = WRITERS[fmt]
     digest, count = hashlib.sha256(), 0
     with _atomic(out_path) as f:
         for row in store.snapshot_rows(snapshot_id):
-            record = writer(row["messages"], external_id=row["external_id"], label=row["label"],
-                            tags=row["tags"],
-                            metadata={"curate_id": row["id"], "version": row["version"],
-                                      "split": row["split"], "status": row["status"],
-                                      "source": row["source"]})
+            try:
+                record = writer(row["messages"], external_id=row["external_id"],
+                                label=row["label"], tags=row["tags"],
+                                metadata={"curate_id": row["id"], "version": row["version"],
+                                          "split": row["split"], "status": row["status"],
+                                          "source": row["source"]}, plain=plain)
+            except InvalidValue as exc:  # a turn the format cannot hold: nothing is written
+                raise InvalidValue(f"example #{row['id']}: {exc}") from None
             line = orjson.dumps(record) + b"\n"
             f.write(line)
             digest.update(line)
             count += 1
-    manifest_path = out_path.with_name(out_path.name.removesuffix(".jsonl") + ".manifest.json")
+    stem = out_path.name.removesuffix(".jsonl")
+    manifest_path = out_path.with_name(stem + ".manifest.json")
+    info_path = None
+    if entry is not None:
+        info_path = out_path.parent / DATASET_INFO
+        _add_dataset_info(info_path, stem, entry)
     result = ExportResult(out_path, manifest_path, fmt, count, digest.hexdigest(), snapshot,
-                          note is not None, note, removed, store.left_out(snapshot_id))
+                          note is not None, note, removed, store.left_out(snapshot_id),
+                          plain, info_path, stem if entry is not None else None)
     manifest = {**result.to_dict(), "filters": snapshot.filters, "snapshot_name": snapshot.name,
                 "exported_at": utcnow().isoformat() + "Z"}
     with _atomic(manifest_path) as f:
         f.write(orjson.dumps(manifest, option=orjson.OPT_INDENT_2))
     return result
+
+
+def _read_dataset_info(path: Path) -> dict[str, Any]:
+    """The entries of a LLaMA-Factory dataset_info.json ({} when there is none); InvalidValue
+    when the file is not a JSON object, which an export will not overwrite."""
+    try:
+        data = orjson.loads(path.read_bytes())
+    except FileNotFoundError:
+        return {}
+    except (OSError, orjson.JSONDecodeError) as exc:
+        raise InvalidValue(f"{path} cannot be read as LLaMA-Factory's dataset list ({exc}); "
+                           "fix or move it, then export again (nothing was written)") from None
+    if not isinstance(data, dict):
+        raise InvalidValue(f"{path} is not a JSON object (LLaMA-Factory's dataset list); "
+                           "fix or move it, then export again (nothing was written)")
+    return data
+
+
+def _add_dataset_info(path: Path, name: str, entry: dict[str, Any]) -> None:
+    """Add or replace the entry `name` in `path`, keeping the others; under a lock on the
+    folder (where `fcntl` exists), so concurrent exports do not lose each other's entry."""
+    try:
+        import fcntl
+    except ImportError:
+        fcntl = None
+    folder = os.open(path.parent, os.O_RDONLY)
+    try:
+        if fcntl is not None:
+            fcntl.flock(folder, fcntl.LOCK_EX)
+        entries = {**_read_dataset_info(path), name: entry}
+        with _atomic(path) as f:
+            f.write(orjson.dumps(entries, option=orjson.OPT_INDENT_2) + b"\n")
+    finally:
+        os.close(folder)  # closing releases the lock
 
 
 def _check_format(fmt: str) -> None:

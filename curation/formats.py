@@ -2,7 +2,8 @@
 
 Every input format is turned into one shape, a `Draft`: the conversation as chat messages
 (`[{"role": ..., "content": ...}]`) plus the metadata we keep (external id, label, tags).
-Export goes the other way, one function per format. `docs/formats.md` is the spec; the
+Export goes the other way, one function per format, with Curate's fields under one `curate`
+key (or none: `plain`), see the output section. `docs/formats.md` is the spec; the
 round-trip tests hold the two directions to it.
 
 Design decisions:
@@ -35,6 +36,7 @@ Design decisions:
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import math
 from dataclasses import dataclass, field
@@ -45,12 +47,15 @@ import orjson
 from curation import messages as _messages
 
 InputFormat = Literal["auto", "openai", "alpaca", "prompt_completion", "sharegpt", "mapped"]
-OutputFormat = Literal["openai", "alpaca", "prompt_completion"]
+OutputFormat = Literal["openai", "alpaca", "prompt_completion", "bedrock", "vertex"]
 INPUT_FORMATS: tuple[str, ...] = ("auto", "openai", "alpaca", "prompt_completion", "sharegpt",
                                   "mapped")
-OUTPUT_FORMATS: tuple[str, ...] = ("openai", "alpaca", "prompt_completion")
+OUTPUT_FORMATS: tuple[str, ...] = ("openai", "alpaca", "prompt_completion", "bedrock", "vertex")
 MAPPING_TARGETS: tuple[str, ...] = ("prompt", "response", "system", "label", "id", "tags")
 DEFAULT_MAX_FIELD_CHARS = 100_000
+# Between an Alpaca `instruction` and a non-blank `input` on import: one newline, as
+# LLaMA-Factory joins them, so the user turn is what LLaMA-Factory would train on.
+DEFAULT_ALPACA_SEPARATOR = "\n"
 
 CODES: dict[str, str] = {
     "invalid_json": "The line is not valid JSON.",
@@ -248,10 +253,23 @@ def _type_name(value: Any) -> str:
 def _metadata(record: dict, max_chars: int,
               columns: dict[str, str] | None = None) -> dict[str, Any]:
     """Label, tags and external id; `columns` names the user's column of each (mapped input),
-    which errors then name instead of the key."""
-    def at(key: str) -> tuple[str, str]:  # (how a message names it, the error's field)
-        name = (columns or {}).get(key)
-        return (f"column `{name}` ({key})", name) if name else (key, key)
+    which errors then name instead of the key.
+
+    A record that carries a `curate` object (what `curate export` writes) takes them from it:
+    `curate.label`, `curate.tags`, `curate.external_id`; errors then name those fields. Other
+    records (and files exported before that object existed) give them at top level."""
+    ours = record.get("curate") if columns is None else None
+    if isinstance(ours, dict):
+        record = {"label": ours.get("label"), "tags": ours.get("tags"),
+                  "id": ours.get("external_id")}
+        columns = {"label": "curate.label", "tags": "curate.tags", "id": "curate.external_id"}
+
+        def at(key: str) -> tuple[str, str]:
+            return columns[key], columns[key]
+    else:
+        def at(key: str) -> tuple[str, str]:  # (how a message names it, the error's field)
+            name = (columns or {}).get(key)
+            return (f"column `{name}` ({key})", name) if name else (key, key)
 
     label = record.get("label")
     where, name = at("label")
@@ -311,7 +329,8 @@ def detect_format(record: dict) -> str:
 
 def to_draft(record: Any, fmt: str = "auto", mapping: dict[str, str] | None = None,
              max_chars: int = DEFAULT_MAX_FIELD_CHARS, *, unanswered: bool = False,
-             drop_media: bool = False) -> Draft:
+             drop_media: bool = False,
+             alpaca_separator: str = DEFAULT_ALPACA_SEPARATOR) -> Draft:
     """Turn one parsed record into a validated Draft, or raise RecordError. `unanswered`:
     a record without an answer becomes a conversation ending with its user turn.
 
@@ -321,21 +340,24 @@ def to_draft(record: Any, fmt: str = "auto", mapping: dict[str, str] | None = No
 
     `drop_media`: a record with `images`/`videos`/`audios` (or image/audio content parts) is
     imported without them, its `<image>`/`<video>`/`<audio>` placeholders removed; without it
-    such a record is refused as `unsupported_modality`."""
+    such a record is refused as `unsupported_modality`. `alpaca_separator` joins an Alpaca
+    `instruction` and a non-blank `input` into the user turn."""
     try:
-        return _to_draft(record, fmt, mapping, max_chars, unanswered, drop_media)
+        return _to_draft(record, fmt, mapping, max_chars, unanswered, drop_media,
+                         alpaca_separator)
     except RecordError as err:
         if unanswered or err.code == "unsupported_modality":
             raise
         try:
-            _to_draft(record, fmt, mapping, max_chars, True, drop_media)
+            _to_draft(record, fmt, mapping, max_chars, True, drop_media, alpaca_separator)
         except RecordError:
             raise err from None
         raise RecordError(err.code, err.message + UNANSWERED_HINT, err.field) from None
 
 
 def _to_draft(record: Any, fmt: str, mapping: dict[str, str] | None, max_chars: int,
-              unanswered: bool, drop_media: bool = False) -> Draft:
+              unanswered: bool, drop_media: bool = False,
+              alpaca_separator: str = DEFAULT_ALPACA_SEPARATOR) -> Draft:
     if not isinstance(record, dict):
         raise RecordError("data_type", f"the record is {_type_name(record)}, not an object")
     if fmt == "mapped":
@@ -347,12 +369,13 @@ def _to_draft(record: Any, fmt: str, mapping: dict[str, str] | None, max_chars: 
     media = _media(record, drop_media)
     if fmt == "auto":
         fmt = detect_format(record)
-    reader = {"openai": from_openai, "alpaca": from_alpaca,
-              "prompt_completion": from_prompt_completion, "sharegpt": from_sharegpt}[fmt]
-    if fmt in ("openai", "sharegpt"):
+    if fmt == "alpaca":
+        messages = from_alpaca(record, max_chars, unanswered, separator=alpaca_separator)
+    elif fmt in ("openai", "sharegpt"):
+        reader = {"openai": from_openai, "sharegpt": from_sharegpt}[fmt]
         messages = reader(record, max_chars, unanswered, drop_media=drop_media)
     else:
-        messages = reader(record, max_chars, unanswered)
+        messages = from_prompt_completion(record, max_chars, unanswered)
     if media:
         messages = _drop_placeholders(messages, max_chars, unanswered)
     return Draft(messages=messages, **_metadata(record, max_chars))
@@ -412,7 +435,13 @@ def _openai_fast(record: dict, max_chars: int) -> Draft | None:
     if (not turns or len(turns) % 2 or turns[0::2].count("user") != half
             or turns[1::2].count("assistant") != half):
         return None
-    label, tags, ext = record.get("label"), record.get("tags"), record.get("id")
+    ours = record.get("curate")  # our own export: Curate's fields under one key
+    if ours is None:
+        label, tags, ext = record.get("label"), record.get("tags"), record.get("id")
+    elif type(ours) is dict:
+        label, tags, ext = ours.get("label"), ours.get("tags"), ours.get("external_id")
+    else:
+        return None
     if label is not None:
         if (type(label) is not str or len(label) > max_chars or "\r" in label
                 or not _encodable(label)):
@@ -467,8 +496,10 @@ def from_openai(record: dict, max_chars: int, unanswered: bool = False, *,
                               drop_media=drop_media)
 
 
-def from_alpaca(record: dict, max_chars: int,
-                unanswered: bool = False) -> list[dict[str, str]]:
+def from_alpaca(record: dict, max_chars: int, unanswered: bool = False, *,
+                separator: str = DEFAULT_ALPACA_SEPARATOR) -> list[dict[str, str]]:
+    """The user turn is `instruction`, or `instruction + separator + input` when `input` is
+    not blank (LLaMA-Factory's default: one newline)."""
     no_answer = unanswered and _blank(record.get("output"))
     for key in ("instruction",) if no_answer else ("instruction", "output"):
         if key not in record:
@@ -480,7 +511,7 @@ def from_alpaca(record: dict, max_chars: int,
         check_text(record["system"], "system", max_chars)
     extra_input = record.get("input") or ""
     extra_input = check_text(extra_input, "input", max_chars, required=False)
-    prompt = f"{instruction}\n\n{extra_input}" if extra_input.strip() else instruction
+    prompt = f"{instruction}{separator}{extra_input}" if extra_input.strip() else instruction
     messages = []
     if record.get("system"):
         messages.append({"role": "system", "content": record["system"]})
@@ -703,41 +734,116 @@ def check_mapping(mapping: dict[str, str], *, unanswered: bool = False) -> None:
 
 
 # --- output formats --------------------------------------------------------------------------
+#
+# Curate's own fields ride under one key, `curate`, never at top level: TRL reserves `label`
+# (KTO) and refuses `{"messages", "label"}`, and `metadata` is no key of OpenAI's schema.
+# `plain=True` leaves them out, so a file holds only the keys its consumer documents (OpenAI,
+# Bedrock and Vertex uploads). Importing a file with the object restores external id, label
+# and tags from it (`_metadata`).
+
+CURATE_KEY = "curate"
+# The export formats that import reads back; bedrock and vertex are for uploads only.
+ROUND_TRIP_FORMATS: tuple[str, ...] = ("openai", "alpaca", "prompt_completion")
+BEDROCK_SCHEMA_VERSION = "bedrock-conversation-2024"
+OPENAI_KEYS = frozenset({"messages", "tools", "parallel_tool_calls", "functions"})
+# A LLaMA-Factory `dataset_info.json` entry per export format it reads; the others have none.
+LLAMA_FACTORY_ENTRIES: dict[str, dict[str, Any]] = {
+    "openai": {"formatting": "sharegpt", "columns": {"messages": "messages"},
+               "tags": {"role_tag": "role", "content_tag": "content", "user_tag": "user",
+                        "assistant_tag": "assistant", "system_tag": "system"}},
+    "alpaca": {"formatting": "alpaca",
+               "columns": {"prompt": "instruction", "query": "input", "response": "output",
+                           "system": "system", "history": "history"}},
+}
+
 
 def _common(external_id: str | None, label: str | None, tags: tuple[str, ...] | list[str],
-            metadata: dict[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    if external_id is not None:
-        out["id"] = external_id
-    out["label"] = label
-    out["tags"] = list(tags)
-    out["metadata"] = metadata
-    return out
+            metadata: dict[str, Any], plain: bool = False) -> dict[str, Any]:
+    """Curate's fields of one exported line: `{"curate": {...}}`, or `{}` when `plain`."""
+    if plain:
+        return {}
+    return {CURATE_KEY: {"external_id": external_id, "label": label, "tags": list(tags),
+                         **metadata}}
+
+
+def _system_and_turns(messages: list[dict[str, str]],
+                      fmt: str) -> tuple[str | None, list[dict]]:
+    """The system text (or None) and the other turns of a text-only conversation. Formats
+    whose turns are text (alpaca, bedrock, vertex) refuse anything else (a tool call, a
+    `tool` or `developer` turn, content parts, a per-message `weight` or `name`) with
+    InvalidValue, rather than drop it: the openai export keeps such turns as they are."""
+    for i, m in enumerate(messages):
+        role = m.get("role")
+        if (set(m) != {"role", "content"} or not isinstance(m["content"], str)
+                or role not in ("system", "user", "assistant") or (role == "system" and i > 0)):
+            from curation.errors import InvalidValue
+
+            what = ", ".join(sorted(set(m) - {"role", "content"})) or (
+                "content that is not text" if not isinstance(m.get("content"), str)
+                else f"a {role} turn")
+            raise InvalidValue(f"turn {i} ({role}) has {what}, which the {fmt} export cannot "
+                               "hold (it writes text turns only); export as openai instead")
+    if messages[0]["role"] == "system":
+        return messages[0]["content"], messages[1:]
+    return None, messages
 
 
 def to_openai(messages: list[dict[str, str]], *, external_id=None, label=None, tags=(),
-              metadata=None) -> dict[str, Any]:
+              metadata=None, plain: bool = False) -> dict[str, Any]:
     messages, top = _messages.split_conversation(messages)  # `tools` back at the top level
-    return {"messages": messages, **top, **_common(external_id, label, tags, metadata or {})}
+    return {"messages": messages, **top,
+            **_common(external_id, label, tags, metadata or {}, plain)}
 
 
 def to_alpaca(messages: list[dict[str, str]], *, external_id=None, label=None, tags=(),
-              metadata=None) -> dict[str, Any]:
-    system = messages[0]["content"] if messages[0]["role"] == "system" else None
-    turns = messages[1:] if system is not None else messages
+              metadata=None, plain: bool = False) -> dict[str, Any]:
+    """`system` and `history` are always written ("" and [] when there are none):
+    LLaMA-Factory fails with KeyError('history') on a file where no row has them. `input` is
+    "": the last user turn is `instruction` exactly as stored, whatever separator joined it."""
+    system, turns = _system_and_turns(messages, "alpaca")
     pairs = [[turns[i]["content"], turns[i + 1]["content"]] for i in range(0, len(turns), 2)]
-    out: dict[str, Any] = {"instruction": pairs[-1][0], "input": "", "output": pairs[-1][1]}
-    if system is not None:
-        out["system"] = system
-    if len(pairs) > 1:
-        out["history"] = pairs[:-1]
-    return {**out, **_common(external_id, label, tags, metadata or {})}
+    out: dict[str, Any] = {"instruction": pairs[-1][0], "input": "", "output": pairs[-1][1],
+                           "system": system or "", "history": pairs[:-1]}
+    return {**out, **_common(external_id, label, tags, metadata or {}, plain)}
 
 
 def to_prompt_completion(messages: list[dict[str, str]], *, external_id=None, label=None,
-                         tags=(), metadata=None) -> dict[str, Any]:
+                         tags=(), metadata=None, plain: bool = False) -> dict[str, Any]:
     return {"prompt": messages[:-1], "completion": messages[-1:],
-            **_common(external_id, label, tags, metadata or {})}
+            **_common(external_id, label, tags, metadata or {}, plain)}
 
 
-WRITERS = {"openai": to_openai, "alpaca": to_alpaca, "prompt_completion": to_prompt_completion}
+def to_bedrock(messages: list[dict[str, str]], *, external_id=None, label=None, tags=(),
+               metadata=None, plain: bool = False) -> dict[str, Any]:
+    """Amazon Bedrock's conversation format (`bedrock-conversation-2024`, Nova fine-tuning):
+    `system` (only when there is a system turn) and `messages` of text content blocks."""
+    system, turns = _system_and_turns(messages, "bedrock")
+    out: dict[str, Any] = {"schemaVersion": BEDROCK_SCHEMA_VERSION}
+    if system is not None:
+        out["system"] = [{"text": system}]
+    out["messages"] = [{"role": m["role"], "content": [{"text": m["content"]}]} for m in turns]
+    return {**out, **_common(external_id, label, tags, metadata or {}, plain)}
+
+
+def to_vertex(messages: list[dict[str, str]], *, external_id=None, label=None, tags=(),
+              metadata=None, plain: bool = False) -> dict[str, Any]:
+    """Vertex AI Gemini supervised tuning: `systemInstruction` (only when there is a system
+    turn) and `contents`, whose roles are `user` and `model`, each with text `parts`."""
+    system, turns = _system_and_turns(messages, "vertex")
+    out: dict[str, Any] = {}
+    if system is not None:
+        out["systemInstruction"] = {"role": "system", "parts": [{"text": system}]}
+    out["contents"] = [{"role": "model" if m["role"] == "assistant" else "user",
+                        "parts": [{"text": m["content"]}]} for m in turns]
+    return {**out, **_common(external_id, label, tags, metadata or {}, plain)}
+
+
+def llama_factory_entry(fmt: str, file_name: str) -> dict[str, Any] | None:
+    """The LLaMA-Factory `dataset_info.json` entry for an export file, or None for a format
+    LLaMA-Factory does not read (prompt_completion, bedrock, vertex)."""
+    entry = LLAMA_FACTORY_ENTRIES.get(fmt)
+    return None if entry is None else {"file_name": file_name, **copy.deepcopy(entry)}
+
+
+WRITERS = {"openai": to_openai, "alpaca": to_alpaca, "prompt_completion": to_prompt_completion,
+           "bedrock": to_bedrock, "vertex": to_vertex}

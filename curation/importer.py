@@ -65,9 +65,9 @@ import pyarrow as pa
 from curation._files import open_private, private_dir
 from curation.auth import User, require
 from curation.errors import CurateError, InvalidValue, NotUtf8, UnreadableFile
-from curation.formats import (DEFAULT_MAX_FIELD_CHARS, INPUT_FORMATS, RecordError,
-                              check_mapping, detect_format, needs_answer, search_text,
-                              to_draft)
+from curation.formats import (DEFAULT_ALPACA_SEPARATOR, DEFAULT_MAX_FIELD_CHARS, INPUT_FORMATS,
+                              RecordError, check_mapping, detect_format, needs_answer,
+                              search_text, to_draft)
 from curation.query import SPLITS, STATUSES
 from curation.store import Store, utcnow
 
@@ -158,12 +158,14 @@ def import_file(store: Store, path: str | os.PathLike, *, fmt: str = "auto",
                 status: str = "pending", source: str | None = None, tags: tuple[str, ...] = (),
                 user: User, max_field_chars: int = DEFAULT_MAX_FIELD_CHARS,
                 unanswered: bool = False, progress: Progress | None = None,
-                drop_media: bool = False) -> ImportReport:
+                drop_media: bool = False,
+                alpaca_separator: str = DEFAULT_ALPACA_SEPARATOR) -> ImportReport:
     """Import every valid record of a file in one transaction; report every other one.
     `unanswered`: records without an answer are imported too, as pending examples that need
     an answer. `drop_media`: records with images, videos or audio are imported as their text
     (media and `<image>`-style placeholders removed) instead of refused
-    (`unsupported_modality`)."""
+    (`unsupported_modality`). `alpaca_separator` joins an Alpaca `instruction` and a
+    non-blank `input`."""
     require(user, "import")
     if fmt not in INPUT_FORMATS:
         raise InvalidValue(f"format {fmt!r} is not one of {', '.join(INPUT_FORMATS)}")
@@ -184,7 +186,8 @@ def import_file(store: Store, path: str | os.PathLike, *, fmt: str = "auto",
     report = ImportReport(path=str(path), file_kind=kind)
     total = path.stat().st_size
     job = _Job(str(path), fmt, mapping, max_field_chars,
-               tuple(dict.fromkeys(t for t in tags if t)), unanswered, drop_media)
+               tuple(dict.fromkeys(t for t in tags if t)), unanswered, drop_media,
+               alpaca_separator)
 
     workers = _Workers(job, _worker_count()) if kind == "jsonl" and \
         total >= PARALLEL_MIN_BYTES and _worker_count() > 1 else None
@@ -229,6 +232,7 @@ class _Job:
     extra_tags: tuple[str, ...]
     unanswered: bool = False
     drop_media: bool = False
+    alpaca_separator: str = DEFAULT_ALPACA_SEPARATOR
 
 
 @dataclass
@@ -258,7 +262,8 @@ class _Columns:
     def add(self, line: int, record: Any, job: _Job) -> LineError | None:
         try:
             draft = to_draft(record, job.fmt, job.mapping, job.max_chars,
-                             unanswered=job.unanswered, drop_media=job.drop_media)
+                             unanswered=job.unanswered, drop_media=job.drop_media,
+                             alpaca_separator=job.alpaca_separator)
         except RecordError as err:
             return LineError(line, err.code, err.message, err.field)
         messages = draft.messages

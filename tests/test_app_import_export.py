@@ -178,17 +178,55 @@ def test_export_writes_a_snapshot_file_in_the_workspace(page, seeded_store):
     codes = [c.value for c in at.code]
     assert snapshots[0].id in codes and snapshots[0].content_hash in codes
     exports = seeded_store.path.parent / "exports"
-    assert sorted(p.name for p in exports.iterdir()) == ["first-run.jsonl",
+    assert sorted(p.name for p in exports.iterdir()) == ["dataset_info.json", "first-run.jsonl",
                                                          "first-run.manifest.json"]
     lines = (exports / "first-run.jsonl").read_bytes().splitlines()
-    assert len(lines) == 2 and "messages" in orjson.loads(lines[0])
+    assert len(lines) == 2 and set(orjson.loads(lines[0])) == {"messages", "curate"}
     manifest = orjson.loads((exports / "first-run.manifest.json").read_bytes())
     assert manifest["snapshot_id"] == snapshots[0].id
     assert manifest["filters"] == {"status": ["accepted"]}
+    entry = orjson.loads((exports / "dataset_info.json").read_bytes())["first-run"]
+    assert entry["file_name"] == "first-run.jsonl" and entry["formatting"] == "sharegpt"
+    assert '"first-run"' in at.code[-1].value and at.code[-1].language == "json"
     assert [b.label for b in at.download_button] == ["Download the JSONL",
                                                      "Download the manifest"]
     table = table_with(at, "Content hash")
     assert table["Id"].tolist() == [snapshots[0].id] and table["Examples"].tolist() == [2]
+
+
+def test_export_plain_bedrock_from_the_page(page, seeded_store):
+    for example in seeded_store.find():
+        seeded_store.update(example.id, base_version=1, actor="rev", status="accepted")
+    at = page(seeded_store)
+    assert at.selectbox(key="ie_export_format").options == [
+        "openai: OpenAI chat fine-tuning, TRL, LLaMA-Factory (sharegpt), Axolotl",
+        "alpaca: instruction/input/output with system and history (LLaMA-Factory)",
+        "prompt_completion: TRL's conversational prompt-completion",
+        "bedrock: Amazon Bedrock conversation (bedrock-conversation-2024, Nova)",
+        "vertex: Vertex AI Gemini supervised tuning (contents/parts)"]
+    at.selectbox(key="ie_export_format").set_value("bedrock")
+    at.checkbox(key="ie_export_plain").check()
+    at.text_input(key="ie_export_name").set_value("nova")
+    at.form_submit_button[0].click().run()
+    assert not at.exception
+    exports = seeded_store.path.parent / "exports"
+    rows = [orjson.loads(x) for x in (exports / "nova.jsonl").read_bytes().splitlines()]
+    assert len(rows) == 6 and all(set(r) == {"schemaVersion", "messages"} for r in rows)
+    assert not (exports / "dataset_info.json").exists()  # LLaMA-Factory does not read it
+    manifest = orjson.loads((exports / "nova.manifest.json").read_bytes())
+    assert manifest["format"] == "bedrock" and manifest["plain"] is True
+
+
+def test_the_alpaca_separator_is_chosen_on_import(page, empty_store):
+    body = orjson.dumps({"instruction": "Translate.", "input": "cat", "output": "chat"}) + b"\n"
+    at = page(empty_store)
+    at.file_uploader[0].set_value(("a.jsonl", body, "application/jsonl")).run()
+    box = next(s for s in at.selectbox if s.key and s.key.startswith("ie_alpaca_sep_"))
+    assert box.value == "\n"  # LLaMA-Factory's, the default
+    box.set_value("\n\n").run()
+    at.button(key="ie_import").click().run()
+    assert not at.exception
+    assert empty_store.find()[0].messages[0]["content"] == "Translate.\n\ncat"
 
 
 # --- curation.uploads ------------------------------------------------------------------------

@@ -65,7 +65,8 @@ def test_export_writes_jsonl_manifest_and_reuses_the_snapshot(run, tickets, tmp_
     out = tmp_path / "out" / "curated.jsonl"
     first = json.loads(run("export", str(out), "--json", "--label", "billing").output)
     lines = [json.loads(line) for line in out.read_text().splitlines()]
-    assert first["count"] == 1 and lines[0]["id"] == "t1" and lines[0]["label"] == "billing"
+    assert first["count"] == 1 and lines[0]["curate"]["external_id"] == "t1"
+    assert lines[0]["curate"]["label"] == "billing" and "label" not in lines[0]
     manifest = json.loads((out.parent / "curated.manifest.json").read_text())
     assert manifest["snapshot_id"] == first["snapshot_id"]
     assert manifest["filters"] == {"label": ["billing"], "status": ["accepted"]}
@@ -74,6 +75,36 @@ def test_export_writes_jsonl_manifest_and_reuses_the_snapshot(run, tickets, tmp_
     listed = json.loads(run("snapshots", "--json").output)
     assert [s["id"] for s in listed] == [first["snapshot_id"]]
     assert listed[0]["count"] == 1
+
+
+def test_export_plain_and_the_formats_for_uploads(run, tickets, tmp_path):
+    run("import", str(tickets), "--status", "accepted")
+    out = tmp_path / "up" / "upload.jsonl"
+    result = run("export", str(out), "--plain")
+    assert result.exit_code == 0 and "(openai, plain)" in result.output
+    assert f"LLaMA-Factory: dataset 'upload' in {out.parent / 'dataset_info.json'}" \
+        in result.output
+    assert [set(json.loads(x)) for x in out.read_text().splitlines()] == [{"messages"}] * 2
+    for fmt, key in (("bedrock", "schemaVersion"), ("vertex", "contents")):
+        done = json.loads(run("export", str(tmp_path / f"{fmt}.jsonl"), "--format", fmt,
+                              "--plain", "--json").output)
+        assert done["format"] == fmt and done["plain"] is True and done["dataset_info"] is None
+        first = json.loads((tmp_path / f"{fmt}.jsonl").read_text().splitlines()[0])
+        assert key in first and "curate" not in first
+
+
+@pytest.mark.parametrize("option, joined", [((), "Translate.\ncat"),
+                                            (("--alpaca-separator", "\\n\\n"),
+                                             "Translate.\n\ncat"),
+                                            (("--alpaca-separator", " | "), "Translate. | cat")])
+def test_import_alpaca_separator(run, tmp_path, option, joined):
+    path = write_jsonl(tmp_path / "a.jsonl", [{"instruction": "Translate.", "input": "cat",
+                                               "output": "chat"}])
+    assert run("import", str(path), *option).exit_code == 0
+    from curation import Store
+
+    with Store(run.db) as store:
+        assert store.find()[0].messages[0]["content"] == joined
 
 
 def test_user_errors_are_one_line_without_traceback(run, tmp_path):

@@ -102,7 +102,7 @@ def test_curve_trains_nested_runs_on_one_snapshot_and_gives_advice(curve_workspa
         assert run.manifest.snapshot_id == curve.snapshot_id  # one snapshot for all
         assert run.manifest.extra["curve"] == {"id": curve.id, "fraction": point["fraction"]}
         assert run.manifest.examples == point["examples"]
-        trained = {orjson.loads(line)["metadata"]["curate_id"]
+        trained = {orjson.loads(line)["curate"]["curate_id"]
                    for line in (run.dir / TRAIN_FILE).read_bytes().splitlines()}
         assert trained == set(point["example_ids"])
         assert (run.dir / "eval.json").is_file()

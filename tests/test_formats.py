@@ -13,9 +13,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from curation import InvalidValue
-from curation.formats import (CODES, MAPPING_TARGETS, OUTPUT_FORMATS, WRITERS, Draft, RecordError,
-                              _metadata, _openai_fast, content_hash, detect_format, from_openai,
-                              parse_mapping, to_alpaca, to_draft, to_openai, to_prompt_completion)
+from curation.formats import (CODES, MAPPING_TARGETS, OUTPUT_FORMATS, ROUND_TRIP_FORMATS, WRITERS,
+                              Draft, RecordError, _metadata, _openai_fast, content_hash,
+                              detect_format, from_openai, llama_factory_entry, parse_mapping,
+                              to_alpaca, to_bedrock, to_draft, to_openai, to_prompt_completion,
+                              to_vertex)
 from tests.conftest import chat
 
 
@@ -76,9 +78,19 @@ def test_alpaca_instruction_and_output():
 
 def test_alpaca_input_is_appended_to_the_instruction():
     draft = to_draft({"instruction": "Translate to French.", "input": "cat", "output": "chat"})
-    assert draft.messages == [U("Translate to French.\n\ncat"), A("chat")]
+    assert draft.messages == [U("Translate to French.\ncat"), A("chat")]  # as LLaMA-Factory
     blank = to_draft({"instruction": "Translate.", "input": "  ", "output": "x"}, "alpaca")
     assert blank.messages == [U("Translate."), A("x")]
+
+
+@pytest.mark.parametrize("separator", ["\n\n", " ", "\n### Input:\n"])
+def test_alpaca_separator_is_a_parameter(separator):
+    record = {"instruction": "Translate to French.", "input": "cat", "output": "chat"}
+    for fmt in ("auto", "alpaca"):
+        draft = to_draft(record, fmt, alpaca_separator=separator)
+        assert draft.messages[0] == U(f"Translate to French.{separator}cat")
+    no_input = to_draft({**record, "input": ""}, alpaca_separator=separator)
+    assert no_input.messages[0] == U("Translate to French.")
 
 
 def test_alpaca_system_and_history_make_a_multi_turn_conversation():
@@ -368,28 +380,72 @@ META = {"curate_id": 1, "version": 2, "split": "train", "status": "accepted", "s
 
 def test_to_openai():
     assert to_openai([U("q"), A("a")], external_id="e-1", label="l", tags=("x", "y"),
-                     metadata=META) == {"messages": [U("q"), A("a")], "id": "e-1", "label": "l",
-                                        "tags": ["x", "y"], "metadata": META}
-    assert to_openai([U("q"), A("a")]) == {"messages": [U("q"), A("a")], "label": None,
-                                           "tags": [], "metadata": {}}
+                     metadata=META) == {"messages": [U("q"), A("a")], "curate": {
+                         "external_id": "e-1", "label": "l", "tags": ["x", "y"], **META}}
+    assert to_openai([U("q"), A("a")]) == {"messages": [U("q"), A("a")], "curate": {
+        "external_id": None, "label": None, "tags": []}}
 
 
-def test_to_alpaca_single_turn():
+@pytest.mark.parametrize("fmt", OUTPUT_FORMATS)
+def test_plain_leaves_curates_fields_out(fmt):
+    full = WRITERS[fmt](MULTI_TURN, external_id="e", label="l", tags=("t",), metadata=META)
+    plain = WRITERS[fmt](MULTI_TURN, external_id="e", label="l", tags=("t",), metadata=META,
+                         plain=True)
+    assert full.pop("curate")["label"] == "l"
+    assert plain == full  # the same record, less the one key
+    assert not {"id", "label", "tags", "metadata"} & set(plain)
+
+
+def test_to_alpaca_single_turn_always_has_system_and_history():
+    # LLaMA-Factory fails with KeyError('history') on a file where no row has them
     assert to_alpaca([U("q"), A("a")], external_id="e", label="l", tags=("x",)) == {
-        "instruction": "q", "input": "", "output": "a", "id": "e", "label": "l", "tags": ["x"],
-        "metadata": {}}
+        "instruction": "q", "input": "", "output": "a", "system": "", "history": [],
+        "curate": {"external_id": "e", "label": "l", "tags": ["x"]}}
 
 
 def test_to_alpaca_multi_turn_with_system_uses_history():
-    assert to_alpaca(MULTI_TURN, metadata=META) == {
+    assert to_alpaca(MULTI_TURN, metadata=META, plain=True) == {
         "instruction": "What is 2+2?", "input": "", "output": "4", "system": "You are terse.",
-        "history": [["Hi", "Hello."]], "label": None, "tags": [], "metadata": META}
+        "history": [["Hi", "Hello."]]}
 
 
 def test_to_prompt_completion():
     assert to_prompt_completion(MULTI_TURN, external_id="e", tags=["t"]) == {
-        "prompt": MULTI_TURN[:-1], "completion": MULTI_TURN[-1:], "id": "e", "label": None,
-        "tags": ["t"], "metadata": {}}
+        "prompt": MULTI_TURN[:-1], "completion": MULTI_TURN[-1:],
+        "curate": {"external_id": "e", "label": None, "tags": ["t"]}}
+
+
+def test_to_bedrock():
+    assert to_bedrock(MULTI_TURN, plain=True) == {
+        "schemaVersion": "bedrock-conversation-2024",
+        "system": [{"text": "You are terse."}],
+        "messages": [{"role": "user", "content": [{"text": "Hi"}]},
+                     {"role": "assistant", "content": [{"text": "Hello."}]},
+                     {"role": "user", "content": [{"text": "What is 2+2?"}]},
+                     {"role": "assistant", "content": [{"text": "4"}]}]}
+    assert "system" not in to_bedrock([U("q"), A("a")], plain=True)
+
+
+def test_to_vertex():
+    assert to_vertex(MULTI_TURN, plain=True) == {
+        "systemInstruction": {"role": "system", "parts": [{"text": "You are terse."}]},
+        "contents": [{"role": "user", "parts": [{"text": "Hi"}]},
+                     {"role": "model", "parts": [{"text": "Hello."}]},
+                     {"role": "user", "parts": [{"text": "What is 2+2?"}]},
+                     {"role": "model", "parts": [{"text": "4"}]}]}
+    assert "systemInstruction" not in to_vertex([U("q"), A("a")], plain=True)
+
+
+def test_llama_factory_entries():
+    assert llama_factory_entry("alpaca", "x.jsonl") == {
+        "file_name": "x.jsonl", "formatting": "alpaca",
+        "columns": {"prompt": "instruction", "query": "input", "response": "output",
+                    "system": "system", "history": "history"}}
+    entry = llama_factory_entry("openai", "y.jsonl")
+    assert entry["formatting"] == "sharegpt" and entry["columns"] == {"messages": "messages"}
+    assert entry["tags"]["role_tag"] == "role" and entry["tags"]["system_tag"] == "system"
+    for fmt in ("prompt_completion", "bedrock", "vertex"):
+        assert llama_factory_entry(fmt, "z.jsonl") is None
 
 
 CONVERSATIONS = {
@@ -402,7 +458,7 @@ CONVERSATIONS = {
 }
 
 
-@pytest.mark.parametrize("fmt", OUTPUT_FORMATS)
+@pytest.mark.parametrize("fmt", ROUND_TRIP_FORMATS)
 @pytest.mark.parametrize("name", CONVERSATIONS)
 @pytest.mark.parametrize("meta", [{}, {"external_id": "ext-9", "label": "billing",
                                        "tags": ("a", "b c")}], ids=["bare", "meta"])
@@ -414,6 +470,23 @@ def test_writer_then_reader_gives_the_same_draft(fmt, name, meta):
     assert to_draft(record) == expected
     assert to_draft(record, fmt) == expected
     assert detect_format(record) == fmt
+
+
+@pytest.mark.parametrize("fmt", ROUND_TRIP_FORMATS)
+def test_files_exported_before_the_curate_key_still_import(fmt):
+    record = WRITERS[fmt](MULTI_TURN, plain=True)
+    record.update({"id": "old-1", "label": "billing", "tags": ["a"], "metadata": META})
+    assert to_draft(record) == Draft(messages=MULTI_TURN, label="billing", tags=("a",),
+                                     external_id="old-1")
+
+
+def test_errors_in_the_curate_object_name_its_field():
+    with pytest.raises(RecordError) as err:
+        to_draft({"messages": [U("q"), A("a")], "curate": {"label": ["x"]}})
+    assert err.value.code == "wrong_type" and err.value.field == "curate.label"
+    with pytest.raises(RecordError) as err:
+        to_draft({"messages": [U("q"), A("a")], "curate": {"tags": 3}})
+    assert err.value.field == "curate.tags"
 
 
 # --- content_hash ------------------------------------------------------------------------------
@@ -521,3 +594,18 @@ def test_fast_openai_path_takes_the_common_shape():
               "tags": ["a", " b", "a", ""], "other": 1}
     assert _openai_fast(record, 100) == Draft(messages=chat("q", "a", system="s"), label="l",
                                               tags=("a", "b"), external_id="x-1")
+
+
+@pytest.mark.parametrize("fmt", ["alpaca", "bedrock", "vertex"])
+@pytest.mark.parametrize("turn", [
+    {"role": "assistant", "content": None,
+     "tool_calls": [{"id": "c1", "type": "function",
+                     "function": {"name": "refund", "arguments": "{}"}}]},
+    {"role": "assistant", "content": [{"type": "text", "text": "a"}]},
+    {"role": "assistant", "content": "a", "weight": 0},
+    {"role": "tool", "content": "42"},
+], ids=["tool_call", "content_parts", "weight", "tool_role"])
+def test_text_only_formats_refuse_turns_they_cannot_hold(fmt, turn):
+    with pytest.raises(InvalidValue, match=f"the {fmt} export cannot hold"):
+        WRITERS[fmt]([U("q"), turn], plain=True)
+    assert WRITERS["openai"]([U("q"), turn], plain=True) == {"messages": [U("q"), turn]}

@@ -521,7 +521,7 @@ def test_csv_with_known_columns_needs_no_mapping(empty_store, tmp_path):
     path = tmp_path / "alpaca.csv"
     path.write_text("instruction,input,output\nTranslate,cat,chat\n")
     assert import_file(empty_store, path, user=admin("t")).imported == 1
-    assert empty_store.find()[-1].messages == chat("Translate\n\ncat", "chat")
+    assert empty_store.find()[-1].messages == chat("Translate\ncat", "chat")
 
 
 def test_csv_with_unknown_columns_needs_a_mapping(seeded_store, tmp_path):

@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from curation import ExampleFilter, Store, export_jsonl, import_file
-from curation.formats import OUTPUT_FORMATS, content_hash
+from curation.formats import ROUND_TRIP_FORMATS, content_hash
 from tests.conftest import admin
 
 # Any character but lone surrogates (not encodable) and "\r" (stored as "\n"), with the
@@ -81,7 +81,7 @@ def test_import_export_import_keeps_conversations_and_metadata(dataset):
             assert report.rejected == [] and report.imported == len(dataset)
             assert kept(first) == want
 
-            for fmt in OUTPUT_FORMATS:
+            for fmt in ROUND_TRIP_FORMATS:
                 out = tmp / f"out-{fmt}.jsonl"
                 result = export_jsonl(first, out, fmt=fmt, user=admin("prop"))
                 assert result.count == len(dataset)
@@ -90,6 +90,15 @@ def test_import_export_import_keeps_conversations_and_metadata(dataset):
                     again = import_file(second, out, status="accepted", user=admin("prop"))
                     assert again.rejected == [] and again.imported == len(dataset), fmt
                     assert kept(second) == want, fmt
+
+            # plain: the conversations come back; external ids, labels and tags do not
+            plain = export_jsonl(first, tmp / "plain.jsonl", user=admin("prop"), plain=True)
+            assert b'"curate"' not in plain.path.read_bytes()
+            with Store(tmp / "third.duckdb") as third:
+                import_file(third, plain.path, status="accepted", user=admin("prop"))
+                conversations = {orjson.dumps(m): m for m, *_ in want}
+                assert [e.messages for e in third.find()] == list(conversations.values())
+                assert {(e.label, e.tags, e.external_id) for e in third.find()} <= {(None, (), None)}
 
 
 # --- examples that are alike but not the same survive export -> import -------------------------
@@ -121,7 +130,7 @@ def test_round_trip_keeps_label_conflicts_and_unicode_variants(file_store, tmp_p
     ]
     for messages, label in variants:
         store.add(messages, actor="sme", label=label, status="accepted")
-    for fmt in OUTPUT_FORMATS:
+    for fmt in ROUND_TRIP_FORMATS:
         second, report = export_and_reimport(store, tmp_path, fmt)
         with second:
             assert report.rejected == [] and report.duplicates_in_file == [], fmt
@@ -159,7 +168,7 @@ def test_round_trip_of_look_alike_examples_gives_back_the_same_set(pairs):
             want = multiset(first)
             assert len(want) == len({orjson.dumps(r, option=orjson.OPT_SORT_KEYS)
                                      for r in records})
-            for fmt in OUTPUT_FORMATS:
+            for fmt in ROUND_TRIP_FORMATS:
                 second, report = export_and_reimport(first, tmp, fmt)
                 with second:
                     assert report.rejected == [], fmt

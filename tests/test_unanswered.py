@@ -146,7 +146,7 @@ def test_export_leaves_them_out_and_the_manifest_says_so(mixed, tmp_path):
     result = export_jsonl(mixed, tmp_path / "out.jsonl", user=ADA,
                           where=ExampleFilter(status=("accepted", "pending")))
     lines = [orjson.loads(x) for x in (tmp_path / "out.jsonl").read_bytes().splitlines()]
-    assert result.count == 1 and [r["label"] for r in lines] == ["greeting"]
+    assert result.count == 1 and [r["curate"]["label"] for r in lines] == ["greeting"]
     manifest = json.loads(result.manifest_path.read_text())
     assert manifest["left_out"] == {"needs_answer": 4}
     assert manifest["left_out_note"].startswith("4 examples matching the filters need an "
@@ -184,7 +184,7 @@ def test_launch_writes_a_train_file_without_them(mixed, model_cache, monkeypatch
     run = launch(mixed, ADA, TrainConfig(r=2, max_seq_length=64, batch_size=2, epochs=1))
     try:
         rows = [orjson.loads(x) for x in (run.dir / "train.jsonl").read_bytes().splitlines()]
-        assert [r["label"] for r in rows] == ["greeting"] and run.manifest.examples == 1
+        assert [r["curate"]["label"] for r in rows] == ["greeting"] and run.manifest.examples == 1
         manifest = json.loads((run.dir / "train.manifest.json").read_text())
         assert manifest["left_out"] == {"needs_answer": 1}
     finally:

@@ -94,11 +94,14 @@ def train_rows_from_run(run_dir: str | os.PathLike) -> list[dict[str, Any]]:
             if not line.strip():
                 continue
             record = orjson.loads(line)
-            meta = record.get("metadata") or {}
+            # `curate`: Curate's fields; `metadata` and a top-level label: run folders
+            # written before they moved under that key
+            meta = record.get("curate") or record.get("metadata") or {}
             if meta.get("status", "accepted") != "accepted":
                 continue
             rows.append({"id": meta.get("curate_id", record.get("id")),
-                         "messages": record["messages"], "label": record.get("label")})
+                         "messages": record["messages"],
+                         "label": meta.get("label", record.get("label"))})
     return rows
 
 

@@ -210,7 +210,7 @@ def _keep_only(train_file: Path, keep: set[int]) -> tuple[int, str]:
     import hashlib
 
     lines = [line for line in train_file.read_bytes().splitlines(keepends=True)
-             if orjson.loads(line)["metadata"]["curate_id"] in keep]
+             if orjson.loads(line)["curate"]["curate_id"] in keep]
     if not lines:
         raise EmptyTrainingSet(f"none of the {len(keep)} chosen examples is in the snapshot")
     data = b"".join(lines)

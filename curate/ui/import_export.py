@@ -21,6 +21,11 @@ Design decisions:
   pending examples that need an answer, and the report counts them.
 - Everything from the file (names, columns, values, error messages that quote them) is shown
   as text: table cells, widget values, or escaped before it reaches a Markdown call.
+- Export: each format is offered with one line on what reads it; "Plain" (`--plain`) leaves
+  Curate's fields out for uploads. An openai or alpaca export shows its LLaMA-Factory
+  `dataset_info.json` entry, which the exports folder's `dataset_info.json` now holds.
+- The Alpaca separator (`--alpaca-separator`) is a choice of three, not free text: a
+  newline cannot be typed into a text field.
 """
 
 from __future__ import annotations
@@ -33,7 +38,8 @@ import streamlit as st
 
 from curate.ui.common import plain, workspace
 from curation import SPLITS, STATUSES, CurateError, ExampleFilter
-from curation.formats import CODES, INPUT_FORMATS, MAPPING_TARGETS, OUTPUT_FORMATS, split_tags
+from curation.formats import (CODES, DEFAULT_ALPACA_SEPARATOR, INPUT_FORMATS, MAPPING_TARGETS,
+                              OUTPUT_FORMATS, split_tags)
 from curation.uploads import (MAX_UPLOAD_BYTES, MAX_UPLOAD_MB, discard_upload, export_target,
                               preview_cell, preview_file, remove_stale_uploads, save_upload,
                               suggest_mapping)
@@ -42,6 +48,15 @@ KIND_NAMES = {"jsonl": "JSON Lines", "json": "a JSON array", "csv": "CSV"}
 TARGET_LABELS = {"prompt": "Prompt (user turn)", "response": "Response (assistant turn)",
                  "system": "System prompt (optional)", "label": "Label (optional)",
                  "id": "External id (optional)", "tags": "Tags (optional)"}
+FORMAT_HELP = {  # what reads each export format
+    "openai": "openai: OpenAI chat fine-tuning, TRL, LLaMA-Factory (sharegpt), Axolotl",
+    "alpaca": "alpaca: instruction/input/output with system and history (LLaMA-Factory)",
+    "prompt_completion": "prompt_completion: TRL's conversational prompt-completion",
+    "bedrock": "bedrock: Amazon Bedrock conversation (bedrock-conversation-2024, Nova)",
+    "vertex": "vertex: Vertex AI Gemini supervised tuning (contents/parts)",
+}
+ALPACA_SEPARATORS = {"\n": "One newline (LLaMA-Factory)", "\n\n": "A blank line (two newlines)",
+                     " ": "A space"}
 
 
 
@@ -201,6 +216,13 @@ def import_form(upload) -> None:
                                   "file name.")
     tags = right.text_input("Tags for every imported example", key=f"ie_tags_{fid}",
                             placeholder="comma-separated, e.g. batch-3, from-support")
+    separator = st.selectbox(
+        "Alpaca: between instruction and input", list(ALPACA_SEPARATORS),
+        index=list(ALPACA_SEPARATORS).index(DEFAULT_ALPACA_SEPARATOR),
+        format_func=ALPACA_SEPARATORS.get, key=f"ie_alpaca_sep_{fid}",
+        help="An Alpaca record's user turn is its instruction, then this, then its input "
+             "(when the input is not blank). One newline is how LLaMA-Factory joins them. "
+             "Same as `curate import --alpaca-separator`.")
     unanswered = st.checkbox(
         "Prompts without an answer", key=f"ie_unanswered_{fid}",
         help="Also import records that have no answer yet (a chat ending with a user turn, an "
@@ -242,7 +264,8 @@ def import_form(upload) -> None:
         report, saved_to = ws.import_file(path, fmt=fmt, mapping=mapping or None, split=split,
                                           status=status, source=source.strip() or upload.name,
                                           tags=split_tags(tags), unanswered=unanswered,
-                                          progress=progress, drop_media=drop_media)
+                                          progress=progress, drop_media=drop_media,
+                                          alpaca_separator=separator)
     except CurateError as exc:
         bar.empty()
         say_error(exc, path, upload.name)
@@ -281,7 +304,8 @@ with export_tab:
                "folder, with a manifest beside it.")
     with st.form("ie_export_form", border=True):
         left, right = st.columns(2)
-        out_format = left.selectbox("Format", OUTPUT_FORMATS, key="ie_export_format")
+        out_format = left.selectbox("Format", OUTPUT_FORMATS, key="ie_export_format",
+                                    format_func=FORMAT_HELP.get)
         name = right.text_input("Snapshot name (optional)", key="ie_export_name",
                                 placeholder="e.g. v3 for the first training run")
         status = left.multiselect("Status", STATUSES, default=["accepted"],
@@ -289,12 +313,19 @@ with export_tab:
         split = right.multiselect("Split", SPLITS, key="ie_export_split")
         label = st.multiselect("Label", store.labels(), key="ie_export_label",
                                placeholder="every label")
+        plain_export = st.checkbox(
+            "Plain: without Curate's fields", key="ie_export_plain",
+            help="Leaves out the `curate` object (external id, label, tags, Curate id, "
+                 "version, split, status, source): each line holds only the format's own "
+                 "keys, as uploads to OpenAI, Bedrock or Vertex AI want. Importing such a "
+                 "file again keeps the conversations but not those fields. Same as "
+                 "`curate export --plain`.")
         submitted = st.form_submit_button("Export", type="primary", icon=":material/download:")
     if submitted:
         try:
             where = ExampleFilter(status=tuple(status), split=tuple(split), label=tuple(label))
             result = ws.export(export_target(folder, name), fmt=out_format, where=where,
-                               name=name.strip() or None)
+                               name=name.strip() or None, plain=plain_export)
         except CurateError as exc:
             say_error(exc)
         else:
@@ -319,6 +350,13 @@ with export_tab:
             st.warning("The snapshot is empty: no example matches these filters.")
         st.caption("Written in the workspace:")
         st.code(f"{path}\n{manifest}", language=None)
+        info = Path(last["dataset_info"]) if last.get("dataset_info") else None
+        if info is not None and info.is_file():
+            entry = orjson.loads(info.read_bytes()).get(last["dataset_name"])
+            st.caption(f"LLaMA-Factory: dataset {plain(last['dataset_name'])}, listed in the "
+                       "folder's dataset_info.json (use the folder as `dataset_dir`):")
+            st.code(orjson.dumps({last["dataset_name"]: entry},
+                                 option=orjson.OPT_INDENT_2).decode(), language="json")
         if path.is_file() and manifest.is_file():
             left, right = st.columns(2)
             left.download_button("Download the JSONL", data=lambda p=path: p.read_bytes(),
