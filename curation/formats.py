@@ -34,11 +34,15 @@ from typing import Any, Literal
 
 import orjson
 
-InputFormat = Literal["auto", "openai", "alpaca", "prompt_completion", "sharegpt", "mapped"]
-OutputFormat = Literal["openai", "alpaca", "prompt_completion"]
+InputFormat = Literal["auto", "openai", "alpaca", "prompt_completion", "sharegpt", "mapped",
+                      "preference", "kto"]
+OutputFormat = Literal["openai", "alpaca", "prompt_completion", "trl_preference", "openai_dpo"]
 INPUT_FORMATS: tuple[str, ...] = ("auto", "openai", "alpaca", "prompt_completion", "sharegpt",
                                   "mapped")
 OUTPUT_FORMATS: tuple[str, ...] = ("openai", "alpaca", "prompt_completion")
+# preference pairs and KTO records (`curation.preference` reads and writes them)
+INPUT_FORMATS += ("preference", "kto")
+OUTPUT_FORMATS += ("trl_preference", "openai_dpo")
 MAPPING_TARGETS: tuple[str, ...] = ("prompt", "response", "system", "label", "id", "tags")
 DEFAULT_MAX_FIELD_CHARS = 100_000
 
@@ -96,6 +100,11 @@ class Draft:
     tags: tuple[str, ...] = ()
     external_id: str | None = None
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
+    # preference data (`curation.preference`): 'sft', 'preference' (with the rejected
+    # continuation) or 'kto' (with its desirable flag)
+    kind: str = "sft"
+    rejected: list[dict[str, Any]] | None = None
+    desirable: bool | None = None
 
 
 # --- normalisation and hashing ---------------------------------------------------------------
@@ -268,6 +277,10 @@ def split_tags(text: str) -> tuple[str, ...]:
 
 def detect_format(record: dict) -> str:
     """Which input format a JSON record is in, from its keys."""
+    from curation.preference import detect as preference_kind
+
+    if (kind := preference_kind(record)) is not None:  # before the keys they share
+        return kind
     if "messages" in record:
         return "openai"
     if "conversations" in record:
@@ -313,6 +326,10 @@ def _to_draft(record: Any, fmt: str, mapping: dict[str, str] | None, max_chars: 
             return draft
     if fmt == "auto":
         fmt = detect_format(record)
+    if fmt in ("preference", "kto"):
+        from curation import preference
+
+        return preference.to_draft(record, fmt, max_chars)
     reader = {"openai": from_openai, "alpaca": from_alpaca,
               "prompt_completion": from_prompt_completion, "sharegpt": from_sharegpt}[fmt]
     return Draft(messages=reader(record, max_chars, unanswered), **_metadata(record, max_chars))
