@@ -20,6 +20,9 @@ Design decisions:
   snapshot leaves them out (`curation.store._snapshots`), and the result and the manifest
   say how many the filters matched (`left_out`, `left_out_note`), counted when the file is
   written.
+- A preference format (`trl_preference`, `openai_dpo`; `curation.preference` writes them)
+  writes the snapshot's preference pairs only; its SFT and KTO examples are counted in
+  `left_out` (`not_preference`) and the note says so.
 - Each line carries the example's external id (as `id`), label, tags and a `metadata` object
   (Curate id, version, split, status, source); importing the file again gives back the same
   conversations, labels and tags.
@@ -39,9 +42,10 @@ from typing import Any
 import orjson
 
 from curation._files import private_dir
+from curation import preference
 from curation.auth import User, require
 from curation.errors import InvalidValue
-from curation.formats import OUTPUT_FORMATS, WRITERS
+from curation.formats import EXPORT_FORMATS, WRITERS
 from curation.query import ExampleFilter
 from curation.store import Snapshot, Store, utcnow
 
@@ -70,11 +74,12 @@ class ExportResult:
     def left_out_note(self) -> str | None:
         """A sentence on the examples left out, or None when there are none."""
         n = (self.left_out or {}).get("needs_answer", 0)
-        if not n:
-            return None
-        return (f"{n:,} example{'s' if n != 1 else ''} matching the filters "
-                f"{'need' if n != 1 else 'needs'} an answer and "
-                f"{'were' if n != 1 else 'was'} left out (answer them in Review first)")
+        notes = [preference.left_out_note(self.left_out or {})] if n == 0 else [
+            f"{n:,} example{'s' if n != 1 else ''} matching the filters "
+            f"{'need' if n != 1 else 'needs'} an answer and "
+            f"{'were' if n != 1 else 'was'} left out (answer them in Review first)",
+            preference.left_out_note(self.left_out or {})]
+        return "; ".join(filter(None, notes)) or None
 
     def to_dict(self) -> dict[str, Any]:
         return {"path": str(self.path), "manifest": str(self.manifest_path),
@@ -112,22 +117,33 @@ def write_snapshot(store: Store, snapshot_id: str, out_path: str | os.PathLike, 
     out_path = Path(out_path)
     private_dir(out_path.parent, tighten=False)
     removed = remove_stale_temp_files(out_path.parent)
-    writer = WRITERS[fmt]
+    writer = WRITERS.get(fmt)
     digest, count = hashlib.sha256(), 0
+    not_pairs = 0  # a preference format writes pairs only (`curation.preference`)
     with _atomic(out_path) as f:
         for row in store.snapshot_rows(snapshot_id):
-            record = writer(row["messages"], external_id=row["external_id"], label=row["label"],
-                            tags=row["tags"],
-                            metadata={"curate_id": row["id"], "version": row["version"],
-                                      "split": row["split"], "status": row["status"],
-                                      "source": row["source"]})
+            if fmt in preference.OUTPUT_FORMATS:
+                if row["kind"] != "preference":
+                    not_pairs += 1
+                    continue
+                # the id, label, tags and metadata every format carries, as the chat one has them
+                common = {k: v for k, v in WRITERS["openai"](
+                    [], external_id=row["external_id"], label=row["label"], tags=row["tags"],
+                    metadata=_metadata(row)).items() if k != "messages"}
+                record = preference.WRITERS[fmt](row, common)
+            else:
+                record = writer(row["messages"], external_id=row["external_id"], label=row["label"],
+                                tags=row["tags"], metadata=_metadata(row))
             line = orjson.dumps(record) + b"\n"
             f.write(line)
             digest.update(line)
             count += 1
     manifest_path = out_path.with_name(out_path.name.removesuffix(".jsonl") + ".manifest.json")
+    left_out = store.left_out(snapshot_id)
+    if fmt in preference.OUTPUT_FORMATS:
+        left_out["not_preference"] = not_pairs
     result = ExportResult(out_path, manifest_path, fmt, count, digest.hexdigest(), snapshot,
-                          note is not None, note, removed, store.left_out(snapshot_id))
+                          note is not None, note, removed, left_out)
     manifest = {**result.to_dict(), "filters": snapshot.filters, "snapshot_name": snapshot.name,
                 "exported_at": utcnow().isoformat() + "Z"}
     with _atomic(manifest_path) as f:
@@ -135,9 +151,14 @@ def write_snapshot(store: Store, snapshot_id: str, out_path: str | os.PathLike, 
     return result
 
 
+def _metadata(row: dict[str, Any]) -> dict[str, Any]:
+    return {"curate_id": row["id"], "version": row["version"], "split": row["split"],
+            "status": row["status"], "source": row["source"]}
+
+
 def _check_format(fmt: str) -> None:
-    if fmt not in OUTPUT_FORMATS:
-        raise InvalidValue(f"export format {fmt!r} is not one of {', '.join(OUTPUT_FORMATS)}")
+    if fmt not in EXPORT_FORMATS:
+        raise InvalidValue(f"export format {fmt!r} is not one of {', '.join(EXPORT_FORMATS)}")
 
 
 def remove_stale_temp_files(directory: Path) -> tuple[Path, ...]:

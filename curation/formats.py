@@ -40,9 +40,10 @@ OutputFormat = Literal["openai", "alpaca", "prompt_completion", "trl_preference"
 INPUT_FORMATS: tuple[str, ...] = ("auto", "openai", "alpaca", "prompt_completion", "sharegpt",
                                   "mapped")
 OUTPUT_FORMATS: tuple[str, ...] = ("openai", "alpaca", "prompt_completion")
-# preference pairs and KTO records (`curation.preference` reads and writes them)
+# preference pairs and KTO records (`curation.preference` reads them, and writes pairs: an
+# export format of a snapshot, not a writer of one conversation like OUTPUT_FORMATS)
 INPUT_FORMATS += ("preference", "kto")
-OUTPUT_FORMATS += ("trl_preference", "openai_dpo")
+EXPORT_FORMATS: tuple[str, ...] = OUTPUT_FORMATS + ("trl_preference", "openai_dpo")
 MAPPING_TARGETS: tuple[str, ...] = ("prompt", "response", "system", "label", "id", "tags")
 DEFAULT_MAX_FIELD_CHARS = 100_000
 

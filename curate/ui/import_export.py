@@ -30,7 +30,7 @@ import streamlit as st
 
 from curate.ui.common import plain, workspace
 from curation import SPLITS, STATUSES, CurateError, ExampleFilter
-from curation.formats import CODES, INPUT_FORMATS, MAPPING_TARGETS, OUTPUT_FORMATS, split_tags
+from curation.formats import CODES, EXPORT_FORMATS, INPUT_FORMATS, MAPPING_TARGETS, split_tags
 from curation.uploads import (MAX_UPLOAD_BYTES, MAX_UPLOAD_MB, discard_upload, export_target,
                               preview_cell, preview_file, remove_stale_uploads, save_upload,
                               suggest_mapping)
@@ -267,7 +267,7 @@ with export_tab:
                "folder, with a manifest beside it.")
     with st.form("ie_export_form", border=True):
         left, right = st.columns(2)
-        out_format = left.selectbox("Format", OUTPUT_FORMATS, key="ie_export_format")
+        out_format = left.selectbox("Format", EXPORT_FORMATS, key="ie_export_format")
         name = right.text_input("Snapshot name (optional)", key="ie_export_name",
                                 placeholder="e.g. v3 for the first training run")
         status = left.multiselect("Status", STATUSES, default=["accepted"],

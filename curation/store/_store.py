@@ -67,6 +67,7 @@ from curation.store._guidelines import CURRENT_GUIDELINES, EVENT_COLUMNS, Guidel
 from curation.store._inserts import ExampleInserts
 from curation.store._leases import LeaseQueries
 from curation.store._maintenance import FILE_HEADERS, MaintenanceQueries
+from curation.store._preference import PreferenceQueries
 from curation.store._progress import ProgressQueries
 from curation.store._queues import QueueQueries
 from curation.store._runs import RunQueries
@@ -144,7 +145,7 @@ class Example:
 class Store(ExampleInserts, SnapshotQueries, UserQueries, EmbeddingQueries, FindingQueries,
             QueueQueries, RunQueries, MaintenanceQueries, SuggestionQueries, SessionQueries,
             BatchQueries, ProgressQueries, GuidelineQueries, CommentQueries, AgreementQueries,
-            LeaseQueries):
+            LeaseQueries, PreferenceQueries):
     """The workspace's examples, their history and snapshots, and (mixed in) every other
     table's queries."""
 
@@ -442,6 +443,9 @@ class Store(ExampleInserts, SnapshotQueries, UserQueries, EmbeddingQueries, Find
             out["tags"] = tuple(dict.fromkeys(t.strip() for t in out["tags"] if t.strip()))
         if "deleted" in out:
             out["deleted"] = bool(out["deleted"])
+        if out.get("rejected") is not None:  # its shape; `_preference_fields` checks the rest
+            check_conversation_or_invalid([{"role": "user", "content": "prompt"},
+                                           *out["rejected"]])
         return out
 
     def _write(self, cur, current: Example, diff: dict[str, Any], actor: str,
