@@ -181,6 +181,9 @@ def _chosen_rejected(record: dict, max_chars: int):
     from curation.formats import RecordError, check_text, from_alpaca, from_sharegpt
 
     chosen, rejected = record["chosen"], record["rejected"]
+    if isinstance(chosen, list) != isinstance(rejected, list):
+        raise RecordError("wrong_type", "chosen and rejected must both be text or both be "
+                          "message lists", "rejected")
     if "conversations" in record:  # LLaMA-Factory ranking, ShareGPT
         prompt = from_sharegpt(record, max_chars, unanswered=True)
         return (prompt, [_sharegpt_turn(chosen, "chosen")],
