@@ -29,8 +29,7 @@ from curate.workspace import Workspace
 from curation import CurateError, ExampleFilter, default_db_path
 from curation._files import private_umask
 from curation.auth import ROLES, User
-from curation.formats import (DEFAULT_MAX_FIELD_CHARS, EXPORT_FORMATS, INPUT_FORMATS,
-                              parse_mapping)
+from curation.formats import DEFAULT_MAX_FIELD_CHARS, EXPORT_FORMATS, INPUT_FORMATS, parse_mapping
 from curation.query import SPLITS, STATUSES
 from curation.store import is_damage, store_error
 from curation.text import duration

@@ -41,8 +41,8 @@ from typing import Any
 
 import orjson
 
-from curation._files import private_dir
 from curation import preference
+from curation._files import private_dir
 from curation.auth import User, require
 from curation.errors import InvalidValue
 from curation.formats import EXPORT_FORMATS, WRITERS
@@ -74,11 +74,12 @@ class ExportResult:
     def left_out_note(self) -> str | None:
         """A sentence on the examples left out, or None when there are none."""
         n = (self.left_out or {}).get("needs_answer", 0)
-        notes = [preference.left_out_note(self.left_out or {})] if n == 0 else [
-            f"{n:,} example{'s' if n != 1 else ''} matching the filters "
-            f"{'need' if n != 1 else 'needs'} an answer and "
-            f"{'were' if n != 1 else 'was'} left out (answer them in Review first)",
-            preference.left_out_note(self.left_out or {})]
+        notes = [preference.left_out_note(self.left_out or {})]  # not pairs, if it is one
+        if n:
+            notes.insert(0, f"{n:,} example{'s' if n != 1 else ''} matching the filters "
+                            f"{'need' if n != 1 else 'needs'} an answer and "
+                            f"{'were' if n != 1 else 'was'} left out (answer them in Review "
+                            "first)")
         return "; ".join(filter(None, notes)) or None
 
     def to_dict(self) -> dict[str, Any]:

@@ -359,7 +359,7 @@ def set_edit_pairs(store: Store, user: User, on: bool) -> bool:
 def model_answer(store: Store, example: Example) -> str | None:
     """The text of the example's last answer if a model wrote it and nobody changed it since:
     a draft's or a model-output import's first answer, or an accepted suggestion's."""
-    prompt, answer = split_answer(example.messages)
+    answer = split_answer(example.messages)[1]
     if example.kind != "sft" or len(answer) != 1 or answer[0]["role"] != "assistant":
         return None
     text = answer[0]["content"]

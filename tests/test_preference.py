@@ -15,8 +15,7 @@ from curation import InvalidExample, InvalidValue, User, import_file
 from curation import suggestions as SG
 from curation.exporter import write_snapshot
 from curation.formats import RecordError, detect_format, to_draft
-from curation.preference import (EDIT_PAIR_SOURCE, PreferencePair, preference_pairs,
-                                 record_edit_pair)
+from curation.preference import EDIT_PAIR_SOURCE, PreferencePair, preference_pairs, record_edit_pair
 from curation.query import ExampleFilter
 from curation.undo import undo_change
 from tests.conftest import admin, chat, write_jsonl
@@ -226,9 +225,8 @@ def test_preference_exports_import_back_to_the_same_pairs(mixed, file_store, tmp
 
 def test_the_trl_preference_file_loads_in_datasets_and_trl(mixed, tmp_path):
     import datasets
-    from trl.data_utils import is_conversational, maybe_apply_chat_template
-
     from transformers import AutoTokenizer
+    from trl.data_utils import is_conversational, maybe_apply_chat_template
 
     from training.models import cached_default_model
 
