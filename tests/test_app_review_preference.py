@@ -70,3 +70,21 @@ def test_a_kto_record_shows_its_flag_and_saves_a_change(review_page, empty_store
     at.button(key="rv_save").click().run()
     assert not at.exception, at.exception
     assert store.get(2).desirable is True and store.get(2).version == 2
+
+
+def test_overview_counts_pairs_and_turns_edit_pairs_off(monkeypatch, empty_store, tmp_path):
+    from tests.conftest import open_app_page
+
+    store = _store(empty_store, tmp_path)
+    at = open_app_page(monkeypatch, store, "overview", RITA)
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Preference pairs"] == "1" and metrics["KTO records"] == "1"
+    assert metrics["From SME edits"] == "0"
+    toggle = at.toggle(key="ov_edit_pairs")
+    assert toggle.value is True
+    toggle.set_value(False).run()
+    assert not at.exception, at.exception
+    assert store.setting("preference_pairs_from_edits") == "off"
+    annotator = open_app_page(monkeypatch, store, "overview", User("ann", "annotator"))
+    assert not [t for t in annotator.toggle if t.key == "ov_edit_pairs"]
+    assert any("Pairs from SME edits are off" in c.value for c in annotator.caption)

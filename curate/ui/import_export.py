@@ -204,6 +204,11 @@ def import_form(upload) -> None:
              "empty output or completion, no response column). They are stored as pending "
              "and marked 'needs answer', and are never exported or trained on until someone "
              "answers them in Review. Same as `curate import --unanswered`.")
+    model_output = st.checkbox(
+        "Answers written by a model", key=f"ie_model_output_{fid}",
+        help="The answers are a model's output (tagged model-output): when a reviewer edits "
+             "one, the edited answer (chosen) and the model's (rejected) are recorded as a "
+             "preference pair. Same as `curate import --model-output`.")
 
     problem = None
     if mapping and "prompt" not in mapping:
@@ -228,7 +233,7 @@ def import_form(upload) -> None:
         report, saved_to = ws.import_file(path, fmt=fmt, mapping=mapping or None, split=split,
                                           status=status, source=source.strip() or upload.name,
                                           tags=split_tags(tags), unanswered=unanswered,
-                                          progress=progress)
+                                          model_output=model_output, progress=progress)
     except CurateError as exc:
         bar.empty()
         say_error(exc, path, upload.name)
