@@ -358,3 +358,34 @@ def test_a_pair_is_not_recorded_when_the_prompt_changed_too(empty_store):
     after = empty_store.update(draft.id, base_version=1, actor="rita",
                                messages=chat("another q", "SME text"))
     assert record_edit_pair(empty_store, RITA, draft, after) is None
+
+
+# --- the CLI -----------------------------------------------------------------------------------
+
+def test_cli_imports_model_output_sets_edit_pairs_and_exports_pairs(tmp_path):
+    from click.testing import CliRunner
+
+    from curate.cli import main
+    from curation import Store
+
+    db = tmp_path / "ws" / "curate.duckdb"
+
+    def invoke(*args):
+        result = CliRunner().invoke(main, [*args, "--db", str(db)], catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    answers = write_jsonl(tmp_path / "model.jsonl", [{"messages": chat("q", "model a")}])
+    pairs = write_jsonl(tmp_path / "pairs.jsonl", [SHAPES["trl_explicit_standard"]])
+    invoke("init")
+    invoke("import", str(answers), "--model-output", "--status", "accepted")
+    invoke("import", str(pairs), "--status", "accepted")
+    assert "Pairs from SME edits are on." in invoke("edit-pairs")
+    assert "Pairs from SME edits are off." in invoke("edit-pairs", "off")
+    out = invoke("export", str(tmp_path / "dpo.jsonl"), "--format", "openai_dpo")
+    assert "1 example of the snapshot is not a preference pair (SFT or KTO) and was left out" \
+        in out
+    assert "wrote 1 examples" in out
+    with Store(db) as store:
+        assert store.setting("preference_pairs_from_edits") == "off"
+        assert "model-output" in store.get(1).tags and "model-output" not in store.get(2).tags
