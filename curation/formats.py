@@ -23,6 +23,10 @@ Design decisions:
   *needs an answer* (`needs_answer`): the shape itself is the mark, so it can never disagree
   with the text. Without the flag each of these is rejected as before, and the message says
   that `--unanswered` would keep it.
+- Preference pairs and KTO records (`chosen`/`rejected`, `preferred_output`, a boolean
+  `label` with a `completion`, `kto_tag`) are detected before the formats whose keys they
+  share and read by `curation.preference`, into a Draft of kind 'preference' (with the
+  rejected continuation) or 'kto' (with its flag); docs/formats.md, "Preference data".
 """
 
 from __future__ import annotations

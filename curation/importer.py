@@ -32,6 +32,11 @@ Design decisions:
   always as `pending`, whatever `status` says for the answered ones: an example that needs an
   answer has nothing to accept yet. The report counts them (`needs_answer`). Without the flag
   they are rejected, and the message says that the flag would keep them.
+- Preference pairs and KTO records (`curation.preference`) travel in three more columns
+  (kind, rejected answer, desirable flag); a pair's content hash covers its rejected answer,
+  so only the same pair again is "already in the store". `model_output=True`
+  (`--model-output`) tags every example `model-output`: its answers are a model's, and an
+  SME's edit of one records a preference pair.
 - A bad record never aborts the rest: it becomes a `LineError` (line, code, message, field).
   A file that is not UTF-8 is refused whole (`NotUtf8`), since its text cannot be trusted.
 - Fast path: orjson parses the bytes of a line; only a line orjson refuses goes through the
