@@ -31,7 +31,7 @@ def test_w_swaps_the_chosen_and_the_rejected_answer(browser, workspace, app_serv
     page.keyboard.press("Escape")  # leave the box: its text is sent, shortcuts work again
     page.wait_for_timeout(500)
     page.keyboard.press("w")
-    page.get_by_text(re.compile(r"Swapped chosen and rejected: #1 is now version 2")).first \
+    page.get_by_text(re.compile(r"Swapped chosen and rejected.+#1 is now version 2")).first \
         .wait_for(timeout=30_000)
     chosen = page.get_by_role("textbox", name=re.compile("Chosen answer"))
     assert chosen.input_value() == "Green, at noon."
