@@ -88,3 +88,18 @@ def test_overview_counts_pairs_and_turns_edit_pairs_off(monkeypatch, empty_store
     annotator = open_app_page(monkeypatch, store, "overview", User("ann", "annotator"))
     assert not [t for t in annotator.toggle if t.key == "ov_edit_pairs"]
     assert any("Pairs from SME edits are off" in c.value for c in annotator.caption)
+
+
+def test_saving_an_edit_of_a_draft_records_a_pair_the_page_names(review_page, empty_store):
+    draft = empty_store.add([{"role": "user", "content": "Reset my password"},
+                             {"role": "assistant", "content": "Contact support."}],
+                            actor="t", source="draft")
+    at = review_page(empty_store, id=str(draft.id))
+    at.text_area(key=f"rv_e{draft.id}_v1_a0").input("Use 'Forgot password'.").run()
+    at.button(key="rv_save").click().run()
+    assert not at.exception, at.exception
+    [pair] = [e for e in empty_store.find() if e.kind == "preference"]
+    assert pair.rejected == [{"role": "assistant", "content": "Contact support."}]
+    assert pair.messages[-1]["content"] == "Use 'Forgot password'."
+    assert any(f"#{pair.id}" in c.value and "Preference pairs recorded" in c.value
+               for c in at.caption)

@@ -759,6 +759,7 @@ with right:
     round_panel(ws, example)
     _eval_failure(example)
     _suggestion(example)
+    review_preference.edit_pairs_note(ws, example)
     pending = _changes(example)
     _decision_panel(item, pending)
     review_leases.submit_button(ws, _act)

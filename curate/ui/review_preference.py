@@ -86,3 +86,12 @@ def badge(ex: Example) -> str | None:
     if ex.kind == "kto":
         return "KTO: " + ("desirable" if ex.desirable else "undesirable")
     return None
+
+
+def edit_pairs_note(ws, ex: Example) -> None:
+    """Which preference pairs were recorded from edits of this example, if any."""
+    pairs = ws.edit_pairs_of(ex.id)
+    if pairs:
+        st.caption(":material/compare_arrows: Preference pairs recorded from edits of this "
+                   "example's model answer: " + ", ".join(f"#{i}" for i in pairs)
+                   + " (pending, in the review queues like any example).")
