@@ -30,8 +30,8 @@ from curate.workspace import Workspace
 from curation import CurateError, ExampleFilter, default_db_path
 from curation._files import private_umask
 from curation.auth import ROLES, User
-from curation.formats import (DEFAULT_ALPACA_SEPARATOR, DEFAULT_MAX_FIELD_CHARS, INPUT_FORMATS,
-                              OUTPUT_FORMATS, parse_mapping)
+from curation.formats import (DEFAULT_ALPACA_SEPARATOR, DEFAULT_MAX_FIELD_CHARS, EXPORT_FORMATS,
+                              INPUT_FORMATS, parse_mapping)
 from curation.query import SPLITS, STATUSES
 from curation.store import is_damage, store_error
 from curation.text import duration
@@ -269,10 +269,14 @@ def doctor(db, restore, as_json):
               help="Joins an Alpaca instruction and a non-blank input into the user turn; "
                    "\\n and \\t are read as newline and tab. Default: one newline, as "
                    "LLaMA-Factory joins them; '\\n\\n' was Curate's before.")
+@click.option("--model-output", is_flag=True,
+              help="The answers were written by a model (tagged model-output): an SME's "
+                   "edit of one records a preference pair (edited chosen, original rejected). "
+                   "Example: curate import drafts.jsonl --model-output")
 @actor_option
 @json_option
 def import_(file, db, fmt, mapping, split, status, source, tags, max_field_chars, unanswered,
-            drop_media, alpaca_separator, actor, as_json):
+            drop_media, alpaca_separator, model_output, actor, as_json):
     """Import examples from JSONL, a JSON array or CSV; bad lines are reported, not fatal.
 
     \b
@@ -296,8 +300,8 @@ def import_(file, db, fmt, mapping, split, status, source, tags, max_field_chars
         report, saved = workspace.import_file(
             file, fmt=fmt, mapping=parse_mapping(mapping, unanswered=unanswered), split=split,
             status=status, source=source, tags=tags, max_field_chars=max_field_chars,
-            unanswered=unanswered, progress=progress, drop_media=drop_media,
-            alpaca_separator=unescape_separator(alpaca_separator))
+            unanswered=unanswered, model_output=model_output, progress=progress,
+            drop_media=drop_media, alpaca_separator=unescape_separator(alpaca_separator))
         if bar is not None:
             bar.__exit__(None, None, None)
     if as_json:
@@ -318,7 +322,7 @@ def import_(file, db, fmt, mapping, split, status, source, tags, max_field_chars
 @main.command()
 @click.argument("out", type=click.Path(dir_okay=False, path_type=Path))
 @db_option
-@click.option("--format", "fmt", type=click.Choice(OUTPUT_FORMATS), default="openai",
+@click.option("--format", "fmt", type=click.Choice(EXPORT_FORMATS), default="openai",
               show_default=True)
 @click.option("--status", "statuses", multiple=True, type=click.Choice(STATUSES),
               default=("accepted",), show_default=True, help="Repeatable.")
@@ -419,6 +423,27 @@ def overlap(n, db, actor):
     if outcome["agreed"] or outcome["disputed"]:
         click.echo(f"{len(outcome['agreed']):,} examples decided by their agreeing decisions, "
                    f"{len(outcome['disputed']):,} sent to the Adjudication queue.")
+
+
+@main.command("edit-pairs")
+@click.argument("state", type=click.Choice(["on", "off"]), required=False)
+@db_option
+@actor_option
+def edit_pairs(state, db, actor):
+    """Show or set whether an SME's edit of a model's answer records a preference pair.
+
+    A model's answer is a draft (source draft), an accepted model suggestion, or an import
+    marked --model-output. The pair (edited answer chosen, the model's rejected) is saved as
+    a new pending preference example (source sme-edit). On by default.
+
+    \b
+    Example:
+      curate edit-pairs off
+    """
+    with _open(db, actor) as workspace:
+        on = workspace.edit_pairs_enabled() if state is None else \
+            workspace.set_edit_pairs(state == "on")
+    click.echo("Pairs from SME edits are " + ("on" if on else "off") + ".")
 
 
 @main.command()

@@ -33,6 +33,7 @@ from curation import failures as _failures
 from curation import progress as _progress
 from curation import guidelines as _guidelines
 from curation import leases as _leases
+from curation import preference as _preference
 from curation import routing as _routing
 from curation import sessions as _sessions
 from curation import suggestions as _suggestions
@@ -305,6 +306,29 @@ class Workspace:
         """Make an earlier version of an example current again."""
         return review.revert(self.store, self.user, example_id, to_version,
                              base_version=base_version)
+
+    # --- preference pairs (`curation.preference`) --------------------------------------------
+
+    def swap(self, example_id: int, *, base_version: int, **changes) -> Example:
+        """Exchange a pair's chosen and rejected answer (with pending edits): one edit."""
+        return _preference.swap(self.store, self.user, example_id, base_version=base_version,
+                                **changes)
+
+    def edit_pairs_enabled(self) -> bool:
+        """Whether an SME's edit of a model's answer records a preference pair."""
+        return _preference.edit_pairs_enabled(self.store)
+
+    def set_edit_pairs(self, on: bool) -> bool:
+        """Turn pairs from SME edits on or off (reviewers and admins)."""
+        return _preference.set_edit_pairs(self.store, self.user, on)
+
+    def edit_pairs_of(self, example_id: int) -> list[int]:
+        """The preference pairs recorded from edits of one example."""
+        return _preference.edit_pairs_of(self.store, example_id)
+
+    def preference_pairs(self, snapshot_id: str) -> list[_preference.PreferencePair]:
+        """The preference pairs of a snapshot, in snapshot order."""
+        return _preference.preference_pairs(self.store, snapshot_id)
 
     def bulk(self, ids: list[int], action: str, value: str | None = None,
              reason: str | None = None) -> BulkResult:

@@ -20,6 +20,9 @@ Design decisions:
   snapshot leaves them out (`curation.store._snapshots`), and the result and the manifest
   say how many the filters matched (`left_out`, `left_out_note`), counted when the file is
   written.
+- A preference format (`trl_preference`, `openai_dpo`; `curation.preference` writes them)
+  writes the snapshot's preference pairs only; its SFT and KTO examples are counted in
+  `left_out` (`not_preference`) and the note says so.
 - Each line carries Curate's fields under one key, `curate` (external id, label, tags, Curate
   id, version, split, status, source), never at top level: TRL reserves `label` and OpenAI's
   schema has no `metadata`. Importing the file again gives back the same conversations,
@@ -46,10 +49,11 @@ from typing import Any
 
 import orjson
 
+from curation import preference
 from curation._files import private_dir
 from curation.auth import User, require
 from curation.errors import InvalidValue
-from curation.formats import OUTPUT_FORMATS, WRITERS, llama_factory_entry
+from curation.formats import EXPORT_FORMATS, WRITERS, llama_factory_entry
 from curation.query import ExampleFilter
 from curation.store import Snapshot, Store, utcnow
 
@@ -82,11 +86,13 @@ class ExportResult:
     def left_out_note(self) -> str | None:
         """A sentence on the examples left out, or None when there are none."""
         n = (self.left_out or {}).get("needs_answer", 0)
-        if not n:
-            return None
-        return (f"{n:,} example{'s' if n != 1 else ''} matching the filters "
-                f"{'need' if n != 1 else 'needs'} an answer and "
-                f"{'were' if n != 1 else 'was'} left out (answer them in Review first)")
+        notes = [preference.left_out_note(self.left_out or {})]  # not pairs, if it is one
+        if n:
+            notes.insert(0, f"{n:,} example{'s' if n != 1 else ''} matching the filters "
+                            f"{'need' if n != 1 else 'needs'} an answer and "
+                            f"{'were' if n != 1 else 'was'} left out (answer them in Review "
+                            "first)")
+        return "; ".join(filter(None, notes)) or None
 
     def to_dict(self) -> dict[str, Any]:
         return {"path": str(self.path), "manifest": str(self.manifest_path),
@@ -135,16 +141,26 @@ def write_snapshot(store: Store, snapshot_id: str, out_path: str | os.PathLike, 
     if entry is not None:
         _read_dataset_info(out_path.parent / DATASET_INFO)  # refused before anything is written
     removed = remove_stale_temp_files(out_path.parent)
-    writer = WRITERS[fmt]
+    writer = WRITERS.get(fmt)
     digest, count = hashlib.sha256(), 0
+    not_pairs = 0  # a preference format writes pairs only (`curation.preference`)
     with _atomic(out_path) as f:
         for row in store.snapshot_rows(snapshot_id):
             try:
-                record = writer(row["messages"], external_id=row["external_id"],
-                                label=row["label"], tags=row["tags"],
-                                metadata={"curate_id": row["id"], "version": row["version"],
-                                          "split": row["split"], "status": row["status"],
-                                          "source": row["source"]}, plain=plain)
+                if fmt in preference.OUTPUT_FORMATS:
+                    if row["kind"] != "preference":
+                        not_pairs += 1
+                        continue
+                    # the id, label, tags and metadata every format carries, as openai's
+                    common = {k: v for k, v in WRITERS["openai"](
+                        [], external_id=row["external_id"], label=row["label"],
+                        tags=row["tags"], metadata=_metadata(row), plain=plain).items()
+                        if k != "messages"}
+                    record = preference.WRITERS[fmt](row, common)
+                else:
+                    record = writer(row["messages"], external_id=row["external_id"],
+                                    label=row["label"], tags=row["tags"],
+                                    metadata=_metadata(row), plain=plain)
             except InvalidValue as exc:  # a turn the format cannot hold: nothing is written
                 raise InvalidValue(f"example #{row['id']}: {exc}") from None
             line = orjson.dumps(record) + b"\n"
@@ -157,14 +173,22 @@ def write_snapshot(store: Store, snapshot_id: str, out_path: str | os.PathLike, 
     if entry is not None:
         info_path = out_path.parent / DATASET_INFO
         _add_dataset_info(info_path, stem, entry)
+    left_out = store.left_out(snapshot_id)
+    if fmt in preference.OUTPUT_FORMATS:
+        left_out["not_preference"] = not_pairs
     result = ExportResult(out_path, manifest_path, fmt, count, digest.hexdigest(), snapshot,
-                          note is not None, note, removed, store.left_out(snapshot_id),
+                          note is not None, note, removed, left_out,
                           plain, info_path, stem if entry is not None else None)
     manifest = {**result.to_dict(), "filters": snapshot.filters, "snapshot_name": snapshot.name,
                 "exported_at": utcnow().isoformat() + "Z"}
     with _atomic(manifest_path) as f:
         f.write(orjson.dumps(manifest, option=orjson.OPT_INDENT_2))
     return result
+
+
+def _metadata(row: dict[str, Any]) -> dict[str, Any]:
+    return {"curate_id": row["id"], "version": row["version"], "split": row["split"],
+            "status": row["status"], "source": row["source"]}
 
 
 def _read_dataset_info(path: Path) -> dict[str, Any]:
@@ -202,8 +226,8 @@ def _add_dataset_info(path: Path, name: str, entry: dict[str, Any]) -> None:
 
 
 def _check_format(fmt: str) -> None:
-    if fmt not in OUTPUT_FORMATS:
-        raise InvalidValue(f"export format {fmt!r} is not one of {', '.join(OUTPUT_FORMATS)}")
+    if fmt not in EXPORT_FORMATS:
+        raise InvalidValue(f"export format {fmt!r} is not one of {', '.join(EXPORT_FORMATS)}")
 
 
 def remove_stale_temp_files(directory: Path) -> tuple[Path, ...]:

@@ -32,6 +32,10 @@ Design decisions:
   *needs an answer* (`needs_answer`): the shape itself is the mark, so it can never disagree
   with the text. Without the flag each of these is rejected as before, and the message says
   that `--unanswered` would keep it.
+- Preference pairs and KTO records (`chosen`/`rejected`, `preferred_output`, a boolean
+  `label` with a `completion`, `kto_tag`) are detected before the formats whose keys they
+  share and read by `curation.preference`, into a Draft of kind 'preference' (with the
+  rejected continuation) or 'kto' (with its flag); docs/formats.md, "Preference data".
 """
 
 from __future__ import annotations
@@ -46,11 +50,17 @@ import orjson
 
 from curation import messages as _messages
 
-InputFormat = Literal["auto", "openai", "alpaca", "prompt_completion", "sharegpt", "mapped"]
-OutputFormat = Literal["openai", "alpaca", "prompt_completion", "bedrock", "vertex"]
+InputFormat = Literal["auto", "openai", "alpaca", "prompt_completion", "sharegpt", "mapped",
+                      "preference", "kto"]
+OutputFormat = Literal["openai", "alpaca", "prompt_completion", "bedrock", "vertex",
+                       "trl_preference", "openai_dpo"]
 INPUT_FORMATS: tuple[str, ...] = ("auto", "openai", "alpaca", "prompt_completion", "sharegpt",
                                   "mapped")
 OUTPUT_FORMATS: tuple[str, ...] = ("openai", "alpaca", "prompt_completion", "bedrock", "vertex")
+# preference pairs and KTO records (`curation.preference` reads them, and writes pairs: an
+# export format of a snapshot, not a writer of one conversation like OUTPUT_FORMATS)
+INPUT_FORMATS += ("preference", "kto")
+EXPORT_FORMATS: tuple[str, ...] = OUTPUT_FORMATS + ("trl_preference", "openai_dpo")
 MAPPING_TARGETS: tuple[str, ...] = ("prompt", "response", "system", "label", "id", "tags")
 DEFAULT_MAX_FIELD_CHARS = 100_000
 # Between an Alpaca `instruction` and a non-blank `input` on import: one newline, as
@@ -116,6 +126,11 @@ class Draft:
     tags: tuple[str, ...] = ()
     external_id: str | None = None
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
+    # preference data (`curation.preference`): 'sft', 'preference' (with the rejected
+    # continuation) or 'kto' (with its desirable flag)
+    kind: str = "sft"
+    rejected: list[dict[str, Any]] | None = None
+    desirable: bool | None = None
 
 
 # --- normalisation and hashing ---------------------------------------------------------------
@@ -314,6 +329,10 @@ def split_tags(text: str) -> tuple[str, ...]:
 
 def detect_format(record: dict) -> str:
     """Which input format a JSON record is in, from its keys."""
+    from curation.preference import detect as preference_kind
+
+    if (kind := preference_kind(record)) is not None:  # before the keys they share
+        return kind
     if "messages" in record:
         return "openai"
     if "conversations" in record:
@@ -369,6 +388,10 @@ def _to_draft(record: Any, fmt: str, mapping: dict[str, str] | None, max_chars: 
     media = _media(record, drop_media)
     if fmt == "auto":
         fmt = detect_format(record)
+    if fmt in ("preference", "kto"):
+        from curation import preference
+
+        return preference.to_draft(record, fmt, max_chars)
     if fmt == "alpaca":
         messages = from_alpaca(record, max_chars, unanswered, separator=alpaca_separator)
     elif fmt in ("openai", "sharegpt"):

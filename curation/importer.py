@@ -32,6 +32,11 @@ Design decisions:
   always as `pending`, whatever `status` says for the answered ones: an example that needs an
   answer has nothing to accept yet. The report counts them (`needs_answer`). Without the flag
   they are rejected, and the message says that the flag would keep them.
+- Preference pairs and KTO records (`curation.preference`) travel in three more columns
+  (kind, rejected answer, desirable flag); a pair's content hash covers its rejected answer,
+  so only the same pair again is "already in the store". `model_output=True`
+  (`--model-output`) tags every example `model-output`: its answers are a model's, and an
+  SME's edit of one records a preference pair.
 - A bad record never aborts the rest: it becomes a `LineError` (line, code, message, field).
   A file that is not UTF-8 is refused whole (`NotUtf8`), since its text cannot be trusted.
 - Fast path: orjson parses the bytes of a line; only a line orjson refuses goes through the
@@ -68,6 +73,7 @@ from curation.errors import CurateError, InvalidValue, NotUtf8, UnreadableFile
 from curation.formats import (DEFAULT_ALPACA_SEPARATOR, DEFAULT_MAX_FIELD_CHARS, INPUT_FORMATS,
                               RecordError, check_mapping, detect_format, needs_answer,
                               search_text, to_draft)
+from curation.preference import MODEL_OUTPUT_TAG, hash_bytes
 from curation.query import SPLITS, STATUSES
 from curation.store import Store, utcnow
 
@@ -157,16 +163,19 @@ def import_file(store: Store, path: str | os.PathLike, *, fmt: str = "auto",
                 mapping: dict[str, str] | None = None, split: str = "train",
                 status: str = "pending", source: str | None = None, tags: tuple[str, ...] = (),
                 user: User, max_field_chars: int = DEFAULT_MAX_FIELD_CHARS,
-                unanswered: bool = False, progress: Progress | None = None,
-                drop_media: bool = False,
+                unanswered: bool = False, model_output: bool = False,
+                progress: Progress | None = None, drop_media: bool = False,
                 alpaca_separator: str = DEFAULT_ALPACA_SEPARATOR) -> ImportReport:
     """Import every valid record of a file in one transaction; report every other one.
     `unanswered`: records without an answer are imported too, as pending examples that need
-    an answer. `drop_media`: records with images, videos or audio are imported as their text
-    (media and `<image>`-style placeholders removed) instead of refused
-    (`unsupported_modality`). `alpaca_separator` joins an Alpaca `instruction` and a
-    non-blank `input`."""
+    an answer. `model_output`: the answers were written by a model (tag `model-output`), so
+    an SME's edit of one records a preference pair (`curation.preference`). `drop_media`:
+    records with images, videos or audio are imported as their text (media and
+    `<image>`-style placeholders removed) instead of refused (`unsupported_modality`).
+    `alpaca_separator` joins an Alpaca `instruction` and a non-blank `input`."""
     require(user, "import")
+    if model_output:
+        tags = (*tags, MODEL_OUTPUT_TAG)
     if fmt not in INPUT_FORMATS:
         raise InvalidValue(f"format {fmt!r} is not one of {', '.join(INPUT_FORMATS)}")
     if split not in SPLITS:
@@ -250,7 +259,8 @@ class _Columns:
     """Valid rows as Arrow buffers (offsets + UTF-8 data per string column), built in plain
     Python and pickled as bytes: cheap to send between processes and to hand to DuckDB."""
 
-    _STRINGS = ("external_id", "messages", "text", "label", "content_hash")
+    _STRINGS = ("external_id", "messages", "text", "label", "content_hash",
+                "kind", "rejected", "desirable")  # the last three: `curation.preference`
 
     def __init__(self) -> None:
         self.lines = array("q")
@@ -278,7 +288,15 @@ class _Columns:
         s["messages"].append(blob)
         s["text"].append(search_text(messages).encode())
         s["label"].append((draft.label or "").encode())
-        s["content_hash"].append(hashlib.sha256(blob).hexdigest().encode())
+        if draft.kind == "sft":
+            s["content_hash"].append(hashlib.sha256(blob).hexdigest().encode())
+        else:  # a pair's hash covers its rejected answer (`curation.preference`)
+            s["content_hash"].append(hash_bytes(blob, draft.kind, draft.rejected,
+                                                draft.desirable).encode())
+        s["kind"].append(draft.kind.encode())
+        s["rejected"].append(orjson.dumps(draft.rejected) if draft.rejected else b"")
+        s["desirable"].append(b"" if draft.desirable is None
+                              else str(draft.desirable).lower().encode())
         self.tag_counts.append(len(tags))
         self.tags.extend(t.encode() for t in tags)
         return None

@@ -21,6 +21,8 @@ Design decisions:
   has one: accepting says "this is right to train on", and there is nothing to train on yet.
   Accepting it together with the edit that writes the answer is one change; bulk accept
   skips it and says why. Reject and needs-work stay open to it.
+- An edit (or a decision saved with an edit) of an answer a model wrote records a preference
+  pair afterwards (`curation.preference.record_edit_pair`), when the workspace has that on.
 - With overlap (a workspace needing N > 1 independent decisions per example), `decide` on an
   undecided train example records one blind vote, or settles a disputed one: the rules are
   in `curation.agreement`, the one branch into it is here.
@@ -34,7 +36,7 @@ import secrets
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from curation import agreement
+from curation import agreement, preference
 from curation.auth import User, require
 from curation.errors import BulkConflict, InvalidValue
 from curation.formats import needs_answer
@@ -56,8 +58,12 @@ def edit(store: Store, user: User, example_id: int, *, base_version: int,
     require(user, "edit")
     if "status" in changes or "deleted" in changes:
         raise InvalidValue("use decide() to change the status and bulk() to delete")
-    return store.update(example_id, base_version=base_version, actor=user.name, reason=reason,
-                        **changes)
+    before = store.get(example_id) if "messages" in changes else None
+    after = store.update(example_id, base_version=base_version, actor=user.name, reason=reason,
+                         **changes)
+    if before is not None:  # an edited model answer becomes a preference pair
+        preference.record_edit_pair(store, user, before, after)
+    return after
 
 
 def decide(store: Store, user: User, example_id: int, decision: Decision, *,
@@ -77,9 +83,12 @@ def decide(store: Store, user: User, example_id: int, decision: Decision, *,
     if agreement.applies(store, current):  # overlap: a blind vote, or settling a dispute
         return agreement.decide(store, user, current, decision, base_version=base_version,
                                 reason=(reason or "").strip() or None, changes=changes)
-    return store.update(example_id, base_version=base_version, actor=user.name,
-                        reason=(reason or "").strip() or None, action=decision,
-                        status=DECISION_STATUS[decision], **changes)
+    after = store.update(example_id, base_version=base_version, actor=user.name,
+                         reason=(reason or "").strip() or None, action=decision,
+                         status=DECISION_STATUS[decision], **changes)
+    if "messages" in changes:  # an edited model answer becomes a preference pair
+        preference.record_edit_pair(store, user, current, after)
+    return after
 
 
 def revert(store: Store, user: User, example_id: int, to_version: int, *,
@@ -90,7 +99,8 @@ def revert(store: Store, user: User, example_id: int, to_version: int, *,
     return store.update(example_id, base_version=base_version, actor=user.name,
                         reason=f"revert to version {to_version}", action="revert",
                         messages=old["messages"], label=old["label"], tags=old["tags"],
-                        split=old["split"])
+                        split=old["split"], rejected=old["rejected"],
+                        desirable=old["desirable"])
 
 
 @dataclass

@@ -68,7 +68,7 @@ def _same(version: dict, example: Example) -> bool:
     return all(version[f] == getattr(example, f) for f in _FIELDS)
 
 
-_FIELDS = ("messages", "label", "tags", "split", "status")
+_FIELDS = ("messages", "label", "tags", "split", "status", "rejected", "desirable")
 
 
 @dataclass

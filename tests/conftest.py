@@ -22,6 +22,23 @@ def chat(user: str, assistant: str, system: str | None = None) -> list[dict[str,
                        {"role": "assistant", "content": assistant}]
 
 
+def add_legacy(store: Store, messages: list[dict[str, str]], label: str | None = None) -> int:
+    """Write an example with only the columns every schema since migration 2 has, as an older
+    Curate did: how a test fills a workspace of an older schema (today's `Store.add` and
+    import write today's columns). Returns its id."""
+    from curation.formats import content_hash
+
+    cur = store.cursor()
+    (new_id,) = cur.execute("SELECT nextval('example_id_seq')").fetchone()
+    cur.execute("INSERT INTO examples (id, messages, text, label, tags, split, status, "
+                "content_hash, version, created_by, created_at, updated_by, updated_at, "
+                "deleted) VALUES (?, ?, ?, ?, [], 'train', 'pending', ?, 1, 't', "
+                "now()::TIMESTAMP, 't', now()::TIMESTAMP, false)",
+                [new_id, orjson.dumps(messages).decode(),
+                 "\n".join(m["content"] for m in messages), label, content_hash(messages)])
+    return new_id
+
+
 def admin(name: str) -> User:
     """An admin called `name`: who sets up test data (the CLI acts as one too)."""
     return User(name, "admin")

@@ -7,14 +7,15 @@ import re
 import pytest
 
 from curate.cli import main
-from curation.formats import CODES, INPUT_FORMATS, OUTPUT_FORMATS
+from curation.formats import CODES, EXPORT_FORMATS, INPUT_FORMATS, OUTPUT_FORMATS
 from tests.conftest import PROJECT_ROOT
 
 FORMATS_DOC = (PROJECT_ROOT / "docs" / "formats.md").read_text()
 README = (PROJECT_ROOT / "README.md").read_text()
 
 
-@pytest.mark.parametrize("fmt", sorted(set(INPUT_FORMATS + OUTPUT_FORMATS) - {"auto"}))
+@pytest.mark.parametrize("fmt", sorted(set(INPUT_FORMATS + OUTPUT_FORMATS + EXPORT_FORMATS)
+                                          - {"auto"}))
 def test_every_format_has_a_heading_in_the_spec(fmt):
     headings = [line for line in FORMATS_DOC.splitlines() if line.startswith("#")]
     assert any(fmt in h for h in headings), f"docs/formats.md has no heading naming {fmt}"

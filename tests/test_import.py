@@ -17,7 +17,7 @@ import pytest
 from curation import (ExampleFilter, ImportReport, InvalidValue, LineError, NotUtf8, Store,
                       UnreadableFile, import_file, importer)
 from curation.formats import parse_mapping
-from tests.conftest import PROJECT_ROOT, admin, chat, write_jsonl
+from tests.conftest import PROJECT_ROOT, add_legacy, admin, chat, write_jsonl
 
 
 def rec(i: int, **extra) -> dict:
@@ -818,7 +818,8 @@ def test_a_store_hashed_before_exact_hashes_is_migrated(tmp_path, monkeypatch):
     records = [rec(1, label="l"), {"messages": chat(" question 2 ", "e\u0301"), "label": "l"}]
     path = write_jsonl(tmp_path / "old.jsonl", records)
     with Store(tmp_path / "old.duckdb") as store:
-        import_file(store, path, user=admin("t"))
+        for record in records:
+            add_legacy(store, record["messages"], record["label"])
         store.cursor().execute("UPDATE examples SET content_hash = 'old-style hash'")
     monkeypatch.undo()
     with Store(tmp_path / "old.duckdb") as store:

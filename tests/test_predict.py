@@ -23,7 +23,7 @@ from curation import suggestions as SG
 from curation.auth import User
 from curation.errors import InvalidValue, PermissionDenied
 from curation.store import _schema
-from tests.conftest import PROJECT_ROOT, admin, chat, page, unescaped
+from tests.conftest import PROJECT_ROOT, add_legacy, admin, chat, page, unescaped
 from tests.test_failures import evaluated  # noqa: F401 (the module's evaluated tiny run)
 from tests.test_training import RUN_TIMEOUT
 from training.predict import (confidence, continuation_logprobs, known_answers,
@@ -134,17 +134,17 @@ def test_migration_adds_suggestions_to_an_older_workspace(tmp_path, monkeypatch)
     path = tmp_path / "v6.duckdb"
     monkeypatch.setattr(_schema, "MIGRATIONS", _schema.MIGRATIONS[:6])
     with Store(path) as store:
-        ex = store.add(chat("q", "a"), actor="t")
+        ex_id = add_legacy(store, chat("q", "a"))
         assert store.cursor().execute(
             "SELECT count(*) FROM information_schema.tables WHERE table_name = 'suggestions'"
         ).fetchone() == (0,)
     monkeypatch.undo()
     with Store(path) as store:
         assert store.schema_version() == len(_schema.MIGRATIONS) > 6  # later ones may follow
-        assert store.get(ex.id).messages == chat("q", "a")
-        assert SG.current(store, ex.id) is None
-        SG.record_suggestions(store, ADA, [SG.Suggestion(ex.id, 1, "r", "a", 0.5, "m")])
-        assert SG.current(store, ex.id).answer == "a"
+        assert store.get(ex_id).messages == chat("q", "a")
+        assert SG.current(store, ex_id) is None
+        SG.record_suggestions(store, ADA, [SG.Suggestion(ex_id, 1, "r", "a", 0.5, "m")])
+        assert SG.current(store, ex_id).answer == "a"
 
 
 # --- on the real evaluated tiny run -----------------------------------------------------------

@@ -98,7 +98,8 @@ def test_import_export_import_keeps_conversations_and_metadata(dataset):
                 import_file(third, plain.path, status="accepted", user=admin("prop"))
                 conversations = {orjson.dumps(m): m for m, *_ in want}
                 assert [e.messages for e in third.find()] == list(conversations.values())
-                assert {(e.label, e.tags, e.external_id) for e in third.find()} <= {(None, (), None)}
+                assert ({(e.label, e.tags, e.external_id) for e in third.find()}
+                        <= {(None, (), None)})
 
 
 # --- examples that are alike but not the same survive export -> import -------------------------

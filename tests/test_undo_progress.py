@@ -13,7 +13,7 @@ from curation.progress import decisions_per_day, queue_progress
 from curation.store import utcnow
 from curation.undo import last_batch, undo_batch, undo_change
 from curation.importer import import_file
-from tests.conftest import admin, chat
+from tests.conftest import add_legacy, admin, chat
 
 RITA = User("rita", "reviewer")
 RAVI = User("ravi", "reviewer")
@@ -151,14 +151,14 @@ def test_migration_adds_batches_to_an_older_workspace(tmp_path, monkeypatch):
     path = tmp_path / "older.duckdb"
     monkeypatch.setattr(_schema, "MIGRATIONS", _schema.MIGRATIONS[:mine])
     with Store(path) as store:
-        ex = store.add(chat("q", "a"), actor="t")
+        ex_id = add_legacy(store, chat("q", "a"))
     monkeypatch.undo()
     with Store(path) as store:
         assert store.schema_version() == len(_schema.MIGRATIONS)
-        result = review.bulk(store, RITA, [ex.id], "accept")
-        assert store.get(ex.id).status == "accepted"
-        assert undo_batch(store, RITA, result.batch).restored == [ex.id]
-        assert store.get(ex.id).status == "pending"
+        result = review.bulk(store, RITA, [ex_id], "accept")
+        assert store.get(ex_id).status == "accepted"
+        assert undo_batch(store, RITA, result.batch).restored == [ex_id]
+        assert store.get(ex_id).status == "pending"
 
 
 def test_progress_in_a_findings_queue_counts_only_its_examples(seeded_store):

@@ -38,8 +38,8 @@ import streamlit as st
 
 from curate.ui.common import plain, workspace
 from curation import SPLITS, STATUSES, CurateError, ExampleFilter
-from curation.formats import (CODES, DEFAULT_ALPACA_SEPARATOR, INPUT_FORMATS, MAPPING_TARGETS,
-                              OUTPUT_FORMATS, split_tags)
+from curation.formats import (CODES, DEFAULT_ALPACA_SEPARATOR, EXPORT_FORMATS, INPUT_FORMATS,
+                              MAPPING_TARGETS, split_tags)
 from curation.uploads import (MAX_UPLOAD_BYTES, MAX_UPLOAD_MB, discard_upload, export_target,
                               preview_cell, preview_file, remove_stale_uploads, save_upload,
                               suggest_mapping)
@@ -54,6 +54,9 @@ FORMAT_HELP = {  # what reads each export format
     "prompt_completion": "prompt_completion: TRL's conversational prompt-completion",
     "bedrock": "bedrock: Amazon Bedrock conversation (bedrock-conversation-2024, Nova)",
     "vertex": "vertex: Vertex AI Gemini supervised tuning (contents/parts)",
+    "trl_preference": "trl_preference: preference pairs, prompt/chosen/rejected (TRL DPO)",
+    "openai_dpo": "openai_dpo: preference pairs, input/preferred_output/non_preferred_output "
+                  "(OpenAI DPO)",
 }
 ALPACA_SEPARATORS = {"\n": "One newline (LLaMA-Factory)", "\n\n": "A blank line (two newlines)",
                      " ": "A space"}
@@ -240,6 +243,11 @@ def import_form(upload) -> None:
         st.caption(f":material/image: The file has {', '.join(media)}: those records will be "
                    "rejected (unsupported_modality) unless you tick 'Drop images, video and "
                    "audio'.")
+    model_output = st.checkbox(
+        "Answers written by a model", key=f"ie_model_output_{fid}",
+        help="The answers are a model's output (tagged model-output): when a reviewer edits "
+             "one, the edited answer (chosen) and the model's (rejected) are recorded as a "
+             "preference pair. Same as `curate import --model-output`.")
 
     problem = None
     if mapping and "prompt" not in mapping:
@@ -264,8 +272,8 @@ def import_form(upload) -> None:
         report, saved_to = ws.import_file(path, fmt=fmt, mapping=mapping or None, split=split,
                                           status=status, source=source.strip() or upload.name,
                                           tags=split_tags(tags), unanswered=unanswered,
-                                          progress=progress, drop_media=drop_media,
-                                          alpaca_separator=separator)
+                                          model_output=model_output, progress=progress,
+                                          drop_media=drop_media, alpaca_separator=separator)
     except CurateError as exc:
         bar.empty()
         say_error(exc, path, upload.name)
@@ -304,8 +312,8 @@ with export_tab:
                "folder, with a manifest beside it.")
     with st.form("ie_export_form", border=True):
         left, right = st.columns(2)
-        out_format = left.selectbox("Format", OUTPUT_FORMATS, key="ie_export_format",
-                                    format_func=FORMAT_HELP.get)
+        out_format = left.selectbox("Format", EXPORT_FORMATS, key="ie_export_format",
+                                    format_func=lambda f: FORMAT_HELP.get(f, f))
         name = right.text_input("Snapshot name (optional)", key="ie_export_name",
                                 placeholder="e.g. v3 for the first training run")
         status = left.multiselect("Status", STATUSES, default=["accepted"],

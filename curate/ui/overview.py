@@ -8,7 +8,9 @@ says when the Thin labels queue is out of date and how to update it.
 Decisions per person per day (`curation.progress.decisions_per_day`) are a stacked bar per
 UTC day with one colour per person, so names are in the legend and never cut off on an axis;
 the system's own actors (the CLI's import, the model's auto-accepts) are left out.
-The Agreement section (`overview_agreement`) sets the review overlap and shows kappa.
+The Agreement section (`overview_agreement`) sets the review overlap and shows kappa; the
+Preference data section (`overview_preference`) counts pairs and KTO records and turns pairs
+from SME edits on or off.
 """
 
 import pandas as pd
@@ -17,6 +19,7 @@ import streamlit as st
 from curate.ui import review_leases
 from curate.ui.common import single_user_mode, workspace
 from curate.ui.overview_agreement import agreement_section
+from curate.ui.overview_preference import preference_section
 from curation import STATUSES
 
 ws = workspace("view")
@@ -54,6 +57,7 @@ with st.container(border=True):
         st.text("• Nothing: every example is decided.")
 
 agreement_section(ws)  # overlap for agreement: the setting (admins) and kappa
+preference_section(ws)  # preference pairs, KTO records, pairs from SME edits (setting)
 
 
 def _bar(title: str, counts: dict) -> None:

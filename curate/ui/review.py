@@ -65,6 +65,9 @@ Design decisions:
   back their latest decision or edit of today that still stands, read from the audit.
 - Label keys `1`-`9` set the label of the draft to one of the workspace's first nine labels
   (alphabetical, listed beside the label box); a decision or Save saves it, as for the box.
+- A preference pair shows its chosen and rejected answer side by side, both editable, and
+  Swap (`w`) saves them exchanged as one edit; a KTO record shows its desirable flag
+  (`curate/ui/review_preference.py`).
 - Progress above the example: this person's decisions today in this queue, of how many
   (`curation.progress` defines it).
 """
@@ -76,7 +79,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from curate.ui import review_guidelines, review_leases, review_rich
+from curate.ui import review_guidelines, review_leases, review_preference, review_rich
 from curate.ui.common import (ERROR_ICON, NEEDS_ANSWER_MARK, filter_form, filter_keys, flash,
                               page_path, page_start, plain, workspace)
 from curate.ui.keys import shortcut_help
@@ -90,7 +93,8 @@ from curation.suggestions import LABEL_METHOD
 from curation.store import Example
 
 SHORTCUTS = {"accept": "a", "reject": "x", "needs_work": "n", "skip": "s", "next": "j",
-             "previous": "k", "save": "e", "accept_suggestion": "m", "undo": "u"}
+             "previous": "k", "save": "e", "accept_suggestion": "m", "undo": "u",
+             "swap": review_preference.SWAP_KEY}
 LABEL_KEYS = 9  # 1-9 set one of the first nine labels
 DECISION_WORDS = {"accept": "Accepted", "reject": "Rejected", "needs_work": "Sent back",
                   "submit": "Submitted for review"}
@@ -229,6 +233,7 @@ def _changes(ex: Example) -> dict[str, Any]:
         changes["label"] = label
     if tuple(tags) != ex.tags:
         changes["tags"] = tags
+    changes |= review_preference.changes(ex, _prefix(ex))  # a pair's rejected answer, KTO flag
     return changes
 
 
@@ -265,7 +270,7 @@ def _act(kind: str, decision: str | None = None, to_version: int | None = None) 
         return
     op = {"kind": kind, "decision": decision, "to_version": to_version,
           "reason": S.get(f"{_prefix(ex)}_reason", ""),
-          "changes": _changes(ex) if kind in ("decide", "edit", "suggestion", "submit")
+          "changes": _changes(ex) if kind in ("decide", "edit", "suggestion", "submit", "swap")
           else {}}
     if kind == "edit" and not op["changes"]:
         flash("review", "Nothing to save: no edits.", ":material/info:")
@@ -286,6 +291,8 @@ def _submit(op: dict[str, Any], base_version: int) -> None:
                                          reason=op["reason"], **op["changes"])
         elif op["kind"] == "edit":
             after = ws.edit(ex.id, base_version=base_version, **op["changes"])
+        elif op["kind"] == "swap":
+            after = ws.swap(ex.id, base_version=base_version, **op["changes"])
         elif op["kind"] == "submit":
             after = ws.submit(ex.id, base_version=base_version, reason=op["reason"],
                               **op["changes"])
@@ -308,8 +315,8 @@ def _submit(op: dict[str, Any], base_version: int) -> None:
                  f"{after.version})", ":material/check_circle:")
         _next()
     else:
-        what = ("Saved" if op["kind"] == "edit"
-                else f"Reverted to version {op['to_version']}:")
+        what = {"edit": "Saved", "swap": "Swapped chosen and rejected:"}.get(
+            op["kind"], f"Reverted to version {op['to_version']}:")
         flash("review", f"{what} #{ex.id} is now version {after.version}", ":material/save:")
         S.rvq_cur = QueueItem(after, item.rank, item.reason)
 
@@ -389,6 +396,8 @@ def _header(item: QueueItem) -> None:
             top.badge("deleted", color="red", icon=":material/delete:")
         if ex.needs_answer:
             top.badge(NEEDS_ANSWER_MARK, color="orange", icon=":material/edit_note:")
+        if kind := review_preference.badge(ex):
+            top.badge(kind, color="violet", icon=":material/compare_arrows:")
         _fields([("External id", ex.external_id or ""), ("Source", ex.source or ""),
                  ("Label", ex.label or ""), ("Tags", ", ".join(ex.tags)),
                  ("Version", str(ex.version)),
@@ -483,6 +492,9 @@ def _conversation(ex: Example) -> None:
             st.text_area(":material/person: User", user_text, key=f"{p}_u{uid}",
                          height="content", persist_state="session")
             unanswered = ex.needs_answer and index == len(order) - 1
+            if ex.kind == "preference" and index == len(order) - 1:  # chosen | rejected
+                review_preference.answers(ex, p, f"{p}_a{uid}", answer, _act, ("swap",))
+                continue
             st.text_area(":material/smart_toy: Assistant", answer, key=f"{p}_a{uid}",
                          height="content", persist_state="session",
                          placeholder="Needs an answer: write the assistant's reply"
@@ -490,6 +502,8 @@ def _conversation(ex: Example) -> None:
                          help="This prompt was imported without an answer; it is not "
                               "exported or trained on until this box is filled and saved."
                          if unanswered else None)
+            if ex.kind == "kto" and index == len(order) - 1:
+                review_preference.kto_flag(ex, p)
     st.button("Add a user + assistant pair", key=f"{p}_add", icon=":material/add:",
               on_click=_add_pair, args=(ex,))
 
@@ -565,6 +579,7 @@ def _decision_panel(item: QueueItem, changes: dict[str, Any]) -> None:
                         if undo else "No decision or edit of yours today still stands."))
         st.caption("Shortcuts: a accept · x reject · n needs work · s skip · j next · "
                    "k previous · e save edit · m accept the model's suggestion · u undo · "
+                   "w swap a pair's answers · "
                    "1-9 label · Esc leave a text box · Ctrl+Enter save the edit")
         error = S.get("rvq_error")
         if error and error[0] == ex.id:
@@ -757,6 +772,7 @@ with right:
     round_panel(ws, example)
     _eval_failure(example)
     _suggestion(example)
+    review_preference.edit_pairs_note(ws, example)
     pending = _changes(example)
     _decision_panel(item, pending)
     review_leases.submit_button(ws, _act)

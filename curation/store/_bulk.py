@@ -44,8 +44,11 @@ _NEW_VALUE: dict[str, tuple[str, str]] = {
 }
 _EVENT_ACTION = {"accept": "accept", "reject": "reject", "delete": "delete",
                  "restore": "restore"}  # the rest are edits, as `update` names them
-SUPERSEDED_COLUMNS = ("id, version, messages, label, tags, split, status, content_hash, "
-                      "updated_by, updated_at")
+# the current version of examples, copied into example_versions (add a WHERE or a join)
+SUPERSEDE = ("INSERT INTO example_versions (example_id, version, messages, label, tags, split, "
+             "status, content_hash, changed_by, changed_at, kind, rejected, desirable) "
+             "SELECT id, version, messages, label, tags, split, status, content_hash, "
+             "updated_by, updated_at, kind, rejected, desirable FROM examples")
 
 
 class BulkQueries:
@@ -88,8 +91,7 @@ class BulkQueries:
                                             "version": pa.array(versions, pa.int32()),
                                             "old": old, "new": new}))
         try:
-            cur.execute(f"INSERT INTO example_versions SELECT {SUPERSEDED_COLUMNS} FROM examples "
-                        "SEMI JOIN bulk_rows b ON examples.id = b.id "
+            cur.execute(f"{SUPERSEDE} SEMI JOIN bulk_rows b ON examples.id = b.id "
                         "AND examples.version = b.version")
             updated = cur.execute(
                 f"UPDATE examples SET {field} = b.new, version = b.version + 1, "

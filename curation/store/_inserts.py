@@ -7,16 +7,20 @@ The importer's Arrow table is its column buffers as they are (no copy, no per-ro
 either way the rows have the columns `id` (from `new_example_ids`; a row with id 0 is
 skipped), `line` (the file line, null for an example written in the app), `external_id`,
 `messages` (JSON), `text` (search text), `label` (`''` stands for none in these three),
-`content_hash`, `tags`, and `label_conflict` (the message of a label conflict, `''` for
-none). Each row becomes version 1 in `examples` and one 'create' event carrying source,
-split, status, label, the line, and the label conflict when there is one: in the caller's
-transaction, so a failed import or add writes nothing.
+`content_hash`, `tags`, `label_conflict` (the message of a label conflict, `''` for
+none), and the preference columns `kind` (`''` for 'sft'), `rejected` (JSON, `''` for none)
+and `desirable` (`'true'`, `'false'`, `''` for none). Each row becomes version 1 in
+`examples` and one 'create' event carrying source, split, status, label, the line, and the
+label conflict when there is one: in the caller's transaction, so a failed import or add
+writes nothing.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import TYPE_CHECKING
+
+import orjson
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -26,8 +30,9 @@ _EVENT = "json_object('source', ?::VARCHAR, 'split', ?::VARCHAR, 'status', ?::VA
 _APP_EVENT, _FILE_EVENT = _EVENT.format(""), _EVENT.format(", 'line', line")
 # One example as the relation `_insert_new` reads, from parameters.
 _ONE_ROW = ("(VALUES (?::BIGINT, ?::BIGINT, ?::VARCHAR, ?::VARCHAR, ?::VARCHAR, ?::VARCHAR, "
-            "?::VARCHAR, ?::VARCHAR[], ?::VARCHAR)) AS new_examples(id, line, external_id, "
-            "messages, text, label, content_hash, tags, label_conflict)")
+            "?::VARCHAR, ?::VARCHAR[], ?::VARCHAR, ?::VARCHAR, ?::VARCHAR, ?::VARCHAR)) "
+            "AS new_examples(id, line, external_id, messages, text, label, content_hash, tags, "
+            "label_conflict, kind, rejected, desirable)")
 
 
 class ExampleInserts:
@@ -76,13 +81,18 @@ class ExampleInserts:
     def insert_example(self, example_id: int, messages: str, text: str, label: str | None,
                        content_hash: str, tags: tuple[str, ...], *, source: str | None,
                        split: str, status: str, actor: str, now: datetime,
-                       reason: str | None = None) -> None:
+                       reason: str | None = None,
+                       preference: tuple[str, list | None, bool | None] = ("sft", None, None)
+                       ) -> None:
         """Write one new example (messages as JSON text), written in the app, with its
         'create' event; call it inside a transaction. The same statements as
         `insert_examples`, over one row of parameters (an Arrow scan costs 2 ms a statement,
         too much for one row)."""
+        kind, rejected, desirable = preference
         self._insert_new(_ONE_ROW, [example_id, None, "", messages, text, label or "",
-                                    content_hash, list(tags), ""],
+                                    content_hash, list(tags), "", kind,
+                                    orjson.dumps(rejected).decode() if rejected else "",
+                                    "" if desirable is None else str(desirable).lower()],
                          source=source, split=split, status=status, actor=actor, now=now,
                          reason=reason)
 
@@ -95,8 +105,11 @@ class ExampleInserts:
         cur.execute(
             "INSERT INTO examples (id, external_id, messages, text, label, tags, source, "
             "split, status, content_hash, version, created_by, created_at, updated_by, "
-            "updated_at, deleted) SELECT id, nullif(external_id, ''), messages, text, "
-            "nullif(label, ''), tags, ?, ?, ?, content_hash, 1, ?, ?, ?, ?, false "
+            "updated_at, deleted, kind, rejected, desirable) SELECT id, "
+            "nullif(external_id, ''), messages, text, "
+            "nullif(label, ''), tags, ?, ?, ?, content_hash, 1, ?, ?, ?, ?, false, "
+            "coalesce(nullif(kind, ''), 'sft'), nullif(rejected, ''), "
+            "CASE desirable WHEN 'true' THEN true WHEN 'false' THEN false END "
             f"FROM {rows} WHERE id > 0",
             [source, split, status, actor, now, actor, now, *row_params]).fetchall()
         event = [source, split, status]

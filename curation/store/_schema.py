@@ -19,6 +19,11 @@ Design decisions:
   `text` is stored uncompressed (migration 4): compressing it (DuckDB's dictionary + FSST) took
   as long at COMMIT as compressing `messages`, about 1.2 s per 100,000 examples on one core,
   for a derived copy that search scans faster uncompressed. It costs about 40% more disk.
+- Preference data (`curation.preference`) adds three columns to both example tables rather
+  than a table of its own: `kind` ('sft', 'preference' or 'kto'), `rejected` (the rejected
+  continuation as JSON turns, preference examples only) and `desirable` (KTO only). The
+  chosen answer stays in `messages`, so every check, search and SFT export reads a pair
+  unchanged, and a version (and so a snapshot) captures both answers.
 """
 
 from __future__ import annotations
@@ -271,6 +276,16 @@ MIGRATIONS: list[tuple[str, str]] = [
             acquired_at   TIMESTAMP NOT NULL,
             expires_at    TIMESTAMP NOT NULL
         );
+    """),
+    ("preference examples: kind, rejected answer and KTO flag per example and version", """
+        ALTER TABLE examples ADD COLUMN kind VARCHAR DEFAULT 'sft';
+        ALTER TABLE examples ADD COLUMN rejected VARCHAR;
+        ALTER TABLE examples ADD COLUMN desirable BOOLEAN;
+        UPDATE examples SET kind = 'sft' WHERE kind IS NULL;
+        ALTER TABLE example_versions ADD COLUMN kind VARCHAR DEFAULT 'sft';
+        ALTER TABLE example_versions ADD COLUMN rejected VARCHAR;
+        ALTER TABLE example_versions ADD COLUMN desirable BOOLEAN;
+        UPDATE example_versions SET kind = 'sft' WHERE kind IS NULL;
     """),
 ]
 

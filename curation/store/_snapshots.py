@@ -29,10 +29,11 @@ if TYPE_CHECKING:
     from curation.query import ExampleFilter
 
 # Every version of every example: the superseded ones, and the current one in `examples`.
+# A preference pair's rejected answer and a KTO record's flag are part of each version.
 _VERSIONS = ("(SELECT example_id, version, messages, label, tags, split, status, content_hash, "
-             "changed_by, changed_at FROM example_versions UNION ALL "
-             "SELECT id, version, messages, label, tags, split, status, content_hash, "
-             "updated_by, updated_at FROM examples)")
+             "changed_by, changed_at, kind, rejected, desirable FROM example_versions "
+             "UNION ALL SELECT id, version, messages, label, tags, split, status, content_hash, "
+             "updated_by, updated_at, kind, rejected, desirable FROM examples)")
 
 
 @dataclass(frozen=True)
@@ -110,18 +111,21 @@ class SnapshotQueries:
         cur = self._con.cursor()
         cur.execute(
             "SELECT v.example_id, e.external_id, v.version, v.messages, v.label, v.tags, v.split, "
-            f"v.status, e.source FROM snapshot_items s JOIN {_VERSIONS} v "
+            "v.status, e.source, coalesce(v.kind, 'sft'), v.rejected, v.desirable "
+            f"FROM snapshot_items s JOIN {_VERSIONS} v "
             "ON v.example_id = s.example_id AND v.version = s.version "
             "JOIN examples e ON e.id = s.example_id WHERE s.snapshot_id = ? ORDER BY v.example_id",
             [snapshot_id])
         keys = ("id", "external_id", "version", "messages", "label", "tags", "split", "status",
-                "source")
+                "source", "kind", "rejected", "desirable")
         try:
             while batch := cur.fetchmany(2048):
                 for row in batch:
                     item = dict(zip(keys, row))
                     item["messages"] = orjson.loads(item["messages"])
                     item["tags"] = tuple(item["tags"] or ())
+                    if item["rejected"] is not None:
+                        item["rejected"] = orjson.loads(item["rejected"])
                     yield item
         finally:
             cur.close()

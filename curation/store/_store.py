@@ -52,12 +52,13 @@ import orjson
 from curation._files import private_file, workspace_dir
 from curation.errors import (CurateError, ExampleNotFound, InvalidValue,
                              StoreCorrupt, StoreLocked, StoreUnreadable, VersionConflict)
-from curation.formats import (DEFAULT_MAX_FIELD_CHARS, check_conversation, content_hash,
-                              needs_answer, search_text)
+from curation.formats import (DEFAULT_MAX_FIELD_CHARS, check_conversation, needs_answer,
+                              search_text)
+from curation.preference import example_hash
 from curation.query import SPLITS, STATUSES, ExampleFilter
 from curation.store import _schema
 from curation.store._batches import BatchQueries
-from curation.store._bulk import SUPERSEDED_COLUMNS, BulkQueries
+from curation.store._bulk import SUPERSEDE, BulkQueries
 from curation.store._comments import CommentQueries
 from curation.store._agreement import AgreementQueries
 from curation.store._embeddings import EmbeddingQueries
@@ -67,6 +68,7 @@ from curation.store._guidelines import CURRENT_GUIDELINES, EVENT_COLUMNS, Guidel
 from curation.store._inserts import ExampleInserts
 from curation.store._leases import LeaseQueries
 from curation.store._maintenance import FILE_HEADERS, MaintenanceQueries
+from curation.store._preference import PreferenceQueries
 from curation.store._progress import ProgressQueries
 from curation.store._queues import QueueQueries
 from curation.store._runs import RunQueries
@@ -86,9 +88,10 @@ _LOCKED = re.compile(r"Could not set lock|Conflicting lock")
 _RECOVER = ("Nothing was changed. Run `curate doctor --db {path}` (with the app stopped): it "
             "sets the damaged files aside, never deleting them, and reopens the workspace from "
             "its last good state.")
-EDITABLE = ("messages", "label", "tags", "split", "status", "deleted")
+EDITABLE = ("messages", "label", "tags", "split", "status", "deleted", "rejected", "desirable")
 COLUMNS = ("id, external_id, messages, label, tags, source, split, status, content_hash, "
-            "version, created_by, created_at, updated_by, updated_at, deleted")
+            "version, created_by, created_at, updated_by, updated_at, deleted, kind, rejected, "
+            "desirable")
 
 def utcnow() -> datetime:
     """Naive UTC timestamp, as stored in every TIMESTAMP column."""
@@ -119,6 +122,9 @@ class Example:
     updated_by: str
     updated_at: datetime
     deleted: bool = False
+    kind: str = "sft"  # 'sft', 'preference' or 'kto' (`curation.preference`)
+    rejected: list[dict[str, str]] | None = None  # a pair's rejected continuation
+    desirable: bool | None = None  # a KTO record's flag
 
     @property
     def needs_answer(self) -> bool:
@@ -131,13 +137,16 @@ class Example:
         values = list(row)
         values[2] = orjson.loads(values[2])
         values[4] = tuple(values[4] or ())
+        if len(values) > 16:
+            values[15] = values[15] or "sft"
+            values[16] = orjson.loads(values[16]) if values[16] else None
         return cls(*values)
 
 
 class Store(ExampleInserts, SnapshotQueries, UserQueries, EmbeddingQueries, FindingQueries,
             QueueQueries, RunQueries, MaintenanceQueries, SuggestionQueries, SessionQueries,
             BatchQueries, ProgressQueries, GuidelineQueries, CommentQueries, AgreementQueries,
-            LeaseQueries, BulkQueries):
+            LeaseQueries, PreferenceQueries, BulkQueries):
     """The workspace's examples, their history and snapshots, and (mixed in) every other
     table's queries."""
 
@@ -308,15 +317,17 @@ class Store(ExampleInserts, SnapshotQueries, UserQueries, EmbeddingQueries, Find
     def versions(self, example_id: int) -> list[dict[str, Any]]:
         """Every stored version of an example, oldest first."""
         rows = self.cursor().execute(
-            "SELECT version, messages, label, tags, split, status, changed_by, changed_at "
-            "FROM example_versions WHERE example_id = ? UNION ALL "
-            "SELECT version, messages, label, tags, split, status, updated_by, updated_at "
-            "FROM examples WHERE id = ? ORDER BY version", [example_id, example_id]).fetchall()
+            "SELECT version, messages, label, tags, split, status, changed_by, changed_at, "
+            "rejected, desirable FROM example_versions WHERE example_id = ? UNION ALL "
+            "SELECT version, messages, label, tags, split, status, updated_by, updated_at, "
+            "rejected, desirable FROM examples WHERE id = ? ORDER BY version",
+            [example_id, example_id]).fetchall()
         if not rows:
             raise ExampleNotFound(f"no example has id #{example_id}")
         keys = ("version", "messages", "label", "tags", "split", "status", "changed_by",
-                "changed_at")
-        return [dict(zip(keys, r), messages=orjson.loads(r[1]), tags=tuple(r[3])) for r in rows]
+                "changed_at", "rejected", "desirable")
+        return [dict(zip(keys, r), messages=orjson.loads(r[1]), tags=tuple(r[3]),
+                     rejected=orjson.loads(r[8]) if r[8] else None) for r in rows]
 
     def version(self, example_id: int, version: int) -> dict[str, Any]:
         """One stored version of an example."""
@@ -367,17 +378,25 @@ class Store(ExampleInserts, SnapshotQueries, UserQueries, EmbeddingQueries, Find
 
     def add(self, messages: list[dict[str, str]], *, actor: str, label: str | None = None,
             tags: tuple[str, ...] = (), source: str | None = None, split: str = "train",
-            status: str = "pending", reason: str | None = None) -> Example:
-        """Store one new example (version 1, a 'create' event) written in the app."""
+            status: str = "pending", reason: str | None = None, kind: str = "sft",
+            rejected: list[dict[str, str]] | None = None,
+            desirable: bool | None = None) -> Example:
+        """Store one new example (version 1, a 'create' event) written in the app; a
+        preference pair (`kind='preference'`) with its `rejected` continuation, a KTO record
+        (`kind='kto'`) with its `desirable` flag."""
         messages = check_conversation_or_invalid(messages)
         changes = self._validated({"label": label, "tags": tags, "split": split,
                                    "status": status})
+        kind, rejected, desirable = _preference_fields(messages, kind, rejected, desirable)
         with self.transaction():
             (new_id,) = self.new_example_ids(1)
             self.insert_example(new_id, orjson.dumps(messages).decode(), search_text(messages),
-                                changes["label"], content_hash(messages), changes["tags"],
+                                changes["label"],
+                                example_hash(messages, kind, rejected, desirable),
+                                changes["tags"],
                                 source=source, split=changes["split"], status=changes["status"],
-                                actor=actor, now=utcnow(), reason=reason)
+                                actor=actor, now=utcnow(), reason=reason,
+                                preference=(kind, rejected, desirable))
         return self.get(new_id)
 
     def update(self, example_id: int, *, base_version: int, actor: str, reason: str | None = None,
@@ -398,6 +417,12 @@ class Store(ExampleInserts, SnapshotQueries, UserQueries, EmbeddingQueries, Find
                 if ("messages" in changes and not current.needs_answer
                         and action != "revert"):  # an answer is never edited away
                     check_conversation_or_invalid(changes["messages"])
+                if ({"rejected", "desirable"} & set(changes)  # only a pair / KTO has them
+                        or ("messages" in changes and current.kind == "preference")):
+                    changes["rejected"], changes["desirable"] = _preference_fields(
+                        changes.get("messages", current.messages), current.kind,
+                        changes.get("rejected", current.rejected),
+                        changes.get("desirable", current.desirable))[1:]
                 diff = {k: v for k, v in changes.items()
                         if v != _field(current, k)}
                 if not diff:
@@ -432,6 +457,9 @@ class Store(ExampleInserts, SnapshotQueries, UserQueries, EmbeddingQueries, Find
             out["tags"] = tuple(dict.fromkeys(t.strip() for t in out["tags"] if t.strip()))
         if "deleted" in out:
             out["deleted"] = bool(out["deleted"])
+        if out.get("rejected") is not None:  # its shape; `_preference_fields` checks the rest
+            check_conversation_or_invalid([{"role": "user", "content": "prompt"},
+                                           *out["rejected"]])
         return out
 
     def _write(self, cur, current: Example, diff: dict[str, Any], actor: str,
@@ -441,16 +469,22 @@ class Store(ExampleInserts, SnapshotQueries, UserQueries, EmbeddingQueries, Find
                                     updated_at=now)
         if after.status not in ("accepted", "rejected"):
             self._note_arrival()
-        if "messages" in diff:
-            after = dataclasses.replace(after, content_hash=content_hash(after.messages))
+        if {"messages", "rejected", "desirable"} & set(diff):
+            after = dataclasses.replace(after, content_hash=example_hash(
+                after.messages, after.kind, after.rejected, after.desirable))
         columns = {k: _jsonable(v) for k, v in diff.items()}
+        if "rejected" in diff:
+            columns["rejected"] = (orjson.dumps(after.rejected).decode()
+                                   if after.rejected is not None else None)
+        if {"messages", "rejected", "desirable"} & set(diff):
+            columns["content_hash"] = after.content_hash
         if "messages" in diff:
             columns |= {"messages": orjson.dumps(after.messages).decode(),
-                        "text": search_text(after.messages), "content_hash": after.content_hash}
+                        "text": search_text(after.messages)}
         columns |= {"version": version, "updated_by": actor, "updated_at": now}
         assignments = ", ".join(f"{name} = ?" for name in columns)
         superseded = cur.execute(
-            f"INSERT INTO example_versions SELECT {SUPERSEDED_COLUMNS} FROM examples "
+            f"{SUPERSEDE} "
             "WHERE id = ? AND version = ? RETURNING version",
             [current.id, current.version]).fetchall()
         if not superseded:
@@ -501,6 +535,32 @@ def check_conversation_or_invalid(messages: Any, *, unanswered: bool = False
         return check_conversation(messages, DEFAULT_MAX_FIELD_CHARS, unanswered=unanswered)
     except RecordError as exc:
         raise InvalidExample(exc.message) from None
+
+
+def _preference_fields(messages: list[dict[str, str]], kind: str,
+                       rejected: list[dict[str, str]] | None, desirable: bool | None
+                       ) -> tuple[str, list[dict[str, str]] | None, bool | None]:
+    """(kind, rejected, desirable) checked against each other and the messages: a pair needs
+    a valid rejected continuation of the same prompt, a KTO record its flag, SFT neither."""
+    from curation.errors import InvalidExample
+    from curation.formats import RecordError
+    from curation.preference import KINDS, check_rejected
+
+    if kind not in KINDS:
+        raise InvalidValue(f"kind {kind!r} is not one of {', '.join(KINDS)}")
+    if kind == "preference":
+        try:
+            rejected = check_rejected(messages, rejected, DEFAULT_MAX_FIELD_CHARS)
+        except RecordError as exc:
+            raise InvalidExample(exc.message) from None
+    elif rejected is not None:
+        raise InvalidValue(f"only a preference pair has a rejected answer, not a {kind} "
+                           "example")
+    if kind == "kto" and not isinstance(desirable, bool):
+        raise InvalidValue("a KTO example needs desirable: true or false")
+    if kind != "kto" and desirable is not None:
+        raise InvalidValue(f"only a KTO example has the desirable flag, not a {kind} example")
+    return kind, rejected, desirable
 
 
 def _field(example: Example, name: str) -> Any:
