@@ -11,7 +11,9 @@ Design decisions:
   previous version, status included (`curation.review.revert` restores content only).
 - Undo only applies on top of the change itself: if anyone changed the example since, the
   undo is refused (`VersionConflict`, who and when) instead of overwriting their work; a
-  batch undo skips those examples and says which. One exception makes `u`, `u` walk back:
+  batch undo skips those examples and says which. A batch undo is one set-based write
+  (`Store.bulk_revert`), so taking back 100,000 changes costs about what the batch did. One
+  exception makes `u`, `u` walk back:
   when the example is now exactly as that change left it (a later change was undone), the
   undo applies on top of the current version.
 - Who may undo: one's own change, with the permission that change needed (an annotator may
@@ -31,7 +33,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from curation.auth import User, require
-from curation.errors import ExampleNotFound, InvalidValue, VersionConflict
+from curation.errors import BulkConflict, ExampleNotFound, InvalidValue, VersionConflict
 from curation.review import BULK_PERMISSION
 from curation.store import Example, Store, utcnow
 
@@ -99,16 +101,21 @@ def undo_batch(store: Store, user: User, batch_id: str) -> UndoResult:
     if batch["undone_at"] is not None:
         raise InvalidValue(f"batch {batch_id} was undone already, by {batch['undone_by']} at "
                            f"{batch['undone_at']:%Y-%m-%d %H:%M} UTC")
-    result = UndoResult(batch_id)
-    for example_id, version, before in store.batch_changes(batch_id):
+    reason = f"undo batch {batch_id} ({batch['action']})"
+    for attempt in range(2):  # once more if someone changed one of them during the write
         try:
-            store.update(example_id, base_version=version, actor=user.name, action="revert",
-                         reason=f"undo batch {batch_id} ({batch['action']})", **before)
-        except VersionConflict as exc:
-            result.skipped[example_id] = str(exc)
-            continue
-        result.restored.append(example_id)
-    store.mark_batch_undone(batch_id, user.name, utcnow())
+            restored, changed_since = store.bulk_revert(batch_id, batch["action"],
+                                                        actor=user.name, reason=reason,
+                                                        now=utcnow())
+            break
+        except BulkConflict:
+            if attempt:
+                raise
+    result = UndoResult(batch_id, restored=restored)
+    for example_id, version in changed_since:
+        current = store.get(example_id)
+        result.skipped[example_id] = str(VersionConflict(
+            example_id, version, current.version, current.updated_by, current.updated_at))
     return result
 
 

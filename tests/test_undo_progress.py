@@ -243,3 +243,13 @@ def test_a_set_based_bulk_write_records_what_one_update_per_example_records(file
 
     assert state(bulk_store) == state(per_example)
     assert bulk_store.batch(result.batch)["changed"] == len(result.changed)
+    # and its undo records what one revert per example records
+    reason = f"undo batch {result.batch} ({action})"
+    for example_id in result.changed:
+        current = per_example.get(example_id)
+        before = per_example.history(example_id)[-1]["before"]
+        per_example.update(example_id, base_version=current.version, actor="rita",
+                           action="revert", reason=reason, **before)
+    undone = undo_batch(bulk_store, admin("rita"), result.batch)
+    assert undone.restored == result.changed and not undone.skipped
+    assert state(bulk_store) == state(per_example)

@@ -56,19 +56,6 @@ class BatchQueries:
             "ORDER BY b.created_at DESC, b.id DESC LIMIT ?", [*params, limit]).fetchall()
         return [dict(zip(BATCH_KEYS, r)) for r in rows]
 
-    def batch_changes(self, batch_id: str) -> list[tuple[int, int, dict[str, Any]]]:
-        """(example id, version it made, the fields as they were before) of every change of
-        the batch, in example order."""
-        rows = self.cursor().execute(
-            "SELECT i.example_id, i.version, e.before FROM batch_events i JOIN events e "
-            "ON e.example_id = i.example_id AND e.version = i.version "
-            "WHERE i.batch_id = ? ORDER BY i.example_id", [batch_id]).fetchall()
-        return [(r[0], r[1], orjson.loads(r[2]) if r[2] else {}) for r in rows]
-
-    def mark_batch_undone(self, batch_id: str, actor: str, now: datetime) -> None:
-        self.cursor().execute("UPDATE batches SET undone_by = ?, undone_at = ? WHERE id = ?",
-                              [actor, now, batch_id])
-
     def latest_standing_change(self, actor: str, since: datetime, actions: Sequence[str]
                                ) -> tuple[int, int, str] | None:
         """(example id, version, action) of `actor`'s latest event since `since` among
