@@ -20,7 +20,7 @@ from curation.maintenance import backup, backup_dir, doctor
 from tests.conftest import admin, PROJECT_ROOT, chat, page, write_jsonl
 
 ADMIN = User("ada", "admin")
-DAMAGE = ("zero_bytes", "random_bytes", "truncated", "bad_wal")
+DAMAGE = ("zero_bytes", "random_bytes", "truncated", "bad_wal", "bad_wal_header")
 
 
 def _store_with(path: Path, n: int, tmp_path: Path) -> None:
@@ -55,7 +55,9 @@ def damage(kind: str, path: Path, tmp_path: Path) -> Path:
         _leave_a_wal(path)
         wal = Path(f"{path}.wal")
         data = bytearray(wal.read_bytes())
-        data[len(data) * 3 // 4] ^= 0xFF
+        # a byte in an entry fails its checksum; the first byte of the log's header made
+        # DuckDB skip the whole log, and its five reviews, without an error
+        data[0 if kind == "bad_wal_header" else len(data) * 3 // 4] ^= 0xFF
         wal.write_bytes(bytes(data))
         return wal
     return path
@@ -87,7 +89,7 @@ def test_the_cli_reports_a_damaged_store_in_one_line(tmp_path, kind):
     assert str(named) in lines[0] and "curate doctor" in lines[0]
 
 
-@pytest.mark.parametrize("kind", ("zero_bytes", "bad_wal"))
+@pytest.mark.parametrize("kind", ("zero_bytes", "bad_wal", "bad_wal_header"))
 def test_the_app_shows_a_damaged_store_as_a_message(tmp_path, monkeypatch, kind):
     path = tmp_path / "ws" / "curate.duckdb"
     named = damage(kind, path, tmp_path)
@@ -135,6 +137,9 @@ def test_doctor_sets_damaged_files_aside_and_the_store_opens_again(tmp_path, kin
     if kind == "bad_wal":  # the file and the log's good start: the first reviews survive
         assert count == 500 and 0 < accepted < 5
         assert "write-ahead log" in report.kept
+    elif kind == "bad_wal_header":  # no entry of the log can be trusted: the file alone
+        assert count == 500 and accepted == 0
+        assert "without its write-ahead log" in report.kept
     else:  # nothing readable and no backup
         assert count == 0 and "empty workspace" in report.kept
 
