@@ -196,7 +196,8 @@ def backup(dest, db, as_json):
     with _open(db) as workspace:
         result = workspace.backup(dest)
     if as_json:
-        _print_json({"path": result.path, "bytes": result.bytes, "counts": result.counts})
+        _print_json({"path": result.path, "bytes": result.bytes, "counts": result.counts,
+                     "removed": list(result.removed)})
     else:
         click.echo(result.summary())
 

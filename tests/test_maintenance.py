@@ -188,6 +188,42 @@ def test_backup_is_consistent_and_restores_by_doctor(tmp_path):
         assert store.find(order_by="-id", limit=1)[0].id == 51
 
 
+def test_a_killed_backups_copy_is_removed_by_the_next_backup(seeded_store, tmp_path):
+    """kill -9 during `curate backup` left a hidden copy of the whole workspace beside the
+    target forever (its name held the time, so no later backup matched it)."""
+    folder = tmp_path / "safe"
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # a process that is gone, as a killed backup's is
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        first = backup(seeded_store, folder, user=ADMIN)
+        killed = [folder / f".ws-20260101T000000Z.duckdb.curate-backup-{dead.pid}.partial{end}"
+                  for end in ("", ".wal")]
+        running = folder / f".ws-20260101T000001Z.duckdb.curate-backup-{live.pid}.partial"
+        for leftover in (*killed, running):
+            leftover.write_bytes(b"half a copy")
+        second = backup(seeded_store, folder / "second.duckdb", user=ADMIN)
+    finally:
+        live.kill()
+        live.wait()
+    assert not any(p.exists() for p in killed) and running.exists()  # a live one is kept
+    assert sorted(second.removed) == sorted(map(str, killed))
+    assert f"removed {killed[0]}, left by a backup that was killed" in second.summary()
+    assert first.removed == ()
+    assert sorted(p.name for p in folder.iterdir()) == sorted(
+        [Path(first.path).name, "second.duckdb", running.name])
+
+
+def test_the_backups_folder_is_private_whatever_the_umask(seeded_store):
+    old = os.umask(0o022)
+    try:
+        result = backup(seeded_store, user=ADMIN)
+    finally:
+        os.umask(old)
+    assert os.stat(Path(result.path).parent).st_mode & 0o777 == 0o700
+    assert os.stat(result.path).st_mode & 0o777 == 0o600
+
+
 def test_a_directory_in_place_of_the_file_is_named_not_a_traceback(tmp_path):
     from curation.errors import StoreUnreadable
 
