@@ -127,11 +127,27 @@ def _print_json(value) -> None:
 
 class _Group(click.Group):
     """Turns every CurateError, and every error of the file system (a folder that cannot be
-    written, a full disk), into one line on stderr and exit status 1."""
+    written, a full disk), into one line on stderr and exit status 1. An argument that is not
+    UTF-8 text (bytes the shell passed as they were) is a usage error naming it, before any
+    command runs; a reader that went away (`curate ... | head`) ends the command quietly."""
+
+    def parse_args(self, ctx, args):
+        for arg in args:
+            try:
+                arg.encode("utf-8")
+            except UnicodeEncodeError:
+                shown = arg.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+                raise click.UsageError(f"the argument '{shown}' is not UTF-8 text; Curate "
+                                       "takes names, labels, paths and values as UTF-8", ctx)
+        return super().parse_args(ctx, args)
 
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
+        except BrokenPipeError:  # stdout's reader is gone: nothing left to tell it
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())  # Python's own flush at exit must not fail
+            ctx.exit(141)  # 128 + SIGPIPE, as a command killed by the signal would
         except CurateError as exc:
             click.echo(f"error: {exc}", err=True)
             ctx.exit(1)

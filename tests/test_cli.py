@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -161,3 +162,29 @@ def test_a_file_system_error_is_one_line_not_a_traceback(run, tickets, tmp_path)
     assert result.exit_code == 1
     assert result.output.startswith("error: ") and "not-a-folder" in result.output
     assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("args", [("export", "out.jsonl", "--label", b"\xed\xa0\x80"),
+                                  ("import", "tickets.jsonl", "--source", b"\xff")])
+def test_an_argument_that_is_not_utf8_is_a_usage_error_not_a_traceback(tmp_path, tickets, args):
+    """Bytes the shell passes as they are reach Python as lone surrogates, which DuckDB
+    refused with a traceback."""
+    subprocess.run([sys.executable, "-m", "curate", "init", "--db", "ws.duckdb"], cwd=tmp_path,
+                   check=True, capture_output=True, timeout=60)
+    result = subprocess.run([sys.executable, "-m", "curate", *args, "--db", b"ws.duckdb"],
+                            cwd=tmp_path, capture_output=True, timeout=60)
+    stderr = result.stderr.decode()
+    assert result.returncode == 2 and "Traceback" not in stderr
+    shown = args[-1].decode("utf-8", "backslashreplace")
+    assert f"the argument '{shown}' is not UTF-8 text" in stderr
+
+
+def test_a_reader_that_goes_away_ends_the_command_quietly(run, tickets):
+    """`curate ... | head`: the reader closes the pipe; no 'error: Broken pipe', no traceback."""
+    run("import", str(tickets))
+    reader, writer = os.pipe()
+    os.close(reader)  # the reader is gone before the command writes
+    result = subprocess.run([sys.executable, "-m", "curate", "stats", "--db", str(run.db)],
+                            stdout=writer, stderr=subprocess.PIPE, text=True, timeout=60)
+    os.close(writer)
+    assert result.stderr == "" and result.returncode == 141
