@@ -429,7 +429,7 @@ def test_a_tampered_checkpoint_is_refused_and_runs_no_code(train_store, tmp_path
     the trainer itself when started on the folder directly; the command never runs."""
     import torch
 
-    from training.checkpoint import STATE_TENSORS
+    from training.checkpoint import STATE_JSON, STATE_TENSORS
 
     run = launch(train_store, ADMIN, TrainConfig(**TINY, checkpoint_every_steps=1))
     _wait_for(lambda: checkpoint_dirs(run.dir), what="the first checkpoint")
@@ -459,6 +459,7 @@ def test_a_tampered_checkpoint_is_refused_and_runs_no_code(train_store, tmp_path
         failed.status.reason
 
     planted.unlink()  # the pickle in place of the tensors file instead: damaged, not run
+    tensors = (latest / STATE_TENSORS).read_bytes()
     (latest / STATE_TENSORS).write_bytes(payload.read_bytes())
     resume(train_store, ADMIN, run.id)
     done = wait(run.dir, timeout=RUN_TIMEOUT)
@@ -466,6 +467,15 @@ def test_a_tampered_checkpoint_is_refused_and_runs_no_code(train_store, tmp_path
     assert done.status.reason.startswith(f"checkpoint {latest} has a damaged "
                                             f"{STATE_TENSORS} (")
     assert not marker.exists()
+
+    # valid JSON of the wrong shape in the state file: refused by name, not a Python error
+    (latest / STATE_TENSORS).write_bytes(tensors)
+    (latest / STATE_JSON).write_bytes(orjson.dumps({"optimizer": 5, "scheduler": {}, "rng": {}}))
+    resume(train_store, ADMIN, run.id)
+    done = wait(run.dir, timeout=RUN_TIMEOUT)
+    assert done.state == "failed"
+    assert done.status.reason.startswith(f"checkpoint {latest} has a training state that "
+                                         "does not fit this run (")
 
 
 # --- (h) the command line, from anywhere ------------------------------------------------------
