@@ -375,3 +375,24 @@ def test_pages_show_one_line_for_an_unsupported_pattern(seeded_store, monkeypatc
     messages = [re.sub(r"\\(.)", r"\1", e.value) for e in at.sidebar.error]
     assert any("is not a regular expression the search engine (RE2) supports" in m
                and UNSUPPORTED[pattern] in m for m in messages)
+
+
+@pytest.mark.parametrize("page_name", ("browse", "review"))
+def test_an_unsupported_pattern_selects_nothing_not_everything(seeded_store, monkeypatch,
+                                                               page_name):
+    """The refused search used to be dropped: the page then showed (and a bulk action or the
+    Review queue served) every example, as if nothing had been asked for."""
+    monkeypatch.setenv("CURATE_DB", str(seeded_store.path))
+    monkeypatch.delenv("CURATE_SINGLE_USER", raising=False)
+    at = AppTest.from_file(str(PROJECT_ROOT / "app.py"), default_timeout=30)
+    at.session_state["user"] = ADMIN
+    at.switch_page(page(page_name)).run()
+    shows_example = [s.value for s in at.subheader if s.value.startswith("Example #")] \
+        if page_name == "review" else [d.value for d in at.dataframe if len(d.value)]
+    assert shows_example  # the page shows examples before the search
+    at.toggle(key=f"{page_name}_regex").set_value(True)
+    at.text_input(key=f"{page_name}_search").set_value("(?=x)y").run()
+    assert not at.exception and at.sidebar.error
+    assert not [s.value for s in at.subheader if s.value.startswith("Example #")]
+    assert not [d.value for d in at.dataframe if len(d.value)]
+    assert not [b for b in at.button if b.key and "bulk" in b.key and not b.disabled]
