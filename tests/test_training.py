@@ -8,6 +8,7 @@ process importing torch and loading the model.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -195,6 +196,16 @@ def test_empty_snapshot_is_refused_before_any_process_starts(file_store):
     assert list_runs(store.path.parent / "runs") == []
     with pytest.raises(PermissionDenied, match="train"):
         launch(store, User("ann", "annotator"), TrainConfig(**TINY))
+
+
+@pytest.mark.parametrize("name", ["/nonexistent/model", "./not-here", "../nor-here"])
+def test_a_missing_base_model_folder_is_refused_before_any_process_starts(train_store, name):
+    """It used to start a run that failed half a minute later with transformers' 'Repo id
+    must be in the form...' (and `--detach` reported it started)."""
+    with pytest.raises(InvalidValue, match=f"base_model: the folder {re.escape(name)} does "
+                                           "not exist"):
+        launch(train_store, ADMIN, TrainConfig(**{**TINY, "base_model": name}))
+    assert list_runs(train_store.path.parent / "runs") == []
 
 
 def test_leakage_into_the_snapshot_is_refused_unless_overridden(train_store):
