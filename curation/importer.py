@@ -651,6 +651,9 @@ def _jsonl_records(path: Path, fmt: str, mapping) -> Iterator[Record]:
                 yield number, _diagnose(raw, number, path), offset
 
 
+_TOO_DEEP = "nested too deeply to read (JSON arrays or objects inside each other ~1,000 deep)"
+
+
 def _diagnose(raw: bytes, number: int, path: Path) -> Any:
     """A line orjson refused: not UTF-8 (the whole file is refused), or a LineError."""
     try:
@@ -661,9 +664,11 @@ def _diagnose(raw: bytes, number: int, path: Path) -> Any:
                       "again. Nothing was imported.") from None
     try:
         record = json.loads(text, parse_constant=float)
+        problem = _scan(record)
     except json.JSONDecodeError as exc:
         return LineError(number, "invalid_json", f"{exc.msg} at column {exc.colno}")
-    problem = _scan(record)
+    except RecursionError:  # Python's decoder (and _scan) recurse once per level of nesting
+        return LineError(number, "invalid_json", _TOO_DEEP)
     return LineError(number, *problem) if problem else record
 
 
@@ -744,10 +749,17 @@ def _json_array_records(path: Path, fmt: str, mapping) -> Iterator[Record]:
                                       f"item {index + 1}: {exc.msg}; the rest of the array "
                                       "cannot be read"), 0
                 return
+            except RecursionError:  # Python's decoder recurses once per level of nesting
+                yield line, LineError(line, "invalid_json", f"item {index + 1}: {_TOO_DEEP}; "
+                                      "the rest of the array cannot be read"), 0
+                return
             start_line, index, need_comma = line, index + 1, True
             line += buf.count("\n", pos, end)
             pos = end
-            problem = _scan(record)
+            try:
+                problem = _scan(record)
+            except RecursionError:
+                problem = ("invalid_json", _TOO_DEEP, None)
             item = LineError(start_line, *problem) if problem else record
             yield start_line, item, f.buffer.tell()
 

@@ -89,6 +89,24 @@ def test_line_errors_are_reported_with_their_line_numbers(empty_store, tmp_path)
     assert contents(empty_store) == [["question 1", "answer 1"], ["p9 😀", "c9"]]
 
 
+@pytest.mark.parametrize("kind", ["jsonl", "json"])
+def test_json_nested_too_deeply_is_one_rejected_record_not_a_traceback(empty_store, tmp_path,
+                                                                       kind):
+    """100,000 nested brackets made Python's JSON decoder raise RecursionError, which ended
+    the whole import with a traceback."""
+    deep = "[" * 100_000 + "]" * 100_000
+    if kind == "jsonl":
+        path = write_jsonl(tmp_path / "deep.jsonl", [rec(1), deep, rec(3)])
+        expected, imported = [(2, "invalid_json")], 2
+    else:  # a JSON array: what follows the deep item cannot be found, so it is not read
+        path = tmp_path / "deep.json"
+        path.write_text(f"[{json.dumps(rec(1))},\n{deep},\n{json.dumps(rec(3))}]")
+        expected, imported = [(2, "invalid_json")], 1
+    report = import_file(empty_store, path, user=admin("t"))
+    assert rejected(report) == expected and report.imported == imported
+    assert "nested too deeply" in report.rejected[0].message
+
+
 def test_validation_errors_carry_code_field_and_line(empty_store, tmp_path):
     path = write_jsonl(tmp_path / "v.jsonl", [
         rec(1),
