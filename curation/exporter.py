@@ -5,7 +5,8 @@ Design decisions:
   reuses) the immutable snapshot of their current versions, and the file is written from the
   snapshot. The manifest names the snapshot, so a training run can be traced to its data.
 - Atomic: the file and the manifest are written to temporary names in the target folder and
-  renamed into place, so a reader never sees half a file. Both are 0600, wherever they go
+  renamed into place, so a reader never sees half a file. A target that exists and is not a
+  regular file (a device such as /dev/stdout, a pipe) is refused: the rename would replace it. Both are 0600, wherever they go
   (a missing folder is made 0700): they hold the curated data. A temporary file is named
   `.<name>.curate-export-<pid>-<random>.tmp`, so it is recognisable, and its writer holds an
   exclusive `flock` on it. An export killed mid-write (kill -9, power loss) leaves it behind; every
@@ -91,6 +92,7 @@ def export_jsonl(store: Store, out_path: str | os.PathLike, *, fmt: str = "opena
     """Snapshot what `where` selects (accepted examples by default) and write it as JSONL."""
     require(user, "export")
     _check_format(fmt)
+    _check_target(Path(out_path))
     started = utcnow()
     snapshot = store.snapshot(where, actor=user.name, name=snapshot_name)
     note = None
@@ -110,6 +112,7 @@ def write_snapshot(store: Store, snapshot_id: str, out_path: str | os.PathLike, 
     _check_format(fmt)
     snapshot = store.get_snapshot(snapshot_id)
     out_path = Path(out_path)
+    _check_target(out_path)
     private_dir(out_path.parent, tighten=False)
     removed = remove_stale_temp_files(out_path.parent)
     writer = WRITERS[fmt]
@@ -133,6 +136,18 @@ def write_snapshot(store: Store, snapshot_id: str, out_path: str | os.PathLike, 
     with _atomic(manifest_path) as f:
         f.write(orjson.dumps(manifest, option=orjson.OPT_INDENT_2))
     return result
+
+
+def _check_target(out_path: Path) -> None:
+    """InvalidValue when `out_path` (or its manifest's path) exists and is not a regular
+    file: the export's rename would replace a device, a pipe or a terminal (`/dev/stdout`)
+    with a file (as root, /dev/full became one)."""
+    manifest = out_path.with_name(out_path.name.removesuffix(".jsonl") + ".manifest.json")
+    for path in (out_path, manifest):
+        if path.exists() and not path.is_file():
+            raise InvalidValue(f"{path} exists and is not a regular file (a device, pipe or "
+                               "folder); an export writes a file: name a new or existing "
+                               ".jsonl file")
 
 
 def _check_format(fmt: str) -> None:
