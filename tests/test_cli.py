@@ -188,3 +188,33 @@ def test_a_reader_that_goes_away_ends_the_command_quietly(run, tickets):
                             stdout=writer, stderr=subprocess.PIPE, text=True, timeout=60)
     os.close(writer)
     assert result.stderr == "" and result.returncode == 141
+
+
+@pytest.mark.parametrize("command", [["stats"], ["runs"], ["export", "out.jsonl"],
+                                     ["snapshots", "--json"], ["backup"]])
+def test_a_command_on_a_path_without_a_workspace_says_so_and_creates_nothing(tmp_path, command):
+    """From the wrong folder (or with a typo in --db) every command used to make a new, empty
+    workspace there, folders and all, and answer from it ('0 examples')."""
+    result = subprocess.run([sys.executable, "-m", "curate", *command], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr == (
+        f"error: there is no workspace at workspace/curate.duckdb (from {tmp_path}): run the "
+        "command in the folder that holds workspace/, or name it with --db or $CURATE_DB; "
+        "`curate init --db workspace/curate.duckdb` creates a new one\n")
+    assert list(tmp_path.iterdir()) == []
+    typo = tmp_path / "no" / "such" / "c.duckdb"
+    result = subprocess.run([sys.executable, "-m", "curate", *command, "--db", str(typo)],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1 and f"there is no workspace at {typo}:" in result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_init_import_and_user_add_still_create_the_workspace(tmp_path, tickets):
+    for i, command in enumerate([["init"], ["import", str(tickets)],
+                                 ["user", "add", "ann", "--role", "admin", "--no-password",
+                                  "--email", "ann@example.com"]]):
+        db = tmp_path / f"ws{i}" / "c.duckdb"
+        result = CliRunner().invoke(main, [*command, "--db", str(db)])
+        assert result.exit_code == 0, result.output
+        assert db.is_file()
