@@ -167,6 +167,10 @@ def import_file(store: Store, path: str | os.PathLike, *, fmt: str = "auto",
         raise InvalidValue(f"split {split!r} is not one of {', '.join(SPLITS)}")
     if status not in STATUSES:
         raise InvalidValue(f"status {status!r} is not one of {', '.join(STATUSES)}")
+    if isinstance(max_field_chars, bool) or not isinstance(max_field_chars, int) \
+            or max_field_chars < 1:  # 0 or less rejected every line, one by one
+        raise InvalidValue(f"max_field_chars must be a whole number of at least 1; got "
+                           f"{max_field_chars!r}")
     if mapping:
         check_mapping(mapping, unanswered=unanswered)
         fmt = "mapped"
@@ -853,7 +857,7 @@ def csv_rows(f: io.TextIOBase, path: Path) -> tuple[list[str], Iterator[tuple[in
     Every `csv.Error` becomes a rejected row, never the end of the file: a field longer than
     `CSV_FIELD_LIMIT` characters is `field_too_long`, a NUL character or any other error the
     reader raises is `invalid_csv`; reading goes on at the row after it. A header that cannot
-    be read refuses the file (UnreadableFile).
+    be read, or that names a column twice, refuses the file (UnreadableFile).
     """
     csv.field_size_limit(CSV_FIELD_LIMIT)  # always the same value: no race between threads
     source = _CsvLines(f)
@@ -866,6 +870,13 @@ def csv_rows(f: io.TextIOBase, path: Path) -> tuple[list[str], Iterator[tuple[in
     if any("\x00" in name for name in header):
         raise UnreadableFile(f"{path}: the CSV header (line 1) contains NUL characters; the file "
                              "is not CSV text (binary, or UTF-16?). Nothing was imported.")
+    repeated = [name for name in dict.fromkeys(header) if header.count(name) > 1]
+    if repeated:  # a dict of the row would keep the last of them and drop the others silently
+        name = repeated[0]
+        columns = [str(i + 1) for i, n in enumerate(header) if n == name]
+        raise UnreadableFile(f"{path}: the CSV header (line 1) names the column {name!r} more "
+                             f"than once (columns {', '.join(columns)}); rename one so that "
+                             "each column has its own name. Nothing was imported.")
 
     def rows() -> Iterator[tuple[int, Any]]:
         while True:

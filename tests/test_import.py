@@ -315,6 +315,8 @@ def test_one_create_event_and_one_version_per_imported_example(empty_store, tmp_
     ({"status": "done"}, "status"),
     ({"fmt": "xml"}, "format"),
     ({"fmt": "mapped"}, "mapping"),
+    ({"max_field_chars": 0}, "max_field_chars must be a whole number of at least 1"),
+    ({"max_field_chars": -5}, "max_field_chars"),
 ])
 def test_invalid_options_are_refused(seeded_store, tmp_path, kwargs, words):
     path = write_jsonl(tmp_path / "x.jsonl", [rec(1)])
@@ -846,3 +848,13 @@ def test_a_store_hashed_before_exact_hashes_is_migrated(tmp_path, monkeypatch):
                                                           for r in records]
         report = import_file(store, path, user=admin("t"))
         assert report.imported == 0 and report.already_in_store == [1, 2]
+
+
+def test_a_csv_header_naming_a_column_twice_is_refused(seeded_store, tmp_path):
+    """`prompt,prompt,completion` imported the second prompt and dropped the first silently."""
+    path = tmp_path / "twice.csv"
+    path.write_text("prompt,completion,prompt\nfirst,answer,second\n")
+    with pytest.raises(UnreadableFile, match=r"names the column 'prompt' more than once "
+                                             r"\(columns 1, 3\)"):
+        import_file(seeded_store, path, user=admin("t"))
+    assert seeded_store.count() == 6
