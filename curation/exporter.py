@@ -6,9 +6,10 @@ Design decisions:
   snapshot. The manifest names the snapshot, so a training run can be traced to its data.
 - Atomic: the file and the manifest are written to temporary names in the target folder and
   renamed into place, so a reader never sees half a file. A target that exists and is not a
-  regular file (a device such as /dev/stdout, a pipe) is refused: the rename would replace it. Both are 0600, wherever they go
-  (a missing folder is made 0700): they hold the curated data. A temporary file is named
-  `.<name>.curate-export-<pid>-<random>.tmp`, so it is recognisable, and its writer holds an
+  regular file (a device such as /dev/stdout, a pipe) is refused: the rename would replace it.
+  Both are 0600, wherever they go (a missing folder is made 0700): they hold the curated data.
+  A temporary file is named `.<name>.curate-export-<pid>-<random>.tmp`, so it is
+  recognisable, and its writer holds an
   exclusive `flock` on it. An export killed mid-write (kill -9, power loss) leaves it behind; every
   export first removes such leftovers in its target folder: ours by name, with no writer
   holding the lock, and whose writing process is gone (or, if the pid was reused, untouched

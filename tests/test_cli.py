@@ -172,7 +172,7 @@ def test_an_argument_that_is_not_utf8_is_a_usage_error_not_a_traceback(tmp_path,
     subprocess.run([sys.executable, "-m", "curate", "init", "--db", "ws.duckdb"], cwd=tmp_path,
                    check=True, capture_output=True, timeout=60)
     result = subprocess.run([sys.executable, "-m", "curate", *args, "--db", b"ws.duckdb"],
-                            cwd=tmp_path, capture_output=True, timeout=60)
+                            cwd=tmp_path, capture_output=True, timeout=60, check=False)
     stderr = result.stderr.decode()
     assert result.returncode == 2 and "Traceback" not in stderr
     shown = args[-1].decode("utf-8", "backslashreplace")
@@ -185,7 +185,8 @@ def test_a_reader_that_goes_away_ends_the_command_quietly(run, tickets):
     reader, writer = os.pipe()
     os.close(reader)  # the reader is gone before the command writes
     result = subprocess.run([sys.executable, "-m", "curate", "stats", "--db", str(run.db)],
-                            stdout=writer, stderr=subprocess.PIPE, text=True, timeout=60)
+                            stdout=writer, stderr=subprocess.PIPE, text=True, timeout=60,
+                            check=False)
     os.close(writer)
     assert result.stderr == "" and result.returncode == 141
 
@@ -196,7 +197,7 @@ def test_a_command_on_a_path_without_a_workspace_says_so_and_creates_nothing(tmp
     """From the wrong folder (or with a typo in --db) every command used to make a new, empty
     workspace there, folders and all, and answer from it ('0 examples')."""
     result = subprocess.run([sys.executable, "-m", "curate", *command], cwd=tmp_path,
-                            capture_output=True, text=True, timeout=60)
+                            capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 1 and result.stdout == ""
     assert result.stderr == (
         f"error: there is no workspace at workspace/curate.duckdb (from {tmp_path}): run the "
@@ -205,7 +206,7 @@ def test_a_command_on_a_path_without_a_workspace_says_so_and_creates_nothing(tmp
     assert list(tmp_path.iterdir()) == []
     typo = tmp_path / "no" / "such" / "c.duckdb"
     result = subprocess.run([sys.executable, "-m", "curate", *command, "--db", str(typo)],
-                            cwd=tmp_path, capture_output=True, text=True, timeout=60)
+                            cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 1 and f"there is no workspace at {typo}:" in result.stderr
     assert list(tmp_path.iterdir()) == []
 

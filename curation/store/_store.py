@@ -22,7 +22,8 @@ Design decisions:
   raise StoreCorrupt, which points to `curate doctor` (`curation.maintenance`); so does a
   write-ahead log whose header does not parse, which DuckDB itself would silently skip
   (`_maintenance.wal_header_problem`). A file longer than its block map holds the blocks of a
-  transaction that never committed (a killed import); they are given back on open. Before a schema migration the file is backed up.
+  transaction that never committed (a killed import); they are given back on open. Before a
+  schema migration the file is backed up.
 - "Needs an answer" is the conversation's shape, not a column: it ends with a user turn
   (`Example.needs_answer`; in SQL `_filters.NEEDS_ANSWER`), so the mark can never disagree
   with the text and needs no migration. Only `curate import --unanswered` makes such an
