@@ -27,7 +27,7 @@ import duckdb
 import orjson
 
 from curate.workspace import Workspace
-from curation import CurateError, ExampleFilter, default_db_path
+from curation import CurateError, ExampleFilter, StoreUnreadable, default_db_path
 from curation._files import private_umask
 from curation.auth import ROLES, User
 from curation.formats import (DEFAULT_ALPACA_SEPARATOR, DEFAULT_MAX_FIELD_CHARS, EXPORT_FORMATS,
@@ -55,10 +55,19 @@ actor_option = click.option("--actor", default=_default_actor, show_default="$CU
                             "cli:<login>", help="Who is recorded in the audit log.")
 
 
-def _open(db: Path | None, actor: str | None = None) -> Workspace:
-    """The workspace at `db` (default `default_db_path()`), acted on as the local admin."""
+def _open(db: Path | None, actor: str | None = None, *, create: bool = False) -> Workspace:
+    """The workspace at `db` (default `default_db_path()`), acted on as the local admin.
+    Only the commands that put something in a workspace (`init`, `import`, `user add`) pass
+    `create`: any other on a path where there is none is an error naming the path, rather
+    than a new, empty workspace (and its folders) made wherever a typo or the current folder
+    pointed."""
     path = db or default_db_path()
     click.get_current_context().meta["curate.db"] = path
+    if not create and not path.exists():
+        where = "" if path.is_absolute() else f" (from {Path.cwd()})"
+        raise StoreUnreadable(f"there is no workspace at {path}{where}: run the command in the "
+                              "folder that holds workspace/, or name it with --db or "
+                              f"$CURATE_DB; `curate init --db {path}` creates a new one")
     return Workspace.open(path, _cli_user(actor))
 
 
@@ -136,11 +145,27 @@ def unescape_separator(text: str) -> str:
 
 class _Group(click.Group):
     """Turns every CurateError, and every error of the file system (a folder that cannot be
-    written, a full disk), into one line on stderr and exit status 1."""
+    written, a full disk), into one line on stderr and exit status 1. An argument that is not
+    UTF-8 text (bytes the shell passed as they were) is a usage error naming it, before any
+    command runs; a reader that went away (`curate ... | head`) ends the command quietly."""
+
+    def parse_args(self, ctx, args):
+        for arg in args:
+            try:
+                arg.encode("utf-8")
+            except UnicodeEncodeError:
+                shown = arg.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+                raise click.UsageError(f"the argument '{shown}' is not UTF-8 text; Curate "
+                                       "takes names, labels, paths and values as UTF-8", ctx)
+        return super().parse_args(ctx, args)
 
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
+        except BrokenPipeError:  # stdout's reader is gone: nothing left to tell it
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())  # Python's own flush at exit must not fail
+            ctx.exit(141)  # 128 + SIGPIPE, as a command killed by the signal would
         except CurateError as exc:
             click.echo(f"error: {exc}", err=True)
             ctx.exit(1)
@@ -178,7 +203,7 @@ def init(db, demo, actor):
     Example:
       curate init --db workspace/curate.duckdb --demo
     """
-    with _open(db, actor) as workspace:
+    with _open(db, actor, create=True) as workspace:
         click.echo(f"workspace {workspace.path} ready (schema version "
                    f"{workspace.store.schema_version()})")
         if demo:
@@ -205,7 +230,8 @@ def backup(dest, db, as_json):
     with _open(db) as workspace:
         result = workspace.backup(dest)
     if as_json:
-        _print_json({"path": result.path, "bytes": result.bytes, "counts": result.counts})
+        _print_json({"path": result.path, "bytes": result.bytes, "counts": result.counts,
+                     "removed": list(result.removed)})
     else:
         click.echo(result.summary())
 
@@ -285,7 +311,7 @@ def import_(file, db, fmt, mapping, split, status, source, tags, max_field_chars
       curate import tickets.csv --map prompt=text,response=reply,label=category --split eval
       curate import questions.csv --map prompt=text,label=category --unanswered
     """
-    with _open(db, actor) as workspace:
+    with _open(db, actor, create=True) as workspace:
         bar = None
 
         def progress(done: int, total: int) -> None:
@@ -929,7 +955,7 @@ def user_add(name, db, role, email, password_stdin, no_password):
         password = sys.stdin.readline().rstrip("\n")
     else:
         password = click.prompt("password", hide_input=True, confirmation_prompt=True)
-    with _open(db) as workspace:
+    with _open(db, create=True) as workspace:
         created = workspace.add_user(name, role, password=password, email=email)
     click.echo(f"user {created.name} ({created.role}) created")
 

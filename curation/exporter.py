@@ -5,9 +5,11 @@ Design decisions:
   reuses) the immutable snapshot of their current versions, and the file is written from the
   snapshot. The manifest names the snapshot, so a training run can be traced to its data.
 - Atomic: the file and the manifest are written to temporary names in the target folder and
-  renamed into place, so a reader never sees half a file. Both are 0600, wherever they go
-  (a missing folder is made 0700): they hold the curated data. A temporary file is named
-  `.<name>.curate-export-<pid>-<random>.tmp`, so it is recognisable, and its writer holds an
+  renamed into place, so a reader never sees half a file. A target that exists and is not a
+  regular file (a device such as /dev/stdout, a pipe) is refused: the rename would replace it.
+  Both are 0600, wherever they go (a missing folder is made 0700): they hold the curated data.
+  A temporary file is named `.<name>.curate-export-<pid>-<random>.tmp`, so it is
+  recognisable, and its writer holds an
   exclusive `flock` on it. An export killed mid-write (kill -9, power loss) leaves it behind; every
   export first removes such leftovers in its target folder: ours by name, with no writer
   holding the lock, and whose writing process is gone (or, if the pid was reused, untouched
@@ -112,6 +114,7 @@ def export_jsonl(store: Store, out_path: str | os.PathLike, *, fmt: str = "opena
     `plain`: without Curate's fields (the `curate` object)."""
     require(user, "export")
     _check_format(fmt)
+    _check_target(Path(out_path))
     if llama_factory_entry(fmt, Path(out_path).name) is not None:
         _read_dataset_info(Path(out_path).parent / DATASET_INFO)  # before the snapshot
     started = utcnow()
@@ -136,6 +139,7 @@ def write_snapshot(store: Store, snapshot_id: str, out_path: str | os.PathLike, 
     _check_format(fmt)
     snapshot = store.get_snapshot(snapshot_id)
     out_path = Path(out_path)
+    _check_target(out_path)
     private_dir(out_path.parent, tighten=False)
     entry = llama_factory_entry(fmt, out_path.name)
     if entry is not None:
@@ -223,6 +227,18 @@ def _add_dataset_info(path: Path, name: str, entry: dict[str, Any]) -> None:
             f.write(orjson.dumps(entries, option=orjson.OPT_INDENT_2) + b"\n")
     finally:
         os.close(folder)  # closing releases the lock
+
+
+def _check_target(out_path: Path) -> None:
+    """InvalidValue when `out_path` (or its manifest's path) exists and is not a regular
+    file: the export's rename would replace a device, a pipe or a terminal (`/dev/stdout`)
+    with a file (as root, /dev/full became one)."""
+    manifest = out_path.with_name(out_path.name.removesuffix(".jsonl") + ".manifest.json")
+    for path in (out_path, manifest):
+        if path.exists() and not path.is_file():
+            raise InvalidValue(f"{path} exists and is not a regular file (a device, pipe or "
+                               "folder); an export writes a file: name a new or existing "
+                               ".jsonl file")
 
 
 def _check_format(fmt: str) -> None:

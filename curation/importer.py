@@ -182,6 +182,10 @@ def import_file(store: Store, path: str | os.PathLike, *, fmt: str = "auto",
         raise InvalidValue(f"split {split!r} is not one of {', '.join(SPLITS)}")
     if status not in STATUSES:
         raise InvalidValue(f"status {status!r} is not one of {', '.join(STATUSES)}")
+    if isinstance(max_field_chars, bool) or not isinstance(max_field_chars, int) \
+            or max_field_chars < 1:  # 0 or less rejected every line, one by one
+        raise InvalidValue(f"max_field_chars must be a whole number of at least 1; got "
+                           f"{max_field_chars!r}")
     if mapping:
         check_mapping(mapping, unanswered=unanswered)
         fmt = "mapped"
@@ -679,6 +683,9 @@ def _jsonl_records(path: Path, fmt: str, mapping) -> Iterator[Record]:
                 yield number, _diagnose(raw, number, path), offset
 
 
+_TOO_DEEP = "nested too deeply to read (JSON arrays or objects inside each other ~1,000 deep)"
+
+
 def _diagnose(raw: bytes, number: int, path: Path) -> Any:
     """A line orjson refused: not UTF-8 (the whole file is refused), or a LineError."""
     try:
@@ -689,9 +696,11 @@ def _diagnose(raw: bytes, number: int, path: Path) -> Any:
                       "again. Nothing was imported.") from None
     try:
         record = json.loads(text, parse_constant=float)
+        problem = _scan(record)
     except json.JSONDecodeError as exc:
         return LineError(number, "invalid_json", f"{exc.msg} at column {exc.colno}")
-    problem = _scan(record)
+    except RecursionError:  # Python's decoder (and _scan) recurse once per level of nesting
+        return LineError(number, "invalid_json", _TOO_DEEP)
     return LineError(number, *problem) if problem else record
 
 
@@ -772,10 +781,17 @@ def _json_array_records(path: Path, fmt: str, mapping) -> Iterator[Record]:
                                       f"item {index + 1}: {exc.msg}; the rest of the array "
                                       "cannot be read"), 0
                 return
+            except RecursionError:  # Python's decoder recurses once per level of nesting
+                yield line, LineError(line, "invalid_json", f"item {index + 1}: {_TOO_DEEP}; "
+                                      "the rest of the array cannot be read"), 0
+                return
             start_line, index, need_comma = line, index + 1, True
             line += buf.count("\n", pos, end)
             pos = end
-            problem = _scan(record)
+            try:
+                problem = _scan(record)
+            except RecursionError:
+                problem = ("invalid_json", _TOO_DEEP, None)
             item = LineError(start_line, *problem) if problem else record
             yield start_line, item, f.buffer.tell()
 
@@ -869,7 +885,7 @@ def csv_rows(f: io.TextIOBase, path: Path) -> tuple[list[str], Iterator[tuple[in
     Every `csv.Error` becomes a rejected row, never the end of the file: a field longer than
     `CSV_FIELD_LIMIT` characters is `field_too_long`, a NUL character or any other error the
     reader raises is `invalid_csv`; reading goes on at the row after it. A header that cannot
-    be read refuses the file (UnreadableFile).
+    be read, or that names a column twice, refuses the file (UnreadableFile).
     """
     csv.field_size_limit(CSV_FIELD_LIMIT)  # always the same value: no race between threads
     source = _CsvLines(f)
@@ -882,6 +898,13 @@ def csv_rows(f: io.TextIOBase, path: Path) -> tuple[list[str], Iterator[tuple[in
     if any("\x00" in name for name in header):
         raise UnreadableFile(f"{path}: the CSV header (line 1) contains NUL characters; the file "
                              "is not CSV text (binary, or UTF-16?). Nothing was imported.")
+    repeated = [name for name in dict.fromkeys(header) if header.count(name) > 1]
+    if repeated:  # a dict of the row would keep the last of them and drop the others silently
+        name = repeated[0]
+        columns = [str(i + 1) for i, n in enumerate(header) if n == name]
+        raise UnreadableFile(f"{path}: the CSV header (line 1) names the column {name!r} more "
+                             f"than once (columns {', '.join(columns)}); rename one so that "
+                             "each column has its own name. Nothing was imported.")
 
     def rows() -> Iterator[tuple[int, Any]]:
         while True:

@@ -15,6 +15,11 @@ Design decisions:
   `curate doctor --restore FILE` does without deleting what it replaces.
 - Before a schema migration the file is checkpointed and copied byte for byte into
   `backups/` (named with the old schema version); the store is not shared yet at that point.
+- A backup is written to `.<name>.curate-backup-<pid>.partial` beside its target and renamed
+  into place when complete. A backup killed mid-copy (kill -9, power loss) leaves that file
+  (as big as the workspace, password hashes included); every backup first removes such
+  leftovers in its folder whose process is gone, and says so (`BackupResult.removed`).
+  The folder is made 0700 whatever the umask (`curation._files.private_dir`).
 - `doctor` never deletes a user's file: it moves the damaged files aside with a timestamp and
   works on copies. It tries, in order: the file with the valid start of its log (DuckDB names
   the byte where a bad log entry starts), the file without its log, the newest backup in
@@ -37,6 +42,7 @@ import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from curation._files import private_dir
 from curation.auth import User, require
 from curation.errors import InvalidValue, StoreUnreadable
 from curation.store import Store, file_counts, probe_file, utcnow
@@ -44,6 +50,8 @@ from curation.store import Store, file_counts, probe_file, utcnow
 log = logging.getLogger("curate")
 BACKUP_DIR = "backups"
 _WAL_ENTRY = re.compile(r"entry at byte position (\d+)")
+_PARTIAL = ".curate-backup-{pid}.partial"
+_PARTIAL_NAME = re.compile(r"^\..+\.curate-backup-(\d+)\.partial(\.wal)?$")
 
 
 def backup_dir(db_path: Path) -> Path:
@@ -68,11 +76,13 @@ class BackupResult:
     path: str
     bytes: int
     counts: dict[str, int]
+    removed: tuple[str, ...] = ()  # half-written copies of killed backups, removed first
 
     def summary(self) -> str:
-        return (f"backed up to {self.path} ({self.bytes / 1e6:,.1f} MB: "
-                f"{_describe(self.counts)}); restore it with `curate doctor --restore "
-                f"{self.path}`")
+        return "".join(f"removed {p}, left by a backup that was killed\n" for p in self.removed) \
+            + (f"backed up to {self.path} ({self.bytes / 1e6:,.1f} MB: "
+               f"{_describe(self.counts)}); restore it with `curate doctor --restore "
+               f"{self.path}`")
 
 
 def backup(store: Store, dest: str | os.PathLike | None = None, *, user: User) -> BackupResult:
@@ -86,20 +96,46 @@ def backup(store: Store, dest: str | os.PathLike | None = None, *, user: User) -
         target = target / f"{store.path.stem}-{_stamp()}.duckdb"  # a folder, made if need be
     if target.exists():
         raise InvalidValue(f"{target} already exists; name a new .duckdb file or a folder")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(f".{target.name}.partial")
+    private_dir(target.parent, tighten=False)
+    removed = _remove_killed_partials(target.parent)
+    partial = target.with_name(f".{target.name}" + _PARTIAL.format(pid=os.getpid()))
     for leftover in (partial, Path(f"{partial}.wal")):
         leftover.unlink(missing_ok=True)  # our own half-written copy from an interrupted run
-    store.copy_to(partial)
-    _private(partial)
-    os.replace(partial, target)
-    return BackupResult(str(target), target.stat().st_size, file_counts(target))
+    try:
+        store.copy_to(partial)
+        _private(partial)
+        os.replace(partial, target)
+    finally:
+        for leftover in (partial, Path(f"{partial}.wal")):
+            leftover.unlink(missing_ok=True)  # a copy that failed (a full disk): not kept
+    return BackupResult(str(target), target.stat().st_size, file_counts(target), removed)
+
+
+def _remove_killed_partials(folder: Path) -> tuple[str, ...]:
+    """Remove the half-written copies that killed backups left in `folder`; return them."""
+    removed = []
+    for item in sorted(folder.iterdir()):
+        match = _PARTIAL_NAME.match(item.name)
+        if match and item.is_file() and not _alive(int(match.group(1))):
+            item.unlink(missing_ok=True)
+            removed.append(str(item))
+    return tuple(removed)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True
 
 
 def backup_before_migration(store: Store, version: int) -> Path:
     """Copy the file aside before its schema (now `version`) is migrated; say so in the log."""
     target = backup_dir(store.path) / f"{store.path.stem}-schema{version}-{_stamp()}.duckdb"
-    target.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(target.parent, tighten=False)
     store.checkpoint()  # everything in the file, nothing left in the log
     shutil.copyfile(store.path, target)
     _private(target)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -192,3 +193,60 @@ def test_a_file_system_error_is_one_line_not_a_traceback(run, tickets, tmp_path)
     assert result.exit_code == 1
     assert result.output.startswith("error: ") and "not-a-folder" in result.output
     assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("args", [("export", "out.jsonl", "--label", b"\xed\xa0\x80"),
+                                  ("import", "tickets.jsonl", "--source", b"\xff")])
+def test_an_argument_that_is_not_utf8_is_a_usage_error_not_a_traceback(tmp_path, tickets, args):
+    """Bytes the shell passes as they are reach Python as lone surrogates, which DuckDB
+    refused with a traceback."""
+    subprocess.run([sys.executable, "-m", "curate", "init", "--db", "ws.duckdb"], cwd=tmp_path,
+                   check=True, capture_output=True, timeout=60)
+    result = subprocess.run([sys.executable, "-m", "curate", *args, "--db", b"ws.duckdb"],
+                            cwd=tmp_path, capture_output=True, timeout=60, check=False)
+    stderr = result.stderr.decode()
+    assert result.returncode == 2 and "Traceback" not in stderr
+    shown = args[-1].decode("utf-8", "backslashreplace")
+    assert f"the argument '{shown}' is not UTF-8 text" in stderr
+
+
+def test_a_reader_that_goes_away_ends_the_command_quietly(run, tickets):
+    """`curate ... | head`: the reader closes the pipe; no 'error: Broken pipe', no traceback."""
+    run("import", str(tickets))
+    reader, writer = os.pipe()
+    os.close(reader)  # the reader is gone before the command writes
+    result = subprocess.run([sys.executable, "-m", "curate", "stats", "--db", str(run.db)],
+                            stdout=writer, stderr=subprocess.PIPE, text=True, timeout=60,
+                            check=False)
+    os.close(writer)
+    assert result.stderr == "" and result.returncode == 141
+
+
+@pytest.mark.parametrize("command", [["stats"], ["runs"], ["export", "out.jsonl"],
+                                     ["snapshots", "--json"], ["backup"]])
+def test_a_command_on_a_path_without_a_workspace_says_so_and_creates_nothing(tmp_path, command):
+    """From the wrong folder (or with a typo in --db) every command used to make a new, empty
+    workspace there, folders and all, and answer from it ('0 examples')."""
+    result = subprocess.run([sys.executable, "-m", "curate", *command], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr == (
+        f"error: there is no workspace at workspace/curate.duckdb (from {tmp_path}): run the "
+        "command in the folder that holds workspace/, or name it with --db or $CURATE_DB; "
+        "`curate init --db workspace/curate.duckdb` creates a new one\n")
+    assert list(tmp_path.iterdir()) == []
+    typo = tmp_path / "no" / "such" / "c.duckdb"
+    result = subprocess.run([sys.executable, "-m", "curate", *command, "--db", str(typo)],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 1 and f"there is no workspace at {typo}:" in result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_init_import_and_user_add_still_create_the_workspace(tmp_path, tickets):
+    for i, command in enumerate([["init"], ["import", str(tickets)],
+                                 ["user", "add", "ann", "--role", "admin", "--no-password",
+                                  "--email", "ann@example.com"]]):
+        db = tmp_path / f"ws{i}" / "c.duckdb"
+        result = CliRunner().invoke(main, [*command, "--db", str(db)])
+        assert result.exit_code == 0, result.output
+        assert db.is_file()

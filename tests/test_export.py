@@ -144,3 +144,23 @@ def test_cli_export_says_a_snapshot_was_reused(seeded_store, tmp_path, as_json):
         assert "reused" not in runs[0].stdout
         assert runs[1].stdout.startswith("same content as snapshot ux-openai (snap-")
         assert "): reused\n" in runs[1].stdout
+
+
+@pytest.mark.parametrize("kind", ["fifo", "manifest_fifo", "folder"])
+def test_an_export_refuses_to_replace_what_is_not_a_regular_file(seeded_store, tmp_path, kind):
+    """The temp file's rename replaced whatever had the target's name: `curate export
+    /dev/full` as root turned the device into a file. A pipe stands in for a device here."""
+    from curation import InvalidValue
+
+    target = tmp_path / "out.jsonl"
+    special = tmp_path / ("out.manifest.json" if kind == "manifest_fifo" else "out.jsonl")
+    if kind == "folder":
+        special.mkdir()
+    else:
+        os.mkfifo(special)
+    with pytest.raises(InvalidValue, match="exists and is not a regular file"):
+        export_jsonl(seeded_store, target, where=ExampleFilter(), user=admin("t"))
+    assert not special.is_file() and (special.is_dir() if kind == "folder"
+                                      else os.path.exists(special))
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+    assert seeded_store.snapshots() == []  # refused before anything was made

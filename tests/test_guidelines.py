@@ -232,6 +232,7 @@ def test_cli_sets_shows_and_lists_versions_as_json(tmp_path):
     (tmp_path / "g1.md").write_text("# Rules\nBe precise.\n")
     (tmp_path / "g2.md").write_text("# Rules\nBe kind.\n")
     db = ["--db", "ws/curate.duckdb"]
+    assert _curate("init", *db, cwd=tmp_path).returncode == 0  # show does not create one
     empty = _curate("guidelines", "show", *db, "--json", cwd=tmp_path)
     assert empty.returncode == 0 and json.loads(empty.stdout) == {"version": 0, "text": ""}
     for name, note in (("g1.md", "first"), ("g2.md", "kinder")):

@@ -89,6 +89,24 @@ def test_line_errors_are_reported_with_their_line_numbers(empty_store, tmp_path)
     assert contents(empty_store) == [["question 1", "answer 1"], ["p9 😀", "c9"]]
 
 
+@pytest.mark.parametrize("kind", ["jsonl", "json"])
+def test_json_nested_too_deeply_is_one_rejected_record_not_a_traceback(empty_store, tmp_path,
+                                                                       kind):
+    """100,000 nested brackets made Python's JSON decoder raise RecursionError, which ended
+    the whole import with a traceback."""
+    deep = "[" * 100_000 + "]" * 100_000
+    if kind == "jsonl":
+        path = write_jsonl(tmp_path / "deep.jsonl", [rec(1), deep, rec(3)])
+        expected, imported = [(2, "invalid_json")], 2
+    else:  # a JSON array: what follows the deep item cannot be found, so it is not read
+        path = tmp_path / "deep.json"
+        path.write_text(f"[{json.dumps(rec(1))},\n{deep},\n{json.dumps(rec(3))}]")
+        expected, imported = [(2, "invalid_json")], 1
+    report = import_file(empty_store, path, user=admin("t"))
+    assert rejected(report) == expected and report.imported == imported
+    assert "nested too deeply" in report.rejected[0].message
+
+
 def test_validation_errors_carry_code_field_and_line(empty_store, tmp_path):
     path = write_jsonl(tmp_path / "v.jsonl", [
         rec(1),
@@ -297,6 +315,8 @@ def test_one_create_event_and_one_version_per_imported_example(empty_store, tmp_
     ({"status": "done"}, "status"),
     ({"fmt": "xml"}, "format"),
     ({"fmt": "mapped"}, "mapping"),
+    ({"max_field_chars": 0}, "max_field_chars must be a whole number of at least 1"),
+    ({"max_field_chars": -5}, "max_field_chars"),
 ])
 def test_invalid_options_are_refused(seeded_store, tmp_path, kwargs, words):
     path = write_jsonl(tmp_path / "x.jsonl", [rec(1)])
@@ -829,3 +849,13 @@ def test_a_store_hashed_before_exact_hashes_is_migrated(tmp_path, monkeypatch):
                                                           for r in records]
         report = import_file(store, path, user=admin("t"))
         assert report.imported == 0 and report.already_in_store == [1, 2]
+
+
+def test_a_csv_header_naming_a_column_twice_is_refused(seeded_store, tmp_path):
+    """`prompt,prompt,completion` imported the second prompt and dropped the first silently."""
+    path = tmp_path / "twice.csv"
+    path.write_text("prompt,completion,prompt\nfirst,answer,second\n")
+    with pytest.raises(UnreadableFile, match=r"names the column 'prompt' more than once "
+                                             r"\(columns 1, 3\)"):
+        import_file(seeded_store, path, user=admin("t"))
+    assert seeded_store.count() == 6

@@ -20,7 +20,7 @@ from curation.maintenance import backup, backup_dir, doctor
 from tests.conftest import admin, PROJECT_ROOT, chat, page, write_jsonl
 
 ADMIN = User("ada", "admin")
-DAMAGE = ("zero_bytes", "random_bytes", "truncated", "bad_wal")
+DAMAGE = ("zero_bytes", "random_bytes", "truncated", "bad_wal", "bad_wal_header")
 
 
 def _store_with(path: Path, n: int, tmp_path: Path) -> None:
@@ -55,7 +55,9 @@ def damage(kind: str, path: Path, tmp_path: Path) -> Path:
         _leave_a_wal(path)
         wal = Path(f"{path}.wal")
         data = bytearray(wal.read_bytes())
-        data[len(data) * 3 // 4] ^= 0xFF
+        # a byte in an entry fails its checksum; the first byte of the log's header made
+        # DuckDB skip the whole log, and its five reviews, without an error
+        data[0 if kind == "bad_wal_header" else len(data) * 3 // 4] ^= 0xFF
         wal.write_bytes(bytes(data))
         return wal
     return path
@@ -87,7 +89,7 @@ def test_the_cli_reports_a_damaged_store_in_one_line(tmp_path, kind):
     assert str(named) in lines[0] and "curate doctor" in lines[0]
 
 
-@pytest.mark.parametrize("kind", ("zero_bytes", "bad_wal"))
+@pytest.mark.parametrize("kind", ("zero_bytes", "bad_wal", "bad_wal_header"))
 def test_the_app_shows_a_damaged_store_as_a_message(tmp_path, monkeypatch, kind):
     path = tmp_path / "ws" / "curate.duckdb"
     named = damage(kind, path, tmp_path)
@@ -135,6 +137,9 @@ def test_doctor_sets_damaged_files_aside_and_the_store_opens_again(tmp_path, kin
     if kind == "bad_wal":  # the file and the log's good start: the first reviews survive
         assert count == 500 and 0 < accepted < 5
         assert "write-ahead log" in report.kept
+    elif kind == "bad_wal_header":  # no entry of the log can be trusted: the file alone
+        assert count == 500 and accepted == 0
+        assert "without its write-ahead log" in report.kept
     else:  # nothing readable and no backup
         assert count == 0 and "empty workspace" in report.kept
 
@@ -181,6 +186,42 @@ def test_backup_is_consistent_and_restores_by_doctor(tmp_path):
         import_file(store, write_jsonl(tmp_path / "new.jsonl", [{"messages": chat("n", "m")}]),
                     user=admin("t"))
         assert store.find(order_by="-id", limit=1)[0].id == 51
+
+
+def test_a_killed_backups_copy_is_removed_by_the_next_backup(seeded_store, tmp_path):
+    """kill -9 during `curate backup` left a hidden copy of the whole workspace beside the
+    target forever (its name held the time, so no later backup matched it)."""
+    folder = tmp_path / "safe"
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # a process that is gone, as a killed backup's is
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        first = backup(seeded_store, folder, user=ADMIN)
+        killed = [folder / f".ws-20260101T000000Z.duckdb.curate-backup-{dead.pid}.partial{end}"
+                  for end in ("", ".wal")]
+        running = folder / f".ws-20260101T000001Z.duckdb.curate-backup-{live.pid}.partial"
+        for leftover in (*killed, running):
+            leftover.write_bytes(b"half a copy")
+        second = backup(seeded_store, folder / "second.duckdb", user=ADMIN)
+    finally:
+        live.kill()
+        live.wait()
+    assert not any(p.exists() for p in killed) and running.exists()  # a live one is kept
+    assert sorted(second.removed) == sorted(map(str, killed))
+    assert f"removed {killed[0]}, left by a backup that was killed" in second.summary()
+    assert first.removed == ()
+    assert sorted(p.name for p in folder.iterdir()) == sorted(
+        [Path(first.path).name, "second.duckdb", running.name])
+
+
+def test_the_backups_folder_is_private_whatever_the_umask(seeded_store):
+    old = os.umask(0o022)
+    try:
+        result = backup(seeded_store, user=ADMIN)
+    finally:
+        os.umask(old)
+    assert os.stat(Path(result.path).parent).st_mode & 0o777 == 0o700
+    assert os.stat(result.path).st_mode & 0o777 == 0o600
 
 
 def test_a_directory_in_place_of_the_file_is_named_not_a_traceback(tmp_path):
@@ -334,3 +375,24 @@ def test_pages_show_one_line_for_an_unsupported_pattern(seeded_store, monkeypatc
     messages = [re.sub(r"\\(.)", r"\1", e.value) for e in at.sidebar.error]
     assert any("is not a regular expression the search engine (RE2) supports" in m
                and UNSUPPORTED[pattern] in m for m in messages)
+
+
+@pytest.mark.parametrize("page_name", ("browse", "review"))
+def test_an_unsupported_pattern_selects_nothing_not_everything(seeded_store, monkeypatch,
+                                                               page_name):
+    """The refused search used to be dropped: the page then showed (and a bulk action or the
+    Review queue served) every example, as if nothing had been asked for."""
+    monkeypatch.setenv("CURATE_DB", str(seeded_store.path))
+    monkeypatch.delenv("CURATE_SINGLE_USER", raising=False)
+    at = AppTest.from_file(str(PROJECT_ROOT / "app.py"), default_timeout=30)
+    at.session_state["user"] = ADMIN
+    at.switch_page(page(page_name)).run()
+    shows_example = [s.value for s in at.subheader if s.value.startswith("Example #")] \
+        if page_name == "review" else [d.value for d in at.dataframe if len(d.value)]
+    assert shows_example  # the page shows examples before the search
+    at.toggle(key=f"{page_name}_regex").set_value(True)
+    at.text_input(key=f"{page_name}_search").set_value("(?=x)y").run()
+    assert not at.exception and at.sidebar.error
+    assert not [s.value for s in at.subheader if s.value.startswith("Example #")]
+    assert not [d.value for d in at.dataframe if len(d.value)]
+    assert not [b for b in at.button if b.key and "bulk" in b.key and not b.disabled]

@@ -8,6 +8,7 @@ process importing torch and loading the model.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -195,6 +196,16 @@ def test_empty_snapshot_is_refused_before_any_process_starts(file_store):
     assert list_runs(store.path.parent / "runs") == []
     with pytest.raises(PermissionDenied, match="train"):
         launch(store, User("ann", "annotator"), TrainConfig(**TINY))
+
+
+@pytest.mark.parametrize("name", ["/nonexistent/model", "./not-here", "../nor-here"])
+def test_a_missing_base_model_folder_is_refused_before_any_process_starts(train_store, name):
+    """It used to start a run that failed half a minute later with transformers' 'Repo id
+    must be in the form...' (and `--detach` reported it started)."""
+    with pytest.raises(InvalidValue, match=f"base_model: the folder {re.escape(name)} does "
+                                           "not exist"):
+        launch(train_store, ADMIN, TrainConfig(**{**TINY, "base_model": name}))
+    assert list_runs(train_store.path.parent / "runs") == []
 
 
 def test_leakage_into_the_snapshot_is_refused_unless_overridden(train_store):
@@ -429,7 +440,7 @@ def test_a_tampered_checkpoint_is_refused_and_runs_no_code(train_store, tmp_path
     the trainer itself when started on the folder directly; the command never runs."""
     import torch
 
-    from training.checkpoint import STATE_TENSORS
+    from training.checkpoint import STATE_JSON, STATE_TENSORS
 
     run = launch(train_store, ADMIN, TrainConfig(**TINY, checkpoint_every_steps=1))
     _wait_for(lambda: checkpoint_dirs(run.dir), what="the first checkpoint")
@@ -459,6 +470,7 @@ def test_a_tampered_checkpoint_is_refused_and_runs_no_code(train_store, tmp_path
         failed.status.reason
 
     planted.unlink()  # the pickle in place of the tensors file instead: damaged, not run
+    tensors = (latest / STATE_TENSORS).read_bytes()
     (latest / STATE_TENSORS).write_bytes(payload.read_bytes())
     resume(train_store, ADMIN, run.id)
     done = wait(run.dir, timeout=RUN_TIMEOUT)
@@ -466,6 +478,15 @@ def test_a_tampered_checkpoint_is_refused_and_runs_no_code(train_store, tmp_path
     assert done.status.reason.startswith(f"checkpoint {latest} has a damaged "
                                             f"{STATE_TENSORS} (")
     assert not marker.exists()
+
+    # valid JSON of the wrong shape in the state file: refused by name, not a Python error
+    (latest / STATE_TENSORS).write_bytes(tensors)
+    (latest / STATE_JSON).write_bytes(orjson.dumps({"optimizer": 5, "scheduler": {}, "rng": {}}))
+    resume(train_store, ADMIN, run.id)
+    done = wait(run.dir, timeout=RUN_TIMEOUT)
+    assert done.state == "failed"
+    assert done.status.reason.startswith(f"checkpoint {latest} has a training state that "
+                                         "does not fit this run (")
 
 
 # --- (h) the command line, from anywhere ------------------------------------------------------

@@ -19,7 +19,9 @@ Design decisions:
   the message names the folder and says how to go on (remove it: the trainer then resumes
   from the checkpoint before it, or from the start).
 - `checkpoint_problem` reads only the folder's file names and JSON (no torch), so
-  `training.launcher.resume` refuses a bad checkpoint before it starts a process.
+  `training.launcher.resume` refuses a bad checkpoint before it starts a process. A state
+  that reads but does not fit the run (JSON of the wrong shape) is refused as `BadCheckpoint`
+  too when the trainer restores it (`unfit_state`), never shown as a Python error.
 """
 
 from __future__ import annotations
@@ -65,6 +67,13 @@ def checkpoint_problem(folder: Path) -> str | None:
     if not all(isinstance(position.get(k), int) for k in ("step", "epoch", "next_batch")):
         return f"has a {POSITION} without whole numbers step, epoch and next_batch"
     return None
+
+
+def unfit_state(folder: Path, exc: Exception) -> BadCheckpoint:
+    """The refusal of a checkpoint whose files read but whose state does not fit the run
+    (a training_state.json edited by hand or by someone else: wrong keys, types or shapes)."""
+    return _refusal(Path(folder), f"has a training state that does not fit this run "
+                                  f"({type(exc).__name__}: {exc})")
 
 
 def check_checkpoint(folder: Path) -> None:

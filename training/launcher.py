@@ -159,6 +159,11 @@ def launch(store: Store, user: User, config: TrainConfig, *,
     if config.base_model != DEFAULT_BASE_MODEL and Path(config.base_model).is_dir():
         # a local folder, named relative to here: the trainer starts elsewhere
         config = dataclasses.replace(config, base_model=str(Path(config.base_model).resolve()))
+    elif config.base_model.startswith(("/", "./", "../", "~", ".\\", "..\\")):
+        # a folder by its form, not a hub id: a missing one failed in the trainer, later
+        raise InvalidValue(f"base_model: the folder {config.base_model} does not exist (a "
+                           "local model is a Hugging Face folder with config.json; a hub id "
+                           "is written namespace/name)")
     with launch_lock(runs_dir):
         _refuse_if_active(runs_dir)
         found = find_leakage(store, user, where=where, progress=progress)

@@ -59,7 +59,7 @@ import orjson
 from curation._files import private_umask
 from curation.errors import CurateError
 from training.checkpoint import (POSITION, load_adapter_weights, load_training_state,
-                                 save_training_state)
+                                 save_training_state, unfit_state)
 from training.config import TrainConfig
 from training.data import IGNORE_INDEX
 from training.processes import EXIT_CANCELLED, Cancelled, raise_on_sigterm
@@ -375,12 +375,15 @@ def _load_checkpoint(folder: Path, model, optimizer, scheduler) -> tuple[int, in
 
     state = load_training_state(folder)  # checks the whole folder first
     set_peft_model_state_dict(model, load_adapter_weights(folder))
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    torch.set_rng_state(state["rng"]["torch"])
-    random.setstate(state["rng"]["python"])
-    if "cuda" in state["rng"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+    try:  # the files read; what they hold may still not fit (edited JSON): BadCheckpoint
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["rng"]["torch"])
+        random.setstate(state["rng"]["python"])
+        if "cuda" in state["rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError, RuntimeError) as exc:
+        raise unfit_state(folder, exc) from None
     position = read_json(folder / POSITION)
     return int(position["step"]), int(position["epoch"]), int(position["next_batch"])
 

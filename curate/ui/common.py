@@ -152,7 +152,9 @@ def filter_form(store: Store, key: str, *, with_status: bool = True) -> ExampleF
     """Filters by status, split, label, source, tag, answer (any, needs an answer, answered),
     a text or regex search, comment text and "decided under older guidelines", in the
     sidebar. Each is bound to a query parameter named by its key (`?review_label=billing`)
-    and kept across page switches (`curate.ui.url_state`)."""
+    and kept across page switches (`curate.ui.url_state`). A search the engine cannot run
+    is said in the sidebar and selects nothing: dropping it would show, and let a bulk
+    action or a review act on, examples the person did not ask for."""
     keep = {"bind": "query-params", "persist_state": "session"}
     with st.sidebar:
         st.subheader("Filters")
@@ -181,11 +183,9 @@ def filter_form(store: Store, key: str, *, with_status: bool = True) -> ExampleF
         return ExampleFilter(status=tuple(status), split=tuple(split), label=tuple(label),
                              source=tuple(source), tag=tuple(tag), search=search, regex=regex,
                              needs_answer=needs, comment=comment, older_guidelines=older)
-    except CurateError as exc:
+    except CurateError as exc:  # a pattern RE2 cannot run: select nothing, never everything
         st.sidebar.error(plain(exc))
-        return ExampleFilter(status=tuple(status), split=tuple(split), label=tuple(label),
-                             source=tuple(source), tag=tuple(tag), needs_answer=needs,
-                             comment=comment, older_guidelines=older)
+        return ExampleFilter(ids=())
 
 
 def filter_keys(key: str, *, with_status: bool = True) -> dict[str, object]:

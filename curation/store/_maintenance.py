@@ -13,6 +13,14 @@ Design decisions:
   dropped) first.
 - `probe_file` and `file_counts` open the file read-only, without a `Store`: they serve
   `doctor`, which runs on a file that may not open as a workspace at all.
+- DuckDB replays a log whose first entry (the WAL_VERSION header: entry type, format version,
+  the database's identifier, the checkpoint it follows) does not parse as if it were empty,
+  without an error: every commit in it is lost, and the first write after opening overwrites
+  it. `wal_header_problem` reads that header before DuckDB does (its layout: fields 100-103 of
+  DuckDB's binary serializer, each a 2-byte id then LEB128 values, ended by 0xFFFF) and calls
+  a damaged one damage, so the store refuses to open and `doctor` sets the log aside instead.
+  Only the known prefix is checked: a field a later DuckDB adds after it is accepted, and a
+  changed byte inside the identifier cannot be told from a log of another database.
 """
 
 from __future__ import annotations
@@ -67,11 +75,63 @@ class MaintenanceQueries:
             "WHERE database_name = current_database()").fetchone()
 
 
+_WAL_VERSION_ENTRY = 98  # DuckDB's WALType::WAL_VERSION
+
+
+def wal_header_problem(wal: Path) -> str | None:
+    """What is wrong with the header of the write-ahead log `wal` (see the module docstring),
+    or None when it is absent, empty or parses."""
+    try:
+        with open(wal, "rb") as f:
+            head = f.read(256)
+    except FileNotFoundError:
+        return None
+    if not head:
+        return None
+    pos = 0
+
+    def varint() -> int:
+        nonlocal pos
+        value = shift = 0
+        while True:
+            if pos >= len(head) or shift > 63:
+                raise ValueError
+            byte = head[pos]
+            pos += 1
+            value |= (byte & 0x7F) << shift
+            if not byte & 0x80:
+                return value
+            shift += 7
+
+    def field(number: int) -> bool:
+        nonlocal pos
+        if head[pos:pos + 2] == number.to_bytes(2, "little"):
+            pos += 2
+            return True
+        return False
+
+    try:
+        if not field(100) or varint() != _WAL_VERSION_ENTRY or not field(101) \
+                or not 1 <= varint() <= 64:
+            raise ValueError
+        if field(102) and (varint() != 16 or any(varint() > 255 for _ in range(16))):
+            raise ValueError
+        if field(103):
+            varint()
+    except ValueError:
+        return (f"{wal}, the write-ahead log of {wal.with_suffix('')}, is damaged: its header "
+                f"(the first bytes) does not parse, so DuckDB would ignore the whole log and "
+                f"lose the {wal.stat().st_size:,} bytes of commits in it without a word")
+    return None
+
+
 def probe_file(path: Path) -> str | None:
     """None if the file (with its log) opens and every block of every table reads back; else
     what is wrong. Read-only: the probe changes nothing."""
     from curation.store._store import is_damage, store_error
 
+    if problem := wal_header_problem(Path(f"{path}.wal")):
+        return problem
     try:
         con = duckdb.connect(str(path), read_only=True)
     except duckdb.Error as exc:

@@ -19,9 +19,11 @@ Design decisions:
   (`curation._files`): they hold password hashes and the curated data.
 - A damaged file is named on open, never shown as DuckDB's traceback: damage that DuckDB
   reports (bad header, checksum, WAL) and a file shorter than its blocks in use (truncated)
-  raise StoreCorrupt, which points to `curate doctor` (`curation.maintenance`). A file longer
-  than its block map holds the blocks of a transaction that never committed (a killed import);
-  they are given back on open. Before a schema migration the file is backed up.
+  raise StoreCorrupt, which points to `curate doctor` (`curation.maintenance`); so does a
+  write-ahead log whose header does not parse, which DuckDB itself would silently skip
+  (`_maintenance.wal_header_problem`). A file longer than its block map holds the blocks of a
+  transaction that never committed (a killed import); they are given back on open. Before a
+  schema migration the file is backed up.
 - "Needs an answer" is the conversation's shape, not a column: it ends with a user turn
   (`Example.needs_answer`; in SQL `_filters.NEEDS_ANSWER`), so the mark can never disagree
   with the text and needs no migration. Only `curate import --unanswered` makes such an
@@ -67,7 +69,7 @@ from curation.store._findings import FindingQueries
 from curation.store._guidelines import CURRENT_GUIDELINES, EVENT_COLUMNS, GuidelineQueries
 from curation.store._inserts import ExampleInserts
 from curation.store._leases import LeaseQueries
-from curation.store._maintenance import FILE_HEADERS, MaintenanceQueries
+from curation.store._maintenance import FILE_HEADERS, MaintenanceQueries, wal_header_problem
 from curation.store._preference import PreferenceQueries
 from curation.store._progress import ProgressQueries
 from curation.store._queues import QueueQueries
@@ -157,6 +159,8 @@ class Store(ExampleInserts, SnapshotQueries, UserQueries, EmbeddingQueries, Find
         # with a log to replay (or the database open in this process already), blocks that are
         # not yet checkpointed legitimately lie beyond the file's end: no size check then
         size_check = not (wal.exists() and wal.stat().st_size > 0)
+        if problem := wal_header_problem(wal):  # DuckDB would drop the log without a word
+            raise StoreCorrupt(f"{problem}. {_RECOVER.format(path=self.path)}")
         try:
             self._con = duckdb.connect(str(self.path), config={"memory_limit": MEMORY_LIMIT})
         except duckdb.Error as exc:
