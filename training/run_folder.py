@@ -240,12 +240,16 @@ class EvalResult(_Record):
     # the primary metric on the whole split and without train copies (`training.eval.
     # clean_subset`); {} in an eval.json written before it was measured
     contamination: dict[str, Any] = field(default_factory=dict)
+    # pairwise preference accuracy on the eval split's preference pairs, per system
+    # (`training.preference_eval`); {} for a run not trained on pairs
+    preference: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         out = super().to_json()
-        if not self.contamination:  # an older result is written back as it was read
-            del out["contamination"]
+        for optional in ("contamination", "preference"):
+            if not getattr(self, optional):  # an older result is written back as it was read
+                del out[optional]
         return out
 
     def summary(self) -> dict[str, Any]:
@@ -255,7 +259,14 @@ class EvalResult(_Record):
                 **{s: self.systems[s] for s in SYSTEMS}, "baseline": self.baseline,
                 "comparison": self.comparison or None, "outcomes": self.outcomes or None,
                 "verdict": self.verdict, "settings": self.settings or None,
-                "contamination": self.contamination or None, "created_at": self.created_at}
+                "contamination": self.contamination or None,
+                **({"preference": _without_examples(self.preference)} if self.preference
+                   else {}),
+                "created_at": self.created_at}
+
+
+def _without_examples(value: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in value.items() if k != "examples"}
 
 
 def read_eval(run_dir: str | os.PathLike) -> EvalResult | None:
