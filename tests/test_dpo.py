@@ -218,3 +218,24 @@ def test_dpo_needs_train_pairs_and_a_completed_sft_run_to_start_from(dpo_store, 
     with pytest.raises(EmptyTrainingSet, match="no train preference pairs"):
         launch(dpo_store, ADMIN, TrainConfig(**TINY_DPO))
     assert list_runs(dpo_store.path.parent / "runs") == []
+
+
+# --- the Training page ----------------------------------------------------------------------
+
+from tests.test_app_training import open_page, trained  # noqa: E402,F401  (fixtures)
+
+
+def test_training_form_offers_dpo_with_its_settings_and_sft_runs(open_page, trained):  # noqa: F811
+    store, sft_run = trained
+    at = open_page(store, "training")
+    assert at.selectbox(key="tr_method").value == "sft"
+    assert not [w for w in at.number_input if w.key == "tr_beta"], "DPO settings stay hidden"
+    at.selectbox(key="tr_method").set_value("dpo").run()
+    assert not at.exception, at.exception
+    assert at.number_input(key="tr_beta").value == TrainConfig().beta
+    assert "reference" in at.number_input(key="tr_beta").help
+    runs = at.selectbox(key="tr_sft_run")
+    assert runs.options == ["none (the base model)", sft_run.id]
+    at.number_input(key="tr_beta").set_value(0.0).run()
+    assert any("beta must be in (0, 10]" in e.value.replace("\\", "") for e in at.error), \
+        [e.value for e in at.error]
