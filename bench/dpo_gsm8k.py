@@ -129,14 +129,14 @@ def build_pairs(n_train: int, n_eval: int, max_chars: int, seed: int, data: Path
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=DATA, help="GSM8K Alpaca JSON file")
-    parser.add_argument("--train", type=int, default=320, help="train pairs")
-    parser.add_argument("--eval", type=int, default=200, help="held-out eval pairs")
-    parser.add_argument("--max-chars", type=int, default=420,
+    parser.add_argument("--train", type=int, default=240, help="train pairs")
+    parser.add_argument("--eval", type=int, default=150, help="held-out eval pairs")
+    parser.add_argument("--max-chars", type=int, default=380,
                         help="longest problem + solution kept, in characters")
     parser.add_argument("--max-seq-length", type=int, default=192)
-    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--lr", type=float, default=5e-4)
+    parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--beta", type=float, default=0.1)
     parser.add_argument("--rank", type=int, default=16)
     parser.add_argument("--precision", default="auto")

@@ -1434,7 +1434,10 @@ def eval_(run_id, db, as_json, rerun, detach, cancel_it, shots, margin, max_new_
     with --detach; --cancel stops it. The result is stored in the run folder (eval.json) and
     shown again without recomputing unless --rerun. The primary metric is reported on the
     whole eval split and, side by side, on the eval examples whose prompt is no exact or
-    near copy of a train prompt (--json: "contamination").
+    near copy of a train prompt (--json: "contamination"). For a DPO run it adds pairwise
+    preference accuracy on the eval split's preference pairs: how often the base model, the
+    SFT run it started from and the tuned model find the chosen answer more likely than the
+    rejected one (--json: "preference").
 
     \b
     Example:

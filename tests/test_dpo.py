@@ -55,7 +55,7 @@ def dpo_store(file_store, model_cache, monkeypatch):
 
     def snapshot_pairs(_store, snapshot_id):
         given.append(snapshot_id)
-        return _pairs(6)
+        return _pairs(6) + _pairs(2, "eval", start=100)
 
     monkeypatch.setattr("training.dpo.snapshot_pairs", snapshot_pairs)
     store.snapshot_ids_asked = given
@@ -183,6 +183,7 @@ def test_dpo_run_checkpoints_without_pickle_resumes_and_is_scored(dpo_store):
     done = wait(run.dir, timeout=RUN_TIMEOUT)
     assert done.state == "completed", done.status.reason
     assert done.status.resumed_from_step == saved
+    assert done.status.data["pairs"] == 6, "trained on the train pairs, not the eval ones"
     assert [m["step"] for m in done.metrics] == [1, 2, 3]
     assert all({"reward_accuracy", "reward_margin"} <= m.keys() for m in done.metrics)
     assert done.metrics[0]["loss"] == pytest.approx(0.6931, abs=1e-3), \
@@ -198,6 +199,31 @@ def test_dpo_run_checkpoints_without_pickle_resumes_and_is_scored(dpo_store):
     tuned = [e["tuned"] for e in result["examples"]]
     assert tuned != [e["base"] for e in result["examples"]], "the adapter changes the model"
     assert result["systems"]["tuned"]["accuracy"] == sum(m > 0 for m in tuned) / 4
+
+
+def test_evaluation_of_a_dpo_run_adds_pairwise_accuracy(dpo_store, capsys):
+    from curate.cli import _show_eval
+    from training.config import EvalConfig
+    from training.evaluate import start_eval, wait_eval
+    from training.run_folder import read_eval, read_json
+
+    run = launch(dpo_store, ADMIN, TrainConfig(**TINY_DPO, checkpoint_every_steps=0))
+    done = wait(run.dir, timeout=RUN_TIMEOUT)
+    assert done.state == "completed", done.status.reason
+    dpo_store.add(chat("What is 7 plus 7?", "7 plus 7 is 14."), actor="t", split="eval")
+    start_eval(dpo_store, ADMIN, run.dir, EvalConfig(shots=0, max_new_tokens=4))
+    assert len(read_json(run.dir / "eval_request.json")["pairs"]) == 2
+    job = wait_eval(run.dir, timeout=RUN_TIMEOUT)
+    assert job.state == "completed", job.status.reason
+    result = read_eval(run.dir)
+    assert result.systems["fine_tuned"], "the usual metrics are still there"
+    p = result.preference
+    assert p["pairs"] == 2 and set(p["systems"]) == {"base", "tuned"}
+    assert [e["id"] for e in p["examples"]] == [100, 101]
+    summary = result.summary()["preference"]
+    assert "examples" not in summary and summary["gain_points"] == p["gain_points"]
+    _show_eval(result)
+    assert "pairwise preference accuracy on 2 eval pairs" in capsys.readouterr().out
 
 
 def test_dpo_run_is_cancellable(dpo_store):

@@ -53,8 +53,7 @@ from curation.errors import CurateError, EmptyTrainingSet, InvalidValue
 from curation.preference import PreferencePair
 from training.config import TrainConfig
 from training.data import IGNORE_INDEX, Encoded, assistant_spans
-
-PAIRS_FILE = "pairs.jsonl"
+from training.run_folder import PAIRS_FILE
 
 
 # --- pairs from the store, on disk ---------------------------------------------------------
@@ -62,8 +61,12 @@ PAIRS_FILE = "pairs.jsonl"
 def snapshot_pairs(store, snapshot_id: str) -> list[PreferencePair]:
     """The preference pairs of a snapshot: the one place training asks the store for them
     (preference storage is `curation.preference`'s)."""
-    from curation.preference import preference_pairs
-
+    try:
+        from curation.preference import preference_pairs
+    except ImportError:  # a Curate without preference storage
+        raise InvalidValue("this Curate keeps no preference pairs "
+                           "(curation.preference.preference_pairs is missing), so there is "
+                           "nothing to train DPO on") from None
     return list(preference_pairs(store, snapshot_id))
 
 

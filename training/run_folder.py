@@ -1,6 +1,7 @@
 """A run folder's files: their names, atomic JSON, and typed records of what they say.
 
-A run is a folder, `runs/<run id>/`: the launcher writes `manifest.json` and `train.jsonl`,
+A run is a folder, `runs/<run id>/`: the launcher writes `manifest.json` and `train.jsonl`
+(and, for a DPO run, `pairs.jsonl`: the snapshot's preference pairs),
 the trainer `status.json`, `metrics.jsonl`, `trainer.log`, `checkpoints/` and `adapter/`,
 an evaluation `eval_request.json`, `eval_status.json`, `eval.log` and `eval.json`, and a
 calibration check `calibration.json`. Those
@@ -36,6 +37,7 @@ import orjson
 MANIFEST, TRAIN_FILE, STATUS, METRICS, LOG = ("manifest.json", "train.jsonl", "status.json",
                                               "metrics.jsonl", "trainer.log")
 CHECKPOINTS, ADAPTER, PID_FILE = "checkpoints", "adapter", "trainer.pid"
+PAIRS_FILE = "pairs.jsonl"  # a DPO run's preference pairs (`training.dpo`)
 RUN_FILES = (MANIFEST, TRAIN_FILE, STATUS, METRICS, LOG, CHECKPOINTS, ADAPTER)
 EVAL_FILE = "eval.json"
 CALIBRATION_FILE = "calibration.json"  # the eval answers' confidences, per evaluation
@@ -291,7 +293,7 @@ def read_calibration(run_dir: str | os.PathLike, evaluated_at: str | None
 
 __all__ = ["ADAPTER", "CALIBRATION_FILE", "CHECKPOINTS", "EVAL_FILE", "EVAL_LOG", "EVAL_PID",
            "EVAL_REQUEST", "EVAL_STATUS", "EvalResult", "EvalStatus", "LOG", "MANIFEST",
-           "METRICS", "PID_FILE", "RUN_FILES", "RunManifest", "RunStatus", "STATUS", "SYSTEMS",
+           "METRICS", "PAIRS_FILE", "PID_FILE", "RUN_FILES", "RunManifest", "RunStatus", "STATUS", "SYSTEMS",
            "TRAIN_FILE", "checkpoint_dirs", "now_iso", "read_calibration", "read_eval",
            "read_json", "read_metrics", "update_json", "update_status", "write_calibration",
            "write_json"]
