@@ -19,6 +19,7 @@ from curation.auth import User
 from curation.errors import InvalidValue
 from curation.preference import PreferencePair
 from tests.conftest import chat
+from tests.test_app_training import open_page, trained  # noqa: F401  (fixtures)
 from training.checkpoint import load_training_state
 from training.config import TrainConfig
 from training.launcher import cancel, launch, list_runs, read_run, resume, wait
@@ -201,7 +202,7 @@ def test_dpo_run_checkpoints_without_pickle_resumes_and_is_scored(dpo_store):
     assert result["systems"]["tuned"]["accuracy"] == sum(m > 0 for m in tuned) / 4
 
 
-def test_evaluation_of_a_dpo_run_adds_pairwise_accuracy(dpo_store, capsys):
+def test_evaluation_of_a_dpo_run_adds_pairwise_accuracy(dpo_store, capsys, open_page):  # noqa: F811
     from curate.cli import _show_eval
     from training.config import EvalConfig
     from training.evaluate import start_eval, wait_eval
@@ -225,6 +226,14 @@ def test_evaluation_of_a_dpo_run_adds_pairwise_accuracy(dpo_store, capsys):
     _show_eval(result)
     assert "pairwise preference accuracy on 2 eval pairs" in capsys.readouterr().out
 
+    at = open_page(dpo_store, "evaluation")  # the Evaluation page shows it too
+    [table] = [d.value for d in at.dataframe if "Accuracy (points)" in d.value.columns]
+    assert list(table.index) == ["Base model", "DPO-tuned"]
+    assert table["Accuracy (points)"].tolist() == [
+        100 * p["systems"][s]["accuracy"] for s in ("base", "tuned")]
+    assert any("2 held-out preference pairs" in c.value.replace("\\", "")
+               for c in at.caption)
+
 
 def test_dpo_run_is_cancellable(dpo_store):
     run = launch(dpo_store, ADMIN, TrainConfig(**TINY_DPO))
@@ -247,8 +256,6 @@ def test_dpo_needs_train_pairs_and_a_completed_sft_run_to_start_from(dpo_store, 
 
 
 # --- the Training page ----------------------------------------------------------------------
-
-from tests.test_app_training import open_page, trained  # noqa: E402,F401  (fixtures)
 
 
 def test_training_form_offers_dpo_with_its_settings_and_sft_runs(open_page, trained):  # noqa: F811
