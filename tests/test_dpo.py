@@ -235,6 +235,32 @@ def test_evaluation_of_a_dpo_run_adds_pairwise_accuracy(dpo_store, capsys, open_
                for c in at.caption)
 
 
+def test_dpo_starts_from_an_sft_run_and_is_scored_against_it(dpo_store):
+    from training.preference_eval import evaluate_preferences
+
+    sft = launch(dpo_store, ADMIN, TrainConfig(**{**TINY_DPO, "method": "sft"},
+                                               checkpoint_every_steps=0))
+    assert wait(sft.dir, timeout=RUN_TIMEOUT).state == "completed"
+    with pytest.raises(InvalidValue, match="same base model"):
+        launch(dpo_store, ADMIN, TrainConfig(**TINY_DPO, sft_run=sft.id,
+                                             base_model=str(sft.dir)))
+    run = launch(dpo_store, ADMIN, TrainConfig(**TINY_DPO, sft_run=sft.id,
+                                               checkpoint_every_steps=0))
+    assert run.manifest.extra["sft_run"] == sft.id
+    done = wait(run.dir, timeout=RUN_TIMEOUT)
+    assert done.state == "completed", done.status.reason
+    assert done.metrics[0]["loss"] == pytest.approx(0.6931, abs=1e-3), \
+        "the merged SFT model is the reference as well as the start"
+    with pytest.raises(InvalidValue, match="choose a completed SFT run"):
+        launch(dpo_store, ADMIN, TrainConfig(**TINY_DPO, sft_run=run.id))
+
+    result = evaluate_preferences(run.dir, _pairs(3, "eval", start=200))
+    assert list(result["systems"]) == ["base", "sft", "tuned"] and result["reference"] == "sft"
+    sft_margins = [e["sft"] for e in result["examples"]]
+    assert sft_margins != [e["base"] for e in result["examples"]], "the SFT adapter is merged"
+    assert sft_margins != [e["tuned"] for e in result["examples"]]
+
+
 def test_dpo_run_is_cancellable(dpo_store):
     run = launch(dpo_store, ADMIN, TrainConfig(**TINY_DPO))
     _wait_for(lambda: read_run(run.dir).status.state == "running", what="the trainer")
