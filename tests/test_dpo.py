@@ -292,6 +292,7 @@ def test_training_form_offers_dpo_with_its_settings_and_sft_runs(open_page, trai
     at.selectbox(key="tr_method").set_value("dpo").run()
     assert not at.exception, at.exception
     assert at.number_input(key="tr_beta").value == TrainConfig().beta
+    assert any("Trains on the preference pairs" in m.value for m in at.markdown)
     assert "reference" in at.number_input(key="tr_beta").help
     runs = at.selectbox(key="tr_sft_run")
     assert runs.options == ["none (the base model)", sft_run.id]

@@ -351,8 +351,10 @@ def _new_run(runs: list[Run]) -> None:
     with st.container(border=True, key="tr_form"):
         config = _config_form()
     if examples:
-        st.markdown(f":material/dataset: Trains on a new snapshot of the **{len(examples):,} "
-                    "accepted train examples** as they are at launch.")
+        what = "the preference pairs (chosen and rejected answers) among " \
+            if config is not None and config.method == "dpo" else ""
+        st.markdown(f":material/dataset: Trains on {what}a new snapshot of the "
+                    f"**{len(examples):,} accepted train examples** as they are at launch.")
     else:
         st.info("There are no accepted train examples to train on yet: accept some on the "
                 "Review page.", icon=":material/dataset:")
