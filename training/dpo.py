@@ -55,7 +55,6 @@ from training.config import TrainConfig
 from training.data import IGNORE_INDEX, Encoded, assistant_spans
 from training.run_folder import PAIRS_FILE
 
-
 # --- pairs from the store, on disk ---------------------------------------------------------
 
 def snapshot_pairs(store, snapshot_id: str) -> list[PreferencePair]:
