@@ -299,3 +299,10 @@ def test_training_form_offers_dpo_with_its_settings_and_sft_runs(open_page, trai
     at.number_input(key="tr_beta").set_value(0.0).run()
     assert any("beta must be in (0, 10]" in e.value.replace("\\", "") for e in at.error), \
         [e.value for e in at.error]
+
+
+def test_a_learning_curve_refuses_dpo(file_store, tmp_path):
+    from training.curve import start_curve
+
+    with pytest.raises(InvalidValue, match="SFT runs only"):
+        start_curve(file_store(), ADMIN, TrainConfig(method="dpo"), runs_dir=tmp_path / "runs")

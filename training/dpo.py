@@ -270,7 +270,6 @@ def train_dpo(run_dir: Path, log: logging.Logger, config: TrainConfig,
     from peft import LoraConfig, get_peft_model
 
     from training.data import padding_fraction, plan_batches
-    from training.processes import Cancelled  # noqa: F401  (raised by the SIGTERM handler)
     from training.run_folder import ADAPTER, METRICS, checkpoint_dirs, update_status
     from training.trainer import (
         MAX_GRAD_NORM,
