@@ -1238,7 +1238,9 @@ def app(db, port, address, browser, single_user, unsafe_network):
 
 def _train_setting_options(func):
     """One option per TrainConfig field named here, its help text taken from the field."""
-    settings = [("--epochs", "epochs", int), ("--rank", "r", int), ("--alpha", "alpha", int),
+    settings = [("--method", "method", click.Choice(["sft", "dpo"])),
+                ("--beta", "beta", float), ("--sft-run", "sft_run", str),
+                ("--epochs", "epochs", int), ("--rank", "r", int), ("--alpha", "alpha", int),
                 ("--lr", "learning_rate", float), ("--batch-size", "batch_size", int),
                 ("--max-seq-length", "max_seq_length", int), ("--base-model", "base_model", str),
                 ("--precision", "precision", click.Choice(["auto", "fp32", "bf16"])),
@@ -1259,8 +1261,10 @@ def _watch_run(workspace: Workspace, run_id: str) -> None:
         while True:
             run = workspace.run(run_id)
             for m in run.metrics[shown:]:
+                dpo = (f"  reward acc {m['reward_accuracy']:.2f} margin "
+                       f"{m['reward_margin']:+.3f}") if "reward_accuracy" in m else ""
                 click.echo(f"step {m['step']:>5}/{m.get('total_steps', '?')}  epoch "
-                           f"{m['epoch']:.2f}  loss {m['loss']:.4f}  "
+                           f"{m['epoch']:.2f}  loss {m['loss']:.4f}{dpo}  "
                            f"{m['tokens_per_second']:,.0f} tok/s  "
                            f"ETA {duration(m['eta_seconds'])}")
             shown = len(run.metrics)
@@ -1299,6 +1303,11 @@ def _watch_run(workspace: Workspace, run_id: str) -> None:
 def train(db, resume_id, detach, then_eval, allow_leakage, actor, **settings):
     """Fine-tune a LoRA adapter on a new snapshot of the accepted train examples.
 
+    --method dpo trains on the snapshot's preference pairs instead (chosen over rejected,
+    Direct Preference Optimization), from the base model or from a completed SFT run
+    (--sft-run RUN); its evaluation adds pairwise preference accuracy on the eval split's
+    pairs.
+
     Training runs in a process of its own, writing into runs/<run id>/ beside the database;
     this command prints its progress until it ends (Ctrl-C stops watching, not the run), then
     evaluates the run against the prompt-only baseline. A snapshot whose train examples are
@@ -1310,6 +1319,7 @@ def train(db, resume_id, detach, then_eval, allow_leakage, actor, **settings):
     Example:
       curate train --epochs 2 --rank 8 --lr 2e-4
       curate train --detach && curate runs
+      curate train --method dpo --beta 0.1 --sft-run run-20250101-120000-ab12
     """
     from training.config import TrainConfig
 
@@ -1535,7 +1545,10 @@ def eval_(run_id, db, as_json, rerun, detach, cancel_it, shots, margin, max_new_
     with --detach; --cancel stops it. The result is stored in the run folder (eval.json) and
     shown again without recomputing unless --rerun. The primary metric is reported on the
     whole eval split and, side by side, on the eval examples whose prompt is no exact or
-    near copy of a train prompt (--json: "contamination").
+    near copy of a train prompt (--json: "contamination"). For a DPO run it adds pairwise
+    preference accuracy on the eval split's preference pairs: how often the base model, the
+    SFT run it started from and the tuned model find the chosen answer more likely than the
+    rejected one (--json: "preference").
 
     \b
     Example:
@@ -1650,6 +1663,12 @@ def _show_eval(result: EvalResult) -> None:
     click.echo(f"fine-tuned vs baseline: {o.get('win', 0)} wins, {o.get('loss', 0)} losses, "
                f"{o.get('tie', 0)} ties over {result.settings['eval_examples']} examples")
     click.echo(f"{result.verdict['decision'].upper()}: {result.verdict['reason']}")
+    p = result.preference
+    if p:
+        scores = "  ".join(f"{name} {_pct(s['accuracy'])}" for name, s in p["systems"].items())
+        click.echo(f"pairwise preference accuracy on {p['pairs']} eval pairs (chosen more "
+                   f"likely than rejected, {p['aggregate']} log-likelihood): {scores}  "
+                   f"({p['gain_points']:+.1f} points over {p['reference']})")
 
 
 if __name__ == "__main__":

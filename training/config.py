@@ -28,6 +28,8 @@ from curation.errors import InvalidValue
 
 Precision = Literal["auto", "fp32", "bf16"]
 PRECISIONS: tuple[str, ...] = get_args(Precision)
+Method = Literal["sft", "dpo"]
+METHODS: tuple[str, ...] = get_args(Method)
 ALL_LINEAR = "all-linear"
 
 
@@ -37,11 +39,25 @@ def _help(text: str) -> dict[str, str]:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """The settings of one LoRA fine-tune of a chat model on a snapshot's train examples."""
+    """The settings of one LoRA fine-tune of a chat model on a snapshot's train examples
+    (SFT) or on its preference pairs (DPO)."""
 
     base_model: str = field(default="SmolLM2-135M-Instruct", metadata=_help(
         "Model to fine-tune: SmolLM2-135M-Instruct (packaged, offline), a local Hugging Face "
         "folder, or a hub id where you are online. It must have a chat template."))
+    method: Method = field(default="sft", metadata=_help(
+        "'sft': supervised fine-tuning on the accepted train conversations (loss on the "
+        "assistant's turns). 'dpo': Direct Preference Optimization on the snapshot's "
+        "preference pairs (chosen over rejected), against the frozen starting model as "
+        "reference."))
+    beta: float = field(default=0.1, metadata=_help(
+        "DPO only: how far the tuned model may move from the reference; the loss is "
+        "-log sigmoid(beta * margin of log-probability ratios). 0.1 is TRL's and the DPO "
+        "paper's default; higher keeps the model closer to the reference."))
+    sft_run: str | None = field(default=None, metadata=_help(
+        "DPO only: a completed SFT run (its id) to start from: its LoRA adapter is merged "
+        "into the base model, which is then both the starting point and the reference. "
+        "Default: start from the base model."))
     r: int = field(default=16, metadata=_help(
         "LoRA rank: size of the low-rank update per adapted matrix. Higher learns more but "
         "trains slower; 8-32 suits most tasks (PEFT's default is 8)."))
@@ -101,6 +117,16 @@ class TrainConfig:
         if not isinstance(self.base_model, str) or not self.base_model.strip():
             raise InvalidValue("base_model must name a model")
         object.__setattr__(self, "target_modules", _target_modules(self.target_modules))
+        if self.method not in METHODS:
+            raise InvalidValue(f"method must be one of {', '.join(METHODS)}, not "
+                               f"{self.method!r}")
+        if not _is_number(self.beta) or not 0 < self.beta <= 10:
+            raise InvalidValue(f"beta must be in (0, 10], not {self.beta!r}")
+        if self.sft_run is not None:
+            if not isinstance(self.sft_run, str) or not self.sft_run.strip():
+                raise InvalidValue(f"sft_run must name a run, not {self.sft_run!r}")
+            if self.method != "dpo":
+                raise InvalidValue("sft_run (a run to start from) applies to method 'dpo' only")
         if self.max_seq_length < 16:
             raise InvalidValue(f"max_seq_length must be at least 16, not {self.max_seq_length}")
 

@@ -179,6 +179,7 @@ def run_curve(store: Store, user: User, config: TrainConfig, *,
     Ctrl-C (KeyboardInterrupt), or setting `stop`, cancels the run or evaluation in flight
     and the curve; `on_start(curve)` is called once curve.json is written."""
     require(user, "train")
+    _refuse_dpo(config)
     from training.evaluate import cancel_eval, read_eval_job, start_eval, wait_eval
     from training.launcher import DEFAULT_TRAIN_FILTER, cancel, launch, read_run, wait
 
@@ -295,6 +296,12 @@ def _waiting(poll: Callable[[], Any], still: Callable[[Any], bool], stop: thread
         write_json(folder / CURVE_FILE, {**record, "heartbeat": time.time()})
 
 
+def _refuse_dpo(config: TrainConfig) -> None:
+    """A curve subsets a snapshot's conversations; a DPO run's pairs are not cut with them."""
+    if config.method != "sft":
+        raise InvalidValue("a learning curve trains SFT runs only; set the method to 'sft'")
+
+
 def start_curve(store: Store, user: User, config: TrainConfig, *,
                 runs_dir: str | os.PathLike, allow_leakage: bool = False,
                 timeout: float = 600.0) -> Curve:
@@ -302,6 +309,7 @@ def start_curve(store: Store, user: User, config: TrainConfig, *,
     is written. A refusal before that (no examples) is raised here; one after it (leakage,
     an active run) is recorded in curve.json as the curve's failure."""
     require(user, "train")
+    _refuse_dpo(config)
     started, failure = threading.Event(), []
     holder: list[Curve] = []
 

@@ -24,6 +24,9 @@ Design decisions:
 - Liveness as for runs: an evaluation is active while its state is queued/running and its
   process is alive (a zombie or a reused pid counts as dead). A queued/running state whose
   process is gone (SIGKILL, power loss) reads as `interrupted`; it can be started again.
+- For a DPO run the request also carries the eval split's preference pairs, and the
+  evaluator adds their pairwise accuracy (`training.preference_eval`: base, SFT start,
+  tuned) to eval.json as `preference`, after the usual three systems.
 - A rerun keeps the earlier eval.json until the new one is written, so a failed or
   cancelled rerun loses nothing.
 """
@@ -124,6 +127,13 @@ def start_eval(store: Store, user: User, run_dir: str | os.PathLike,
     if not rows:
         raise InvalidValue("no eval examples to evaluate on: put some examples in the eval "
                            "split (not rejected)")
+    pairs = []
+    if (run.manifest.config or {}).get("method") == "dpo":  # and its held-out pairs
+        from dataclasses import asdict
+
+        from training.dpo import eval_pairs
+
+        pairs = [asdict(p) for p in eval_pairs(store, user)]
     settings = config.to_dict()
     runs_dir = run_dir.parent
     with launch_lock(runs_dir):
@@ -134,7 +144,8 @@ def start_eval(store: Store, user: User, run_dir: str | os.PathLike,
                 f"workspace: wait for it or stop it with `curate eval {active.run_id} "
                 "--cancel`")
         requested = {"run_id": run.id, "requested_by": user.name, "requested_at": now_iso()}
-        write_json(run_dir / EVAL_REQUEST, {**requested, "settings": settings, "rows": rows})
+        write_json(run_dir / EVAL_REQUEST, {**requested, "settings": settings, "rows": rows,
+                                            **({"pairs": pairs} if pairs else {})})
         (run_dir / EVAL_PID).unlink(missing_ok=True)
         write_json(run_dir / EVAL_STATUS, {
             **requested, "state": "queued", "pid": None, "phase": "loading", "done": 0,
@@ -273,8 +284,23 @@ def _evaluate(run_dir: Path, request: dict[str, Any]) -> EvalResult:
         _update(run_dir, phase=system, done=done, total=total,
                 eta_seconds=None if eta is None else round(eta, 1))
 
-    return evaluate(run_dir, request["rows"], train_rows_from_run(run_dir), config,
-                    progress=progress)
+    result = evaluate(run_dir, request["rows"], train_rows_from_run(run_dir), config,
+                      progress=progress)
+    if not request.get("pairs"):
+        return result
+    # a DPO run: pairwise preference accuracy on the held-out pairs, next to the metrics
+    import dataclasses
+
+    from training.dpo import read_pair
+    from training.preference_eval import evaluate_preferences
+    from training.run_folder import EVAL_FILE
+
+    began.clear()
+    preference = evaluate_preferences(run_dir, [read_pair(p) for p in request["pairs"]],
+                                      batch_size=config.batch_size, progress=progress)
+    result = dataclasses.replace(result, preference=preference)
+    write_json(run_dir / EVAL_FILE, result.to_json())
+    return result
 
 
 __all__ = ["EvalJob", "active_eval", "cancel_eval", "read_eval_job", "start_eval",

@@ -39,6 +39,10 @@ Design decisions:
   evaluate runs; the trainer itself never opens the store.
 - Model loading lives in `training.models` (`load_run_model`), evaluation in `training.eval`
   and `training.evaluate`; this module imports neither, so the layers stay one-way.
+- A DPO run (`TrainConfig.method == "dpo"`) also gets `pairs.jsonl`: the snapshot's
+  preference pairs (`training.dpo.snapshot_pairs`, the one place training asks the store for
+  them); a run it starts from (`sft_run`) must be a completed SFT run on the same base model,
+  and the manifest's `extra` names its adapter (`sft_adapter`).
 - `import training.launcher` stays light (no torch): the app lists runs without paying for
   it.
 """
@@ -185,6 +189,16 @@ def launch(store: Store, user: User, config: TrainConfig, *,
             raise EmptyTrainingSet(f"nothing to train on: snapshot {snapshot.id} has no "
                                    f"examples ({_describe(where)}); accept some train "
                                    "examples first")
+        pairs = None
+        if config.method == "dpo":  # preference pairs of the snapshot (`training.dpo`)
+            from training.dpo import snapshot_pairs, start_from_sft
+
+            extra = {**(extra or {}), **start_from_sft(runs_dir, config)}
+            pairs = snapshot_pairs(store, snapshot.id)
+            if not any(p.split == "train" for p in pairs):
+                raise EmptyTrainingSet(f"nothing to train DPO on: snapshot {snapshot.id} "
+                                       "has no train preference pairs (examples with a chosen "
+                                       "and a rejected answer)")
         run_id = f"run-{datetime.now(UTC):%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
         run_dir = runs_dir / run_id
         run_dir.mkdir(mode=0o700)
@@ -193,6 +207,11 @@ def launch(store: Store, user: User, config: TrainConfig, *,
         if keep_ids is not None:
             count, sha = _keep_only(run_dir / TRAIN_FILE, set(keep_ids))
             extra = {**(extra or {}), "subset_ids": sorted(keep_ids)}
+        if pairs is not None:
+            from training.dpo import PAIRS_FILE, write_pairs
+
+            write_pairs(run_dir / PAIRS_FILE, pairs)
+            extra = {**extra, "pairs": sum(p.split == "train" for p in pairs)}
         cache = model_cache(store)
         write_json(run_dir / MANIFEST, RunManifest(
             run_id=run_id, snapshot_id=snapshot.id, snapshot_hash=snapshot.content_hash,

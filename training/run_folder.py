@@ -1,6 +1,7 @@
 """A run folder's files: their names, atomic JSON, and typed records of what they say.
 
-A run is a folder, `runs/<run id>/`: the launcher writes `manifest.json` and `train.jsonl`,
+A run is a folder, `runs/<run id>/`: the launcher writes `manifest.json` and `train.jsonl`
+(and, for a DPO run, `pairs.jsonl`: the snapshot's preference pairs),
 the trainer `status.json`, `metrics.jsonl`, `trainer.log`, `checkpoints/` and `adapter/`,
 an evaluation `eval_request.json`, `eval_status.json`, `eval.log` and `eval.json`, and a
 calibration check `calibration.json`. Those
@@ -36,6 +37,7 @@ import orjson
 MANIFEST, TRAIN_FILE, STATUS, METRICS, LOG = ("manifest.json", "train.jsonl", "status.json",
                                               "metrics.jsonl", "trainer.log")
 CHECKPOINTS, ADAPTER, PID_FILE = "checkpoints", "adapter", "trainer.pid"
+PAIRS_FILE = "pairs.jsonl"  # a DPO run's preference pairs (`training.dpo`)
 RUN_FILES = (MANIFEST, TRAIN_FILE, STATUS, METRICS, LOG, CHECKPOINTS, ADAPTER)
 EVAL_FILE = "eval.json"
 CALIBRATION_FILE = "calibration.json"  # the eval answers' confidences, per evaluation
@@ -240,12 +242,16 @@ class EvalResult(_Record):
     # the primary metric on the whole split and without train copies (`training.eval.
     # clean_subset`); {} in an eval.json written before it was measured
     contamination: dict[str, Any] = field(default_factory=dict)
+    # pairwise preference accuracy on the eval split's preference pairs, per system
+    # (`training.preference_eval`); {} for a run not trained on pairs
+    preference: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         out = super().to_json()
-        if not self.contamination:  # an older result is written back as it was read
-            del out["contamination"]
+        for optional in ("contamination", "preference"):
+            if not getattr(self, optional):  # an older result is written back as it was read
+                del out[optional]
         return out
 
     def summary(self) -> dict[str, Any]:
@@ -255,7 +261,14 @@ class EvalResult(_Record):
                 **{s: self.systems[s] for s in SYSTEMS}, "baseline": self.baseline,
                 "comparison": self.comparison or None, "outcomes": self.outcomes or None,
                 "verdict": self.verdict, "settings": self.settings or None,
-                "contamination": self.contamination or None, "created_at": self.created_at}
+                "contamination": self.contamination or None,
+                **({"preference": _without_examples(self.preference)} if self.preference
+                   else {}),
+                "created_at": self.created_at}
+
+
+def _without_examples(value: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in value.items() if k != "examples"}
 
 
 def read_eval(run_dir: str | os.PathLike) -> EvalResult | None:
@@ -280,7 +293,7 @@ def read_calibration(run_dir: str | os.PathLike, evaluated_at: str | None
 
 __all__ = ["ADAPTER", "CALIBRATION_FILE", "CHECKPOINTS", "EVAL_FILE", "EVAL_LOG", "EVAL_PID",
            "EVAL_REQUEST", "EVAL_STATUS", "EvalResult", "EvalStatus", "LOG", "MANIFEST",
-           "METRICS", "PID_FILE", "RUN_FILES", "RunManifest", "RunStatus", "STATUS", "SYSTEMS",
+           "METRICS", "PAIRS_FILE", "PID_FILE", "RUN_FILES", "RunManifest", "RunStatus", "STATUS", "SYSTEMS",
            "TRAIN_FILE", "checkpoint_dirs", "now_iso", "read_calibration", "read_eval",
            "read_json", "read_metrics", "update_json", "update_status", "write_calibration",
            "write_json"]

@@ -37,6 +37,9 @@ Design decisions:
   are dropped so each step has one line.
 - Every JSON file is written to a temporary name and renamed; a reader never sees half of
   `status.json`. `metrics.jsonl` is appended line by line; readers skip a partial last line.
+- A DPO run (`TrainConfig.method == "dpo"`) is handed to `training.dpo.train_dpo`, which
+  reuses this module's precision, checkpoint and resume helpers; why it is not TRL's
+  `DPOTrainer` is said there.
 - Endings: success -> completed (exit 0); any exception (out of memory, bad data, a
   missing model) -> failed with a one-line reason, traceback in trainer.log (exit 1);
   SIGTERM -> nothing more is saved, status cancelled (exit 143).
@@ -186,6 +189,10 @@ def train(run_dir: Path, log: logging.Logger) -> dict[str, Any]:
     if not manifest.config:
         raise CurateError(f"{run_dir / MANIFEST} is missing or has no config")
     config = TrainConfig.from_dict(manifest.config)
+    if config.method == "dpo":  # preference pairs: the same process, files and checkpoints
+        from training.dpo import train_dpo
+
+        return train_dpo(run_dir, log, config, manifest)
 
     import torch
     from peft import LoraConfig, get_peft_model

@@ -220,6 +220,28 @@ def _scoreboard(result: EvalResult) -> None:
     _bars(result, shown)
 
 
+PREFERENCE_SYSTEMS = {"base": "Base model", "sft": "SFT run (start)", "tuned": "DPO-tuned"}
+
+
+def _preference(p: dict[str, Any]) -> None:
+    """A DPO run's pairwise preference accuracy on the eval split's pairs, per system."""
+    st.subheader("Pairwise preference accuracy", anchor=False)
+    table = pd.DataFrame({
+        "Accuracy (points)": [_points(v["accuracy"]) for v in p["systems"].values()],
+        "Mean margin (log-likelihood)": [v["mean_margin"] for v in p["systems"].values()]},
+        index=[PREFERENCE_SYSTEMS.get(s, s) for s in p["systems"]])
+    table.index.name = "System"
+    st.dataframe(table.style.format("{:.1f}", na_rep="–", subset=["Accuracy (points)"]),
+                 key="ev_preference")
+    st.caption(plain(
+        f"Share of the {p['pairs']} held-out preference pairs where the model gives the chosen "
+        f"answer a higher log-likelihood ({p['aggregate']} over its tokens) than the rejected "
+        f"one; {p['gain_points']:+.1f} points over the "
+        f"{PREFERENCE_SYSTEMS.get(p['reference'], p['reference']).lower()}."
+        + (f" {p['skipped']} pair(s) skipped (cut to nothing by max_seq_length, or both "
+           "sides equal)." if p.get("skipped") else "")))
+
+
 def _bars(result: EvalResult, shown: list[str]) -> None:
     import plotly.graph_objects as go
 
@@ -702,6 +724,8 @@ else:
     st.header("Scoreboard", anchor=False)
     _verdict(run.id, result)
     _scoreboard(result)
+    if result.preference:
+        _preference(result.preference)
     if not (job and job.active):
         with st.expander("Evaluate again with other settings"):
             _eval_form(run, "ev_rerun")

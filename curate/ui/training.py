@@ -10,7 +10,9 @@ Design decisions:
   field's annotation (a `Literal` becomes a select box), labelled from FIELD_LABELS, with the
   field's help text as tooltip and its default as initial value. The widgets carry no limits
   of their own: `TrainConfig.__post_init__` is the one validation, and its message (which
-  names the field) is shown under the form while Launch is disabled.
+  names the field) is shown under the form while Launch is disabled. The method (SFT or
+  DPO) sits beside the base model; DPO's own settings (beta, the SFT run to start from,
+  offered from the completed SFT runs) appear only when DPO is chosen.
 - What a run trains on is decided at launch: a new snapshot of the accepted train examples.
   The page shows how many that is, their token-length distribution under the chosen base
   model's chat template, how many `max_seq_length` would cut, and the time per epoch
@@ -69,8 +71,10 @@ FIELD_LABELS = {
     "max_seq_length": "Max sequence length (tokens)", "batch_size": "Batch size",
     "warmup_ratio": "Warm-up (share of steps)", "seed": "Seed", "precision": "Precision",
     "checkpoint_every_steps": "Checkpoint every N steps",
-    "keep_checkpoints": "Checkpoints kept"}
+    "keep_checkpoints": "Checkpoints kept", "method": "Method", "beta": "DPO beta",
+    "sft_run": "Start from SFT run"}
 ADVANCED = ("checkpoint_every_steps", "keep_checkpoints")
+DPO_FIELDS = ("beta", "sft_run")  # shown when the method is DPO
 FLOAT_FORMATS = {"learning_rate": ("%.1e", 1e-5)}
 RESUMABLE = ("interrupted", "failed", "cancelled")
 STATE_ICONS = {"starting": ":material/hourglass_top:", "running": ":material/sync:",
@@ -109,13 +113,34 @@ def _widget(f: dataclasses.Field, kind: Any) -> Any:
     return st.text_input(label, value=f.default, key=key, help=help_)
 
 
+def _sft_run_widget(f: dataclasses.Field) -> str | None:
+    """The completed SFT runs a DPO run can start from (None: the base model)."""
+    runs = [r.id for r in ws.runs() if r.state == "completed"
+            and (r.manifest.config or {}).get("method", "sft") == "sft"]
+    return st.selectbox(FIELD_LABELS[f.name], [None, *runs], key=f"tr_{f.name}",
+                        format_func=lambda r: "none (the base model)" if r is None else r,
+                        help=help_text(f.name))
+
+
 def _config_form() -> TrainConfig | None:
     """The settings as a TrainConfig, or None (with the reason shown) when one is invalid."""
     hints = typing.get_type_hints(TrainConfig)
-    fields = [f for f in dataclasses.fields(TrainConfig) if f.name not in ADVANCED]
-    values = {"base_model": _widget(fields[0], hints["base_model"])}
+    named = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    fields = [f for f in named.values() if f.name not in
+              (*ADVANCED, *DPO_FIELDS, "base_model", "method")]
+    top = st.columns([3, 1])
+    with top[0]:
+        values = {"base_model": _widget(named["base_model"], hints["base_model"])}
+    with top[1]:
+        values["method"] = _widget(named["method"], hints["method"])
+    if values["method"] == "dpo":
+        columns = st.columns(4)
+        with columns[0]:
+            values["beta"] = _widget(named["beta"], hints["beta"])
+        with columns[1]:
+            values["sft_run"] = _sft_run_widget(named["sft_run"])
     columns = st.columns(4)
-    for index, f in enumerate(fields[1:]):
+    for index, f in enumerate(fields):
         with columns[index % 4]:
             values[f.name] = _widget(f, hints[f.name])
     with st.expander("Checkpoints"):
@@ -326,8 +351,10 @@ def _new_run(runs: list[Run]) -> None:
     with st.container(border=True, key="tr_form"):
         config = _config_form()
     if examples:
-        st.markdown(f":material/dataset: Trains on a new snapshot of the **{len(examples):,} "
-                    "accepted train examples** as they are at launch.")
+        what = "the preference pairs (chosen and rejected answers) among " \
+            if config is not None and config.method == "dpo" else ""
+        st.markdown(f":material/dataset: Trains on {what}a new snapshot of the "
+                    f"**{len(examples):,} accepted train examples** as they are at launch.")
     else:
         st.info("There are no accepted train examples to train on yet: accept some on the "
                 "Review page.", icon=":material/dataset:")
@@ -388,6 +415,13 @@ def _run_view(run_id: str, was_active: bool) -> None:
     cells.metric("Step", f"{last.get('step', 0)}/{total or '?'}", border=True)
     cells.metric("Epoch", f"{last['epoch']:.2f}" if last else "—", border=True)
     cells.metric("Loss", f"{last['loss']:.4f}" if last else "—", border=True)
+    if "reward_accuracy" in last:  # a DPO run: its implicit rewards on the batch
+        cells.metric("Reward accuracy", f"{last['reward_accuracy']:.0%}", border=True,
+                     help="Share of the batch's pairs whose chosen answer gains more "
+                          "likelihood over the reference than the rejected one.")
+        cells.metric("Reward margin", f"{last['reward_margin']:+.3f}", border=True,
+                     help="Mean of beta x (chosen minus rejected log-likelihood gain over "
+                          "the reference) on the batch.")
     cells.metric("Learning rate", f"{last['learning_rate']:.2e}" if last else "—",
                  border=True)
     cells.metric("Tokens/s", f"{last['tokens_per_second']:,.0f}" if last else "—",
@@ -419,6 +453,8 @@ def _run_view(run_id: str, was_active: bool) -> None:
     data = s.data
     st.caption(plain(
         f"Snapshot {m.snapshot_id} ({m.examples} examples"
+        + (f", {m.extra['pairs']} train preference pairs" if m.extra.get("pairs") else "")
+        + (f", DPO from SFT run {m.extra['sft_run']}" if m.extra.get("sft_run") else "")
         + (f", {data['truncated']} cut at max_seq_length" if data.get("truncated") else "")
         + f") · base model {m.base_model} · {s.device or '?'}, "
         f"{s.precision or '?'} · created by {m.created_by} at "

@@ -1,0 +1,308 @@
+"""DPO runs (`training.dpo`) and pairwise preference accuracy (`training.preference_eval`).
+
+The runs are real trainer processes on the packaged SmolLM2 with tiny settings. Preference
+storage is another module's (`curation.preference.preference_pairs`); where a test launches
+through the store, `training.dpo.snapshot_pairs` (the one place training asks the store for
+pairs) is given the pairs of the test, since storing them is not what is tested here.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+from click.testing import CliRunner
+
+from curation.auth import User
+from curation.errors import InvalidValue
+from curation.preference import PreferencePair
+from tests.conftest import chat
+from tests.test_app_training import open_page, trained  # noqa: F401  (fixtures)
+from training.checkpoint import load_training_state
+from training.config import TrainConfig
+from training.launcher import cancel, launch, list_runs, read_run, resume, wait
+from training.run_folder import checkpoint_dirs
+
+ADMIN = User("ada", "admin")
+TINY_DPO = {"method": "dpo", "r": 2, "max_seq_length": 48, "batch_size": 2, "epochs": 1,
+            "learning_rate": 1e-3}
+RUN_TIMEOUT = 240
+
+
+def _pairs(n: int, split: str = "train", start: int = 0) -> list[PreferencePair]:
+    return [PreferencePair(
+        example_id=start + i,
+        prompt=({"role": "user", "content": f"What is {i} plus {i}?"},),
+        chosen=({"role": "assistant", "content": f"{i} plus {i} is {2 * i}."},),
+        rejected=({"role": "assistant", "content": f"{i} plus {i} is {2 * i + 3}."},),
+        split=split) for i in range(n)]
+
+
+@pytest.fixture
+def dpo_store(file_store, model_cache, monkeypatch):
+    """A store with accepted train examples, whose snapshot's preference pairs are six
+    train pairs; any run still active after the test is cancelled."""
+    from training.models import cached_default_model
+
+    cached_default_model(model_cache)
+    monkeypatch.setenv("CURATE_MODEL_CACHE", str(model_cache))
+    store = file_store()
+    for i in range(6):
+        store.add(chat(f"What is {i} plus {i}?", f"{i} plus {i} is {2 * i}."), actor="t",
+                  status="accepted", split="train")
+    given: list[str] = []
+
+    def snapshot_pairs(_store, snapshot_id):
+        given.append(snapshot_id)
+        return _pairs(6) + _pairs(2, "eval", start=100)
+
+    monkeypatch.setattr("training.dpo.snapshot_pairs", snapshot_pairs)
+    store.snapshot_ids_asked = given
+    yield store
+    for run in list_runs(store.path.parent / "runs"):
+        if run.active:
+            cancel(ADMIN, run.dir, timeout=5)
+
+
+def _wait_for(predicate, timeout: float = RUN_TIMEOUT, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+# --- settings -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("values, named", [
+    ({"method": "ppo"}, "method"), ({"method": "dpo", "beta": 0}, "beta"),
+    ({"method": "dpo", "beta": True}, "beta"), ({"sft_run": "run-1"}, "sft_run"),
+    ({"method": "dpo", "sft_run": " "}, "sft_run")])
+def test_dpo_settings_are_validated_by_name(values, named):
+    with pytest.raises(InvalidValue, match=named):
+        TrainConfig(**values)
+
+
+def test_a_manifest_without_a_method_reads_as_sft_and_dpo_round_trips():
+    old = TrainConfig().to_dict()
+    for key in ("method", "beta", "sft_run"):
+        del old[key]
+    assert TrainConfig.from_dict(old).method == "sft"
+    config = TrainConfig(method="dpo", beta=0.2, sft_run="run-x")
+    assert TrainConfig.from_dict(config.to_dict()) == config
+
+
+def test_cli_takes_method_dpo_and_its_settings(tmp_path):
+    from curate.cli import main
+
+    db = tmp_path / "ws" / "curate.duckdb"
+    help_text = CliRunner().invoke(main, ["train", "--help"]).output
+    assert "--method [sft|dpo]" in help_text and "--beta" in help_text and \
+        "--sft-run" in help_text
+    refused = CliRunner().invoke(main, ["train", "--db", str(db), "--method", "dpo",
+                                        "--beta", "-1"])
+    assert refused.exit_code != 0 and "beta must be in (0, 10]" in refused.output
+    refused = CliRunner().invoke(main, ["train", "--db", str(db), "--sft-run", "run-1"])
+    assert refused.exit_code != 0 and "method 'dpo' only" in refused.output
+
+
+# --- encoding and pairwise accuracy ---------------------------------------------------------
+
+def test_only_the_answer_after_the_prompt_is_scored(model_cache):
+    from training.data import IGNORE_INDEX
+    from training.dpo import encode_side
+    from training.models import load_model
+
+    _, tokenizer = load_model(None, model_cache)
+    prompt = ({"role": "user", "content": "hi"}, {"role": "assistant", "content": "EARLIER"},
+              {"role": "user", "content": "and now?"})
+    side = encode_side(tokenizer, prompt, ({"role": "assistant", "content": "LATER"},), 256)
+    scored = tokenizer.decode([t for t, y in zip(side.input_ids, side.labels)
+                               if y != IGNORE_INDEX])
+    assert scored == "LATER<|im_end|>"
+
+
+def test_pairwise_accuracy_agrees_with_a_direct_computation(model_cache):
+    import torch
+
+    from training.dpo import encode_pairs
+    from training.models import load_model
+    from training.preference_eval import pair_margins, pairwise_accuracy
+
+    model, tokenizer = load_model(None, model_cache)
+    pairs = [
+        PreferencePair(1, ({"role": "user", "content": "Capital of France?"},),
+                       ({"role": "assistant", "content": "Paris."},),
+                       ({"role": "assistant", "content": "Banana."},)),
+        PreferencePair(2, ({"role": "user", "content": "2 + 2 = ?"},),
+                       ({"role": "assistant", "content": "zebra zebra zebra"},),
+                       ({"role": "assistant", "content": "4"},)),
+        PreferencePair(3, ({"role": "user", "content": "Say hello."},),
+                       ({"role": "assistant", "content": "Hello!"},),
+                       ({"role": "assistant", "content": "Hello! How can I help you today?"},)),
+    ]
+    encoded, _ = encode_pairs(tokenizer, pairs, 128)
+    margins = pair_margins(model, tokenizer, encoded, batch_size=2)
+
+    def direct(side) -> float:  # one sequence, full logits, no batching or padding
+        ids = torch.tensor([side.input_ids])
+        with torch.no_grad():
+            logps = torch.log_softmax(model(input_ids=ids).logits[0, :-1].float(), -1)
+        return sum(logps[k - 1, side.input_ids[k]].item()
+                   for k in range(1, len(side.input_ids)) if side.labels[k] != -100)
+
+    expected = [direct(p.chosen) - direct(p.rejected) for p in encoded]
+    assert margins == pytest.approx(expected, abs=2e-3)
+    assert pairwise_accuracy(margins) == sum(m > 0 for m in expected) / 3
+    assert margins[1] < 0 < margins[0]  # the nonsense "chosen" loses, Paris wins
+    assert pairwise_accuracy([0.0, 1.0]) == 0.5 and pairwise_accuracy([]) is None
+
+
+# --- runs -----------------------------------------------------------------------------------
+
+def test_dpo_run_checkpoints_without_pickle_resumes_and_is_scored(dpo_store):
+    from training.preference_eval import evaluate_preferences
+
+    run = launch(dpo_store, ADMIN, TrainConfig(**TINY_DPO, checkpoint_every_steps=1,
+                                               keep_checkpoints=1))
+    assert dpo_store.snapshot_ids_asked == [run.manifest.snapshot_id]
+    assert run.manifest.extra["pairs"] == 6 and (run.dir / "pairs.jsonl").is_file()
+    first = _wait_for(lambda: checkpoint_dirs(run.dir), what="the first checkpoint")[0]
+    os.killpg(run.pid, signal.SIGKILL)
+    _wait_for(lambda: read_run(run.dir).state == "interrupted", timeout=10,
+              what="the run to read as interrupted")
+    saved = int(checkpoint_dirs(run.dir)[-1].name[5:])
+    assert saved >= int(first.name[5:]) >= 1
+    state = load_training_state(checkpoint_dirs(run.dir)[-1])  # safetensors + JSON only
+    assert state["optimizer"]["state"], "the optimizer's moments are in the checkpoint"
+
+    resume(dpo_store, ADMIN, run.id)
+    done = wait(run.dir, timeout=RUN_TIMEOUT)
+    assert done.state == "completed", done.status.reason
+    assert done.status.resumed_from_step == saved
+    assert done.status.data["pairs"] == 6, "trained on the train pairs, not the eval ones"
+    assert [m["step"] for m in done.metrics] == [1, 2, 3]
+    assert all({"reward_accuracy", "reward_margin"} <= m.keys() for m in done.metrics)
+    assert done.metrics[0]["loss"] == pytest.approx(0.6931, abs=1e-3), \
+        "DPO starts at -log(1/2): the tuned model is the reference"
+    assert f"resuming from step-{saved}" in (run.dir / "trainer.log").read_text()
+    assert not list(run.dir.rglob("*.pt")) and not list(run.dir.rglob("*.bin")) and \
+        not list(run.dir.rglob("*.pth"))
+    assert (done.adapter_dir / "adapter_model.safetensors").is_file()
+
+    result = evaluate_preferences(run.dir, _pairs(4, "eval", start=100))
+    assert set(result["systems"]) == {"base", "tuned"} and result["pairs"] == 4
+    assert result["reference"] == "base" and result["aggregate"] == "sum"
+    tuned = [e["tuned"] for e in result["examples"]]
+    assert tuned != [e["base"] for e in result["examples"]], "the adapter changes the model"
+    assert result["systems"]["tuned"]["accuracy"] == sum(m > 0 for m in tuned) / 4
+
+
+def test_evaluation_of_a_dpo_run_adds_pairwise_accuracy(dpo_store, capsys, open_page):  # noqa: F811
+    from curate.cli import _show_eval
+    from training.config import EvalConfig
+    from training.evaluate import start_eval, wait_eval
+    from training.run_folder import read_eval, read_json
+
+    run = launch(dpo_store, ADMIN, TrainConfig(**TINY_DPO, checkpoint_every_steps=0))
+    done = wait(run.dir, timeout=RUN_TIMEOUT)
+    assert done.state == "completed", done.status.reason
+    dpo_store.add(chat("What is 7 plus 7?", "7 plus 7 is 14."), actor="t", split="eval")
+    start_eval(dpo_store, ADMIN, run.dir, EvalConfig(shots=0, max_new_tokens=4))
+    assert len(read_json(run.dir / "eval_request.json")["pairs"]) == 2
+    job = wait_eval(run.dir, timeout=RUN_TIMEOUT)
+    assert job.state == "completed", job.status.reason
+    result = read_eval(run.dir)
+    assert result.systems["fine_tuned"], "the usual metrics are still there"
+    p = result.preference
+    assert p["pairs"] == 2 and set(p["systems"]) == {"base", "tuned"}
+    assert [e["id"] for e in p["examples"]] == [100, 101]
+    summary = result.summary()["preference"]
+    assert "examples" not in summary and summary["gain_points"] == p["gain_points"]
+    _show_eval(result)
+    assert "pairwise preference accuracy on 2 eval pairs" in capsys.readouterr().out
+
+    at = open_page(dpo_store, "evaluation")  # the Evaluation page shows it too
+    [table] = [d.value for d in at.dataframe if "Accuracy (points)" in d.value.columns]
+    assert list(table.index) == ["Base model", "DPO-tuned"]
+    assert table["Accuracy (points)"].tolist() == [
+        100 * p["systems"][s]["accuracy"] for s in ("base", "tuned")]
+    assert any("2 held-out preference pairs" in c.value.replace("\\", "")
+               for c in at.caption)
+
+
+def test_dpo_starts_from_an_sft_run_and_is_scored_against_it(dpo_store):
+    from training.preference_eval import evaluate_preferences
+
+    sft = launch(dpo_store, ADMIN, TrainConfig(**{**TINY_DPO, "method": "sft"},
+                                               checkpoint_every_steps=0))
+    assert wait(sft.dir, timeout=RUN_TIMEOUT).state == "completed"
+    with pytest.raises(InvalidValue, match="same base model"):
+        launch(dpo_store, ADMIN, TrainConfig(**TINY_DPO, sft_run=sft.id,
+                                             base_model=str(sft.dir)))
+    run = launch(dpo_store, ADMIN, TrainConfig(**TINY_DPO, sft_run=sft.id,
+                                               checkpoint_every_steps=0))
+    assert run.manifest.extra["sft_run"] == sft.id
+    done = wait(run.dir, timeout=RUN_TIMEOUT)
+    assert done.state == "completed", done.status.reason
+    assert done.metrics[0]["loss"] == pytest.approx(0.6931, abs=1e-3), \
+        "the merged SFT model is the reference as well as the start"
+    with pytest.raises(InvalidValue, match="choose a completed SFT run"):
+        launch(dpo_store, ADMIN, TrainConfig(**TINY_DPO, sft_run=run.id))
+
+    result = evaluate_preferences(run.dir, _pairs(3, "eval", start=200))
+    assert list(result["systems"]) == ["base", "sft", "tuned"] and result["reference"] == "sft"
+    sft_margins = [e["sft"] for e in result["examples"]]
+    assert sft_margins != [e["base"] for e in result["examples"]], "the SFT adapter is merged"
+    assert sft_margins != [e["tuned"] for e in result["examples"]]
+
+
+def test_dpo_run_is_cancellable(dpo_store):
+    run = launch(dpo_store, ADMIN, TrainConfig(**TINY_DPO))
+    _wait_for(lambda: read_run(run.dir).status.state == "running", what="the trainer")
+    cancelled = cancel(ADMIN, run.dir, timeout=20)
+    assert cancelled.state == "cancelled" and not cancelled.active
+    assert "cancelled (SIGTERM)" in (run.dir / "trainer.log").read_text()
+    assert not (run.dir / "adapter").exists()
+
+
+def test_dpo_needs_train_pairs_and_a_completed_sft_run_to_start_from(dpo_store, monkeypatch):
+    from curation.errors import EmptyTrainingSet, RunNotFound
+
+    with pytest.raises(RunNotFound):
+        launch(dpo_store, ADMIN, TrainConfig(**TINY_DPO, sft_run="run-nope"))
+    monkeypatch.setattr("training.dpo.snapshot_pairs", lambda s, i: _pairs(2, "eval"))
+    with pytest.raises(EmptyTrainingSet, match="no train preference pairs"):
+        launch(dpo_store, ADMIN, TrainConfig(**TINY_DPO))
+    assert list_runs(dpo_store.path.parent / "runs") == []
+
+
+# --- the Training page ----------------------------------------------------------------------
+
+
+def test_training_form_offers_dpo_with_its_settings_and_sft_runs(open_page, trained):  # noqa: F811
+    store, sft_run = trained
+    at = open_page(store, "training")
+    assert at.selectbox(key="tr_method").value == "sft"
+    assert not [w for w in at.number_input if w.key == "tr_beta"], "DPO settings stay hidden"
+    at.selectbox(key="tr_method").set_value("dpo").run()
+    assert not at.exception, at.exception
+    assert at.number_input(key="tr_beta").value == TrainConfig().beta
+    assert any("Trains on the preference pairs" in m.value for m in at.markdown)
+    assert "reference" in at.number_input(key="tr_beta").help
+    runs = at.selectbox(key="tr_sft_run")
+    assert runs.options == ["none (the base model)", sft_run.id]
+    at.number_input(key="tr_beta").set_value(0.0).run()
+    assert any("beta must be in (0, 10]" in e.value.replace("\\", "") for e in at.error), \
+        [e.value for e in at.error]
+
+
+def test_a_learning_curve_refuses_dpo(file_store, tmp_path):
+    from training.curve import start_curve
+
+    with pytest.raises(InvalidValue, match="SFT runs only"):
+        start_curve(file_store(), ADMIN, TrainConfig(method="dpo"), runs_dir=tmp_path / "runs")

@@ -1,0 +1,414 @@
+"""DPO training: a LoRA adapter trained on preference pairs, in the trainer's own loop.
+
+A DPO run is a run folder like an SFT run (`training.run_folder`), with `pairs.jsonl` (one
+`PreferencePair` per line, written by the launcher from the snapshot) in place of the
+conversations of `train.jsonl`. `training.trainer` hands a run whose `TrainConfig.method` is
+'dpo' to `train_dpo`; the process, status, metrics, cancel (SIGTERM) and resume are the
+trainer's.
+
+Design decisions:
+- The DPO loss of Rafailov et al. (2023), sigmoid form, as TRL's `DPOTrainer` computes it
+  by default: `-log sigmoid(beta * ((pi_c - ref_c) - (pi_r - ref_r)))`, where `pi_*`/`ref_*`
+  are the summed log-probabilities of the chosen/rejected continuation's tokens (the
+  assistant turns after the prompt, end-of-turn token included) under the tuned model and the
+  reference. The reference is the starting model itself: the LoRA adapter switched off
+  (`disable_adapter()`), as TRL does for a PEFT model, so no second copy of the weights.
+- Implemented here rather than by running TRL's `DPOTrainer` (trl is a dependency and the
+  loss is the same formula): `DPOTrainer` is a `transformers.Trainer`, whose checkpoints
+  are pickles (`optimizer.pt`, `scheduler.pt`, `rng_state.pth`, `training_args.bin`,
+  written with `torch.save`) and whose resume reloads them. Curate's run folders hold no
+  pickle (`training.checkpoint` refuses one, so a planted file cannot run code on resume),
+  and Curate's live view, cancel and resume read the folder's own files (`metrics.jsonl`,
+  `status.json`, `checkpoints/step-N/` with the data position). Fitting `DPOTrainer` to
+  that contract means replacing its saving, loading, data order and logging; the loop below
+  reuses the SFT trainer's instead (its bf16 handling, checkpoints and resume), so SFT and
+  DPO runs behave the same in the app and the CLI.
+- The output head runs only at the positions that predict a continuation token (as in the
+  SFT trainer's `selected_loss`): most of a pair's tokens are its prompt. Chosen and
+  rejected of a batch go through the model in one forward pass (2 x batch_size rows).
+- Optionally on top of an SFT run (`TrainConfig.sft_run`): its adapter is merged into the
+  base weights first, so the merged model is both the starting point and the reference.
+- Each metrics line carries, besides the loss, DPO's implicit rewards of the batch
+  (`beta * (pi - ref)`): `reward_accuracy` (share of pairs whose chosen reward is higher)
+  and `reward_margin` (mean chosen minus rejected reward), as TRL logs them.
+- Pairs are batched by length like conversations (`training.data.plan_batches`, on the
+  longer side of each pair), so a resumed run rebuilds the same plan. A pair is cut at
+  `max_seq_length` per side (prompt kept); a pair left with no continuation token on a side,
+  or with identical sides, is skipped and counted.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from curation.errors import CurateError, EmptyTrainingSet, InvalidValue
+from curation.preference import PreferencePair
+from training.config import TrainConfig
+from training.data import IGNORE_INDEX, Encoded, assistant_spans
+from training.run_folder import PAIRS_FILE
+
+# --- pairs from the store, on disk ---------------------------------------------------------
+
+def snapshot_pairs(store, snapshot_id: str) -> list[PreferencePair]:
+    """The preference pairs of a snapshot: the one place training asks the store for them
+    (preference storage is `curation.preference`'s)."""
+    try:
+        from curation.preference import preference_pairs
+    except ImportError:  # a Curate without preference storage
+        raise InvalidValue("this Curate keeps no preference pairs "
+                           "(curation.preference.preference_pairs is missing), so there is "
+                           "nothing to train DPO on") from None
+    return list(preference_pairs(store, snapshot_id))
+
+
+def eval_pairs(store, user) -> list[PreferencePair]:
+    """The eval split's preference pairs now (not rejected), through a snapshot of the eval
+    split, as evaluation examples are read."""
+    from curation.query import ExampleFilter
+    from training.eval import EVAL_STATUSES
+
+    where = ExampleFilter(split=("eval",), status=EVAL_STATUSES)
+    if not store.count(where):
+        return []
+    snapshot = store.snapshot(where, actor=user.name)
+    return [p for p in snapshot_pairs(store, snapshot.id) if p.split == "eval"]
+
+
+def start_from_sft(runs_dir: Path, config: TrainConfig) -> dict[str, Any]:
+    """The manifest's `extra` for a DPO run started from `config.sft_run` ({} without one):
+    `InvalidValue` unless that run is a completed SFT run, with its adapter, on the same
+    base model."""
+    if not config.sft_run:
+        return {}
+    from training.launcher import find_run, read_run
+
+    run = read_run(find_run(runs_dir, config.sft_run))
+    method = (run.manifest.config or {}).get("method", "sft")
+    if method != "sft" or run.state != "completed" or \
+            not (run.adapter_dir / "adapter_config.json").is_file():
+        raise InvalidValue(f"run {run.id} cannot be started from: it is a {method} run, "
+                           f"{run.state}; choose a completed SFT run")
+    if run.manifest.base_model != config.base_model:
+        raise InvalidValue(f"run {run.id} tuned {run.manifest.base_model}, not "
+                           f"{config.base_model}; DPO must start from the same base model")
+    return {"sft_run": run.id, "sft_adapter": str(run.adapter_dir)}
+
+
+# --- pairs on disk --------------------------------------------------------------------------
+
+def write_pairs(path: str | os.PathLike, pairs: list[PreferencePair]) -> int:
+    """Write `pairs` as JSON lines; the number written."""
+    data = b"".join(orjson.dumps(asdict(p)) + b"\n" for p in pairs)
+    tmp = Path(path).with_name(Path(path).name + ".tmp")
+    tmp.write_bytes(data)
+    tmp.replace(path)
+    return len(pairs)
+
+
+def read_pair(raw: dict[str, Any]) -> PreferencePair:
+    """A pair from its JSON object (`dataclasses.asdict` of a `PreferencePair`)."""
+    return PreferencePair(example_id=int(raw["example_id"]), prompt=tuple(raw["prompt"]),
+                          chosen=tuple(raw["chosen"]), rejected=tuple(raw["rejected"]),
+                          split=str(raw.get("split") or "train"))
+
+
+def read_pairs(path: str | os.PathLike, split: str | None = None) -> list[PreferencePair]:
+    """The pairs in a `write_pairs` file (only those of `split` when given)."""
+    path = Path(path)
+    pairs = []
+    with open(path, "rb") as f:
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                pair = read_pair(orjson.loads(line))
+            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+                raise InvalidValue(f"{path.name} line {number} is no preference pair "
+                                   f"({type(exc).__name__}: {exc})") from None
+            if split is None or pair.split == split:
+                pairs.append(pair)
+    return pairs
+
+
+# --- encoding -------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class EncodedPair:
+    """A pair's two sides as token ids, labels masked to the continuation's tokens."""
+
+    example_id: int
+    chosen: Encoded
+    rejected: Encoded
+
+    @property
+    def length(self) -> int:
+        return max(len(self.chosen.input_ids), len(self.rejected.input_ids))
+
+
+def encode_side(tokenizer, prompt: tuple | list, answer: tuple | list,
+                max_seq_length: int) -> Encoded:
+    """The prompt followed by one answer, with labels only on the answer's assistant turns
+    (not on assistant turns inside the prompt), cut to `max_seq_length`."""
+    messages = [dict(m) for m in (*prompt, *answer)]
+    text, spans = assistant_spans(tokenizer, messages)
+    in_prompt = sum(1 for m in prompt if m.get("role") == "assistant")
+    spans = spans[in_prompt:]
+    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    ids, offsets = enc["input_ids"], enc["offset_mapping"]
+    labels = [IGNORE_INDEX] * len(ids)
+    s = 0
+    for k, (start, end) in enumerate(offsets):
+        while s < len(spans) and spans[s][1] <= start:
+            s += 1
+        if s < len(spans) and end > start and spans[s][0] <= start and end <= spans[s][1]:
+            labels[k] = ids[k]
+    return Encoded(ids[:max_seq_length], labels[:max_seq_length], len(ids) > max_seq_length)
+
+
+def encode_pairs(tokenizer, pairs: list[PreferencePair], max_seq_length: int
+                 ) -> tuple[list[EncodedPair], dict[str, Any]]:
+    """Encode pairs for training or scoring; (encoded, report). Skipped: a side without a
+    continuation token within `max_seq_length`, or both sides the same after the cut."""
+    out, skipped, truncated = [], 0, 0
+    for pair in pairs:
+        if not pair.chosen or not pair.rejected:
+            skipped += 1
+            continue
+        chosen = encode_side(tokenizer, pair.prompt, pair.chosen, max_seq_length)
+        rejected = encode_side(tokenizer, pair.prompt, pair.rejected, max_seq_length)
+        truncated += chosen.truncated or rejected.truncated
+        if not chosen.target_tokens or not rejected.target_tokens or \
+                chosen.input_ids == rejected.input_ids:
+            skipped += 1
+            continue
+        out.append(EncodedPair(pair.example_id, chosen, rejected))
+    lengths = [p.length for p in out]
+    report = {"pairs": len(out), "skipped": skipped, "truncated": truncated,
+              "tokens": sum(len(p.chosen.input_ids) + len(p.rejected.input_ids) for p in out),
+              "max_length": max(lengths, default=0),
+              "mean_length": round(sum(lengths) / len(lengths), 1) if lengths else 0}
+    return out, report
+
+
+def collate_pairs(pairs: list[EncodedPair], pad_token_id: int) -> dict[str, Any]:
+    """One batch of 2n rows: the n chosen sides, then the n rejected sides."""
+    from training.data import collate
+
+    return collate([p.chosen for p in pairs] + [p.rejected for p in pairs], pad_token_id)
+
+
+# --- log-probabilities and the loss ---------------------------------------------------------
+
+def sequence_logps(model, batch: dict[str, Any]):
+    """Per row, the summed log-probability of its labelled tokens (a float32 tensor of the
+    batch's rows). The output head runs at labelled positions only."""
+    import torch
+
+    from training.trainer import _plain_head
+
+    targets = batch["labels"][:, 1:]
+    keep = targets != IGNORE_INDEX
+    rows = torch.arange(targets.shape[0], device=targets.device).unsqueeze(1).expand_as(targets)
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    decoder = base.get_decoder() if hasattr(base, "get_decoder") else None
+    head = base.get_output_embeddings()
+    if decoder is None or head is None or not _plain_head(base.config):
+        logits = model(input_ids=batch["input_ids"],
+                       attention_mask=batch["attention_mask"]).logits[:, :-1][keep]
+    else:
+        hidden = decoder(input_ids=batch["input_ids"],
+                         attention_mask=batch["attention_mask"]).last_hidden_state
+        logits = head(hidden[:, :-1][keep])
+    logps = torch.log_softmax(logits.float(), dim=-1)
+    token = logps.gather(1, targets[keep].unsqueeze(1)).squeeze(1)
+    out = torch.zeros(targets.shape[0], dtype=torch.float32, device=token.device)
+    return out.index_add(0, rows[keep], token)
+
+
+def dpo_loss(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta: float):
+    """(mean loss, chosen rewards, rejected rewards) of the sigmoid DPO loss."""
+    import torch
+
+    chosen_rewards = beta * (policy_chosen - ref_chosen)
+    rejected_rewards = beta * (policy_rejected - ref_rejected)
+    loss = -torch.nn.functional.logsigmoid(chosen_rewards - rejected_rewards).mean()
+    return loss, chosen_rewards.detach(), rejected_rewards.detach()
+
+
+# --- models ---------------------------------------------------------------------------------
+
+def starting_model(config: TrainConfig, cache: Path, device: str, sft_adapter: str | None):
+    """(model, tokenizer): the base model, with the SFT run's adapter merged in when the run
+    starts from one."""
+    from training.models import load_model
+
+    model, tokenizer = load_model(config.base_model, cache, device=device)
+    if sft_adapter:
+        from peft import PeftModel
+
+        if not (Path(sft_adapter) / "adapter_config.json").is_file():
+            raise CurateError(f"the SFT run's adapter {sft_adapter} is gone; start the DPO "
+                              "run from the base model or from another run")
+        model = PeftModel.from_pretrained(model, sft_adapter).merge_and_unload()
+    return model, tokenizer
+
+
+# --- training -------------------------------------------------------------------------------
+
+def train_dpo(run_dir: Path, log: logging.Logger, config: TrainConfig,
+              manifest) -> dict[str, Any]:
+    """Train (or continue) the DPO run in `run_dir`; returns the final metrics."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from training.data import padding_fraction, plan_batches
+    from training.run_folder import ADAPTER, METRICS, checkpoint_dirs, update_status
+    from training.trainer import (
+        MAX_GRAD_NORM,
+        _eager_attention,
+        _keep_metrics_up_to,
+        _load_checkpoint,
+        _no_input_casts,
+        _save_adapter,
+        _save_checkpoint,
+        cpu_threads,
+        lr_factor,
+        use_bf16,
+    )
+
+    cache = Path(os.environ.get("CURATE_MODEL_CACHE") or manifest.model_cache or
+                 run_dir.parent.parent / "models")
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    bf16 = use_bf16(config.precision, device)
+    if device == "cpu":
+        torch.set_num_threads(cpu_threads())
+    torch.manual_seed(config.seed)
+    model, tokenizer = starting_model(config, cache, device,
+                                      (manifest.extra or {}).get("sft_adapter"))
+    pairs_file = run_dir / PAIRS_FILE
+    if not pairs_file.is_file():
+        raise EmptyTrainingSet(f"{pairs_file} is missing: a DPO run trains on the snapshot's "
+                               "preference pairs")
+    pairs, report = encode_pairs(tokenizer, read_pairs(pairs_file, "train"),
+                                 config.max_seq_length)
+    if not pairs:
+        raise EmptyTrainingSet(f"no preference pair to train on in {PAIRS_FILE} ({report}); "
+                               "add train pairs (chosen and rejected answers), or raise "
+                               "max_seq_length")
+    lengths = [p.length for p in pairs]
+    steps_per_epoch = math.ceil(len(pairs) / config.batch_size)
+    total = steps_per_epoch * config.epochs
+    warmup = math.ceil(total * config.warmup_ratio)
+    padding = padding_fraction(lengths, plan_batches(lengths, config.batch_size, config.seed, 0))
+    log.info("DPO data: %s; padding %.1f%%; %d steps (%d per epoch), beta %s, device %s "
+             "(%d threads), %s", report, 100 * padding, total, steps_per_epoch, config.beta,
+             device, torch.get_num_threads(), "bf16 autocast" if bf16 else "fp32")
+
+    if bf16:
+        model.to(torch.bfloat16)  # frozen; the adapter PEFT adds stays fp32
+    if device == "cpu":
+        _eager_attention(model)
+    model = get_peft_model(model, LoraConfig(
+        r=config.r, lora_alpha=config.alpha, lora_dropout=config.dropout,
+        target_modules=config.target_modules_list(), task_type="CAUSAL_LM"))
+    model.train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=0.0)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: lr_factor(s, warmup, total))
+
+    step, epoch, next_batch = 0, 0, 0
+    checkpoints = checkpoint_dirs(run_dir)
+    if checkpoints:
+        step, epoch, next_batch = _load_checkpoint(checkpoints[-1], model, optimizer, scheduler)
+        log.info("resuming from %s: step %d, epoch %d, batch %d", checkpoints[-1].name, step,
+                 epoch, next_batch)
+    _keep_metrics_up_to(run_dir, step)
+    update_status(run_dir, total_steps=total, resumed_from_step=step or None, data=report,
+                  trainable_parameters=sum(p.numel() for p in params), device=device,
+                  precision="bf16" if bf16 else "fp32", method="dpo")
+
+    autocast = torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=bf16)
+    session_start, session_steps, last = time.perf_counter(), 0, {}
+    with open(run_dir / METRICS, "ab") as metrics_file:
+        for ep in range(epoch, config.epochs):
+            batches = plan_batches(lengths, config.batch_size, config.seed, ep)
+            for index in range(next_batch if ep == epoch else 0, len(batches)):
+                started = time.perf_counter()
+                chunk = [pairs[i] for i in batches[index]]
+                batch = collate_pairs(chunk, tokenizer.pad_token_id)
+                batch = {k: v.to(device) for k, v in batch.items()}
+                n = len(chunk)
+                try:
+                    with autocast, _no_input_casts(model, bf16):
+                        with torch.no_grad(), model.disable_adapter():
+                            ref = sequence_logps(model, batch)
+                        policy = sequence_logps(model, batch)
+                    loss, chosen_r, rejected_r = dpo_loss(policy[:n], policy[n:], ref[:n],
+                                                          ref[n:], config.beta)
+                    if not torch.isfinite(loss):
+                        raise CurateError(f"the loss became {loss.item()} at step {step + 1}; "
+                                          "lower learning_rate")
+                    loss.backward()
+                    torch.nn.utils.clip_grad_norm_(params, MAX_GRAD_NORM)
+                    lr = scheduler.get_last_lr()[0]
+                    optimizer.step()
+                    scheduler.step()
+                    optimizer.zero_grad(set_to_none=True)
+                except Exception as exc:
+                    try:
+                        exc.curate_step = step + 1
+                    except AttributeError:
+                        pass
+                    raise
+                step += 1
+                session_steps += 1
+                now = time.perf_counter()
+                tokens = int(batch["attention_mask"].sum())
+                per_step = (now - session_start) / session_steps
+                margins = chosen_r - rejected_r
+                last = {"step": step, "epoch": round(ep + (index + 1) / len(batches), 4),
+                        "loss": round(loss.item(), 6), "learning_rate": lr,
+                        "tokens": tokens, "tokens_per_second": round(tokens / (now - started), 1),
+                        "eta_seconds": round(per_step * (total - step), 1),
+                        "total_steps": total, "time": round(time.time(), 3),
+                        "reward_accuracy": round(float((margins > 0).float().mean()), 4),
+                        "reward_margin": round(float(margins.mean()), 6),
+                        "rewards_chosen": round(float(chosen_r.mean()), 6),
+                        "rewards_rejected": round(float(rejected_r.mean()), 6)}
+                metrics_file.write(orjson.dumps(last) + b"\n")
+                metrics_file.flush()
+                log.info("step %d/%d loss %.4f reward acc %.2f margin %.3f lr %.2e %.0f tok/s",
+                         step, total, last["loss"], last["reward_accuracy"],
+                         last["reward_margin"], lr, last["tokens_per_second"])
+                if (config.checkpoint_every_steps and step % config.checkpoint_every_steps == 0
+                        and step < total):
+                    position = (ep, index + 1) if index + 1 < len(batches) else (ep + 1, 0)
+                    _save_checkpoint(run_dir, step, position, model, optimizer, scheduler,
+                                     config.keep_checkpoints)
+    _save_adapter(model, run_dir / ADAPTER)
+    return {**last, "steps": step, "wall_seconds_this_session":
+            round(time.perf_counter() - session_start, 1)}
+
+
+__all__ = [
+    "PAIRS_FILE",
+    "EncodedPair",
+    "collate_pairs",
+    "dpo_loss",
+    "encode_pairs",
+    "encode_side",
+    "read_pairs",
+    "sequence_logps",
+    "starting_model",
+    "train_dpo",
+    "write_pairs",
+]
