@@ -1,9 +1,7 @@
 """DPO runs (`training.dpo`) and pairwise preference accuracy (`training.preference_eval`).
 
-The runs are real trainer processes on the packaged SmolLM2 with tiny settings. Preference
-storage is another module's (`curation.preference.preference_pairs`); where a test launches
-through the store, `training.dpo.snapshot_pairs` (the one place training asks the store for
-pairs) is given the pairs of the test, since storing them is not what is tested here.
+The runs are real trainer processes on the packaged SmolLM2 with tiny settings, on real
+preference pairs imported into a real store (TRL's explicit-prompt form).
 """
 
 from __future__ import annotations
@@ -22,6 +20,7 @@ from tests.conftest import chat
 from tests.test_app_training import open_page, trained  # noqa: F401  (fixtures)
 from training.checkpoint import load_training_state
 from training.config import TrainConfig
+from training.dpo import snapshot_pairs
 from training.launcher import cancel, launch, list_runs, read_run, resume, wait
 from training.run_folder import checkpoint_dirs
 
@@ -40,26 +39,31 @@ def _pairs(n: int, split: str = "train", start: int = 0) -> list[PreferencePair]
         split=split) for i in range(n)]
 
 
+def _import_pairs(store, pairs: list[PreferencePair], tmp_path, split: str) -> None:
+    """Store `pairs` as accepted preference examples of `split`, through a TRL file."""
+    import orjson
+
+    from curation.importer import import_file
+
+    path = tmp_path / f"pairs-{split}.jsonl"
+    path.write_bytes(b"".join(orjson.dumps({"prompt": list(p.prompt), "chosen": list(p.chosen),
+                                            "rejected": list(p.rejected)}) + b"\n"
+                              for p in pairs))
+    report = import_file(store, path, user=ADMIN, status="accepted", split=split)
+    assert report.imported == len(pairs) and not report.rejected
+
+
 @pytest.fixture
-def dpo_store(file_store, model_cache, monkeypatch):
-    """A store with accepted train examples, whose snapshot's preference pairs are six
-    train pairs; any run still active after the test is cancelled."""
+def dpo_store(file_store, model_cache, monkeypatch, tmp_path):
+    """A store with six accepted train preference pairs and two eval ones; any run still
+    active after the test is cancelled."""
     from training.models import cached_default_model
 
     cached_default_model(model_cache)
     monkeypatch.setenv("CURATE_MODEL_CACHE", str(model_cache))
     store = file_store()
-    for i in range(6):
-        store.add(chat(f"What is {i} plus {i}?", f"{i} plus {i} is {2 * i}."), actor="t",
-                  status="accepted", split="train")
-    given: list[str] = []
-
-    def snapshot_pairs(_store, snapshot_id):
-        given.append(snapshot_id)
-        return _pairs(6) + _pairs(2, "eval", start=100)
-
-    monkeypatch.setattr("training.dpo.snapshot_pairs", snapshot_pairs)
-    store.snapshot_ids_asked = given
+    _import_pairs(store, _pairs(6), tmp_path, "train")
+    _import_pairs(store, _pairs(2, "eval", start=100), tmp_path, "eval")
     yield store
     for run in list_runs(store.path.parent / "runs"):
         if run.active:
@@ -169,7 +173,7 @@ def test_dpo_run_checkpoints_without_pickle_resumes_and_is_scored(dpo_store):
 
     run = launch(dpo_store, ADMIN, TrainConfig(**TINY_DPO, checkpoint_every_steps=1,
                                                keep_checkpoints=1))
-    assert dpo_store.snapshot_ids_asked == [run.manifest.snapshot_id]
+    assert len(snapshot_pairs(dpo_store, run.manifest.snapshot_id)) == 6
     assert run.manifest.extra["pairs"] == 6 and (run.dir / "pairs.jsonl").is_file()
     first = _wait_for(lambda: checkpoint_dirs(run.dir), what="the first checkpoint")[0]
     os.killpg(run.pid, signal.SIGKILL)
@@ -270,15 +274,19 @@ def test_dpo_run_is_cancellable(dpo_store):
     assert not (run.dir / "adapter").exists()
 
 
-def test_dpo_needs_train_pairs_and_a_completed_sft_run_to_start_from(dpo_store, monkeypatch):
+def test_dpo_needs_train_pairs_and_a_completed_sft_run_to_start_from(dpo_store, file_store,
+                                                                      tmp_path):
     from curation.errors import EmptyTrainingSet, RunNotFound
 
     with pytest.raises(RunNotFound):
         launch(dpo_store, ADMIN, TrainConfig(**TINY_DPO, sft_run="run-nope"))
-    monkeypatch.setattr("training.dpo.snapshot_pairs", lambda s, i: _pairs(2, "eval"))
+    sft_only = file_store("sft-only.duckdb")  # plain chats and eval pairs: no train pairs
+    for i in range(4):
+        sft_only.add(chat(f"q{i}", f"a{i}"), actor="t", status="accepted")
+    _import_pairs(sft_only, _pairs(2, "eval"), tmp_path, "eval")
     with pytest.raises(EmptyTrainingSet, match="no train preference pairs"):
-        launch(dpo_store, ADMIN, TrainConfig(**TINY_DPO))
-    assert list_runs(dpo_store.path.parent / "runs") == []
+        launch(sft_only, ADMIN, TrainConfig(**TINY_DPO))
+    assert list_runs(sft_only.path.parent / "runs") == []
 
 
 # --- the Training page ----------------------------------------------------------------------

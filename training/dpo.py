@@ -50,7 +50,7 @@ from typing import Any
 import orjson
 
 from curation.errors import CurateError, EmptyTrainingSet, InvalidValue
-from curation.preference import PreferencePair
+from curation.preference import PreferencePair, preference_pairs
 from training.config import TrainConfig
 from training.data import IGNORE_INDEX, Encoded, assistant_spans
 from training.run_folder import PAIRS_FILE
@@ -60,13 +60,7 @@ from training.run_folder import PAIRS_FILE
 def snapshot_pairs(store, snapshot_id: str) -> list[PreferencePair]:
     """The preference pairs of a snapshot: the one place training asks the store for them
     (preference storage is `curation.preference`'s)."""
-    try:
-        from curation.preference import preference_pairs
-    except ImportError:  # a Curate without preference storage
-        raise InvalidValue("this Curate keeps no preference pairs "
-                           "(curation.preference.preference_pairs is missing), so there is "
-                           "nothing to train DPO on") from None
-    return list(preference_pairs(store, snapshot_id))
+    return preference_pairs(store, snapshot_id)
 
 
 def eval_pairs(store, user) -> list[PreferencePair]:

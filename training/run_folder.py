@@ -293,7 +293,8 @@ def read_calibration(run_dir: str | os.PathLike, evaluated_at: str | None
 
 __all__ = ["ADAPTER", "CALIBRATION_FILE", "CHECKPOINTS", "EVAL_FILE", "EVAL_LOG", "EVAL_PID",
            "EVAL_REQUEST", "EVAL_STATUS", "EvalResult", "EvalStatus", "LOG", "MANIFEST",
-           "METRICS", "PAIRS_FILE", "PID_FILE", "RUN_FILES", "RunManifest", "RunStatus", "STATUS", "SYSTEMS",
+           "METRICS", "PAIRS_FILE", "PID_FILE", "RUN_FILES", "RunManifest", "RunStatus", "STATUS",
+           "SYSTEMS",
            "TRAIN_FILE", "checkpoint_dirs", "now_iso", "read_calibration", "read_eval",
            "read_json", "read_metrics", "update_json", "update_status", "write_calibration",
            "write_json"]
