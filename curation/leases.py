@@ -39,9 +39,10 @@ Design decisions:
   There an example leaves the queue only by a change of its version, so a window of the
   next `_WINDOW_ROWS` items and the live leases, read once (by one claimer while the others
   wait) and shared by every claimer of the process, can serve each claim with one write:
-  the lease, taken only if the example is still at the version read (`take_lease_at_version`,
-  which also releases the claimer's other leases; one commit). Claimers reserve items of the
-  window under a lock, so two of them never race for one example in this process. A window
+  the lease, taken only if the example is still at the version read (`take_lease` with
+  `at_version`, which also releases the claimer's other leases; one commit). Claimers
+  reserve items of the window under a lock, so two of them never race for one example in
+  this process; one that loses an item in the database passes it over. A window
   is read again after `_WINDOW_SECONDS`, when the claimer's position is past it, or when
   this Store wrote something that may have put an example into a queue (`Store.arrivals`:
   new examples, an example sent back or reopened), so what one process adds is served at
@@ -217,8 +218,8 @@ def _claim_from_window(store: Store, user: User, queue: str, where: ExampleFilte
                     window = windows[key] = _read_window(store, queue, where, after, now)
         until = now + timedelta(minutes=window.minutes)
         while (item := window.reserve(user, after)) is not None:
-            if store.take_lease_at_version(item.example.id, item.example.version, user.name,
-                                           queue, now, until):
+            if store.take_lease(item.example.id, user.name, queue, now, until,
+                                release_others=True, at_version=item.example.version):
                 return item
             window.pass_over(item)
         if window.complete:

@@ -203,7 +203,9 @@ def test_export_plain_bedrock_from_the_page(page, seeded_store):
         "alpaca: instruction/input/output with system and history (LLaMA-Factory)",
         "prompt_completion: TRL's conversational prompt-completion",
         "bedrock: Amazon Bedrock conversation (bedrock-conversation-2024, Nova)",
-        "vertex: Vertex AI Gemini supervised tuning (contents/parts)"]
+        "vertex: Vertex AI Gemini supervised tuning (contents/parts)",
+        "trl_preference: preference pairs, prompt/chosen/rejected (TRL DPO)",
+        "openai_dpo: preference pairs, input/preferred_output/non_preferred_output (OpenAI DPO)"]
     at.selectbox(key="ie_export_format").set_value("bedrock")
     at.checkbox(key="ie_export_plain").check()
     at.text_input(key="ie_export_name").set_value("nova")

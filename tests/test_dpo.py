@@ -31,12 +31,16 @@ RUN_TIMEOUT = 240
 
 
 def _pairs(n: int, split: str = "train", start: int = 0) -> list[PreferencePair]:
+    if split == "eval":  # worded apart from the train pairs, so they do not leak
+        ask, say = "Double {k}, please.", "Doubled, {k} makes {v}."
+    else:
+        ask, say = "What is {k} plus {k}?", "{k} plus {k} is {v}."
     return [PreferencePair(
-        example_id=start + i,
-        prompt=({"role": "user", "content": f"What is {i} plus {i}?"},),
-        chosen=({"role": "assistant", "content": f"{i} plus {i} is {2 * i}."},),
-        rejected=({"role": "assistant", "content": f"{i} plus {i} is {2 * i + 3}."},),
-        split=split) for i in range(n)]
+        example_id=k,
+        prompt=({"role": "user", "content": ask.format(k=k)},),
+        chosen=({"role": "assistant", "content": say.format(k=k, v=2 * k)},),
+        rejected=({"role": "assistant", "content": say.format(k=k, v=2 * k + 3)},),
+        split=split) for k in range(start, start + n)]
 
 
 def _import_pairs(store, pairs: list[PreferencePair], tmp_path, split: str) -> None:
@@ -63,7 +67,7 @@ def dpo_store(file_store, model_cache, monkeypatch, tmp_path):
     monkeypatch.setenv("CURATE_MODEL_CACHE", str(model_cache))
     store = file_store()
     _import_pairs(store, _pairs(6), tmp_path, "train")
-    _import_pairs(store, _pairs(2, "eval", start=100), tmp_path, "eval")
+    _import_pairs(store, _pairs(2, "eval", start=10), tmp_path, "eval")
     yield store
     for run in list_runs(store.path.parent / "runs"):
         if run.active:
@@ -104,6 +108,7 @@ def test_cli_takes_method_dpo_and_its_settings(tmp_path):
     from curate.cli import main
 
     db = tmp_path / "ws" / "curate.duckdb"
+    assert CliRunner().invoke(main, ["init", "--db", str(db)]).exit_code == 0
     help_text = CliRunner().invoke(main, ["train", "--help"]).output
     assert "--method [sft|dpo]" in help_text and "--beta" in help_text and \
         "--sft-run" in help_text
@@ -198,7 +203,7 @@ def test_dpo_run_checkpoints_without_pickle_resumes_and_is_scored(dpo_store):
         not list(run.dir.rglob("*.pth"))
     assert (done.adapter_dir / "adapter_model.safetensors").is_file()
 
-    result = evaluate_preferences(run.dir, _pairs(4, "eval", start=100))
+    result = evaluate_preferences(run.dir, _pairs(4, "eval", start=10))
     assert set(result["systems"]) == {"base", "tuned"} and result["pairs"] == 4
     assert result["reference"] == "base" and result["aggregate"] == "sum"
     tuned = [e["tuned"] for e in result["examples"]]
@@ -258,7 +263,7 @@ def test_dpo_starts_from_an_sft_run_and_is_scored_against_it(dpo_store):
     with pytest.raises(InvalidValue, match="choose a completed SFT run"):
         launch(dpo_store, ADMIN, TrainConfig(**TINY_DPO, sft_run=run.id))
 
-    result = evaluate_preferences(run.dir, _pairs(3, "eval", start=200))
+    result = evaluate_preferences(run.dir, _pairs(3, "eval", start=20))
     assert list(result["systems"]) == ["base", "sft", "tuned"] and result["reference"] == "sft"
     sft_margins = [e["sft"] for e in result["examples"]]
     assert sft_margins != [e["base"] for e in result["examples"]], "the SFT adapter is merged"

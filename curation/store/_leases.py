@@ -47,42 +47,27 @@ class LeaseQueries:
     """The `leases` table and the submissions' findings (mixed into `Store`)."""
 
     def take_lease(self, example_id: int, holder: str, queue: str | None, now: datetime,
-                   until: datetime, *, release_others: bool = False) -> bool:
+                   until: datetime, *, release_others: bool = False,
+                   at_version: int | None = None) -> bool:
         """Lease `example_id` to `holder` until `until` if it is free, expired or already
         theirs (then renewed); whether `holder` holds it now. With `release_others`, the
-        holder's other leases are released in the same transaction (one commit, not two).
-        Never raises on a lost race."""
+        holder's other leases are released in the same transaction (one commit, not two);
+        with `at_version`, the lease is taken only while the example is still at that version
+        (read in the same transaction). Never raises on a lost race."""
         params = [example_id, holder, queue, now, until]
         try:
-            if not release_others:
+            if not release_others and at_version is None:
                 rows = self.cursor().execute(_TAKE, params).fetchall()
                 return bool(rows) and rows[0][0] == holder
             with self.transaction() as tx:
+                if at_version is not None:
+                    current = tx.execute("SELECT version FROM examples WHERE id = ?",
+                                         [example_id]).fetchone()
+                    if current is None or current[0] != at_version:
+                        return False
                 rows = tx.execute(_TAKE, params).fetchall()
                 won = bool(rows) and rows[0][0] == holder
-                if won:
-                    tx.execute("DELETE FROM leases WHERE holder = ? AND example_id <> ?",
-                               [holder, example_id])
-            return won
-        except (duckdb.ConstraintException, duckdb.TransactionException):
-            return False  # another claimer took it in the same instant
-
-    def take_lease_at_version(self, example_id: int, version: int, holder: str,
-                              queue: str | None, now: datetime, until: datetime) -> bool:
-        """Lease `example_id` to `holder` as `take_lease` does, but only while the example is
-        still at `version`, and release the holder's other leases: one transaction, one
-        commit. (The version is read in the transaction, not in the upsert: an
-        `INSERT ... SELECT ... ON CONFLICT` reading `examples` deadlocked DuckDB 2.0 under
-        concurrent claims.) Whether `holder` holds it now; never raises on a lost race."""
-        try:
-            with self.transaction() as tx:
-                now_at = tx.execute("SELECT version FROM examples WHERE id = ?",
-                                    [example_id]).fetchone()
-                if now_at is None or now_at[0] != version:
-                    return False
-                rows = tx.execute(_TAKE, [example_id, holder, queue, now, until]).fetchall()
-                won = bool(rows) and rows[0][0] == holder
-                if won:
+                if won and release_others:
                     tx.execute("DELETE FROM leases WHERE holder = ? AND example_id <> ?",
                                [holder, example_id])
             return won
