@@ -81,6 +81,17 @@ def open_private(path: str | os.PathLike, mode: str = "wb") -> IO:
         raise
 
 
+def process_alive(pid: int) -> bool:
+    """Whether process `pid` exists (another user's counts): whose leftover files to keep."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True
+
+
 def _tighten(path: Path, mode: int) -> None:
     info = path.stat()
     if info.st_uid == os.getuid() and stat.S_IMODE(info.st_mode) & ~mode:

@@ -52,7 +52,7 @@ from typing import Any
 import orjson
 
 from curation import preference
-from curation._files import private_dir
+from curation._files import private_dir, process_alive
 from curation.auth import User, require
 from curation.errors import InvalidValue
 from curation.formats import EXPORT_FORMATS, WRITERS, llama_factory_entry
@@ -264,23 +264,13 @@ def remove_stale_temp_files(directory: Path) -> tuple[Path, ...]:
                 except BlockingIOError:
                     continue  # a live export is writing it
                 old = time.time() - os.fstat(f.fileno()).st_mtime > STALE_TEMP_SECONDS
-                if _alive(int(match.group(1))) and not old:
+                if process_alive(int(match.group(1))) and not old:
                     continue  # its writer may have created it and not locked it yet
                 item.unlink()
         except OSError:
             continue  # renamed into place or removed meanwhile, or not ours to open
         removed.append(item)
     return tuple(removed)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # another user's process
-    return True
 
 
 class _atomic:

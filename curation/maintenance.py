@@ -42,7 +42,7 @@ import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from curation._files import private_dir
+from curation._files import private_dir, process_alive
 from curation.auth import User, require
 from curation.errors import InvalidValue, StoreUnreadable
 from curation.store import Store, file_counts, probe_file, utcnow
@@ -116,20 +116,10 @@ def _remove_killed_partials(folder: Path) -> tuple[str, ...]:
     removed = []
     for item in sorted(folder.iterdir()):
         match = _PARTIAL_NAME.match(item.name)
-        if match and item.is_file() and not _alive(int(match.group(1))):
+        if match and item.is_file() and not process_alive(int(match.group(1))):
             item.unlink(missing_ok=True)
             removed.append(str(item))
     return tuple(removed)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # another user's process
-    return True
 
 
 def backup_before_migration(store: Store, version: int) -> Path:

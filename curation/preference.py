@@ -46,6 +46,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from curation.errors import InvalidValue
+from curation.messages import canonical
 
 if TYPE_CHECKING:  # auth and the store import this module (`example_hash`): no cycle at run time
     from curation.auth import User
@@ -98,8 +99,8 @@ def example_hash(messages: list[Message], kind: str = "sft",
                  rejected: list[Message] | None = None, desirable: bool | None = None) -> str:
     """The content hash of an example: the conversation's (`formats.content_hash`) for SFT;
     for a pair or KTO record the rejected answer and the flag are part of it."""
-    return hash_bytes(orjson.dumps([{"role": m["role"], "content": m["content"]}
-                                    for m in messages]), kind, rejected, desirable)
+    return hash_bytes(orjson.dumps([canonical(m) for m in messages]), kind, rejected,
+                      desirable)
 
 
 def hash_bytes(messages_json: bytes, kind: str, rejected: list[Message] | None,
@@ -362,7 +363,9 @@ def model_answer(store: Store, example: Example) -> str | None:
     answer = split_answer(example.messages)[1]
     if example.kind != "sft" or len(answer) != 1 or answer[0]["role"] != "assistant":
         return None
-    text = answer[0]["content"]
+    text = answer[0].get("content")
+    if not isinstance(text, str) or set(answer[0]) != {"role", "content"}:
+        return None  # text parts, a tool call, a weight: not a plain answer to pair
     if example.source == "draft" or MODEL_OUTPUT_TAG in example.tags:
         first = split_answer(store.version(example.id, 1)["messages"])[1]
         if first and first[-1]["content"] == text:

@@ -14,6 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 from curation.auth import User
+from curation.query import ExampleFilter
 from curation.errors import InvalidValue
 from curation.preference import PreferencePair
 from tests.conftest import chat
@@ -229,7 +230,9 @@ def test_evaluation_of_a_dpo_run_adds_pairwise_accuracy(dpo_store, capsys, open_
     assert result.systems["fine_tuned"], "the usual metrics are still there"
     p = result.preference
     assert p["pairs"] == 2 and set(p["systems"]) == {"base", "tuned"}
-    assert [e["id"] for e in p["examples"]] == [100, 101]
+    eval_pairs = [e.id for e in dpo_store.find(ExampleFilter(split=("eval",)))
+                  if e.kind == "preference"]
+    assert [e["id"] for e in p["examples"]] == eval_pairs and len(eval_pairs) == 2
     summary = result.summary()["preference"]
     assert "examples" not in summary and summary["gain_points"] == p["gain_points"]
     _show_eval(result)
