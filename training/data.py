@@ -203,10 +203,13 @@ def assistant_spans(tokenizer, messages: list[dict[str, str]]) -> tuple[str, lis
     return text, spans
 
 
-def encode(tokenizer, messages: list[dict[str, str]], max_seq_length: int) -> Encoded:
+def encode(tokenizer, messages: list[dict[str, str]], max_seq_length: int, *,
+           skip_assistant_turns: int = 0) -> Encoded:
     """Token ids of the rendered conversation, cut to `max_seq_length`, with labels equal to
-    the ids on the assistant's tokens and IGNORE_INDEX elsewhere."""
+    the ids on the assistant's tokens and IGNORE_INDEX elsewhere (and on the first
+    `skip_assistant_turns` assistant turns: those of a preference pair's prompt)."""
     text, spans = assistant_spans(tokenizer, messages)
+    spans = spans[skip_assistant_turns:]
     enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     ids, offsets = enc["input_ids"], enc["offset_mapping"]
     labels = [IGNORE_INDEX] * len(ids)

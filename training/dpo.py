@@ -52,7 +52,7 @@ import orjson
 from curation.errors import CurateError, EmptyTrainingSet, InvalidValue
 from curation.preference import PreferencePair, preference_pairs
 from training.config import TrainConfig
-from training.data import IGNORE_INDEX, Encoded, assistant_spans
+from training.data import IGNORE_INDEX, Encoded, encode
 from training.run_folder import PAIRS_FILE
 
 # --- pairs from the store, on disk ---------------------------------------------------------
@@ -151,20 +151,9 @@ def encode_side(tokenizer, prompt: tuple | list, answer: tuple | list,
                 max_seq_length: int) -> Encoded:
     """The prompt followed by one answer, with labels only on the answer's assistant turns
     (not on assistant turns inside the prompt), cut to `max_seq_length`."""
-    messages = [dict(m) for m in (*prompt, *answer)]
-    text, spans = assistant_spans(tokenizer, messages)
     in_prompt = sum(1 for m in prompt if m.get("role") == "assistant")
-    spans = spans[in_prompt:]
-    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-    ids, offsets = enc["input_ids"], enc["offset_mapping"]
-    labels = [IGNORE_INDEX] * len(ids)
-    s = 0
-    for k, (start, end) in enumerate(offsets):
-        while s < len(spans) and spans[s][1] <= start:
-            s += 1
-        if s < len(spans) and end > start and spans[s][0] <= start and end <= spans[s][1]:
-            labels[k] = ids[k]
-    return Encoded(ids[:max_seq_length], labels[:max_seq_length], len(ids) > max_seq_length)
+    return encode(tokenizer, [dict(m) for m in (*prompt, *answer)], max_seq_length,
+                  skip_assistant_turns=in_prompt)
 
 
 def encode_pairs(tokenizer, pairs: list[PreferencePair], max_seq_length: int
@@ -261,20 +250,16 @@ def train_dpo(run_dir: Path, log: logging.Logger, config: TrainConfig,
               manifest) -> dict[str, Any]:
     """Train (or continue) the DPO run in `run_dir`; returns the final metrics."""
     import torch
-    from peft import LoraConfig, get_peft_model
 
     from training.data import padding_fraction, plan_batches
-    from training.run_folder import ADAPTER, METRICS, checkpoint_dirs, update_status
+    from training.run_folder import ADAPTER, METRICS, update_status
     from training.trainer import (
         MAX_GRAD_NORM,
-        _eager_attention,
-        _keep_metrics_up_to,
-        _load_checkpoint,
         _no_input_casts,
         _save_adapter,
         _save_checkpoint,
         cpu_threads,
-        lr_factor,
+        lora_training,
         use_bf16,
     )
 
@@ -306,26 +291,8 @@ def train_dpo(run_dir: Path, log: logging.Logger, config: TrainConfig,
              "(%d threads), %s", report, 100 * padding, total, steps_per_epoch, config.beta,
              device, torch.get_num_threads(), "bf16 autocast" if bf16 else "fp32")
 
-    if bf16:
-        model.to(torch.bfloat16)  # frozen; the adapter PEFT adds stays fp32
-    if device == "cpu":
-        _eager_attention(model)
-    model = get_peft_model(model, LoraConfig(
-        r=config.r, lora_alpha=config.alpha, lora_dropout=config.dropout,
-        target_modules=config.target_modules_list(), task_type="CAUSAL_LM"))
-    model.train()
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=0.0)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: lr_factor(s, warmup, total))
-
-    step, epoch, next_batch = 0, 0, 0
-    checkpoints = checkpoint_dirs(run_dir)
-    if checkpoints:
-        step, epoch, next_batch = _load_checkpoint(checkpoints[-1], model, optimizer, scheduler)
-        log.info("resuming from %s: step %d, epoch %d, batch %d", checkpoints[-1].name, step,
-                 epoch, next_batch)
-    _keep_metrics_up_to(run_dir, step)
+    model, params, optimizer, scheduler, (step, epoch, next_batch) = lora_training(
+        model, config, run_dir, log, device=device, bf16=bf16, warmup=warmup, total=total)
     update_status(run_dir, total_steps=total, resumed_from_step=step or None, data=report,
                   trainable_parameters=sum(p.numel() for p in params), device=device,
                   precision="bf16" if bf16 else "fp32", method="dpo")

@@ -195,7 +195,6 @@ def train(run_dir: Path, log: logging.Logger) -> dict[str, Any]:
         return train_dpo(run_dir, log, config, manifest)
 
     import torch
-    from peft import LoraConfig, get_peft_model
 
     from training.data import collate, load_train_data, padding_fraction, plan_batches
     from training.models import load_model
@@ -218,26 +217,8 @@ def train(run_dir: Path, log: logging.Logger) -> dict[str, Any]:
              data.report, 100 * padding, total, steps_per_epoch, device,
              torch.get_num_threads(), "bf16 autocast" if bf16 else "fp32")
 
-    if bf16:
-        model.to(torch.bfloat16)  # frozen; the adapter PEFT adds stays fp32
-    if device == "cpu":
-        _eager_attention(model)
-    model = get_peft_model(model, LoraConfig(
-        r=config.r, lora_alpha=config.alpha, lora_dropout=config.dropout,
-        target_modules=config.target_modules_list(), task_type="CAUSAL_LM"))
-    model.train()
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=0.0)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: lr_factor(s, warmup, total))
-
-    step, epoch, next_batch = 0, 0, 0
-    checkpoints = checkpoint_dirs(run_dir)
-    if checkpoints:
-        step, epoch, next_batch = _load_checkpoint(checkpoints[-1], model, optimizer, scheduler)
-        log.info("resuming from %s: step %d, epoch %d, batch %d", checkpoints[-1].name, step,
-                 epoch, next_batch)
-    _keep_metrics_up_to(run_dir, step)
+    model, params, optimizer, scheduler, (step, epoch, next_batch) = lora_training(
+        model, config, run_dir, log, device=device, bf16=bf16, warmup=warmup, total=total)
     update_status(run_dir, total_steps=total, resumed_from_step=step or None, data=data.report,
                   trainable_parameters=sum(p.numel() for p in params), device=device,
                   precision="bf16" if bf16 else "fp32")
@@ -292,6 +273,37 @@ def train(run_dir: Path, log: logging.Logger) -> dict[str, Any]:
     _save_adapter(model, run_dir / ADAPTER)
     return {**last, "steps": step, "wall_seconds_this_session":
             round(time.perf_counter() - session_start, 1)}
+
+
+def lora_training(model, config: TrainConfig, run_dir: Path, log: logging.Logger, *,
+                  device: str, bf16: bool, warmup: int, total: int):
+    """The base model wrapped with a fresh LoRA adapter, its trainable parameters, AdamW and
+    the warm-up schedule, restored from the run's last checkpoint if there is one (then the
+    metrics past it are dropped): (model, params, optimizer, scheduler, (step, epoch, next
+    batch)). Shared by SFT (`train`) and DPO (`training.dpo.train_dpo`)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    if bf16:
+        model.to(torch.bfloat16)  # frozen; the adapter PEFT adds stays fp32
+    if device == "cpu":
+        _eager_attention(model)
+    model = get_peft_model(model, LoraConfig(
+        r=config.r, lora_alpha=config.alpha, lora_dropout=config.dropout,
+        target_modules=config.target_modules_list(), task_type="CAUSAL_LM"))
+    model.train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=0.0)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: lr_factor(s, warmup, total))
+    position = (0, 0, 0)
+    checkpoints = checkpoint_dirs(run_dir)
+    if checkpoints:
+        position = _load_checkpoint(checkpoints[-1], model, optimizer, scheduler)
+        log.info("resuming from %s: step %d, epoch %d, batch %d", checkpoints[-1].name,
+                 *position)
+    _keep_metrics_up_to(run_dir, position[0])
+    return model, params, optimizer, scheduler, position
 
 
 def _no_input_casts(model, bf16: bool):
