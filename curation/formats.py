@@ -801,6 +801,11 @@ def _system_and_turns(messages: list[dict[str, str]],
                 or role not in ("system", "user", "assistant") or (role == "system" and i > 0)):
             from curation.errors import InvalidValue
 
+            defined = sorted(set(m) & set(_messages.CONVERSATION_KEYS))
+            if defined:
+                raise InvalidValue(f"the conversation defines {', '.join(defined)} (tool "
+                                   f"definitions), which the {fmt} export cannot hold (it "
+                                   "writes text turns only); export as openai instead")
             what = ", ".join(sorted(set(m) - {"role", "content"})) or (
                 "content that is not text" if not isinstance(m.get("content"), str)
                 else f"a {role} turn")
