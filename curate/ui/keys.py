@@ -14,7 +14,8 @@ listens to focus and keys on the document:
 - `Esc` in a field leaves it (blur): Streamlit commits the field's text on blur, so no
   typing is lost, and the next key is a shortcut again;
 - `Ctrl+Enter` in a field leaves it first (so Streamlit commits the text) and then, a moment
-  later, clicks the save button (found by its widget key's class, `st-key-<key>`). A plain
+  later, clicks the save button (found by its widget key's class, `st-key-<key>`, at click
+  time: the rerun the blur starts may have replaced the button meanwhile). A plain
   modifier shortcut on the button would fire before the box sent its text and save without
   the last typing: that is why Save's own shortcut is a single key (see `curate.ui.review`).
 
@@ -62,13 +63,17 @@ _SCRIPT = """
       field.blur();
       update();
     } else if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) {
-      const save = doc.querySelector(".st-key-" + page.dataset.curateShortcuts + " button");
-      if (!save) return;
+      const selector = ".st-key-" + page.dataset.curateShortcuts + " button";
+      if (!doc.querySelector(selector)) return;
       event.preventDefault();
       event.stopPropagation();
       field.blur();
       update();
-      setTimeout(() => { if (!save.disabled) save.click(); }, 200);
+      // found again at click time: the rerun the blur starts may have replaced the button
+      setTimeout(() => {
+        const save = doc.querySelector(selector);
+        if (save && !save.disabled) save.click();
+      }, 200);
     }
   }, true);
 })();
