@@ -33,17 +33,20 @@ What is compared, and the one difference found:
   (text) form, the prompt as the template renders it up to the assistant header and each
   answer as the template renders the turn through `<|im_end|>`. TRL then tokenizes exactly
   Curate's tokens and scores exactly Curate's labelled ones (asserted), and the loss, the
-  per-pair rewards, the policy log-probabilities and the gradient on the adapter must agree.
-  A summed-over-the-prompt, a missing `<|im_end|>`, another beta or a flipped sign moves the
-  loss by far more than the tolerance (asserted too, so the comparison cannot pass by being
-  loose).
+  rewards, their margin and accuracy and the policy log-probabilities must agree, for the
+  batch and for each pair. Each mistake the test is for (another beta, a flipped sign, the
+  prompt summed too, `<|im_end|>` left out) is asserted to miss TRL by over 10x the
+  tolerance, so the comparison cannot pass by being loose. Note that summing over the prompt
+  as well leaves the DPO loss itself unchanged (the prompt's log-ratio is the same on both
+  sides of a pair and cancels): the per-pair rewards and log-probabilities catch that one.
 
 Tolerance: fp32 on CPU. TRL computes log-probabilities with its fused, chunked LM head;
-Curate with `log_softmax` over the head's logits at the labelled positions. Both are fp32, so
-per-token values agree to about 1e-6 and sums of ~10 tokens to ~1e-5 absolute. The loss and
-log-probabilities are compared at relative 1e-4. Rewards are beta times a difference of two
-nearly equal sums (policy minus reference), so they are compared at absolute 1e-5 (beta x the
-~1e-5 error of a sum) rather than relatively.
+Curate with `log_softmax` over the head's logits at the labelled positions; the two differ
+in rounding only. The loss and log-probabilities are compared at relative 1e-4 (seen: the
+loss equal to the last bit, summed log-probabilities within ~1e-5 relative). Rewards are
+beta times a difference of two nearly equal sums (policy minus reference), often near 0, so
+they are compared at absolute 1e-5 (seen: ~2e-7) rather than relatively. Each of the caught
+mistakes misses by 1e-3 or more.
 """
 
 from __future__ import annotations
@@ -179,11 +182,11 @@ def _curate_logps(model, batch):
     return policy, ref
 
 
-def _curate(model, tokenizer, pairs: list[PreferencePair]):
+def _curate(tokenizer, pairs: list[PreferencePair]) -> dict:
+    """Curate's batch of `pairs`: n chosen rows, then n rejected rows."""
     encoded, report = encode_pairs(tokenizer, pairs, MAX_LEN)
     assert report["pairs"] == len(pairs) and not report["skipped"] and not report["truncated"]
-    batch = collate_pairs(encoded, tokenizer.pad_token_id)
-    return encoded, batch
+    return collate_pairs(encoded, tokenizer.pad_token_id)
 
 
 def _newline(tokenizer) -> int:
@@ -196,7 +199,7 @@ def _scored(input_ids, mask) -> list[list[int]]:
     return [[int(t) for t, m in zip(ids, row) if m] for ids, row in zip(input_ids, mask)]
 
 
-# --- tests ----------------------------------------------------------------------------------
+# --- the comparison -------------------------------------------------------------------------
 
 def _curate_result(policy, ref, beta: float) -> dict[str, float]:
     """Curate's loss, rewards and log-probabilities of PAIRS, for the whole batch and pair
@@ -217,14 +220,14 @@ def _curate_result(policy, ref, beta: float) -> dict[str, float]:
     return out
 
 
-def _trl_result(trainer) -> dict[str, float]:
+def _trl_result(trainer, pair_by_pair: bool = True) -> dict[str, float]:
     """TRL's loss and metrics on PAIRS: the whole batch through its own train dataloader
     (which shuffles; the batch's mean loss and metrics do not depend on the order), then
     each pair as a batch of one."""
     [batch] = list(trainer.get_train_dataloader())
     loss, metrics = _trl_loss(trainer, trainer._prepare_inputs(batch))
     out = {"loss": loss, **metrics}
-    for i in range(len(PAIRS)):
+    for i in range(len(PAIRS) if pair_by_pair else 0):
         loss, metrics = _trl_loss(trainer, _trl_batch(trainer, [i]))
         out |= {f"loss {i}": loss, **{f"{k} {i}": metrics[k] for k in (
             "rewards/chosen", "rewards/rejected", "logps/chosen", "logps/rejected")}}
@@ -233,15 +236,16 @@ def _trl_result(trainer) -> dict[str, float]:
 
 def _differences(ours: dict[str, float], theirs: dict[str, float], factor: float = 1.0
                  ) -> dict[str, tuple[float, float]]:
-    """The quantities of `ours` that differ from TRL's beyond the tolerance (x factor)."""
+    """The quantities of `theirs` on which `ours` differs beyond the tolerance (x factor)."""
     out = {}
-    for key, value in ours.items():
+    for key, expected in theirs.items():
+        value = ours[key]
         if key.startswith("rewards/"):
-            close = value == pytest.approx(theirs[key], abs=REWARD_ABS * factor)
+            close = value == pytest.approx(expected, abs=REWARD_ABS * factor)
         else:
-            close = value == pytest.approx(theirs[key], rel=REL * factor)
+            close = value == pytest.approx(expected, rel=REL * factor)
         if not close:
-            out[key] = (value, theirs[key])
+            out[key] = (value, expected)
     return out
 
 
@@ -254,7 +258,7 @@ def test_loss_and_rewards_match_trl(model_cache, tmp_path):
 
     trainer, tokenizer = _trainer(model_cache, tmp_path, _text_form)
     model = trainer.model
-    encoded, batch = _curate(model, tokenizer, PAIRS)
+    batch = _curate(tokenizer, PAIRS)
     n = len(PAIRS)
 
     # the same tokens in, the same tokens scored (TRL's rows: n chosen, then n rejected);
@@ -309,7 +313,7 @@ def test_conversational_pairs_differ_only_by_the_newline_after_end_of_turn(model
     that one token per side is the whole difference (see the module docstring)."""
     trainer, tokenizer = _trainer(model_cache, tmp_path, _conversational)
     model = trainer.model
-    encoded, batch = _curate(model, tokenizer, PAIRS)
+    batch = _curate(tokenizer, PAIRS)
     n = len(PAIRS)
     newline = _newline(tokenizer)
     trl = _trl_batch(trainer, list(range(n)))
@@ -324,7 +328,7 @@ def test_conversational_pairs_differ_only_by_the_newline_after_end_of_turn(model
                for ids in curate_scored)
 
     # Curate's own log-probabilities with that newline labelled too give TRL's results
-    theirs = _trl_result(trainer)
+    theirs = _trl_result(trainer, pair_by_pair=False)
     labels = batch["labels"].clone()
     for row in range(labels.shape[0]):
         last = int((labels[row] != IGNORE_INDEX).nonzero().max())
@@ -356,7 +360,7 @@ def test_sft_term_matches_trl(model_cache, tmp_path):
     trainer, tokenizer = _trainer(model_cache, tmp_path, _text_form,
                                   loss_type=["sigmoid", "sft"], loss_weights=[1.0, weight])
     model = trainer.model
-    encoded, batch = _curate(model, tokenizer, PAIRS)
+    batch = _curate(tokenizer, PAIRS)
     n = len(PAIRS)
     [loader_batch] = list(trainer.get_train_dataloader())
     trl_loss, _ = _trl_loss(trainer, trainer._prepare_inputs(loader_batch))
