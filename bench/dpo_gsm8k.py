@@ -10,8 +10,8 @@ solution with one number corrupted:
 - `skip`: one step (a line other than the last) left out, the rest unchanged.
 The kinds take turns, a third each.
 Problems are shuffled with a fixed seed; the shortest solutions are kept (the sequence cap is
-short, for CPU speed) and split into train pairs and held-out eval pairs of different
-problems. A DPO run (`training.dpo`, through the trainer's own entry point in a run folder,
+short, for CPU speed) and split into held-out eval pairs (the first `--eval`, so the held-out
+set does not change with the number of train pairs) and train pairs of other problems. A DPO run (`training.dpo`, through the trainer's own entry point in a run folder,
 as `curate train --method dpo` would start it) trains a LoRA adapter on the packaged
 SmolLM2-135M-Instruct; then `training.preference_eval` scores the held-out pairs with the
 base model and the tuned one (both in the same precision, same encoding) and the gain in
@@ -115,7 +115,7 @@ def build_pairs(n_train: int, n_eval: int, max_chars: int, seed: int, data: Path
         rejected = corrupt(solution, kind, rng)
         if rejected is None or rejected == solution:
             continue
-        split = "train" if len(pairs) < n_train else "eval"
+        split = "eval" if len(pairs) < n_eval else "train"  # held out first: a fixed set
         kind_of[index] = kind
         pairs.append(PreferencePair(
             example_id=index, prompt=({"role": "user", "content": question},),
@@ -138,6 +138,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--beta", type=float, default=0.1)
+    parser.add_argument("--sft-weight", type=float, default=0.0,
+                        help="weight of the SFT term on the chosen answers (RPO)")
     parser.add_argument("--rank", type=int, default=16)
     parser.add_argument("--precision", default="auto")
     parser.add_argument("--seed", type=int, default=0)
@@ -152,10 +154,11 @@ def main() -> None:
     from training.trainer import main as trainer_main
 
     pairs, kind_of = build_pairs(args.train, args.eval, args.max_chars, args.seed, args.data)
-    config = TrainConfig(method="dpo", beta=args.beta, epochs=args.epochs,
-                         batch_size=args.batch_size, learning_rate=args.lr, r=args.rank,
-                         alpha=2 * args.rank, max_seq_length=args.max_seq_length,
-                         precision=args.precision, seed=args.seed, checkpoint_every_steps=0)
+    config = TrainConfig(method="dpo", beta=args.beta, sft_weight=args.sft_weight,
+                         epochs=args.epochs, batch_size=args.batch_size,
+                         learning_rate=args.lr, r=args.rank, alpha=2 * args.rank,
+                         max_seq_length=args.max_seq_length, precision=args.precision,
+                         seed=args.seed, checkpoint_every_steps=0)
     run_dir = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="dpo-gsm8k-"))
     run_dir.mkdir(parents=True, exist_ok=True)
     write_pairs(run_dir / PAIRS_FILE, pairs)

@@ -1239,7 +1239,8 @@ def app(db, port, address, browser, single_user, unsafe_network):
 def _train_setting_options(func):
     """One option per TrainConfig field named here, its help text taken from the field."""
     settings = [("--method", "method", click.Choice(["sft", "dpo"])),
-                ("--beta", "beta", float), ("--sft-run", "sft_run", str),
+                ("--beta", "beta", float), ("--sft-weight", "sft_weight", float),
+                ("--sft-run", "sft_run", str),
                 ("--epochs", "epochs", int), ("--rank", "r", int), ("--alpha", "alpha", int),
                 ("--lr", "learning_rate", float), ("--batch-size", "batch_size", int),
                 ("--max-seq-length", "max_seq_length", int), ("--base-model", "base_model", str),

@@ -90,7 +90,8 @@ def _wait_for(predicate, timeout: float = RUN_TIMEOUT, what: str = "condition"):
 @pytest.mark.parametrize("values, named", [
     ({"method": "ppo"}, "method"), ({"method": "dpo", "beta": 0}, "beta"),
     ({"method": "dpo", "beta": True}, "beta"), ({"sft_run": "run-1"}, "sft_run"),
-    ({"method": "dpo", "sft_run": " "}, "sft_run")])
+    ({"method": "dpo", "sft_run": " "}, "sft_run"),
+    ({"method": "dpo", "sft_weight": -0.5}, "sft_weight"), ({"sft_weight": 1.0}, "sft_weight")])
 def test_dpo_settings_are_validated_by_name(values, named):
     with pytest.raises(InvalidValue, match=named):
         TrainConfig(**values)
@@ -98,10 +99,10 @@ def test_dpo_settings_are_validated_by_name(values, named):
 
 def test_a_manifest_without_a_method_reads_as_sft_and_dpo_round_trips():
     old = TrainConfig().to_dict()
-    for key in ("method", "beta", "sft_run"):
+    for key in ("method", "beta", "sft_run", "sft_weight"):
         del old[key]
     assert TrainConfig.from_dict(old).method == "sft"
-    config = TrainConfig(method="dpo", beta=0.2, sft_run="run-x")
+    config = TrainConfig(method="dpo", beta=0.2, sft_run="run-x", sft_weight=0.5)
     assert TrainConfig.from_dict(config.to_dict()) == config
 
 
@@ -112,12 +113,15 @@ def test_cli_takes_method_dpo_and_its_settings(tmp_path):
     assert CliRunner().invoke(main, ["init", "--db", str(db)]).exit_code == 0
     help_text = CliRunner().invoke(main, ["train", "--help"]).output
     assert "--method [sft|dpo]" in help_text and "--beta" in help_text and \
-        "--sft-run" in help_text
+        "--sft-run" in help_text and "--sft-weight" in help_text
     refused = CliRunner().invoke(main, ["train", "--db", str(db), "--method", "dpo",
                                         "--beta", "-1"])
     assert refused.exit_code != 0 and "beta must be in (0, 10]" in refused.output
     refused = CliRunner().invoke(main, ["train", "--db", str(db), "--sft-run", "run-1"])
     assert refused.exit_code != 0 and "method 'dpo' only" in refused.output
+    refused = CliRunner().invoke(main, ["train", "--db", str(db), "--method", "dpo",
+                                        "--sft-weight", "11"])
+    assert refused.exit_code != 0 and "sft_weight must be in [0, 10]" in refused.output
 
 
 # --- encoding and pairwise accuracy ---------------------------------------------------------
@@ -170,6 +174,57 @@ def test_pairwise_accuracy_agrees_with_a_direct_computation(model_cache):
     assert pairwise_accuracy(margins) == sum(m > 0 for m in expected) / 3
     assert margins[1] < 0 < margins[0]  # the nonsense "chosen" loses, Paris wins
     assert pairwise_accuracy([0.0, 1.0]) == 0.5 and pairwise_accuracy([]) is None
+
+
+def test_the_reference_is_computed_once_per_pair_and_served_in_any_batch(model_cache):
+    """Later epochs take the reference log-probabilities from the cache; whatever the batch,
+    they are those of the adapter-free model for exactly its pairs."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from training.dpo import collate_pairs, encode_pairs, reference_logps, sequence_logps
+    from training.models import load_model
+
+    model, tokenizer = load_model(None, model_cache)
+    encoded, _ = encode_pairs(tokenizer, _pairs(4), 64)
+    model = get_peft_model(model, LoraConfig(r=2, target_modules=["q_proj"]))
+    for name, weight in model.named_parameters():
+        if "lora_B" in name:  # an adapter that changes the model, as after some steps
+            torch.nn.init.normal_(weight, std=0.05)
+
+    def batch(indices):
+        return collate_pairs([encoded[i] for i in indices], tokenizer.pad_token_id)
+
+    cache: dict = {}
+    reference_logps(model, batch([0, 1, 2, 3]), [0, 1, 2, 3], cache)
+    assert set(cache) == {0, 1, 2, 3}
+    with torch.no_grad():
+        tuned = sequence_logps(model, batch([3, 1]))
+        with model.disable_adapter():
+            expected = sequence_logps(model, batch([3, 1]))
+    before = dict(cache)
+    served = reference_logps(model, batch([3, 1]), [3, 1], cache)
+    assert cache == before, "nothing recomputed"
+    assert served.tolist() == pytest.approx(expected.tolist(), abs=1e-3)
+    assert (tuned - expected).abs().max() > 0.01, "the adapter is on: the check can fail"
+    fresh = reference_logps(model, batch([2, 0]), [2, 0], {})
+    assert fresh.tolist() == pytest.approx([cache[2][0], cache[0][0], cache[2][1],
+                                            cache[0][1]], abs=1e-3)
+
+
+def test_the_sft_weight_adds_the_chosen_sides_mean_negative_log_likelihood():
+    import torch
+
+    from training.dpo import dpo_loss
+
+    chosen, rejected = torch.tensor([-10.0, -30.0]), torch.tensor([-12.0, -25.0])
+    ref_c, ref_r = torch.tensor([-11.0, -29.0]), torch.tensor([-11.0, -26.0])
+    plain, reward_c, reward_r = dpo_loss(chosen, rejected, ref_c, ref_r, 0.5)
+    margins = 0.5 * ((chosen - ref_c) - (rejected - ref_r))
+    assert plain.item() == pytest.approx(-torch.nn.functional.logsigmoid(margins).mean().item())
+    with_sft, _, _ = dpo_loss(chosen, rejected, ref_c, ref_r, 0.5, 2.0, torch.tensor([4, 16]))
+    assert with_sft.item() == pytest.approx(plain.item() + 2.0 * 40 / 20)
+    assert reward_c.tolist() == [0.5, -0.5] and reward_r.tolist() == [-0.5, 0.5]
 
 
 # --- runs -----------------------------------------------------------------------------------
@@ -310,6 +365,8 @@ def test_training_form_offers_dpo_with_its_settings_and_sft_runs(open_page, trai
     assert at.number_input(key="tr_beta").value == TrainConfig().beta
     assert any("Trains on the preference pairs" in m.value for m in at.markdown)
     assert "reference" in at.number_input(key="tr_beta").help
+    assert at.number_input(key="tr_sft_weight").value == 0.0
+    assert "RPO" in at.number_input(key="tr_sft_weight").help
     runs = at.selectbox(key="tr_sft_run")
     assert runs.options == ["none (the base model)", sft_run.id]
     at.number_input(key="tr_beta").set_value(0.0).run()

@@ -54,6 +54,11 @@ class TrainConfig:
         "DPO only: how far the tuned model may move from the reference; the loss is "
         "-log sigmoid(beta * margin of log-probability ratios). 0.1 is TRL's and the DPO "
         "paper's default; higher keeps the model closer to the reference."))
+    sft_weight: float = field(default=0.0, metadata=_help(
+        "DPO only: weight of an SFT term added to the DPO loss: the mean negative "
+        "log-likelihood of the chosen answers' tokens (TRL's loss_type ['sigmoid', 'sft'] "
+        "with this loss weight; RPO, Pang et al. 2024). It keeps the chosen answers likely "
+        "while DPO widens the gap to the rejected ones. 0 (default): plain DPO."))
     sft_run: str | None = field(default=None, metadata=_help(
         "DPO only: a completed SFT run (its id) to start from: its LoRA adapter is merged "
         "into the base model, which is then both the starting point and the reference. "
@@ -122,6 +127,11 @@ class TrainConfig:
                                f"{self.method!r}")
         if not _is_number(self.beta) or not 0 < self.beta <= 10:
             raise InvalidValue(f"beta must be in (0, 10], not {self.beta!r}")
+        if not _is_number(self.sft_weight) or not 0 <= self.sft_weight <= 10:
+            raise InvalidValue(f"sft_weight must be in [0, 10], not {self.sft_weight!r}")
+        if self.sft_weight and self.method != "dpo":
+            raise InvalidValue("sft_weight (an SFT term in the DPO loss) applies to method "
+                               "'dpo' only")
         if self.sft_run is not None:
             if not isinstance(self.sft_run, str) or not self.sft_run.strip():
                 raise InvalidValue(f"sft_run must name a run, not {self.sft_run!r}")

@@ -20,11 +20,20 @@ Design decisions:
   pickle (`training.checkpoint` refuses one, so a planted file cannot run code on resume),
   and Curate's live view, cancel and resume read the folder's own files (`metrics.jsonl`,
   `status.json`, `checkpoints/step-N/` with the data position). Fitting `DPOTrainer` to
-  that contract means replacing its saving, loading, data order and logging; the loop below
-  reuses the SFT trainer's instead (its bf16 handling, checkpoints and resume), so SFT and
-  DPO runs behave the same in the app and the CLI.
+  that contract means replacing its saving, loading, data order and logging; DPO runs in
+  the SFT trainer's loop instead (`training.trainer.optimize`, with its bf16 handling,
+  checkpoints and resume) with a per-batch DPO loss, so SFT and DPO runs behave the same in
+  the app and the CLI.
+- `TrainConfig.sft_weight` adds TRL's 'sft' loss term (the mean negative log-likelihood of
+  the chosen sides' tokens) to the sigmoid loss, as TRL's `loss_type=["sigmoid", "sft"]`
+  with `loss_weights=[1, sft_weight]` does (RPO, Pang et al. 2024): DPO alone widens the
+  gap between chosen and rejected but may lower the likelihood of both.
 - The output head runs only at the positions that predict a continuation token (as in the
-  SFT trainer's `selected_loss`): most of a pair's tokens are its prompt. Chosen and
+  SFT trainer's `selected_loss`): most of a pair's tokens are its prompt.
+- The reference's log-probabilities are computed once per pair, in the first epoch (or the
+  first after a resume), and kept in memory: the reference never changes, and later epochs
+  skip its forward pass (a third of a step's work), as TRL's `precompute_ref_log_probs` does
+  up front. Chosen and
   rejected of a batch go through the model in one forward pass (2 x batch_size rows).
 - Optionally on top of an SFT run (`TrainConfig.sft_run`): its adapter is merged into the
   base weights first, so the merged model is both the starting point and the reference.
@@ -40,9 +49,7 @@ Design decisions:
 from __future__ import annotations
 
 import logging
-import math
 import os
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -216,13 +223,34 @@ def sequence_logps(model, batch: dict[str, Any]):
     return out.index_add(0, rows[keep], token)
 
 
-def dpo_loss(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta: float):
-    """(mean loss, chosen rewards, rejected rewards) of the sigmoid DPO loss."""
+def reference_logps(model, batch: dict[str, Any], indices: list[int],
+                    cache: dict[int, tuple[float, float]]):
+    """The reference's summed log-probabilities of a batch of pairs (`indices`, in the
+    order of `collate_pairs`: chosen rows, then rejected rows), from `cache` (pair index ->
+    (chosen, rejected)), computed with the adapter switched off for a batch with a pair
+    not in it yet, which is then added."""
+    import torch
+
+    if not all(i in cache for i in indices):
+        with torch.no_grad(), model.disable_adapter():
+            logps = sequence_logps(model, batch).tolist()
+        cache.update((i, (logps[k], logps[len(indices) + k])) for k, i in enumerate(indices))
+    return torch.tensor([cache[i][0] for i in indices] + [cache[i][1] for i in indices],
+                        device=batch["input_ids"].device)
+
+
+def dpo_loss(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta: float,
+             sft_weight: float = 0.0, chosen_tokens=None):
+    """(mean loss, chosen rewards, rejected rewards) of the sigmoid DPO loss, plus
+    `sft_weight` times the mean negative log-likelihood of the chosen sides' tokens
+    (`chosen_tokens`: each chosen row's number of continuation tokens) when it is not 0."""
     import torch
 
     chosen_rewards = beta * (policy_chosen - ref_chosen)
     rejected_rewards = beta * (policy_rejected - ref_rejected)
     loss = -torch.nn.functional.logsigmoid(chosen_rewards - rejected_rewards).mean()
+    if sft_weight:
+        loss = loss + sft_weight * -policy_chosen.sum() / chosen_tokens.sum().clamp(min=1)
     return loss, chosen_rewards.detach(), rejected_rewards.detach()
 
 
@@ -249,27 +277,10 @@ def starting_model(config: TrainConfig, cache: Path, device: str, sft_adapter: s
 def train_dpo(run_dir: Path, log: logging.Logger, config: TrainConfig,
               manifest) -> dict[str, Any]:
     """Train (or continue) the DPO run in `run_dir`; returns the final metrics."""
-    import torch
 
-    from training.data import padding_fraction, plan_batches
-    from training.run_folder import ADAPTER, METRICS, update_status
-    from training.trainer import (
-        MAX_GRAD_NORM,
-        _no_input_casts,
-        _save_adapter,
-        _save_checkpoint,
-        cpu_threads,
-        lora_training,
-        use_bf16,
-    )
+    from training.trainer import optimize, runtime
 
-    cache = Path(os.environ.get("CURATE_MODEL_CACHE") or manifest.model_cache or
-                 run_dir.parent.parent / "models")
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    bf16 = use_bf16(config.precision, device)
-    if device == "cpu":
-        torch.set_num_threads(cpu_threads())
-    torch.manual_seed(config.seed)
+    cache, device, bf16 = runtime(run_dir, config, manifest)
     model, tokenizer = starting_model(config, cache, device,
                                       (manifest.extra or {}).get("sft_adapter"))
     pairs_file = run_dir / PAIRS_FILE
@@ -282,82 +293,29 @@ def train_dpo(run_dir: Path, log: logging.Logger, config: TrainConfig,
         raise EmptyTrainingSet(f"no preference pair to train on in {PAIRS_FILE} ({report}); "
                                "add train pairs (chosen and rejected answers), or raise "
                                "max_seq_length")
-    lengths = [p.length for p in pairs]
-    steps_per_epoch = math.ceil(len(pairs) / config.batch_size)
-    total = steps_per_epoch * config.epochs
-    warmup = math.ceil(total * config.warmup_ratio)
-    padding = padding_fraction(lengths, plan_batches(lengths, config.batch_size, config.seed, 0))
-    log.info("DPO data: %s; padding %.1f%%; %d steps (%d per epoch), beta %s, device %s "
-             "(%d threads), %s", report, 100 * padding, total, steps_per_epoch, config.beta,
-             device, torch.get_num_threads(), "bf16 autocast" if bf16 else "fp32")
+    log.info("DPO: beta %s, SFT weight %s", config.beta, config.sft_weight)
 
-    model, params, optimizer, scheduler, (step, epoch, next_batch) = lora_training(
-        model, config, run_dir, log, device=device, bf16=bf16, warmup=warmup, total=total)
-    update_status(run_dir, total_steps=total, resumed_from_step=step or None, data=report,
-                  trainable_parameters=sum(p.numel() for p in params), device=device,
-                  precision="bf16" if bf16 else "fp32", method="dpo")
+    reference: dict[int, tuple[float, float]] = {}
 
-    autocast = torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=bf16)
-    session_start, session_steps, last = time.perf_counter(), 0, {}
-    with open(run_dir / METRICS, "ab") as metrics_file:
-        for ep in range(epoch, config.epochs):
-            batches = plan_batches(lengths, config.batch_size, config.seed, ep)
-            for index in range(next_batch if ep == epoch else 0, len(batches)):
-                started = time.perf_counter()
-                chunk = [pairs[i] for i in batches[index]]
-                batch = collate_pairs(chunk, tokenizer.pad_token_id)
-                batch = {k: v.to(device) for k, v in batch.items()}
-                n = len(chunk)
-                try:
-                    with autocast, _no_input_casts(model, bf16):
-                        with torch.no_grad(), model.disable_adapter():
-                            ref = sequence_logps(model, batch)
-                        policy = sequence_logps(model, batch)
-                    loss, chosen_r, rejected_r = dpo_loss(policy[:n], policy[n:], ref[:n],
-                                                          ref[n:], config.beta)
-                    if not torch.isfinite(loss):
-                        raise CurateError(f"the loss became {loss.item()} at step {step + 1}; "
-                                          "lower learning_rate")
-                    loss.backward()
-                    torch.nn.utils.clip_grad_norm_(params, MAX_GRAD_NORM)
-                    lr = scheduler.get_last_lr()[0]
-                    optimizer.step()
-                    scheduler.step()
-                    optimizer.zero_grad(set_to_none=True)
-                except Exception as exc:
-                    try:
-                        exc.curate_step = step + 1
-                    except AttributeError:
-                        pass
-                    raise
-                step += 1
-                session_steps += 1
-                now = time.perf_counter()
-                tokens = int(batch["attention_mask"].sum())
-                per_step = (now - session_start) / session_steps
-                margins = chosen_r - rejected_r
-                last = {"step": step, "epoch": round(ep + (index + 1) / len(batches), 4),
-                        "loss": round(loss.item(), 6), "learning_rate": lr,
-                        "tokens": tokens, "tokens_per_second": round(tokens / (now - started), 1),
-                        "eta_seconds": round(per_step * (total - step), 1),
-                        "total_steps": total, "time": round(time.time(), 3),
-                        "reward_accuracy": round(float((margins > 0).float().mean()), 4),
-                        "reward_margin": round(float(margins.mean()), 6),
-                        "rewards_chosen": round(float(chosen_r.mean()), 6),
-                        "rewards_rejected": round(float(rejected_r.mean()), 6)}
-                metrics_file.write(orjson.dumps(last) + b"\n")
-                metrics_file.flush()
-                log.info("step %d/%d loss %.4f reward acc %.2f margin %.3f lr %.2e %.0f tok/s",
-                         step, total, last["loss"], last["reward_accuracy"],
-                         last["reward_margin"], lr, last["tokens_per_second"])
-                if (config.checkpoint_every_steps and step % config.checkpoint_every_steps == 0
-                        and step < total):
-                    position = (ep, index + 1) if index + 1 < len(batches) else (ep + 1, 0)
-                    _save_checkpoint(run_dir, step, position, model, optimizer, scheduler,
-                                     config.keep_checkpoints)
-    _save_adapter(model, run_dir / ADAPTER)
-    return {**last, "steps": step, "wall_seconds_this_session":
-            round(time.perf_counter() - session_start, 1)}
+    def batch_loss(model, indices: list[int]):
+        chunk = [pairs[i] for i in indices]
+        batch = collate_pairs(chunk, tokenizer.pad_token_id)
+        batch = {k: v.to(device) for k, v in batch.items()}
+        n = len(chunk)
+        ref = reference_logps(model, batch, indices, reference)
+        policy = sequence_logps(model, batch)
+        chosen_tokens = (batch["labels"][:n, 1:] != IGNORE_INDEX).sum(1)
+        loss, chosen_r, rejected_r = dpo_loss(policy[:n], policy[n:], ref[:n], ref[n:],
+                                              config.beta, config.sft_weight, chosen_tokens)
+        margins = chosen_r - rejected_r
+        return loss, int(batch["attention_mask"].sum()), {
+            "reward_accuracy": round(float((margins > 0).float().mean()), 4),
+            "reward_margin": round(float(margins.mean()), 6),
+            "rewards_chosen": round(float(chosen_r.mean()), 6),
+            "rewards_rejected": round(float(rejected_r.mean()), 6)}
+
+    return optimize(run_dir, log, config, model, lengths=[p.length for p in pairs],
+                    report=report, device=device, bf16=bf16, batch_loss=batch_loss)
 
 
 __all__ = [
@@ -368,6 +326,7 @@ __all__ = [
     "encode_pairs",
     "encode_side",
     "read_pairs",
+    "reference_logps",
     "sequence_logps",
     "starting_model",
     "train_dpo",

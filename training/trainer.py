@@ -37,9 +37,9 @@ Design decisions:
   are dropped so each step has one line.
 - Every JSON file is written to a temporary name and renamed; a reader never sees half of
   `status.json`. `metrics.jsonl` is appended line by line; readers skip a partial last line.
-- A DPO run (`TrainConfig.method == "dpo"`) is handed to `training.dpo.train_dpo`, which
-  reuses this module's precision, checkpoint and resume helpers; why it is not TRL's
-  `DPOTrainer` is said there.
+- One optimisation loop (`optimize`) serves SFT and DPO: each brings its data's lengths and
+  a per-batch loss. A DPO run (`TrainConfig.method == "dpo"`) is handed to
+  `training.dpo.train_dpo`; why it is not TRL's `DPOTrainer` is said there.
 - Endings: success -> completed (exit 0); any exception (out of memory, bad data, a
   missing model) -> failed with a one-line reason, traceback in trainer.log (exit 1);
   SIGTERM -> nothing more is saved, status cancelled (exit 143).
@@ -55,7 +55,7 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import orjson
 
@@ -194,34 +194,68 @@ def train(run_dir: Path, log: logging.Logger) -> dict[str, Any]:
 
         return train_dpo(run_dir, log, config, manifest)
 
-    import torch
-
-    from training.data import collate, load_train_data, padding_fraction, plan_batches
+    from training.data import collate, load_train_data
     from training.models import load_model
+
+    cache, device, bf16 = runtime(run_dir, config, manifest)
+    model, tokenizer = load_model(config.base_model, cache, device=device)
+    data = load_train_data(run_dir / TRAIN_FILE, tokenizer, config.max_seq_length)
+
+    def batch_loss(model, indices: list[int]):
+        batch = collate([data.examples[i] for i in indices], tokenizer.pad_token_id)
+        batch = {k: v.to(device) for k, v in batch.items()}
+        return selected_loss(model, batch), int(batch["attention_mask"].sum()), {}
+
+    return optimize(run_dir, log, config, model, lengths=data.lengths(), report=data.report,
+                    device=device, bf16=bf16, batch_loss=batch_loss)
+
+
+def runtime(run_dir: Path, config: TrainConfig, manifest: RunManifest
+            ) -> tuple[Path, str, bool]:
+    """(model cache, device, whether to autocast to bf16) of a run, with the CPU threads
+    and the seed set."""
+    import torch
 
     cache = Path(os.environ.get("CURATE_MODEL_CACHE") or manifest.model_cache or
                  run_dir.parent.parent / "models")
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    bf16 = use_bf16(config.precision, device)
     if device == "cpu":
         torch.set_num_threads(cpu_threads())
     torch.manual_seed(config.seed)
-    model, tokenizer = load_model(config.base_model, cache, device=device)
-    data = load_train_data(run_dir / TRAIN_FILE, tokenizer, config.max_seq_length)
-    lengths = data.lengths()
+    return cache, device, use_bf16(config.precision, device)
+
+
+BatchLoss = Callable[[Any, list[int]], tuple[Any, int, dict[str, float]]]
+
+
+def optimize(run_dir: Path, log: logging.Logger, config: TrainConfig, model, *,
+             lengths: list[int], report: dict[str, Any], device: str, bf16: bool,
+             batch_loss: BatchLoss) -> dict[str, Any]:
+    """The optimisation loop of SFT and DPO alike; returns the final metrics.
+
+    `model` gets a fresh LoRA adapter, or the last checkpoint's (`lora_training`). The items
+    (conversations or pairs, of token `lengths`) are batched by `plan_batches`; for each
+    batch `batch_loss(model, item indices)` returns (loss tensor, tokens, extra metrics),
+    computed under bf16 autocast when `bf16`. One AdamW step per batch, one metrics line per
+    step (the extras merged in), a checkpoint every `checkpoint_every_steps`, the adapter at
+    the end. `report` describes the data (status.json's `data`)."""
+    import torch
+
+    from training.data import padding_fraction, plan_batches
+
     steps_per_epoch = math.ceil(len(lengths) / config.batch_size)
     total = steps_per_epoch * config.epochs
     warmup = math.ceil(total * config.warmup_ratio)
     padding = padding_fraction(lengths, plan_batches(lengths, config.batch_size, config.seed, 0))
-    log.info("data: %s; padding %.1f%%; %d steps (%d per epoch), device %s (%d threads), %s",
-             data.report, 100 * padding, total, steps_per_epoch, device,
+    log.info("%s data: %s; padding %.1f%%; %d steps (%d per epoch), device %s (%d threads), %s",
+             config.method.upper(), report, 100 * padding, total, steps_per_epoch, device,
              torch.get_num_threads(), "bf16 autocast" if bf16 else "fp32")
 
     model, params, optimizer, scheduler, (step, epoch, next_batch) = lora_training(
         model, config, run_dir, log, device=device, bf16=bf16, warmup=warmup, total=total)
-    update_status(run_dir, total_steps=total, resumed_from_step=step or None, data=data.report,
+    update_status(run_dir, total_steps=total, resumed_from_step=step or None, data=report,
                   trainable_parameters=sum(p.numel() for p in params), device=device,
-                  precision="bf16" if bf16 else "fp32")
+                  precision="bf16" if bf16 else "fp32", method=config.method)
 
     autocast = torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=bf16)
     session_start, session_steps, last = time.perf_counter(), 0, {}
@@ -230,12 +264,9 @@ def train(run_dir: Path, log: logging.Logger) -> dict[str, Any]:
             batches = plan_batches(lengths, config.batch_size, config.seed, ep)
             for index in range(next_batch if ep == epoch else 0, len(batches)):
                 started = time.perf_counter()
-                batch = collate([data.examples[i] for i in batches[index]],
-                                tokenizer.pad_token_id)
-                batch = {k: v.to(device) for k, v in batch.items()}
                 try:
                     with autocast, _no_input_casts(model, bf16):
-                        loss = selected_loss(model, batch)
+                        loss, tokens, extra = batch_loss(model, batches[index])
                     if not torch.isfinite(loss):
                         raise CurateError(f"the loss became {loss.item()} at step {step + 1}; "
                                           "lower learning_rate")
@@ -254,16 +285,16 @@ def train(run_dir: Path, log: logging.Logger) -> dict[str, Any]:
                 step += 1
                 session_steps += 1
                 now = time.perf_counter()
-                tokens = int(batch["attention_mask"].sum())
                 per_step = (now - session_start) / session_steps
                 last = {"step": step, "epoch": round(ep + (index + 1) / len(batches), 4),
                         "loss": round(loss.item(), 6), "learning_rate": lr,
                         "tokens": tokens, "tokens_per_second": round(tokens / (now - started), 1),
                         "eta_seconds": round(per_step * (total - step), 1),
-                        "total_steps": total, "time": round(time.time(), 3)}
+                        "total_steps": total, "time": round(time.time(), 3), **extra}
                 metrics_file.write(orjson.dumps(last) + b"\n")
                 metrics_file.flush()
-                log.info("step %d/%d loss %.4f lr %.2e %.0f tok/s", step, total, last["loss"],
+                log.info("step %d/%d loss %.4f%s lr %.2e %.0f tok/s", step, total, last["loss"],
+                         "".join(f" {k.replace('_', ' ')} {v:.4g}" for k, v in extra.items()),
                          lr, last["tokens_per_second"])
                 if (config.checkpoint_every_steps and step % config.checkpoint_every_steps == 0
                         and step < total):

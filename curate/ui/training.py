@@ -72,9 +72,9 @@ FIELD_LABELS = {
     "warmup_ratio": "Warm-up (share of steps)", "seed": "Seed", "precision": "Precision",
     "checkpoint_every_steps": "Checkpoint every N steps",
     "keep_checkpoints": "Checkpoints kept", "method": "Method", "beta": "DPO beta",
-    "sft_run": "Start from SFT run"}
+    "sft_run": "Start from SFT run", "sft_weight": "SFT weight (chosen answers)"}
 ADVANCED = ("checkpoint_every_steps", "keep_checkpoints")
-DPO_FIELDS = ("beta", "sft_run")  # shown when the method is DPO
+DPO_FIELDS = ("beta", "sft_weight", "sft_run")  # shown when the method is DPO
 FLOAT_FORMATS = {"learning_rate": ("%.1e", 1e-5)}
 RESUMABLE = ("interrupted", "failed", "cancelled")
 STATE_ICONS = {"starting": ":material/hourglass_top:", "running": ":material/sync:",
@@ -138,6 +138,8 @@ def _config_form() -> TrainConfig | None:
         with columns[0]:
             values["beta"] = _widget(named["beta"], hints["beta"])
         with columns[1]:
+            values["sft_weight"] = _widget(named["sft_weight"], hints["sft_weight"])
+        with columns[2]:
             values["sft_run"] = _sft_run_widget(named["sft_run"])
     columns = st.columns(4)
     for index, f in enumerate(fields):
