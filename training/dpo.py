@@ -13,6 +13,10 @@ Design decisions:
   assistant turns after the prompt, end-of-turn token included) under the tuned model and the
   reference. The reference is the starting model itself: the LoRA adapter switched off
   (`disable_adapter()`), as TRL does for a PEFT model, so no second copy of the weights.
+- tests/test_dpo_trl_parity.py checks this against TRL's `DPOTrainer` on the same model,
+  adapter and pairs. TRL, given conversational pairs, also scores the newline the chat
+  template puts after the answer's end-of-turn token; Curate does not (the model never
+  generates it, and the SFT trainer does not train it either).
 - Implemented here rather than by running TRL's `DPOTrainer` (trl is a dependency and the
   loss is the same formula): `DPOTrainer` is a `transformers.Trainer`, whose checkpoints
   are pickles (`optimizer.pt`, `scheduler.pt`, `rng_state.pth`, `training_args.bin`,

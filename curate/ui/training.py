@@ -11,8 +11,8 @@ Design decisions:
   field's help text as tooltip and its default as initial value. The widgets carry no limits
   of their own: `TrainConfig.__post_init__` is the one validation, and its message (which
   names the field) is shown under the form while Launch is disabled. The method (SFT or
-  DPO) sits beside the base model; DPO's own settings (beta, the SFT run to start from,
-  offered from the completed SFT runs) appear only when DPO is chosen.
+  DPO) sits beside the base model; DPO's own settings (beta, the SFT weight, the SFT run
+  to start from, offered from the completed SFT runs) appear only when DPO is chosen.
 - What a run trains on is decided at launch: a new snapshot of the accepted train examples.
   The page shows how many that is, their token-length distribution under the chosen base
   model's chat template, how many `max_seq_length` would cut, and the time per epoch
