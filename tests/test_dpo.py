@@ -182,7 +182,7 @@ def test_the_reference_is_computed_once_per_pair_and_served_in_any_batch(model_c
     import torch
     from peft import LoraConfig, get_peft_model
 
-    from training.dpo import collate_pairs, encode_pairs, reference_logps, sequence_logps
+    from training.dpo import encode_pairs, pair_logps, reference_logps
     from training.models import load_model
 
     model, tokenizer = load_model(None, model_cache)
@@ -191,25 +191,67 @@ def test_the_reference_is_computed_once_per_pair_and_served_in_any_batch(model_c
     for name, weight in model.named_parameters():
         if "lora_B" in name:  # an adapter that changes the model, as after some steps
             torch.nn.init.normal_(weight, std=0.05)
+    pad = tokenizer.pad_token_id
 
-    def batch(indices):
-        return collate_pairs([encoded[i] for i in indices], tokenizer.pad_token_id)
+    def reference(indices, cache):
+        return reference_logps(model, [encoded[i] for i in indices], indices, cache, pad, "cpu")
 
     cache: dict = {}
-    reference_logps(model, batch([0, 1, 2, 3]), [0, 1, 2, 3], cache)
+    reference([0, 1, 2, 3], cache)
     assert set(cache) == {0, 1, 2, 3}
     with torch.no_grad():
-        tuned = sequence_logps(model, batch([3, 1]))
+        tuned = pair_logps(model, [encoded[3], encoded[1]], pad, "cpu")
         with model.disable_adapter():
-            expected = sequence_logps(model, batch([3, 1]))
+            expected = pair_logps(model, [encoded[3], encoded[1]], pad, "cpu")
     before = dict(cache)
-    served = reference_logps(model, batch([3, 1]), [3, 1], cache)
+    served = reference([3, 1], cache)
     assert cache == before, "nothing recomputed"
     assert served.tolist() == pytest.approx(expected.tolist(), abs=1e-3)
     assert (tuned - expected).abs().max() > 0.01, "the adapter is on: the check can fail"
-    fresh = reference_logps(model, batch([2, 0]), [2, 0], {})
+    fresh = reference([2, 0], {})
     assert fresh.tolist() == pytest.approx([cache[2][0], cache[0][0], cache[2][1],
                                             cache[0][1]], abs=1e-3)
+
+
+def test_a_packed_pair_scores_as_its_two_sides_apart(model_cache):
+    """`pair_logps` runs the shared prefix once, with a 4-D mask keeping the two rests apart;
+    it must give what each side gives alone, for any overlap of the two answers."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from training.dpo import collate_pairs, encode_pairs, pair_logps, sequence_logps, \
+        shared_prefix
+    from training.models import load_model
+
+    model, tokenizer = load_model(None, model_cache)
+    ask = ({"role": "user", "content": "How many legs do 3 cats have?"},)
+    steps = "Each cat has 4 legs.\nSo 3 cats have 3*4=12 legs.\nThe answer is 12."
+
+    def pair(i, chosen, rejected, prompt=ask):
+        return PreferencePair(i, prompt, ({"role": "assistant", "content": chosen},),
+                              ({"role": "assistant", "content": rejected},))
+
+    pairs = [
+        pair(1, steps, steps.replace("=12", "=13")),  # differ late
+        pair(2, steps, "So 3 cats have 3*4=12 legs.\nThe answer is 12."),  # a step left out
+        pair(3, "Twelve.", "Twelve legs, since each of the 3 cats has four."),  # one extends
+        pair(4, "No.", "Yes, certainly.", ({"role": "user", "content": "Hi"},
+                                           {"role": "assistant", "content": "Hello!"},
+                                           {"role": "user", "content": "Is 7 even?"})),
+    ]
+    encoded, _ = encode_pairs(tokenizer, pairs, 128)
+    assert len(encoded) == 4
+    first_scored = next(t for t, y in enumerate(encoded[1].chosen.labels) if y != -100)
+    assert shared_prefix(encoded[0]) > shared_prefix(encoded[1]) >= first_scored
+    model = get_peft_model(model, LoraConfig(r=2, target_modules=["q_proj", "v_proj"]))
+    for name, weight in model.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(weight, std=0.05)
+    with torch.no_grad():
+        packed = pair_logps(model, encoded, tokenizer.pad_token_id, "cpu")
+        apart = sequence_logps(model, collate_pairs(encoded, tokenizer.pad_token_id))
+    assert packed.tolist() == pytest.approx(apart.tolist(), abs=2e-3)
+    assert packed[0] - packed[4] != pytest.approx(0, abs=0.1), "the sides differ"
 
 
 def test_the_sft_weight_adds_the_chosen_sides_mean_negative_log_likelihood():

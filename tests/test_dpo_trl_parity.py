@@ -172,7 +172,9 @@ def _trl_loss(trainer, batch) -> tuple[float, dict[str, float]]:
 
 
 def _curate_logps(model, batch):
-    """(policy, reference) summed log-probabilities per row, as `train_dpo` gets them."""
+    """(policy, reference) summed log-probabilities per row, each side on its own row
+    (`sequence_logps`); `train_dpo` runs a pair's shared prefix once (`pair_logps`), which
+    tests/test_dpo.py holds equal to this."""
     import torch
 
     with torch.no_grad():

@@ -32,13 +32,16 @@ Design decisions:
   the chosen sides' tokens) to the sigmoid loss, as TRL's `loss_type=["sigmoid", "sft"]`
   with `loss_weights=[1, sft_weight]` does (RPO, Pang et al. 2024): DPO alone widens the
   gap between chosen and rejected but may lower the likelihood of both.
-- The output head runs only at the positions that predict a continuation token (as in the
-  SFT trainer's `selected_loss`): most of a pair's tokens are its prompt.
+- A pair's two sides share their prompt, and often the start of the answer too: the
+  shared prefix is computed once (`pack_pairs`: one row holds the prefix, the chosen rest
+  and the rejected rest, with a 4-D attention mask that keeps the two rests apart and
+  position ids that start both where the prefix ends), which gives what the two sides give
+  apart (tested) on fewer tokens. The output head runs only at the positions that predict a
+  continuation token (as in the SFT trainer's `selected_loss`).
 - The reference's log-probabilities are computed once per pair, in the first epoch (or the
   first after a resume), and kept in memory: the reference never changes, and later epochs
   skip its forward pass (a third of a step's work), as TRL's `precompute_ref_log_probs` does
-  up front. Chosen and
-  rejected of a batch go through the model in one forward pass (2 x batch_size rows).
+  up front.
 - Optionally on top of an SFT run (`TrainConfig.sft_run`): its adapter is merged into the
   base weights first, so the merged model is both the starting point and the reference.
 - Each metrics line carries, besides the loss, DPO's implicit rewards of the batch
@@ -227,20 +230,121 @@ def sequence_logps(model, batch: dict[str, Any]):
     return out.index_add(0, rows[keep], token)
 
 
-def reference_logps(model, batch: dict[str, Any], indices: list[int],
-                    cache: dict[int, tuple[float, float]]):
-    """The reference's summed log-probabilities of a batch of pairs (`indices`, in the
-    order of `collate_pairs`: chosen rows, then rejected rows), from `cache` (pair index ->
-    (chosen, rejected)), computed with the adapter switched off for a batch with a pair
+def shared_prefix(pair: EncodedPair) -> int:
+    """How many first tokens the pair's two sides share (at least the prompt's)."""
+    a, b = pair.chosen.input_ids, pair.rejected.input_ids
+    n = min(len(a), len(b))
+    k = 0
+    while k < n and a[k] == b[k] and pair.chosen.labels[k] == pair.rejected.labels[k]:
+        k += 1
+    return k
+
+
+def pack_pairs(pairs: list[EncodedPair], pad_token_id: int) -> dict[str, Any]:
+    """One row per pair: the shared prefix once, then the chosen side's rest, then the
+    rejected side's rest, with a 4-D attention mask that lets each rest see the prefix and
+    itself (causally) but not the other rest, and position ids that start both rests where
+    the prefix ends. So the row computes exactly what the two sides computed apart.
+
+    Returns the tensors (`input_ids`, `position_ids`, `allowed`: bool (rows, 1, width,
+    width)) and the selection: for each scored token its `row`, the `position` whose output
+    predicts it, the `target` token id, and whether it counts for the chosen and/or the
+    rejected side (`in_chosen`, `in_rejected`: a labelled token of the shared prefix counts
+    for both)."""
+    import torch
+
+    rows_ids, rows_pos, rows_seg = [], [], []
+    row, position, target, in_chosen, in_rejected = [], [], [], [], []
+    for r, pair in enumerate(pairs):
+        k = shared_prefix(pair)
+        c, j = pair.chosen, pair.rejected
+        ids = c.input_ids[:k] + c.input_ids[k:] + j.input_ids[k:]
+        rows_ids.append(ids)
+        rows_pos.append(list(range(len(c.input_ids))) + list(range(k, len(j.input_ids))))
+        rows_seg.append([0] * k + [1] * (len(c.input_ids) - k) + [2] * (len(j.input_ids) - k))
+        offset = len(c.input_ids) - k  # where the rejected side's rest starts, minus k
+        for t in range(1, len(c.input_ids)):  # chosen tokens, predicted at t - 1
+            if c.labels[t] != IGNORE_INDEX:
+                row.append(r)
+                position.append(t - 1)
+                target.append(c.labels[t])
+                shared = t < k
+                in_chosen.append(True)
+                in_rejected.append(shared)
+        for t in range(1, len(j.input_ids)):  # rejected tokens past the shared ones
+            if j.labels[t] != IGNORE_INDEX and t >= k:
+                row.append(r)
+                position.append(t - 1 if t - 1 < k else t - 1 + offset)
+                target.append(j.labels[t])
+                in_chosen.append(False)
+                in_rejected.append(True)
+    width = max(len(ids) for ids in rows_ids)
+    n = len(pairs)
+    input_ids = torch.full((n, width), pad_token_id, dtype=torch.long)
+    position_ids = torch.zeros((n, width), dtype=torch.long)
+    segment = torch.full((n, width), 3, dtype=torch.long)  # 3: padding
+    for r, ids in enumerate(rows_ids):
+        input_ids[r, :len(ids)] = torch.tensor(ids)
+        position_ids[r, :len(ids)] = torch.tensor(rows_pos[r])
+        segment[r, :len(ids)] = torch.tensor(rows_seg[r])
+    index = torch.arange(width)
+    causal = index.unsqueeze(0) <= index.unsqueeze(1)  # [query, key]
+    seg_q, seg_k = segment.unsqueeze(2), segment.unsqueeze(1)
+    # a key is visible if earlier and in the prefix or the query's own part; padding queries
+    # see the prefix only (their outputs are never read, but a row of nothing would be NaN)
+    allowed = causal & ((seg_k == 0) | ((seg_k == seg_q) & (seg_q != 3)))
+    return {"input_ids": input_ids, "position_ids": position_ids,
+            "allowed": allowed.unsqueeze(1), "row": torch.tensor(row),
+            "position": torch.tensor(position), "target": torch.tensor(target),
+            "in_chosen": torch.tensor(in_chosen), "in_rejected": torch.tensor(in_rejected)}
+
+
+def pair_logps(model, pairs: list[EncodedPair], pad_token_id: int, device: str):
+    """The summed log-probabilities of the pairs' chosen sides, then of their rejected
+    sides (a float32 tensor of 2 x len(pairs)). Each pair's shared prefix is computed once
+    (`pack_pairs`); a model whose output head does more than a plain projection, or that
+    has no separate decoder, runs the two sides apart (`sequence_logps`)."""
+    import torch
+
+    from training.trainer import _plain_head
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    decoder = base.get_decoder() if hasattr(base, "get_decoder") else None
+    head = base.get_output_embeddings()
+    if decoder is None or head is None or not _plain_head(base.config):
+        batch = collate_pairs(pairs, pad_token_id)
+        return sequence_logps(model, {k: v.to(device) for k, v in batch.items()})
+    packed = {k: v.to(device) for k, v in pack_pairs(pairs, pad_token_id).items()}
+    dtype = next(p.dtype for p in decoder.parameters() if p.is_floating_point())
+    mask = torch.zeros(packed["allowed"].shape, dtype=dtype, device=device)
+    mask.masked_fill_(~packed["allowed"], torch.finfo(dtype).min)
+    hidden = decoder(input_ids=packed["input_ids"], position_ids=packed["position_ids"],
+                     attention_mask=mask).last_hidden_state
+    logits = head(hidden[packed["row"], packed["position"]])
+    logps = torch.log_softmax(logits.float(), dim=-1)
+    token = logps.gather(1, packed["target"].unsqueeze(1)).squeeze(1)
+    n = len(pairs)
+    chosen = torch.zeros(n, dtype=torch.float32, device=device).index_add(
+        0, packed["row"], token * packed["in_chosen"])
+    rejected = torch.zeros(n, dtype=torch.float32, device=device).index_add(
+        0, packed["row"], token * packed["in_rejected"])
+    return torch.cat([chosen, rejected])
+
+
+def reference_logps(model, pairs: list[EncodedPair], indices: list[int],
+                    cache: dict[int, tuple[float, float]], pad_token_id: int, device: str):
+    """The reference's summed log-probabilities of a batch of `pairs` (their indices in
+    the run are `indices`), as `pair_logps` orders them, from `cache` (pair index ->
+    (chosen, rejected)); computed with the adapter switched off for a batch with a pair
     not in it yet, which is then added."""
     import torch
 
     if not all(i in cache for i in indices):
         with torch.no_grad(), model.disable_adapter():
-            logps = sequence_logps(model, batch).tolist()
+            logps = pair_logps(model, pairs, pad_token_id, device).tolist()
         cache.update((i, (logps[k], logps[len(indices) + k])) for k, i in enumerate(indices))
     return torch.tensor([cache[i][0] for i in indices] + [cache[i][1] for i in indices],
-                        device=batch["input_ids"].device)
+                        device=device)
 
 
 def dpo_loss(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta: float,
@@ -281,6 +385,7 @@ def starting_model(config: TrainConfig, cache: Path, device: str, sft_adapter: s
 def train_dpo(run_dir: Path, log: logging.Logger, config: TrainConfig,
               manifest) -> dict[str, Any]:
     """Train (or continue) the DPO run in `run_dir`; returns the final metrics."""
+    import torch
 
     from training.trainer import optimize, runtime
 
@@ -303,16 +408,16 @@ def train_dpo(run_dir: Path, log: logging.Logger, config: TrainConfig,
 
     def batch_loss(model, indices: list[int]):
         chunk = [pairs[i] for i in indices]
-        batch = collate_pairs(chunk, tokenizer.pad_token_id)
-        batch = {k: v.to(device) for k, v in batch.items()}
         n = len(chunk)
-        ref = reference_logps(model, batch, indices, reference)
-        policy = sequence_logps(model, batch)
-        chosen_tokens = (batch["labels"][:n, 1:] != IGNORE_INDEX).sum(1)
+        ref = reference_logps(model, chunk, indices, reference, tokenizer.pad_token_id,
+                              device)
+        policy = pair_logps(model, chunk, tokenizer.pad_token_id, device)
+        chosen_tokens = torch.tensor([p.chosen.target_tokens for p in chunk], device=device)
         loss, chosen_r, rejected_r = dpo_loss(policy[:n], policy[n:], ref[:n], ref[n:],
                                               config.beta, config.sft_weight, chosen_tokens)
         margins = chosen_r - rejected_r
-        return loss, int(batch["attention_mask"].sum()), {
+        tokens = sum(len(p.chosen.input_ids) + len(p.rejected.input_ids) for p in chunk)
+        return loss, tokens, {
             "reward_accuracy": round(float((margins > 0).float().mean()), 4),
             "reward_margin": round(float(margins.mean()), 6),
             "rewards_chosen": round(float(chosen_r.mean()), 6),

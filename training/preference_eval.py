@@ -53,7 +53,7 @@ def pair_margins(model, tokenizer, pairs, *, batch_size: int = 8, bf16: bool = F
     """`sum log p(chosen) - sum log p(rejected)` under `model` for each `EncodedPair`."""
     import torch
 
-    from training.dpo import collate_pairs, sequence_logps
+    from training.dpo import pair_logps
 
     order = sorted(range(len(pairs)), key=lambda i: pairs[i].length)
     margins: list[float] = [0.0] * len(pairs)
@@ -62,9 +62,8 @@ def pair_margins(model, tokenizer, pairs, *, batch_size: int = 8, bf16: bool = F
     with torch.no_grad(), autocast:
         for start in range(0, len(order), batch_size):
             chunk = order[start:start + batch_size]
-            batch = collate_pairs([pairs[i] for i in chunk], tokenizer.pad_token_id)
-            batch = {k: v.to(device) for k, v in batch.items()}
-            logps = sequence_logps(model, batch).tolist()
+            logps = pair_logps(model, [pairs[i] for i in chunk], tokenizer.pad_token_id,
+                               device).tolist()
             n = len(chunk)
             for k, i in enumerate(chunk):
                 margins[i] = logps[k] - logps[n + k]
