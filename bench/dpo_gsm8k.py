@@ -11,8 +11,9 @@ solution with one number corrupted:
 The kinds take turns, a third each.
 Problems are shuffled with a fixed seed; the shortest solutions are kept (the sequence cap is
 short, for CPU speed) and split into held-out eval pairs (the first `--eval`, so the held-out
-set does not change with the number of train pairs) and train pairs of other problems. A DPO run (`training.dpo`, through the trainer's own entry point in a run folder,
-as `curate train --method dpo` would start it) trains a LoRA adapter on the packaged
+set does not change with the number of train pairs) and train pairs of other problems.
+A DPO run (`training.dpo`, through the trainer's own entry point in a run folder, as
+`curate train --method dpo` would start it) trains a LoRA adapter on the packaged
 SmolLM2-135M-Instruct; then `training.preference_eval` scores the held-out pairs with the
 base model and the tuned one (both in the same precision, same encoding) and the gain in
 points is printed last.
