@@ -50,8 +50,8 @@ def main() -> None:
     from dpo_gsm8k import DATA, build_pairs
     from training.config import TrainConfig
     from training.data import plan_batches
-    from training.dpo import collate_pairs, encode_pairs, pack_pairs, pair_logps, \
-        sequence_logps
+    from training.dpo import collate_pairs, encode_pairs, pack_pairs, pair_batch, \
+        pair_logps, sequence_logps
     from training.models import load_model
     from training.trainer import _eager_attention, cpu_threads, use_bf16
 
@@ -81,7 +81,7 @@ def main() -> None:
     def logps(side: str, chunk):
         if side == "apart":
             return sequence_logps(model, collate_pairs(chunk, pad))
-        return pair_logps(model, chunk, pad, "cpu")
+        return pair_logps(model, pair_batch(model, chunk, pad, "cpu"))
 
     def tokens(side: str, chunk) -> int:
         if side == "apart":

@@ -182,7 +182,7 @@ def test_the_reference_is_computed_once_per_pair_and_served_in_any_batch(model_c
     import torch
     from peft import LoraConfig, get_peft_model
 
-    from training.dpo import encode_pairs, pair_logps, reference_logps
+    from training.dpo import encode_pairs, pair_batch, pair_logps, reference_logps
     from training.models import load_model
 
     model, tokenizer = load_model(None, model_cache)
@@ -193,16 +193,19 @@ def test_the_reference_is_computed_once_per_pair_and_served_in_any_batch(model_c
             torch.nn.init.normal_(weight, std=0.05)
     pad = tokenizer.pad_token_id
 
+    def batch(indices):
+        return pair_batch(model, [encoded[i] for i in indices], pad, "cpu")
+
     def reference(indices, cache):
-        return reference_logps(model, [encoded[i] for i in indices], indices, cache, pad, "cpu")
+        return reference_logps(model, batch(indices), indices, cache)
 
     cache: dict = {}
     reference([0, 1, 2, 3], cache)
     assert set(cache) == {0, 1, 2, 3}
     with torch.no_grad():
-        tuned = pair_logps(model, [encoded[3], encoded[1]], pad, "cpu")
+        tuned = pair_logps(model, batch([3, 1]))
         with model.disable_adapter():
-            expected = pair_logps(model, [encoded[3], encoded[1]], pad, "cpu")
+            expected = pair_logps(model, batch([3, 1]))
     before = dict(cache)
     served = reference([3, 1], cache)
     assert cache == before, "nothing recomputed"
@@ -219,8 +222,8 @@ def test_a_packed_pair_scores_as_its_two_sides_apart(model_cache):
     import torch
     from peft import LoraConfig, get_peft_model
 
-    from training.dpo import collate_pairs, encode_pairs, pair_logps, sequence_logps, \
-        shared_prefix
+    from training.dpo import collate_pairs, encode_pairs, pair_batch, pair_logps, \
+        sequence_logps, shared_prefix
     from training.models import load_model
 
     model, tokenizer = load_model(None, model_cache)
@@ -248,7 +251,7 @@ def test_a_packed_pair_scores_as_its_two_sides_apart(model_cache):
         if "lora_B" in name:
             torch.nn.init.normal_(weight, std=0.05)
     with torch.no_grad():
-        packed = pair_logps(model, encoded, tokenizer.pad_token_id, "cpu")
+        packed = pair_logps(model, pair_batch(model, encoded, tokenizer.pad_token_id, "cpu"))
         apart = sequence_logps(model, collate_pairs(encoded, tokenizer.pad_token_id))
     assert packed.tolist() == pytest.approx(apart.tolist(), abs=2e-3)
     assert packed[0] - packed[4] != pytest.approx(0, abs=0.1), "the sides differ"

@@ -209,18 +209,17 @@ def sequence_logps(model, batch: dict[str, Any]):
     batch's rows). The output head runs at labelled positions only."""
     import torch
 
-    from training.trainer import _plain_head
+    from training.trainer import decoder_and_head
 
     targets = batch["labels"][:, 1:]
     keep = targets != IGNORE_INDEX
     rows = torch.arange(targets.shape[0], device=targets.device).unsqueeze(1).expand_as(targets)
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    decoder = base.get_decoder() if hasattr(base, "get_decoder") else None
-    head = base.get_output_embeddings()
-    if decoder is None or head is None or not _plain_head(base.config):
+    split = decoder_and_head(model)
+    if split is None:
         logits = model(input_ids=batch["input_ids"],
                        attention_mask=batch["attention_mask"]).logits[:, :-1][keep]
     else:
+        decoder, head = split
         hidden = decoder(input_ids=batch["input_ids"],
                          attention_mask=batch["attention_mask"]).last_hidden_state
         logits = head(hidden[:, :-1][keep])
@@ -299,52 +298,65 @@ def pack_pairs(pairs: list[EncodedPair], pad_token_id: int) -> dict[str, Any]:
             "in_chosen": torch.tensor(in_chosen), "in_rejected": torch.tensor(in_rejected)}
 
 
-def pair_logps(model, pairs: list[EncodedPair], pad_token_id: int, device: str):
-    """The summed log-probabilities of the pairs' chosen sides, then of their rejected
-    sides (a float32 tensor of 2 x len(pairs)). Each pair's shared prefix is computed once
-    (`pack_pairs`); a model whose output head does more than a plain projection, or that
-    has no separate decoder, runs the two sides apart (`sequence_logps`)."""
+def pair_batch(model, pairs: list[EncodedPair], pad_token_id: int, device: str
+               ) -> dict[str, Any]:
+    """The model's input for `pair_logps`, built once per batch (the reference and the tuned
+    model read the same): the packed rows (`pack_pairs`, the mask made additive in the
+    decoder's dtype), or for a model without a plain head (`decoder_and_head`) the two
+    sides apart (`collate_pairs`)."""
     import torch
 
-    from training.trainer import _plain_head
+    from training.trainer import decoder_and_head
 
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    decoder = base.get_decoder() if hasattr(base, "get_decoder") else None
-    head = base.get_output_embeddings()
-    if decoder is None or head is None or not _plain_head(base.config):
+    split = decoder_and_head(model)
+    if split is None:
         batch = collate_pairs(pairs, pad_token_id)
-        return sequence_logps(model, {k: v.to(device) for k, v in batch.items()})
-    packed = {k: v.to(device) for k, v in pack_pairs(pairs, pad_token_id).items()}
-    dtype = next(p.dtype for p in decoder.parameters() if p.is_floating_point())
-    mask = torch.zeros(packed["allowed"].shape, dtype=dtype, device=device)
-    mask.masked_fill_(~packed["allowed"], torch.finfo(dtype).min)
-    hidden = decoder(input_ids=packed["input_ids"], position_ids=packed["position_ids"],
-                     attention_mask=mask).last_hidden_state
-    logits = head(hidden[packed["row"], packed["position"]])
+    else:
+        batch = pack_pairs(pairs, pad_token_id)
+        dtype = next(p.dtype for p in split[0].parameters() if p.is_floating_point())
+        allowed = batch.pop("allowed")
+        batch["mask"] = torch.zeros(allowed.shape, dtype=dtype).masked_fill_(
+            ~allowed, torch.finfo(dtype).min)
+    return {k: v.to(device) for k, v in batch.items()}
+
+
+def pair_logps(model, batch: dict[str, Any]):
+    """The summed log-probabilities of a `pair_batch`'s chosen sides, then of its rejected
+    sides (a float32 tensor of 2 x pairs). Packed, each pair's shared prefix runs once."""
+    import torch
+
+    from training.trainer import decoder_and_head
+
+    if "labels" in batch:  # the two sides apart
+        return sequence_logps(model, batch)
+    decoder, head = decoder_and_head(model)
+    hidden = decoder(input_ids=batch["input_ids"], position_ids=batch["position_ids"],
+                     attention_mask=batch["mask"]).last_hidden_state
+    logits = head(hidden[batch["row"], batch["position"]])
     logps = torch.log_softmax(logits.float(), dim=-1)
-    token = logps.gather(1, packed["target"].unsqueeze(1)).squeeze(1)
-    n = len(pairs)
+    token = logps.gather(1, batch["target"].unsqueeze(1)).squeeze(1)
+    n, device = batch["input_ids"].shape[0], token.device
     chosen = torch.zeros(n, dtype=torch.float32, device=device).index_add(
-        0, packed["row"], token * packed["in_chosen"])
+        0, batch["row"], token * batch["in_chosen"])
     rejected = torch.zeros(n, dtype=torch.float32, device=device).index_add(
-        0, packed["row"], token * packed["in_rejected"])
+        0, batch["row"], token * batch["in_rejected"])
     return torch.cat([chosen, rejected])
 
 
-def reference_logps(model, pairs: list[EncodedPair], indices: list[int],
-                    cache: dict[int, tuple[float, float]], pad_token_id: int, device: str):
-    """The reference's summed log-probabilities of a batch of `pairs` (their indices in
-    the run are `indices`), as `pair_logps` orders them, from `cache` (pair index ->
-    (chosen, rejected)); computed with the adapter switched off for a batch with a pair
-    not in it yet, which is then added."""
+def reference_logps(model, batch: dict[str, Any], indices: list[int],
+                    cache: dict[int, tuple[float, float]]):
+    """The reference's summed log-probabilities of a `pair_batch` (its pairs' indices in the
+    run are `indices`), as `pair_logps` orders them, from `cache` (pair index -> (chosen,
+    rejected)); computed with the adapter switched off for a batch with a pair not in it
+    yet, which is then added."""
     import torch
 
     if not all(i in cache for i in indices):
         with torch.no_grad(), model.disable_adapter():
-            logps = pair_logps(model, pairs, pad_token_id, device).tolist()
+            logps = pair_logps(model, batch).tolist()
         cache.update((i, (logps[k], logps[len(indices) + k])) for k, i in enumerate(indices))
     return torch.tensor([cache[i][0] for i in indices] + [cache[i][1] for i in indices],
-                        device=device)
+                        device=batch["input_ids"].device)
 
 
 def dpo_loss(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta: float,
@@ -409,9 +421,9 @@ def train_dpo(run_dir: Path, log: logging.Logger, config: TrainConfig,
     def batch_loss(model, indices: list[int]):
         chunk = [pairs[i] for i in indices]
         n = len(chunk)
-        ref = reference_logps(model, chunk, indices, reference, tokenizer.pad_token_id,
-                              device)
-        policy = pair_logps(model, chunk, tokenizer.pad_token_id, device)
+        batch = pair_batch(model, chunk, tokenizer.pad_token_id, device)
+        ref = reference_logps(model, batch, indices, reference)
+        policy = pair_logps(model, batch)
         chosen_tokens = torch.tensor([p.chosen.target_tokens for p in chunk], device=device)
         loss, chosen_r, rejected_r = dpo_loss(policy[:n], policy[n:], ref[:n], ref[n:],
                                               config.beta, config.sft_weight, chosen_tokens)
@@ -434,9 +446,13 @@ __all__ = [
     "dpo_loss",
     "encode_pairs",
     "encode_side",
+    "pack_pairs",
+    "pair_batch",
+    "pair_logps",
     "read_pairs",
     "reference_logps",
     "sequence_logps",
+    "shared_prefix",
     "starting_model",
     "train_dpo",
     "write_pairs",

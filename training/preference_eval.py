@@ -53,7 +53,7 @@ def pair_margins(model, tokenizer, pairs, *, batch_size: int = 8, bf16: bool = F
     """`sum log p(chosen) - sum log p(rejected)` under `model` for each `EncodedPair`."""
     import torch
 
-    from training.dpo import pair_logps
+    from training.dpo import pair_batch, pair_logps
 
     order = sorted(range(len(pairs)), key=lambda i: pairs[i].length)
     margins: list[float] = [0.0] * len(pairs)
@@ -62,8 +62,9 @@ def pair_margins(model, tokenizer, pairs, *, batch_size: int = 8, bf16: bool = F
     with torch.no_grad(), autocast:
         for start in range(0, len(order), batch_size):
             chunk = order[start:start + batch_size]
-            logps = pair_logps(model, [pairs[i] for i in chunk], tokenizer.pad_token_id,
-                               device).tolist()
+            batch = pair_batch(model, [pairs[i] for i in chunk], tokenizer.pad_token_id,
+                               device)
+            logps = pair_logps(model, batch).tolist()
             n = len(chunk)
             for k, i in enumerate(chunk):
                 margins[i] = logps[k] - logps[n + k]

@@ -360,9 +360,18 @@ def _eager_attention(model) -> None:
         model.config._attn_implementation = "eager"
 
 
-def _plain_head(config) -> bool:
-    return not any(getattr(config, name, None) for name in
-                   ("final_logit_softcapping", "logit_scale", "logits_scaling"))
+def decoder_and_head(model):
+    """(decoder, output head) of a causal LM (through a PEFT wrapper), so the head can run
+    at chosen positions only; None when the model has no separate decoder or its head does
+    more than a plain projection (logit soft-capping or scaling): then take its own output."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    decoder = base.get_decoder() if hasattr(base, "get_decoder") else None
+    head = base.get_output_embeddings()
+    if decoder is None or head is None or any(
+            getattr(base.config, name, None) for name in
+            ("final_logit_softcapping", "logit_scale", "logits_scaling")):
+        return None
+    return decoder, head
 
 
 def selected_loss(model, batch: dict[str, Any]):
@@ -370,11 +379,10 @@ def selected_loss(model, batch: dict[str, Any]):
     with the output head applied only at the positions that predict a labelled token."""
     import torch
 
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    decoder = base.get_decoder() if hasattr(base, "get_decoder") else None
-    head = base.get_output_embeddings()
-    if decoder is None or head is None or not _plain_head(base.config):
+    split = decoder_and_head(model)
+    if split is None:
         return model(**batch).loss
+    decoder, head = split
     hidden = decoder(input_ids=batch["input_ids"],
                      attention_mask=batch["attention_mask"]).last_hidden_state
     targets = batch["labels"][:, 1:]
