@@ -24,8 +24,9 @@ directly; in the app they come from the store's preference pairs of a snapshot.
     OMP_NUM_THREADS=2 python bench/dpo_gsm8k.py                # the acceptance run
     OMP_NUM_THREADS=1 python bench/dpo_gsm8k.py --train 16 --eval 16 --epochs 1   # a smoke run
 
-`--sft-weight`, `--beta`, `--lr`, `--rank` and the sizes are there to try other settings; the
-runs made and their results are in docs/benchmarks.md.
+`--sft-weight`, `--beta`, `--lr`, `--rank` and the sizes are there to try other settings, and
+`--train-seed` reruns the same pairs with another adapter init and batch order; the runs made
+and their results are in docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -146,7 +147,11 @@ def main() -> None:
                         help="weight of the SFT term on the chosen answers (RPO)")
     parser.add_argument("--rank", type=int, default=16)
     parser.add_argument("--precision", default="auto")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of the pair set (which problems, which corruptions)")
+    parser.add_argument("--train-seed", type=int, default=None,
+                        help="seed of the training run (adapter init, batch order); "
+                             "default: --seed. Another value reruns the same pair set.")
     parser.add_argument("--keep", default=None, help="run folder to keep (default: temporary)")
     args = parser.parse_args()
 
@@ -162,7 +167,8 @@ def main() -> None:
                          epochs=args.epochs, batch_size=args.batch_size,
                          learning_rate=args.lr, r=args.rank, alpha=2 * args.rank,
                          max_seq_length=args.max_seq_length, precision=args.precision,
-                         seed=args.seed, checkpoint_every_steps=0)
+                         seed=args.seed if args.train_seed is None else args.train_seed,
+                         checkpoint_every_steps=0)
     run_dir = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="dpo-gsm8k-"))
     run_dir.mkdir(parents=True, exist_ok=True)
     write_pairs(run_dir / PAIRS_FILE, pairs)
