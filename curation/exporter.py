@@ -25,6 +25,10 @@ Design decisions:
 - A preference format (`trl_preference`, `openai_dpo`; `curation.preference` writes them)
   writes the snapshot's preference pairs only; its SFT and KTO examples are counted in
   `left_out` (`not_preference`) and the note says so.
+- An SFT format (every other one) never writes a KTO record flagged undesirable: an SFT file
+  teaches every answer it holds, and a training run's `train.jsonl` is such an export. They
+  are counted in `left_out` (`undesirable`, when there are any) and the note says so. A pair writes its chosen
+  conversation, a desirable KTO record its conversation.
 - Each line carries Curate's fields under one key, `curate` (external id, label, tags, Curate
   id, version, split, status, source), never at top level: TRL reserves `label` and OpenAI's
   schema has no `metadata`. Importing the file again gives back the same conversations,
@@ -148,9 +152,13 @@ def write_snapshot(store: Store, snapshot_id: str, out_path: str | os.PathLike, 
     writer = WRITERS.get(fmt)
     digest, count = hashlib.sha256(), 0
     not_pairs = 0  # a preference format writes pairs only (`curation.preference`)
+    undesirable = 0  # an SFT format never writes an answer flagged undesirable (KTO)
     with _atomic(out_path) as f:
         for row in store.snapshot_rows(snapshot_id):
             try:
+                if fmt not in preference.OUTPUT_FORMATS and preference.undesirable(row):
+                    undesirable += 1
+                    continue
                 if fmt in preference.OUTPUT_FORMATS:
                     if row["kind"] != "preference":
                         not_pairs += 1
@@ -180,6 +188,8 @@ def write_snapshot(store: Store, snapshot_id: str, out_path: str | os.PathLike, 
     left_out = store.left_out(snapshot_id)
     if fmt in preference.OUTPUT_FORMATS:
         left_out["not_preference"] = not_pairs
+    elif undesirable:
+        left_out["undesirable"] = undesirable
     result = ExportResult(out_path, manifest_path, fmt, count, digest.hexdigest(), snapshot,
                           note is not None, note, removed, left_out,
                           plain, info_path, stem if entry is not None else None)

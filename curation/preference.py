@@ -148,7 +148,7 @@ def to_draft(record: dict, fmt: str, max_chars: int) -> Draft:
     rejected = check_rejected(messages, rejected, max_chars, where[1])
     if [m["content"] for m in rejected] == [m["content"] for m in messages[len(prompt):]]:
         raise RecordError("missing_content", "the chosen and the rejected answer are the same",
-                          where[1])
+                          "rejected")
     return Draft(messages=messages, kind="preference", rejected=rejected,
                  **_metadata(record, max_chars))
 
@@ -305,14 +305,28 @@ def to_openai_dpo(row: dict, common: dict[str, Any]) -> dict[str, Any]:
 WRITERS = {"trl_preference": to_trl_preference, "openai_dpo": to_openai_dpo}
 
 
+def undesirable(row: dict) -> bool:
+    """Whether an example (a store row, or anything with `kind` and `desirable`) is a KTO
+    record whose answer is flagged undesirable: never taught by SFT, never a reference."""
+    get = row.get if isinstance(row, dict) else lambda key: getattr(row, key, None)
+    return get("kind") == "kto" and get("desirable") is False
+
+
 def left_out_note(counts: dict[str, int]) -> str | None:
-    """A sentence on the snapshot's examples a preference export left out (not pairs)."""
+    """A sentence on the snapshot's examples an export left out by kind: not pairs (a
+    preference export), KTO answers flagged undesirable (an SFT export)."""
     n = counts.get("not_preference", 0)
-    if not n:
-        return None
-    return (f"{n:,} example{'s' if n != 1 else ''} of the snapshot "
-            f"{'are' if n != 1 else 'is'} not a preference pair (SFT or KTO) and "
-            f"{'were' if n != 1 else 'was'} left out of this preference export")
+    if n:
+        return (f"{n:,} example{'s' if n != 1 else ''} of the snapshot "
+                f"{'are' if n != 1 else 'is'} not a preference pair (SFT or KTO) and "
+                f"{'were' if n != 1 else 'was'} left out of this preference export")
+    n = counts.get("undesirable", 0)
+    if n:
+        return (f"{n:,} KTO record{'s' if n != 1 else ''} of the snapshot "
+                f"{'are' if n != 1 else 'is'} flagged undesirable and "
+                f"{'were' if n != 1 else 'was'} left out: an SFT file teaches every answer "
+                "it holds")
+    return None
 
 
 # --- review: swap -------------------------------------------------------------------------------

@@ -78,8 +78,7 @@ def test_kto_records_are_their_own_kind_with_the_flag(record, kind_flag):
 
 
 @pytest.mark.parametrize("record,code,field", [
-    ({"prompt": [USER], "chosen": [BLUE], "rejected": [BLUE]}, "missing_content",
-     "prompt+rejected"),
+    ({"prompt": [USER], "chosen": [BLUE], "rejected": [BLUE]}, "missing_content", "rejected"),
     ({"prompt": [USER], "chosen": [BLUE], "rejected": []}, "missing_content", "prompt+rejected"),
     ({"prompt": [USER], "chosen": [BLUE], "rejected": "Green."}, "wrong_type", "rejected"),
     ({"chosen": [USER, BLUE], "rejected": [GREEN]}, "missing_content", "chosen"),
@@ -222,6 +221,34 @@ def test_preference_exports_import_back_to_the_same_pairs(mixed, file_store, tmp
     assert pairs(other) == pairs(mixed)
     assert [(e.label, e.tags, e.external_id) for e in other.find()] == [
         ("sky", (), "p1"), (None, ("math",), None)]
+
+
+@pytest.mark.parametrize("fmt", ["openai", "alpaca", "prompt_completion", "bedrock", "vertex"])
+def test_an_sft_export_never_writes_an_answer_flagged_undesirable(mixed, tmp_path, fmt):
+    _import(mixed, tmp_path, [{"prompt": "Hail?", "completion": "Purple.", "label": False}],
+            name="more.jsonl",
+            status="accepted")
+    snap = mixed.snapshot(ExampleFilter(), actor="t")
+    out = tmp_path / f"{fmt}.jsonl"
+    result = write_snapshot(mixed, snap.id, out, user=admin("t"), fmt=fmt)
+    assert result.count == 4 and result.left_out["undesirable"] == 1  # 2 pairs, KTO yes, SFT
+    assert result.left_out_note == ("1 KTO record of the snapshot is flagged undesirable and "
+                                    "was left out: an SFT file teaches every answer it holds")
+    assert orjson.loads(result.manifest_path.read_bytes())["left_out"]["undesirable"] == 1
+    text = out.read_text()
+    assert "Purple." not in text and "Hail?" not in text
+    assert "Rain?" in text and "Blue." in text and "Green." not in text  # pair: chosen only
+
+
+def test_evaluation_takes_no_undesirable_answer_as_a_reference(empty_store, tmp_path):
+    from training.eval import eval_rows_from_store
+
+    _import(empty_store, tmp_path, [
+        {"prompt": "Hail?", "completion": "Purple.", "label": False},
+        {"prompt": "Rain?", "completion": "Yes", "label": True},
+        {"messages": chat("q", "a")}], status="accepted", split="eval")
+    rows = eval_rows_from_store(empty_store)
+    assert [r["messages"][-1]["content"] for r in rows] == ["Yes", "a"]
 
 
 def test_the_trl_preference_file_loads_in_datasets_and_trl(mixed, tmp_path):

@@ -60,6 +60,7 @@ import orjson
 
 from curation.errors import InvalidValue
 from curation.messages import message_text
+from curation.preference import undesirable
 from curation.query import ExampleFilter
 from training import metrics as M
 from training.config import EvalConfig
@@ -79,10 +80,12 @@ Progress = Callable[[str, int, int], None]
 
 def eval_rows_from_store(store) -> list[dict[str, Any]]:
     """The eval split's examples that are neither rejected nor deleted, ending with an
-    assistant turn: [{"id", "messages", "label"}] in id order."""
+    assistant turn, less KTO records flagged undesirable (their answer is not a reference):
+    [{"id", "messages", "label"}] in id order."""
     where = ExampleFilter(split=("eval",), status=EVAL_STATUSES)
     return [{"id": e.id, "messages": e.messages, "label": e.label}
-            for e in store.find(where) if e.messages and e.messages[-1]["role"] == "assistant"]
+            for e in store.find(where) if e.messages and e.messages[-1]["role"] == "assistant"
+            and not undesirable(e)]
 
 
 def train_rows_from_run(run_dir: str | os.PathLike) -> list[dict[str, Any]]:
