@@ -27,8 +27,8 @@ Design decisions:
   `left_out` (`not_preference`) and the note says so.
 - An SFT format (every other one) never writes a KTO record flagged undesirable: an SFT file
   teaches every answer it holds, and a training run's `train.jsonl` is such an export. They
-  are counted in `left_out` (`undesirable`, when there are any) and the note says so. A pair writes its chosen
-  conversation, a desirable KTO record its conversation.
+  are counted in `left_out` (`undesirable`, when there are any) and the note says so. A pair
+  writes its chosen conversation, a desirable KTO record its conversation.
 - Each line carries Curate's fields under one key, `curate` (external id, label, tags, Curate
   id, version, split, status, source), never at top level: TRL reserves `label` and OpenAI's
   schema has no `metadata`. Importing the file again gives back the same conversations,

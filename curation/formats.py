@@ -506,17 +506,23 @@ def from_openai(record: dict, max_chars: int, unanswered: bool = False, *,
     `parallel_tool_calls` kept on the first message (see `curation.messages`)."""
     if "messages" not in record:
         raise RecordError("missing_messages_list", "no `messages` key", "messages")
-    messages = record["messages"]
+    return check_conversation(_with_conversation_keys(record, record["messages"], "messages"),
+                              max_chars, unanswered=unanswered, drop_media=drop_media)
+
+
+def _with_conversation_keys(record: dict, messages: Any, where: str) -> Any:
+    """`messages` with the record's top-level `tools` / `functions` / `parallel_tool_calls`
+    moved onto its first message, where Curate keeps them (see `curation.messages`);
+    `messages` as given when there are none or it is not a list of messages."""
     top = {k: record[k] for k in _messages.CONVERSATION_KEYS
            if k in record and record[k] is not None}
     if top and isinstance(messages, list) and messages and isinstance(messages[0], dict):
         both = sorted(set(top) & set(messages[0]))
         if both:
             raise RecordError("wrong_type", f"`{both[0]}` is given both at the top level and in "
-                              "messages[0]; keep one", both[0])
+                              f"{where}[0]; keep one", both[0])
         messages = [{**messages[0], **top}, *messages[1:]]
-    return check_conversation(messages, max_chars, unanswered=unanswered,
-                              drop_media=drop_media)
+    return messages
 
 
 def from_alpaca(record: dict, max_chars: int, unanswered: bool = False, *,
@@ -556,6 +562,8 @@ def from_alpaca(record: dict, max_chars: int, unanswered: bool = False, *,
 
 def from_prompt_completion(record: dict, max_chars: int,
                            unanswered: bool = False) -> list[dict[str, str]]:
+    """TRL's prompt-completion, text or message lists; a top-level `tools` (as TRL's
+    SFTTrainer reads it) is kept with the conversation, as for openai."""
     completion = record.get("completion")
     no_answer = unanswered and (_blank(completion) or completion == [])
     for key in ("prompt",) if no_answer else ("prompt", "completion"):
@@ -564,10 +572,12 @@ def from_prompt_completion(record: dict, max_chars: int,
     prompt = record["prompt"]
     if no_answer:
         if isinstance(prompt, list):
-            return check_conversation(prompt, max_chars, "prompt", unanswered=True)
+            return check_conversation(_with_conversation_keys(record, prompt, "prompt"),
+                                      max_chars, "prompt", unanswered=True)
         check_text(prompt, "prompt", max_chars)
-        return check_conversation([{"role": "user", "content": prompt}], max_chars,
-                                  unanswered=True)
+        return check_conversation(_with_conversation_keys(
+            record, [{"role": "user", "content": prompt}], "prompt"), max_chars,
+            unanswered=True)
     if isinstance(prompt, list) != isinstance(completion, list):
         raise RecordError("wrong_type", "prompt and completion must both be text or both be "
                                         "message lists", "completion")
@@ -575,15 +585,18 @@ def from_prompt_completion(record: dict, max_chars: int,
         if not completion:
             raise RecordError("missing_content", "completion must hold an assistant turn",
                               "completion")
-        messages = check_conversation(prompt + completion, max_chars, "prompt+completion")
+        messages = check_conversation(_with_conversation_keys(record, prompt + completion,
+                                                              "prompt"),
+                                      max_chars, "prompt+completion")
         if any(m.get("role") != "assistant" for m in completion if isinstance(m, dict)):
             raise RecordError("invalid_turn_order", "completion may hold assistant turns only",
                               "completion")
         return messages
     check_text(prompt, "prompt", max_chars)
     check_text(completion, "completion", max_chars)
-    return check_conversation([{"role": "user", "content": prompt},
-                               {"role": "assistant", "content": completion}], max_chars)
+    return check_conversation(_with_conversation_keys(
+        record, [{"role": "user", "content": prompt},
+                 {"role": "assistant", "content": completion}], "prompt"), max_chars)
 
 
 def from_sharegpt(record: dict, max_chars: int, unanswered: bool = False, *,
@@ -837,7 +850,10 @@ def to_alpaca(messages: list[dict[str, str]], *, external_id=None, label=None, t
 
 def to_prompt_completion(messages: list[dict[str, str]], *, external_id=None, label=None,
                          tags=(), metadata=None, plain: bool = False) -> dict[str, Any]:
-    return {"prompt": messages[:-1], "completion": messages[-1:],
+    """TRL's conversational prompt-completion form; `tools` at the top level, where TRL's
+    SFTTrainer reads them."""
+    messages, top = _messages.split_conversation(messages)
+    return {"prompt": messages[:-1], "completion": messages[-1:], **top,
             **_common(external_id, label, tags, metadata or {}, plain)}
 
 

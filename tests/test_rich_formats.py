@@ -184,6 +184,33 @@ def test_openai_export_round_trips_every_shape_through_the_store(file_store, tmp
         == [e.content_hash for e in store.find(ExampleFilter())]
 
 
+def test_prompt_completion_export_keeps_tools_at_the_top_and_round_trips(file_store, tmp_path):
+    """TRL's SFTTrainer reads a prompt-completion line's `tools` at the top level; importing
+    the file again gives the same conversations, tools included."""
+    path = write_jsonl(tmp_path / "in.jsonl", list(OPENAI_SHAPES.values()))
+    store = file_store()
+    import_file(store, path, user=ADMIN, status="accepted")
+    out = tmp_path / "pc.jsonl"
+    export_jsonl(store, out, fmt="prompt_completion", user=ADMIN)
+    lines = [orjson.loads(line) for line in out.read_bytes().splitlines()]
+    assert [r.get("tools") for r in lines] == [r.get("tools") for r in OPENAI_SHAPES.values()]
+    assert all("tools" not in m for r in lines for m in r["prompt"] + r["completion"])
+    again = file_store("again.duckdb")
+    assert import_file(again, out, user=ADMIN, status="accepted").rejected == []
+    assert [e.content_hash for e in again.find(ExampleFilter())] \
+        == [e.content_hash for e in store.find(ExampleFilter())]
+
+
+def test_prompt_completion_tools_given_twice_are_refused():
+    line = {"prompt": [{"role": "user", "content": "Weather?", "tools": [WEATHER_TOOL]}],
+            "completion": [{"role": "assistant", "content": "Sunny."}], "tools": [WEATHER_TOOL]}
+    with pytest.raises(RecordError) as err:
+        to_draft(line)
+    assert (err.value.code, err.value.field) == ("wrong_type", "tools")
+    text = to_draft({"prompt": "Weather?", "completion": "Sunny.", "tools": [WEATHER_TOOL]})
+    assert text.messages[0]["tools"] == [WEATHER_TOOL]
+
+
 # --- multimodal ------------------------------------------------------------------------------
 
 LLAVA = {"messages": [{"role": "user", "content": "<image>\nWhat is in the picture?"},
