@@ -399,7 +399,10 @@ def export(out, db, fmt, statuses, splits, labels, name, plain, actor, as_json):
 @db_option
 @json_option
 def stats(db, as_json):
-    """Counts of examples by status, split, label and source, and what needs attention.
+    """Counts of examples by status, split, label, source and kind, and what needs attention.
+
+    The kinds: sft (a conversation), preference (a pair: chosen and rejected answer), kto (one
+    answer flagged desirable or undesirable).
 
     \b
     Example:
@@ -412,7 +415,7 @@ def stats(db, as_json):
         _print_json({**figures, "needs_attention": [a.message for a in attention]})
         return
     click.echo(f"{figures['total']:,} examples")
-    for key in ("status", "split", "label", "source"):
+    for key in ("status", "split", "label", "source", "kind"):
         click.echo(f"\nby {key}:")
         for value, n in figures[f"by_{key}"].items():
             click.echo(f"  {value if value is not None else '(none)':<30} {n:>8,}")

@@ -58,7 +58,21 @@ def test_stats_json_counts_by_status_split_label_source(run, tickets):
     assert figures["by_status"] == {"pending": 2}
     assert figures["by_source"] == {"crm": 2}
     assert figures["by_label"] == {"access": 1, "billing": 1}
+    assert figures["by_kind"] == {"sft": 2}
     assert "by label:" in run("stats").output
+
+
+def test_stats_counts_preference_pairs_and_kto_records_by_kind(run, tmp_path):
+    pairs = write_jsonl(tmp_path / "pairs.jsonl", [
+        {"prompt": "2+2?", "chosen": "4", "rejected": "5"},
+        {"prompt": "3+3?", "chosen": "6", "rejected": "7"},
+        {"prompt": "Rain?", "completion": "Yes", "label": True},
+        {"messages": chat("q", "a")}])
+    run("import", str(pairs))
+    figures = json.loads(run("stats", "--json").output)
+    assert figures["by_kind"] == {"kto": 1, "preference": 2, "sft": 1}
+    text = run("stats").output
+    assert "by kind:" in text and "preference" in text
 
 
 def test_export_writes_jsonl_manifest_and_reuses_the_snapshot(run, tickets, tmp_path):

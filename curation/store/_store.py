@@ -299,9 +299,11 @@ class Store(ExampleInserts, SnapshotQueries, UserQueries, EmbeddingQueries, Find
         return dict(rows)
 
     def stats(self) -> dict[str, Any]:
-        """Totals by status, split, label and source: what `curate stats` and Overview show."""
+        """Totals by status, split, label, source and kind (sft, preference, kto): what
+        `curate stats` and Overview show."""
         return {"total": self.count(),
-                **{f"by_{c}": self.counts_by(c) for c in ("status", "split", "label", "source")}}
+                **{f"by_{c}": self.counts_by(c) for c in ("status", "split", "label", "source")},
+                "by_kind": self.counts_by_kind()}
 
     def history(self, example_id: int) -> list[dict[str, Any]]:
         """The audit events of one example, oldest first, each with the guidelines version
