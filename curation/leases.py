@@ -358,15 +358,14 @@ def submit(store: Store, user: User, example_id: int, *, base_version: int,
     require(user, "edit")
     if "status" in changes or "deleted" in changes:
         raise InvalidValue("a submission carries edits, not a status: a reviewer decides")
+    from curation.preference import edit_pair_hook
+
     before = store.get(example_id) if "messages" in changes else None
     after = store.record_submission(example_id, base_version=base_version, actor=user.name,
                                     reason=(reason or "").strip() or None, changes=changes,
-                                    source=SUBMITTED, now=now or utcnow())
+                                    source=SUBMITTED, now=now or utcnow(),
+                                    then=edit_pair_hook(store, user, before))
     store.drop_leases(user.name, example_id=example_id)
-    if before is not None:  # an edited model answer becomes a preference pair
-        from curation.preference import record_edit_pair
-
-        record_edit_pair(store, user, before, after)
     return after
 
 

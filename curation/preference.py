@@ -32,8 +32,9 @@ Design decisions:
   rejected, saved as a new pending preference example (source `sme-edit`, its create event
   naming the edited example and version). Only an edit of the model's own text makes a pair
   (a second edit of the SME's text does not: its rejected side would be human-written). The
-  pair is written right after the edit, in a transaction of its own; the workspace setting
-  `preference_pairs_from_edits` ('on', the default, or 'off') turns it off.
+  pair is written in the edit's own transaction (`Store.update(..., then=...)`), so a crash
+  stores both or neither; the workspace setting `preference_pairs_from_edits` ('on', the
+  default, or 'off') turns it off.
 """
 
 from __future__ import annotations
@@ -390,24 +391,33 @@ def model_answer(store: Store, example: Example) -> str | None:
 
 
 def record_edit_pair(store: Store, user: User, before: Example, after: Example
-                     ) -> Example | None:
-    """After an edit from `before` to `after`: when it changed an answer a model wrote, save
-    the pair (the edited answer chosen, the model's rejected) as a new pending preference
-    example; return it (None when no pair is due or the setting is off)."""
+                     ) -> int | None:
+    """Within the transaction of an edit from `before` to `after` (its `then`): when it
+    changed an answer a model wrote, save the pair (the edited answer chosen, the model's
+    rejected) as a new pending preference example; its id (None when no pair is due or the
+    setting is off)."""
     if after.version == before.version or not edit_pairs_enabled(store):
         return None
     original = model_answer(store, before)
-    if original is None:
-        return None
+    if original is None or not original.strip():
+        return None  # no model answer, or a blank one: nothing to prefer the edit over
     prompt, answer = split_answer(after.messages)
     if (len(answer) != 1 or answer[0]["content"] == original
             or prompt != split_answer(before.messages)[0]):
         return None  # the answer is unchanged, or the prompt changed: not a pair of one prompt
-    return store.add(after.messages, actor=user.name, label=after.label, tags=(),
-                     source=EDIT_PAIR_SOURCE, split=after.split, status="pending",
-                     reason=_EDIT_PAIR_REASON.format(id=before.id, version=after.version),
-                     kind="preference",
-                     rejected=[{"role": "assistant", "content": original}])
+    return store.insert_new(after.messages, actor=user.name, label=after.label, tags=(),
+                            source=EDIT_PAIR_SOURCE, split=after.split, status="pending",
+                            reason=_EDIT_PAIR_REASON.format(id=before.id, version=after.version),
+                            kind="preference",
+                            rejected=[{"role": "assistant", "content": original}])
+
+
+def edit_pair_hook(store: Store, user: User, before: Example | None):
+    """The `then` of an edit's `Store.update` (or submission) from `before`: records the pair
+    in the edit's transaction; None when the edit does not touch the conversation."""
+    if before is None:
+        return None
+    return lambda after: record_edit_pair(store, user, before, after)
 
 
 def edit_pairs_of(store: Store, example_id: int) -> list[int]:

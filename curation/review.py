@@ -22,7 +22,8 @@ Design decisions:
   Accepting it together with the edit that writes the answer is one change; bulk accept
   skips it and says why. Reject and needs-work stay open to it.
 - An edit (or a decision saved with an edit) of an answer a model wrote records a preference
-  pair afterwards (`curation.preference.record_edit_pair`), when the workspace has that on.
+  pair in the same transaction (`curation.preference.edit_pair_hook`), when the workspace
+  has that on.
 - With overlap (a workspace needing N > 1 independent decisions per example), `decide` on an
   undecided train example records one blind vote, or settles a disputed one: the rules are
   in `curation.agreement`, the one branch into it is here.
@@ -59,11 +60,8 @@ def edit(store: Store, user: User, example_id: int, *, base_version: int,
     if "status" in changes or "deleted" in changes:
         raise InvalidValue("use decide() to change the status and bulk() to delete")
     before = store.get(example_id) if "messages" in changes else None
-    after = store.update(example_id, base_version=base_version, actor=user.name, reason=reason,
-                         **changes)
-    if before is not None:  # an edited model answer becomes a preference pair
-        preference.record_edit_pair(store, user, before, after)
-    return after
+    return store.update(example_id, base_version=base_version, actor=user.name, reason=reason,
+                        then=preference.edit_pair_hook(store, user, before), **changes)
 
 
 def decide(store: Store, user: User, example_id: int, decision: Decision, *,
@@ -83,12 +81,12 @@ def decide(store: Store, user: User, example_id: int, decision: Decision, *,
     if agreement.applies(store, current):  # overlap: a blind vote, or settling a dispute
         return agreement.decide(store, user, current, decision, base_version=base_version,
                                 reason=(reason or "").strip() or None, changes=changes)
-    after = store.update(example_id, base_version=base_version, actor=user.name,
-                         reason=(reason or "").strip() or None, action=decision,
-                         status=DECISION_STATUS[decision], **changes)
-    if "messages" in changes:  # an edited model answer becomes a preference pair
-        preference.record_edit_pair(store, user, current, after)
-    return after
+    return store.update(example_id, base_version=base_version, actor=user.name,
+                        reason=(reason or "").strip() or None, action=decision,
+                        status=DECISION_STATUS[decision],
+                        then=preference.edit_pair_hook(
+                            store, user, current if "messages" in changes else None),
+                        **changes)
 
 
 def revert(store: Store, user: User, example_id: int, to_version: int, *,

@@ -388,6 +388,50 @@ def test_a_pair_is_not_recorded_when_the_prompt_changed_too(empty_store):
     assert record_edit_pair(empty_store, RITA, draft, after) is None
 
 
+_KILLED_EDIT = """
+import os, signal, sys
+from curation import Store, User
+from curation.review import edit
+
+store = Store(sys.argv[1])
+write = store.insert_new
+
+def write_then_die(*args, **kwargs):  # the pair is written, the edit's COMMIT not yet run
+    write(*args, **kwargs)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+store.insert_new = write_then_die
+edit(store, User("rita", "reviewer"), 1, base_version=1,
+     messages=[{"role": "user", "content": "q"}, {"role": "assistant", "content": "SME text"}])
+"""
+
+
+def test_an_edit_and_its_pair_are_stored_together_or_not_at_all(tmp_path):
+    """kill -9 after the pair is written but before the edit's transaction commits: the
+    workspace holds neither; the same edit then stores both."""
+    import subprocess
+    import sys
+
+    from curation import Store
+
+    path = tmp_path / "ws" / "curate.duckdb"
+    store = Store(path)
+    draft = store.add(chat("q", "model text"), actor="t", source="draft")
+    store.close()
+    killed = subprocess.run([sys.executable, "-c", _KILLED_EDIT, str(path)],
+                            cwd=Path(__file__).resolve().parent.parent, timeout=120)
+    assert killed.returncode == -9
+    store = Store(path)
+    try:
+        assert store.get(draft.id).version == 1 and store.count() == 1
+        ws = Workspace(store, RITA)
+        ws.edit(draft.id, base_version=1, messages=chat("q", "SME text"))
+        (pair_id,) = ws.edit_pairs_of(draft.id)
+        assert store.get(pair_id).rejected == [_answer("model text")]
+    finally:
+        store.close()
+
+
 # --- the CLI -----------------------------------------------------------------------------------
 
 def test_cli_imports_model_output_sets_edit_pairs_and_exports_pairs(tmp_path):

@@ -25,6 +25,7 @@ Design decisions:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -133,11 +134,12 @@ class LeaseQueries:
 
     def record_submission(self, example_id: int, *, base_version: int, actor: str,
                           reason: str | None, changes: dict[str, Any], source: str,
-                          now: datetime):
+                          now: datetime, then: Callable[[Any], Any] | None = None):
         """Write the submission of an example at `base_version` (with `changes`): one new
         version and one `submit` event even when nothing else changed, and the finding of
         `source` on the new version that puts it in the Submitted queue. VersionConflict on a
-        stale version; nothing is written then."""
+        stale version; nothing is written then. `then(after)` writes in the same transaction,
+        as in `Store.update`."""
         changes = self._validated(changes, unanswered=True)
         try:
             with self.transaction() as cur:
@@ -159,6 +161,8 @@ class LeaseQueries:
                              + (f": {reason}" if reason else "")])
                 cur.execute("INSERT OR REPLACE INTO check_runs VALUES (?, '', '{}', ?, ?)",
                             [source, actor, now])
+                if then is not None:
+                    then(after)
                 return after
         except duckdb.TransactionException:
             raise self._conflict(self.get(example_id), base_version) from None

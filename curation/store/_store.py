@@ -41,7 +41,7 @@ import dataclasses
 import os
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -390,29 +390,43 @@ class Store(ExampleInserts, SnapshotQueries, UserQueries, EmbeddingQueries, Find
         """Store one new example (version 1, a 'create' event) written in the app; a
         preference pair (`kind='preference'`) with its `rejected` continuation, a KTO record
         (`kind='kto'`) with its `desirable` flag."""
+        with self.transaction():
+            new_id = self.insert_new(messages, actor=actor, label=label, tags=tags,
+                                     source=source, split=split, status=status, reason=reason,
+                                     kind=kind, rejected=rejected, desirable=desirable)
+        return self.get(new_id)
+
+    def insert_new(self, messages: list[dict[str, str]], *, actor: str,
+                   label: str | None = None, tags: tuple[str, ...] = (),
+                   source: str | None = None, split: str = "train", status: str = "pending",
+                   reason: str | None = None, kind: str = "sft",
+                   rejected: list[dict[str, str]] | None = None,
+                   desirable: bool | None = None) -> int:
+        """`add`'s write inside the caller's open transaction (this thread's cursor, as in an
+        `update`'s `then`); the new example's id."""
         messages = check_conversation_or_invalid(messages)
         changes = self._validated({"label": label, "tags": tags, "split": split,
                                    "status": status})
         kind, rejected, desirable = _preference_fields(messages, kind, rejected, desirable)
-        with self.transaction():
-            (new_id,) = self.new_example_ids(1)
-            self.insert_example(new_id, orjson.dumps(messages).decode(), search_text(messages),
-                                changes["label"],
-                                example_hash(messages, kind, rejected, desirable),
-                                changes["tags"],
-                                source=source, split=changes["split"], status=changes["status"],
-                                actor=actor, now=utcnow(), reason=reason,
-                                preference=(kind, rejected, desirable))
-        return self.get(new_id)
+        (new_id,) = self.new_example_ids(1)
+        self.insert_example(new_id, orjson.dumps(messages).decode(), search_text(messages),
+                            changes["label"], example_hash(messages, kind, rejected, desirable),
+                            changes["tags"], source=source, split=changes["split"],
+                            status=changes["status"], actor=actor, now=utcnow(), reason=reason,
+                            preference=(kind, rejected, desirable))
+        return new_id
 
     def update(self, example_id: int, *, base_version: int, actor: str, reason: str | None = None,
-               action: str | None = None, batch: str | None = None, **changes: Any) -> Example:
+               action: str | None = None, batch: str | None = None,
+               then: Callable[[Example], Any] | None = None, **changes: Any) -> Example:
         """Change fields of an example that is still at `base_version`.
 
         Writes the new version, moves the one it replaces into `example_versions` and writes
         one audit event, or nothing:
         a stale `base_version` raises VersionConflict. Changing nothing writes nothing.
         `batch`: the bulk batch the change belongs to (recorded in the same transaction).
+        `then(after)`: what else is written with the change, in the same transaction (the
+        preference pair an edit of a model's answer records), so both or neither are stored.
         """
         changes = self._validated(changes, unanswered=True)
         try:
@@ -437,6 +451,8 @@ class Store(ExampleInserts, SnapshotQueries, UserQueries, EmbeddingQueries, Find
                                     action or _action_for(diff))
                 if batch is not None:
                     self._add_to_batch(cur, batch, example_id, after.version)
+                if then is not None:
+                    then(after)
                 return after
         except duckdb.TransactionException:
             raise self._conflict(self.get(example_id), base_version) from None
