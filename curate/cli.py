@@ -393,6 +393,8 @@ def export(out, db, fmt, statuses, splits, labels, name, plain, actor, as_json):
         if result.dataset_info:
             click.echo(f"LLaMA-Factory: dataset {result.dataset_name!r} in "
                        f"{result.dataset_info}")
+        if result.llama_factory_note:
+            click.echo(f"LLaMA-Factory: {result.llama_factory_note}")
 
 
 @main.command()

@@ -39,7 +39,9 @@ Design decisions:
   ready LLaMA-Factory `dataset_dir`; the other entries are kept. The file is read before the
   export is written (one that is not a JSON object refuses the export: nothing is written),
   and rewritten atomically under a lock on the folder, so two exports into one folder both
-  keep their entries. The manifest names the file and the entry.
+  keep their entries. The manifest names the file and the entry. Lines that LLaMA-Factory's
+  reading skips (tool calls, tool replies, a developer turn, content parts: valid for OpenAI
+  and TRL) are counted (`llama_factory_skips`) and said (`llama_factory_note`).
 """
 
 from __future__ import annotations
@@ -59,7 +61,7 @@ from curation import preference
 from curation._files import private_dir, process_alive
 from curation.auth import User, require
 from curation.errors import InvalidValue
-from curation.formats import EXPORT_FORMATS, WRITERS, llama_factory_entry
+from curation.formats import EXPORT_FORMATS, WRITERS, llama_factory_entry, llama_factory_reads
 from curation.query import ExampleFilter
 from curation.store import Snapshot, Store, utcnow
 
@@ -87,6 +89,18 @@ class ExportResult:
     plain: bool = False  # Curate's fields left out
     dataset_info: Path | None = None  # the LLaMA-Factory dataset_info.json holding its entry
     dataset_name: str | None = None  # the name of that entry
+    llama_factory_skips: int = 0  # lines of the file LLaMA-Factory's reading of it skips
+
+    @property
+    def llama_factory_note(self) -> str | None:
+        """A sentence on the lines LLaMA-Factory will skip, or None when it reads them all."""
+        n = self.llama_factory_skips
+        if not n or self.dataset_name is None:
+            return None
+        return (f"{n:,} line{'s' if n != 1 else ''} of this file "
+                f"{'hold' if n != 1 else 'holds'} tool calls, tool replies, a developer turn "
+                "or content parts, which LLaMA-Factory's sharegpt reading cannot take (OpenAI "
+                "and TRL read them)")
 
     @property
     def left_out_note(self) -> str | None:
@@ -108,7 +122,9 @@ class ExportResult:
                 "note": self.note, "left_out": self.left_out,
                 "left_out_note": self.left_out_note, "plain": self.plain,
                 "dataset_info": str(self.dataset_info) if self.dataset_info else None,
-                "dataset_name": self.dataset_name}
+                "dataset_name": self.dataset_name,
+                "llama_factory_skips": self.llama_factory_skips,
+                "llama_factory_note": self.llama_factory_note}
 
 
 def export_jsonl(store: Store, out_path: str | os.PathLike, *, fmt: str = "openai",
@@ -153,6 +169,7 @@ def write_snapshot(store: Store, snapshot_id: str, out_path: str | os.PathLike, 
     digest, count = hashlib.sha256(), 0
     not_pairs = 0  # a preference format writes pairs only (`curation.preference`)
     undesirable = 0  # an SFT format never writes an answer flagged undesirable (KTO)
+    skips = 0  # lines LLaMA-Factory's reading (the entry written below) skips
     with _atomic(out_path) as f:
         for row in store.snapshot_rows(snapshot_id):
             try:
@@ -173,6 +190,8 @@ def write_snapshot(store: Store, snapshot_id: str, out_path: str | os.PathLike, 
                     record = writer(row["messages"], external_id=row["external_id"],
                                     label=row["label"], tags=row["tags"],
                                     metadata=_metadata(row), plain=plain)
+                    if entry is not None and not llama_factory_reads(row["messages"]):
+                        skips += 1
             except InvalidValue as exc:  # a turn the format cannot hold: nothing is written
                 raise InvalidValue(f"example #{row['id']}: {exc}") from None
             line = orjson.dumps(record) + b"\n"
@@ -192,7 +211,7 @@ def write_snapshot(store: Store, snapshot_id: str, out_path: str | os.PathLike, 
         left_out["undesirable"] = undesirable
     result = ExportResult(out_path, manifest_path, fmt, count, digest.hexdigest(), snapshot,
                           note is not None, note, removed, left_out,
-                          plain, info_path, stem if entry is not None else None)
+                          plain, info_path, stem if entry is not None else None, skips)
     manifest = {**result.to_dict(), "filters": snapshot.filters, "snapshot_name": snapshot.name,
                 "exported_at": utcnow().isoformat() + "Z"}
     with _atomic(manifest_path) as f:

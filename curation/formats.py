@@ -882,6 +882,16 @@ def to_vertex(messages: list[dict[str, str]], *, external_id=None, label=None, t
     return {**out, **_common(external_id, label, tags, metadata or {}, plain)}
 
 
+def llama_factory_reads(messages: list[dict[str, Any]]) -> bool:
+    """Whether LLaMA-Factory's `sharegpt` reading with OpenAI's tags (the openai export's
+    entry) takes this conversation: text turns of the roles system (first only), user and
+    assistant. A tool call, a tool reply or a developer turn it skips ("Invalid role tag
+    ... Skipping this abnormal example"); content parts are not text."""
+    return all(isinstance(m.get("content"), str) and not m.get("tool_calls")
+               and (m["role"] in ("user", "assistant") or (i == 0 and m["role"] == "system"))
+               for i, m in enumerate(messages))
+
+
 def llama_factory_entry(fmt: str, file_name: str) -> dict[str, Any] | None:
     """The LLaMA-Factory `dataset_info.json` entry for an export file, or None for a format
     LLaMA-Factory does not read (prompt_completion, bedrock, vertex)."""

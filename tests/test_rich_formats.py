@@ -184,6 +184,26 @@ def test_openai_export_round_trips_every_shape_through_the_store(file_store, tmp
         == [e.content_hash for e in store.find(ExampleFilter())]
 
 
+def test_the_openai_export_says_which_lines_llama_factory_cannot_take(file_store, tmp_path):
+    """LLaMA-Factory's sharegpt reading (the entry the export writes) takes text turns of
+    system, user and assistant only; the export counts the other lines and says so."""
+    from curation.formats import llama_factory_reads
+
+    taken = sorted(n for n, r in OPENAI_SHAPES.items() if llama_factory_reads(r["messages"]))
+    assert taken == ["name", "weight"]
+    path = write_jsonl(tmp_path / "in.jsonl", list(OPENAI_SHAPES.values()))
+    store = file_store()
+    import_file(store, path, user=ADMIN, status="accepted")
+    result = export_jsonl(store, tmp_path / "out.jsonl", fmt="openai", user=ADMIN)
+    assert result.llama_factory_skips == len(OPENAI_SHAPES) - 2
+    assert result.llama_factory_note.startswith(
+        f"{len(OPENAI_SHAPES) - 2} lines of this file hold tool calls, tool replies")
+    manifest = orjson.loads(result.manifest_path.read_bytes())
+    assert manifest["llama_factory_skips"] == len(OPENAI_SHAPES) - 2
+    plain = export_jsonl(store, tmp_path / "pc.jsonl", fmt="prompt_completion", user=ADMIN)
+    assert plain.llama_factory_skips == 0 and plain.llama_factory_note is None  # no entry
+
+
 def test_prompt_completion_export_keeps_tools_at_the_top_and_round_trips(file_store, tmp_path):
     """TRL's SFTTrainer reads a prompt-completion line's `tools` at the top level; importing
     the file again gives the same conversations, tools included."""

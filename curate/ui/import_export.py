@@ -365,6 +365,10 @@ with export_tab:
                        "folder's dataset_info.json (use the folder as `dataset_dir`):")
             st.code(orjson.dumps({last["dataset_name"]: entry},
                                  option=orjson.OPT_INDENT_2).decode(), language="json")
+            if last.get("llama_factory_note"):
+                st.info(plain(last["llama_factory_note"][0].upper()
+                              + last["llama_factory_note"][1:]) + ".",
+                        icon=":material/info:")
         if path.is_file() and manifest.is_file():
             left, right = st.columns(2)
             left.download_button("Download the JSONL", data=lambda p=path: p.read_bytes(),
