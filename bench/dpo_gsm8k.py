@@ -24,14 +24,17 @@ directly; in the app they come from the store's preference pairs of a snapshot.
     OMP_NUM_THREADS=2 python bench/dpo_gsm8k.py                # the acceptance run
     OMP_NUM_THREADS=1 python bench/dpo_gsm8k.py --train 16 --eval 16 --epochs 1   # a smoke run
 
-`--sft-weight`, `--beta`, `--lr`, `--rank` and the sizes are there to try other settings, and
-`--train-seed` reruns the same pairs with another adapter init and batch order; the runs made
-and their results are in docs/benchmarks.md.
+`--sft-weight`, `--beta`, `--lr`, `--rank` and the sizes are there to try other settings,
+`--train-seed` reruns the same pairs with another adapter init and batch order, and
+`--sft-epochs N` first trains an SFT run on the train pairs' chosen answers and starts DPO from
+its adapter (the app's "Start from SFT run"), timed together; the runs made and their results
+are in docs/benchmarks.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import random
@@ -145,6 +148,10 @@ def main() -> None:
     parser.add_argument("--beta", type=float, default=0.1)
     parser.add_argument("--sft-weight", type=float, default=0.0,
                         help="weight of the SFT term on the chosen answers (RPO)")
+    parser.add_argument("--sft-epochs", type=int, default=0,
+                        help="first an SFT run of this many epochs on the train pairs' chosen "
+                             "answers, then DPO from its adapter (as --sft-run does); 0: DPO "
+                             "from the base model")
     parser.add_argument("--rank", type=int, default=16)
     parser.add_argument("--precision", default="auto")
     parser.add_argument("--seed", type=int, default=0,
@@ -159,7 +166,8 @@ def main() -> None:
     from training.config import TrainConfig
     from training.dpo import PAIRS_FILE, read_pairs, write_pairs
     from training.preference_eval import evaluate_preferences
-    from training.run_folder import MANIFEST, RunManifest, read_json, write_json
+    from training.run_folder import (ADAPTER, MANIFEST, TRAIN_FILE, RunManifest, read_json,
+                                     write_json)
     from training.trainer import main as trainer_main
 
     pairs, kind_of = build_pairs(args.train, args.eval, args.max_chars, args.seed, args.data)
@@ -171,10 +179,6 @@ def main() -> None:
                          checkpoint_every_steps=0)
     run_dir = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="dpo-gsm8k-"))
     run_dir.mkdir(parents=True, exist_ok=True)
-    write_pairs(run_dir / PAIRS_FILE, pairs)
-    write_json(run_dir / MANIFEST, RunManifest(
-        run_id=run_dir.name, base_model=config.base_model, config=config.to_dict(),
-        examples=len(pairs)).to_json())
     n_train = sum(p.split == "train" for p in pairs)
     held = [kind_of[p.example_id] for p in pairs if p.split == "eval"]
     print(f"pairs: {n_train} train, {len(pairs) - n_train} eval ("
@@ -182,6 +186,28 @@ def main() -> None:
           flush=True)
 
     started = time.perf_counter()
+    extra = {}
+    if args.sft_epochs:  # SFT on the chosen answers first, in a run folder of its own
+        sft_dir = run_dir.with_name(run_dir.name + "-sft")
+        sft_dir.mkdir(parents=True, exist_ok=True)
+        sft_config = dataclasses.replace(config, method="sft", beta=0.1, sft_weight=0.0,
+                                         epochs=args.sft_epochs)
+        with open(sft_dir / TRAIN_FILE, "w") as f:
+            for p in pairs:
+                if p.split == "train":
+                    f.write(json.dumps({"messages": [*p.prompt, *p.chosen]}) + "\n")
+        write_json(sft_dir / MANIFEST, RunManifest(
+            run_id=sft_dir.name, base_model=config.base_model, config=sft_config.to_dict(),
+            examples=n_train).to_json())
+        if trainer_main([str(sft_dir)]) != 0:
+            raise SystemExit(f"SFT run failed: {read_json(sft_dir / 'status.json')}")
+        print(f"SFT on the chosen answers: {args.sft_epochs} epoch(s) in "
+              f"{time.perf_counter() - started:.0f} s", flush=True)
+        extra = {"sft_adapter": str(sft_dir / ADAPTER)}
+    write_pairs(run_dir / PAIRS_FILE, pairs)
+    write_json(run_dir / MANIFEST, RunManifest(
+        run_id=run_dir.name, base_model=config.base_model, config=config.to_dict(),
+        examples=len(pairs), extra=extra).to_json())
     code = trainer_main([str(run_dir)])
     train_seconds = time.perf_counter() - started
     status = read_json(run_dir / "status.json")
@@ -195,16 +221,19 @@ def main() -> None:
     result = evaluate_preferences(run_dir, eval_pairs, batch_size=16)
     eval_seconds = time.perf_counter() - started
     by_kind = {}
-    for system in ("base", "tuned"):
+    for system in ("base", *(["sft"] if args.sft_epochs else []), "tuned"):
         for kind in KINDS:
             margins = [e[system] for e in result["examples"] if kind_of[e["id"]] == kind]
             by_kind[f"{system}/{kind}"] = (sum(m > 0 for m in margins) / len(margins)
                                           if margins else None)
     base = result["systems"]["base"]["accuracy"]
     tuned = result["systems"]["tuned"]["accuracy"]
-    print(f"scored {result['pairs']} held-out pairs x 2 models in {eval_seconds:.0f} s")
+    print(f"scored {result['pairs']} held-out pairs x {len(result['systems'])} models in "
+          f"{eval_seconds:.0f} s")
     print("by corruption: " + ", ".join(f"{k} {v:.1%}" for k, v in by_kind.items()
                                         if v is not None))
+    if "sft" in result["systems"]:
+        print(f"after SFT alone: {result['systems']['sft']['accuracy']:.1%}")
     print(f"mean margin (sum log-prob chosen - rejected): base "
           f"{result['systems']['base']['mean_margin']}, tuned "
           f"{result['systems']['tuned']['mean_margin']}")
