@@ -163,6 +163,7 @@ def main() -> None:
     args = parser.parse_args()
 
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    from curation.formats import to_openai
     from training.config import TrainConfig
     from training.dpo import PAIRS_FILE, read_pairs, write_pairs
     from training.preference_eval import evaluate_preferences
@@ -190,12 +191,12 @@ def main() -> None:
     if args.sft_epochs:  # SFT on the chosen answers first, in a run folder of its own
         sft_dir = run_dir.with_name(run_dir.name + "-sft")
         sft_dir.mkdir(parents=True, exist_ok=True)
-        sft_config = dataclasses.replace(config, method="sft", beta=0.1, sft_weight=0.0,
+        sft_config = dataclasses.replace(config, method="sft", sft_weight=0.0,
                                          epochs=args.sft_epochs)
         with open(sft_dir / TRAIN_FILE, "w") as f:
             for p in pairs:
                 if p.split == "train":
-                    f.write(json.dumps({"messages": [*p.prompt, *p.chosen]}) + "\n")
+                    f.write(json.dumps(to_openai([*p.prompt, *p.chosen], plain=True)) + "\n")
         write_json(sft_dir / MANIFEST, RunManifest(
             run_id=sft_dir.name, base_model=config.base_model, config=sft_config.to_dict(),
             examples=n_train).to_json())

@@ -173,9 +173,6 @@ def write_snapshot(store: Store, snapshot_id: str, out_path: str | os.PathLike, 
     with _atomic(out_path) as f:
         for row in store.snapshot_rows(snapshot_id):
             try:
-                if fmt not in preference.OUTPUT_FORMATS and preference.undesirable(row):
-                    undesirable += 1
-                    continue
                 if fmt in preference.OUTPUT_FORMATS:
                     if row["kind"] != "preference":
                         not_pairs += 1
@@ -186,6 +183,9 @@ def write_snapshot(store: Store, snapshot_id: str, out_path: str | os.PathLike, 
                         tags=row["tags"], metadata=_metadata(row), plain=plain).items()
                         if k != "messages"}
                     record = preference.WRITERS[fmt](row, common)
+                elif preference.undesirable(row["kind"], row["desirable"]):
+                    undesirable += 1
+                    continue
                 else:
                     record = writer(row["messages"], external_id=row["external_id"],
                                     label=row["label"], tags=row["tags"],

@@ -306,11 +306,10 @@ def to_openai_dpo(row: dict, common: dict[str, Any]) -> dict[str, Any]:
 WRITERS = {"trl_preference": to_trl_preference, "openai_dpo": to_openai_dpo}
 
 
-def undesirable(row: dict) -> bool:
-    """Whether an example (a store row, or anything with `kind` and `desirable`) is a KTO
-    record whose answer is flagged undesirable: never taught by SFT, never a reference."""
-    get = row.get if isinstance(row, dict) else lambda key: getattr(row, key, None)
-    return get("kind") == "kto" and get("desirable") is False
+def undesirable(kind: str | None, desirable: bool | None) -> bool:
+    """Whether an example of this kind and flag is a KTO record whose answer is flagged
+    undesirable: never taught by SFT, never a reference."""
+    return kind == "kto" and desirable is False
 
 
 def left_out_note(counts: dict[str, int]) -> str | None:
@@ -396,7 +395,7 @@ def record_edit_pair(store: Store, user: User, before: Example, after: Example
     changed an answer a model wrote, save the pair (the edited answer chosen, the model's
     rejected) as a new pending preference example; its id (None when no pair is due or the
     setting is off)."""
-    if after.version == before.version or not edit_pairs_enabled(store):
+    if not edit_pairs_enabled(store):
         return None
     original = model_answer(store, before)
     if original is None or not original.strip():

@@ -85,7 +85,7 @@ def eval_rows_from_store(store) -> list[dict[str, Any]]:
     where = ExampleFilter(split=("eval",), status=EVAL_STATUSES)
     return [{"id": e.id, "messages": e.messages, "label": e.label}
             for e in store.find(where) if e.messages and e.messages[-1]["role"] == "assistant"
-            and not undesirable(e)]
+            and not undesirable(e.kind, e.desirable)]
 
 
 def train_rows_from_run(run_dir: str | os.PathLike) -> list[dict[str, Any]]:

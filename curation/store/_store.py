@@ -382,18 +382,11 @@ class Store(ExampleInserts, SnapshotQueries, UserQueries, EmbeddingQueries, Find
 
     # --- changing -----------------------------------------------------------------------
 
-    def add(self, messages: list[dict[str, str]], *, actor: str, label: str | None = None,
-            tags: tuple[str, ...] = (), source: str | None = None, split: str = "train",
-            status: str = "pending", reason: str | None = None, kind: str = "sft",
-            rejected: list[dict[str, str]] | None = None,
-            desirable: bool | None = None) -> Example:
-        """Store one new example (version 1, a 'create' event) written in the app; a
-        preference pair (`kind='preference'`) with its `rejected` continuation, a KTO record
-        (`kind='kto'`) with its `desirable` flag."""
+    def add(self, messages: list[dict[str, str]], *, actor: str, **fields: Any) -> Example:
+        """Store one new example (version 1, a 'create' event) written in the app, in a
+        transaction of its own; `fields` as `insert_new` takes them."""
         with self.transaction():
-            new_id = self.insert_new(messages, actor=actor, label=label, tags=tags,
-                                     source=source, split=split, status=status, reason=reason,
-                                     kind=kind, rejected=rejected, desirable=desirable)
+            new_id = self.insert_new(messages, actor=actor, **fields)
         return self.get(new_id)
 
     def insert_new(self, messages: list[dict[str, str]], *, actor: str,
@@ -402,8 +395,10 @@ class Store(ExampleInserts, SnapshotQueries, UserQueries, EmbeddingQueries, Find
                    reason: str | None = None, kind: str = "sft",
                    rejected: list[dict[str, str]] | None = None,
                    desirable: bool | None = None) -> int:
-        """`add`'s write inside the caller's open transaction (this thread's cursor, as in an
-        `update`'s `then`); the new example's id."""
+        """Write one new example inside the caller's open transaction (this thread's cursor:
+        `add`'s, or an `update`'s `then`); the new example's id. A preference pair
+        (`kind='preference'`) comes with its `rejected` continuation, a KTO record
+        (`kind='kto'`) with its `desirable` flag."""
         messages = check_conversation_or_invalid(messages)
         changes = self._validated({"label": label, "tags": tags, "split": split,
                                    "status": status})
