@@ -334,3 +334,18 @@ def test_special_tokens_findings_name_the_token_and_turn(quality_page, empty_sto
     table = next(d.value for d in at.dataframe if "Reason" in d.value.columns)
     assert table["Id"].tolist() == [bad.id]
     assert table["Reason"].tolist() == ["<|im_end|> in messages[1] (assistant)"]
+
+
+def test_a_long_list_in_a_run_summary_shows_its_count_and_the_first_few(quality_page,
+                                                                         empty_store, tmp_path):
+    labels = [f"intent_{i}" for i in range(7)]  # one example each: too few to cross-check
+    write_jsonl(tmp_path / "small.jsonl", [
+        {"label": label, "messages": chat(f"question {label}", f"answer {label}")}
+        for label in labels])
+    import_file(empty_store, tmp_path / "small.jsonl", user=admin("t"))
+    run_check(empty_store, "label_issues", user=admin("t"))
+    assert last_run(empty_store, "label_issues")["summary"]["labels_too_small"] == labels
+    at = quality_page(empty_store)
+    [summary] = [unescaped(c.value) for c in at.caption if "labels too small" in c.value]
+    assert "labels too small 7 (intent_0, intent_1, intent_2, and 4 more)" in summary
+    assert "intent_3" not in summary

@@ -66,11 +66,17 @@ def _when(value: datetime) -> str:
     return f"{value:%Y-%m-%d %H:%M} UTC"
 
 
+SUMMARY_LIST_ITEMS = 3  # a long list (labels too small to check) shows its count and a few
+
+
 def _summary_text(summary: dict[str, Any]) -> str:
     parts = []
     for key, value in summary.items():
         if isinstance(value, (list, tuple)):
-            value = ", ".join(map(str, value)) or "none"
+            shown = ", ".join(map(str, value[:SUMMARY_LIST_ITEMS]))
+            more = len(value) - SUMMARY_LIST_ITEMS
+            value = (f"{len(value)} ({shown}, and {more} more)" if more > 0
+                     else shown or "none")
         parts.append(f"{key.replace('_', ' ')} {value}")
     return " · ".join(parts)
 
