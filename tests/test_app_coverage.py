@@ -63,12 +63,20 @@ def test_map_and_cluster_table(coverage_page, demo_store):
     points = sum(len(trace["customdata"]) for trace in spec["data"])
     assert points == demo_store.count() - demo_store.count(ExampleFilter(status=("rejected",)))
     assert len(spec["data"]) == 8  # coloured by cluster: one trace per cluster
+    assert not any("color" in t["marker"] for t in spec["data"])  # ten or fewer: the theme's
     assert "8 clusters" in [s.value for s in at.subheader]
     clusters = next(df.value for df in at.dataframe if "Top labels" in df.value.columns)
     assert len(clusters) == 8 and clusters["Size"].sum() == points
     at.selectbox(key="cov_colour").set_value("label").run()
     spec = json.loads(at.get("plotly_chart")[0].proto.spec)
     assert {t["name"].rsplit(" (", 1)[0] for t in spec["data"]} == set(demo_store.labels())
+    # past ten groups each trace has its own colour (the theme's ten would repeat)
+    at.selectbox(key="cov_colour").set_value("cluster").run()
+    at.number_input(key="cov_k").set_value(14).run()
+    spec = json.loads(at.get("plotly_chart")[0].proto.spec)
+    assert len(spec["data"]) == 14
+    colours = [t["marker"].get("color") for t in spec["data"]]
+    assert None not in colours and len(set(colours)) == len(colours)
 
 
 def test_map_hover_text_and_legend_escape_html(coverage_page, demo_store):

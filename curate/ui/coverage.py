@@ -10,7 +10,9 @@ Design decisions:
   and statuses are read fresh on every run: they colour the map but do not move it.
 - The map is a Plotly scatter. Plotly renders a few HTML tags (<b>, <br>, <a>) in hover text
   and legend names, so every string from the data is `html.escape`d before it goes in; the
-  tags the page adds itself are the only ones left.
+  tags the page adds itself are the only ones left. Past ten groups (the automatic cluster
+  count is often more) the markers take Plotly's 48 distinct colours instead of the theme's
+  ten, which would repeat.
 - Saving a new example goes through `curation.fill.add_example`, which refuses duplicates and
   leakage with `WouldDuplicate`; the page then shows why and a "Save anyway" checkbox, and only
   a second submit with it ticked saves (`force=True`). Drafts enter as pending, source 'draft'.
@@ -92,6 +94,16 @@ def _hover(text: str) -> str:
     return "<br>".join(html.escape(line) for line in lines)
 
 
+def _palette(groups: int) -> list[str] | None:
+    """Marker colours for `groups` traces: None (the theme's ten) up to ten groups; past
+    ten, Plotly's 24 dark then 24 light colours, so no two of the first 48 share one."""
+    if groups <= 10:
+        return None
+    from plotly.colors import qualitative
+
+    return qualitative.Dark24 + qualitative.Light24
+
+
 def _figure(table, clusters, colour: str):
     import plotly.graph_objects as go
 
@@ -101,8 +113,10 @@ def _figure(table, clusters, colour: str):
     fig = go.Figure()
     trace_ids: list[list[int]] = []
     kind = go.Scattergl if len(table) > 5000 else go.Scatter
-    for value in sorted(set(values), key=lambda v: (int(v.split(":")[0]) if colour == "cluster"
-                                                    else 0, v)):
+    groups = sorted(set(values), key=lambda v: (int(v.split(":")[0]) if colour == "cluster"
+                                                else 0, v))
+    palette = _palette(len(groups))
+    for n, value in enumerate(groups):
         rows = [i for i, v in enumerate(values) if v == value]
         trace_ids.append([table.ids[i] for i in rows])
         custom = np.array([[table.ids[i], _hover(table.prompt(i)),
@@ -111,7 +125,8 @@ def _figure(table, clusters, colour: str):
         fig.add_trace(kind(
             x=clusters.coords[rows, 0], y=clusters.coords[rows, 1], mode="markers",
             name=f"{html.escape(one_line(value, 40))} ({len(rows)})", customdata=custom,
-            marker={"size": 7, "opacity": 0.8},
+            marker={"size": 7, "opacity": 0.8,
+                    **({"color": palette[n % len(palette)]} if palette else {})},
             hovertemplate="#%{customdata[0]} · %{customdata[2]}<br>%{customdata[1]}"
                           "<extra></extra>"))
     fig.update_layout(height=620, margin={"l": 10, "r": 10, "t": 10, "b": 10},
