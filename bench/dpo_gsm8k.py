@@ -153,6 +153,9 @@ def main() -> None:
                              "answers, then DPO from its adapter (as --sft-run does); 0: DPO "
                              "from the base model")
     parser.add_argument("--rank", type=int, default=16)
+    parser.add_argument("--target-modules", default="all-linear",
+                        help="the adapted modules: all-linear, or names joined by commas "
+                             "(q_proj,k_proj,v_proj,o_proj: attention only)")
     parser.add_argument("--precision", default="auto")
     parser.add_argument("--seed", type=int, default=0,
                         help="seed of the pair set (which problems, which corruptions)")
@@ -175,6 +178,8 @@ def main() -> None:
     config = TrainConfig(method="dpo", beta=args.beta, sft_weight=args.sft_weight,
                          epochs=args.epochs, batch_size=args.batch_size,
                          learning_rate=args.lr, r=args.rank, alpha=2 * args.rank,
+                         target_modules=(args.target_modules if args.target_modules ==
+                                         "all-linear" else args.target_modules.split(",")),
                          max_seq_length=args.max_seq_length, precision=args.precision,
                          seed=args.seed if args.train_seed is None else args.train_seed,
                          checkpoint_every_steps=0)
