@@ -432,7 +432,8 @@ def stats(db, as_json):
 @click.argument("n", type=int, required=False)
 @db_option
 @actor_option
-def overlap(n, db, actor):
+@json_option
+def overlap(n, db, actor, as_json):
     """Show or set how many independent decisions each train example needs (default 1).
 
     With N > 1 a reviewer's decision on an undecided train example is one blind vote; the
@@ -447,9 +448,16 @@ def overlap(n, db, actor):
     with _open(db, actor) as workspace:
         if n is None:
             n = workspace.overlap()
-            click.echo(f"Each train example needs {n} independent decision{'s' * (n > 1)}.")
+            if as_json:
+                _print_json({"overlap": n})
+            else:
+                click.echo(f"Each train example needs {n} independent decision"
+                           f"{'s' * (n > 1)}.")
             return
         outcome = workspace.set_overlap(n)
+    if as_json:
+        _print_json(outcome)  # {"overlap", "agreed", "disputed"}: example ids
+        return
     click.echo(f"Each train example now needs {n} independent decision{'s' * (n > 1)}.")
     if outcome["agreed"] or outcome["disputed"]:
         click.echo(f"{len(outcome['agreed']):,} examples decided by their agreeing decisions, "
@@ -460,7 +468,8 @@ def overlap(n, db, actor):
 @click.argument("state", type=click.Choice(["on", "off"]), required=False)
 @db_option
 @actor_option
-def edit_pairs(state, db, actor):
+@json_option
+def edit_pairs(state, db, actor, as_json):
     """Show or set whether an SME's edit of a model's answer records a preference pair.
 
     A model's answer is a draft (source draft), an accepted model suggestion, or an import
@@ -474,7 +483,10 @@ def edit_pairs(state, db, actor):
     with _open(db, actor) as workspace:
         on = workspace.edit_pairs_enabled() if state is None else \
             workspace.set_edit_pairs(state == "on")
-    click.echo("Pairs from SME edits are " + ("on" if on else "off") + ".")
+    if as_json:
+        _print_json({"edit_pairs": on})
+    else:
+        click.echo("Pairs from SME edits are " + ("on" if on else "off") + ".")
 
 
 @main.command()

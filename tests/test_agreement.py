@@ -284,7 +284,11 @@ def test_cli_overlap_and_agreement_json(overlap2):
     assert (pair["a"], pair["b"], pair["items"], pair["observed"]) == ("bob", "rita", 2, 0.5)
     assert pair["kappa"] == pytest.approx(cohen_kappa_score(
         ["accept · billing", "accept · access"], ["accept · billing", "accept · billing"]))
-    changed = runner.invoke(main, ["overlap", "1", "--db", path])
+    shown = runner.invoke(main, ["overlap", "--db", path, "--json"])
+    assert shown.exit_code == 0 and json.loads(shown.stdout) == {"overlap": 2}
+    changed = runner.invoke(main, ["overlap", "1", "--db", path, "--json"])
     assert changed.exit_code == 0, changed.output
+    # both rounds were settled at two decisions: nothing left to settle
+    assert json.loads(changed.stdout) == {"overlap": 1, "agreed": [], "disputed": []}
     with Workspace.open(path, ADA) as ws:
         assert ws.overlap() == 1

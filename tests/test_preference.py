@@ -4,6 +4,7 @@ recorded from SME edits of a model's answer (`curation.preference`)."""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -454,6 +455,9 @@ def test_cli_imports_model_output_sets_edit_pairs_and_exports_pairs(tmp_path):
     invoke("import", str(pairs), "--status", "accepted")
     assert "Pairs from SME edits are on." in invoke("edit-pairs")
     assert "Pairs from SME edits are off." in invoke("edit-pairs", "off")
+    assert json.loads(invoke("edit-pairs", "--json")) == {"edit_pairs": False}
+    assert json.loads(invoke("edit-pairs", "on", "--json")) == {"edit_pairs": True}
+    assert json.loads(invoke("edit-pairs", "off", "--json")) == {"edit_pairs": False}
     out = invoke("export", str(tmp_path / "dpo.jsonl"), "--format", "openai_dpo")
     assert "1 example of the snapshot is not a preference pair (SFT or KTO) and was left out" \
         in out
