@@ -413,8 +413,12 @@ def stats(db, as_json):
     with _open(db) as workspace:
         figures = workspace.stats()
         attention = workspace.needs_attention()
-    if as_json:
-        _print_json({**figures, "needs_attention": [a.message for a in attention]})
+    if as_json:  # JSON keys are text: the unlabelled count gets a key of its own, so a
+        # label named "null" cannot collide with it
+        by_label = dict(figures["by_label"])
+        unlabelled = by_label.pop(None, 0)
+        _print_json({**figures, "by_label": by_label, "unlabelled": unlabelled,
+                     "needs_attention": [a.message for a in attention]})
         return
     click.echo(f"{figures['total']:,} examples")
     for key in ("status", "split", "label", "source", "kind"):

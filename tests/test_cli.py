@@ -58,8 +58,22 @@ def test_stats_json_counts_by_status_split_label_source(run, tickets):
     assert figures["by_status"] == {"pending": 2}
     assert figures["by_source"] == {"crm": 2}
     assert figures["by_label"] == {"access": 1, "billing": 1}
+    assert figures["unlabelled"] == 0
     assert figures["by_kind"] == {"sft": 2}
     assert "by label:" in run("stats").output
+
+
+def test_stats_json_counts_the_unlabelled_apart_from_a_label_named_null(run, tmp_path):
+    """JSON keys are text: the unlabelled count under a "null" key would collide with a label
+    named "null", and a JSON reader keeps one of the two."""
+    records = write_jsonl(tmp_path / "labels.jsonl", [
+        {"messages": chat("q1", "a1"), "label": "null"}, {"messages": chat("q2", "a2")},
+        {"messages": chat("q3", "a3")}])
+    run("import", str(records))
+    text = run("stats", "--json").output
+    assert text.count('"null"') == 1
+    figures = json.loads(text)
+    assert figures["by_label"] == {"null": 1} and figures["unlabelled"] == 2
 
 
 def test_stats_counts_preference_pairs_and_kto_records_by_kind(run, tmp_path):
