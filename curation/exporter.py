@@ -5,7 +5,11 @@ Design decisions:
   reuses) the immutable snapshot of their current versions, and the file is written from the
   snapshot. The manifest names the snapshot, so a training run can be traced to its data.
 - Atomic: the file and the manifest are written to temporary names in the target folder and
-  renamed into place, so a reader never sees half a file. A target that exists and is not a
+  renamed into place, so a reader never sees half a file. Over an earlier export, its
+  manifest is removed just before the new file is renamed into place, and the new manifest
+  follows: a kill between the steps leaves a file without a manifest, never one whose
+  manifest describes other data. The database (the workspace's, or any DuckDB file) and the
+  folder's `dataset_info.json` are refused as targets. A target that exists and is not a
   regular file (a device such as /dev/stdout, a pipe) is refused: the rename would replace it.
   Both are 0600, wherever they go (a missing folder is made 0700): they hold the curated data.
   A temporary file is named `.<name>.curate-export-<pid>-<random>.tmp`, so it is
@@ -134,7 +138,7 @@ def export_jsonl(store: Store, out_path: str | os.PathLike, *, fmt: str = "opena
     `plain`: without Curate's fields (the `curate` object)."""
     require(user, "export")
     _check_format(fmt)
-    _check_target(Path(out_path))
+    _check_target(Path(out_path), store)
     if llama_factory_entry(fmt, Path(out_path).name) is not None:
         _read_dataset_info(Path(out_path).parent / DATASET_INFO)  # before the snapshot
     started = utcnow()
@@ -159,12 +163,14 @@ def write_snapshot(store: Store, snapshot_id: str, out_path: str | os.PathLike, 
     _check_format(fmt)
     snapshot = store.get_snapshot(snapshot_id)
     out_path = Path(out_path)
-    _check_target(out_path)
+    _check_target(out_path, store)
     private_dir(out_path.parent, tighten=False)
     entry = llama_factory_entry(fmt, out_path.name)
     if entry is not None:
         _read_dataset_info(out_path.parent / DATASET_INFO)  # refused before anything is written
     removed = remove_stale_temp_files(out_path.parent)
+    stem = out_path.name.removesuffix(".jsonl")
+    manifest_path = out_path.with_name(stem + ".manifest.json")
     writer = WRITERS.get(fmt)
     digest, count = hashlib.sha256(), 0
     not_pairs = 0  # a preference format writes pairs only (`curation.preference`)
@@ -198,8 +204,10 @@ def write_snapshot(store: Store, snapshot_id: str, out_path: str | os.PathLike, 
             f.write(line)
             digest.update(line)
             count += 1
-    stem = out_path.name.removesuffix(".jsonl")
-    manifest_path = out_path.with_name(stem + ".manifest.json")
+        # an earlier export's manifest goes before the new file replaces its file: killed
+        # between the two renames, the file stands without a manifest, never beside one
+        # that describes other data
+        manifest_path.unlink(missing_ok=True)
     info_path = None
     if entry is not None:
         info_path = out_path.parent / DATASET_INFO
@@ -258,16 +266,40 @@ def _add_dataset_info(path: Path, name: str, entry: dict[str, Any]) -> None:
         os.close(folder)  # closing releases the lock
 
 
-def _check_target(out_path: Path) -> None:
-    """InvalidValue when `out_path` (or its manifest's path) exists and is not a regular
-    file: the export's rename would replace a device, a pipe or a terminal (`/dev/stdout`)
-    with a file (as root, /dev/full became one)."""
+def _check_target(out_path: Path, store: Store) -> None:
+    """InvalidValue when the export (or its manifest) would replace what is not an export:
+    - a path that exists and is not a regular file: the rename would replace a device, a
+      pipe or a terminal (`/dev/stdout`) with a file (as root, /dev/full became one);
+    - the workspace's own database or its write-ahead log, or any DuckDB database (another
+      workspace, a backup): replaced by JSONL, it is gone;
+    - the folder's `dataset_info.json`, which the export itself keeps (LLaMA-Factory's list
+      of the folder's datasets)."""
     manifest = out_path.with_name(out_path.name.removesuffix(".jsonl") + ".manifest.json")
+    own = [store.path, store.path.with_name(store.path.name + ".wal")]
     for path in (out_path, manifest):
         if path.exists() and not path.is_file():
             raise InvalidValue(f"{path} exists and is not a regular file (a device, pipe or "
                                "folder); an export writes a file: name a new or existing "
                                ".jsonl file")
+        if any(path.exists() and mine.exists() and path.samefile(mine) for mine in own):
+            raise InvalidValue(f"{path} is this workspace's database; an export would "
+                               "replace it: name a new .jsonl file")
+        if _is_duckdb(path):
+            raise InvalidValue(f"{path} is a DuckDB database (a workspace or a backup), not "
+                               "an export; an export would replace it: name a new .jsonl file")
+    if out_path.name == DATASET_INFO:
+        raise InvalidValue(f"{out_path} is LLaMA-Factory's list of the datasets in its folder "
+                           "(an export keeps its entry there); name the export another .jsonl "
+                           "file")
+
+
+def _is_duckdb(path: Path) -> bool:
+    """Whether `path` is a DuckDB database file: its magic bytes `DUCK` at offset 8."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(12)[8:12] == b"DUCK"
+    except OSError:  # missing, or not ours to read: nothing an export would lose to us
+        return False
 
 
 def _check_format(fmt: str) -> None:

@@ -164,3 +164,67 @@ def test_an_export_refuses_to_replace_what_is_not_a_regular_file(seeded_store, t
                                       else os.path.exists(special))
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
     assert seeded_store.snapshots() == []  # refused before anything was made
+
+
+# An export over an earlier one that stops, for good, once its file is renamed into place
+# (LLaMA-Factory's dataset_info.json is written next, then the manifest).
+PAUSED_AFTER_RENAME = textwrap.dedent("""
+    import sys, time
+    import curation.exporter as exporter
+    from curation import ExampleFilter, Store, User, export_jsonl
+
+    def paused(*args):
+        print("renamed", flush=True)
+        time.sleep(600)
+
+    exporter._add_dataset_info = paused
+    export_jsonl(Store(sys.argv[1]), sys.argv[2], where=ExampleFilter(),
+                 user=User("child", "admin"))
+""")
+
+
+def test_a_kill_after_the_new_file_lands_never_leaves_the_old_manifest_beside_it(tmp_path):
+    db, out = tmp_path / "a.duckdb", tmp_path / "exports" / "train.jsonl"
+    manifest = out.with_name("train.manifest.json")
+    accepted_store(db, n=20)
+    with Store(db) as store:
+        store.add(chat("a pending question", "its answer"), actor="t")
+        first = export_jsonl(store, out, user=admin("t"))  # the 20 accepted ones
+    assert first.count == 20 and json.loads(manifest.read_text())["count"] == 20
+    child = subprocess.Popen([sys.executable, "-c", PAUSED_AFTER_RENAME, str(db), str(out)],
+                             cwd=PROJECT_ROOT, stdout=subprocess.PIPE, text=True,
+                             env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)})
+    try:
+        assert child.stdout.readline().strip() == "renamed"
+        child.send_signal(signal.SIGKILL)
+        child.wait(timeout=30)
+    finally:
+        child.kill()
+    assert len(out.read_bytes().splitlines()) == 21  # the new file, every example
+    assert not manifest.exists()  # not the first export's, which says 20 other lines
+
+
+@pytest.mark.parametrize("target", ["own_db", "other_db", "dataset_info"])
+def test_an_export_refuses_a_database_or_the_folders_dataset_list(seeded_store, tmp_path,
+                                                                  target):
+    """`curate export workspace/curate.duckdb` replaced the workspace with JSONL and said it
+    wrote it; `curate export dataset_info.json` replaced LLaMA-Factory's dataset list."""
+    from curation import InvalidValue
+
+    if target == "other_db":
+        path = tmp_path / "backup.duckdb"
+        accepted_store(path, n=3)
+    elif target == "dataset_info":
+        path = tmp_path / "dataset_info.json"
+        export_jsonl(seeded_store, tmp_path / "first.jsonl", where=ExampleFilter(),
+                     user=admin("t"))
+    else:
+        path = seeded_store.path
+    before = path.read_bytes()
+    snapshots = seeded_store.snapshots()
+    expected = {"own_db": "is this workspace's database", "other_db": "is a DuckDB database",
+                "dataset_info": "LLaMA-Factory's list of the datasets"}[target]
+    with pytest.raises(InvalidValue, match=expected):
+        export_jsonl(seeded_store, path, where=ExampleFilter(), user=admin("t"))
+    assert path.read_bytes() == before and seeded_store.snapshots() == snapshots
+    assert seeded_store.count() > 0
