@@ -274,6 +274,9 @@ def _metadata(record: dict, max_chars: int,
     `curate.label`, `curate.tags`, `curate.external_id`; errors then name those fields. Other
     records (and files exported before that object existed) give them at top level."""
     ours = record.get("curate") if columns is None else None
+    if ours is not None and not isinstance(ours, dict):
+        raise RecordError("wrong_type", f"curate must be an object (Curate's fields, as "
+                          f"`curate export` writes them), not {_type_name(ours)}", "curate")
     if isinstance(ours, dict):
         record = {"label": ours.get("label"), "tags": ours.get("tags"),
                   "id": ours.get("external_id")}

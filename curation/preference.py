@@ -259,6 +259,9 @@ def _kto(record: dict, max_chars: int) -> tuple[list[Message], bool]:
         messages = from_sharegpt(record, max_chars)
     else:
         flag, where = record.get("label"), "label"
+        for key in ("prompt", "completion"):
+            if key not in record:
+                raise RecordError("missing_field", f"KTO record has no `{key}`", key)
         prompt = record.get("prompt")
         messages = from_prompt_completion(
             {"prompt": [{"role": "user", "content": prompt}] if isinstance(prompt, str)

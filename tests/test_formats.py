@@ -487,6 +487,10 @@ def test_errors_in_the_curate_object_name_its_field():
     with pytest.raises(RecordError) as err:
         to_draft({"messages": [U("q"), A("a")], "curate": {"tags": 3}})
     assert err.value.field == "curate.tags"
+    for not_an_object in ("str", [1], 3):  # not ignored in favour of a top-level label
+        with pytest.raises(RecordError) as err:
+            to_draft({"messages": [U("q"), A("a")], "curate": not_an_object, "label": "x"})
+        assert (err.value.code, err.value.field) == ("wrong_type", "curate")
 
 
 # --- content_hash ------------------------------------------------------------------------------

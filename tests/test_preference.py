@@ -100,6 +100,11 @@ def test_a_broken_pair_is_refused_with_a_code_and_where(record, code, field):
 
 def test_an_explicit_format_reads_only_its_shape():
     assert to_draft(SHAPES["openai_dpo"], "preference").kind == "preference"
+    for key, record in (("prompt", {"messages": chat("q", "a"), "label": True}),
+                        ("completion", {"prompt": "q", "label": True})):
+        with pytest.raises(RecordError) as err:  # as alpaca and prompt_completion say it
+            to_draft(record, "kto")
+        assert (err.value.code, err.value.field) == ("missing_field", key)
     with pytest.raises(RecordError):
         to_draft({"messages": chat("q", "a")}, "preference")
 
