@@ -947,7 +947,19 @@ class _utf8_text:
     def __exit__(self, exc_type, exc, tb) -> bool:
         self.f.close()
         if isinstance(exc, UnicodeDecodeError):
-            raise NotUtf8(f"{self.path} is not UTF-8 text (byte {exc.start + 1} of a block "
-                          "cannot be decoded); save it as UTF-8 and import again. Nothing was "
-                          "imported.") from None
+            raise NotUtf8(f"{self.path} is not UTF-8 text ({_first_bad_byte(self.path)}); "
+                          "save it as UTF-8 and import again. Nothing was imported.") from None
         return False
+
+
+def _first_bad_byte(path: Path) -> str:
+    """Where the first byte that is not UTF-8 is, as JSONL's error says it: 'line N, byte B
+    of the line is b'...''. Read line by line, so a large file is not held in memory."""
+    with open(path, "rb") as f:
+        for number, raw in enumerate(f, 1):
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError as exc:  # a newline is never inside a character
+                return (f"line {number}, byte {exc.start + 1} of the line is "
+                        f"{raw[exc.start:exc.start + 1]!r}")
+    return "a byte cannot be decoded"

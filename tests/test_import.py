@@ -164,8 +164,11 @@ def test_not_utf8_jsonl_is_refused_whole_and_names_the_line(seeded_store, tmp_pa
 def test_not_utf8_csv_and_json_array_are_refused_whole(seeded_store, tmp_path, name, data):
     before = seeded_store.count()
     (tmp_path / name).write_bytes(data)
-    with pytest.raises(NotUtf8, match="not UTF-8"):
+    with pytest.raises(NotUtf8, match="not UTF-8") as info:
         import_file(seeded_store, tmp_path / name, user=admin("t"))
+    # where, as for JSONL: the line and the byte ("é" is one byte, 0xe9, in Latin-1)
+    assert "(line 3, byte 4 of the line is b'\\xe9')" in str(info.value) if name.endswith(
+        ".csv") else "(line 2, byte 17 of the line is b'\\xe9')" in str(info.value)
     assert seeded_store.count() == before
 
 
