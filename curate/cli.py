@@ -380,6 +380,10 @@ def export(out, db, fmt, statuses, splits, labels, name, plain, actor, as_json):
         result = workspace.export(out, fmt=fmt, where=where, name=name, plain=plain)
     for leftover in result.removed_temp_files:
         click.echo(f"removed {leftover}, left by an export that was killed", err=True)
+    if not result.count:
+        click.echo(f"warning: the snapshot is empty: no example matches these filters "
+                   f"(status {' or '.join(statuses)}), so {result.path} holds no line",
+                   err=True)
     if as_json:
         _print_json(result.to_dict())
     else:

@@ -278,3 +278,15 @@ def test_init_import_and_user_add_still_create_the_workspace(tmp_path, tickets):
         result = CliRunner().invoke(main, [*command, "--db", str(db)])
         assert result.exit_code == 0, result.output
         assert db.is_file()
+
+
+def test_an_export_of_no_example_warns_on_stderr(run, tickets, tmp_path):
+    run("import", str(tickets))  # all pending: the default export (accepted) matches none
+    out = tmp_path / "empty.jsonl"
+    result = run("export", str(out), "--json")
+    assert result.exit_code == 0 and json.loads(result.stdout)["count"] == 0
+    assert "warning: the snapshot is empty: no example matches these filters (status " \
+           f"accepted), so {out} holds no line" in result.stderr
+    assert out.read_bytes() == b""
+    result = run("export", str(out), "--status", "pending")
+    assert result.exit_code == 0 and "warning" not in result.stderr
