@@ -553,7 +553,7 @@ class _Writer:
         variants = first if isinstance(first, list) else \
             [(first, "", "") if isinstance(first, int) else first]
         for other_line, other_label, other_ext in variants:
-            if _same(other_label, other_ext, label, ext):
+            if _repeats(label, ext, other_label, other_ext):
                 return other_line, None
         variants.append((line, self.labels.setdefault(label, label), ext))
         self.seen[key] = variants
@@ -633,9 +633,12 @@ class _Writer:
             "label_conflict", notes), **{**self.example, **override})
 
 
-def _same(label: str, ext: str, other_label: str, other_ext: str) -> bool:
-    """Whether two records of one conversation are the same example ('' is none)."""
-    return label == other_label and (ext == other_ext or not ext or not other_ext)
+def _repeats(label: str, ext: str, first_label: str, first_ext: str) -> bool:
+    """Whether a record repeats an earlier record of the same conversation in the file ('' is
+    none): the same label, and no external id or the earlier record's. A record with an id
+    does not repeat one without: skipped, its id would be lost (and the next record with
+    another id would repeat nothing that keeps the first)."""
+    return label == first_label and (not ext or ext == first_ext)
 
 
 # --- reading files ---------------------------------------------------------------------------

@@ -254,6 +254,21 @@ def test_duplicates_inside_one_file_are_imported_once(empty_store, tmp_path):
     assert report.label_conflicts == []
 
 
+@pytest.mark.parametrize("order", [(None, "E1", "E2"), ("E1", "E2", None), ("E1", None, "E1")])
+def test_no_external_id_of_a_repeated_conversation_is_lost_whatever_the_order(
+        empty_store, tmp_path, order):
+    """A record without an id first used to take in the records with ids after it, so
+    (none, E1, E2) kept one example and no id, while (E1, E2, none) kept both ids."""
+    path = write_jsonl(tmp_path / "ids.jsonl", [rec(1, **({"id": i} if i else {}))
+                                                for i in order])
+    report = import_file(empty_store, path, user=admin("t"))
+    kept = sorted(ex.external_id or "" for ex in empty_store.find())
+    assert set(kept) - {""} == {i for i in order if i}  # every id is stored
+    assert report.imported + len(report.duplicates_in_file) == 3
+    assert report.imported == {(None, "E1", "E2"): 3, ("E1", "E2", None): 2,
+                               ("E1", None, "E1"): 1}[order]
+
+
 def test_repeat_of_a_stored_conversation_inside_the_file(seeded_store, tmp_path):
     known = seeded_store.find()[0]
     same = {"messages": known.messages, "label": known.label, "id": known.external_id}
