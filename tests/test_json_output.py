@@ -75,6 +75,8 @@ ARGUMENTS = {  # the arguments each --json command needs beyond --db and --json
     ("backup",): lambda ws: [str(ws / "copy.duckdb")],
     ("check",): lambda ws: ["special_tokens"],
     ("curve",): lambda ws: ["--show", "--id", _curve(ws)],  # a prepared one: no training
+    ("overlap",): lambda ws: [],  # N is optional: show the setting
+    ("edit-pairs",): lambda ws: [],  # on|off is optional: show the setting
 }
 
 
@@ -137,6 +139,11 @@ def test_json_output_is_one_document_and_nothing_else(workspace, words, model_ca
         assert document == {"version": 0, "text": ""}
     if words == ("guidelines", "history"):
         assert document == []
+    if words == ("overlap",):
+        assert document == {"overlap": 1}
+    if words == ("edit-pairs",):
+        assert document == {"edit_pairs": True}
     if words == ("stats",):
-        assert document["by_label"]["null"] == 3  # two train, one eval; none deleted
+        assert document["unlabelled"] == 3  # two train, one eval; none deleted
+        assert "null" not in document["by_label"]
         assert document["by_split"] == {"train": 7, "eval": 2}
