@@ -654,14 +654,35 @@ def sniff_kind(path: Path) -> str:
         first_line, _, rest = head.partition(b"\n")
         try:
             orjson.loads(first_line)
-        except orjson.JSONDecodeError:
-            return "json"
+        except orjson.JSONDecodeError:  # broken, or nested too deeply for orjson to read
+            return "jsonl" if rest.strip() and _closes(first_line) else "json"
         return "jsonl" if rest.strip() else "json"
     if not head:
         raise _no_records(path)
     if head.startswith(b"{") or path.suffix.lower() in (".jsonl", ".json", ".ndjson"):
         return "jsonl"
     return "csv"
+
+
+def _closes(line: bytes) -> bool:
+    """Whether the brackets opened on `line` (outside strings) all close by its end: a whole
+    value on one line, as a JSONL record is, whether or not it is valid JSON."""
+    depth, in_string, escaped = 0, False, False
+    for byte in line:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:  # backslash
+                escaped = True
+            elif byte == 0x22:  # quote
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte in (0x5B, 0x7B):  # [ {
+            depth += 1
+        elif byte in (0x5D, 0x7D):  # ] }
+            depth -= 1
+    return depth == 0 and not in_string
 
 
 def _no_records(path: Path) -> UnreadableFile:

@@ -465,6 +465,21 @@ def test_json_array_reports_the_line_where_each_bad_element_starts(empty_store, 
                                            empty_store.history(e5.id)[0])] == [2, 11]
 
 
+@pytest.mark.parametrize("first_line, kind", [
+    ("[" * 1200 + "]" * 1200, "jsonl"),  # too deep for orjson, but whole: a JSONL line
+    ("[" * 1100 + '"]] \\" ]"' + "]" * 1100, "jsonl"),  # brackets in strings do not count
+    ('[{"prompt": "p1",', "json"),  # an array that goes on: a JSON array file
+])
+def test_a_first_line_that_is_one_whole_value_makes_the_file_jsonl(empty_store, tmp_path,
+                                                                    first_line, kind):
+    path = tmp_path / "deep.jsonl"
+    path.write_text(first_line + "\n" + json.dumps(rec(1)) + "\n")
+    report = import_file(empty_store, path, user=admin("t"))
+    assert report.file_kind == kind
+    if kind == "jsonl":  # the first line is refused, the record after it is read
+        assert [r[0] for r in rejected(report)] == [1] and report.imported == 1
+
+
 def test_json_array_with_bom_crlf_and_no_file_suffix(empty_store, tmp_path):
     path = tmp_path / "arr.data"
     path.write_bytes(b"\xef\xbb\xbf" + JSON_ARRAY.replace("\n", "\r\n").encode())
