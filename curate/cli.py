@@ -71,6 +71,29 @@ def _open(db: Path | None, actor: str | None = None, *, create: bool = False) ->
     return Workspace.open(path, _cli_user(actor))
 
 
+@contextlib.contextmanager
+def _new_workspace_undone_on_error(db: Path | None):
+    """Where there was no workspace at `db`, a command that fails with a user error (an import
+    of a file that cannot be read) leaves none: the database file it made, its log and the
+    folders it made are removed, so a failed first import does not leave an empty workspace
+    behind; never one that holds an example. Runs after the workspace is closed (enter it
+    before `_open`)."""
+    path = (db or default_db_path()).absolute()
+    made = [p for p in (path, *path.parents) if not p.exists()]
+    try:
+        yield
+    except CurateError:
+        from curation.store import file_counts
+
+        if made and path.is_file() and not file_counts(path)["examples"]:
+            for own in (path, path.with_name(path.name + ".wal")):
+                own.unlink(missing_ok=True)
+            for folder in made[1:]:  # innermost first; only if nothing else was put there
+                with contextlib.suppress(OSError):
+                    folder.rmdir()
+        raise
+
+
 _json_out = None  # where _print_json writes: the real stdout while a --json command runs
 
 
@@ -311,7 +334,7 @@ def import_(file, db, fmt, mapping, split, status, source, tags, max_field_chars
       curate import tickets.csv --map prompt=text,response=reply,label=category --split eval
       curate import questions.csv --map prompt=text,label=category --unanswered
     """
-    with _open(db, actor, create=True) as workspace:
+    with _new_workspace_undone_on_error(db), _open(db, actor, create=True) as workspace:
         bar = None
 
         def progress(done: int, total: int) -> None:

@@ -12,6 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from curate.cli import main
+from curation import Store
 from tests.conftest import chat, write_jsonl
 
 
@@ -290,3 +291,19 @@ def test_an_export_of_no_example_warns_on_stderr(run, tickets, tmp_path):
     assert out.read_bytes() == b""
     result = run("export", str(out), "--status", "pending")
     assert result.exit_code == 0 and "warning" not in result.stderr
+
+
+def test_a_failed_first_import_leaves_no_empty_workspace_behind(tmp_path):
+    empty = tmp_path / "empty.jsonl"
+    empty.write_bytes(b"")
+    db = tmp_path / "new" / "folders" / "curate.duckdb"
+    result = CliRunner().invoke(main, ["import", str(empty), "--db", str(db)])
+    assert result.exit_code == 1 and "holds no records" in result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.jsonl"]  # folders gone too
+    # a workspace that existed (and holds examples) is left as it was
+    ok = write_jsonl(tmp_path / "ok.jsonl", [{"messages": chat("q", "a")}])
+    assert CliRunner().invoke(main, ["import", str(ok), "--db", str(db)]).exit_code == 0
+    result = CliRunner().invoke(main, ["import", str(empty), "--db", str(db)])
+    assert result.exit_code == 1 and db.is_file()
+    with Store(db) as store:
+        assert store.count() == 1
