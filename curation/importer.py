@@ -715,9 +715,7 @@ def _diagnose(raw: bytes, number: int, path: Path) -> Any:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise NotUtf8(f"{path} is not UTF-8 text (line {number}, byte {exc.start + 1} of the "
-                      f"line is {raw[exc.start:exc.start + 1]!r}); save it as UTF-8 and import "
-                      "again. Nothing was imported.") from None
+        raise _not_utf8(path, number, raw, exc) from None
     try:
         record = json.loads(text, parse_constant=float)
         problem = _scan(record)
@@ -971,19 +969,24 @@ class _utf8_text:
     def __exit__(self, exc_type, exc, tb) -> bool:
         self.f.close()
         if isinstance(exc, UnicodeDecodeError):
-            raise NotUtf8(f"{self.path} is not UTF-8 text ({_first_bad_byte(self.path)}); "
-                          "save it as UTF-8 and import again. Nothing was imported.") from None
+            raise _first_bad_byte(self.path) from None
         return False
 
 
-def _first_bad_byte(path: Path) -> str:
-    """Where the first byte that is not UTF-8 is, as JSONL's error says it: 'line N, byte B
-    of the line is b'...''. Read line by line, so a large file is not held in memory."""
+def _not_utf8(path: Path, number: int, raw: bytes, exc: UnicodeDecodeError) -> NotUtf8:
+    """NotUtf8 naming where: line `number` (its bytes `raw`), at `exc`'s byte."""
+    return NotUtf8(f"{path} is not UTF-8 text (line {number}, byte {exc.start + 1} of the line "
+                   f"is {raw[exc.start:exc.start + 1]!r}); save it as UTF-8 and import again. "
+                   "Nothing was imported.")
+
+
+def _first_bad_byte(path: Path) -> NotUtf8:
+    """NotUtf8 naming the line and byte of the file's first byte that is not UTF-8, as a
+    JSONL line's says it (`_diagnose`). Read line by line: a large file is not held whole."""
     with open(path, "rb") as f:
         for number, raw in enumerate(f, 1):
             try:
                 raw.decode("utf-8")
             except UnicodeDecodeError as exc:  # a newline is never inside a character
-                return (f"line {number}, byte {exc.start + 1} of the line is "
-                        f"{raw[exc.start:exc.start + 1]!r}")
-    return "a byte cannot be decoded"
+                return _not_utf8(path, number, raw, exc)
+    raise AssertionError(f"{path}: a decoding error, yet every line decodes")
